@@ -1,0 +1,421 @@
+//! The blob log: appending records to the active segment, syncing them,
+//! reading them back through memory maps, and recovering at open.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+
+use super::format::{RecordHeader, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::error::{Error, Result};
+use crate::fs::{Fs, FsFile};
+use crate::hash::{read_full, ContentHash, Hasher};
+use crate::health::Health;
+
+/// Write buffer for streaming a source into a segment.
+const WRITE_CHUNK: usize = 4 << 20;
+
+/// Where a record lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Location {
+    pub segment: u64,
+    /// Offset of the record header.
+    pub offset: u64,
+    /// Data length (the record is `RECORD_HEADER_LEN` longer).
+    pub length: u64,
+}
+
+impl Location {
+    pub(crate) fn record_len(&self) -> u64 {
+        RECORD_HEADER_LEN as u64 + self.length
+    }
+
+    pub(crate) fn end(&self) -> u64 {
+        self.offset + self.record_len()
+    }
+}
+
+struct Active {
+    id: u64,
+    file: Arc<dyn FsFile>,
+    /// Where the next record goes.
+    len: u64,
+    /// Everything below this offset is durable.
+    synced: u64,
+}
+
+/// What recovery found and did at open.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Recovery {
+    /// Segments whose file is shorter than their committed length, or
+    /// missing: blobs in them cannot be served.
+    pub damaged_segments: Vec<u64>,
+    /// Human-readable notes of what was repaired.
+    pub notes: Vec<String>,
+}
+
+pub(crate) struct BlobLog {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    target_size: u64,
+    health: Arc<Health>,
+    active: Mutex<Option<Active>>,
+    next_id: Mutex<u64>,
+    /// Serialises `fdatasync` calls so that concurrent committers share one.
+    sync_lock: Mutex<()>,
+    /// Whole-file views of segments, remapped when a read needs more than a
+    /// view covers (the active segment grows).
+    views: RwLock<HashMap<u64, Bytes>>,
+}
+
+fn segment_name(id: u64) -> String {
+    format!("{id:020}.seg")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+impl BlobLog {
+    /// Opens the segment directory, reconciling it with the committed
+    /// segment lengths from the metadata:
+    ///
+    /// - a file that no committed metadata names holds only records that were
+    ///   never acknowledged (a crash before their commit, or a segment already
+    ///   compacted away whose removal was interrupted): it is removed;
+    /// - bytes past a segment's committed length were never acknowledged:
+    ///   they are truncated;
+    /// - a file shorter than its committed length, or missing, is reported
+    ///   and its blobs refused, never served.
+    ///
+    /// Every step is idempotent, so a crash during recovery is recovered by
+    /// the next open.
+    pub(crate) fn open(
+        fs: Arc<dyn Fs>,
+        dir: PathBuf,
+        committed: &BTreeMap<u64, u64>,
+        target_size: u64,
+        health: Arc<Health>,
+    ) -> Result<(BlobLog, Recovery)> {
+        fs.create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let mut recovery = Recovery::default();
+        let mut on_disk = BTreeMap::new();
+        for name in fs
+            .list(&dir)
+            .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?
+        {
+            if let Some(id) = parse_segment_name(&name) {
+                on_disk.insert(id, ());
+            }
+        }
+        let mut removed_any = false;
+        for &id in on_disk.keys() {
+            if !committed.contains_key(&id) {
+                let path = dir.join(segment_name(id));
+                fs.remove_file(&path)
+                    .map_err(|e| Error::io(format!("removing orphan {}", path.display()), e))?;
+                recovery
+                    .notes
+                    .push(format!("removed segment {id}: no committed record refers to it"));
+                removed_any = true;
+            }
+        }
+        if removed_any {
+            fs.sync_dir(&dir)
+                .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
+        }
+        for (&id, &len) in committed {
+            let path = dir.join(segment_name(id));
+            if !on_disk.contains_key(&id) {
+                recovery.damaged_segments.push(id);
+                recovery.notes.push(format!("segment {id} is missing"));
+                continue;
+            }
+            let file = fs
+                .open(&path)
+                .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+            let actual = file
+                .len()
+                .map_err(|e| Error::io(format!("reading length of {}", path.display()), e))?;
+            if actual > len {
+                file.set_len(len)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
+                recovery
+                    .notes
+                    .push(format!("segment {id}: dropped {} uncommitted bytes", actual - len));
+            } else if actual < len {
+                recovery.damaged_segments.push(id);
+                recovery.notes.push(format!(
+                    "segment {id} is {actual} bytes, shorter than its committed {len}"
+                ));
+            }
+        }
+        let next_id = on_disk.keys().chain(committed.keys()).max().map_or(1, |m| m + 1);
+        let log = BlobLog {
+            fs,
+            dir,
+            target_size,
+            health,
+            active: Mutex::new(None),
+            next_id: Mutex::new(next_id),
+            sync_lock: Mutex::new(()),
+            views: RwLock::new(HashMap::new()),
+        };
+        // Keep appending to the newest segment while it has room, so that a
+        // CLI that opens the store once per command does not leave a trail of
+        // tiny segments.
+        if let Some((&id, &len)) = committed.iter().next_back() {
+            if len < target_size && !log.is_damaged(&recovery, id) {
+                let path = log.path(id);
+                let file: Arc<dyn FsFile> = Arc::from(
+                    log.fs
+                        .open(&path)
+                        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?,
+                );
+                let mut head = [0u8; SEGMENT_HEADER_LEN];
+                let header_ok =
+                    file.read_exact_at(0, &mut head).is_ok() && SegmentHeader::decode(&head).map(|h| h.id) == Ok(id);
+                if header_ok {
+                    *log.active.lock() = Some(Active {
+                        id,
+                        file,
+                        len,
+                        synced: len,
+                    });
+                }
+            }
+        }
+        Ok((log, recovery))
+    }
+
+    fn is_damaged(&self, recovery: &Recovery, id: u64) -> bool {
+        recovery.damaged_segments.contains(&id)
+    }
+
+    fn path(&self, id: u64) -> PathBuf {
+        self.dir.join(segment_name(id))
+    }
+
+    /// The segment new records currently go to, if one is open.
+    pub(crate) fn active_id(&self) -> Option<u64> {
+        self.active.lock().as_ref().map(|a| a.id)
+    }
+
+    /// Starts a new segment: header written and synced, directory entry
+    /// synced, before any record in it can be committed.
+    fn roll(&self, active: &mut Option<Active>) -> Result<()> {
+        if let Some(old) = active.take() {
+            if old.synced < old.len {
+                if let Err(e) = old.file.sync_data() {
+                    self.health.poison(format!("fsync of segment {} failed: {e}", old.id));
+                    return Err(Error::io(format!("syncing segment {}", old.id), e));
+                }
+            }
+        }
+        let id = {
+            let mut next = self.next_id.lock();
+            let id = *next;
+            *next += 1;
+            id
+        };
+        let path = self.path(id);
+        let file: Arc<dyn FsFile> = Arc::from(
+            self.fs
+                .create(&path)
+                .map_err(|e| Error::io(format!("creating {}", path.display()), e))?,
+        );
+        let durable = file
+            .write_all_at(0, &SegmentHeader { id }.encode())
+            .and_then(|()| file.sync_data())
+            .and_then(|()| self.fs.sync_dir(&self.dir));
+        if let Err(e) = durable {
+            // The file holds nothing committed; recovery removes it if this
+            // removal does not happen.
+            let _ = self.fs.remove_file(&path);
+            return Err(Error::io(format!("creating segment {}", path.display()), e));
+        }
+        *active = Some(Active {
+            id,
+            file,
+            len: SEGMENT_HEADER_LEN as u64,
+            synced: SEGMENT_HEADER_LEN as u64,
+        });
+        Ok(())
+    }
+
+    /// Appends a record of `length` bytes read from `source`, which must hash
+    /// to `hash`. The bytes are hashed again as they are written, so a source
+    /// that changes between the caller's hashing pass and this one is caught:
+    /// the record is rolled back and [`Error::ContentChanged`] returned.
+    ///
+    /// The record is not durable until [`sync`](Self::sync) covers it.
+    pub(crate) fn append(&self, hash: ContentHash, length: u64, source: &mut dyn Read, what: &str) -> Result<Location> {
+        self.health.check()?;
+        let mut guard = self.active.lock();
+        let full = guard.as_ref().is_none_or(|a| {
+            a.len > SEGMENT_HEADER_LEN as u64 && a.len + RECORD_HEADER_LEN as u64 + length > self.target_size
+        });
+        if full {
+            self.roll(&mut guard)?;
+        }
+        let active = guard.as_mut().expect("rolled above");
+        let loc = Location {
+            segment: active.id,
+            offset: active.len,
+            length,
+        };
+        match write_record(&*active.file, loc, hash, source, what) {
+            Ok(()) => {
+                active.len = loc.end();
+                Ok(loc)
+            }
+            Err(e) => {
+                // Leave no trace: the next record reuses this offset.
+                if let Err(undo) = active.file.set_len(loc.offset) {
+                    self.health.poison(format!(
+                        "rolling back a failed write to segment {}: {undo}",
+                        loc.segment
+                    ));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes every record up to `end` of `segment` durable. Concurrent
+    /// callers share one `fdatasync`: a caller whose bytes an earlier sync
+    /// already covered returns at once.
+    pub(crate) fn sync(&self, segment: u64, end: u64) -> Result<()> {
+        let covered = |a: &Option<Active>| a.as_ref().is_none_or(|a| a.id != segment || a.synced >= end);
+        if covered(&self.active.lock()) {
+            // A rolled segment was synced when it was rolled.
+            return Ok(());
+        }
+        let _one_sync_at_a_time = self.sync_lock.lock();
+        let (file, target) = {
+            let a = self.active.lock();
+            if covered(&a) {
+                return Ok(());
+            }
+            let a = a.as_ref().expect("checked above");
+            (a.file.clone(), a.len)
+        };
+        if let Err(e) = file.sync_data() {
+            self.health.poison(format!("fsync of segment {segment} failed: {e}"));
+            return Err(Error::io(format!("syncing segment {segment}"), e));
+        }
+        if let Some(a) = self.active.lock().as_mut().filter(|a| a.id == segment) {
+            a.synced = a.synced.max(target);
+        }
+        Ok(())
+    }
+
+    /// The data of the record at `loc`, which must be the blob `hash`.
+    /// Everything is checked before a byte is returned: the record header
+    /// (magic, checksum, its own place, length, hash) and the BLAKE3 hash of
+    /// the data. The returned `Bytes` borrows the segment's memory map.
+    pub(crate) fn read(&self, loc: Location, hash: ContentHash) -> Result<Bytes> {
+        let view = self
+            .view(loc.segment, loc.end())
+            .map_err(|detail| Error::Integrity { hash, detail })?;
+        let integrity = |detail: String| Error::Integrity { hash, detail };
+        let start = loc.offset as usize;
+        let header = RecordHeader::decode(&view[start..])
+            .map_err(|e| integrity(format!("record header in segment {}: {e}", loc.segment)))?;
+        let expected = RecordHeader {
+            segment: loc.segment,
+            offset: loc.offset,
+            length: loc.length,
+            hash,
+        };
+        if header != expected {
+            return Err(integrity(format!(
+                "record at segment {} offset {} is not this blob",
+                loc.segment, loc.offset
+            )));
+        }
+        let data = view.slice(start + RECORD_HEADER_LEN..loc.end() as usize);
+        let actual = ContentHash::of(&data);
+        if actual != hash {
+            return Err(integrity(format!("data hashes to {actual}")));
+        }
+        Ok(data)
+    }
+
+    /// A view of segment `id` covering at least `need` bytes.
+    fn view(&self, id: u64, need: u64) -> std::result::Result<Bytes, String> {
+        if let Some(v) = self.views.read().get(&id).filter(|v| v.len() as u64 >= need) {
+            return Ok(v.clone());
+        }
+        let path = self.path(id);
+        let v = self
+            .fs
+            .map(&path)
+            .map_err(|e| format!("cannot map segment {id}: {e}"))?;
+        if (v.len() as u64) < need {
+            return Err(format!("segment {id} is {} bytes, the record ends at {need}", v.len()));
+        }
+        self.views.write().insert(id, v.clone());
+        Ok(v)
+    }
+
+    /// The whole committed part of a segment, for compaction and scrubbing.
+    pub(crate) fn segment_bytes(&self, id: u64, committed: u64) -> std::result::Result<Bytes, String> {
+        Ok(self.view(id, committed)?.slice(..committed as usize))
+    }
+
+    /// Removes a segment file whose removal from the metadata has committed.
+    pub(crate) fn remove_segment(&self, id: u64) -> Result<()> {
+        self.views.write().remove(&id);
+        let path = self.path(id);
+        self.fs
+            .remove_file(&path)
+            .and_then(|()| self.fs.sync_dir(&self.dir))
+            .map_err(|e| Error::io(format!("removing {}", path.display()), e))
+    }
+
+    /// Length of a segment file on disk (for statistics and verification).
+    pub(crate) fn file_len(&self, id: u64) -> Option<u64> {
+        self.fs.open(&self.path(id)).ok()?.len().ok()
+    }
+}
+
+fn write_record(file: &dyn FsFile, loc: Location, hash: ContentHash, source: &mut dyn Read, what: &str) -> Result<()> {
+    let header = RecordHeader {
+        segment: loc.segment,
+        offset: loc.offset,
+        length: loc.length,
+        hash,
+    };
+    let io = |e| Error::io(format!("writing segment {}", loc.segment), e);
+    file.write_all_at(loc.offset, &header.encode()).map_err(io)?;
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; WRITE_CHUNK.min(loc.length.max(1) as usize)];
+    let mut at = loc.offset + RECORD_HEADER_LEN as u64;
+    let mut remaining = loc.length;
+    while remaining > 0 {
+        let want = buf.len().min(remaining as usize);
+        let n = read_full(source, &mut buf[..want]).map_err(|e| Error::io(format!("reading {what}"), e))?;
+        if n < want {
+            return Err(Error::ContentChanged(what.to_string()));
+        }
+        hasher.update(&buf[..n]);
+        file.write_all_at(at, &buf[..n]).map_err(io)?;
+        at += n as u64;
+        remaining -= n as u64;
+    }
+    let mut probe = [0u8; 1];
+    let grew = read_full(source, &mut probe).map_err(|e| Error::io(format!("reading {what}"), e))? > 0;
+    if grew || hasher.finalize() != hash {
+        return Err(Error::ContentChanged(what.to_string()));
+    }
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! Blob bytes: append-only segment files of checksummed records.
+//!
+//! [`format`] defines the bytes; the log itself (`log.rs`) appends records,
+//! makes them durable, serves verified zero-copy reads, and recovers the
+//! segment directory at open.
+
+pub mod format;
+mod log;
+
+pub(crate) use log::{BlobLog, Location, Recovery};

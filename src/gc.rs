@@ -1,0 +1,225 @@
+//! Garbage collection: purging expired trash, removing blobs nobody
+//! references, and compacting segments.
+//!
+//! # Why GC cannot lose data
+//!
+//! A blob is removed only by a GC transaction that, under the committer (so
+//! serialised with every upload's commit), finds its reference count at zero.
+//! Every reference is added by a transaction under the same committer, which
+//! re-reads the blob record: if GC removed the blob first, the upload finds
+//! it missing and writes the bytes itself (see `store/upload.rs`). There is
+//! no window in which an upload can reference a blob that GC is deleting.
+//!
+//! Segment files are removed only after the transaction that stops every
+//! blob from pointing into them has committed; a crash in between leaves a
+//! file no metadata names, which the next open removes.
+//!
+//! Compaction copies each live record (verifying its hash on the way: a
+//! damaged record is never copied, and its segment is kept), syncs the
+//! copies, then switches every moved blob to its copy in one transaction, and
+//! only a blob still pointing at the old place is switched.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::blob::format::{scan_records, SEGMENT_HEADER_LEN};
+use crate::blob::Location;
+use crate::error::Result;
+use crate::hash::ContentHash;
+use crate::meta::keys;
+use crate::meta::records::{BlobRecord, Place, SegmentRecord};
+use crate::meta::{decode, Cf};
+use crate::store::{Inner, Store};
+
+/// What a [`Store::gc`] run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GcReport {
+    /// Files deleted for good because their trash retention ended.
+    pub trash_purged: u64,
+    /// Blobs removed because no file referenced them any more.
+    pub blobs_removed: u64,
+    /// Disk space given back: removed segment files, less the live records
+    /// copied out of them, plus removed inline blobs.
+    pub bytes_reclaimed: u64,
+    /// Segments rewritten to drop their garbage.
+    pub segments_compacted: u64,
+}
+
+/// Unreferenced blobs removed per transaction.
+const GC_CHUNK: usize = 1000;
+
+impl Store {
+    /// Runs a full collection with the store's configured grace period.
+    pub fn gc(&self) -> Result<GcReport> {
+        self.gc_with_grace(self.inner.options.gc_grace)
+    }
+
+    /// Runs a full collection, removing blobs unreferenced for at least
+    /// `grace`. Safe to run while uploads go on, and to interrupt: each step
+    /// commits on its own and the next run carries on.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use keepsake::{Content, DedupMode, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let a = store.ensure_album("u", "A").unwrap();
+    /// let r = store.upload("u", a, "x", Content::from(vec![3u8; 10_000]), DedupMode::Hash).unwrap();
+    /// store.delete("u", r.file_id).unwrap();
+    /// store.empty_trash("u").unwrap();
+    /// assert_eq!(store.gc_with_grace(Duration::ZERO).unwrap().blobs_removed, 1);
+    /// ```
+    pub fn gc_with_grace(&self, grace: Duration) -> Result<GcReport> {
+        let inner = &*self.inner;
+        let _one_gc = inner.gc_lock.lock();
+        inner.health.check()?;
+        let mut report = GcReport {
+            trash_purged: self.purge_expired_trash()?.files,
+            ..Default::default()
+        };
+        inner.remove_unreferenced(grace, &mut report)?;
+        inner.compact_segments(&mut report)?;
+        Ok(report)
+    }
+}
+
+impl Inner {
+    fn remove_unreferenced(&self, grace: Duration, report: &mut GcReport) -> Result<()> {
+        let cutoff = self.now_ms().saturating_sub(grace.as_millis() as u64);
+        let mut due = Vec::new();
+        for (k, v) in self.meta.scan_all(Cf::Gc, &[])? {
+            if decode::<u64>(&v)? <= cutoff {
+                due.push(k);
+            }
+        }
+        for chunk in due.chunks(GC_CHUNK) {
+            let chunk = chunk.to_vec();
+            let (removed, freed) = self.commit(move |txn| {
+                let (mut removed, mut freed) = (0u64, 0u64);
+                for key in chunk {
+                    txn.delete(Cf::Gc, key.clone());
+                    let Some(blob) = txn.get::<BlobRecord>(Cf::Blobs, &key)? else {
+                        continue;
+                    };
+                    // The re-check that makes GC safe: only a count that is
+                    // still zero inside the serialised transaction counts.
+                    if blob.refs > 0 {
+                        continue;
+                    }
+                    txn.delete(Cf::Blobs, key);
+                    removed += 1;
+                    match blob.place {
+                        Place::Inline(_) => freed += blob.size,
+                        Place::Segment(loc) => {
+                            let skey = keys::u64_key(loc.segment);
+                            if let Some(mut seg) = txn.get::<SegmentRecord>(Cf::Segments, &skey)? {
+                                seg.live_bytes = seg.live_bytes.saturating_sub(loc.record_len());
+                                txn.put(Cf::Segments, skey, &seg);
+                            }
+                        }
+                    }
+                }
+                Ok((removed, freed))
+            })?;
+            report.blobs_removed += removed;
+            report.bytes_reclaimed += freed;
+        }
+        Ok(())
+    }
+
+    fn compact_segments(&self, report: &mut GcReport) -> Result<()> {
+        let active = self.blobs.active_id();
+        let threshold = self.options.compact_threshold;
+        for (k, v) in self.meta.scan_all(Cf::Segments, &[])? {
+            let id = keys::last_u64(&k);
+            let seg: SegmentRecord = decode(&v)?;
+            if Some(id) == active || self.recovery.damaged_segments.contains(&id) {
+                continue;
+            }
+            let payload = seg.committed_len.saturating_sub(SEGMENT_HEADER_LEN as u64);
+            let garbage = payload.saturating_sub(seg.live_bytes);
+            let worth_it = seg.live_bytes == 0 || (payload > 0 && garbage as f64 / payload as f64 >= threshold);
+            if worth_it && self.compact(id, seg)? {
+                report.segments_compacted += 1;
+                report.bytes_reclaimed += seg.committed_len.saturating_sub(seg.live_bytes);
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the live records out of segment `id` and removes it. Returns
+    /// false, keeping the segment, if anything about it is not as the
+    /// metadata says (damage is never compacted away).
+    fn compact(&self, id: u64, seg: SegmentRecord) -> Result<bool> {
+        let mut moves: Vec<(ContentHash, Location, Location)> = Vec::new();
+        if seg.live_bytes > 0 {
+            let Ok(bytes) = self.blobs.segment_bytes(id, seg.committed_len) else {
+                return Ok(false);
+            };
+            let (records, end) = scan_records(&bytes, id);
+            if end.error.is_some() || end.offset != seg.committed_len {
+                return Ok(false);
+            }
+            let mut sync_to: HashMap<u64, u64> = HashMap::new();
+            let mut live = 0;
+            for h in records {
+                let Some(blob) = self.meta.get::<BlobRecord>(Cf::Blobs, h.hash.as_bytes())? else {
+                    continue;
+                };
+                let Place::Segment(old) = blob.place else { continue };
+                if old.segment != id || old.offset != h.offset {
+                    continue;
+                }
+                let Ok(data) = self.blobs.read(old, h.hash) else {
+                    return Ok(false);
+                };
+                let new = self.blobs.append(h.hash, old.length, &mut &data[..], "compaction")?;
+                let end = sync_to.entry(new.segment).or_default();
+                *end = (*end).max(new.end());
+                live += old.record_len();
+                moves.push((h.hash, old, new));
+            }
+            if live != seg.live_bytes {
+                return Ok(false);
+            }
+            for (s, end) in sync_to {
+                self.blobs.sync(s, end)?;
+            }
+        }
+        let removed = self.commit(move |txn| {
+            let skey = keys::u64_key(id);
+            let Some(mut old_seg) = txn.get::<SegmentRecord>(Cf::Segments, &skey)? else {
+                return Ok(false);
+            };
+            for (hash, old, new) in moves {
+                let bkey = hash.as_bytes().to_vec();
+                let Some(mut blob) = txn.get::<BlobRecord>(Cf::Blobs, &bkey)? else {
+                    continue;
+                };
+                if blob.place != Place::Segment(old) {
+                    continue;
+                }
+                blob.place = Place::Segment(new);
+                txn.put(Cf::Blobs, bkey, &blob);
+                old_seg.live_bytes -= old.record_len();
+                let nkey = keys::u64_key(new.segment);
+                let mut n: SegmentRecord = txn.get(Cf::Segments, &nkey)?.unwrap_or_default();
+                n.committed_len = n.committed_len.max(new.end());
+                n.live_bytes += new.record_len();
+                txn.put(Cf::Segments, nkey, &n);
+            }
+            if old_seg.live_bytes == 0 {
+                txn.delete(Cf::Segments, skey);
+                Ok(true)
+            } else {
+                txn.put(Cf::Segments, skey, &old_seg);
+                Ok(false)
+            }
+        })?;
+        if removed {
+            // Only now that no committed metadata names it.
+            self.blobs.remove_segment(id)?;
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,252 @@
+//! Metadata in RocksDB: one column family per kind of record.
+//!
+//! | family | key | value |
+//! |---|---|---|
+//! | `meta` | `format`, `next_user` | u64 |
+//! | `user_names` | user name | user id |
+//! | `users` | user | [`UserRecord`](records::UserRecord) |
+//! | `album_names` | user, name | album id |
+//! | `albums` | user, album | `AlbumRecord` |
+//! | `files` | user, file | `FileRecord` |
+//! | `members` | user, album, file | empty |
+//! | `by_hash` | user, hash, file | empty (live files) |
+//! | `by_name` | user, hash, name, file | empty (live files) |
+//! | `trash` | user, trashed at, file | empty |
+//! | `blobs` | hash | `BlobRecord` |
+//! | `user_blobs` | user, hash | `UserBlobRecord` |
+//! | `gc` | hash | time the blob's last reference went |
+//! | `segments` | segment id | `SegmentRecord` |
+//!
+//! All changes go through [`txn::Txn`] and are committed as one synced
+//! `WriteBatch`: a logical operation is all or nothing.
+
+pub(crate) mod keys;
+pub(crate) mod records;
+pub(crate) mod txn;
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, WriteBatch,
+    WriteOptions, DB,
+};
+
+use crate::error::{Error, OpenError, Result};
+use records::Record;
+
+/// The column families. The discriminant order is also the order of writes
+/// within a batch, which does not matter for atomicity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Cf {
+    Meta,
+    UserNames,
+    Users,
+    AlbumNames,
+    Albums,
+    Files,
+    Members,
+    ByHash,
+    ByName,
+    Trash,
+    Blobs,
+    UserBlobs,
+    Gc,
+    Segments,
+}
+
+impl Cf {
+    const ALL: [Cf; 14] = [
+        Cf::Meta,
+        Cf::UserNames,
+        Cf::Users,
+        Cf::AlbumNames,
+        Cf::Albums,
+        Cf::Files,
+        Cf::Members,
+        Cf::ByHash,
+        Cf::ByName,
+        Cf::Trash,
+        Cf::Blobs,
+        Cf::UserBlobs,
+        Cf::Gc,
+        Cf::Segments,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Cf::Meta => "meta",
+            Cf::UserNames => "user_names",
+            Cf::Users => "users",
+            Cf::AlbumNames => "album_names",
+            Cf::Albums => "albums",
+            Cf::Files => "files",
+            Cf::Members => "members",
+            Cf::ByHash => "by_hash",
+            Cf::ByName => "by_name",
+            Cf::Trash => "trash",
+            Cf::Blobs => "blobs",
+            Cf::UserBlobs => "user_blobs",
+            Cf::Gc => "gc",
+            Cf::Segments => "segments",
+        }
+    }
+}
+
+/// The metadata format version this build writes and reads.
+pub(crate) const FORMAT_VERSION: u64 = 1;
+
+pub(crate) struct Meta {
+    db: DB,
+}
+
+fn db_options(cache: &Cache) -> Options {
+    let mut table = BlockBasedOptions::default();
+    // Duplicate detection is point lookups of keys that usually do not exist
+    // (new content): bloom filters answer most of them without a disk read.
+    table.set_bloom_filter(10.0, false);
+    table.set_block_cache(cache);
+    table.set_cache_index_and_filter_blocks(true);
+    let mut o = Options::default();
+    o.set_block_based_table_factory(&table);
+    o
+}
+
+impl Meta {
+    pub(crate) fn open(path: &Path) -> Result<Meta, OpenError> {
+        let cache = Cache::new_lru_cache(64 << 20);
+        let mut opts = db_options(&cache);
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        // Durability comes from syncing the WAL on every commit; the WAL must
+        // never be skipped or recycled unsafely.
+        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
+        let cfs = Cf::ALL
+            .iter()
+            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), db_options(&cache)));
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| OpenError::Database(e.into_string()))?;
+        let meta = Meta { db };
+        meta.check_format(path)?;
+        Ok(meta)
+    }
+
+    fn check_format(&self, path: &Path) -> Result<(), OpenError> {
+        let corrupt = |e: Error| OpenError::Corrupt(e.to_string());
+        match self.get::<u64>(Cf::Meta, keys::FORMAT).map_err(corrupt)? {
+            Some(FORMAT_VERSION) => Ok(()),
+            Some(found) => Err(OpenError::UnsupportedFormat {
+                path: path.to_path_buf(),
+                found: found as u32,
+                supported: FORMAT_VERSION as u32,
+            }),
+            None => {
+                let mut b = WriteBatch::default();
+                b.put_cf(self.cf(Cf::Meta), keys::FORMAT, FORMAT_VERSION.encode());
+                self.write(b).map_err(corrupt)
+            }
+        }
+    }
+
+    fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(cf.name()).expect("every column family is opened")
+    }
+
+    pub(crate) fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(cf), key)?)
+    }
+
+    pub(crate) fn get<R: Record>(&self, cf: Cf, key: &[u8]) -> Result<Option<R>> {
+        self.get_raw(cf, key)?.map(|v| decode(&v)).transpose()
+    }
+
+    /// Calls `f` with each entry whose key starts with `prefix`, in key order,
+    /// until it breaks.
+    pub(crate) fn scan(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        self.scan_at(None, cf, prefix, f)
+    }
+
+    fn scan_at(
+        &self,
+        snapshot: Option<&rocksdb::Snapshot<'_>>,
+        cf: Cf,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        let mut ro = ReadOptions::default();
+        if let Some(s) = snapshot {
+            ro.set_snapshot(s);
+        }
+        // Scans of a whole family (verify, GC) should not evict the hot set.
+        ro.fill_cache(!prefix.is_empty());
+        let iter = self
+            .db
+            .iterator_cf_opt(self.cf(cf), ro, IteratorMode::From(prefix, Direction::Forward));
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) || f(&k, &v)?.is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Collects the entries under `prefix`.
+    pub(crate) fn scan_all(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        self.scan(cf, prefix, |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(out)
+    }
+
+    /// A consistent point-in-time view, for checks that read everything.
+    pub(crate) fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            meta: self,
+            snap: self.db.snapshot(),
+        }
+    }
+
+    /// Writes a batch and syncs the write-ahead log: when this returns, the
+    /// whole batch is durable, and a crash leaves all of it or none.
+    pub(crate) fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        Ok(self.db.write_opt(batch, &wo)?)
+    }
+
+    pub(crate) fn batch_put(&self, b: &mut WriteBatch, cf: Cf, key: &[u8], value: &[u8]) {
+        b.put_cf(self.cf(cf), key, value);
+    }
+
+    pub(crate) fn batch_delete(&self, b: &mut WriteBatch, cf: Cf, key: &[u8]) {
+        b.delete_cf(self.cf(cf), key);
+    }
+}
+
+pub(crate) fn decode<R: Record>(v: &[u8]) -> Result<R> {
+    R::decode(v).map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+/// Reads of the metadata as it was at one instant.
+pub(crate) struct Snapshot<'a> {
+    meta: &'a Meta,
+    snap: rocksdb::Snapshot<'a>,
+}
+
+impl Snapshot<'_> {
+    /// Calls `f` with every entry of `cf`, decoding nothing.
+    pub(crate) fn for_each(&self, cf: Cf, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        self.meta.scan_at(Some(&self.snap), cf, &[], |k, v| {
+            f(k, v)?;
+            Ok(ControlFlow::Continue(()))
+        })
+    }
+}

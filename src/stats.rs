@@ -1,0 +1,93 @@
+//! Store-wide figures: what deduplication saves, and how much garbage waits
+//! for compaction.
+
+use crate::blob::format::SEGMENT_HEADER_LEN;
+use crate::error::Result;
+use crate::meta::records::{BlobRecord, Place, SegmentRecord, UserRecord};
+use crate::meta::{decode, Cf};
+use crate::store::Store;
+
+/// Store-wide statistics (see [`Store::stats`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Stats {
+    /// Users with any record.
+    pub users: u64,
+    /// File records, live and trashed, of all users.
+    pub files: u64,
+    /// Distinct blobs stored.
+    pub blobs: u64,
+    /// Bytes of distinct content: each blob's size once.
+    pub physical_bytes: u64,
+    /// Bytes on disk for blobs: segment files up to their committed length,
+    /// and inline blobs.
+    pub disk_bytes: u64,
+    /// The sum of every user's file sizes, as if nothing were shared.
+    pub logical_bytes: u64,
+    /// `logical_bytes / physical_bytes` (1.0 for an empty store).
+    pub dedup_ratio: f64,
+    /// Segment files.
+    pub segments: u64,
+    /// Bytes in segments that no blob uses, reclaimable by compaction.
+    pub garbage_bytes: u64,
+    /// Blobs no file references, waiting for GC.
+    pub gc_candidates: u64,
+}
+
+impl Store {
+    /// Store-wide statistics, computed by a scan of the metadata.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = keepsake::Store::open(dir.path()).unwrap();
+    /// assert_eq!(store.stats().unwrap().blobs, 0);
+    /// ```
+    pub fn stats(&self) -> Result<Stats> {
+        let snap = self.inner.meta.snapshot();
+        let mut s = Stats {
+            users: 0,
+            files: 0,
+            blobs: 0,
+            physical_bytes: 0,
+            disk_bytes: 0,
+            logical_bytes: 0,
+            dedup_ratio: 1.0,
+            segments: 0,
+            garbage_bytes: 0,
+            gc_candidates: 0,
+        };
+        snap.for_each(Cf::Users, |_, v| {
+            let u: UserRecord = decode(v)?;
+            s.users += 1;
+            s.files += u.live_files + u.trashed_files;
+            s.logical_bytes += u.logical_bytes;
+            Ok(())
+        })?;
+        snap.for_each(Cf::Blobs, |_, v| {
+            let b: BlobRecord = decode(v)?;
+            s.blobs += 1;
+            s.physical_bytes += b.size;
+            if let Place::Inline(d) = b.place {
+                s.disk_bytes += d.len() as u64;
+            }
+            Ok(())
+        })?;
+        snap.for_each(Cf::Segments, |_, v| {
+            let seg: SegmentRecord = decode(v)?;
+            s.segments += 1;
+            s.disk_bytes += seg.committed_len;
+            s.garbage_bytes += seg
+                .committed_len
+                .saturating_sub(SEGMENT_HEADER_LEN as u64)
+                .saturating_sub(seg.live_bytes);
+            Ok(())
+        })?;
+        snap.for_each(Cf::Gc, |_, _| {
+            s.gc_candidates += 1;
+            Ok(())
+        })?;
+        if s.physical_bytes > 0 {
+            s.dedup_ratio = s.logical_bytes as f64 / s.physical_bytes as f64;
+        }
+        Ok(s)
+    }
+}

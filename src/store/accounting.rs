@@ -1,0 +1,206 @@
+//! The helpers that keep reference counts, usage and album counters exact.
+//!
+//! Every change to a file's existence, liveness or album membership goes
+//! through these functions, inside the transaction that makes the change, so
+//! the counters move in the same atomic batch as the references that cause
+//! them. No merge operators: the store must see a count reach zero to make
+//! the blob a GC candidate. `verify` recomputes everything from the file
+//! records and compares.
+
+use crate::error::{Error, Result};
+use crate::hash::ContentHash;
+use crate::meta::keys;
+use crate::meta::records::{AlbumRecord, BlobRecord, FileRecord, UserBlobRecord, UserRecord};
+use crate::meta::txn::Txn;
+use crate::meta::Cf;
+
+/// A user's standing with one blob, as it contributes to the usage
+/// counters.
+fn contribution(r: UserBlobRecord) -> (bool, bool) {
+    let referenced = r.refs > 0;
+    let trash_only = referenced && r.live == 0;
+    (referenced, trash_only)
+}
+
+/// Moves a user's reference counts for `hash` by `d_refs` file records, of
+/// which `d_live` live ones, and keeps the user's unique, blob and trash
+/// counters in step.
+pub(crate) fn adjust_user_blob(
+    txn: &mut Txn<'_>,
+    uid: u64,
+    user: &mut UserRecord,
+    hash: &ContentHash,
+    size: u64,
+    d_refs: i64,
+    d_live: i64,
+) -> Result<()> {
+    let key = keys::user_hash(uid, hash);
+    let before: UserBlobRecord = txn.get(Cf::UserBlobs, &key)?.unwrap_or_default();
+    let apply = |v: u64, d: i64| {
+        v.checked_add_signed(d)
+            .ok_or_else(|| Error::Corrupt(format!("reference count of {hash} for user {uid} would go negative")))
+    };
+    let after = UserBlobRecord {
+        refs: apply(before.refs, d_refs)?,
+        live: apply(before.live, d_live)?,
+    };
+    let (was_ref, was_trash) = contribution(before);
+    let (is_ref, is_trash) = contribution(after);
+    match (was_ref, is_ref) {
+        (false, true) => {
+            user.unique_bytes += size;
+            user.blobs += 1;
+        }
+        (true, false) => {
+            user.unique_bytes -= size;
+            user.blobs -= 1;
+        }
+        _ => {}
+    }
+    match (was_trash, is_trash) {
+        (false, true) => user.trash_bytes += size,
+        (true, false) => user.trash_bytes -= size,
+        _ => {}
+    }
+    if after.refs == 0 {
+        txn.delete(Cf::UserBlobs, key);
+    } else {
+        txn.put(Cf::UserBlobs, key, &after);
+    }
+    Ok(())
+}
+
+/// Moves a blob's global reference count. When it reaches zero the blob
+/// becomes a GC candidate stamped `now_ms`; when it leaves zero it stops
+/// being one.
+pub(crate) fn adjust_blob_refs(txn: &mut Txn<'_>, hash: &ContentHash, delta: i64, now_ms: u64) -> Result<()> {
+    let key = hash.as_bytes().to_vec();
+    let mut blob: BlobRecord = txn
+        .get(Cf::Blobs, &key)?
+        .ok_or_else(|| Error::Corrupt(format!("a file references blob {hash}, which has no record")))?;
+    let before = blob.refs;
+    blob.refs = before
+        .checked_add_signed(delta)
+        .ok_or_else(|| Error::Corrupt(format!("reference count of blob {hash} would go negative")))?;
+    if before > 0 && blob.refs == 0 {
+        txn.put(Cf::Gc, key.clone(), &now_ms);
+    } else if before == 0 && blob.refs > 0 {
+        txn.delete(Cf::Gc, key.clone());
+    }
+    txn.put(Cf::Blobs, key, &blob);
+    Ok(())
+}
+
+/// Adds a new file record's references: the blob's and the user's counts.
+pub(crate) fn reference_new_file(
+    txn: &mut Txn<'_>,
+    uid: u64,
+    user: &mut UserRecord,
+    file: &FileRecord,
+    now_ms: u64,
+) -> Result<()> {
+    adjust_blob_refs(txn, &file.hash, 1, now_ms)?;
+    adjust_user_blob(txn, uid, user, &file.hash, file.size, 1, 1)?;
+    user.logical_bytes += file.size;
+    user.live_files += 1;
+    Ok(())
+}
+
+/// Drops a file record's references when it is deleted for good.
+pub(crate) fn unreference_file(
+    txn: &mut Txn<'_>,
+    uid: u64,
+    user: &mut UserRecord,
+    file: &FileRecord,
+    now_ms: u64,
+) -> Result<()> {
+    let live = file.trashed_ms.is_none();
+    adjust_user_blob(txn, uid, user, &file.hash, file.size, -1, if live { -1 } else { 0 })?;
+    adjust_blob_refs(txn, &file.hash, -1, now_ms)?;
+    user.logical_bytes -= file.size;
+    if live {
+        user.live_files -= 1;
+    } else {
+        user.trashed_files -= 1;
+    }
+    Ok(())
+}
+
+/// Moves a file between live and trashed in the user's counts.
+pub(crate) fn set_liveness(
+    txn: &mut Txn<'_>,
+    uid: u64,
+    user: &mut UserRecord,
+    file: &FileRecord,
+    live: bool,
+) -> Result<()> {
+    let d = if live { 1 } else { -1 };
+    adjust_user_blob(txn, uid, user, &file.hash, file.size, 0, d)?;
+    if live {
+        user.live_files += 1;
+        user.trashed_files -= 1;
+    } else {
+        user.live_files -= 1;
+        user.trashed_files += 1;
+    }
+    Ok(())
+}
+
+/// Puts a live file into the duplicate-detection indexes.
+pub(crate) fn index_live(txn: &mut Txn<'_>, uid: u64, fid: u64, file: &FileRecord) {
+    txn.put_empty(Cf::ByHash, keys::by_hash(uid, &file.hash, fid));
+    txn.put_empty(Cf::ByName, keys::by_name(uid, &file.hash, &file.name, fid));
+}
+
+/// Takes a file out of the duplicate-detection indexes (trashed files are
+/// never duplicates).
+pub(crate) fn unindex_live(txn: &mut Txn<'_>, uid: u64, fid: u64, file: &FileRecord) {
+    txn.delete(Cf::ByHash, keys::by_hash(uid, &file.hash, fid));
+    txn.delete(Cf::ByName, keys::by_name(uid, &file.hash, &file.name, fid));
+}
+
+pub(crate) fn load_album(txn: &Txn<'_>, uid: u64, album: u64) -> Result<Option<AlbumRecord>> {
+    txn.get(Cf::Albums, &keys::album(uid, album))
+}
+
+/// Adds `fid` to `album`: the membership key, the file's album list and the
+/// album's counters. Returns false if it was already a member.
+pub(crate) fn add_member(txn: &mut Txn<'_>, uid: u64, album: u64, fid: u64, file: &mut FileRecord) -> Result<bool> {
+    let mkey = keys::member(uid, album, fid);
+    if txn.exists(Cf::Members, &mkey)? {
+        return Ok(false);
+    }
+    let mut rec = load_album(txn, uid, album)?.ok_or_else(|| Error::UnknownAlbum(album.to_string()))?;
+    rec.files += 1;
+    rec.bytes += file.size;
+    txn.put(Cf::Albums, keys::album(uid, album), &rec);
+    txn.put_empty(Cf::Members, mkey);
+    if !file.albums.contains(&album) {
+        file.albums.push(album);
+    }
+    Ok(true)
+}
+
+/// Takes `fid` out of `album`'s membership and counters. The file's album
+/// list is left to the caller: a trashed file keeps it for restoring.
+pub(crate) fn remove_member(txn: &mut Txn<'_>, uid: u64, album: u64, fid: u64, size: u64) -> Result<bool> {
+    let mkey = keys::member(uid, album, fid);
+    if !txn.exists(Cf::Members, &mkey)? {
+        return Ok(false);
+    }
+    if let Some(mut rec) = load_album(txn, uid, album)? {
+        rec.files -= 1;
+        rec.bytes -= size;
+        txn.put(Cf::Albums, keys::album(uid, album), &rec);
+    }
+    txn.delete(Cf::Members, mkey);
+    Ok(true)
+}
+
+pub(crate) fn load_file(txn: &Txn<'_>, uid: u64, fid: u64) -> Result<Option<FileRecord>> {
+    txn.get(Cf::Files, &keys::file(uid, fid))
+}
+
+pub(crate) fn save_file(txn: &mut Txn<'_>, uid: u64, fid: u64, file: &FileRecord) {
+    txn.put(Cf::Files, keys::file(uid, fid), file);
+}

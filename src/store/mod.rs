@@ -1,0 +1,308 @@
+//! The store: opening it, its options, and the state every operation shares.
+//!
+//! The operations themselves live in one module per concept: `upload.rs`
+//! (the duplicate rules), `library.rs` (albums and files), `trash.rs`,
+//! `quota.rs`, `read.rs`, and `gc.rs`, `verify.rs`, `stats.rs` at the crate
+//! root. `accounting.rs` holds the helpers that keep reference counts and
+//! usage exact.
+
+mod accounting;
+mod library;
+mod quota;
+mod read;
+mod trash;
+mod upload;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::blob::{BlobLog, Recovery};
+use crate::clock::{Clock, SystemClock};
+use crate::commit::Committer;
+use crate::error::{Error, OpenError, Result};
+use crate::fs::{Fs, OsFs};
+use crate::health::Health;
+use crate::meta::records::{SegmentRecord, UserRecord};
+use crate::meta::txn::Txn;
+use crate::meta::{decode, keys, Cf, Meta};
+use crate::names::check_user_name;
+
+pub use library::{AlbumDeletion, AlbumInfo, FileInfo};
+pub use quota::Usage;
+pub use read::FileReader;
+pub use trash::PurgeReport;
+pub use upload::{Content, DedupMode, Outcome, Preflight, Upload, UploadReport};
+
+/// How a store behaves. Every field has a default suited to a photo library.
+///
+/// ```
+/// use std::time::Duration;
+/// let opts = keepsake::StoreOptions::default()
+///     .trash_retention(Duration::from_secs(7 * 24 * 3600))
+///     .segment_size(64 << 20);
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub(crate) inline_threshold: u64,
+    pub(crate) segment_size: u64,
+    pub(crate) trash_retention: Duration,
+    pub(crate) gc_grace: Duration,
+    pub(crate) compact_threshold: f64,
+    pub(crate) fs: Arc<dyn Fs>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            inline_threshold: 4096,
+            segment_size: 128 << 20,
+            trash_retention: Duration::from_secs(30 * 24 * 3600),
+            gc_grace: Duration::from_secs(15 * 60),
+            compact_threshold: 0.3,
+            fs: Arc::new(OsFs),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl StoreOptions {
+    /// Blobs of at most this many bytes are stored inside the metadata
+    /// database rather than in segments (default 4 KiB). They then need no
+    /// segment write, no second sync and no compaction.
+    pub fn inline_threshold(mut self, bytes: u64) -> Self {
+        self.inline_threshold = bytes;
+        self
+    }
+
+    /// A segment stops taking new records once it reaches this size (default
+    /// 128 MiB). A larger blob gets a segment of its own. Small segments keep
+    /// compaction short.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes.max(4096);
+        self
+    }
+
+    /// How long a file stays in the trash before `gc` deletes it permanently
+    /// (default 30 days).
+    pub fn trash_retention(mut self, d: Duration) -> Self {
+        self.trash_retention = d;
+        self
+    }
+
+    /// How long a blob must have had no reference before `gc` removes it
+    /// (default 15 minutes). Uploads are safe against GC without it (see
+    /// `DESIGN.md`); the grace is a second line of defence.
+    pub fn gc_grace(mut self, d: Duration) -> Self {
+        self.gc_grace = d;
+        self
+    }
+
+    /// `gc` compacts a sealed segment once at least this fraction of it is
+    /// garbage (default 0.3).
+    pub fn compact_threshold(mut self, fraction: f64) -> Self {
+        self.compact_threshold = fraction.clamp(0.0, 1.0);
+        self
+    }
+
+    /// The file system for blob data (default: the real one). Tests use this
+    /// to inject I/O faults and simulated power loss.
+    pub fn fs(mut self, fs: Arc<dyn Fs>) -> Self {
+        self.fs = fs;
+        self
+    }
+
+    /// The source of time (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+/// A keepsake store: content-addressed blobs, users' files and albums, trash
+/// and quota, in one directory.
+///
+/// `Store` is `Send + Sync`; clone it (cheaply) or share it between threads.
+/// One process at a time may open a store directory.
+///
+/// ```
+/// use keepsake::{Content, DedupMode, Outcome, Store};
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = Store::open(dir.path()).unwrap();
+/// let album = store.ensure_album("alice", "Camera").unwrap();
+/// let first = store
+///     .upload("alice", album, "IMG_1.JPG", Content::from(&b"pixels"[..]), DedupMode::NameAndHash)
+///     .unwrap();
+/// assert_eq!(first.outcome, Outcome::Stored);
+/// let again = store
+///     .upload("alice", album, "IMG_1.JPG", Content::from(&b"pixels"[..]), DedupMode::NameAndHash)
+///     .unwrap();
+/// assert_eq!(again.outcome, Outcome::Skipped);
+/// assert_eq!(store.read("alice", first.file_id).unwrap(), &b"pixels"[..]);
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.inner.root)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) root: PathBuf,
+    pub(crate) meta: Meta,
+    pub(crate) blobs: BlobLog,
+    pub(crate) committer: Committer,
+    pub(crate) health: Arc<Health>,
+    pub(crate) options: StoreOptions,
+    /// One GC or compaction at a time.
+    pub(crate) gc_lock: Mutex<()>,
+    pub(crate) recovery: Recovery,
+    /// Held for the store's lifetime: the lock that keeps a second process
+    /// out.
+    _lock: File,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir` with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store, OpenError> {
+        Store::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens the store in `dir`. Recovery runs first: bytes written after the
+    /// last commit are dropped, segment files no commit refers to are removed.
+    ///
+    /// Fails with [`OpenError::InUse`] while another `Store` (in any process)
+    /// has the directory open.
+    pub fn open_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store, OpenError> {
+        let root = dir.as_ref().to_path_buf();
+        let io = |what: &str, p: &Path| {
+            let context = format!("{what} {}", p.display());
+            move |source| OpenError::Io { context, source }
+        };
+        std::fs::create_dir_all(&root).map_err(io("creating", &root))?;
+        let lock_path = root.join("keepsake.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io("opening", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(OpenError::InUse { path: root }),
+            Err(TryLockError::Error(e)) => return Err(io("locking", &lock_path)(e)),
+        }
+        let meta = Meta::open(&root.join("meta"))?;
+        let corrupt = |e: Error| OpenError::Corrupt(e.to_string());
+        let mut committed = BTreeMap::new();
+        for (k, v) in meta.scan_all(Cf::Segments, &[]).map_err(corrupt)? {
+            let id = keys::u64_at(&k, 0).ok_or_else(|| OpenError::Corrupt("bad segment key".into()))?;
+            let rec: SegmentRecord = decode(&v).map_err(corrupt)?;
+            committed.insert(id, rec.committed_len);
+        }
+        let health = Arc::new(Health::default());
+        let (blobs, recovery) = BlobLog::open(
+            options.fs.clone(),
+            root.join("segments"),
+            &committed,
+            options.segment_size,
+            health.clone(),
+        )
+        .map_err(|e| match e {
+            Error::Io { context, source } => OpenError::Io { context, source },
+            other => OpenError::Corrupt(other.to_string()),
+        })?;
+        upload::clear_staging(&*options.fs, &root).map_err(|e| OpenError::Corrupt(e.to_string()))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                root,
+                meta,
+                blobs,
+                committer: Committer::default(),
+                health,
+                options,
+                gc_lock: Mutex::new(()),
+                recovery,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// What recovery repaired or found damaged when the store was opened,
+    /// one line each; empty after a clean shutdown.
+    pub fn recovery_notes(&self) -> &[String] {
+        &self.inner.recovery.notes
+    }
+}
+
+impl Inner {
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.options.clock.now_ms()
+    }
+
+    /// Runs `work` as a durable transaction through the group committer.
+    pub(crate) fn commit<R, F>(&self, work: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: for<'m> FnOnce(&mut Txn<'m>) -> Result<R> + Send + 'static,
+    {
+        self.committer.run(&self.meta, &self.health, work)
+    }
+
+    /// The id of an existing user, or `None`: reads never create users.
+    pub(crate) fn user_id(&self, user: &str) -> Result<Option<u64>> {
+        check_user_name(user)?;
+        self.meta.get::<u64>(Cf::UserNames, user.as_bytes())
+    }
+}
+
+/// The id of `user` inside a transaction, or `None`.
+pub(crate) fn txn_user_id(txn: &Txn<'_>, user: &str) -> Result<Option<u64>> {
+    txn.get::<u64>(Cf::UserNames, user.as_bytes())
+}
+
+/// The id of `user`, creating the user if needed.
+pub(crate) fn ensure_user(txn: &mut Txn<'_>, user: &str) -> Result<u64> {
+    if let Some(id) = txn_user_id(txn, user)? {
+        return Ok(id);
+    }
+    let id = txn.get::<u64>(Cf::Meta, keys::NEXT_USER)?.unwrap_or(1);
+    txn.put(Cf::Meta, keys::NEXT_USER.to_vec(), &(id + 1));
+    txn.put(Cf::UserNames, user.as_bytes().to_vec(), &id);
+    txn.put(
+        Cf::Users,
+        keys::u64_key(id),
+        &UserRecord {
+            next_album: 1,
+            next_file: 1,
+            ..Default::default()
+        },
+    );
+    Ok(id)
+}
+
+pub(crate) fn load_user(txn: &Txn<'_>, uid: u64) -> Result<UserRecord> {
+    txn.get(Cf::Users, &keys::u64_key(uid))?
+        .ok_or_else(|| Error::Corrupt(format!("user {uid} has a name but no record")))
+}
+
+pub(crate) fn save_user(txn: &mut Txn<'_>, uid: u64, rec: &UserRecord) {
+    txn.put(Cf::Users, keys::u64_key(uid), rec);
+}

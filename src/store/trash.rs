@@ -1,0 +1,183 @@
+//! The trash: deleting a file takes it out of every album at once; it keeps
+//! counting toward the quota until it is purged (by emptying the trash or
+//! after the retention period), and it is never a duplicate of an upload.
+
+use super::accounting::{
+    add_member, index_live, load_album, load_file, remove_member, save_file, set_liveness, unindex_live,
+    unreference_file,
+};
+use super::library::{live_file, FileInfo};
+use super::{load_user, save_user, txn_user_id, Store};
+use crate::error::{Error, Result};
+use crate::ids::{AlbumId, FileId};
+use crate::meta::keys;
+use crate::meta::records::{FileRecord, UserRecord};
+use crate::meta::txn::Txn;
+use crate::meta::Cf;
+
+/// What a purge of the trash did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PurgeReport {
+    /// Files permanently deleted.
+    pub files: u64,
+    /// Bytes by which the users' quota usage went down.
+    pub bytes_freed: u64,
+}
+
+/// Moves a live file to the trash: out of every album and out of the
+/// duplicate indexes. Its album list is kept for restoring.
+pub(crate) fn trash_file(
+    txn: &mut Txn<'_>,
+    uid: u64,
+    user: &mut UserRecord,
+    fid: u64,
+    file: &mut FileRecord,
+    now: u64,
+) -> Result<()> {
+    for &album in &file.albums {
+        remove_member(txn, uid, album, fid, file.size)?;
+    }
+    unindex_live(txn, uid, fid, file);
+    set_liveness(txn, uid, user, file, false)?;
+    file.trashed_ms = Some(now);
+    txn.put_empty(Cf::Trash, keys::trash(uid, now, fid));
+    Ok(())
+}
+
+/// Deletes a trashed file for good, dropping its references.
+fn purge(
+    txn: &mut Txn<'_>,
+    uid: u64,
+    user: &mut UserRecord,
+    fid: u64,
+    now: u64,
+    report: &mut PurgeReport,
+) -> Result<()> {
+    let Some(file) = load_file(txn, uid, fid)? else {
+        return Ok(());
+    };
+    let Some(at) = file.trashed_ms else {
+        return Ok(());
+    };
+    let before = user.unique_bytes;
+    unreference_file(txn, uid, user, &file, now)?;
+    report.files += 1;
+    report.bytes_freed += before - user.unique_bytes;
+    txn.delete(Cf::Trash, keys::trash(uid, at, fid));
+    txn.delete(Cf::Files, keys::file(uid, fid));
+    Ok(())
+}
+
+impl Store {
+    /// Moves a file to the trash, out of every album at once. Its bytes keep
+    /// counting toward the quota until the trash is emptied or the retention
+    /// period ends.
+    pub fn delete(&self, user: &str, file: FileId) -> Result<()> {
+        self.inner.user_id(user)?;
+        let (user, now) = (user.to_string(), self.inner.now_ms());
+        self.inner.commit(move |txn| {
+            let uid = txn_user_id(txn, &user)?.ok_or(Error::UnknownFile(file))?;
+            let mut f = live_file(txn, uid, file)?;
+            let mut u = load_user(txn, uid)?;
+            trash_file(txn, uid, &mut u, file.0, &mut f, now)?;
+            save_file(txn, uid, file.0, &f);
+            save_user(txn, uid, &u);
+            Ok(())
+        })
+    }
+
+    /// Restores a trashed file into the albums it was in (those that still
+    /// exist). Returns those albums; if none is left, the file returns to
+    /// the library only.
+    pub fn restore(&self, user: &str, file: FileId) -> Result<Vec<AlbumId>> {
+        self.inner.user_id(user)?;
+        let user = user.to_string();
+        self.inner.commit(move |txn| {
+            let uid = txn_user_id(txn, &user)?.ok_or(Error::UnknownFile(file))?;
+            let mut f = load_file(txn, uid, file.0)?.ok_or(Error::UnknownFile(file))?;
+            let at = f.trashed_ms.ok_or(Error::NotTrashed(file))?;
+            let mut u = load_user(txn, uid)?;
+            txn.delete(Cf::Trash, keys::trash(uid, at, file.0));
+            f.trashed_ms = None;
+            set_liveness(txn, uid, &mut u, &f, true)?;
+            index_live(txn, uid, file.0, &f);
+            let was_in = std::mem::take(&mut f.albums);
+            for album in was_in {
+                if load_album(txn, uid, album)?.is_some() {
+                    add_member(txn, uid, album, file.0, &mut f)?;
+                }
+            }
+            save_file(txn, uid, file.0, &f);
+            save_user(txn, uid, &u);
+            Ok(f.albums.iter().copied().map(AlbumId).collect())
+        })
+    }
+
+    /// The user's trashed files, oldest deletion first.
+    pub fn trash(&self, user: &str) -> Result<Vec<FileInfo>> {
+        let inner = &self.inner;
+        let Some(uid) = inner.user_id(user)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (k, _) in inner.meta.scan_all(Cf::Trash, &keys::u64_key(uid))? {
+            if let Some(f) = inner.file_info(uid, keys::last_u64(&k))? {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Permanently deletes everything in the user's trash. Blobs no longer
+    /// referenced by anyone become garbage that [`Store::gc`] reclaims.
+    pub fn empty_trash(&self, user: &str) -> Result<PurgeReport> {
+        self.inner.user_id(user)?;
+        let (user, now) = (user.to_string(), self.inner.now_ms());
+        self.inner.commit(move |txn| {
+            let mut report = PurgeReport::default();
+            let Some(uid) = txn_user_id(txn, &user)? else {
+                return Ok(report);
+            };
+            let mut u = load_user(txn, uid)?;
+            for (k, _) in txn.scan(Cf::Trash, &keys::u64_key(uid))? {
+                purge(txn, uid, &mut u, keys::last_u64(&k), now, &mut report)?;
+            }
+            save_user(txn, uid, &u);
+            Ok(report)
+        })
+    }
+
+    /// Permanently deletes every user's files that have been in the trash
+    /// longer than the retention period. [`Store::gc`] calls this first.
+    pub fn purge_expired_trash(&self) -> Result<PurgeReport> {
+        let inner = &self.inner;
+        let now = inner.now_ms();
+        let cutoff = now.saturating_sub(inner.options.trash_retention.as_millis() as u64);
+        let mut expired: Vec<(u64, u64)> = Vec::new();
+        inner.meta.scan(Cf::Trash, &[], |k, _| {
+            if let (Some(uid), Some(at)) = (keys::u64_at(k, 0), keys::u64_at(k, 8)) {
+                if at <= cutoff {
+                    expired.push((uid, keys::last_u64(k)));
+                }
+            }
+            Ok(std::ops::ControlFlow::Continue(()))
+        })?;
+        let mut total = PurgeReport::default();
+        // Bounded batches keep one commit small however full the trash is.
+        for chunk in expired.chunks(1000) {
+            let chunk = chunk.to_vec();
+            let r = inner.commit(move |txn| {
+                let mut report = PurgeReport::default();
+                for (uid, fid) in chunk {
+                    let mut u = load_user(txn, uid)?;
+                    purge(txn, uid, &mut u, fid, now, &mut report)?;
+                    save_user(txn, uid, &u);
+                }
+                Ok(report)
+            })?;
+            total.files += r.files;
+            total.bytes_freed += r.bytes_freed;
+        }
+        Ok(total)
+    }
+}

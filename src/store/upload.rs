@@ -1,0 +1,760 @@
+//! Uploads and the duplicate rules.
+//!
+//! An upload runs in three steps, so that the expensive work happens outside
+//! the serialised commit and nothing is acknowledged before it is durable:
+//!
+//! 1. **Hash** each content (no lock held).
+//! 2. **Write** the content of every blob the store does not have yet to the
+//!    active segment (or keep it for inlining), re-hashing as it writes, then
+//!    `fdatasync` once for the whole batch.
+//! 3. **Commit** one transaction that, per upload, applies the duplicate
+//!    rules against the current metadata and records the outcome.
+//!
+//! Step 3 re-checks everything step 2 assumed. If a blob that step 2 found
+//! (and so did not write) has been collected by GC in between, the upload is
+//! retried from step 2 with its bytes written. If two uploads write the same
+//! new content at once, the first commit creates the blob and the second
+//! finds it and becomes a plain reference; its written copy is garbage that
+//! compaction reclaims.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Cursor, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use super::accounting::{add_member, index_live, load_album, load_file, reference_new_file, save_file};
+use super::{ensure_user, load_user, save_user, txn_user_id, Inner, Store};
+use crate::blob::Location;
+use crate::error::{Error, Result};
+use crate::fs::{Fs, FsFile};
+use crate::hash::{read_full, ContentHash, Hasher, HASH_CHUNK};
+use crate::ids::{AlbumId, FileId};
+use crate::meta::keys;
+use crate::meta::records::{BlobRecord, FileRecord, Place, SegmentRecord, UserBlobRecord};
+use crate::meta::txn::Txn;
+use crate::meta::Cf;
+use crate::names::{check_file_name, check_user_name};
+
+/// Which files count as duplicates of an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DedupMode {
+    /// The mobile rule: any live file of the user with the same content.
+    Hash,
+    /// The desktop/web rule: a live file with the same name *and* content.
+    /// The same content under another name is a new file, but it shares the
+    /// blob: no bytes are written and the quota does not grow.
+    NameAndHash,
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// A duplicate is already in the target album: nothing changed.
+    Skipped,
+    /// A duplicate exists in other albums only: it was added to the target
+    /// album, no bytes written.
+    Linked,
+    /// A new file record was created.
+    Stored,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outcome::Skipped => "skipped",
+            Outcome::Linked => "linked",
+            Outcome::Stored => "stored",
+        })
+    }
+}
+
+/// The result of one upload, reported once it is durable.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UploadReport {
+    /// The file now in the album: the duplicate for `Skipped` and `Linked`,
+    /// the new file for `Stored`.
+    pub file_id: FileId,
+    /// What happened.
+    pub outcome: Outcome,
+    /// The content's hash.
+    pub hash: ContentHash,
+    /// The content's size.
+    pub size: u64,
+    /// Blob bytes physically written by this upload: the size for new
+    /// content, zero when the blob already existed, for whatever reason.
+    /// This is an operator's figure; see [`charged_bytes`](Self::charged_bytes)
+    /// for what a multi-user server may show its users.
+    pub bytes_written: u64,
+    /// What this upload added to the user's quota: the size when the content
+    /// is new *to this user*, else zero. Unlike `bytes_written` it reveals
+    /// nothing about other users' content.
+    pub charged_bytes: u64,
+}
+
+/// What an upload would do, answered from its hash alone by
+/// [`Store::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase", tag = "action", content = "file_id")]
+pub enum Preflight {
+    /// A duplicate is already in the album: nothing to send.
+    Skip(FileId),
+    /// A duplicate of the user's is in other albums: [`Store::link`] adds it
+    /// to this album, nothing to send.
+    Link(FileId),
+    /// The content must be uploaded. This says nothing about whether the
+    /// store, or another user, already has the bytes.
+    Upload,
+}
+
+/// Where an upload's bytes come from.
+pub enum Content {
+    /// Bytes in memory.
+    Bytes(Bytes),
+    /// A file, read twice (hashing, then writing if the blob is new) and
+    /// never memory-mapped, so a file that changes in between is detected
+    /// rather than mis-stored.
+    Path(PathBuf),
+    /// A stream, read once: small streams are held in memory, larger ones
+    /// spooled to the store's staging directory.
+    Reader(Box<dyn Read + Send>),
+}
+
+impl fmt::Debug for Content {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Content::Bytes(b) => write!(f, "Content::Bytes({} bytes)", b.len()),
+            Content::Path(p) => write!(f, "Content::Path({})", p.display()),
+            Content::Reader(_) => f.write_str("Content::Reader(..)"),
+        }
+    }
+}
+
+impl From<Bytes> for Content {
+    fn from(b: Bytes) -> Self {
+        Content::Bytes(b)
+    }
+}
+
+impl From<Vec<u8>> for Content {
+    fn from(b: Vec<u8>) -> Self {
+        Content::Bytes(b.into())
+    }
+}
+
+impl From<&[u8]> for Content {
+    fn from(b: &[u8]) -> Self {
+        Content::Bytes(Bytes::copy_from_slice(b))
+    }
+}
+
+impl From<&Path> for Content {
+    fn from(p: &Path) -> Self {
+        Content::Path(p.to_path_buf())
+    }
+}
+
+/// One upload of a batch (see [`Store::upload_batch`]).
+///
+/// ```
+/// use keepsake::{AlbumId, Content, DedupMode, Upload};
+/// let up = Upload::new(AlbumId(1), "IMG_1.JPG", Content::from(&b"x"[..]), DedupMode::Hash)
+///     .expect_hash(keepsake::ContentHash::of(b"x"));
+/// # let _ = up;
+/// ```
+#[derive(Debug)]
+pub struct Upload {
+    album: AlbumId,
+    name: String,
+    content: Content,
+    mode: DedupMode,
+    expected: Option<ContentHash>,
+}
+
+impl Upload {
+    /// An upload of `content` as `name` into `album`.
+    pub fn new(album: AlbumId, name: impl Into<String>, content: Content, mode: DedupMode) -> Self {
+        Upload {
+            album,
+            name: name.into(),
+            content,
+            mode,
+            expected: None,
+        }
+    }
+
+    /// Refuses the upload with [`Error::HashMismatch`] unless the content
+    /// hashes to `hash`: a client that declared a hash gets exactly what it
+    /// declared or nothing.
+    pub fn expect_hash(mut self, hash: ContentHash) -> Self {
+        self.expected = Some(hash);
+        self
+    }
+}
+
+/// Streams at most this large are held in memory instead of staged on disk.
+const IN_MEMORY_STREAM: usize = 16 << 20;
+
+static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn staging_dir(root: &Path) -> PathBuf {
+    root.join("staging")
+}
+
+/// Removes staged streams left by a crash: they belong to uploads that were
+/// never acknowledged.
+pub(crate) fn clear_staging(fs: &dyn Fs, root: &Path) -> Result<()> {
+    let dir = staging_dir(root);
+    let io = |e| Error::io(format!("clearing {}", dir.display()), e);
+    fs.create_dir_all(&dir).map_err(io)?;
+    for name in fs.list(&dir).map_err(io)? {
+        fs.remove_file(&dir.join(name)).map_err(io)?;
+    }
+    Ok(())
+}
+
+enum Source {
+    Memory(Bytes),
+    File(PathBuf),
+    Staged(PathBuf, Box<dyn FsFile>),
+}
+
+/// A hashed content, ready to be written if its blob is new.
+struct Prepared {
+    hash: ContentHash,
+    size: u64,
+    source: Source,
+    /// How errors name the content.
+    what: String,
+}
+
+/// A blob copy written for this batch and not yet committed.
+#[derive(Debug, Clone)]
+enum NewCopy {
+    Inline(Vec<u8>),
+    Segment(Location),
+}
+
+/// One upload as the commit step sees it.
+struct Pending {
+    index: usize,
+    album: u64,
+    name: String,
+    mode: DedupMode,
+    hash: ContentHash,
+    size: u64,
+    copy: Option<NewCopy>,
+}
+
+/// How the commit step ended for one upload.
+enum Applied {
+    Done(Result<UploadReport>),
+    /// The blob the write step relied on is gone: write the bytes and retry.
+    NeedBytes,
+}
+
+/// Reads of a staged stream, sequentially through [`FsFile`].
+struct StagedReader<'a> {
+    file: &'a dyn FsFile,
+    at: u64,
+    len: u64,
+}
+
+impl Read for StagedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min((self.len - self.at) as usize);
+        self.file.read_exact_at(self.at, &mut buf[..n])?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl Prepared {
+    fn open(&self) -> Result<Box<dyn Read + '_>> {
+        Ok(match &self.source {
+            Source::Memory(b) => Box::new(Cursor::new(b.clone())),
+            Source::File(p) => {
+                Box::new(std::fs::File::open(p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?)
+            }
+            Source::Staged(_, f) => Box::new(StagedReader {
+                file: &**f,
+                at: 0,
+                len: self.size,
+            }),
+        })
+    }
+}
+
+impl Inner {
+    fn prepare(&self, content: Content, name: &str) -> Result<Prepared> {
+        match content {
+            Content::Bytes(b) => Ok(Prepared {
+                hash: ContentHash::of(&b),
+                size: b.len() as u64,
+                source: Source::Memory(b),
+                what: name.to_string(),
+            }),
+            Content::Path(p) => {
+                let what = p.display().to_string();
+                let mut f = std::fs::File::open(&p).map_err(|e| Error::io(format!("opening {what}"), e))?;
+                let (hash, size) =
+                    crate::hash::hash_reader(&mut f).map_err(|e| Error::io(format!("reading {what}"), e))?;
+                Ok(Prepared {
+                    hash,
+                    size,
+                    source: Source::File(p),
+                    what,
+                })
+            }
+            Content::Reader(mut r) => {
+                let mut head = vec![0u8; IN_MEMORY_STREAM + 1];
+                let n = read_full(&mut r, &mut head).map_err(|e| Error::io(format!("reading {name}"), e))?;
+                if n <= IN_MEMORY_STREAM {
+                    head.truncate(n);
+                    return self.prepare(Content::Bytes(head.into()), name);
+                }
+                self.stage(&head, &mut r, name)
+            }
+        }
+    }
+
+    /// Spools a long stream to the staging directory while hashing it.
+    fn stage(&self, head: &[u8], rest: &mut dyn Read, name: &str) -> Result<Prepared> {
+        let fs = &*self.options.fs;
+        let path = staging_dir(&self.root).join(format!(
+            "{}-{}.tmp",
+            std::process::id(),
+            STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let io = |e| Error::io(format!("staging {name}"), e);
+        let file = fs.create(&path).map_err(io)?;
+        let mut hasher = Hasher::new();
+        let mut at = 0u64;
+        let mut put = |chunk: &[u8], hasher: &mut Hasher| -> Result<()> {
+            hasher.update(chunk);
+            file.write_all_at(at, chunk).map_err(io)?;
+            at += chunk.len() as u64;
+            Ok(())
+        };
+        let staged = (|| {
+            put(head, &mut hasher)?;
+            let mut buf = vec![0u8; HASH_CHUNK];
+            loop {
+                let n = read_full(rest, &mut buf).map_err(|e| Error::io(format!("reading {name}"), e))?;
+                if n == 0 {
+                    return Ok(());
+                }
+                put(&buf[..n], &mut hasher)?;
+            }
+        })();
+        if let Err(e) = staged {
+            let _ = fs.remove_file(&path);
+            return Err(e);
+        }
+        Ok(Prepared {
+            hash: hasher.finalize(),
+            size: at,
+            source: Source::Staged(path, file),
+            what: name.to_string(),
+        })
+    }
+
+    fn discard(&self, p: &Prepared) {
+        if let Source::Staged(path, _) = &p.source {
+            let _ = self.options.fs.remove_file(path);
+        }
+    }
+
+    /// Whether the store has a blob for `hash` that an upload can reference
+    /// without writing bytes.
+    fn has_blob(&self, hash: &ContentHash) -> Result<bool> {
+        Ok(self.meta.get_raw(Cf::Blobs, hash.as_bytes())?.is_some())
+    }
+
+    /// Refuses early, before writing bytes that could never commit, an upload
+    /// of content new to the store that would take the user past their quota.
+    /// The commit step checks again, exactly.
+    fn precheck_quota(&self, user: &str, size: u64) -> Result<()> {
+        let Some(uid) = self.user_id(user)? else {
+            return Ok(());
+        };
+        let rec = load_user(&Txn::new(&self.meta), uid)?;
+        match rec.limit {
+            Some(limit) if rec.unique_bytes + size > limit => Err(Error::QuotaExceeded {
+                limit,
+                used: rec.unique_bytes,
+                needed: size,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes (or keeps for inlining) the bytes of `p`, verifying them.
+    fn write_copy(&self, p: &Prepared) -> Result<NewCopy> {
+        let mut src = p.open()?;
+        if p.size <= self.options.inline_threshold {
+            let mut data = Vec::with_capacity(p.size as usize);
+            src.read_to_end(&mut data)
+                .map_err(|e| Error::io(format!("reading {}", p.what), e))?;
+            if data.len() as u64 != p.size || ContentHash::of(&data) != p.hash {
+                return Err(Error::ContentChanged(p.what.clone()));
+            }
+            return Ok(NewCopy::Inline(data));
+        }
+        let loc = self.blobs.append(p.hash, p.size, &mut src, &p.what)?;
+        Ok(NewCopy::Segment(loc))
+    }
+}
+
+impl Store {
+    /// Uploads one content as `name` into `album`, applying the duplicate
+    /// rules of `mode`. Returns once the outcome is durable.
+    ///
+    /// The album must exist (see [`Store::ensure_album`]).
+    pub fn upload(
+        &self,
+        user: &str,
+        album: AlbumId,
+        name: &str,
+        content: Content,
+        mode: DedupMode,
+    ) -> Result<UploadReport> {
+        self.upload_batch(user, vec![Upload::new(album, name, content, mode)])
+            .pop()
+            .expect("one result per upload")
+    }
+
+    /// Uploads many contents in one durable commit: one `fdatasync` of the
+    /// segment and one synced metadata write for the whole batch. Results are
+    /// in the order of `uploads`; each upload succeeds or fails on its own
+    /// (a quota overflow in the middle of a batch fails only the uploads past
+    /// the limit). Duplicates within the batch are caught: the second of two
+    /// identical uploads is `Skipped` or `Linked` against the first.
+    ///
+    /// ```
+    /// use keepsake::{Content, DedupMode, Outcome, Store, Upload};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let album = store.ensure_album("bob", "Trip").unwrap();
+    /// let results = store.upload_batch("bob", vec![
+    ///     Upload::new(album, "a.jpg", Content::from(&b"same"[..]), DedupMode::Hash),
+    ///     Upload::new(album, "b.jpg", Content::from(&b"same"[..]), DedupMode::Hash),
+    /// ]);
+    /// assert_eq!(results[0].as_ref().unwrap().outcome, Outcome::Stored);
+    /// assert_eq!(results[1].as_ref().unwrap().outcome, Outcome::Skipped);
+    /// ```
+    pub fn upload_batch(&self, user: &str, uploads: Vec<Upload>) -> Vec<Result<UploadReport>> {
+        let inner = &*self.inner;
+        let mut results: Vec<Option<Result<UploadReport>>> = uploads.iter().map(|_| None).collect();
+        let mut prepared: Vec<(usize, Upload, Prepared)> = Vec::new();
+        for (i, mut up) in uploads.into_iter().enumerate() {
+            let checked = check_user_name(user)
+                .and_then(|()| check_file_name(&up.name))
+                .and_then(|()| inner.health.check());
+            if let Err(e) = checked {
+                results[i] = Some(Err(e));
+                continue;
+            }
+            let content = std::mem::replace(&mut up.content, Content::Bytes(Bytes::new()));
+            match inner.prepare(content, &up.name) {
+                Ok(p) => match up.expected {
+                    Some(expected) if expected != p.hash => {
+                        inner.discard(&p);
+                        results[i] = Some(Err(Error::HashMismatch {
+                            expected,
+                            actual: p.hash,
+                        }));
+                    }
+                    _ => prepared.push((i, up, p)),
+                },
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let mut copies: HashMap<ContentHash, NewCopy> = HashMap::new();
+        let mut todo: Vec<usize> = (0..prepared.len()).collect();
+        for attempt in 0..3 {
+            if todo.is_empty() {
+                break;
+            }
+            let force = attempt > 0;
+            let mut pending = Vec::new();
+            let mut sync_to: HashMap<u64, u64> = HashMap::new();
+            for &k in &todo {
+                let (i, up, p) = &prepared[k];
+                let copy = match copies.get(&p.hash) {
+                    Some(c) => Ok(Some(c.clone())),
+                    None => match inner.has_blob(&p.hash) {
+                        Ok(true) if !force => Ok(None),
+                        Ok(_) => inner
+                            .precheck_quota(user, p.size)
+                            .and_then(|()| inner.write_copy(p))
+                            .map(|c| {
+                                copies.insert(p.hash, c.clone());
+                                Some(c)
+                            }),
+                        Err(e) => Err(e),
+                    },
+                };
+                match copy {
+                    Ok(copy) => {
+                        if let Some(NewCopy::Segment(loc)) = &copy {
+                            let end = sync_to.entry(loc.segment).or_default();
+                            *end = (*end).max(loc.end());
+                        }
+                        pending.push(Pending {
+                            index: k,
+                            album: up.album.0,
+                            name: up.name.clone(),
+                            mode: up.mode,
+                            hash: p.hash,
+                            size: p.size,
+                            copy,
+                        });
+                    }
+                    Err(e) => results[*i] = Some(Err(e)),
+                }
+            }
+            // Bytes durable before the metadata that points at them.
+            let synced = sync_to.iter().try_for_each(|(&seg, &end)| inner.blobs.sync(seg, end));
+            if let Err(e) = synced {
+                // A failed sync poisons the store: every upload of the batch
+                // fails, none is acknowledged.
+                let msg = e.to_string();
+                for p in &pending {
+                    results[prepared[p.index].0] = Some(Err(Error::Poisoned(msg.clone())));
+                }
+                todo.clear();
+                break;
+            }
+            let user_name = user.to_string();
+            let now = inner.now_ms();
+            let applied = inner.commit(move |txn| {
+                let uid = ensure_user(txn, &user_name)?;
+                Ok(pending
+                    .into_iter()
+                    .map(|p| {
+                        let sp = txn.savepoint();
+                        let out = apply(txn, uid, &p, now);
+                        if !matches!(out, Applied::Done(Ok(_))) {
+                            txn.rollback_to(sp);
+                        }
+                        (p.index, out)
+                    })
+                    .collect::<Vec<_>>())
+            });
+            todo.clear();
+            match applied {
+                Ok(applied) => {
+                    for (k, out) in applied {
+                        match out {
+                            Applied::Done(r) => results[prepared[k].0] = Some(r),
+                            Applied::NeedBytes => todo.push(k),
+                        }
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for (i, _, _) in &prepared {
+                        results[*i].get_or_insert_with(|| Err(Error::Database(msg.clone())));
+                    }
+                }
+            }
+        }
+        for k in todo {
+            results[prepared[k].0] = Some(Err(Error::Database(
+                "the blob was collected concurrently three times; try again".into(),
+            )));
+        }
+        for (_, _, p) in &prepared {
+            inner.discard(p);
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every upload has a result"))
+            .collect()
+    }
+
+    /// What uploading content with this hash as `name` into `album` would
+    /// do, without sending it. Only the user's own live files are considered,
+    /// so the answer never depends on other users' content.
+    ///
+    /// ```
+    /// use keepsake::{Content, ContentHash, DedupMode, Preflight, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let camera = store.ensure_album("ann", "Camera").unwrap();
+    /// let trip = store.ensure_album("ann", "Trip").unwrap();
+    /// let r = store.upload("ann", camera, "a.jpg", Content::from(&b"img"[..]), DedupMode::Hash).unwrap();
+    /// let h = ContentHash::of(b"img");
+    /// assert_eq!(store.check("ann", camera, "a.jpg", h, DedupMode::Hash).unwrap(), Preflight::Skip(r.file_id));
+    /// assert_eq!(store.check("ann", trip, "a.jpg", h, DedupMode::Hash).unwrap(), Preflight::Link(r.file_id));
+    /// ```
+    pub fn check(
+        &self,
+        user: &str,
+        album: AlbumId,
+        name: &str,
+        hash: ContentHash,
+        mode: DedupMode,
+    ) -> Result<Preflight> {
+        check_file_name(name)?;
+        let Some(uid) = self.inner.user_id(user)? else {
+            return Err(Error::UnknownAlbum(album.to_string()));
+        };
+        let txn = Txn::new(&self.inner.meta);
+        plan(&txn, uid, album.0, name, &hash, mode)
+    }
+
+    /// Completes an upload from its hash alone when [`check`](Self::check)
+    /// says `Skip` or `Link`: the duplicate must be one of the user's own
+    /// live files. Otherwise fails with [`Error::ContentRequired`] and
+    /// changes nothing: across users, content must be sent in full.
+    pub fn link(
+        &self,
+        user: &str,
+        album: AlbumId,
+        name: &str,
+        hash: ContentHash,
+        mode: DedupMode,
+    ) -> Result<UploadReport> {
+        check_user_name(user)?;
+        check_file_name(name)?;
+        let (user, name) = (user.to_string(), name.to_string());
+        self.inner.commit(move |txn| {
+            let uid = txn_user_id(txn, &user)?.ok_or_else(|| Error::UnknownAlbum(album.to_string()))?;
+            match plan(txn, uid, album.0, &name, &hash, mode)? {
+                Preflight::Skip(f) => duplicate_report(txn, uid, f, Outcome::Skipped),
+                Preflight::Link(f) => link_existing(txn, uid, album.0, f),
+                Preflight::Upload => Err(Error::ContentRequired),
+            }
+        })
+    }
+}
+
+/// The oldest live file of the user that is a duplicate under `mode`.
+fn find_duplicate(txn: &Txn<'_>, uid: u64, hash: &ContentHash, name: &str, mode: DedupMode) -> Result<Option<u64>> {
+    let (cf, prefix) = match mode {
+        DedupMode::Hash => (Cf::ByHash, keys::user_hash(uid, hash)),
+        DedupMode::NameAndHash => (Cf::ByName, keys::by_name_prefix(uid, hash, name)),
+    };
+    Ok(txn.first_key(cf, &prefix)?.map(|k| keys::last_u64(&k)))
+}
+
+fn plan(txn: &Txn<'_>, uid: u64, album: u64, name: &str, hash: &ContentHash, mode: DedupMode) -> Result<Preflight> {
+    if load_album(txn, uid, album)?.is_none() {
+        return Err(Error::UnknownAlbum(album.to_string()));
+    }
+    Ok(match find_duplicate(txn, uid, hash, name, mode)? {
+        Some(f) if txn.exists(Cf::Members, &keys::member(uid, album, f))? => Preflight::Skip(FileId(f)),
+        Some(f) => Preflight::Link(FileId(f)),
+        None => Preflight::Upload,
+    })
+}
+
+fn duplicate_report(txn: &Txn<'_>, uid: u64, fid: FileId, outcome: Outcome) -> Result<UploadReport> {
+    let file =
+        load_file(txn, uid, fid.0)?.ok_or_else(|| Error::Corrupt(format!("indexed file {fid} has no record")))?;
+    Ok(UploadReport {
+        file_id: fid,
+        outcome,
+        hash: file.hash,
+        size: file.size,
+        bytes_written: 0,
+        charged_bytes: 0,
+    })
+}
+
+fn link_existing(txn: &mut Txn<'_>, uid: u64, album: u64, fid: FileId) -> Result<UploadReport> {
+    let mut file =
+        load_file(txn, uid, fid.0)?.ok_or_else(|| Error::Corrupt(format!("indexed file {fid} has no record")))?;
+    add_member(txn, uid, album, fid.0, &mut file)?;
+    save_file(txn, uid, fid.0, &file);
+    duplicate_report(txn, uid, fid, Outcome::Linked)
+}
+
+fn apply(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Applied {
+    match plan(txn, uid, p.album, &p.name, &p.hash, p.mode) {
+        Ok(Preflight::Skip(f)) => Applied::Done(duplicate_report(txn, uid, f, Outcome::Skipped)),
+        Ok(Preflight::Link(f)) => Applied::Done(link_existing(txn, uid, p.album, f)),
+        Ok(Preflight::Upload) => match store_new(txn, uid, p, now) {
+            Ok(Some(r)) => Applied::Done(Ok(r)),
+            Ok(None) => Applied::NeedBytes,
+            Err(e) => Applied::Done(Err(e)),
+        },
+        Err(e) => Applied::Done(Err(e)),
+    }
+}
+
+/// Creates the new file record, and the blob if the store lacks it. Returns
+/// `None` when the blob is missing and this upload wrote no copy.
+fn store_new(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Result<Option<UploadReport>> {
+    let mut user = load_user(txn, uid)?;
+    let ub: UserBlobRecord = txn
+        .get(Cf::UserBlobs, &keys::user_hash(uid, &p.hash))?
+        .unwrap_or_default();
+    let charged = if ub.refs > 0 { 0 } else { p.size };
+    if let Some(limit) = user.limit {
+        if charged > 0 && user.unique_bytes + charged > limit {
+            return Err(Error::QuotaExceeded {
+                limit,
+                used: user.unique_bytes,
+                needed: charged,
+            });
+        }
+    }
+    let blob_key = p.hash.as_bytes().to_vec();
+    let bytes_written = if txn.exists(Cf::Blobs, &blob_key)? {
+        // Any copy this upload wrote lost a race and is garbage.
+        0
+    } else {
+        let place = match &p.copy {
+            None => return Ok(None),
+            Some(NewCopy::Inline(data)) => Place::Inline(data.clone()),
+            Some(NewCopy::Segment(loc)) => {
+                let key = keys::u64_key(loc.segment);
+                let mut seg: SegmentRecord = txn.get(Cf::Segments, &key)?.unwrap_or_default();
+                seg.committed_len = seg.committed_len.max(loc.end());
+                seg.live_bytes += loc.record_len();
+                txn.put(Cf::Segments, key, &seg);
+                Place::Segment(*loc)
+            }
+        };
+        txn.put(
+            Cf::Blobs,
+            blob_key,
+            &BlobRecord {
+                size: p.size,
+                refs: 0,
+                place,
+            },
+        );
+        p.size
+    };
+    let fid = user.next_file;
+    user.next_file += 1;
+    let mut file = FileRecord {
+        name: p.name.clone(),
+        hash: p.hash,
+        size: p.size,
+        created_ms: now,
+        albums: Vec::new(),
+        trashed_ms: None,
+    };
+    reference_new_file(txn, uid, &mut user, &file, now)?;
+    add_member(txn, uid, p.album, fid, &mut file)?;
+    index_live(txn, uid, fid, &file);
+    save_file(txn, uid, fid, &file);
+    save_user(txn, uid, &user);
+    Ok(Some(UploadReport {
+        file_id: FileId(fid),
+        outcome: Outcome::Stored,
+        hash: p.hash,
+        size: p.size,
+        bytes_written,
+        charged_bytes: charged,
+    }))
+}
