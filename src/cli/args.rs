@@ -1,0 +1,218 @@
+//! The command line, as clap parses it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success
+  1  failure, or a check that found problems (verify), or a backup with files that failed
+  2  bad usage or invalid input (names, ids, sizes)
+  3  no such file, album or trashed file
+  4  quota exceeded
+  5  the store is in use by another process
+  6  stored data failed its integrity check
+
+Environment:
+  KEEPSAKE_STORE  store directory when --store is not given";
+
+/// keepsake: a deduplicating store for photos and videos.
+///
+/// Every distinct content is stored once. Backing up what an album already
+/// has is skipped; what the user has in another album is linked, not copied.
+#[derive(Debug, Parser)]
+#[command(name = "keepsake", version, after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// Store directory [default: $KEEPSAKE_STORE, else the platform's data directory]
+    #[arg(long, global = true, env = "KEEPSAKE_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// The user to act for
+    #[arg(long, global = true, default_value = "default", value_name = "NAME")]
+    pub user: String,
+    /// Machine-readable output: one JSON object (backup: one per line)
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Mode {
+    /// Mobile rule: same content is a duplicate, whatever its name
+    Hash,
+    /// Desktop/web rule: same name and same content
+    NameHash,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Back up files and folders (recursively) into an album
+    Backup {
+        /// Files or folders; symbolic links inside folders are not followed
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The album (created if missing)
+        #[arg(long)]
+        album: String,
+        /// Duplicate rule
+        #[arg(long, value_enum, default_value = "name-hash")]
+        mode: Mode,
+    },
+    /// List albums
+    Albums,
+    /// Create, rename or delete an album
+    Album {
+        #[command(subcommand)]
+        action: AlbumAction,
+    },
+    /// List live files, of one album or all
+    Ls {
+        /// Only this album
+        #[arg(long)]
+        album: Option<String>,
+    },
+    /// Add files to an album (no data is copied)
+    Add {
+        #[arg(required = true, value_name = "FILE_ID")]
+        files: Vec<u64>,
+        #[arg(long)]
+        album: String,
+    },
+    /// Remove files from an album (they stay in their other albums)
+    Remove {
+        #[arg(required = true, value_name = "FILE_ID")]
+        files: Vec<u64>,
+        #[arg(long)]
+        album: String,
+    },
+    /// Move files from one album to another
+    Move {
+        #[arg(required = true, value_name = "FILE_ID")]
+        files: Vec<u64>,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
+    /// Move files to the trash, out of every album
+    Delete {
+        #[arg(required = true, value_name = "FILE_ID")]
+        files: Vec<u64>,
+    },
+    /// List the trash, restore from it, or empty it
+    Trash {
+        #[command(subcommand)]
+        action: Option<TrashAction>,
+    },
+    /// Write a file's bytes to stdout or a path
+    Get {
+        #[arg(value_name = "FILE_ID")]
+        file: u64,
+        /// Write here instead of stdout
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
+    /// Show the user's storage usage
+    Usage,
+    /// Set or clear the user's quota
+    Quota {
+        #[command(subcommand)]
+        action: QuotaAction,
+    },
+    /// Purge expired trash, remove unreferenced blobs, compact segments
+    Gc {
+        /// Keep blobs unreferenced for less than this many seconds [default: 900]
+        #[arg(long, value_name = "SECONDS")]
+        grace: Option<u64>,
+    },
+    /// Check every count and index against the file records
+    Verify {
+        /// Also re-hash every blob
+        #[arg(long)]
+        scrub: bool,
+    },
+    /// Store-wide statistics
+    Stats,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AlbumAction {
+    /// Create an album
+    Create { name: String },
+    /// Rename an album
+    Rename { name: String, new_name: String },
+    /// Delete an album
+    Delete {
+        name: String,
+        /// Move the files that are in no other album to the trash (default: keep them in the library)
+        #[arg(long)]
+        trash_files: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TrashAction {
+    /// Put files back into the albums they were in
+    Restore {
+        #[arg(required = true, value_name = "FILE_ID")]
+        files: Vec<u64>,
+    },
+    /// Delete everything in the trash for good
+    Empty,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum QuotaAction {
+    /// Limit the user's unique bytes (e.g. 5000000000, 500MiB, 10GiB)
+    Set {
+        #[arg(value_parser = parse_size)]
+        bytes: u64,
+    },
+    /// Remove the limit
+    Clear,
+}
+
+/// A byte count with an optional binary unit: `123`, `4KiB`, `10GiB`, `1T`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a byte count"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        _ => return Err(format!("unknown unit in {s:?}: use B, KiB, MiB, GiB or TiB")),
+    };
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("123"), Ok(123));
+        assert_eq!(parse_size("4KiB"), Ok(4096));
+        assert_eq!(parse_size("10G"), Ok(10 << 30));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5XB").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}

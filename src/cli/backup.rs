@@ -1,0 +1,206 @@
+//! `keepsake backup`: walk paths, upload in durable batches, report each file
+//! once it is durable.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use keepsake::{AlbumId, Content, DedupMode, Store, Upload, UploadReport};
+use serde::Serialize;
+
+use super::output::{bytes, Output};
+
+/// A batch is committed (one segment sync, one metadata sync) once it holds
+/// this many files or bytes; each file's line is printed after its batch.
+const BATCH_FILES: usize = 256;
+const BATCH_BYTES: u64 = 256 << 20;
+
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Summary {
+    summary: bool,
+    pub files: u64,
+    pub stored: u64,
+    pub linked: u64,
+    pub skipped: u64,
+    pub bytes_written: u64,
+    pub bytes_deduplicated: u64,
+    pub errors: u64,
+}
+
+#[derive(Serialize)]
+struct FileLine<'a> {
+    path: &'a str,
+    file_id: u64,
+    name: &'a str,
+    hash: String,
+    size: u64,
+    outcome: String,
+    bytes_written: u64,
+}
+
+#[derive(Serialize)]
+struct ErrorLine<'a> {
+    path: &'a str,
+    outcome: &'static str,
+    error: String,
+}
+
+/// A regular file found by the walk.
+struct Found {
+    path: PathBuf,
+    size: u64,
+}
+
+/// Collects regular files under `root`. A root that is a symbolic link is
+/// followed (the user named it); links inside folders are not. Entries are
+/// sorted, so a backup's order (and which of two duplicates is "first") is
+/// reproducible.
+fn walk(root: &Path, found: &mut Vec<Found>, errors: &mut Vec<(PathBuf, String)>) {
+    let meta = match fs::metadata(root) {
+        Ok(m) => m,
+        Err(e) => return errors.push((root.to_path_buf(), e.to_string())),
+    };
+    let mut stack = vec![(root.to_path_buf(), meta)];
+    while let Some((path, meta)) = stack.pop() {
+        if meta.is_file() {
+            found.push(Found { path, size: meta.len() });
+        } else if meta.is_dir() {
+            let entries = match fs::read_dir(&path).and_then(|rd| rd.collect::<Result<Vec<_>, _>>()) {
+                Ok(e) => e,
+                Err(e) => {
+                    errors.push((path, e.to_string()));
+                    continue;
+                }
+            };
+            let mut children: Vec<_> = entries.into_iter().map(|e| e.path()).collect();
+            children.sort();
+            for child in children.into_iter().rev() {
+                match fs::symlink_metadata(&child) {
+                    Ok(m) if m.file_type().is_symlink() => {}
+                    Ok(m) => stack.push((child, m)),
+                    Err(e) => errors.push((child, e.to_string())),
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn run(
+    store: &Store,
+    user: &str,
+    album: AlbumId,
+    paths: &[PathBuf],
+    mode: DedupMode,
+    out: &Output,
+) -> Result<Summary, keepsake::Error> {
+    let mut found = Vec::new();
+    let mut walk_errors = Vec::new();
+    for p in paths {
+        walk(p, &mut found, &mut walk_errors);
+    }
+    let mut summary = Summary {
+        summary: true,
+        ..Default::default()
+    };
+    let report_error = |summary: &mut Summary, path: &Path, error: String| {
+        summary.errors += 1;
+        let path = path.display().to_string();
+        let line = ErrorLine {
+            path: &path,
+            outcome: "error",
+            error: error.clone(),
+        };
+        let _ = out.show(&line, || String::new());
+        if !out.json {
+            eprintln!("keepsake: {path}: {error}");
+        }
+    };
+    for (path, e) in walk_errors {
+        report_error(&mut summary, &path, e);
+    }
+    let total: u64 = found.iter().map(|f| f.size).sum();
+    let bar = if out.progress_allowed() {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .expect("static template"),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut start = 0;
+    while start < found.len() {
+        let mut end = start;
+        let mut batch_bytes = 0;
+        while end < found.len() && end - start < BATCH_FILES && (end == start || batch_bytes < BATCH_BYTES) {
+            batch_bytes += found[end].size;
+            end += 1;
+        }
+        let batch = &found[start..end];
+        let mut uploads = Vec::new();
+        let mut slots = Vec::new();
+        for f in batch {
+            match f.path.file_name().and_then(|n| n.to_str()) {
+                Some(name) => {
+                    uploads.push(Upload::new(album, name, Content::Path(f.path.clone()), mode));
+                    slots.push(f);
+                }
+                None => report_error(&mut summary, &f.path, "file name is not valid UTF-8".into()),
+            }
+        }
+        for (f, result) in slots.into_iter().zip(store.upload_batch(user, uploads)) {
+            bar.inc(f.size);
+            match result {
+                Ok(r) => print_file(&mut summary, &f.path, &r, out, &bar),
+                Err(e) => bar.suspend(|| report_error(&mut summary, &f.path, e.to_string())),
+            }
+        }
+        start = end;
+    }
+    bar.finish_and_clear();
+    out.show(&summary, || {
+        format!(
+            "{} files: {} stored, {} linked, {} skipped, {} errors; {} written, {} deduplicated",
+            summary.files,
+            summary.stored,
+            summary.linked,
+            summary.skipped,
+            summary.errors,
+            bytes(summary.bytes_written),
+            bytes(summary.bytes_deduplicated)
+        )
+    })
+    .map_err(|e| keepsake::Error::Io {
+        context: "writing output".into(),
+        source: e,
+    })?;
+    Ok(summary)
+}
+
+fn print_file(summary: &mut Summary, path: &Path, r: &UploadReport, out: &Output, bar: &ProgressBar) {
+    summary.files += 1;
+    match r.outcome {
+        keepsake::Outcome::Stored => summary.stored += 1,
+        keepsake::Outcome::Linked => summary.linked += 1,
+        keepsake::Outcome::Skipped => summary.skipped += 1,
+    }
+    summary.bytes_written += r.bytes_written;
+    summary.bytes_deduplicated += r.size - r.bytes_written;
+    let path_s = path.display().to_string();
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let line = FileLine {
+        path: &path_s,
+        file_id: r.file_id.0,
+        name,
+        hash: r.hash.to_string(),
+        size: r.size,
+        outcome: r.outcome.to_string(),
+        bytes_written: r.bytes_written,
+    };
+    bar.suspend(|| {
+        let _ = out.show(&line, || {
+            format!("{:<7} {:>8}  {path_s}", r.outcome.to_string(), r.file_id)
+        });
+    });
+}

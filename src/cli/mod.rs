@@ -1,0 +1,418 @@
+//! The `keepsake` command-line interface.
+
+mod args;
+mod backup;
+mod output;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use keepsake::{AlbumDeletion, AlbumId, AlbumInfo, DedupMode, Error, FileId, FileInfo, OpenError, Store};
+use serde::Serialize;
+
+use args::{AlbumAction, Cli, Command, Mode, QuotaAction, TrashAction};
+use output::{bytes, Output};
+
+/// Why a command failed, with the exit status it maps to.
+enum Failure {
+    Open(OpenError),
+    Store(Error),
+    Usage(String),
+    /// The command ran and reported its findings; only the status is left.
+    Status(u8),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Store(e)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Store(Error::Io {
+            context: "writing output".into(),
+            source: e,
+        })
+    }
+}
+
+fn exit_status(e: &Error) -> u8 {
+    match e {
+        Error::InvalidName { .. } | Error::AlbumExists(_) | Error::HashMismatch { .. } => 2,
+        Error::UnknownFile(_) | Error::UnknownAlbum(_) | Error::NotTrashed(_) | Error::NotInAlbum { .. } => 3,
+        Error::FileTrashed(_) => 3,
+        Error::QuotaExceeded { .. } => 4,
+        Error::Integrity { .. } => 6,
+        _ => 1,
+    }
+}
+
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = Output { json: cli.global.json };
+    match run(cli, &out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            let (msg, code) = match f {
+                Failure::Open(e) => {
+                    let code = if matches!(e, OpenError::InUse { .. }) { 5 } else { 1 };
+                    (Some(e.to_string()), code)
+                }
+                Failure::Store(e) => (Some(e.to_string()), exit_status(&e)),
+                Failure::Usage(m) => (Some(m), 2),
+                Failure::Status(code) => (None, code),
+            };
+            if let Some(msg) = msg {
+                let _ = writeln!(io::stderr(), "keepsake: error: {msg}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn store_dir(given: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    given
+        .or_else(|| dirs::data_dir().map(|d| d.join("keepsake")))
+        .ok_or_else(|| Failure::Usage("no store directory: pass --store or set KEEPSAKE_STORE".into()))
+}
+
+fn album_by_name(store: &Store, user: &str, name: &str) -> Result<AlbumInfo, Failure> {
+    store
+        .find_album(user, name)?
+        .ok_or_else(|| Failure::Store(Error::UnknownAlbum(name.to_string())))
+}
+
+/// A file as `ls` and `trash` print it, with album names.
+#[derive(Serialize)]
+struct Listed {
+    file_id: FileId,
+    name: String,
+    hash: String,
+    size: u64,
+    albums: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trashed_ms: Option<u64>,
+}
+
+fn listed(files: Vec<FileInfo>, albums: &[AlbumInfo]) -> Vec<Listed> {
+    let name_of = |id: AlbumId| albums.iter().find(|a| a.id == id).map(|a| a.name.clone());
+    files
+        .into_iter()
+        .map(|f| Listed {
+            file_id: f.id,
+            hash: f.hash.to_string(),
+            size: f.size,
+            albums: f.albums.iter().filter_map(|a| name_of(*a)).collect(),
+            name: f.name,
+            trashed_ms: f.trashed_ms,
+        })
+        .collect()
+}
+
+fn show_listing(out: &Output, files: &[Listed]) -> io::Result<()> {
+    out.show(&files, || {
+        files
+            .iter()
+            .map(|f| {
+                format!(
+                    "{:>8}  {:>10}  {}  [{}]\n",
+                    f.file_id,
+                    bytes(f.size),
+                    f.name,
+                    f.albums.join(", ")
+                )
+            })
+            .collect()
+    })
+}
+
+/// Applies `op` to each id, stopping at the first failure (earlier ones are
+/// already durable), and reports what was done.
+fn each_file(
+    out: &Output,
+    verb: &str,
+    ids: &[u64],
+    mut op: impl FnMut(FileId) -> keepsake::Result<()>,
+) -> Result<(), Failure> {
+    let mut done = Vec::new();
+    for &id in ids {
+        if let Err(e) = op(FileId(id)) {
+            if !done.is_empty() {
+                let _ = writeln!(io::stderr(), "keepsake: {verb} {} file(s) before the error", done.len());
+            }
+            return Err(e.into());
+        }
+        done.push(id);
+    }
+    #[derive(Serialize)]
+    struct Done<'a> {
+        action: &'a str,
+        files: &'a [u64],
+    }
+    out.show(
+        &Done {
+            action: verb,
+            files: &done,
+        },
+        || format!("{verb} {} file(s)", done.len()),
+    )?;
+    Ok(())
+}
+
+fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
+    let dir = store_dir(cli.global.store)?;
+    let store = Store::open(&dir).map_err(Failure::Open)?;
+    for note in store.recovery_notes() {
+        let _ = writeln!(io::stderr(), "keepsake: recovery: {note}");
+    }
+    let user = cli.global.user.as_str();
+    match cli.command {
+        Command::Backup { paths, album, mode } => {
+            let mode = match mode {
+                Mode::Hash => DedupMode::Hash,
+                Mode::NameHash => DedupMode::NameAndHash,
+            };
+            let album = store.ensure_album(user, &album)?;
+            let summary = backup::run(&store, user, album, &paths, mode, out)?;
+            if summary.errors > 0 {
+                return Err(Failure::Status(1));
+            }
+        }
+        Command::Albums => {
+            #[derive(Serialize)]
+            struct Row {
+                name: String,
+                files: u64,
+                bytes: u64,
+            }
+            let rows: Vec<Row> = store
+                .albums(user)?
+                .into_iter()
+                .map(|a| Row {
+                    name: a.name,
+                    files: a.files,
+                    bytes: a.bytes,
+                })
+                .collect();
+            out.show(&rows, || {
+                rows.iter()
+                    .map(|r| format!("{:<30} {:>8} files  {:>10}\n", r.name, r.files, bytes(r.bytes)))
+                    .collect()
+            })?;
+        }
+        Command::Album { action } => album_command(&store, user, action, out)?,
+        Command::Ls { album } => {
+            let albums = store.albums(user)?;
+            let files = match album {
+                Some(name) => store.album_files(user, album_by_name(&store, user, &name)?.id)?,
+                None => store.files(user)?,
+            };
+            show_listing(out, &listed(files, &albums))?;
+        }
+        Command::Add { files, album } => {
+            let album = album_by_name(&store, user, &album)?.id;
+            each_file(out, "added", &files, |f| store.add_to_album(user, f, album).map(drop))?;
+        }
+        Command::Remove { files, album } => {
+            let album = album_by_name(&store, user, &album)?.id;
+            each_file(out, "removed", &files, |f| store.remove_from_album(user, f, album))?;
+        }
+        Command::Move { files, from, to } => {
+            let from = album_by_name(&store, user, &from)?.id;
+            let to = album_by_name(&store, user, &to)?.id;
+            each_file(out, "moved", &files, |f| store.move_file(user, f, from, to))?;
+        }
+        Command::Delete { files } => each_file(out, "deleted", &files, |f| store.delete(user, f))?,
+        Command::Trash { action: None } => {
+            let albums = store.albums(user)?;
+            show_listing(out, &listed(store.trash(user)?, &albums))?;
+        }
+        Command::Trash {
+            action: Some(TrashAction::Restore { files }),
+        } => each_file(out, "restored", &files, |f| store.restore(user, f).map(drop))?,
+        Command::Trash {
+            action: Some(TrashAction::Empty),
+        } => {
+            let r = store.empty_trash(user)?;
+            out.show(&r, || {
+                format!(
+                    "deleted {} file(s) for good, {} freed from the quota",
+                    r.files,
+                    bytes(r.bytes_freed)
+                )
+            })?;
+        }
+        Command::Get { file, output } => get(&store, user, FileId(file), output.as_deref())?,
+        Command::Usage => {
+            let u = store.usage(user)?;
+            out.show(&u, || {
+                let limit = u.limit.map_or("none".to_string(), bytes);
+                format!(
+                    "user {}: {} charged (limit {limit}), {} logical, {} files, {} in trash ({} freeable), {} blobs",
+                    u.user,
+                    bytes(u.unique_bytes),
+                    bytes(u.logical_bytes),
+                    u.files,
+                    u.trashed_files,
+                    bytes(u.trash_bytes),
+                    u.blobs
+                )
+            })?;
+        }
+        Command::Quota { action } => {
+            let limit = match action {
+                QuotaAction::Set { bytes } => Some(bytes),
+                QuotaAction::Clear => None,
+            };
+            store.set_quota(user, limit)?;
+            #[derive(Serialize)]
+            struct Quota<'a> {
+                user: &'a str,
+                limit: Option<u64>,
+            }
+            out.show(&Quota { user, limit }, || match limit {
+                Some(l) => format!("quota of {user} set to {}", bytes(l)),
+                None => format!("quota of {user} cleared"),
+            })?;
+        }
+        Command::Gc { grace } => {
+            let r = match grace {
+                Some(s) => store.gc_with_grace(Duration::from_secs(s))?,
+                None => store.gc()?,
+            };
+            out.show(&r, || {
+                format!(
+                    "{} expired trash file(s) purged, {} blob(s) removed, {} segment(s) compacted, {} reclaimed",
+                    r.trash_purged,
+                    r.blobs_removed,
+                    r.segments_compacted,
+                    bytes(r.bytes_reclaimed)
+                )
+            })?;
+        }
+        Command::Verify { scrub } => {
+            let r = store.verify(scrub)?;
+            out.show(&r, || {
+                let mut s = format!(
+                    "{}: {} users, {} files, {} blobs, {} segments, {} re-hashed\n",
+                    if r.ok { "ok" } else { "PROBLEMS FOUND" },
+                    r.users,
+                    r.files,
+                    r.blobs,
+                    r.segments,
+                    bytes(r.scrubbed_bytes)
+                );
+                for p in &r.problems {
+                    s += &format!("{}: {}\n", p.kind, p.detail);
+                    for f in &p.files {
+                        s += &format!("  affects file {} {:?} of user {}\n", f.file_id, f.name, f.user);
+                    }
+                }
+                s
+            })?;
+            if !r.ok {
+                return Err(Failure::Status(1));
+            }
+        }
+        Command::Stats => {
+            let s = store.stats()?;
+            out.show(&s, || {
+                format!(
+                    "{} users, {} files, {} blobs\nlogical {}, physical {} (dedup ratio {:.2}), on disk {}\n{} segments, {} garbage, {} blobs awaiting GC",
+                    s.users,
+                    s.files,
+                    s.blobs,
+                    bytes(s.logical_bytes),
+                    bytes(s.physical_bytes),
+                    s.dedup_ratio,
+                    bytes(s.disk_bytes),
+                    s.segments,
+                    bytes(s.garbage_bytes),
+                    s.gc_candidates
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn album_command(store: &Store, user: &str, action: AlbumAction, out: &Output) -> Result<(), Failure> {
+    #[derive(Serialize)]
+    struct Done {
+        album: String,
+        action: &'static str,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        trashed: Vec<FileId>,
+    }
+    let done = match action {
+        AlbumAction::Create { name } => {
+            store.create_album(user, &name)?;
+            Done {
+                album: name,
+                action: "created",
+                trashed: vec![],
+            }
+        }
+        AlbumAction::Rename { name, new_name } => {
+            let id = album_by_name(store, user, &name)?.id;
+            store.rename_album(user, id, &new_name)?;
+            Done {
+                album: new_name,
+                action: "renamed",
+                trashed: vec![],
+            }
+        }
+        AlbumAction::Delete { name, trash_files } => {
+            let id = album_by_name(store, user, &name)?.id;
+            let how = if trash_files {
+                AlbumDeletion::TrashFiles
+            } else {
+                AlbumDeletion::KeepFiles
+            };
+            let trashed = store.delete_album(user, id, how)?;
+            Done {
+                album: name,
+                action: "deleted",
+                trashed,
+            }
+        }
+    };
+    out.show(&done, || {
+        let mut s = format!("album {:?} {}", done.album, done.action);
+        if !done.trashed.is_empty() {
+            s += &format!("; {} file(s) moved to the trash", done.trashed.len());
+        }
+        s
+    })?;
+    Ok(())
+}
+
+/// Writes a file's verified bytes. To a path, through a temporary file
+/// renamed into place, so a failed `get` never leaves a partial file under
+/// the requested name.
+fn get(store: &Store, user: &str, file: FileId, output: Option<&Path>) -> Result<(), Failure> {
+    let mut reader = store.open_file(user, file)?;
+    match output {
+        None => {
+            io::copy(&mut reader, &mut io::stdout().lock())?;
+        }
+        Some(path) => {
+            let tmp = path.with_extension("keepsake-partial");
+            let written = std::fs::File::create(&tmp)
+                .and_then(|mut f| io::copy(&mut reader, &mut f).and_then(|_| f.sync_all()))
+                .and_then(|()| std::fs::rename(&tmp, path));
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Failure::Store(Error::Io {
+                    context: format!("writing {}", path.display()),
+                    source: e,
+                }));
+            }
+        }
+    }
+    Ok(())
+}
