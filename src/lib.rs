@@ -67,3 +67,9 @@ pub use store::{
     StoreOptions, Upload, UploadReport, Usage,
 };
 pub use verify::{AffectedFile, Problem, VerifyReport};
+
+/// The README's examples are compiled as doc tests, so it cannot drift from
+/// the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

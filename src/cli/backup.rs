@@ -110,7 +110,7 @@ pub(crate) fn run(
             outcome: "error",
             error: error.clone(),
         };
-        let _ = out.show(&line, || String::new());
+        let _ = out.show(&line, String::new);
         if !out.json {
             eprintln!("keepsake: {path}: {error}");
         }

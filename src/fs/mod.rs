@@ -50,6 +50,10 @@ pub trait Fs: Send + Sync + Debug {
 
 /// An open file. Writes are positional, so one handle serves concurrent
 /// readers and the single appender without a shared cursor.
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "a file's length is a position to append at, not a container size"
+)]
 pub trait FsFile: Send + Sync {
     /// Writes all of `buf` at `offset`.
     fn write_all_at(&self, offset: u64, buf: &[u8]) -> io::Result<()>;
