@@ -1,0 +1,347 @@
+//! The `keepsake` command's contract, checked from outside: JSON shapes,
+//! outcomes, exit statuses.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+struct Cli {
+    store: tempfile::TempDir,
+    data: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new() -> Self {
+        Cli {
+            store: tempfile::tempdir().unwrap(),
+            data: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_keepsake"))
+            .arg("--store")
+            .arg(self.store.path())
+            .args(args)
+            .env_remove("KEEPSAKE_STORE")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs with `--json`, expects success, parses the single object.
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(&[args, &["--json"]].concat());
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Runs `backup --json`, returning its lines.
+    fn backup(&self, args: &[&str]) -> (Vec<Value>, Output) {
+        let out = self.run(&[&["backup", "--json"], args].concat());
+        let lines = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (lines, out)
+    }
+
+    fn file(&self, rel: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.data.path().join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    fn dir(&self) -> &str {
+        self.data.path().to_str().unwrap()
+    }
+}
+
+fn photo(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn summary(lines: &[Value]) -> &Value {
+    let last = lines.last().unwrap();
+    assert_eq!(last["summary"], true);
+    last
+}
+
+fn outcomes(lines: &[Value]) -> Vec<(String, String)> {
+    let mut v: Vec<_> = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap_or("").to_string(),
+                l["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn backup_reports_each_file_and_a_summary_then_skips_on_rerun() {
+    let cli = Cli::new();
+    cli.file("a.jpg", &photo(1, 100_000));
+    cli.file("sub/b.jpg", &photo(2, 50_000));
+    cli.file("sub/a_copy.jpg", &photo(1, 100_000));
+    let (lines, out) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    assert!(out.status.success());
+    assert_eq!(lines.len(), 4);
+    for l in &lines[..3] {
+        for key in ["path", "file_id", "name", "hash", "size", "outcome", "bytes_written"] {
+            assert!(l.get(key).is_some(), "{key} missing in {l}");
+        }
+        assert_eq!(l["hash"].as_str().unwrap().len(), 64);
+    }
+    let s = summary(&lines);
+    assert_eq!(
+        (s["files"].as_u64(), s["stored"].as_u64(), s["errors"].as_u64()),
+        (Some(3), Some(3), Some(0))
+    );
+    // The copy under another name shares the blob: 150,000 bytes written, not 250,000.
+    assert_eq!(s["bytes_written"], 150_000);
+    assert_eq!(s["bytes_deduplicated"], 100_000);
+
+    let (again, out) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    assert!(out.status.success());
+    let s = summary(&again);
+    assert_eq!((s["skipped"].as_u64(), s["bytes_written"].as_u64()), (Some(3), Some(0)));
+}
+
+#[test]
+fn backup_into_another_album_links_and_hash_mode_ignores_names() {
+    let cli = Cli::new();
+    cli.file("x/IMG_1.jpg", &photo(3, 20_000));
+    let first = cli.data.path().join("x");
+    cli.backup(&[first.to_str().unwrap(), "--album", "Camera"]);
+    cli.file("y/renamed.jpg", &photo(3, 20_000));
+    let second = cli.data.path().join("y");
+    // Desktop rule: another name is a new file (sharing the blob).
+    let (lines, _) = cli.backup(&[second.to_str().unwrap(), "--album", "Trip"]);
+    assert_eq!(outcomes(&lines), vec![("renamed.jpg".into(), "stored".into())]);
+    assert_eq!(lines[0]["bytes_written"], 0);
+    // Mobile rule: the same content is a duplicate; it is linked into the new album.
+    let (lines, _) = cli.backup(&[second.to_str().unwrap(), "--album", "Phone", "--mode", "hash"]);
+    assert_eq!(outcomes(&lines), vec![("renamed.jpg".into(), "linked".into())]);
+    let albums = cli.json(&["albums"]);
+    let names: Vec<_> = albums
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Camera", "Trip", "Phone"]);
+    for a in albums.as_array().unwrap() {
+        assert_eq!(
+            (a["files"].as_u64(), a["bytes"].as_u64()),
+            (Some(1), Some(20_000)),
+            "{a}"
+        );
+    }
+    let usage = cli.json(&["usage"]);
+    assert_eq!(usage["unique_bytes"], 20_000);
+    assert_eq!(usage["logical_bytes"], 40_000);
+    for key in [
+        "user",
+        "unique_bytes",
+        "logical_bytes",
+        "files",
+        "blobs",
+        "trash_bytes",
+        "limit",
+    ] {
+        assert!(usage.get(key).is_some(), "{key} missing");
+    }
+}
+
+#[test]
+fn unreadable_file_is_reported_and_backup_goes_on() {
+    use std::os::unix::ffi::OsStrExt;
+    let cli = Cli::new();
+    cli.file("good.jpg", &photo(4, 5_000));
+    let bad = cli.data.path().join(std::ffi::OsStr::from_bytes(b"bad\xff.jpg"));
+    fs::write(&bad, b"not utf-8 name").unwrap();
+    let (lines, out) = cli.backup(&[cli.dir(), "--album", "A"]);
+    assert_eq!(out.status.code(), Some(1), "partial backup exits 1");
+    let errors: Vec<_> = lines.iter().filter(|l| l["outcome"] == "error").collect();
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0]["error"].as_str().unwrap().contains("UTF-8"));
+    let s = summary(&lines);
+    assert_eq!((s["stored"].as_u64(), s["errors"].as_u64()), (Some(1), Some(1)));
+}
+
+#[test]
+fn symlinks_inside_folders_are_not_followed() {
+    let cli = Cli::new();
+    let target = cli.file("real.jpg", &photo(5, 6_000));
+    std::os::unix::fs::symlink(&target, cli.data.path().join("link.jpg")).unwrap();
+    let (lines, _) = cli.backup(&[cli.dir(), "--album", "A"]);
+    assert_eq!(outcomes(&lines), vec![("real.jpg".into(), "stored".into())]);
+}
+
+fn id_of(lines: &[Value], name: &str) -> String {
+    lines.iter().find(|l| l["name"] == name).unwrap()["file_id"].to_string()
+}
+
+#[test]
+fn album_membership_trash_and_get_round_trip() {
+    let cli = Cli::new();
+    let a = cli.file("a.jpg", &photo(6, 30_000));
+    cli.file("b.jpg", &photo(7, 40_000));
+    let (lines, _) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    let (ida, idb) = (id_of(&lines, "a.jpg"), id_of(&lines, "b.jpg"));
+    cli.json(&["album", "create", "Fav"]);
+    cli.json(&["add", &ida, "--album", "Fav"]);
+    let ls = cli.json(&["ls", "--album", "Fav"]);
+    assert_eq!(ls[0]["albums"], serde_json::json!(["Camera", "Fav"]));
+    cli.json(&["move", &idb, "--from", "Camera", "--to", "Fav"]);
+    cli.json(&["remove", &ida, "--album", "Fav"]);
+    let fav: Vec<_> = cli
+        .json(&["ls", "--album", "Fav"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].clone())
+        .collect();
+    assert_eq!(fav, ["b.jpg"]);
+
+    let out_path = cli.data.path().join("out.jpg");
+    let got = cli.run(&["get", &ida, "-o", out_path.to_str().unwrap()]);
+    assert!(got.status.success());
+    assert_eq!(fs::read(&out_path).unwrap(), fs::read(&a).unwrap());
+    let stdout = cli.run(&["get", &ida]);
+    assert_eq!(stdout.stdout, fs::read(&a).unwrap());
+
+    cli.json(&["delete", &ida]);
+    assert_eq!(cli.json(&["ls"]).as_array().unwrap().len(), 1);
+    let trash = cli.json(&["trash"]);
+    assert_eq!(trash[0]["name"], "a.jpg");
+    assert_eq!(cli.json(&["usage"])["trash_bytes"], 30_000);
+    cli.json(&["trash", "restore", &ida]);
+    assert_eq!(cli.json(&["ls", "--album", "Camera"]).as_array().unwrap().len(), 1);
+    cli.json(&["delete", &ida]);
+    let purged = cli.json(&["trash", "empty"]);
+    assert_eq!(
+        (purged["files"].as_u64(), purged["bytes_freed"].as_u64()),
+        (Some(1), Some(30_000))
+    );
+    let gc = cli.json(&["gc", "--grace", "0"]);
+    for key in ["blobs_removed", "bytes_reclaimed", "segments_compacted"] {
+        assert!(gc.get(key).is_some(), "{key} missing");
+    }
+    assert_eq!(gc["blobs_removed"], 1);
+    let verify = cli.json(&["verify", "--scrub"]);
+    assert_eq!(verify["ok"], true);
+    assert_eq!(verify["problems"], serde_json::json!([]));
+    let stats = cli.json(&["stats"]);
+    for key in [
+        "physical_bytes",
+        "logical_bytes",
+        "dedup_ratio",
+        "segments",
+        "garbage_bytes",
+    ] {
+        assert!(stats.get(key).is_some(), "{key} missing");
+    }
+}
+
+#[test]
+fn exit_statuses_are_meaningful() {
+    let cli = Cli::new();
+    cli.file("a.jpg", &photo(8, 10_000));
+    let (lines, _) = cli.backup(&[cli.dir(), "--album", "A"]);
+    let id = id_of(&lines, "a.jpg");
+    assert_eq!(cli.run(&["get", "999"]).status.code(), Some(3), "unknown file");
+    assert_eq!(
+        cli.run(&["ls", "--album", "Nope"]).status.code(),
+        Some(3),
+        "unknown album"
+    );
+    // Another user's file id is unknown to this user.
+    assert_eq!(cli.run(&["--user", "mallory", "get", &id]).status.code(), Some(3));
+    assert_eq!(
+        cli.run(&["album", "create", "bad\u{7}name"]).status.code(),
+        Some(2),
+        "invalid name"
+    );
+    assert_eq!(cli.run(&["frobnicate"]).status.code(), Some(2), "usage error");
+    assert_eq!(
+        cli.run(&["trash", "restore", &id]).status.code(),
+        Some(3),
+        "not in the trash"
+    );
+    let help = cli.run(&["--help"]);
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("backup"));
+    let err = cli.run(&["get", "999"]);
+    let stderr = String::from_utf8_lossy(&err.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+}
+
+#[test]
+fn quota_refuses_new_bytes_but_not_duplicates() {
+    let cli = Cli::new();
+    cli.file("a/one.jpg", &photo(9, 10_000));
+    let a = cli.data.path().join("a");
+    cli.backup(&[a.to_str().unwrap(), "--album", "A"]);
+    let q = cli.json(&["quota", "set", "12KiB"]);
+    assert_eq!(q["limit"], 12_288);
+    cli.file("b/two.jpg", &photo(10, 10_000));
+    let b = cli.data.path().join("b");
+    let (lines, out) = cli.backup(&[b.to_str().unwrap(), "--album", "A"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(lines[0]["error"].as_str().unwrap().contains("quota exceeded"));
+    // The same content into another album still works at the limit.
+    let (lines, out) = cli.backup(&[a.to_str().unwrap(), "--album", "B"]);
+    assert!(out.status.success());
+    assert_eq!(lines[0]["outcome"], "linked");
+    cli.json(&["quota", "clear"]);
+    assert_eq!(cli.json(&["usage"])["limit"], Value::Null);
+}
+
+#[test]
+fn a_second_process_gets_store_in_use() {
+    let cli = Cli::new();
+    let _held = keepsake::Store::open(cli.store.path()).unwrap();
+    let out = cli.run(&["albums"]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+}
+
+#[test]
+fn verify_exits_1_and_names_the_file_when_a_blob_is_damaged() {
+    let cli = Cli::new();
+    let content = photo(11, 200_000);
+    cli.file("precious.jpg", &content);
+    cli.backup(&[cli.dir(), "--album", "A"]);
+    let seg_dir = cli.store.path().join("segments");
+    let seg: PathBuf = fs::read_dir(&seg_dir).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = fs::read(&seg).unwrap();
+    let at = find(&bytes, &content[1000..1064]).unwrap();
+    bytes[at] ^= 0x40;
+    fs::write(&seg, &bytes).unwrap();
+    let out = cli.run(&["verify", "--scrub", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["problems"][0]["kind"], "damaged-blob");
+    assert_eq!(report["problems"][0]["files"][0]["name"], "precious.jpg");
+    let got = cli.run(&["get", "1"]);
+    assert_eq!(got.status.code(), Some(6), "integrity error, never wrong bytes");
+    assert!(got.stdout.is_empty());
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
