@@ -758,3 +758,52 @@ fn store_new(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Result<Optio
         charged_bytes: charged,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DedupMode, Store};
+
+    fn setup() -> (tempfile::TempDir, Store, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let file = dir.path().join("IMG.JPG");
+        std::fs::write(&file, vec![5u8; 100_000]).unwrap();
+        (dir, store, file)
+    }
+
+    /// A file edited between the hashing pass and the writing pass is
+    /// refused, and the half-written record is rolled back.
+    #[test]
+    fn a_file_that_changes_while_being_read_stores_nothing() {
+        let (_dir, store, file) = setup();
+        let inner = &store.inner;
+        let prepared = inner.prepare(Content::Path(file.clone()), "IMG.JPG").unwrap();
+        std::fs::write(&file, vec![6u8; 100_000]).unwrap();
+        assert!(matches!(inner.write_copy(&prepared), Err(Error::ContentChanged(_))));
+        // Same length but grown: also refused.
+        std::fs::write(&file, vec![5u8; 100_001]).unwrap();
+        assert!(matches!(inner.write_copy(&prepared), Err(Error::ContentChanged(_))));
+        // Nothing of either attempt is left: the next record starts where the
+        // first would have.
+        std::fs::write(&file, vec![5u8; 100_000]).unwrap();
+        let NewCopy::Segment(loc) = inner.write_copy(&prepared).unwrap() else {
+            panic!("100 KB is not inlined")
+        };
+        assert_eq!(loc.offset, crate::blob::format::SEGMENT_HEADER_LEN as u64);
+    }
+
+    #[test]
+    fn a_file_that_vanishes_while_being_read_stores_nothing() {
+        let (_dir, store, file) = setup();
+        let prepared = store.inner.prepare(Content::Path(file.clone()), "IMG.JPG").unwrap();
+        std::fs::remove_file(&file).unwrap();
+        assert!(matches!(store.inner.write_copy(&prepared), Err(Error::Io { .. })));
+        let album = store.ensure_album("u", "A").unwrap();
+        assert!(store
+            .upload("u", album, "IMG.JPG", Content::Path(file), DedupMode::Hash)
+            .is_err());
+        assert!(store.files("u").unwrap().is_empty());
+        assert!(store.verify(true).unwrap().ok);
+    }
+}
