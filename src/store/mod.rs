@@ -306,3 +306,10 @@ pub(crate) fn load_user(txn: &Txn<'_>, uid: u64) -> Result<UserRecord> {
 pub(crate) fn save_user(txn: &mut Txn<'_>, uid: u64, rec: &UserRecord) {
     txn.put(Cf::Users, keys::u64_key(uid), rec);
 }
+
+/// `Store` is shared between threads by design; this fails to compile if a
+/// field ever stops it.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Store>();
+};
