@@ -133,7 +133,9 @@ impl Inner {
         for (k, v) in self.meta.scan_all(Cf::Segments, &[])? {
             let id = keys::last_u64(&k);
             let seg: SegmentRecord = decode(&v)?;
-            if Some(id) == active || self.recovery.damaged_segments.contains(&id) {
+            // A sealed segment takes no new records, so once it is unpinned
+            // every record written to it has been committed or abandoned.
+            if Some(id) == active || self.recovery.damaged_segments.contains(&id) || self.blobs.is_pinned(id) {
                 continue;
             }
             let payload = seg.committed_len.saturating_sub(SEGMENT_HEADER_LEN as u64);
@@ -152,6 +154,7 @@ impl Inner {
     /// metadata says (damage is never compacted away).
     fn compact(&self, id: u64, seg: SegmentRecord) -> Result<bool> {
         let mut moves: Vec<(ContentHash, Location, Location)> = Vec::new();
+        let mut pins = Vec::new();
         if seg.live_bytes > 0 {
             let Ok(bytes) = self.blobs.segment_bytes(id, seg.committed_len) else {
                 return Ok(false);
@@ -173,7 +176,8 @@ impl Inner {
                 let Ok(data) = self.blobs.read(old, h.hash) else {
                     return Ok(false);
                 };
-                let new = self.blobs.append(h.hash, old.length, &mut &data[..], "compaction")?;
+                let (new, pin) = self.blobs.append(h.hash, old.length, &mut &data[..], "compaction")?;
+                pins.push(pin);
                 let end = sync_to.entry(new.segment).or_default();
                 *end = (*end).max(new.end());
                 live += old.record_len();
@@ -216,6 +220,7 @@ impl Inner {
                 Ok(false)
             }
         })?;
+        drop(pins);
         if removed {
             // Only now that no committed metadata names it.
             self.blobs.remove_segment(id)?;

@@ -69,6 +69,30 @@ pub(crate) struct BlobLog {
     /// Whole-file views of segments, remapped when a read needs more than a
     /// view covers (the active segment grows).
     views: RwLock<HashMap<u64, Bytes>>,
+    /// Per segment, records written whose commit has not finished. A pinned
+    /// segment is never compacted: its metadata does not yet show records
+    /// that are about to be committed.
+    pins: Mutex<HashMap<u64, usize>>,
+}
+
+/// Keeps a record's segment from being compacted until the commit that
+/// decides the record's fate has finished (dropped after it).
+#[must_use = "the record's segment is only protected while the pin lives"]
+pub(crate) struct Pin<'a> {
+    log: &'a BlobLog,
+    segment: u64,
+}
+
+impl Drop for Pin<'_> {
+    fn drop(&mut self) {
+        let mut pins = self.log.pins.lock();
+        if let Some(n) = pins.get_mut(&self.segment) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.segment);
+            }
+        }
+    }
 }
 
 fn segment_name(id: u64) -> String {
@@ -168,6 +192,7 @@ impl BlobLog {
             next_id: Mutex::new(next_id),
             sync_lock: Mutex::new(()),
             views: RwLock::new(HashMap::new()),
+            pins: Mutex::new(HashMap::new()),
         };
         // Keep appending to the newest segment while it has room, so that a
         // CLI that opens the store once per command does not leave a trail of
@@ -202,6 +227,11 @@ impl BlobLog {
 
     fn path(&self, id: u64) -> PathBuf {
         self.dir.join(segment_name(id))
+    }
+
+    /// Whether records of `segment` are written and not yet committed.
+    pub(crate) fn is_pinned(&self, segment: u64) -> bool {
+        self.pins.lock().contains_key(&segment)
     }
 
     /// The segment new records currently go to, if one is open.
@@ -257,7 +287,15 @@ impl BlobLog {
     /// the record is rolled back and [`Error::ContentChanged`] returned.
     ///
     /// The record is not durable until [`sync`](Self::sync) covers it.
-    pub(crate) fn append(&self, hash: ContentHash, length: u64, source: &mut dyn Read, what: &str) -> Result<Location> {
+    ///
+    /// Its segment stays out of compaction while the returned pin lives.
+    pub(crate) fn append(
+        &self,
+        hash: ContentHash,
+        length: u64,
+        source: &mut dyn Read,
+        what: &str,
+    ) -> Result<(Location, Pin<'_>)> {
         self.health.check()?;
         let mut guard = self.active.lock();
         let full = guard.as_ref().is_none_or(|a| {
@@ -275,7 +313,17 @@ impl BlobLog {
         match write_record(&*active.file, loc, hash, source, what) {
             Ok(()) => {
                 active.len = loc.end();
-                Ok(loc)
+                // Pinned while the segment is still active (the lock is held),
+                // so compaction, which only takes sealed segments, can never
+                // see this record's segment unpinned before its commit.
+                *self.pins.lock().entry(loc.segment).or_default() += 1;
+                Ok((
+                    loc,
+                    Pin {
+                        log: self,
+                        segment: loc.segment,
+                    },
+                ))
             }
             Err(e) => {
                 // Leave no trace: the next record reuses this offset.

@@ -91,11 +91,6 @@ impl<'m> Txn<'m> {
         Ok(merged.into_iter().collect())
     }
 
-    /// The first key under `prefix`, if any.
-    pub(crate) fn first_key(&self, cf: Cf, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.scan(cf, prefix)?.into_iter().next().map(|(k, _)| k))
-    }
-
     pub(crate) fn savepoint(&self) -> Savepoint {
         Savepoint(self.undo.len())
     }

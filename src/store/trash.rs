@@ -44,21 +44,23 @@ pub(crate) fn trash_file(
     Ok(())
 }
 
-/// Deletes a trashed file for good, dropping its references.
+/// Deletes for good the file trashed at `at`, dropping its references. A
+/// file restored since, or restored and trashed again later, is not this
+/// deletion and is left alone: it has not expired.
 fn purge(
     txn: &mut Txn<'_>,
     uid: u64,
     user: &mut UserRecord,
-    fid: u64,
+    (at, fid): (u64, u64),
     now: u64,
     report: &mut PurgeReport,
 ) -> Result<()> {
     let Some(file) = load_file(txn, uid, fid)? else {
         return Ok(());
     };
-    let Some(at) = file.trashed_ms else {
+    if file.trashed_ms != Some(at) {
         return Ok(());
-    };
+    }
     let before = user.unique_bytes;
     unreference_file(txn, uid, user, &file, now)?;
     report.files += 1;
@@ -140,7 +142,8 @@ impl Store {
             };
             let mut u = load_user(txn, uid)?;
             for (k, _) in txn.scan(Cf::Trash, &keys::u64_key(uid))? {
-                purge(txn, uid, &mut u, keys::last_u64(&k), now, &mut report)?;
+                let at = keys::u64_at(&k, 8).unwrap_or(0);
+                purge(txn, uid, &mut u, (at, keys::last_u64(&k)), now, &mut report)?;
             }
             save_user(txn, uid, &u);
             Ok(report)
@@ -153,11 +156,11 @@ impl Store {
         let inner = &self.inner;
         let now = inner.now_ms();
         let cutoff = now.saturating_sub(inner.options.trash_retention.as_millis() as u64);
-        let mut expired: Vec<(u64, u64)> = Vec::new();
+        let mut expired: Vec<(u64, (u64, u64))> = Vec::new();
         inner.meta.scan(Cf::Trash, &[], |k, _| {
             if let (Some(uid), Some(at)) = (keys::u64_at(k, 0), keys::u64_at(k, 8)) {
                 if at <= cutoff {
-                    expired.push((uid, keys::last_u64(k)));
+                    expired.push((uid, (at, keys::last_u64(k))));
                 }
             }
             Ok(std::ops::ControlFlow::Continue(()))
@@ -168,9 +171,9 @@ impl Store {
             let chunk = chunk.to_vec();
             let r = inner.commit(move |txn| {
                 let mut report = PurgeReport::default();
-                for (uid, fid) in chunk {
+                for (uid, deletion) in chunk {
                     let mut u = load_user(txn, uid)?;
-                    purge(txn, uid, &mut u, fid, now, &mut report)?;
+                    purge(txn, uid, &mut u, deletion, now, &mut report)?;
                     save_user(txn, uid, &u);
                 }
                 Ok(report)
@@ -179,5 +182,56 @@ impl Store {
             total.bytes_freed += r.bytes_freed;
         }
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{Clock, Content, DedupMode, StoreOptions};
+
+    #[derive(Debug, Default)]
+    struct Manual(AtomicU64);
+    impl Clock for Manual {
+        fn now_ms(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// The expiry scan and the purge are separate steps; a file restored and
+    /// trashed again between them is a new deletion and must survive.
+    #[test]
+    fn a_purge_never_takes_a_file_trashed_again_since_it_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(Manual::default());
+        let store = Store::open_with(dir.path(), StoreOptions::default().clock(clock.clone())).unwrap();
+        let album = store.ensure_album("u", "A").unwrap();
+        let f = store
+            .upload("u", album, "x.jpg", Content::from(vec![1u8; 9000]), DedupMode::Hash)
+            .unwrap()
+            .file_id;
+        clock.0.store(1_000, Ordering::SeqCst);
+        store.delete("u", f).unwrap();
+        // What the expiry scan would have collected: the deletion at 1000.
+        let uid = store.inner.user_id("u").unwrap().unwrap();
+        store.restore("u", f).unwrap();
+        clock.0.store(2_000, Ordering::SeqCst);
+        store.delete("u", f).unwrap();
+        let r = store
+            .inner
+            .commit(move |txn| {
+                let mut report = PurgeReport::default();
+                let mut u = load_user(txn, uid)?;
+                purge(txn, uid, &mut u, (1_000, f.0), 3_000, &mut report)?;
+                save_user(txn, uid, &u);
+                Ok(report)
+            })
+            .unwrap();
+        assert_eq!(r.files, 0);
+        assert_eq!(store.trash("u").unwrap().len(), 1);
+        assert!(store.verify(true).unwrap().ok);
     }
 }

@@ -27,7 +27,7 @@ use bytes::Bytes;
 
 use super::accounting::{add_member, index_live, load_album, load_file, reference_new_file, save_file};
 use super::{ensure_user, load_user, save_user, txn_user_id, Inner, Store};
-use crate::blob::Location;
+use crate::blob::{Location, Pin};
 use crate::error::{Error, Result};
 use crate::fs::{Fs, FsFile};
 use crate::hash::{read_full, ContentHash, Hasher, HASH_CHUNK};
@@ -393,8 +393,9 @@ impl Inner {
         }
     }
 
-    /// Writes (or keeps for inlining) the bytes of `p`, verifying them.
-    fn write_copy(&self, p: &Prepared) -> Result<NewCopy> {
+    /// Writes (or keeps for inlining) the bytes of `p`, verifying them. A
+    /// segment copy comes with the pin that protects it until its commit.
+    fn write_copy(&self, p: &Prepared) -> Result<(NewCopy, Option<Pin<'_>>)> {
         let mut src = p.open()?;
         if p.size <= self.options.inline_threshold {
             let mut data = Vec::with_capacity(p.size as usize);
@@ -403,10 +404,10 @@ impl Inner {
             if data.len() as u64 != p.size || ContentHash::of(&data) != p.hash {
                 return Err(Error::ContentChanged(p.what.clone()));
             }
-            return Ok(NewCopy::Inline(data));
+            return Ok((NewCopy::Inline(data), None));
         }
-        let loc = self.blobs.append(p.hash, p.size, &mut src, &p.what)?;
-        Ok(NewCopy::Segment(loc))
+        let (loc, pin) = self.blobs.append(p.hash, p.size, &mut src, &p.what)?;
+        Ok((NewCopy::Segment(loc), Some(pin)))
     }
 }
 
@@ -475,6 +476,8 @@ impl Store {
             }
         }
         let mut copies: HashMap<ContentHash, NewCopy> = HashMap::new();
+        // Held until every commit of this batch has finished.
+        let mut pins = Vec::new();
         let mut todo: Vec<usize> = (0..prepared.len()).collect();
         for attempt in 0..3 {
             if todo.is_empty() {
@@ -492,7 +495,8 @@ impl Store {
                         Ok(_) => inner
                             .precheck_quota(user, p.size)
                             .and_then(|()| inner.write_copy(p))
-                            .map(|c| {
+                            .map(|(c, pin)| {
+                                pins.extend(pin);
                                 copies.insert(p.hash, c.clone());
                                 Some(c)
                             }),
@@ -533,8 +537,9 @@ impl Store {
             let user_name = user.to_string();
             let now = inner.now_ms();
             let applied = inner.commit(move |txn| {
+                let before_user = txn.savepoint();
                 let uid = ensure_user(txn, &user_name)?;
-                Ok(pending
+                let applied: Vec<_> = pending
                     .into_iter()
                     .map(|p| {
                         let sp = txn.savepoint();
@@ -544,7 +549,13 @@ impl Store {
                         }
                         (p.index, out)
                     })
-                    .collect::<Vec<_>>())
+                    .collect();
+                // A batch that stored nothing leaves no trace, not even a new
+                // user.
+                if !applied.iter().any(|(_, a)| matches!(a, Applied::Done(Ok(_)))) {
+                    txn.rollback_to(before_user);
+                }
+                Ok(applied)
             });
             todo.clear();
             match applied {
@@ -569,6 +580,7 @@ impl Store {
                 "the blob was collected concurrently three times; try again".into(),
             )));
         }
+        drop(pins);
         for (_, _, p) in &prepared {
             inner.discard(p);
         }
@@ -635,24 +647,34 @@ impl Store {
     }
 }
 
-/// The oldest live file of the user that is a duplicate under `mode`.
-fn find_duplicate(txn: &Txn<'_>, uid: u64, hash: &ContentHash, name: &str, mode: DedupMode) -> Result<Option<u64>> {
+/// The user's live files that are duplicates under `mode`, oldest first.
+fn duplicates(txn: &Txn<'_>, uid: u64, hash: &ContentHash, name: &str, mode: DedupMode) -> Result<Vec<u64>> {
     let (cf, prefix) = match mode {
         DedupMode::Hash => (Cf::ByHash, keys::user_hash(uid, hash)),
         DedupMode::NameAndHash => (Cf::ByName, keys::by_name_prefix(uid, hash, name)),
     };
-    Ok(txn.first_key(cf, &prefix)?.map(|k| keys::last_u64(&k)))
+    Ok(txn
+        .scan(cf, &prefix)?
+        .into_iter()
+        .map(|(k, _)| keys::last_u64(&k))
+        .collect())
 }
 
+/// Skip if any duplicate is already in the album (the oldest such), else
+/// link the oldest duplicate, else upload. Checking every duplicate, not
+/// just the oldest, matters once restores leave several live duplicates:
+/// an album must never show the same photo twice because of a re-upload.
 fn plan(txn: &Txn<'_>, uid: u64, album: u64, name: &str, hash: &ContentHash, mode: DedupMode) -> Result<Preflight> {
     if load_album(txn, uid, album)?.is_none() {
         return Err(Error::UnknownAlbum(album.to_string()));
     }
-    Ok(match find_duplicate(txn, uid, hash, name, mode)? {
-        Some(f) if txn.exists(Cf::Members, &keys::member(uid, album, f))? => Preflight::Skip(FileId(f)),
-        Some(f) => Preflight::Link(FileId(f)),
-        None => Preflight::Upload,
-    })
+    let dups = duplicates(txn, uid, hash, name, mode)?;
+    for &f in &dups {
+        if txn.exists(Cf::Members, &keys::member(uid, album, f))? {
+            return Ok(Preflight::Skip(FileId(f)));
+        }
+    }
+    Ok(dups.first().map_or(Preflight::Upload, |&f| Preflight::Link(FileId(f))))
 }
 
 fn duplicate_report(txn: &Txn<'_>, uid: u64, fid: FileId, outcome: Outcome) -> Result<UploadReport> {
@@ -787,7 +809,7 @@ mod tests {
         // Nothing of either attempt is left: the next record starts where the
         // first would have.
         std::fs::write(&file, vec![5u8; 100_000]).unwrap();
-        let NewCopy::Segment(loc) = inner.write_copy(&prepared).unwrap() else {
+        let (NewCopy::Segment(loc), _pin) = inner.write_copy(&prepared).unwrap() else {
             panic!("100 KB is not inlined")
         };
         assert_eq!(loc.offset, crate::blob::format::SEGMENT_HEADER_LEN as u64);
