@@ -1,0 +1,350 @@
+//! Albums as references to files, the trash, and trash retention.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{album_ids, assert_verified, data, open, options_with_clock, put, ManualClock, BIG};
+use keepsake::{AlbumDeletion, AlbumId, Clock, DedupMode, Error, FileId, Store};
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+fn names(store: &Store, user: &str) -> Vec<String> {
+    store.albums(user).unwrap().into_iter().map(|a| a.name).collect()
+}
+
+#[test]
+fn albums_are_created_renamed_listed_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let camera = store.create_album("ann", "Camera").unwrap();
+    let trip = store.create_album("ann", "2024/Trip").unwrap();
+    assert!(matches!(store.create_album("ann", "Camera"), Err(Error::AlbumExists(n)) if n == "Camera"));
+    assert_eq!(store.ensure_album("ann", "Camera").unwrap(), camera);
+    // Another user's album of the same name is independent.
+    let bobs = store.create_album("bob", "Camera").unwrap();
+    assert_eq!(names(&store, "bob"), vec!["Camera"]);
+
+    store.rename_album("ann", trip, "Summer").unwrap();
+    assert_eq!(names(&store, "ann"), vec!["Camera", "Summer"]);
+    assert_eq!(store.find_album("ann", "Summer").unwrap().unwrap().id, trip);
+    assert!(store.find_album("ann", "2024/Trip").unwrap().is_none());
+    assert!(matches!(
+        store.rename_album("ann", trip, "Camera"),
+        Err(Error::AlbumExists(_))
+    ));
+    assert_eq!(names(&store, "ann"), vec!["Camera", "Summer"]);
+    store.rename_album("ann", trip, "Summer").unwrap(); // to its own name: a no-op
+                                                        // The old name is free again.
+    let again = store.create_album("ann", "2024/Trip").unwrap();
+    assert!(again != trip && again != camera);
+
+    let f = put(&store, "ann", trip, "p.jpg", &data(1, BIG), DedupMode::Hash).file_id;
+    let info = store.find_album("ann", "Summer").unwrap().unwrap();
+    assert_eq!((info.files, info.bytes), (1, BIG as u64));
+    assert!(store
+        .delete_album("ann", trip, AlbumDeletion::KeepFiles)
+        .unwrap()
+        .is_empty());
+    assert_eq!(names(&store, "ann"), vec!["Camera", "2024/Trip"]);
+    assert!(matches!(store.album_files("ann", trip), Err(Error::UnknownAlbum(_))));
+    assert!(matches!(
+        store.rename_album("ann", trip, "X"),
+        Err(Error::UnknownAlbum(_))
+    ));
+    assert!(store.file("ann", f).unwrap().albums.is_empty());
+    assert_eq!(store.albums("bob").unwrap()[0].id, bobs);
+    assert_verified(&store);
+}
+
+#[test]
+fn add_and_remove_keep_the_file_in_other_albums_and_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = store.ensure_album("ann", "A").unwrap();
+    let b = store.ensure_album("ann", "B").unwrap();
+    let f = put(&store, "ann", a, "p.jpg", &data(2, BIG), DedupMode::Hash).file_id;
+    let usage = store.usage("ann").unwrap();
+
+    assert!(store.add_to_album("ann", f, b).unwrap());
+    assert!(!store.add_to_album("ann", f, b).unwrap(), "already there");
+    assert_eq!(album_ids(&store, "ann", b), vec![f.0]);
+    assert_eq!(store.file("ann", f).unwrap().albums, vec![a, b]);
+    assert_eq!(store.usage("ann").unwrap(), usage, "a reference costs nothing");
+
+    store.remove_from_album("ann", f, a).unwrap();
+    assert!(album_ids(&store, "ann", a).is_empty());
+    assert_eq!(album_ids(&store, "ann", b), vec![f.0]);
+    assert!(
+        matches!(store.remove_from_album("ann", f, a), Err(Error::NotInAlbum { file, album }) if file == f && album == a)
+    );
+
+    store.remove_from_album("ann", f, b).unwrap();
+    let library: Vec<FileId> = store.files("ann").unwrap().iter().map(|f| f.id).collect();
+    assert_eq!(library, vec![f], "a file out of every album stays in the library");
+    assert!(store.file("ann", f).unwrap().albums.is_empty());
+    assert_eq!(store.usage("ann").unwrap(), usage);
+    assert_eq!(store.read("ann", f).unwrap(), data(2, BIG));
+    let infos = store.albums("ann").unwrap();
+    assert!(infos.iter().all(|a| a.files == 0 && a.bytes == 0));
+    assert_verified(&store);
+}
+
+#[test]
+fn move_file_is_atomic_and_requires_membership_of_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = store.ensure_album("ann", "A").unwrap();
+    let b = store.ensure_album("ann", "B").unwrap();
+    let c = store.ensure_album("ann", "C").unwrap();
+    let f = put(&store, "ann", a, "p.jpg", &data(3, BIG), DedupMode::Hash).file_id;
+
+    store.move_file("ann", f, a, b).unwrap();
+    assert!(album_ids(&store, "ann", a).is_empty());
+    assert_eq!(album_ids(&store, "ann", b), vec![f.0]);
+    assert_eq!(store.file("ann", f).unwrap().albums, vec![b]);
+
+    // Not in the source: refused, and nothing moves (no half-done move into C).
+    assert!(
+        matches!(store.move_file("ann", f, a, c), Err(Error::NotInAlbum { file, album }) if file == f && album == a)
+    );
+    assert!(album_ids(&store, "ann", c).is_empty());
+    assert_eq!(album_ids(&store, "ann", b), vec![f.0]);
+    // An unknown target: refused, the file stays in the source.
+    assert!(matches!(
+        store.move_file("ann", f, b, AlbumId(77)),
+        Err(Error::UnknownAlbum(_))
+    ));
+    assert_eq!(album_ids(&store, "ann", b), vec![f.0]);
+
+    let b_info = store.find_album("ann", "B").unwrap().unwrap();
+    assert_eq!((b_info.files, b_info.bytes), (1, BIG as u64));
+    assert_verified(&store);
+}
+
+#[test]
+fn delete_takes_file_out_of_every_album_and_restore_puts_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = store.ensure_album("ann", "A").unwrap();
+    let b = store.ensure_album("ann", "B").unwrap();
+    let c = store.ensure_album("ann", "C").unwrap();
+    let photo = data(4, BIG);
+    let f = put(&store, "ann", a, "p.jpg", &photo, DedupMode::Hash).file_id;
+    store.add_to_album("ann", f, b).unwrap();
+    store.add_to_album("ann", f, c).unwrap();
+    let other = put(&store, "ann", a, "q.jpg", &data(5, BIG), DedupMode::Hash).file_id;
+
+    store.delete("ann", f).unwrap();
+    for album in [a, b, c] {
+        assert!(!album_ids(&store, "ann", album).contains(&f.0));
+    }
+    assert_eq!(album_ids(&store, "ann", a), vec![other.0]);
+    let trash = store.trash("ann").unwrap();
+    assert_eq!(trash.len(), 1);
+    assert_eq!(trash[0].id, f);
+    assert!(trash[0].trashed_ms.is_some());
+    assert_eq!(trash[0].albums, vec![a, b, c], "the trash remembers where it was");
+    assert!(!store.files("ann").unwrap().iter().any(|x| x.id == f));
+    // Trashed files can still be read.
+    assert_eq!(store.read("ann", f).unwrap(), photo);
+
+    // Operations on a trashed file are refused.
+    assert!(matches!(store.delete("ann", f), Err(Error::FileTrashed(x)) if x == f));
+    assert!(matches!(store.add_to_album("ann", f, a), Err(Error::FileTrashed(_))));
+    assert!(matches!(
+        store.remove_from_album("ann", f, a),
+        Err(Error::FileTrashed(_))
+    ));
+    assert!(matches!(store.move_file("ann", f, a, b), Err(Error::FileTrashed(_))));
+    assert!(matches!(store.restore("ann", other), Err(Error::NotTrashed(x)) if x == other));
+
+    // One of its albums is deleted meanwhile: it returns to the others.
+    store.delete_album("ann", b, AlbumDeletion::KeepFiles).unwrap();
+    let back = store.restore("ann", f).unwrap();
+    assert_eq!(back, vec![a, c]);
+    assert_eq!(album_ids(&store, "ann", a), vec![f.0, other.0]);
+    assert_eq!(album_ids(&store, "ann", c), vec![f.0]);
+    assert_eq!(store.file("ann", f).unwrap().albums, vec![a, c]);
+    assert!(store.trash("ann").unwrap().is_empty());
+    assert!(matches!(store.restore("ann", f), Err(Error::NotTrashed(_))));
+    let usage = store.usage("ann").unwrap();
+    assert_eq!((usage.files, usage.trashed_files, usage.trash_bytes), (2, 0, 0));
+    assert_verified(&store);
+}
+
+#[test]
+fn restore_with_every_album_gone_returns_file_to_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = store.ensure_album("ann", "A").unwrap();
+    let f = put(&store, "ann", a, "p.jpg", &data(6, BIG), DedupMode::Hash).file_id;
+    store.delete("ann", f).unwrap();
+    store.delete_album("ann", a, AlbumDeletion::TrashFiles).unwrap();
+    assert!(store.restore("ann", f).unwrap().is_empty());
+    assert_eq!(store.files("ann").unwrap()[0].id, f);
+    assert_verified(&store);
+}
+
+#[test]
+fn delete_album_keep_files_leaves_them_in_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = store.ensure_album("ann", "A").unwrap();
+    let b = store.ensure_album("ann", "B").unwrap();
+    let only_a = put(&store, "ann", a, "1.jpg", &data(7, BIG), DedupMode::Hash).file_id;
+    let both = put(&store, "ann", a, "2.jpg", &data(8, BIG), DedupMode::Hash).file_id;
+    store.add_to_album("ann", both, b).unwrap();
+
+    assert!(store
+        .delete_album("ann", a, AlbumDeletion::KeepFiles)
+        .unwrap()
+        .is_empty());
+    let library: Vec<FileId> = store.files("ann").unwrap().iter().map(|f| f.id).collect();
+    assert_eq!(library, vec![only_a, both]);
+    assert!(store.trash("ann").unwrap().is_empty());
+    assert!(store.file("ann", only_a).unwrap().albums.is_empty());
+    assert_eq!(store.file("ann", both).unwrap().albums, vec![b]);
+    assert_eq!(album_ids(&store, "ann", b), vec![both.0]);
+    assert_eq!(store.usage("ann").unwrap().files, 2);
+    assert_verified(&store);
+}
+
+#[test]
+fn delete_album_trash_files_trashes_only_files_in_no_other_album() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = store.ensure_album("ann", "A").unwrap();
+    let b = store.ensure_album("ann", "B").unwrap();
+    let only_a = put(&store, "ann", a, "1.jpg", &data(9, BIG), DedupMode::Hash).file_id;
+    let both = put(&store, "ann", a, "2.jpg", &data(10, BIG), DedupMode::Hash).file_id;
+    store.add_to_album("ann", both, b).unwrap();
+    let usage = store.usage("ann").unwrap();
+
+    let trashed = store.delete_album("ann", a, AlbumDeletion::TrashFiles).unwrap();
+    assert_eq!(trashed, vec![only_a]);
+    assert_eq!(store.trash("ann").unwrap()[0].id, only_a);
+    let library: Vec<FileId> = store.files("ann").unwrap().iter().map(|f| f.id).collect();
+    assert_eq!(library, vec![both]);
+    assert_eq!(album_ids(&store, "ann", b), vec![both.0]);
+    assert_eq!(store.file("ann", both).unwrap().albums, vec![b]);
+    let after = store.usage("ann").unwrap();
+    assert_eq!((after.files, after.trashed_files), (1, 1));
+    assert_eq!(after.unique_bytes, usage.unique_bytes, "trashed files still count");
+    assert_eq!(after.trash_bytes, BIG as u64);
+    assert_eq!(names(&store, "ann"), vec!["B"]);
+    assert_verified(&store);
+}
+
+#[test]
+fn empty_trash_frees_quota_only_when_last_reference_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = store.ensure_album("ann", "A").unwrap();
+    let shared = data(11, BIG);
+    let alone = data(12, 2 * BIG);
+    // Two files (two names) with the same content, and one of its own.
+    let s1 = put(&store, "ann", a, "s1.jpg", &shared, DedupMode::NameAndHash).file_id;
+    let s2 = put(&store, "ann", a, "s2.jpg", &shared, DedupMode::NameAndHash).file_id;
+    let al = put(&store, "ann", a, "alone.jpg", &alone, DedupMode::NameAndHash).file_id;
+    let full = (shared.len() + alone.len()) as u64;
+    assert_eq!(store.usage("ann").unwrap().unique_bytes, full);
+
+    store.delete("ann", s1).unwrap();
+    store.delete("ann", al).unwrap();
+    let usage = store.usage("ann").unwrap();
+    assert_eq!(usage.unique_bytes, full, "trash still counts");
+    assert_eq!(usage.trash_bytes, alone.len() as u64, "s2 keeps the shared blob");
+    assert_eq!((usage.files, usage.trashed_files), (1, 2));
+
+    let report = store.empty_trash("ann").unwrap();
+    assert_eq!(report.files, 2);
+    assert_eq!(report.bytes_freed, alone.len() as u64);
+    let usage = store.usage("ann").unwrap();
+    assert_eq!(usage.unique_bytes, shared.len() as u64);
+    assert_eq!((usage.trash_bytes, usage.trashed_files, usage.files), (0, 0, 1));
+    assert_eq!(usage.logical_bytes, shared.len() as u64);
+    assert!(store.trash("ann").unwrap().is_empty());
+    assert!(matches!(store.read("ann", s1), Err(Error::UnknownFile(_))));
+    assert!(matches!(store.restore("ann", al), Err(Error::UnknownFile(_))));
+    assert_eq!(store.read("ann", s2).unwrap(), shared);
+
+    // The last reference goes: now the quota drops.
+    store.delete("ann", s2).unwrap();
+    assert_eq!(store.usage("ann").unwrap().trash_bytes, shared.len() as u64);
+    let report = store.empty_trash("ann").unwrap();
+    assert_eq!((report.files, report.bytes_freed), (1, shared.len() as u64));
+    let usage = store.usage("ann").unwrap();
+    assert_eq!((usage.unique_bytes, usage.blobs, usage.logical_bytes), (0, 0, 0));
+    assert_eq!(store.stats().unwrap().gc_candidates, 2);
+    assert_eq!(store.empty_trash("ann").unwrap().files, 0);
+    assert_verified(&store);
+}
+
+#[test]
+fn trash_is_purged_by_gc_only_after_retention() {
+    let clock = ManualClock::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), options_with_clock(&clock).trash_retention(7 * DAY)).unwrap();
+    let a = store.ensure_album("ann", "A").unwrap();
+    let old = put(&store, "ann", a, "old.jpg", &data(13, BIG), DedupMode::Hash).file_id;
+    let young = put(&store, "ann", a, "young.jpg", &data(14, BIG), DedupMode::Hash).file_id;
+    store.delete("ann", old).unwrap();
+    clock.advance(3 * DAY);
+    store.delete("ann", young).unwrap();
+
+    clock.advance(3 * DAY); // old: 6 days in the trash
+    assert_eq!(store.gc().unwrap().trash_purged, 0);
+    assert_eq!(store.purge_expired_trash().unwrap().files, 0);
+    let trash = store.trash("ann").unwrap();
+    let order: Vec<FileId> = trash.iter().map(|f| f.id).collect();
+    assert_eq!(order, vec![old, young], "oldest deletion first");
+    assert_eq!(trash[1].trashed_ms, Some(clock.now_ms() - 3 * DAY.as_millis() as u64));
+    assert_eq!(store.usage("ann").unwrap().unique_bytes, 2 * BIG as u64);
+
+    clock.advance(DAY + Duration::from_millis(1)); // old: past 7 days, young: 4
+    let report = store.gc().unwrap();
+    assert_eq!(report.trash_purged, 1);
+    let trash: Vec<FileId> = store.trash("ann").unwrap().iter().map(|f| f.id).collect();
+    assert_eq!(trash, vec![young]);
+    assert!(matches!(store.file("ann", old), Err(Error::UnknownFile(_))));
+    assert_eq!(store.usage("ann").unwrap().unique_bytes, BIG as u64);
+
+    clock.advance(3 * DAY);
+    let purged = store.purge_expired_trash().unwrap();
+    assert_eq!((purged.files, purged.bytes_freed), (1, BIG as u64));
+    assert!(store.trash("ann").unwrap().is_empty());
+    let usage = store.usage("ann").unwrap();
+    assert_eq!((usage.unique_bytes, usage.trashed_files), (0, 0));
+    assert_verified(&store);
+}
+
+#[test]
+fn trashed_files_count_toward_quota_until_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = store.ensure_album("ann", "A").unwrap();
+    store.set_quota("ann", Some(BIG as u64)).unwrap();
+    let f = put(&store, "ann", a, "p.jpg", &data(15, BIG), DedupMode::Hash).file_id;
+    store.delete("ann", f).unwrap();
+    let usage = store.usage("ann").unwrap();
+    assert_eq!(
+        (usage.unique_bytes, usage.trash_bytes, usage.limit),
+        (BIG as u64, BIG as u64, Some(BIG as u64))
+    );
+
+    let next = data(16, BIG);
+    let err = common::put_err(&store, "ann", a, "q.jpg", &next, DedupMode::Hash);
+    assert!(
+        matches!(err, Error::QuotaExceeded { limit, used, needed }
+        if (limit, used, needed) == (BIG as u64, BIG as u64, BIG as u64)),
+        "{err:?}"
+    );
+
+    store.empty_trash("ann").unwrap();
+    assert_eq!(store.usage("ann").unwrap().unique_bytes, 0);
+    let r = put(&store, "ann", a, "q.jpg", &next, DedupMode::Hash);
+    assert_eq!(r.charged_bytes, BIG as u64);
+    assert_eq!(store.usage("ann").unwrap().unique_bytes, BIG as u64);
+    assert_verified(&store);
+}

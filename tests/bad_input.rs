@@ -1,0 +1,341 @@
+//! Hostile names, unknown ids, failing sources and a failing disk: refused
+//! cleanly, and nothing half-stored.
+
+mod common;
+
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use common::{assert_verified, data, open, put, put_err, TestFs, BIG};
+use keepsake::{
+    AlbumDeletion, AlbumId, Content, ContentHash, DedupMode, Error, FileId, NameKind, Outcome, Store, StoreOptions,
+};
+
+fn assert_invalid(result: Result<impl std::fmt::Debug, Error>, kind: NameKind, what: &str) {
+    match result {
+        Err(Error::InvalidName { kind: k, .. }) => assert_eq!(k, kind, "{what}"),
+        other => panic!("{what}: expected InvalidName({kind:?}), got {other:?}"),
+    }
+}
+
+fn assert_nothing_stored(store: &Store) {
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.files, stats.blobs), (0, 0), "{stats:?}");
+}
+
+#[test]
+fn hostile_file_names_are_refused_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let album = store.ensure_album("ann", "A").unwrap();
+    let long_ascii = "x".repeat(256);
+    let long_utf8 = "é".repeat(128); // 256 bytes
+    let hostile = [
+        "",
+        "a/b",
+        "/etc/passwd",
+        "..",
+        ".",
+        "x\0y",
+        "line\nbreak",
+        "cr\rname",
+        "\\x",
+        "a\\b",
+        " ",
+        "\t",
+        "\u{1b}[2J",
+        &long_ascii,
+        &long_utf8,
+    ];
+    let h = ContentHash::of(b"x");
+    for name in hostile {
+        for mode in [DedupMode::Hash, DedupMode::NameAndHash] {
+            let what = format!("{name:?}");
+            assert_invalid(
+                store.upload("ann", album, name, Content::from(data(1, BIG)), mode),
+                NameKind::File,
+                &what,
+            );
+            assert_invalid(store.check("ann", album, name, h, mode), NameKind::File, &what);
+            assert_invalid(store.link("ann", album, name, h, mode), NameKind::File, &what);
+        }
+    }
+    assert_nothing_stored(&store);
+    assert!(store.album_files("ann", album).unwrap().is_empty());
+
+    // At the limit and unusual but harmless names are fine.
+    for name in [
+        "x".repeat(255),
+        "a..b".into(),
+        "été 2024.heic".into(),
+        ".hidden".into(),
+        "名前.jpg".into(),
+    ] {
+        let r = put(&store, "ann", album, &name, name.as_bytes(), DedupMode::NameAndHash);
+        assert_eq!(store.file("ann", r.file_id).unwrap().name, name);
+    }
+    assert_verified(&store);
+}
+
+#[test]
+fn hostile_album_and_user_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let album = store.ensure_album("ann", "A").unwrap();
+    let long = "y".repeat(256);
+    for name in [
+        "",
+        " ",
+        "bell\u{7}",
+        "tab\tname",
+        "line\nbreak",
+        "nul\0",
+        "\u{1b}[31mred",
+        "del\u{7f}",
+        &long,
+    ] {
+        let what = format!("album {name:?}");
+        assert_invalid(store.create_album("ann", name), NameKind::Album, &what);
+        assert_invalid(store.ensure_album("ann", name), NameKind::Album, &what);
+        assert_invalid(store.rename_album("ann", album, name), NameKind::Album, &what);
+        assert_invalid(store.find_album("ann", name), NameKind::Album, &what);
+    }
+    let names: Vec<String> = store.albums("ann").unwrap().into_iter().map(|a| a.name).collect();
+    assert_eq!(names, vec!["A"]);
+    // Slashes are fine in album names: they never become paths.
+    store.create_album("ann", "2024/Summer").unwrap();
+
+    for user in ["", "a\nb", "\0"] {
+        let what = format!("user {user:?}");
+        assert_invalid(store.ensure_album(user, "A"), NameKind::User, &what);
+        assert_invalid(store.usage(user), NameKind::User, &what);
+        assert_invalid(
+            store.upload(user, album, "p.jpg", Content::from(&b"x"[..]), DedupMode::Hash),
+            NameKind::User,
+            &what,
+        );
+        assert_invalid(store.set_quota(user, Some(1)), NameKind::User, &what);
+    }
+    assert_eq!(store.stats().unwrap().users, 1);
+    assert_nothing_stored(&store);
+    assert_verified(&store);
+}
+
+#[test]
+fn unknown_file_and_album_ids_are_reported_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let album = store.ensure_album("ann", "A").unwrap();
+    let f = put(&store, "ann", album, "p.jpg", &data(2, BIG), DedupMode::Hash).file_id;
+    let stats = store.stats().unwrap();
+    let nf = FileId(f.0 + 1000);
+    let na = AlbumId(album.0 + 1000);
+
+    for user in ["ann", "nobody"] {
+        assert!(matches!(store.read(user, nf), Err(Error::UnknownFile(x)) if x == nf));
+        assert!(matches!(store.file(user, nf), Err(Error::UnknownFile(_))));
+        assert!(matches!(store.delete(user, nf), Err(Error::UnknownFile(_))));
+        assert!(matches!(store.restore(user, nf), Err(Error::UnknownFile(_))));
+        assert!(matches!(
+            store.add_to_album(user, nf, album),
+            Err(Error::UnknownFile(_))
+        ));
+        assert!(matches!(store.album_files(user, na), Err(Error::UnknownAlbum(_))));
+        assert!(matches!(store.rename_album(user, na, "Z"), Err(Error::UnknownAlbum(_))));
+        assert!(matches!(
+            store.delete_album(user, na, AlbumDeletion::KeepFiles),
+            Err(Error::UnknownAlbum(_))
+        ));
+    }
+    assert!(matches!(store.add_to_album("ann", f, na), Err(Error::UnknownAlbum(_))));
+    assert!(matches!(
+        store.move_file("ann", f, na, album),
+        Err(Error::UnknownAlbum(_))
+    ));
+    assert!(matches!(
+        store.check("ann", na, "p.jpg", ContentHash::of(b"p"), DedupMode::Hash),
+        Err(Error::UnknownAlbum(_))
+    ));
+    let err = put_err(&store, "ann", na, "new.jpg", &data(3, BIG), DedupMode::Hash);
+    assert!(matches!(err, Error::UnknownAlbum(_)), "{err:?}");
+    assert_eq!(store.stats().unwrap(), stats, "a refused upload changed the store");
+    assert_eq!(store.album_files("ann", album).unwrap()[0].id, f);
+    assert_verified(&store);
+}
+
+/// "Every error leaves the store consistent: an operation that fails has
+/// changed nothing" (`Error`'s documentation).
+#[test]
+fn failed_upload_by_unknown_user_creates_no_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let err = put_err(&store, "mallory", AlbumId(1), "p.jpg", &data(4, BIG), DedupMode::Hash);
+    assert!(matches!(err, Error::UnknownAlbum(_)), "{err:?}");
+    assert_eq!(store.stats().unwrap().users, 0, "a failed upload created a user");
+    assert_verified(&store);
+}
+
+/// A source that fails after `fail_at` bytes.
+struct BrokenReader {
+    served: usize,
+    fail_at: usize,
+}
+
+impl Read for BrokenReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.served >= self.fail_at {
+            return Err(io::Error::other("camera disconnected"));
+        }
+        let n = buf.len().min(self.fail_at - self.served);
+        buf[..n].fill(0x5a);
+        self.served += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn reader_failing_midway_gives_io_error_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let album = store.ensure_album("ann", "A").unwrap();
+    // In memory, and past the 16 MiB limit (staged on disk).
+    for fail_at in [1 << 20, (16 << 20) + 4096] {
+        let reader = BrokenReader { served: 0, fail_at };
+        let err = store
+            .upload(
+                "ann",
+                album,
+                "clip.mp4",
+                Content::Reader(Box::new(reader)),
+                DedupMode::Hash,
+            )
+            .unwrap_err();
+        match &err {
+            Error::Io { source, .. } => assert!(source.to_string().contains("camera disconnected"), "{err}"),
+            other => panic!("expected Io, got {other:?}"),
+        }
+        assert!(
+            err.to_string().contains("clip.mp4"),
+            "the error does not name the upload: {err}"
+        );
+        assert_nothing_stored(&store);
+        let staging = dir.path().join("staging");
+        assert_eq!(
+            std::fs::read_dir(&staging).unwrap().count(),
+            0,
+            "staged copy left behind"
+        );
+    }
+    // The store is still writable.
+    let ok = put(&store, "ann", album, "ok.jpg", &data(5, BIG), DedupMode::Hash);
+    assert_eq!(ok.outcome, Outcome::Stored);
+    assert_verified(&store);
+}
+
+/// `/proc/self/io` counts the bytes this process has read, so each read of
+/// it differs from the last: a source that changes between the hashing
+/// pass and the writing pass, deterministically.
+#[test]
+fn source_changing_between_hashing_and_writing_is_refused() {
+    let src = Path::new("/proc/self/io");
+    match (std::fs::read(src), std::fs::read(src)) {
+        (Ok(a), Ok(b)) if a != b => {}
+        _ => {
+            eprintln!("skipped: /proc/self/io is not available or not changing");
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let album = store.ensure_album("ann", "A").unwrap();
+    let err = store
+        .upload(
+            "ann",
+            album,
+            "io.txt",
+            Content::Path(src.to_path_buf()),
+            DedupMode::Hash,
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::ContentChanged(_)), "{err:?}");
+    assert_nothing_stored(&store);
+    assert_verified(&store);
+}
+
+#[test]
+fn store_refuses_writes_after_fsync_failure_until_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = TestFs::default();
+    let opts = || StoreOptions::default().fs(Arc::new(fs.clone()));
+    let store = Store::open_with(dir.path(), opts()).unwrap();
+    let album = store.ensure_album("ann", "A").unwrap();
+    let early: Vec<(FileId, Vec<u8>)> = [data(10, BIG), data(11, 2 * BIG), b"small".to_vec()]
+        .into_iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            (
+                put(&store, "ann", album, &format!("{i}.jpg"), &bytes, DedupMode::Hash).file_id,
+                bytes,
+            )
+        })
+        .collect();
+    let usage = store.usage("ann").unwrap();
+
+    fs.fail_sync.store(true, Ordering::SeqCst);
+    let lost = data(12, BIG);
+    let err = put_err(&store, "ann", album, "lost.jpg", &lost, DedupMode::Hash);
+    assert!(matches!(err, Error::Poisoned(_) | Error::Io { .. }), "{err:?}");
+    fs.fail_sync.store(false, Ordering::SeqCst);
+
+    // Every later write is refused, whatever it is, even though fsync works again.
+    let poisoned =
+        |e: Error, what: &str| assert!(matches!(e, Error::Poisoned(_)), "{what}: expected Poisoned, got {e:?}");
+    poisoned(
+        put_err(&store, "ann", album, "lost.jpg", &lost, DedupMode::Hash),
+        "retry",
+    );
+    poisoned(
+        put_err(&store, "ann", album, "n.jpg", &data(13, BIG), DedupMode::Hash),
+        "new",
+    );
+    poisoned(
+        put_err(&store, "ann", album, "t.txt", b"tiny", DedupMode::Hash),
+        "inline",
+    );
+    poisoned(
+        put_err(&store, "ann", album, "0.jpg", &early[0].1, DedupMode::Hash),
+        "duplicate",
+    );
+    poisoned(store.ensure_album("ann", "B").unwrap_err(), "ensure_album");
+    poisoned(store.delete("ann", early[0].0).unwrap_err(), "delete");
+    poisoned(store.set_quota("ann", Some(1)).unwrap_err(), "set_quota");
+    poisoned(store.gc().unwrap_err(), "gc");
+    // Reads still work.
+    for (id, bytes) in &early {
+        assert_eq!(store.read("ann", *id).unwrap(), *bytes);
+    }
+    assert_eq!(store.usage("ann").unwrap(), usage);
+    drop(store);
+
+    let store = Store::open_with(dir.path(), opts()).unwrap();
+    assert!(
+        store.recovery_notes().iter().any(|n| n.contains("dropped")),
+        "the unacknowledged record should be truncated: {:?}",
+        store.recovery_notes()
+    );
+    assert_eq!(store.usage("ann").unwrap(), usage);
+    assert_eq!(store.files("ann").unwrap().len(), early.len());
+    assert!(
+        store.find_by_hash("ann", ContentHash::of(&lost)).unwrap().is_empty(),
+        "failed upload present"
+    );
+    for (id, bytes) in &early {
+        assert_eq!(store.read("ann", *id).unwrap(), *bytes);
+    }
+    let r = put(&store, "ann", album, "lost.jpg", &lost, DedupMode::Hash);
+    assert_eq!((r.outcome, r.bytes_written), (Outcome::Stored, BIG as u64));
+    assert_eq!(store.read("ann", r.file_id).unwrap(), lost);
+    assert_verified(&store);
+}

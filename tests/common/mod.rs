@@ -1,0 +1,216 @@
+//! Shared setup for the integration tests: opening stores, deterministic
+//! content, a manual clock, a fault-injecting file system, and the
+//! end-of-scenario integrity check.
+#![allow(dead_code)] // each test crate uses its own subset
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use keepsake::fs::{Fs, FsFile, OsFs};
+use keepsake::{AlbumId, Clock, Content, DedupMode, Error, Store, StoreOptions, UploadReport};
+
+/// Above the default 4096-byte inline threshold, so blobs go to segments.
+pub const BIG: usize = 10 * 1024;
+
+/// Opens (or reopens) the store in `dir` with default options.
+pub fn open(dir: &Path) -> Store {
+    Store::open(dir).expect("open store")
+}
+
+/// Deterministic pseudo-random bytes: distinct seeds give distinct contents.
+pub fn data(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Uploads `bytes` and unwraps the result.
+pub fn put(store: &Store, user: &str, album: AlbumId, name: &str, bytes: &[u8], mode: DedupMode) -> UploadReport {
+    store
+        .upload(user, album, name, Content::from(bytes), mode)
+        .unwrap_or_else(|e| panic!("upload of {name} by {user}: {e}"))
+}
+
+/// Uploads each content as `{i}.jpg` with the mobile rule, returning the
+/// new files' ids in order.
+pub fn put_all(store: &Store, user: &str, album: AlbumId, contents: &[Vec<u8>]) -> Vec<keepsake::FileId> {
+    contents
+        .iter()
+        .enumerate()
+        .map(|(i, c)| put(store, user, album, &format!("{i}.jpg"), c, DedupMode::Hash).file_id)
+        .collect()
+}
+
+/// Like [`put`], but returns the error the upload is expected to fail with.
+pub fn put_err(store: &Store, user: &str, album: AlbumId, name: &str, bytes: &[u8], mode: DedupMode) -> Error {
+    match store.upload(user, album, name, Content::from(bytes), mode) {
+        Ok(r) => panic!("upload of {name} by {user} should have failed, got {r:?}"),
+        Err(e) => e,
+    }
+}
+
+/// Asserts that a full verification with scrub finds no problem.
+#[track_caller]
+pub fn assert_verified(store: &Store) {
+    let report = store.verify(true).expect("verify runs");
+    assert!(report.ok, "verify found problems: {:#?}", report.problems);
+}
+
+/// The ids of the files in an album, oldest first.
+pub fn album_ids(store: &Store, user: &str, album: AlbumId) -> Vec<u64> {
+    store
+        .album_files(user, album)
+        .expect("album_files")
+        .iter()
+        .map(|f| f.id.0)
+        .collect()
+}
+
+/// A clock the test moves by hand.
+#[derive(Debug)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// A clock at a plausible present time.
+    pub fn new() -> Arc<ManualClock> {
+        Arc::new(ManualClock(AtomicU64::new(1_700_000_000_000)))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Default options driven by `clock`.
+pub fn options_with_clock(clock: &Arc<ManualClock>) -> StoreOptions {
+    StoreOptions::default().clock(clock.clone())
+}
+
+/// The real file system with two faults to inject into segment and staging
+/// files: `sync_data` failing while `fail_sync` is set, and `sync_data`
+/// pausing once, on request, until released (to hold an upload between
+/// writing its bytes and committing them).
+#[derive(Debug, Clone, Default)]
+pub struct TestFs {
+    pub fail_sync: Arc<AtomicBool>,
+    gate: Arc<SyncGate>,
+}
+
+#[derive(Debug, Default)]
+struct SyncGate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    armed: bool,
+    paused: bool,
+    released: bool,
+}
+
+impl TestFs {
+    /// The next `sync_data` (of any file) waits for [`release_sync`](Self::release_sync).
+    pub fn pause_next_sync(&self) {
+        self.gate.state.lock().unwrap().armed = true;
+    }
+
+    /// Blocks until a `sync_data` is paused.
+    pub fn wait_until_sync_paused(&self) {
+        let mut s = self.gate.state.lock().unwrap();
+        while !s.paused {
+            s = self.gate.changed.wait(s).unwrap();
+        }
+    }
+
+    /// Lets the paused `sync_data` go on.
+    pub fn release_sync(&self) {
+        self.gate.state.lock().unwrap().released = true;
+        self.gate.changed.notify_all();
+    }
+
+    fn wrap(&self, inner: Box<dyn FsFile>) -> Box<dyn FsFile> {
+        Box::new(TestFile {
+            inner,
+            fs: self.clone(),
+        })
+    }
+}
+
+struct TestFile {
+    inner: Box<dyn FsFile>,
+    fs: TestFs,
+}
+
+impl Fs for TestFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        OsFs.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        OsFs.list(dir)
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        Ok(self.wrap(OsFs.create(path)?))
+    }
+    fn open(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        Ok(self.wrap(OsFs.open(path)?))
+    }
+    fn map(&self, path: &Path) -> io::Result<Bytes> {
+        OsFs.map(path)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        OsFs.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        OsFs.sync_dir(dir)
+    }
+}
+
+impl FsFile for TestFile {
+    fn write_all_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all_at(offset, buf)
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.inner.read_exact_at(offset, buf)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        if self.fs.fail_sync.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        let gate = &self.fs.gate;
+        let mut s = gate.state.lock().unwrap();
+        if s.armed {
+            s.armed = false;
+            s.paused = true;
+            gate.changed.notify_all();
+            while !s.released {
+                s = gate.changed.wait(s).unwrap();
+            }
+            *s = GateState::default();
+        }
+        drop(s);
+        self.inner.sync_data()
+    }
+}
