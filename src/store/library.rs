@@ -147,6 +147,12 @@ impl Inner {
 impl Store {
     /// Creates an album. Fails with [`Error::AlbumExists`] if the user
     /// already has one of that name.
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = keepsake::Store::open(dir.path()).unwrap();
+    /// store.create_album("u", "Trip").unwrap();
+    /// assert!(matches!(store.create_album("u", "Trip"), Err(keepsake::Error::AlbumExists(_))));
+    /// ```
     pub fn create_album(&self, user: &str, name: &str) -> Result<AlbumId> {
         check_album_name(name)?;
         let inner = &self.inner;
@@ -185,6 +191,13 @@ impl Store {
     }
 
     /// The user's album called `name`, if any.
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = keepsake::Store::open(dir.path()).unwrap();
+    /// let id = store.ensure_album("u", "Trip").unwrap();
+    /// assert_eq!(store.find_album("u", "Trip").unwrap().unwrap().id, id);
+    /// assert!(store.find_album("someone else", "Trip").unwrap().is_none());
+    /// ```
     pub fn find_album(&self, user: &str, name: &str) -> Result<Option<AlbumInfo>> {
         check_album_name(name)?;
         let inner = &self.inner;
@@ -201,6 +214,13 @@ impl Store {
     }
 
     /// Renames an album; its files are untouched.
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = keepsake::Store::open(dir.path()).unwrap();
+    /// let id = store.ensure_album("u", "Trip").unwrap();
+    /// store.rename_album("u", id, "Rome 2024").unwrap();
+    /// assert_eq!(store.albums("u").unwrap()[0].name, "Rome 2024");
+    /// ```
     pub fn rename_album(&self, user: &str, album: AlbumId, new_name: &str) -> Result<()> {
         check_album_name(new_name)?;
         self.inner.user_id(user)?;
@@ -223,6 +243,14 @@ impl Store {
     }
 
     /// The user's albums, oldest first.
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = keepsake::Store::open(dir.path()).unwrap();
+    /// store.ensure_album("u", "B").unwrap();
+    /// store.ensure_album("u", "A").unwrap();
+    /// let names: Vec<_> = store.albums("u").unwrap().into_iter().map(|a| a.name).collect();
+    /// assert_eq!(names, ["B", "A"]);
+    /// ```
     pub fn albums(&self, user: &str) -> Result<Vec<AlbumInfo>> {
         let inner = &self.inner;
         let Some(uid) = inner.user_id(user)? else {
@@ -235,6 +263,18 @@ impl Store {
 
     /// Deletes an album. What happens to its files is `deletion`'s choice.
     /// Returns the files moved to the trash.
+    /// ```
+    /// use keepsake::{AlbumDeletion, Content, DedupMode, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let (a, b) = (store.ensure_album("u", "A").unwrap(), store.ensure_album("u", "B").unwrap());
+    /// let only_a = store.upload("u", a, "1.jpg", Content::from(&b"one"[..]), DedupMode::Hash).unwrap().file_id;
+    /// let both = store.upload("u", a, "2.jpg", Content::from(&b"two"[..]), DedupMode::Hash).unwrap().file_id;
+    /// store.add_to_album("u", both, b).unwrap();
+    /// // Only the file that was in no other album goes to the trash.
+    /// assert_eq!(store.delete_album("u", a, AlbumDeletion::TrashFiles).unwrap(), vec![only_a]);
+    /// assert_eq!(store.files("u").unwrap()[0].id, both);
+    /// ```
     pub fn delete_album(&self, user: &str, album: AlbumId, deletion: AlbumDeletion) -> Result<Vec<FileId>> {
         self.inner.user_id(user)?;
         let (user, now) = (user.to_string(), self.inner.now_ms());
@@ -265,6 +305,14 @@ impl Store {
     }
 
     /// The live files in an album, oldest first.
+    /// ```
+    /// use keepsake::{Content, DedupMode, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let a = store.ensure_album("u", "A").unwrap();
+    /// store.upload("u", a, "1.jpg", Content::from(&b"one"[..]), DedupMode::Hash).unwrap();
+    /// assert_eq!(store.album_files("u", a).unwrap()[0].name, "1.jpg");
+    /// ```
     pub fn album_files(&self, user: &str, album: AlbumId) -> Result<Vec<FileInfo>> {
         let inner = &self.inner;
         let missing = || Error::UnknownAlbum(album.to_string());
@@ -278,6 +326,16 @@ impl Store {
     }
 
     /// All the user's live files (in albums or not), oldest first.
+    /// ```
+    /// use keepsake::{Content, DedupMode, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let a = store.ensure_album("u", "A").unwrap();
+    /// let f = store.upload("u", a, "1.jpg", Content::from(&b"one"[..]), DedupMode::Hash).unwrap().file_id;
+    /// store.remove_from_album("u", f, a).unwrap();
+    /// // In no album, but still in the library.
+    /// assert_eq!(store.files("u").unwrap()[0].id, f);
+    /// ```
     pub fn files(&self, user: &str) -> Result<Vec<FileInfo>> {
         let inner = &self.inner;
         let Some(uid) = inner.user_id(user)? else {
@@ -290,6 +348,16 @@ impl Store {
     }
 
     /// One of the user's files, live or trashed.
+    /// ```
+    /// use keepsake::{Content, DedupMode, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let a = store.ensure_album("u", "A").unwrap();
+    /// let f = store.upload("u", a, "1.jpg", Content::from(&b"one"[..]), DedupMode::Hash).unwrap().file_id;
+    /// assert_eq!(store.file("u", f).unwrap().size, 3);
+    /// // Another user's id is unknown to this user.
+    /// assert!(matches!(store.file("v", f), Err(keepsake::Error::UnknownFile(_))));
+    /// ```
     pub fn file(&self, user: &str, file: FileId) -> Result<FileInfo> {
         let inner = &self.inner;
         let uid = inner.user_id(user)?.ok_or(Error::UnknownFile(file))?;
@@ -297,6 +365,15 @@ impl Store {
     }
 
     /// The user's live files with this content, oldest first.
+    /// ```
+    /// use keepsake::{Content, ContentHash, DedupMode, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let a = store.ensure_album("u", "A").unwrap();
+    /// store.upload("u", a, "1.jpg", Content::from(&b"same"[..]), DedupMode::NameAndHash).unwrap();
+    /// store.upload("u", a, "2.jpg", Content::from(&b"same"[..]), DedupMode::NameAndHash).unwrap();
+    /// assert_eq!(store.find_by_hash("u", ContentHash::of(b"same")).unwrap().len(), 2);
+    /// ```
     pub fn find_by_hash(&self, user: &str, hash: ContentHash) -> Result<Vec<FileInfo>> {
         let inner = &self.inner;
         let Some(uid) = inner.user_id(user)? else {
@@ -309,6 +386,16 @@ impl Store {
 
     /// Adds a file to an album (a reference: no data is copied). Returns
     /// false if it was already there.
+    /// ```
+    /// use keepsake::{Content, DedupMode, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let (a, fav) = (store.ensure_album("u", "A").unwrap(), store.ensure_album("u", "Fav").unwrap());
+    /// let f = store.upload("u", a, "1.jpg", Content::from(vec![0u8; 8000]), DedupMode::Hash).unwrap().file_id;
+    /// assert!(store.add_to_album("u", f, fav).unwrap());
+    /// assert!(!store.add_to_album("u", f, fav).unwrap());
+    /// assert_eq!(store.usage("u").unwrap().unique_bytes, 8000);
+    /// ```
     pub fn add_to_album(&self, user: &str, file: FileId, album: AlbumId) -> Result<bool> {
         self.inner.user_id(user)?;
         let user = user.to_string();
@@ -324,11 +411,30 @@ impl Store {
 
     /// Removes a file from one album; it stays in its other albums, and in
     /// the library if this was its last album.
+    /// ```
+    /// use keepsake::{Content, DedupMode, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let (a, b) = (store.ensure_album("u", "A").unwrap(), store.ensure_album("u", "B").unwrap());
+    /// let f = store.upload("u", a, "1.jpg", Content::from(&b"x"[..]), DedupMode::Hash).unwrap().file_id;
+    /// store.add_to_album("u", f, b).unwrap();
+    /// store.remove_from_album("u", f, a).unwrap();
+    /// assert_eq!(store.file("u", f).unwrap().albums, vec![b]);
+    /// ```
     pub fn remove_from_album(&self, user: &str, file: FileId, album: AlbumId) -> Result<()> {
         self.move_between(user, file, Some(album), None)
     }
 
     /// Moves a file from one album to another, atomically.
+    /// ```
+    /// use keepsake::{Content, DedupMode, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let (a, b) = (store.ensure_album("u", "A").unwrap(), store.ensure_album("u", "B").unwrap());
+    /// let f = store.upload("u", a, "1.jpg", Content::from(&b"x"[..]), DedupMode::Hash).unwrap().file_id;
+    /// store.move_file("u", f, a, b).unwrap();
+    /// assert_eq!(store.file("u", f).unwrap().albums, vec![b]);
+    /// ```
     pub fn move_file(&self, user: &str, file: FileId, from: AlbumId, to: AlbumId) -> Result<()> {
         self.move_between(user, file, Some(from), Some(to))
     }

@@ -185,6 +185,14 @@ impl Store {
     ///
     /// Fails with [`OpenError::InUse`] while another `Store` (in any process)
     /// has the directory open.
+    ///
+    /// ```
+    /// use keepsake::{Store, StoreOptions};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open_with(dir.path(), StoreOptions::default().segment_size(16 << 20)).unwrap();
+    /// assert!(matches!(Store::open(dir.path()), Err(keepsake::OpenError::InUse { .. })));
+    /// # drop(store);
+    /// ```
     pub fn open_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store, OpenError> {
         let root = dir.as_ref().to_path_buf();
         let io = |what: &str, p: &Path| {
@@ -247,6 +255,13 @@ impl Store {
 
     /// What recovery repaired or found damaged when the store was opened,
     /// one line each; empty after a clean shutdown.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = keepsake::Store::open(dir.path()).unwrap();
+    /// assert!(store.recovery_notes().is_empty());
+    /// assert_eq!(store.path(), dir.path());
+    /// ```
     pub fn recovery_notes(&self) -> &[String] {
         &self.inner.recovery.notes
     }

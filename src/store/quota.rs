@@ -70,6 +70,16 @@ impl Store {
     /// Sets (`Some`) or clears (`None`) the user's limit on unique bytes.
     /// Lowering it below current usage deletes nothing; it only refuses
     /// uploads that would charge more.
+    ///
+    /// ```
+    /// use keepsake::{Content, DedupMode, Error, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let a = store.ensure_album("u", "A").unwrap();
+    /// store.set_quota("u", Some(10_000)).unwrap();
+    /// let big = Content::from(vec![0u8; 20_000]);
+    /// assert!(matches!(store.upload("u", a, "big.mov", big, DedupMode::Hash), Err(Error::QuotaExceeded { .. })));
+    /// ```
     pub fn set_quota(&self, user: &str, limit: Option<u64>) -> Result<()> {
         self.inner.user_id(user)?;
         let user = user.to_string();

@@ -82,6 +82,15 @@ impl Store {
     /// A file's bytes (live or trashed), zero-copy from the segment's memory
     /// map. The bytes are checked against the file's BLAKE3 hash first: a
     /// damaged blob gives [`Error::Integrity`], never wrong bytes.
+    ///
+    /// ```
+    /// use keepsake::{Content, DedupMode, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let a = store.ensure_album("u", "A").unwrap();
+    /// let f = store.upload("u", a, "1.jpg", Content::from(vec![9u8; 50_000]), DedupMode::Hash).unwrap().file_id;
+    /// assert_eq!(store.read("u", f).unwrap(), vec![9u8; 50_000]);
+    /// ```
     pub fn read(&self, user: &str, file: FileId) -> Result<Bytes> {
         let inner = &self.inner;
         let uid = inner.user_id(user)?.ok_or(Error::UnknownFile(file))?;

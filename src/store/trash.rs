@@ -74,6 +74,18 @@ impl Store {
     /// Moves a file to the trash, out of every album at once. Its bytes keep
     /// counting toward the quota until the trash is emptied or the retention
     /// period ends.
+    ///
+    /// ```
+    /// use keepsake::{Content, DedupMode, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let (a, b) = (store.ensure_album("u", "A").unwrap(), store.ensure_album("u", "B").unwrap());
+    /// let f = store.upload("u", a, "1.jpg", Content::from(&b"x"[..]), DedupMode::Hash).unwrap().file_id;
+    /// store.add_to_album("u", f, b).unwrap();
+    /// store.delete("u", f).unwrap();
+    /// assert!(store.album_files("u", a).unwrap().is_empty() && store.album_files("u", b).unwrap().is_empty());
+    /// assert_eq!(store.trash("u").unwrap()[0].id, f);
+    /// ```
     pub fn delete(&self, user: &str, file: FileId) -> Result<()> {
         self.inner.user_id(user)?;
         let (user, now) = (user.to_string(), self.inner.now_ms());
@@ -91,6 +103,16 @@ impl Store {
     /// Restores a trashed file into the albums it was in (those that still
     /// exist). Returns those albums; if none is left, the file returns to
     /// the library only.
+    ///
+    /// ```
+    /// use keepsake::{Content, DedupMode, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let a = store.ensure_album("u", "A").unwrap();
+    /// let f = store.upload("u", a, "1.jpg", Content::from(&b"x"[..]), DedupMode::Hash).unwrap().file_id;
+    /// store.delete("u", f).unwrap();
+    /// assert_eq!(store.restore("u", f).unwrap(), vec![a]);
+    /// ```
     pub fn restore(&self, user: &str, file: FileId) -> Result<Vec<AlbumId>> {
         self.inner.user_id(user)?;
         let user = user.to_string();
@@ -116,6 +138,12 @@ impl Store {
     }
 
     /// The user's trashed files, oldest deletion first.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = keepsake::Store::open(dir.path()).unwrap();
+    /// assert!(store.trash("nobody").unwrap().is_empty());
+    /// ```
     pub fn trash(&self, user: &str) -> Result<Vec<FileInfo>> {
         let inner = &self.inner;
         let Some(uid) = inner.user_id(user)? else {
@@ -132,6 +160,18 @@ impl Store {
 
     /// Permanently deletes everything in the user's trash. Blobs no longer
     /// referenced by anyone become garbage that [`Store::gc`] reclaims.
+    ///
+    /// ```
+    /// use keepsake::{Content, DedupMode, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let a = store.ensure_album("u", "A").unwrap();
+    /// let f = store.upload("u", a, "1.jpg", Content::from(vec![1u8; 9000]), DedupMode::Hash).unwrap().file_id;
+    /// store.delete("u", f).unwrap();
+    /// assert_eq!(store.usage("u").unwrap().trash_bytes, 9000);
+    /// assert_eq!(store.empty_trash("u").unwrap().bytes_freed, 9000);
+    /// assert_eq!(store.usage("u").unwrap().unique_bytes, 0);
+    /// ```
     pub fn empty_trash(&self, user: &str) -> Result<PurgeReport> {
         self.inner.user_id(user)?;
         let (user, now) = (user.to_string(), self.inner.now_ms());
@@ -152,6 +192,12 @@ impl Store {
 
     /// Permanently deletes every user's files that have been in the trash
     /// longer than the retention period. [`Store::gc`] calls this first.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = keepsake::Store::open(dir.path()).unwrap();
+    /// assert_eq!(store.purge_expired_trash().unwrap().files, 0);
+    /// ```
     pub fn purge_expired_trash(&self) -> Result<PurgeReport> {
         let inner = &self.inner;
         let now = inner.now_ms();

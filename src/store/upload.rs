@@ -625,6 +625,19 @@ impl Store {
     /// says `Skip` or `Link`: the duplicate must be one of the user's own
     /// live files. Otherwise fails with [`Error::ContentRequired`] and
     /// changes nothing: across users, content must be sent in full.
+    ///
+    /// ```
+    /// use keepsake::{Content, ContentHash, DedupMode, Error, Outcome, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let (a, b) = (store.ensure_album("ann", "A").unwrap(), store.ensure_album("ann", "B").unwrap());
+    /// store.upload("ann", a, "1.jpg", Content::from(&b"img"[..]), DedupMode::Hash).unwrap();
+    /// let h = ContentHash::of(b"img");
+    /// assert_eq!(store.link("ann", b, "1.jpg", h, DedupMode::Hash).unwrap().outcome, Outcome::Linked);
+    /// // Another user must send the bytes.
+    /// let other = store.ensure_album("bob", "A").unwrap();
+    /// assert!(matches!(store.link("bob", other, "1.jpg", h, DedupMode::Hash), Err(Error::ContentRequired)));
+    /// ```
     pub fn link(
         &self,
         user: &str,
