@@ -311,6 +311,19 @@ fn quota_refuses_new_bytes_but_not_duplicates() {
 }
 
 #[test]
+fn read_commands_never_create_a_store_at_a_mistyped_path() {
+    let cli = Cli::new();
+    let typo = cli.store.path().join("typo");
+    let out = Command::new(env!("CARGO_BIN_EXE_keepsake"))
+        .args(["--store", typo.to_str().unwrap(), "ls"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no keepsake store"));
+    assert!(!typo.exists());
+}
+
+#[test]
 fn a_second_process_gets_store_in_use() {
     let cli = Cli::new();
     let _held = keepsake::Store::open(cli.store.path()).unwrap();

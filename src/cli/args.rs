@@ -9,7 +9,7 @@ Exit status:
   0  success
   1  failure, or a check that found problems (verify), or a backup with files that failed
   2  bad usage or invalid input (names, ids, sizes)
-  3  no such file, album or trashed file
+  3  no such store, file, album or trashed file
   4  quota exceeded
   5  the store is in use by another process
   6  stored data failed its integrity check

@@ -21,6 +21,8 @@ enum Failure {
     Open(OpenError),
     Store(Error),
     Usage(String),
+    /// The store does not exist.
+    Missing(String),
     /// The command ran and reported its findings; only the status is left.
     Status(u8),
 }
@@ -64,6 +66,7 @@ pub(crate) fn main() -> ExitCode {
                 }
                 Failure::Store(e) => (Some(e.to_string()), exit_status(&e)),
                 Failure::Usage(m) => (Some(m), 2),
+                Failure::Missing(m) => (Some(m), 3),
                 Failure::Status(code) => (None, code),
             };
             if let Some(msg) = msg {
@@ -165,6 +168,18 @@ fn each_file(
 
 fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
     let dir = store_dir(cli.global.store)?;
+    // Only commands that put something in a store may create one: a typo in
+    // --store must not answer "no files" from a fresh, empty store.
+    let creates = matches!(
+        cli.command,
+        Command::Backup { .. } | Command::Album { .. } | Command::Quota { .. }
+    );
+    if !creates && !Store::exists(&dir) {
+        return Err(Failure::Missing(format!(
+            "no keepsake store at {} (back something up first, or check --store)",
+            dir.display()
+        )));
+    }
     let store = Store::open(&dir).map_err(Failure::Open)?;
     for note in store.recovery_notes() {
         let _ = writeln!(io::stderr(), "keepsake: recovery: {note}");

@@ -248,6 +248,18 @@ impl Store {
         })
     }
 
+    /// Whether `dir` holds a store (without opening or creating it).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// assert!(!keepsake::Store::exists(dir.path()));
+    /// drop(keepsake::Store::open(dir.path()).unwrap());
+    /// assert!(keepsake::Store::exists(dir.path()));
+    /// ```
+    pub fn exists(dir: impl AsRef<Path>) -> bool {
+        dir.as_ref().join("meta").join("CURRENT").is_file()
+    }
+
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.inner.root
