@@ -1,7 +1,7 @@
 //! Shared setup for the integration tests: opening stores, deterministic
 //! content, a manual clock, a fault-injecting file system, and the
 //! end-of-scenario integrity check.
-#![allow(dead_code)] // each test crate uses its own subset
+#![allow(dead_code, reason = "each test crate uses its own subset of these helpers")]
 
 use std::io;
 use std::path::Path;
