@@ -339,3 +339,39 @@ fn store_refuses_writes_after_fsync_failure_until_reopened() {
     assert_eq!(store.read("ann", r.file_id).unwrap(), lost);
     assert_verified(&store);
 }
+
+#[test]
+fn a_full_disk_fails_the_upload_cleanly_and_the_store_goes_on_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = TestFs::default();
+    let options = || StoreOptions::default().fs(Arc::new(fs.clone()));
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    let a = store.ensure_album("u", "A").unwrap();
+    let kept = data(1, BIG);
+    let kept_id = put(&store, "u", a, "kept.jpg", &kept, DedupMode::Hash).file_id;
+    let big = data(2, 200_000);
+
+    fs.disk_full.store(true, Ordering::SeqCst);
+    let err = put_err(&store, "u", a, "big.mov", &big, DedupMode::Hash);
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("No space left on device"), "{err}");
+    assert_eq!(
+        store.files("u").unwrap().len(),
+        1,
+        "nothing of the failed upload is listed"
+    );
+    assert_eq!(store.usage("u").unwrap().unique_bytes, BIG as u64);
+    assert_verified(&store);
+
+    // A failed write is rolled back, not a lost fsync: once space is freed
+    // the same store takes the upload, without reopening.
+    fs.disk_full.store(false, Ordering::SeqCst);
+    let r = put(&store, "u", a, "big.mov", &big, DedupMode::Hash);
+    assert_eq!((r.outcome, r.bytes_written), (Outcome::Stored, big.len() as u64));
+    assert_eq!(store.read("u", r.file_id).unwrap(), big);
+    drop(store);
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    assert_eq!(store.read("u", kept_id).unwrap(), kept);
+    assert_eq!(store.read("u", r.file_id).unwrap(), big);
+    assert_verified(&store);
+}

@@ -102,13 +102,16 @@ pub fn options_with_clock(clock: &Arc<ManualClock>) -> StoreOptions {
     StoreOptions::default().clock(clock.clone())
 }
 
-/// The real file system with two faults to inject into segment and staging
-/// files: `sync_data` failing while `fail_sync` is set, and `sync_data`
-/// pausing once, on request, until released (to hold an upload between
-/// writing its bytes and committing them).
+/// The real file system with faults to inject into segment and staging
+/// files: `sync_data` failing while `fail_sync` is set; writes failing with
+/// `ENOSPC` after writing half their bytes while `disk_full` is set, as a
+/// filling disk does; and `sync_data` pausing once, on request, until
+/// released (to hold an upload between writing its bytes and committing
+/// them).
 #[derive(Debug, Clone, Default)]
 pub struct TestFs {
     pub fail_sync: Arc<AtomicBool>,
+    pub disk_full: Arc<AtomicBool>,
     gate: Arc<SyncGate>,
 }
 
@@ -184,6 +187,10 @@ impl Fs for TestFs {
 
 impl FsFile for TestFile {
     fn write_all_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        if self.fs.disk_full.load(Ordering::SeqCst) {
+            self.inner.write_all_at(offset, &buf[..buf.len() / 2])?;
+            return Err(io::Error::from_raw_os_error(28));
+        }
         self.inner.write_all_at(offset, buf)
     }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
