@@ -18,6 +18,13 @@ use crate::health::Health;
 /// Write buffer for streaming a source into a segment.
 const WRITE_CHUNK: usize = 4 << 20;
 
+/// Segment maps kept for reuse. A store of many terabytes has tens of
+/// thousands of segments, more than the kernel's default limit on mappings
+/// per process (`vm.max_map_count`, 65,530); evicting a view only drops the
+/// cache's reference, and the mapping lives on while a returned `Bytes`
+/// uses it.
+const MAX_VIEWS: usize = 1024;
+
 /// Where a record lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Location {
@@ -411,7 +418,14 @@ impl BlobLog {
         if (v.len() as u64) < need {
             return Err(format!("segment {id} is {} bytes, the record ends at {need}", v.len()));
         }
-        self.views.write().insert(id, v.clone());
+        let mut views = self.views.write();
+        if views.len() >= MAX_VIEWS && !views.contains_key(&id) {
+            // Any victim will do: a hot segment is simply mapped again.
+            if let Some(&victim) = views.keys().next() {
+                views.remove(&victim);
+            }
+        }
+        views.insert(id, v.clone());
         Ok(v)
     }
 
@@ -466,4 +480,45 @@ fn write_record(file: &dyn FsFile, loc: Location, hash: ContentHash, source: &mu
         return Err(Error::ContentChanged(what.to_string()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::OsFs;
+
+    /// Reading more segments than the view cache holds keeps every read
+    /// working and the cache bounded.
+    #[test]
+    fn the_map_cache_stays_bounded_across_many_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = BlobLog::open(
+            Arc::new(OsFs),
+            dir.path().to_path_buf(),
+            &BTreeMap::new(),
+            4096,
+            Arc::default(),
+        )
+        .unwrap();
+        let mut written = Vec::new();
+        for i in 0..(MAX_VIEWS + 50) as u32 {
+            let data = i.to_le_bytes().repeat(1024);
+            let hash = ContentHash::of(&data);
+            let (loc, _pin) = log.append(hash, data.len() as u64, &mut &data[..], "test").unwrap();
+            written.push((loc, hash, data));
+        }
+        let segments: std::collections::HashSet<_> = written.iter().map(|(l, _, _)| l.segment).collect();
+        assert!(segments.len() > MAX_VIEWS, "each record fills its own segment");
+        let held: Vec<Bytes> = written
+            .iter()
+            .map(|(loc, hash, data)| {
+                let got = log.read(*loc, *hash).unwrap();
+                assert_eq!(&got[..], &data[..]);
+                got
+            })
+            .collect();
+        assert!(log.views.read().len() <= MAX_VIEWS);
+        // Bytes handed out before their view was evicted are still valid.
+        assert_eq!(&held[0][..], &written[0].2[..]);
+    }
 }

@@ -250,3 +250,24 @@ impl Snapshot<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_of_a_newer_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(dir.path()).unwrap();
+        let mut b = WriteBatch::default();
+        meta.batch_put(&mut b, Cf::Meta, keys::FORMAT, &(FORMAT_VERSION + 1).encode());
+        meta.write(b).unwrap();
+        drop(meta);
+        match Meta::open(dir.path()) {
+            Err(OpenError::UnsupportedFormat { found, supported, .. }) => {
+                assert_eq!((found as u64, supported as u64), (FORMAT_VERSION + 1, FORMAT_VERSION));
+            }
+            other => panic!("expected UnsupportedFormat, got {:?}", other.map(|_| ())),
+        }
+    }
+}
