@@ -200,3 +200,19 @@ fn usage_survives_reopen_and_set_quota_creates_user() {
     assert_eq!((usage.limit, usage.unique_bytes), (Some(123), 0));
     assert_verified(&store);
 }
+
+#[test]
+fn a_lowered_limit_still_accepts_uploads_that_charge_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = store.ensure_album("ann", "A").unwrap();
+    put(&store, "ann", a, "big.jpg", &data(1, BIG), DedupMode::NameAndHash);
+    store.set_quota("ann", Some(1)).unwrap();
+    // Empty content is new to the store but charges nothing: the early
+    // check before writing and the exact check at commit must agree.
+    let r = put(&store, "ann", a, "empty.txt", b"", DedupMode::NameAndHash);
+    assert_eq!((r.outcome, r.charged_bytes), (Outcome::Stored, 0));
+    let err = put_err(&store, "ann", a, "new.jpg", &data(2, BIG), DedupMode::NameAndHash);
+    assert!(matches!(err, Error::QuotaExceeded { .. }), "{err:?}");
+    assert_verified(&store);
+}

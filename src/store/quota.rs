@@ -7,8 +7,24 @@
 //! once.
 
 use super::{ensure_user, load_user, save_user, Store};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::meta::records::UserRecord;
 use crate::meta::txn::Txn;
+
+/// The quota rule: an upload is refused only if it would *charge* bytes
+/// past the limit. What charges nothing (a duplicate, content the user
+/// already references) always passes, even when a lowered limit is below
+/// current usage.
+pub(crate) fn check_quota(user: &UserRecord, charged: u64) -> Result<()> {
+    match user.limit {
+        Some(limit) if charged > 0 && user.unique_bytes + charged > limit => Err(Error::QuotaExceeded {
+            limit,
+            used: user.unique_bytes,
+            needed: charged,
+        }),
+        _ => Ok(()),
+    }
+}
 
 /// A user's storage figures.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

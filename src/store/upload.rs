@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 
 use super::accounting::{add_member, index_live, load_album, load_file, reference_new_file, save_file};
+use super::quota::check_quota;
 use super::{ensure_user, load_user, save_user, txn_user_id, Inner, Store};
 use crate::blob::{Location, Pin};
 use crate::error::{Error, Result};
@@ -382,15 +383,8 @@ impl Inner {
         let Some(uid) = self.user_id(user)? else {
             return Ok(());
         };
-        let rec = load_user(&Txn::new(&self.meta), uid)?;
-        match rec.limit {
-            Some(limit) if rec.unique_bytes + size > limit => Err(Error::QuotaExceeded {
-                limit,
-                used: rec.unique_bytes,
-                needed: size,
-            }),
-            _ => Ok(()),
-        }
+        // Content new to the store is new to the user: it charges its size.
+        check_quota(&load_user(&Txn::new(&self.meta), uid)?, size)
     }
 
     /// Writes (or keeps for inlining) the bytes of `p`, verifying them. A
@@ -732,15 +726,7 @@ fn store_new(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Result<Optio
         .get(Cf::UserBlobs, &keys::user_hash(uid, &p.hash))?
         .unwrap_or_default();
     let charged = if ub.refs > 0 { 0 } else { p.size };
-    if let Some(limit) = user.limit {
-        if charged > 0 && user.unique_bytes + charged > limit {
-            return Err(Error::QuotaExceeded {
-                limit,
-                used: user.unique_bytes,
-                needed: charged,
-            });
-        }
-    }
+    check_quota(&user, charged)?;
     let blob_key = p.hash.as_bytes().to_vec();
     let bytes_written = if txn.exists(Cf::Blobs, &blob_key)? {
         // Any copy this upload wrote lost a race and is garbage.
