@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::blob::format::{scan_records, SEGMENT_HEADER_LEN};
-use crate::blob::Location;
+use crate::blob::{Location, RecordData};
 use crate::error::Result;
 use crate::hash::ContentHash;
 use crate::meta::keys;
@@ -176,7 +176,7 @@ impl Inner {
                 let Ok(data) = self.blobs.read(old, h.hash) else {
                     return Ok(false);
                 };
-                let (new, pin) = self.blobs.append(h.hash, old.length, &mut &data[..], "compaction")?;
+                let (new, pin) = self.blobs.append(h.hash, RecordData::Verified(&data), "compaction")?;
                 pins.push(pin);
                 let end = sync_to.entry(new.segment).or_default();
                 *end = (*end).max(new.end());

@@ -45,6 +45,27 @@ impl Location {
     }
 }
 
+/// The bytes of a record to append.
+pub(crate) enum RecordData<'a> {
+    /// Bytes that cannot change and are known to hash to the record's hash
+    /// (in memory and hashed by the caller, or just read and verified):
+    /// written as they are, in one write, without hashing them again.
+    Verified(&'a [u8]),
+    /// A source that may have changed since the caller hashed it (a user's
+    /// file, a staged stream): re-hashed as it is written, and the record
+    /// rolled back with [`Error::ContentChanged`] if it differs.
+    Stream { reader: &'a mut dyn Read, length: u64 },
+}
+
+impl RecordData<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            RecordData::Verified(b) => b.len() as u64,
+            RecordData::Stream { length, .. } => *length,
+        }
+    }
+}
+
 struct Active {
     id: u64,
     file: Arc<dyn FsFile>,
@@ -288,22 +309,15 @@ impl BlobLog {
         Ok(())
     }
 
-    /// Appends a record of `length` bytes read from `source`, which must hash
-    /// to `hash`. The bytes are hashed again as they are written, so a source
-    /// that changes between the caller's hashing pass and this one is caught:
-    /// the record is rolled back and [`Error::ContentChanged`] returned.
+    /// Appends a record of `data`, which must hash to `hash` (a
+    /// [`RecordData::Stream`] is checked as it is written; see there).
     ///
     /// The record is not durable until [`sync`](Self::sync) covers it.
     ///
     /// Its segment stays out of compaction while the returned pin lives.
-    pub(crate) fn append(
-        &self,
-        hash: ContentHash,
-        length: u64,
-        source: &mut dyn Read,
-        what: &str,
-    ) -> Result<(Location, Pin<'_>)> {
+    pub(crate) fn append(&self, hash: ContentHash, data: RecordData<'_>, what: &str) -> Result<(Location, Pin<'_>)> {
         self.health.check()?;
+        let length = data.len();
         let mut guard = self.active.lock();
         let full = guard.as_ref().is_none_or(|a| {
             a.len > SEGMENT_HEADER_LEN as u64 && a.len + RECORD_HEADER_LEN as u64 + length > self.target_size
@@ -317,7 +331,7 @@ impl BlobLog {
             offset: active.len,
             length,
         };
-        match write_record(&*active.file, loc, hash, source, what) {
+        match write_record(&*active.file, loc, hash, data, what) {
             Ok(()) => {
                 active.len = loc.end();
                 // Pinned while the segment is still active (the lock is held),
@@ -450,7 +464,7 @@ impl BlobLog {
     }
 }
 
-fn write_record(file: &dyn FsFile, loc: Location, hash: ContentHash, source: &mut dyn Read, what: &str) -> Result<()> {
+fn write_record(file: &dyn FsFile, loc: Location, hash: ContentHash, data: RecordData<'_>, what: &str) -> Result<()> {
     let header = RecordHeader {
         segment: loc.segment,
         offset: loc.offset,
@@ -459,9 +473,13 @@ fn write_record(file: &dyn FsFile, loc: Location, hash: ContentHash, source: &mu
     };
     let io = |e| Error::io(format!("writing segment {}", loc.segment), e);
     file.write_all_at(loc.offset, &header.encode()).map_err(io)?;
+    let mut at = loc.offset + RECORD_HEADER_LEN as u64;
+    let source = match data {
+        RecordData::Verified(bytes) => return file.write_all_at(at, bytes).map_err(io),
+        RecordData::Stream { reader, .. } => reader,
+    };
     let mut hasher = Hasher::new();
     let mut buf = vec![0u8; WRITE_CHUNK.min(loc.length.max(1) as usize)];
-    let mut at = loc.offset + RECORD_HEADER_LEN as u64;
     let mut remaining = loc.length;
     while remaining > 0 {
         let want = buf.len().min(remaining as usize);
@@ -504,7 +522,7 @@ mod tests {
         for i in 0..(MAX_VIEWS + 50) as u32 {
             let data = i.to_le_bytes().repeat(1024);
             let hash = ContentHash::of(&data);
-            let (loc, _pin) = log.append(hash, data.len() as u64, &mut &data[..], "test").unwrap();
+            let (loc, _pin) = log.append(hash, RecordData::Verified(&data), "test").unwrap();
             written.push((loc, hash, data));
         }
         let segments: std::collections::HashSet<_> = written.iter().map(|(l, _, _)| l.segment).collect();

@@ -5,8 +5,9 @@
 //!
 //! 1. **Hash** each content (no lock held).
 //! 2. **Write** the content of every blob the store does not have yet to the
-//!    active segment (or keep it for inlining), re-hashing as it writes, then
-//!    `fdatasync` once for the whole batch.
+//!    active segment (or keep it for inlining), then `fdatasync` once for the
+//!    whole batch. A file or stream is re-hashed as it is written, since it
+//!    may have changed since step 1; bytes in memory are written as they are.
 //! 3. **Commit** one transaction that, per upload, applies the duplicate
 //!    rules against the current metadata and records the outcome.
 //!
@@ -19,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, Cursor, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -28,7 +29,7 @@ use bytes::Bytes;
 use super::accounting::{add_member, index_live, load_album, load_file, reference_new_file, save_file};
 use super::quota::check_quota;
 use super::{ensure_user, load_user, save_user, txn_user_id, Inner, Store};
-use crate::blob::{Location, Pin};
+use crate::blob::{Location, Pin, RecordData};
 use crate::error::{Error, Result};
 use crate::fs::{Fs, FsFile};
 use crate::hash::{read_full, ContentHash, Hasher, HASH_CHUNK};
@@ -274,22 +275,6 @@ impl Read for StagedReader<'_> {
     }
 }
 
-impl Prepared {
-    fn open(&self) -> Result<Box<dyn Read + '_>> {
-        Ok(match &self.source {
-            Source::Memory(b) => Box::new(Cursor::new(b.clone())),
-            Source::File(p) => {
-                Box::new(std::fs::File::open(p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?)
-            }
-            Source::Staged(_, f) => Box::new(StagedReader {
-                file: &**f,
-                at: 0,
-                len: self.size,
-            }),
-        })
-    }
-}
-
 impl Inner {
     fn prepare(&self, content: Content, name: &str) -> Result<Prepared> {
         match content {
@@ -387,20 +372,43 @@ impl Inner {
         check_quota(&load_user(&Txn::new(&self.meta), uid)?, size)
     }
 
-    /// Writes (or keeps for inlining) the bytes of `p`, verifying them. A
-    /// segment copy comes with the pin that protects it until its commit.
+    /// Writes (or keeps for inlining) the bytes of `p`. Bytes in memory
+    /// cannot change and were hashed by `prepare`, so they are written as
+    /// they are; a file or staged stream is read again and checked against
+    /// the hash as it is written. A segment copy comes with the pin that
+    /// protects it until its commit.
     fn write_copy(&self, p: &Prepared) -> Result<(NewCopy, Option<Pin<'_>>)> {
-        let mut src = p.open()?;
-        if p.size <= self.options.inline_threshold {
+        let inline = p.size <= self.options.inline_threshold;
+        let mut reader: Box<dyn Read + '_> = match &p.source {
+            Source::Memory(b) if inline => return Ok((NewCopy::Inline(b.to_vec()), None)),
+            Source::Memory(b) => {
+                let (loc, pin) = self.blobs.append(p.hash, RecordData::Verified(b), &p.what)?;
+                return Ok((NewCopy::Segment(loc), Some(pin)));
+            }
+            Source::File(path) => {
+                Box::new(std::fs::File::open(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?)
+            }
+            Source::Staged(_, f) => Box::new(StagedReader {
+                file: &**f,
+                at: 0,
+                len: p.size,
+            }),
+        };
+        if inline {
             let mut data = Vec::with_capacity(p.size as usize);
-            src.read_to_end(&mut data)
+            reader
+                .read_to_end(&mut data)
                 .map_err(|e| Error::io(format!("reading {}", p.what), e))?;
             if data.len() as u64 != p.size || ContentHash::of(&data) != p.hash {
                 return Err(Error::ContentChanged(p.what.clone()));
             }
             return Ok((NewCopy::Inline(data), None));
         }
-        let (loc, pin) = self.blobs.append(p.hash, p.size, &mut src, &p.what)?;
+        let data = RecordData::Stream {
+            reader: &mut reader,
+            length: p.size,
+        };
+        let (loc, pin) = self.blobs.append(p.hash, data, &p.what)?;
         Ok((NewCopy::Segment(loc), Some(pin)))
     }
 }
