@@ -44,37 +44,43 @@ impl Seek for FileReader {
 impl Inner {
     /// The verified bytes of blob `hash`.
     pub(crate) fn read_blob(&self, hash: &ContentHash) -> Result<Bytes> {
-        // A compaction may move the blob between reading its record and
-        // mapping its segment; the second attempt sees the new place.
-        let mut last = None;
-        for _ in 0..2 {
-            let blob: BlobRecord = self
-                .meta
-                .get(Cf::Blobs, hash.as_bytes())?
-                .ok_or_else(|| Error::Integrity {
-                    hash: *hash,
-                    detail: "a file refers to it but the blob has no record".into(),
-                })?;
-            let read = match blob.place {
-                Place::Inline(data) => {
-                    let data = Bytes::from(data);
-                    if ContentHash::of(&data) == *hash {
-                        Ok(data)
-                    } else {
-                        Err(Error::Integrity {
-                            hash: *hash,
-                            detail: "inline data does not match its hash".into(),
-                        })
-                    }
-                }
-                Place::Segment(loc) => self.blobs.read(loc, *hash),
+        let mut place = self.blob_place(hash)?;
+        loop {
+            let err = match self.read_place(hash, &place) {
+                Ok(bytes) => return Ok(bytes),
+                Err(e) => e,
             };
-            match read {
-                Ok(b) => return Ok(b),
-                Err(e) => last = Some(e),
+            // A compaction may have moved the blob between reading its
+            // record and mapping its segment. Only then is another attempt
+            // worth making: damage at an unchanged place is final.
+            let now = self.blob_place(hash)?;
+            if now == place {
+                return Err(err);
             }
+            place = now;
         }
-        Err(last.expect("two attempts"))
+    }
+
+    fn blob_place(&self, hash: &ContentHash) -> Result<Place> {
+        let blob: BlobRecord = self
+            .meta
+            .get(Cf::Blobs, hash.as_bytes())?
+            .ok_or_else(|| Error::Integrity {
+                hash: *hash,
+                detail: "a file refers to it but the blob has no record".into(),
+            })?;
+        Ok(blob.place)
+    }
+
+    fn read_place(&self, hash: &ContentHash, place: &Place) -> Result<Bytes> {
+        match place {
+            Place::Inline(data) if ContentHash::of(data) == *hash => Ok(Bytes::copy_from_slice(data)),
+            Place::Inline(_) => Err(Error::Integrity {
+                hash: *hash,
+                detail: "inline data does not match its hash".into(),
+            }),
+            Place::Segment(loc) => self.blobs.read(*loc, *hash),
+        }
     }
 }
 
