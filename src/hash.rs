@@ -159,6 +159,7 @@ mod tests {
         let h = ContentHash::of(b"x");
         assert_eq!(h.to_string().parse::<ContentHash>().unwrap(), h);
         assert!("zz".parse::<ContentHash>().is_err());
-        assert!(h.to_string().replace('a', "g").parse::<ContentHash>().is_err() || !h.to_string().contains('a'));
+        assert!("g".repeat(64).parse::<ContentHash>().is_err());
+        assert!(format!("{h}0").parse::<ContentHash>().is_err());
     }
 }

@@ -102,8 +102,8 @@ pub(crate) struct Meta {
 
 fn db_options(cache: &Cache) -> Options {
     let mut table = BlockBasedOptions::default();
-    // Duplicate detection is point lookups of keys that usually do not exist
-    // (new content): bloom filters answer most of them without a disk read.
+    // Whether a blob exists is a point lookup of a key that usually does not
+    // (new content): bloom filters answer most of them without a block read.
     table.set_bloom_filter(10.0, false);
     table.set_block_cache(cache);
     table.set_cache_index_and_filter_blocks(true);
