@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 
 use super::accounting::{add_member, load_album, load_file, remove_member, save_file};
 use super::trash::trash_file;
-use super::{ensure_user, load_user, save_user, txn_user_id, Inner, Store};
+use super::{ensure_user, load_user, save_user, Inner, Store};
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
 use crate::ids::{AlbumId, FileId};
@@ -100,10 +100,6 @@ pub(crate) fn live_file(txn: &Txn<'_>, uid: u64, fid: FileId) -> Result<FileReco
 
 fn require_album(txn: &Txn<'_>, uid: u64, album: AlbumId) -> Result<AlbumRecord> {
     load_album(txn, uid, album.0)?.ok_or_else(|| Error::UnknownAlbum(album.to_string()))
-}
-
-fn require_user(txn: &Txn<'_>, user: &str, missing: Error) -> Result<u64> {
-    txn_user_id(txn, user)?.ok_or(missing)
 }
 
 fn create_album_in(txn: &mut Txn<'_>, uid: u64, name: &str, now: u64) -> Result<u64> {
@@ -223,23 +219,22 @@ impl Store {
     /// ```
     pub fn rename_album(&self, user: &str, album: AlbumId, new_name: &str) -> Result<()> {
         check_album_name(new_name)?;
-        self.inner.user_id(user)?;
-        let (user, new_name) = (user.to_string(), new_name.to_string());
-        self.inner.commit(move |txn| {
-            let uid = require_user(txn, &user, Error::UnknownAlbum(album.to_string()))?;
-            let mut rec = require_album(txn, uid, album)?;
-            if rec.name == new_name {
-                return Ok(());
-            }
-            if txn.exists(Cf::AlbumNames, &keys::album_name(uid, &new_name))? {
-                return Err(Error::AlbumExists(new_name));
-            }
-            txn.delete(Cf::AlbumNames, keys::album_name(uid, &rec.name));
-            txn.put(Cf::AlbumNames, keys::album_name(uid, &new_name), &album.0);
-            rec.name = new_name;
-            txn.put(Cf::Albums, keys::album(uid, album.0), &rec);
-            Ok(())
-        })
+        let new_name = new_name.to_string();
+        self.inner
+            .commit_as(user, Error::UnknownAlbum(album.to_string()), move |txn, uid| {
+                let mut rec = require_album(txn, uid, album)?;
+                if rec.name == new_name {
+                    return Ok(());
+                }
+                if txn.exists(Cf::AlbumNames, &keys::album_name(uid, &new_name))? {
+                    return Err(Error::AlbumExists(new_name));
+                }
+                txn.delete(Cf::AlbumNames, keys::album_name(uid, &rec.name));
+                txn.put(Cf::AlbumNames, keys::album_name(uid, &new_name), &album.0);
+                rec.name = new_name;
+                txn.put(Cf::Albums, keys::album(uid, album.0), &rec);
+                Ok(())
+            })
     }
 
     /// The user's albums, oldest first.
@@ -276,32 +271,31 @@ impl Store {
     /// assert_eq!(store.files("u").unwrap()[0].id, both);
     /// ```
     pub fn delete_album(&self, user: &str, album: AlbumId, deletion: AlbumDeletion) -> Result<Vec<FileId>> {
-        self.inner.user_id(user)?;
-        let (user, now) = (user.to_string(), self.inner.now_ms());
-        self.inner.commit(move |txn| {
-            let uid = require_user(txn, &user, Error::UnknownAlbum(album.to_string()))?;
-            let rec = require_album(txn, uid, album)?;
-            let mut user_rec = load_user(txn, uid)?;
-            let mut trashed = Vec::new();
-            for (k, _) in txn.scan(Cf::Members, &keys::album(uid, album.0))? {
-                let fid = keys::last_u64(&k);
-                let mut file = load_file(txn, uid, fid)?
-                    .ok_or_else(|| Error::Corrupt(format!("album member {fid} has no file record")))?;
-                remove_member(txn, uid, album.0, fid, file.size)?;
-                file.albums.retain(|a| *a != album.0);
-                if deletion == AlbumDeletion::TrashFiles && file.albums.is_empty() {
-                    // Restoring puts it back where it was; the album is gone,
-                    // so it returns to the library.
-                    trash_file(txn, uid, &mut user_rec, fid, &mut file, now)?;
-                    trashed.push(FileId(fid));
+        let now = self.inner.now_ms();
+        self.inner
+            .commit_as(user, Error::UnknownAlbum(album.to_string()), move |txn, uid| {
+                let rec = require_album(txn, uid, album)?;
+                let mut user_rec = load_user(txn, uid)?;
+                let mut trashed = Vec::new();
+                for (k, _) in txn.scan(Cf::Members, &keys::album(uid, album.0))? {
+                    let fid = keys::last_u64(&k);
+                    let mut file = load_file(txn, uid, fid)?
+                        .ok_or_else(|| Error::Corrupt(format!("album member {fid} has no file record")))?;
+                    remove_member(txn, uid, album.0, fid, file.size)?;
+                    file.albums.retain(|a| *a != album.0);
+                    if deletion == AlbumDeletion::TrashFiles && file.albums.is_empty() {
+                        // Restoring puts it back where it was; the album is gone,
+                        // so it returns to the library.
+                        trash_file(txn, uid, &mut user_rec, fid, &mut file, now)?;
+                        trashed.push(FileId(fid));
+                    }
+                    save_file(txn, uid, fid, &file);
                 }
-                save_file(txn, uid, fid, &file);
-            }
-            save_user(txn, uid, &user_rec);
-            txn.delete(Cf::AlbumNames, keys::album_name(uid, &rec.name));
-            txn.delete(Cf::Albums, keys::album(uid, album.0));
-            Ok(trashed)
-        })
+                save_user(txn, uid, &user_rec);
+                txn.delete(Cf::AlbumNames, keys::album_name(uid, &rec.name));
+                txn.delete(Cf::Albums, keys::album(uid, album.0));
+                Ok(trashed)
+            })
     }
 
     /// The live files in an album, oldest first.
@@ -397,10 +391,7 @@ impl Store {
     /// assert_eq!(store.usage("u").unwrap().unique_bytes, 8000);
     /// ```
     pub fn add_to_album(&self, user: &str, file: FileId, album: AlbumId) -> Result<bool> {
-        self.inner.user_id(user)?;
-        let user = user.to_string();
-        self.inner.commit(move |txn| {
-            let uid = require_user(txn, &user, Error::UnknownFile(file))?;
+        self.inner.commit_as(user, Error::UnknownFile(file), move |txn, uid| {
             let mut f = live_file(txn, uid, file)?;
             require_album(txn, uid, album)?;
             let added = add_member(txn, uid, album.0, file.0, &mut f)?;
@@ -440,10 +431,7 @@ impl Store {
     }
 
     fn move_between(&self, user: &str, file: FileId, from: Option<AlbumId>, to: Option<AlbumId>) -> Result<()> {
-        self.inner.user_id(user)?;
-        let user = user.to_string();
-        self.inner.commit(move |txn| {
-            let uid = require_user(txn, &user, Error::UnknownFile(file))?;
+        self.inner.commit_as(user, Error::UnknownFile(file), move |txn, uid| {
             let mut f = live_file(txn, uid, file)?;
             if let Some(to) = to {
                 require_album(txn, uid, to)?;

@@ -293,6 +293,22 @@ impl Inner {
         self.committer.run(&self.meta, &self.health, work)
     }
 
+    /// Runs `work` as a durable transaction on behalf of an existing user,
+    /// with the user's id. A user who never stored anything fails with
+    /// `missing`: the same error an unknown (or another user's) id gives.
+    pub(crate) fn commit_as<R, F>(&self, user: &str, missing: Error, work: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: for<'m> FnOnce(&mut Txn<'m>, u64) -> Result<R> + Send + 'static,
+    {
+        check_user_name(user)?;
+        let user = user.to_string();
+        self.commit(move |txn| {
+            let uid = txn_user_id(txn, &user)?.ok_or(missing)?;
+            work(txn, uid)
+        })
+    }
+
     /// The id of an existing user, or `None`: reads never create users.
     pub(crate) fn user_id(&self, user: &str) -> Result<Option<u64>> {
         check_user_name(user)?;

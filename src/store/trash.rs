@@ -87,10 +87,8 @@ impl Store {
     /// assert_eq!(store.trash("u").unwrap()[0].id, f);
     /// ```
     pub fn delete(&self, user: &str, file: FileId) -> Result<()> {
-        self.inner.user_id(user)?;
-        let (user, now) = (user.to_string(), self.inner.now_ms());
-        self.inner.commit(move |txn| {
-            let uid = txn_user_id(txn, &user)?.ok_or(Error::UnknownFile(file))?;
+        let now = self.inner.now_ms();
+        self.inner.commit_as(user, Error::UnknownFile(file), move |txn, uid| {
             let mut f = live_file(txn, uid, file)?;
             let mut u = load_user(txn, uid)?;
             trash_file(txn, uid, &mut u, file.0, &mut f, now)?;
@@ -114,10 +112,7 @@ impl Store {
     /// assert_eq!(store.restore("u", f).unwrap(), vec![a]);
     /// ```
     pub fn restore(&self, user: &str, file: FileId) -> Result<Vec<AlbumId>> {
-        self.inner.user_id(user)?;
-        let user = user.to_string();
-        self.inner.commit(move |txn| {
-            let uid = txn_user_id(txn, &user)?.ok_or(Error::UnknownFile(file))?;
+        self.inner.commit_as(user, Error::UnknownFile(file), move |txn, uid| {
             let mut f = load_file(txn, uid, file.0)?.ok_or(Error::UnknownFile(file))?;
             let at = f.trashed_ms.ok_or(Error::NotTrashed(file))?;
             let mut u = load_user(txn, uid)?;

@@ -28,7 +28,7 @@ use bytes::Bytes;
 
 use super::accounting::{add_member, index_live, load_album, load_file, reference_new_file, save_file};
 use super::quota::check_quota;
-use super::{ensure_user, load_user, save_user, txn_user_id, Inner, Store};
+use super::{ensure_user, load_user, save_user, Inner, Store};
 use crate::blob::{Location, Pin, RecordData};
 use crate::error::{Error, Result};
 use crate::fs::{Fs, FsFile};
@@ -648,17 +648,17 @@ impl Store {
         hash: ContentHash,
         mode: DedupMode,
     ) -> Result<UploadReport> {
-        check_user_name(user)?;
         check_file_name(name)?;
-        let (user, name) = (user.to_string(), name.to_string());
-        self.inner.commit(move |txn| {
-            let uid = txn_user_id(txn, &user)?.ok_or_else(|| Error::UnknownAlbum(album.to_string()))?;
-            match plan(txn, uid, album.0, &name, &hash, mode)? {
+        let name = name.to_string();
+        self.inner.commit_as(
+            user,
+            Error::UnknownAlbum(album.to_string()),
+            move |txn, uid| match plan(txn, uid, album.0, &name, &hash, mode)? {
                 Preflight::Skip(f) => duplicate_report(txn, uid, f, Outcome::Skipped),
                 Preflight::Link(f) => link_existing(txn, uid, album.0, f),
                 Preflight::Upload => Err(Error::ContentRequired),
-            }
-        })
+            },
+        )
     }
 }
 
