@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{album_ids, assert_verified, data, open, options_with_clock, put, ManualClock, BIG};
+use common::{album_ids, assert_verified, data, open, options_with_clock, put, store_with_album, ManualClock, BIG};
 use keepsake::{AlbumDeletion, AlbumId, Clock, DedupMode, Error, FileId, Store};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -59,9 +59,7 @@ fn albums_are_created_renamed_listed_and_deleted() {
 
 #[test]
 fn add_and_remove_keep_the_file_in_other_albums_and_the_library() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, a) = store_with_album("ann", "A");
     let b = store.ensure_album("ann", "B").unwrap();
     let f = put(&store, "ann", a, "p.jpg", &data(2, BIG), DedupMode::Hash).file_id;
     let usage = store.usage("ann").unwrap();
@@ -92,9 +90,7 @@ fn add_and_remove_keep_the_file_in_other_albums_and_the_library() {
 
 #[test]
 fn move_file_is_atomic_and_requires_membership_of_the_source() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, a) = store_with_album("ann", "A");
     let b = store.ensure_album("ann", "B").unwrap();
     let c = store.ensure_album("ann", "C").unwrap();
     let f = put(&store, "ann", a, "p.jpg", &data(3, BIG), DedupMode::Hash).file_id;
@@ -124,9 +120,7 @@ fn move_file_is_atomic_and_requires_membership_of_the_source() {
 
 #[test]
 fn delete_takes_file_out_of_every_album_and_restore_puts_it_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, a) = store_with_album("ann", "A");
     let b = store.ensure_album("ann", "B").unwrap();
     let c = store.ensure_album("ann", "C").unwrap();
     let photo = data(4, BIG);
@@ -175,9 +169,7 @@ fn delete_takes_file_out_of_every_album_and_restore_puts_it_back() {
 
 #[test]
 fn restore_with_every_album_gone_returns_file_to_library() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, a) = store_with_album("ann", "A");
     let f = put(&store, "ann", a, "p.jpg", &data(6, BIG), DedupMode::Hash).file_id;
     store.delete("ann", f).unwrap();
     store.delete_album("ann", a, AlbumDeletion::TrashFiles).unwrap();
@@ -188,9 +180,7 @@ fn restore_with_every_album_gone_returns_file_to_library() {
 
 #[test]
 fn delete_album_keep_files_leaves_them_in_the_library() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, a) = store_with_album("ann", "A");
     let b = store.ensure_album("ann", "B").unwrap();
     let only_a = put(&store, "ann", a, "1.jpg", &data(7, BIG), DedupMode::Hash).file_id;
     let both = put(&store, "ann", a, "2.jpg", &data(8, BIG), DedupMode::Hash).file_id;
@@ -212,9 +202,7 @@ fn delete_album_keep_files_leaves_them_in_the_library() {
 
 #[test]
 fn delete_album_trash_files_trashes_only_files_in_no_other_album() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, a) = store_with_album("ann", "A");
     let b = store.ensure_album("ann", "B").unwrap();
     let only_a = put(&store, "ann", a, "1.jpg", &data(9, BIG), DedupMode::Hash).file_id;
     let both = put(&store, "ann", a, "2.jpg", &data(10, BIG), DedupMode::Hash).file_id;
@@ -238,9 +226,7 @@ fn delete_album_trash_files_trashes_only_files_in_no_other_album() {
 
 #[test]
 fn empty_trash_frees_quota_only_when_last_reference_goes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, a) = store_with_album("ann", "A");
     let shared = data(11, BIG);
     let alone = data(12, 2 * BIG);
     // Two files (two names) with the same content, and one of its own.
@@ -321,9 +307,7 @@ fn trash_is_purged_by_gc_only_after_retention() {
 
 #[test]
 fn trashed_files_count_toward_quota_until_purged() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, a) = store_with_album("ann", "A");
     store.set_quota("ann", Some(BIG as u64)).unwrap();
     let f = put(&store, "ann", a, "p.jpg", &data(15, BIG), DedupMode::Hash).file_id;
     store.delete("ann", f).unwrap();

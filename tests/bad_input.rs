@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use common::{assert_verified, data, open, put, put_err, TestFs, BIG};
+use common::{assert_verified, data, open, put, put_err, store_with_album, TestFs, BIG};
 use keepsake::{
     AlbumDeletion, AlbumId, Content, ContentHash, DedupMode, Error, FileId, NameKind, Outcome, Store, StoreOptions,
 };
@@ -27,9 +27,7 @@ fn assert_nothing_stored(store: &Store) {
 
 #[test]
 fn hostile_file_names_are_refused_and_nothing_is_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let album = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, album) = store_with_album("ann", "A");
     let long_ascii = "x".repeat(256);
     let long_utf8 = "é".repeat(128); // 256 bytes
     let hostile = [
@@ -81,9 +79,7 @@ fn hostile_file_names_are_refused_and_nothing_is_stored() {
 
 #[test]
 fn hostile_album_and_user_names_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let album = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, album) = store_with_album("ann", "A");
     let long = "y".repeat(256);
     for name in [
         "",
@@ -125,9 +121,7 @@ fn hostile_album_and_user_names_are_refused() {
 
 #[test]
 fn unknown_file_and_album_ids_are_reported_as_such() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let album = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, album) = store_with_album("ann", "A");
     let f = put(&store, "ann", album, "p.jpg", &data(2, BIG), DedupMode::Hash).file_id;
     let stats = store.stats().unwrap();
     let nf = FileId(f.0 + 1000);
@@ -197,9 +191,7 @@ impl Read for BrokenReader {
 
 #[test]
 fn reader_failing_midway_gives_io_error_and_stores_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let album = store.ensure_album("ann", "A").unwrap();
+    let (dir, store, album) = store_with_album("ann", "A");
     // In memory, and past the 16 MiB limit (staged on disk).
     for fail_at in [1 << 20, (16 << 20) + 4096] {
         let reader = BrokenReader { served: 0, fail_at };
@@ -247,9 +239,7 @@ fn source_changing_between_hashing_and_writing_is_refused() {
             return;
         }
     }
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let album = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, album) = store_with_album("ann", "A");
     let err = store
         .upload(
             "ann",

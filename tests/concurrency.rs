@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use common::{assert_verified, data, open, put, TestFs, BIG};
+use common::{assert_verified, data, open, put, store_with_album, TestFs, BIG};
 use keepsake::{AlbumId, Content, DedupMode, FileId, Outcome, Store, Upload, UploadReport};
 
 const THREADS: usize = 8;
@@ -32,9 +32,7 @@ fn race<T: Send + 'static>(store: &Store, f: impl Fn(usize, &Store) -> T + Send 
 
 #[test]
 fn same_new_content_uploaded_by_eight_threads_is_stored_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let album = store.ensure_album("ann", "Camera").unwrap();
+    let (dir, store, album) = store_with_album("ann", "Camera");
     for round in 0..5u64 {
         let photo = Arc::new(data(round, 5 * BIG));
         let p = photo.clone();
@@ -79,9 +77,7 @@ fn same_new_content_uploaded_by_eight_threads_is_stored_once() {
 
 #[test]
 fn same_content_under_different_names_by_eight_threads_shares_one_blob() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let album = store.ensure_album("dee", "Desktop").unwrap();
+    let (_dir, store, album) = store_with_album("dee", "Desktop");
     let photo = Arc::new(data(42, 3 * BIG));
     let p = photo.clone();
     let reports = race(&store, move |t, s| {

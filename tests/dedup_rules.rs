@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{self, Read};
 
-use common::{album_ids, assert_verified, data, open, put, put_err, BIG};
+use common::{album_ids, assert_verified, data, open, put, put_err, store_with_album, BIG};
 use keepsake::{AlbumId, Content, ContentHash, DedupMode, Error, FileId, Outcome, Preflight, Upload};
 
 const MODES: [DedupMode; 2] = [DedupMode::Hash, DedupMode::NameAndHash];
@@ -13,9 +13,7 @@ const MODES: [DedupMode; 2] = [DedupMode::Hash, DedupMode::NameAndHash];
 #[test]
 fn reupload_into_same_album_is_skipped_in_both_modes() {
     for mode in MODES {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let album = store.ensure_album("ann", "Camera").unwrap();
+        let (_dir, store, album) = store_with_album("ann", "Camera");
         let photo = data(1, BIG);
         let first = put(&store, "ann", album, "IMG_1.JPG", &photo, mode);
         assert_eq!(
@@ -37,9 +35,7 @@ fn reupload_into_same_album_is_skipped_in_both_modes() {
 
 #[test]
 fn hash_mode_skips_same_content_under_any_name_in_same_album() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let album = store.ensure_album("ann", "Camera").unwrap();
+    let (_dir, store, album) = store_with_album("ann", "Camera");
     let photo = data(2, BIG);
     let first = put(&store, "ann", album, "IMG_1.JPG", &photo, DedupMode::Hash);
     let renamed = put(&store, "ann", album, "copy of IMG_1.JPG", &photo, DedupMode::Hash);
@@ -53,9 +49,7 @@ fn hash_mode_skips_same_content_under_any_name_in_same_album() {
 
 #[test]
 fn hash_mode_links_same_content_from_other_album() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let camera = store.ensure_album("ann", "Camera").unwrap();
+    let (_dir, store, camera) = store_with_album("ann", "Camera");
     let trip = store.ensure_album("ann", "Trip").unwrap();
     let photo = data(3, BIG);
     let first = put(&store, "ann", camera, "IMG_1.JPG", &photo, DedupMode::Hash);
@@ -79,9 +73,7 @@ fn hash_mode_links_same_content_from_other_album() {
 
 #[test]
 fn name_and_hash_mode_skips_same_name_and_content_in_same_album() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let album = store.ensure_album("dee", "Desktop").unwrap();
+    let (_dir, store, album) = store_with_album("dee", "Desktop");
     let photo = data(4, BIG);
     let first = put(&store, "dee", album, "a.jpg", &photo, DedupMode::NameAndHash);
     let again = put(&store, "dee", album, "a.jpg", &photo, DedupMode::NameAndHash);
@@ -95,9 +87,7 @@ fn name_and_hash_mode_skips_same_name_and_content_in_same_album() {
 
 #[test]
 fn name_and_hash_mode_links_same_name_and_content_from_other_album() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("dee", "A").unwrap();
+    let (_dir, store, a) = store_with_album("dee", "A");
     let b = store.ensure_album("dee", "B").unwrap();
     let photo = data(5, BIG);
     let first = put(&store, "dee", a, "a.jpg", &photo, DedupMode::NameAndHash);
@@ -111,9 +101,7 @@ fn name_and_hash_mode_links_same_name_and_content_from_other_album() {
 
 #[test]
 fn name_and_hash_mode_stores_same_content_under_new_name_sharing_the_blob() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let album = store.ensure_album("dee", "Desktop").unwrap();
+    let (_dir, store, album) = store_with_album("dee", "Desktop");
     let photo = data(6, BIG);
     let first = put(&store, "dee", album, "a.jpg", &photo, DedupMode::NameAndHash);
     let before = store.usage("dee").unwrap();
@@ -138,9 +126,7 @@ fn name_and_hash_mode_stores_same_content_under_new_name_sharing_the_blob() {
 
 #[test]
 fn name_and_hash_mode_stores_same_name_with_new_content() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let album = store.ensure_album("dee", "Desktop").unwrap();
+    let (_dir, store, album) = store_with_album("dee", "Desktop");
     let v1 = data(7, BIG);
     let v2 = data(8, BIG + 1);
     let first = put(&store, "dee", album, "edit.jpg", &v1, DedupMode::NameAndHash);
@@ -159,9 +145,7 @@ fn name_and_hash_mode_stores_same_name_with_new_content() {
 
 #[test]
 fn oldest_of_several_duplicates_is_chosen() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("dee", "A").unwrap();
+    let (_dir, store, a) = store_with_album("dee", "A");
     let b = store.ensure_album("dee", "B").unwrap();
     let c = store.ensure_album("dee", "C").unwrap();
     let photo = data(9, BIG);
@@ -203,9 +187,7 @@ fn oldest_of_several_duplicates_is_chosen() {
 #[test]
 fn upload_into_album_already_holding_a_newer_duplicate_is_skipped() {
     for mode in MODES {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let a = store.ensure_album("ann", "A").unwrap();
+        let (_dir, store, a) = store_with_album("ann", "A");
         let b = store.ensure_album("ann", "B").unwrap();
         let photo = data(11, BIG);
         let old = put(&store, "ann", a, "p.jpg", &photo, mode);
@@ -237,9 +219,7 @@ fn upload_into_album_already_holding_a_newer_duplicate_is_skipped() {
 
 #[test]
 fn duplicates_inside_one_batch_are_caught() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("bob", "A").unwrap();
+    let (_dir, store, a) = store_with_album("bob", "A");
     let b = store.ensure_album("bob", "B").unwrap();
     let x = data(12, BIG);
     let y = data(13, BIG);
@@ -279,9 +259,7 @@ fn duplicates_inside_one_batch_are_caught() {
 #[test]
 fn trashed_file_is_not_a_duplicate_and_its_blob_is_reused() {
     for mode in MODES {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let album = store.ensure_album("ann", "Camera").unwrap();
+        let (_dir, store, album) = store_with_album("ann", "Camera");
         let photo = data(14, BIG);
         let first = put(&store, "ann", album, "IMG.JPG", &photo, mode);
         store.delete("ann", first.file_id).unwrap();
@@ -309,9 +287,7 @@ fn trashed_file_is_not_a_duplicate_and_its_blob_is_reused() {
 
 #[test]
 fn check_answers_skip_link_or_upload_in_both_modes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, a) = store_with_album("ann", "A");
     let b = store.ensure_album("ann", "B").unwrap();
     let photo = data(15, BIG);
     let h = ContentHash::of(&photo);
@@ -349,9 +325,7 @@ fn check_answers_skip_link_or_upload_in_both_modes() {
 #[test]
 fn link_completes_skip_and_link_without_data_and_changes_nothing_else() {
     for mode in MODES {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let a = store.ensure_album("ann", "A").unwrap();
+        let (_dir, store, a) = store_with_album("ann", "A");
         let b = store.ensure_album("ann", "B").unwrap();
         let photo = data(16, BIG);
         let h = ContentHash::of(&photo);
@@ -385,9 +359,7 @@ fn link_completes_skip_and_link_without_data_and_changes_nothing_else() {
 
 #[test]
 fn link_requires_content_for_trashed_or_unknown_matches() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, a) = store_with_album("ann", "A");
     let b = store.ensure_album("ann", "B").unwrap();
     let photo = data(17, BIG);
     let h = ContentHash::of(&photo);
@@ -422,9 +394,7 @@ fn link_requires_content_for_trashed_or_unknown_matches() {
 
 #[test]
 fn other_users_content_needs_full_upload_and_is_charged_in_full() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a_album = store.ensure_album("alice", "A").unwrap();
+    let (_dir, store, a_album) = store_with_album("alice", "A");
     let b_album = store.ensure_album("bob", "B").unwrap();
     let photo = data(18, BIG);
     let h = ContentHash::of(&photo);
@@ -536,9 +506,7 @@ fn other_users_ids_behave_like_unknown_ids() {
 
 #[test]
 fn wrong_expected_hash_is_refused_and_stores_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let album = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, album) = store_with_album("ann", "A");
     put(&store, "ann", album, "keep.jpg", &data(19, BIG), DedupMode::Hash);
     let usage = store.usage("ann").unwrap();
     let stats = store.stats().unwrap();
@@ -643,9 +611,7 @@ fn path_and_reader_contents_store_exact_bytes() {
 
 #[test]
 fn missing_path_gives_io_error_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let album = store.ensure_album("ann", "A").unwrap();
+    let (dir, store, album) = store_with_album("ann", "A");
     let missing = dir.path().join("no-such-photo.jpg");
     let err = store
         .upload("ann", album, "p.jpg", Content::Path(missing.clone()), DedupMode::Hash)
@@ -665,9 +631,7 @@ fn missing_path_gives_io_error_naming_it() {
 
 #[test]
 fn empty_file_is_stored_and_reads_back_empty() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let album = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, album) = store_with_album("ann", "A");
     let r = put(&store, "ann", album, "empty.txt", b"", DedupMode::NameAndHash);
     assert_eq!(
         (r.outcome, r.size, r.bytes_written, r.charged_bytes),

@@ -7,7 +7,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{assert_verified, data, open, options_with_clock, put, put_all, ManualClock, BIG};
+use common::{
+    assert_verified, damaged_files, data, open, options_with_clock, put, put_all, store_with_album, ManualClock, BIG,
+};
 use keepsake::blob::format::RECORD_HEADER_LEN;
 use keepsake::{AlbumDeletion, Content, DedupMode, Error, FileId, OpenError, Outcome, Store, StoreOptions, Upload};
 
@@ -25,9 +27,7 @@ fn segment_files(store_dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn gc_frees_a_blob_only_when_its_last_reference_goes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("alice", "A").unwrap();
+    let (_dir, store, a) = store_with_album("alice", "A");
     let b = store.ensure_album("bob", "B").unwrap();
     let shared = data(1, BIG);
     let other = data(2, BIG);
@@ -192,9 +192,7 @@ fn compaction_reclaims_space_and_survivors_read_back() {
 
 #[test]
 fn reupload_after_gc_writes_the_bytes_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, a) = store_with_album("ann", "A");
     for (len, seed) in [(BIG, 5), (100, 6)] {
         let photo = data(seed, len);
         let f = put(&store, "ann", a, "p.jpg", &photo, DedupMode::NameAndHash).file_id;
@@ -217,9 +215,7 @@ fn reupload_after_gc_writes_the_bytes_again() {
 
 #[test]
 fn everything_survives_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("alice", "A").unwrap();
+    let (dir, store, a) = store_with_album("alice", "A");
     let a2 = store.ensure_album("alice", "A2").unwrap();
     let b = store.ensure_album("bob", "B").unwrap();
     let mut files = Vec::new();
@@ -266,9 +262,7 @@ fn everything_survives_a_reopen() {
 
 #[test]
 fn torn_tail_is_dropped_at_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (dir, store, a) = store_with_album("ann", "A");
     let files: Vec<(FileId, Vec<u8>)> = (0..4)
         .map(|i| {
             let bytes = data(400 + i, BIG + i as usize);
@@ -308,9 +302,7 @@ fn torn_tail_is_dropped_at_reopen() {
 
 #[test]
 fn orphan_segment_is_removed_at_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (dir, store, a) = store_with_album("ann", "A");
     let photo = data(600, BIG);
     let f = put(&store, "ann", a, "p.jpg", &photo, DedupMode::Hash).file_id;
     drop(store);
@@ -329,9 +321,7 @@ fn orphan_segment_is_removed_at_reopen() {
 
 #[test]
 fn corrupted_blob_is_never_served_and_verify_names_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (dir, store, a) = store_with_album("ann", "A");
     let victim = data(700, BIG);
     let neighbour = data(701, BIG);
     let v = put(&store, "ann", a, "victim.jpg", &victim, DedupMode::Hash).file_id;
@@ -385,9 +375,7 @@ fn corrupted_blob_is_never_served_and_verify_names_the_file() {
 
 #[test]
 fn second_open_while_in_use_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (dir, store, a) = store_with_album("ann", "A");
     let f = put(&store, "ann", a, "p.jpg", &data(800, BIG), DedupMode::Hash).file_id;
     match Store::open(dir.path()) {
         Err(OpenError::InUse { path }) => assert_eq!(path, dir.path()),
@@ -440,20 +428,13 @@ fn compaction_never_drops_a_damaged_record() {
         assert_eq!(store.read("ann", ids[i]).unwrap(), contents[i]);
     }
     let report = store.verify(true).unwrap();
-    let damaged: Vec<FileId> = report
-        .problems
-        .iter()
-        .filter(|p| p.kind == "damaged-blob")
-        .flat_map(|p| p.files.iter().map(|f| f.file_id))
-        .collect();
+    let damaged = damaged_files(&report);
     assert_eq!(damaged, vec![ids[0]], "{:#?}", report.problems);
 }
 
 #[test]
 fn truncated_segment_is_reported_and_never_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (dir, store, a) = store_with_album("ann", "A");
     let contents: Vec<Vec<u8>> = (0..3).map(|i| data(1000 + i, BIG)).collect();
     let ids = put_all(&store, "ann", a, &contents);
     drop(store);
@@ -481,12 +462,7 @@ fn truncated_segment_is_reported_and_never_served() {
         "{:#?}",
         report.problems
     );
-    let damaged: Vec<FileId> = report
-        .problems
-        .iter()
-        .filter(|p| p.kind == "damaged-blob")
-        .flat_map(|p| p.files.iter().map(|f| f.file_id))
-        .collect();
+    let damaged = damaged_files(&report);
     assert!(
         damaged.contains(&ids[2]) && !damaged.contains(&ids[0]),
         "{:#?}",
@@ -504,9 +480,7 @@ fn truncated_segment_is_reported_and_never_served() {
 
 #[test]
 fn leftover_staging_files_are_removed_at_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (dir, store, a) = store_with_album("ann", "A");
     let f = put(&store, "ann", a, "p.jpg", &data(1200, BIG), DedupMode::Hash).file_id;
     drop(store);
     let leftover = dir.path().join("staging").join("4242-0.tmp");

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_verified, data, open, put, put_err, BIG};
+use common::{assert_verified, data, open, put, put_err, store_with_album, BIG};
 use keepsake::{Content, DedupMode, Error, Outcome, Store, Upload};
 
 const B: u64 = BIG as u64;
@@ -55,9 +55,7 @@ fn usage_counts_each_unique_blob_once_across_albums_and_names() {
 
 #[test]
 fn upload_past_the_limit_is_refused_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, a) = store_with_album("ann", "A");
     store.set_quota("ann", Some(2 * B)).unwrap();
     put(&store, "ann", a, "1.jpg", &data(3, BIG), DedupMode::Hash);
     let usage = store.usage("ann").unwrap();
@@ -92,9 +90,7 @@ fn upload_past_the_limit_is_refused_and_changes_nothing() {
 
 #[test]
 fn duplicates_succeed_at_the_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, a) = store_with_album("ann", "A");
     let b = store.ensure_album("ann", "B").unwrap();
     let x = data(6, BIG);
     put(&store, "ann", a, "x.jpg", &x, DedupMode::NameAndHash);
@@ -119,9 +115,7 @@ fn duplicates_succeed_at_the_limit() {
 
 #[test]
 fn batch_crossing_the_limit_fails_only_uploads_past_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (dir, store, a) = store_with_album("ann", "A");
     store.set_quota("ann", Some(2 * B + B / 2)).unwrap();
     let contents: Vec<Vec<u8>> = (0..4).map(|i| data(10 + i, BIG)).collect();
     let mut uploads: Vec<Upload> = contents
@@ -167,9 +161,7 @@ fn batch_crossing_the_limit_fails_only_uploads_past_it() {
 
 #[test]
 fn another_users_copy_does_not_lower_the_charge() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("alice", "A").unwrap();
+    let (_dir, store, a) = store_with_album("alice", "A");
     let b = store.ensure_album("bob", "B").unwrap();
     let x = data(20, BIG);
     put(&store, "alice", a, "x.jpg", &x, DedupMode::Hash);
@@ -203,9 +195,7 @@ fn usage_survives_reopen_and_set_quota_creates_user() {
 
 #[test]
 fn a_lowered_limit_still_accepts_uploads_that_charge_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = store.ensure_album("ann", "A").unwrap();
+    let (_dir, store, a) = store_with_album("ann", "A");
     put(&store, "ann", a, "big.jpg", &data(1, BIG), DedupMode::NameAndHash);
     store.set_quota("ann", Some(1)).unwrap();
     // Empty content is new to the store but charges nothing: the early

@@ -21,6 +21,15 @@ pub fn open(dir: &Path) -> Store {
     Store::open(dir).expect("open store")
 }
 
+/// A fresh store in a temporary directory (kept alive by the returned
+/// guard), with one album for one user: the start of most scenarios.
+pub fn store_with_album(user: &str, album: &str) -> (tempfile::TempDir, Store, AlbumId) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = open(dir.path());
+    let album = store.ensure_album(user, album).expect("album");
+    (dir, store, album)
+}
+
 /// Deterministic pseudo-random bytes: distinct seeds give distinct contents.
 pub fn data(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
@@ -64,6 +73,16 @@ pub fn put_err(store: &Store, user: &str, album: AlbumId, name: &str, bytes: &[u
 pub fn assert_verified(store: &Store) {
     let report = store.verify(true).expect("verify runs");
     assert!(report.ok, "verify found problems: {:#?}", report.problems);
+}
+
+/// The files that a verify report says have damaged bytes.
+pub fn damaged_files(report: &keepsake::VerifyReport) -> Vec<keepsake::FileId> {
+    report
+        .problems
+        .iter()
+        .filter(|p| p.kind == "damaged-blob")
+        .flat_map(|p| p.files.iter().map(|f| f.file_id))
+        .collect()
 }
 
 /// The ids of the files in an album, oldest first.
