@@ -53,6 +53,8 @@ mod meta;
 mod names;
 mod stats;
 mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod verify;
 
 pub use clock::{Clock, SystemClock};
