@@ -29,6 +29,7 @@ use crate::hash::ContentHash;
 use crate::meta::keys;
 use crate::meta::records::{BlobRecord, Place, SegmentRecord};
 use crate::meta::{decode, Cf};
+use crate::store::accounting::{occupy, release};
 use crate::store::{Inner, Store};
 
 /// What a [`Store::gc`] run did.
@@ -106,18 +107,13 @@ impl Inner {
                     if blob.refs > 0 {
                         continue;
                     }
+                    txn.delete(Cf::Damaged, key.clone());
                     txn.delete(Cf::Blobs, key);
                     removed += 1;
-                    match blob.place {
-                        Place::Inline(_) => freed += blob.size,
-                        Place::Segment(loc) => {
-                            let skey = keys::u64_key(loc.segment);
-                            if let Some(mut seg) = txn.get::<SegmentRecord>(Cf::Segments, &skey)? {
-                                seg.live_bytes = seg.live_bytes.saturating_sub(loc.record_len());
-                                txn.put(Cf::Segments, skey, &seg);
-                            }
-                        }
+                    if let Place::Inline(_) = blob.place {
+                        freed += blob.size;
                     }
+                    release(txn, &blob.place)?;
                 }
                 Ok((removed, freed))
             })?;
@@ -206,11 +202,7 @@ impl Inner {
                 blob.place = Place::Segment(new);
                 txn.put(Cf::Blobs, bkey, &blob);
                 old_seg.live_bytes -= old.record_len();
-                let nkey = keys::u64_key(new.segment);
-                let mut n: SegmentRecord = txn.get(Cf::Segments, &nkey)?.unwrap_or_default();
-                n.committed_len = n.committed_len.max(new.end());
-                n.live_bytes += new.record_len();
-                txn.put(Cf::Segments, nkey, &n);
+                occupy(txn, &Place::Segment(new))?;
             }
             if old_seg.live_bytes == 0 {
                 txn.delete(Cf::Segments, skey);

@@ -9,10 +9,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::blob::format::{SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::error::Result;
 use crate::hash::ContentHash;
 use crate::ids::FileId;
-use crate::meta::records::{AlbumRecord, BlobRecord, FileRecord, Place, SegmentRecord, UserBlobRecord, UserRecord};
+use crate::meta::records::{
+    AlbumRecord, BlobRecord, DamageRecord, FileRecord, Place, SegmentRecord, UserBlobRecord, UserRecord,
+};
 use crate::meta::{decode, keys, Cf};
 use crate::store::Store;
 
@@ -95,7 +98,9 @@ fn hex(b: &[u8]) -> String {
 
 impl Store {
     /// Checks the whole store. With `scrub`, also reads every blob and checks
-    /// its hash. Read-only: problems are reported, not repaired.
+    /// its hash. Problems are reported, not repaired; the one write is that a
+    /// blob the scrub finds damaged is remembered as such (as a failed read
+    /// does), so that the next upload of the content heals it.
     ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
@@ -295,6 +300,15 @@ impl Store {
                 c.problem("stray-index-entry", format!("GC candidate {hash} has no blob"));
             }
         }
+        // GC drops a damage record with its blob, in the same commit.
+        snap.for_each(Cf::Damaged, |k, v| {
+            let hash = ContentHash::from_bytes(k.try_into().unwrap_or([0; 32]));
+            decode::<DamageRecord>(v)?;
+            if !blobs.contains_key(&hash) {
+                c.problem("stray-index-entry", format!("damage record {hash} has no blob"));
+            }
+            Ok(())
+        })?;
 
         // Segments: accounting and file lengths.
         for (id, s) in &segments {
@@ -314,6 +328,16 @@ impl Store {
                         s.committed_len
                     ),
                 ),
+                Some(_) if scrub => {
+                    // Records vouch for themselves (each names its segment
+                    // and offset and is hashed), so their blobs stay
+                    // readable; the header is still damage to report.
+                    let header = inner.blobs.segment_bytes(*id, SEGMENT_HEADER_LEN as u64);
+                    let fine = header.is_ok_and(|h| SegmentHeader::decode(&h).is_ok_and(|h| h.id == *id));
+                    if !fine {
+                        c.problem("damaged-segment", format!("segment {id} has a damaged header"));
+                    }
+                }
                 Some(_) => {}
             }
         }

@@ -4,26 +4,16 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{
-    assert_verified, damaged_files, data, open, options_with_clock, put, put_all, store_with_album, ManualClock, BIG,
+    assert_verified, damaged_files, data, open, options_with_clock, put, put_all, segment_files, store_with_album,
+    ManualClock, BIG,
 };
 use keepsake::blob::format::RECORD_HEADER_LEN;
 use keepsake::{AlbumDeletion, Content, DedupMode, Error, FileId, OpenError, Outcome, Store, StoreOptions, Upload};
 
 const RECORD: u64 = (BIG + RECORD_HEADER_LEN) as u64;
-
-fn segment_files(store_dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(store_dir.join("segments"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    files.sort();
-    files
-}
 
 #[test]
 fn gc_frees_a_blob_only_when_its_last_reference_goes() {

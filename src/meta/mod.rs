@@ -16,6 +16,7 @@
 //! | `user_blobs` | user, hash | `UserBlobRecord` |
 //! | `gc` | hash | time the blob's last reference went |
 //! | `segments` | segment id | `SegmentRecord` |
+//! | `damaged` | hash | `DamageRecord`: a copy that failed its hash |
 //!
 //! All changes go through [`txn::Txn`] and are committed as one synced
 //! `WriteBatch`: a logical operation is all or nothing.
@@ -53,10 +54,11 @@ pub(crate) enum Cf {
     UserBlobs,
     Gc,
     Segments,
+    Damaged,
 }
 
 impl Cf {
-    const ALL: [Cf; 14] = [
+    const ALL: [Cf; 15] = [
         Cf::Meta,
         Cf::UserNames,
         Cf::Users,
@@ -71,6 +73,7 @@ impl Cf {
         Cf::UserBlobs,
         Cf::Gc,
         Cf::Segments,
+        Cf::Damaged,
     ];
 
     fn name(self) -> &'static str {
@@ -89,6 +92,7 @@ impl Cf {
             Cf::UserBlobs => "user_blobs",
             Cf::Gc => "gc",
             Cf::Segments => "segments",
+            Cf::Damaged => "damaged",
         }
     }
 }

@@ -340,6 +340,52 @@ impl Record for SegmentRecord {
     }
 }
 
+/// A blob whose bytes failed their hash at the place its record names. The
+/// next upload that carries the content writes a fresh copy there instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DamageRecord {
+    /// The damaged copy: a segment location, or `None` for inline data.
+    pub at: Option<Location>,
+    /// When a read or scrub found it (milliseconds since the epoch).
+    pub detected_ms: u64,
+}
+
+impl DamageRecord {
+    /// Whether this record is about the copy at `place`: a copy written since
+    /// (a heal) is not damaged by what was found in the old one.
+    pub(crate) fn is_about(&self, place: &Place) -> bool {
+        match (place, self.at) {
+            (Place::Inline(_), None) => true,
+            (Place::Segment(l), Some(at)) => *l == at,
+            _ => false,
+        }
+    }
+}
+
+impl Record for DamageRecord {
+    fn encode(&self) -> Vec<u8> {
+        let e = Enc::new().u64(self.detected_ms);
+        match self.at {
+            None => e.u8(0).0,
+            Some(l) => e.u8(1).u64(l.segment).u64(l.offset).u64(l.length).0,
+        }
+    }
+    fn decode(b: &[u8]) -> Result<Self, DecodeError> {
+        let mut d = Dec::new("damage record", b)?;
+        let detected_ms = d.u64()?;
+        let at = match d.u8()? {
+            0 => None,
+            1 => Some(Location {
+                segment: d.u64()?,
+                offset: d.u64()?,
+                length: d.u64()?,
+            }),
+            _ => return Err(d.err("bad place tag")),
+        };
+        d.finish(DamageRecord { at, detected_ms })
+    }
+}
+
 /// A single u64 value (ids, timestamps), versioned like every other value.
 impl Record for u64 {
     fn encode(&self) -> Vec<u8> {
@@ -400,6 +446,18 @@ mod tests {
             committed_len: 9,
             live_bytes: 8,
         });
+        round_trip(DamageRecord {
+            at: None,
+            detected_ms: 3,
+        });
+        round_trip(DamageRecord {
+            at: Some(Location {
+                segment: 4,
+                offset: 96,
+                length: 5,
+            }),
+            detected_ms: 3,
+        });
         round_trip(42u64);
     }
 
@@ -412,6 +470,7 @@ mod tests {
             let _ = AlbumRecord::decode(&b);
             let _ = UserBlobRecord::decode(&b);
             let _ = SegmentRecord::decode(&b);
+            let _ = DamageRecord::decode(&b);
         }
     }
 }

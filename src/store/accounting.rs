@@ -10,7 +10,7 @@
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
 use crate::meta::keys;
-use crate::meta::records::{AlbumRecord, BlobRecord, FileRecord, UserBlobRecord, UserRecord};
+use crate::meta::records::{AlbumRecord, BlobRecord, FileRecord, Place, SegmentRecord, UserBlobRecord, UserRecord};
 use crate::meta::txn::Txn;
 use crate::meta::Cf;
 
@@ -203,4 +203,30 @@ pub(crate) fn load_file(txn: &Txn<'_>, uid: u64, fid: u64) -> Result<Option<File
 
 pub(crate) fn save_file(txn: &mut Txn<'_>, uid: u64, fid: u64, file: &FileRecord) {
     txn.put(Cf::Files, keys::file(uid, fid), file);
+}
+
+/// Counts a blob copy at `place` as live in its segment, and extends what
+/// the segment's committed length vouches for to cover it.
+pub(crate) fn occupy(txn: &mut Txn<'_>, place: &Place) -> Result<()> {
+    if let Place::Segment(loc) = place {
+        let key = keys::u64_key(loc.segment);
+        let mut seg: SegmentRecord = txn.get(Cf::Segments, &key)?.unwrap_or_default();
+        seg.committed_len = seg.committed_len.max(loc.end());
+        seg.live_bytes += loc.record_len();
+        txn.put(Cf::Segments, key, &seg);
+    }
+    Ok(())
+}
+
+/// The reverse of [`occupy`]: the copy at `place` is garbage from this
+/// commit on, for compaction to reclaim.
+pub(crate) fn release(txn: &mut Txn<'_>, place: &Place) -> Result<()> {
+    if let Place::Segment(loc) = place {
+        let key = keys::u64_key(loc.segment);
+        if let Some(mut seg) = txn.get::<SegmentRecord>(Cf::Segments, &key)? {
+            seg.live_bytes = seg.live_bytes.saturating_sub(loc.record_len());
+            txn.put(Cf::Segments, key, &seg);
+        }
+    }
+    Ok(())
 }

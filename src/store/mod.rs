@@ -6,7 +6,8 @@
 //! root. `accounting.rs` holds the helpers that keep reference counts and
 //! usage exact.
 
-mod accounting;
+pub(crate) mod accounting;
+mod damage;
 mod library;
 mod quota;
 mod read;

@@ -55,6 +55,10 @@ impl Inner {
             // worth making: damage at an unchanged place is final.
             let now = self.blob_place(hash)?;
             if now == place {
+                if matches!(err, Error::Integrity { .. }) {
+                    // Remembered, so that an upload of this content heals it.
+                    self.note_damage(*hash, place);
+                }
                 return Err(err);
             }
             place = now;
@@ -87,7 +91,8 @@ impl Inner {
 impl Store {
     /// A file's bytes (live or trashed), zero-copy from the segment's memory
     /// map. The bytes are checked against the file's BLAKE3 hash first: a
-    /// damaged blob gives [`Error::Integrity`], never wrong bytes.
+    /// damaged blob gives [`Error::Integrity`], never wrong bytes, and is
+    /// remembered as damaged so that the next upload of the content heals it.
     ///
     /// ```
     /// use keepsake::{Content, DedupMode, Store};

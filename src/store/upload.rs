@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use super::accounting::{add_member, index_live, load_album, load_file, reference_new_file, save_file};
+use super::accounting::{add_member, index_live, load_album, load_file, occupy, reference_new_file, save_file};
+use super::damage::{heal, is_damaged};
 use super::quota::check_quota;
 use super::{ensure_user, load_user, save_user, Inner, Store};
 use crate::blob::{Location, Pin, RecordData};
@@ -35,7 +36,7 @@ use crate::fs::{Fs, FsFile};
 use crate::hash::{read_full, ContentHash, Hasher, HASH_CHUNK};
 use crate::ids::{AlbumId, FileId};
 use crate::meta::keys;
-use crate::meta::records::{BlobRecord, FileRecord, Place, SegmentRecord, UserBlobRecord};
+use crate::meta::records::{BlobRecord, FileRecord, Place, UserBlobRecord};
 use crate::meta::txn::Txn;
 use crate::meta::Cf;
 use crate::names::{check_file_name, check_user_name};
@@ -241,6 +242,15 @@ enum NewCopy {
     Segment(Location),
 }
 
+impl NewCopy {
+    fn place(&self) -> Place {
+        match self {
+            NewCopy::Inline(data) => Place::Inline(data.clone()),
+            NewCopy::Segment(loc) => Place::Segment(*loc),
+        }
+    }
+}
+
 /// One upload as the commit step sees it.
 struct Pending {
     index: usize,
@@ -250,6 +260,13 @@ struct Pending {
     hash: ContentHash,
     size: u64,
     copy: Option<NewCopy>,
+}
+
+/// What the store has of an upload's content before the write step.
+enum BlobState {
+    Absent,
+    Damaged,
+    Sound,
 }
 
 /// How the commit step ended for one upload.
@@ -355,10 +372,17 @@ impl Inner {
         }
     }
 
-    /// Whether the store has a blob for `hash` that an upload can reference
-    /// without writing bytes.
-    fn has_blob(&self, hash: &ContentHash) -> Result<bool> {
-        Ok(self.meta.get_raw(Cf::Blobs, hash.as_bytes())?.is_some())
+    /// Whether an upload of `hash` must write its bytes: the store lacks the
+    /// blob, or its copy is damaged and this upload is the cure.
+    fn blob_state(&self, hash: &ContentHash) -> Result<BlobState> {
+        let txn = Txn::new(&self.meta);
+        Ok(if !txn.exists(Cf::Blobs, hash.as_bytes())? {
+            BlobState::Absent
+        } else if is_damaged(&txn, hash)? {
+            BlobState::Damaged
+        } else {
+            BlobState::Sound
+        })
     }
 
     /// Refuses early, before writing bytes that could never commit, an upload
@@ -492,16 +516,21 @@ impl Store {
                 let (i, up, p) = &prepared[k];
                 let copy = match copies.get(&p.hash) {
                     Some(c) => Ok(Some(c.clone())),
-                    None => match inner.has_blob(&p.hash) {
-                        Ok(true) if !force => Ok(None),
-                        Ok(_) => inner
-                            .precheck_quota(user, p.size)
-                            .and_then(|()| inner.write_copy(p))
-                            .map(|(c, pin)| {
+                    None => match inner.blob_state(&p.hash) {
+                        Ok(BlobState::Sound) if !force => Ok(None),
+                        Ok(state) => {
+                            // A heal charges nothing, so only new content
+                            // can be refused early for quota.
+                            let quota = match state {
+                                BlobState::Damaged => Ok(()),
+                                _ => inner.precheck_quota(user, p.size),
+                            };
+                            quota.and_then(|()| inner.write_copy(p)).map(|(c, pin)| {
                                 pins.extend(pin);
                                 copies.insert(p.hash, c.clone());
                                 Some(c)
-                            }),
+                            })
+                        }
                         Err(e) => Err(e),
                     },
                 };
@@ -594,7 +623,9 @@ impl Store {
 
     /// What uploading content with this hash as `name` into `album` would
     /// do, without sending it. Only the user's own live files are considered,
-    /// so the answer never depends on other users' content.
+    /// so the answer never depends on other users' content. A duplicate whose
+    /// blob a read or scrub found damaged answers `Upload`: the upload of the
+    /// content heals it (see [`Store::verify`]).
     ///
     /// ```
     /// use keepsake::{Content, ContentHash, DedupMode, Preflight, Store};
@@ -620,7 +651,7 @@ impl Store {
             return Err(Error::UnknownAlbum(album.to_string()));
         };
         let txn = Txn::new(&self.inner.meta);
-        plan(&txn, uid, album.0, name, &hash, mode)
+        preflight(&txn, uid, album.0, name, &hash, mode)
     }
 
     /// Completes an upload from its hash alone when [`check`](Self::check)
@@ -653,7 +684,7 @@ impl Store {
         self.inner.commit_as(
             user,
             Error::UnknownAlbum(album.to_string()),
-            move |txn, uid| match plan(txn, uid, album.0, &name, &hash, mode)? {
+            move |txn, uid| match preflight(txn, uid, album.0, &name, &hash, mode)? {
                 Preflight::Skip(f) => duplicate_report(txn, uid, f, Outcome::Skipped),
                 Preflight::Link(f) => link_existing(txn, uid, album.0, f),
                 Preflight::Upload => Err(Error::ContentRequired),
@@ -692,6 +723,23 @@ fn plan(txn: &Txn<'_>, uid: u64, album: u64, name: &str, hash: &ContentHash, mod
     Ok(dups.first().map_or(Preflight::Upload, |&f| Preflight::Link(FileId(f))))
 }
 
+/// [`plan`] as a client sees it: a duplicate whose blob is damaged wants the
+/// content sent, so that the upload heals it.
+fn preflight(
+    txn: &Txn<'_>,
+    uid: u64,
+    album: u64,
+    name: &str,
+    hash: &ContentHash,
+    mode: DedupMode,
+) -> Result<Preflight> {
+    let plan = plan(txn, uid, album, name, hash, mode)?;
+    if plan != Preflight::Upload && is_damaged(txn, hash)? {
+        return Ok(Preflight::Upload);
+    }
+    Ok(plan)
+}
+
 fn duplicate_report(txn: &Txn<'_>, uid: u64, fid: FileId, outcome: Outcome) -> Result<UploadReport> {
     let file =
         load_file(txn, uid, fid.0)?.ok_or_else(|| Error::Corrupt(format!("indexed file {fid} has no record")))?;
@@ -714,15 +762,36 @@ fn link_existing(txn: &mut Txn<'_>, uid: u64, album: u64, fid: FileId) -> Result
 }
 
 fn apply(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Applied {
+    let reported = |txn: &mut Txn<'_>, r: Result<UploadReport>| {
+        let mut r = r?;
+        r.bytes_written = heal_with(txn, p)?;
+        Ok(r)
+    };
     match plan(txn, uid, p.album, &p.name, &p.hash, p.mode) {
-        Ok(Preflight::Skip(f)) => Applied::Done(duplicate_report(txn, uid, f, Outcome::Skipped)),
-        Ok(Preflight::Link(f)) => Applied::Done(link_existing(txn, uid, p.album, f)),
+        Ok(Preflight::Skip(f)) => {
+            let r = duplicate_report(txn, uid, f, Outcome::Skipped);
+            Applied::Done(reported(txn, r))
+        }
+        Ok(Preflight::Link(f)) => {
+            let r = link_existing(txn, uid, p.album, f);
+            Applied::Done(reported(txn, r))
+        }
         Ok(Preflight::Upload) => match store_new(txn, uid, p, now) {
             Ok(Some(r)) => Applied::Done(Ok(r)),
             Ok(None) => Applied::NeedBytes,
             Err(e) => Applied::Done(Err(e)),
         },
         Err(e) => Applied::Done(Err(e)),
+    }
+}
+
+/// Heals the blob with the copy this upload wrote, if it is damaged. Any
+/// other copy an upload of existing content wrote lost a race and is
+/// garbage. Returns the bytes the blob took from this upload.
+fn heal_with(txn: &mut Txn<'_>, p: &Pending) -> Result<u64> {
+    match &p.copy {
+        Some(copy) => heal(txn, &p.hash, copy.place()),
+        None => Ok(0),
     }
 }
 
@@ -737,21 +806,13 @@ fn store_new(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Result<Optio
     check_quota(&user, charged)?;
     let blob_key = p.hash.as_bytes().to_vec();
     let bytes_written = if txn.exists(Cf::Blobs, &blob_key)? {
-        // Any copy this upload wrote lost a race and is garbage.
-        0
+        heal_with(txn, p)?
     } else {
-        let place = match &p.copy {
-            None => return Ok(None),
-            Some(NewCopy::Inline(data)) => Place::Inline(data.clone()),
-            Some(NewCopy::Segment(loc)) => {
-                let key = keys::u64_key(loc.segment);
-                let mut seg: SegmentRecord = txn.get(Cf::Segments, &key)?.unwrap_or_default();
-                seg.committed_len = seg.committed_len.max(loc.end());
-                seg.live_bytes += loc.record_len();
-                txn.put(Cf::Segments, key, &seg);
-                Place::Segment(*loc)
-            }
+        let Some(copy) = &p.copy else {
+            return Ok(None);
         };
+        let place = copy.place();
+        occupy(txn, &place)?;
         txn.put(
             Cf::Blobs,
             blob_key,

@@ -240,3 +240,14 @@ impl FsFile for TestFile {
         self.inner.sync_data()
     }
 }
+
+/// The segment files of the store in `store_dir`, oldest first.
+pub fn segment_files(store_dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(store_dir.join("segments"))
+        .expect("segments directory")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    files
+}

@@ -1,0 +1,81 @@
+//! Damaged blobs, and healing them from a re-upload.
+//!
+//! A read or a scrub that finds a blob's bytes failing their hash records a
+//! [`DamageRecord`] for the copy it read. From then on the store asks for the
+//! content instead of deduplicating against it: [`Store::check`] answers
+//! `Upload` and [`Store::link`] wants the bytes. An upload that carries the
+//! content writes a fresh copy, and its commit points the blob at the copy
+//! and drops the record: the photo is whole again, for every file and every
+//! user that refers to it, with no change to anyone's files or quota.
+//!
+//! The record names the copy it is about, so a record that lost a race with
+//! a heal (or anything else that moved the blob) is never taken for damage
+//! of the new copy.
+//!
+//! [`Store::check`]: crate::Store::check
+//! [`Store::link`]: crate::Store::link
+
+use super::accounting::{occupy, release};
+use super::Inner;
+use crate::error::Result;
+use crate::hash::ContentHash;
+use crate::meta::records::{BlobRecord, DamageRecord, Place};
+use crate::meta::txn::Txn;
+use crate::meta::Cf;
+
+impl Inner {
+    /// Records that the copy of `hash` at `place` failed its hash. Best
+    /// effort: the caller reports the damage whether or not this commits
+    /// (it cannot on a store that refuses writes).
+    pub(crate) fn note_damage(&self, hash: ContentHash, place: Place) {
+        let detected_ms = self.now_ms();
+        let _ = self.commit(move |txn| {
+            let key = hash.as_bytes().to_vec();
+            if let Some(blob) = txn.get::<BlobRecord>(Cf::Blobs, &key)? {
+                let record = DamageRecord {
+                    at: match place {
+                        Place::Inline(_) => None,
+                        Place::Segment(loc) => Some(loc),
+                    },
+                    detected_ms,
+                };
+                if record.is_about(&blob.place) && !is_damaged(txn, &hash)? {
+                    txn.put(Cf::Damaged, key, &record);
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Whether the current copy of blob `hash` is known to be damaged.
+pub(crate) fn is_damaged(txn: &Txn<'_>, hash: &ContentHash) -> Result<bool> {
+    let key = hash.as_bytes();
+    let Some(record) = txn.get::<DamageRecord>(Cf::Damaged, key)? else {
+        return Ok(false);
+    };
+    let Some(blob) = txn.get::<BlobRecord>(Cf::Blobs, key)? else {
+        return Ok(false);
+    };
+    Ok(record.is_about(&blob.place))
+}
+
+/// If blob `hash` is damaged, makes the fresh, synced copy at `fresh` its
+/// place and returns the bytes that took; otherwise changes nothing and
+/// returns zero (the fresh copy is then garbage, as any copy that lost a
+/// race is).
+pub(crate) fn heal(txn: &mut Txn<'_>, hash: &ContentHash, fresh: Place) -> Result<u64> {
+    if !is_damaged(txn, hash)? {
+        return Ok(0);
+    }
+    let key = hash.as_bytes().to_vec();
+    let Some(mut blob) = txn.get::<BlobRecord>(Cf::Blobs, &key)? else {
+        return Ok(0);
+    };
+    release(txn, &blob.place)?;
+    occupy(txn, &fresh)?;
+    blob.place = fresh;
+    txn.put(Cf::Blobs, key.clone(), &blob);
+    txn.delete(Cf::Damaged, key);
+    Ok(blob.size)
+}
