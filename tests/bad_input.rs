@@ -159,6 +159,38 @@ fn unknown_file_and_album_ids_are_reported_as_such() {
     assert_verified(&store);
 }
 
+/// Ids are per user: another user's file and album ids name nothing of the
+/// caller's, so they are unknown, and they neither read nor change the owner's
+/// files.
+#[test]
+fn another_users_ids_are_unknown_to_the_caller_and_change_nothing() {
+    let (_dir, store, ann_album) = store_with_album("ann", "A");
+    let photo = data(4, BIG);
+    let f = put(&store, "ann", ann_album, "p.jpg", &photo, DedupMode::Hash).file_id;
+    let ann_extra = store.ensure_album("ann", "B").unwrap();
+    // Bob exists, with an album whose id differs from both of ann's.
+    store.ensure_album("bob", "X").unwrap();
+    let stats = store.stats().unwrap();
+
+    assert!(matches!(store.read("bob", f), Err(Error::UnknownFile(x)) if x == f));
+    assert!(matches!(store.delete("bob", f), Err(Error::UnknownFile(_))));
+    let err = put_err(&store, "bob", ann_extra, "q.jpg", &photo, DedupMode::Hash);
+    assert!(matches!(err, Error::UnknownAlbum(_)), "{err:?}");
+    assert!(matches!(
+        store.link("bob", ann_extra, "p.jpg", ContentHash::of(&photo), DedupMode::Hash),
+        Err(Error::UnknownAlbum(_))
+    ));
+    assert!(matches!(
+        store.album_files("bob", ann_extra),
+        Err(Error::UnknownAlbum(_))
+    ));
+
+    assert_eq!(store.stats().unwrap(), stats, "a refused call changed the store");
+    assert_eq!(store.read("ann", f).unwrap(), photo);
+    assert_eq!(store.file("ann", f).unwrap().albums, vec![ann_album]);
+    assert_verified(&store);
+}
+
 /// "Every error leaves the store consistent: an operation that fails has
 /// changed nothing" (`Error`'s documentation).
 #[test]
