@@ -157,6 +157,14 @@ impl BlobLog {
     ) -> Result<(BlobLog, Recovery)> {
         fs.create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        // Syncing this directory makes the names of the segments in it
+        // durable, not its own name in its parent: without this, a power cut
+        // after the first commit to a new store could lose the directory and
+        // every segment in it.
+        if let Some(parent) = dir.parent() {
+            fs.sync_dir(parent)
+                .map_err(|e| Error::io(format!("syncing {}", parent.display()), e))?;
+        }
         let mut recovery = Recovery::default();
         let mut on_disk = BTreeMap::new();
         for name in fs

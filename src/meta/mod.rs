@@ -218,6 +218,15 @@ impl Meta {
         }
     }
 
+    /// Copies the database as it is now into `dest` (which must not exist).
+    /// Every commit is synced, so this is the metadata a power cut at this
+    /// moment would leave: power-loss tests pair it with the blob files'
+    /// durable state.
+    #[cfg(feature = "testkit")]
+    pub(crate) fn checkpoint(&self, dest: &Path) -> Result<()> {
+        Ok(rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dest)?)
+    }
+
     /// Writes a batch and syncs the write-ahead log: when this returns, the
     /// whole batch is durable, and a crash leaves all of it or none.
     pub(crate) fn write(&self, batch: WriteBatch) -> Result<()> {

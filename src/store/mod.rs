@@ -278,6 +278,17 @@ impl Store {
     pub fn recovery_notes(&self) -> &[String] {
         &self.inner.recovery.notes
     }
+
+    /// Writes a copy of the metadata database as it is at this moment to
+    /// `dest`, a directory that must not exist yet. Every commit is synced,
+    /// so with the blob files' durable state at the same moment (see
+    /// `testkit::sim_fs`) it makes the exact store a power cut would leave:
+    /// put it in place of `meta/` to reopen that store. Test infrastructure
+    /// only (feature `testkit`).
+    #[cfg(feature = "testkit")]
+    pub fn checkpoint_metadata(&self, dest: &Path) -> Result<()> {
+        self.inner.meta.checkpoint(dest)
+    }
 }
 
 impl Inner {

@@ -385,15 +385,15 @@ impl Inner {
         })
     }
 
-    /// Refuses early, before writing bytes that could never commit, an upload
-    /// of content new to the store that would take the user past their quota.
-    /// The commit step checks again, exactly.
-    fn precheck_quota(&self, user: &str, size: u64) -> Result<()> {
+    /// Whether an upload of content new to the store would take the user
+    /// past their quota as it stands committed: its bytes could then never
+    /// commit, so they are not written. Only the commit step refuses, exactly.
+    fn past_quota(&self, user: &str, size: u64) -> Result<bool> {
         let Some(uid) = self.user_id(user)? else {
-            return Ok(());
+            return Ok(false);
         };
         // Content new to the store is new to the user: it charges its size.
-        check_quota(&load_user(&Txn::new(&self.meta), uid)?, size)
+        Ok(check_quota(&load_user(&Txn::new(&self.meta), uid)?, size).is_err())
     }
 
     /// Writes (or keeps for inlining) the bytes of `p`. Bytes in memory
@@ -519,16 +519,23 @@ impl Store {
                     None => match inner.blob_state(&p.hash) {
                         Ok(BlobState::Sound) if !force => Ok(None),
                         Ok(state) => {
-                            // A heal charges nothing, so only new content
-                            // can be refused early for quota.
-                            let quota = match state {
-                                BlobState::Damaged => Ok(()),
-                                _ => inner.precheck_quota(user, p.size),
+                            // New content past the quota is not written, and
+                            // the commit refuses it just as it refuses
+                            // content other users hold (also not written):
+                            // the error, and the usage it reports, must not
+                            // depend on other users' content. A heal charges
+                            // nothing; a retry writes, the commit found room.
+                            let skip = match state {
+                                BlobState::Absent if !force => inner.past_quota(user, p.size),
+                                _ => Ok(false),
                             };
-                            quota.and_then(|()| inner.write_copy(p)).map(|(c, pin)| {
-                                pins.extend(pin);
-                                copies.insert(p.hash, c.clone());
-                                Some(c)
+                            skip.and_then(|skip| match skip {
+                                true => Ok(None),
+                                false => inner.write_copy(p).map(|(c, pin)| {
+                                    pins.extend(pin);
+                                    copies.insert(p.hash, c.clone());
+                                    Some(c)
+                                }),
                             })
                         }
                         Err(e) => Err(e),

@@ -5,3 +5,7 @@
 //! Compiled only with the `testkit` feature. It is public so that `tests/`
 //! and `fuzz/` (separate crates) can use one copy of it; it is not part of
 //! the storage API and carries no stability promise.
+
+pub mod decoders;
+pub mod model;
+pub mod sim_fs;
