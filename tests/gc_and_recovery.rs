@@ -481,3 +481,22 @@ fn leftover_staging_files_are_removed_at_reopen() {
     assert_eq!(store.stats().unwrap().blobs, 1);
     assert_verified(&store);
 }
+
+/// A CLI opens the store once per command: the metadata directory must not
+/// collect a diagnostic log per open.
+#[test]
+fn reopening_many_times_keeps_a_bounded_number_of_info_logs() {
+    let (dir, store, a) = store_with_album("ann", "A");
+    let f = put(&store, "ann", a, "p.jpg", &data(1200, BIG), DedupMode::Hash).file_id;
+    drop(store);
+    for _ in 0..12 {
+        drop(open(dir.path()));
+    }
+    let logs = std::fs::read_dir(dir.path().join("meta"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("LOG"))
+        .count();
+    assert!(logs <= 6, "{logs} info logs after 13 opens");
+    let store = open(dir.path());
+    assert_eq!(store.read("ann", f).unwrap(), data(1200, BIG));
+}

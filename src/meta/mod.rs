@@ -104,6 +104,10 @@ pub(crate) struct Meta {
     db: DB,
 }
 
+/// RocksDB info logs (`meta/LOG*`) kept across opens: enough to look back
+/// over a few restarts when something went wrong.
+const KEEP_INFO_LOGS: usize = 5;
+
 fn db_options(cache: &Cache) -> Options {
     let mut table = BlockBasedOptions::default();
     // Whether a blob exists is a point lookup of a key that usually does not
@@ -126,6 +130,9 @@ impl Meta {
         // Durability comes from syncing the WAL on every commit; the WAL must
         // never be skipped or recycled unsafely.
         opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
+        // Each open starts a new info log; RocksDB would keep a thousand, and
+        // a CLI opens the store once per command.
+        opts.set_keep_log_file_num(KEEP_INFO_LOGS);
         let cfs = Cf::ALL
             .iter()
             .map(|cf| ColumnFamilyDescriptor::new(cf.name(), db_options(&cache)));
