@@ -115,6 +115,19 @@ pub enum Error {
         /// The album.
         album: AlbumId,
     },
+    /// The user has no live file with this content, so there is no
+    /// duplicate group to merge.
+    #[error("no live file with content {0}")]
+    NoSuchContent(ContentHash),
+    /// The file chosen to survive a merge is not one of the group's live
+    /// files.
+    #[error("file {file} is not a live file with content {hash}")]
+    NotADuplicate {
+        /// The file.
+        file: FileId,
+        /// The group's content.
+        hash: ContentHash,
+    },
     /// Storing this content would take the user past their quota.
     #[error("quota exceeded: {used} of {limit} bytes used, this upload needs {needed} more")]
     QuotaExceeded {

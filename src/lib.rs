@@ -51,6 +51,7 @@ mod health;
 mod ids;
 mod meta;
 mod names;
+mod repair;
 mod stats;
 mod store;
 #[cfg(feature = "testkit")]
@@ -63,10 +64,11 @@ pub use gc::GcReport;
 pub use hash::{ContentHash, ParseHashError};
 pub use ids::{AlbumId, FileId};
 pub use names::MAX_NAME_BYTES;
+pub use repair::RepairReport;
 pub use stats::Stats;
 pub use store::{
-    AlbumDeletion, AlbumInfo, Content, DedupMode, FileInfo, FileReader, Outcome, Preflight, PurgeReport, Store,
-    StoreOptions, Upload, UploadReport, Usage,
+    AlbumDeletion, AlbumInfo, Content, DedupMode, DuplicateGroup, FileInfo, FileReader, MergeReport, Outcome,
+    Preflight, PurgeReport, Store, StoreOptions, Upload, UploadReport, Usage,
 };
 pub use verify::{AffectedFile, Problem, VerifyReport};
 

@@ -6,6 +6,10 @@
 //! trash index, GC candidates and segment accounting are all derived from
 //! them, so each can be checked exactly. Checks read one RocksDB snapshot,
 //! so uploads running meanwhile cannot cause false reports.
+//!
+//! The recomputation (a [`Survey`]) attaches to each problem it can the
+//! write that would make the derived record agree with the file records;
+//! `verify` only reports, `repair.rs` applies those writes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -14,10 +18,11 @@ use crate::error::Result;
 use crate::hash::ContentHash;
 use crate::ids::FileId;
 use crate::meta::records::{
-    AlbumRecord, BlobRecord, DamageRecord, FileRecord, Place, SegmentRecord, UserBlobRecord, UserRecord,
+    AlbumRecord, BlobRecord, DamageRecord, FileRecord, Place, Record, SegmentRecord, UserBlobRecord, UserRecord,
 };
-use crate::meta::{decode, keys, Cf};
-use crate::store::Store;
+use crate::meta::txn::Txn;
+use crate::meta::{decode, keys, Cf, Snapshot};
+use crate::store::{Inner, Store};
 
 /// One file affected by a problem.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -61,33 +66,182 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
 }
 
+/// A write that makes one derived record agree with the file records; a
+/// `value` of `None` deletes the key.
+pub(crate) struct Fix {
+    pub cf: Cf,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// A problem, with the write that repairs it when the file records say what
+/// the right value is (`None` for damage and for facts they cannot rebuild).
+pub(crate) struct Finding {
+    pub problem: Problem,
+    pub fix: Option<Fix>,
+}
+
+/// A visitor of one column family's entries, key and value.
+pub(crate) type Visit<'f> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'f;
+
+/// Where a survey reads the metadata: a snapshot (`verify`) or the
+/// transaction of a repair, which must see its own earlier fixes.
+pub(crate) trait Source {
+    fn each(&self, cf: Cf, f: &mut Visit<'_>) -> Result<()>;
+}
+
+impl Source for Snapshot<'_> {
+    fn each(&self, cf: Cf, f: &mut Visit<'_>) -> Result<()> {
+        self.for_each(cf, f)
+    }
+}
+
+impl Source for Txn<'_> {
+    fn each(&self, cf: Cf, f: &mut Visit<'_>) -> Result<()> {
+        for (k, v) in self.scan(cf, &[])? {
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+}
+
+/// Which files hold each content, to name the files a damaged or lost blob
+/// affects.
+#[derive(Default)]
+struct Holders {
+    names: HashMap<u64, String>,
+    files: HashMap<ContentHash, Vec<(u64, u64, String)>>,
+}
+
+impl Holders {
+    fn affected(&self, hash: &ContentHash) -> Vec<AffectedFile> {
+        self.files
+            .get(hash)
+            .into_iter()
+            .flatten()
+            .map(|(uid, fid, name)| AffectedFile {
+                user: self.names.get(uid).cloned().unwrap_or_default(),
+                file_id: FileId(*fid),
+                name: name.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Everything a survey found, and the blob records it read.
+pub(crate) struct Survey {
+    /// Every problem except missing blobs, each with its fix where there is
+    /// one.
+    pub findings: Vec<Finding>,
+    /// Blobs that file records refer to but that have no record, with the
+    /// number of file records referring to each.
+    pub missing_blobs: BTreeMap<ContentHash, u64>,
+    pub blobs: BTreeMap<ContentHash, BlobRecord>,
+    holders: Holders,
+    users: u64,
+    files: u64,
+    segments: u64,
+}
+
+impl Survey {
+    /// The files whose bytes are blob `hash`.
+    pub(crate) fn affected(&self, hash: &ContentHash) -> Vec<AffectedFile> {
+        self.holders.affected(hash)
+    }
+
+    /// A problem of `kind` for each missing blob, naming the files it
+    /// affects; `more` ends the detail.
+    pub(crate) fn missing_blob_problems(&self, kind: &'static str, more: &str) -> Vec<Problem> {
+        self.missing_blobs
+            .keys()
+            .map(|hash| Problem {
+                kind,
+                detail: format!("blob {hash} is referenced but has no record{more}"),
+                files: self.affected(hash),
+            })
+            .collect()
+    }
+
+    /// Reads every blob and checks its hash, returning the bytes read and a
+    /// `damaged-blob` problem for each blob that fails. A failing read
+    /// records the damage (see `store/damage.rs`), so that the next upload
+    /// of the content heals it.
+    pub(crate) fn scrub(&self, inner: &Inner) -> (u64, Vec<Problem>) {
+        let mut scrubbed = 0u64;
+        let mut damaged = Vec::new();
+        for hash in self.blobs.keys() {
+            match inner.read_blob(hash) {
+                Ok(b) => scrubbed += b.len() as u64,
+                Err(e) => damaged.push(Problem {
+                    kind: "damaged-blob",
+                    detail: e.to_string(),
+                    files: self.affected(hash),
+                }),
+            }
+        }
+        (scrubbed, damaged)
+    }
+}
+
 #[derive(Default)]
 struct Expected {
     user: UserRecord,
     blobs: BTreeMap<ContentHash, UserBlobRecord>,
 }
 
+#[derive(Default)]
 struct Checker {
-    problems: Vec<Problem>,
+    findings: Vec<Finding>,
 }
 
 impl Checker {
+    /// A problem the file records cannot repair.
     fn problem(&mut self, kind: &'static str, detail: String) {
-        self.problems.push(Problem {
-            kind,
-            detail,
-            files: Vec::new(),
+        self.findings.push(Finding {
+            problem: Problem {
+                kind,
+                detail,
+                files: Vec::new(),
+            },
+            fix: None,
+        });
+    }
+
+    /// A problem that writing `value` (or deleting, for `None`) at `key`
+    /// repairs.
+    fn fixable(&mut self, kind: &'static str, detail: String, cf: Cf, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.findings.push(Finding {
+            problem: Problem {
+                kind,
+                detail,
+                files: Vec::new(),
+            },
+            fix: Some(Fix { cf, key, value }),
+        });
+    }
+
+    fn damaged(&mut self, detail: String, files: Vec<AffectedFile>) {
+        self.findings.push(Finding {
+            problem: Problem {
+                kind: "damaged-blob",
+                detail,
+                files,
+            },
+            fix: None,
         });
     }
 
     /// Reports the differences between the keys a family should hold and
-    /// the keys it holds.
-    fn compare_sets(&mut self, what: &'static str, expected: &BTreeSet<Vec<u8>>, actual: &BTreeSet<Vec<u8>>) {
+    /// the keys it holds: index entries carry no value, so adding the
+    /// missing ones and deleting the stray ones rebuilds the family.
+    fn compare_sets(&mut self, what: &'static str, cf: Cf, expected: &BTreeSet<Vec<u8>>, actual: &BTreeSet<Vec<u8>>) {
         for k in expected.difference(actual) {
-            self.problem("missing-index-entry", format!("{what}: missing entry {}", hex(k)));
+            let detail = format!("{what}: missing entry {}", hex(k));
+            self.fixable("missing-index-entry", detail, cf, k.clone(), Some(Vec::new()));
         }
         for k in actual.difference(expected) {
-            self.problem("stray-index-entry", format!("{what}: entry {} matches no file", hex(k)));
+            let detail = format!("{what}: entry {} matches no file", hex(k));
+            self.fixable("stray-index-entry", detail, cf, k.clone(), None);
         }
     }
 }
@@ -96,11 +250,375 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Every record of `cf`, decoded, under the key `key_of` makes of its raw
+/// key.
+fn records<K: Ord, R: Record>(src: &impl Source, cf: Cf, key_of: impl Fn(&[u8]) -> K) -> Result<BTreeMap<K, R>> {
+    let mut out = BTreeMap::new();
+    src.each(cf, &mut |k, v| {
+        out.insert(key_of(k), decode(v)?);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn hash_of(key: &[u8]) -> ContentHash {
+    ContentHash::from_bytes(key.try_into().unwrap_or([0; 32]))
+}
+
+/// Recomputes every derived fact from the file records in `src` and
+/// compares. `check_headers` also reads every segment header (part of a
+/// scrub); a new GC candidate found missing would be stamped `now_ms`.
+pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_ms: u64) -> Result<Survey> {
+    let mut c = Checker::default();
+    let mut holders = Holders::default();
+    src.each(Cf::UserNames, &mut |k, v| {
+        holders
+            .names
+            .insert(decode::<u64>(v)?, String::from_utf8_lossy(k).into_owned());
+        Ok(())
+    })?;
+    let users: BTreeMap<u64, UserRecord> = records(src, Cf::Users, keys::last_u64)?;
+    let albums: BTreeMap<(u64, u64), AlbumRecord> = records(src, Cf::Albums, |k| {
+        (keys::u64_at(k, 0).unwrap_or(0), keys::last_u64(k))
+    })?;
+    let mut album_names = BTreeSet::new();
+    src.each(Cf::AlbumNames, &mut |k, v| {
+        album_names.insert(k.to_vec());
+        let (uid, id) = (keys::u64_at(k, 0).unwrap_or(0), decode::<u64>(v)?);
+        match albums.get(&(uid, id)) {
+            Some(a) if keys::album_name(uid, &a.name) == k => {}
+            _ => c.fixable(
+                "stray-index-entry",
+                format!("album name {} names no album {id}", hex(k)),
+                Cf::AlbumNames,
+                k.to_vec(),
+                None,
+            ),
+        }
+        Ok(())
+    })?;
+    for ((uid, id), a) in &albums {
+        let key = keys::album_name(*uid, &a.name);
+        if !album_names.contains(&key) {
+            let detail = format!("album {id} of user {uid} has no name entry");
+            c.fixable("missing-index-entry", detail, Cf::AlbumNames, key, Some(id.encode()));
+        }
+    }
+
+    // Everything derived from the file records.
+    let mut expected: BTreeMap<u64, Expected> = BTreeMap::new();
+    let mut blob_refs: BTreeMap<ContentHash, u64> = BTreeMap::new();
+    let mut album_counts: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
+    let (mut members, mut by_hash, mut by_name, mut trash) =
+        (BTreeSet::new(), BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    let mut file_count = 0u64;
+    // Each user's files at or above their next file id, and their highest.
+    let mut bad_ids: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    let mut top_file: BTreeMap<u64, u64> = BTreeMap::new();
+    src.each(Cf::Files, &mut |k, v| {
+        let (uid, fid) = (keys::u64_at(k, 0).unwrap_or(0), keys::last_u64(k));
+        let mut f: FileRecord = decode(v)?;
+        file_count += 1;
+        let e = expected.entry(uid).or_default();
+        if fid >= users.get(&uid).map_or(0, |u| u.next_file) {
+            bad_ids.entry(uid).or_default().push(fid);
+        }
+        let top = top_file.entry(uid).or_default();
+        *top = (*top).max(fid);
+        e.user.logical_bytes += f.size;
+        let ub = e.blobs.entry(f.hash).or_default();
+        ub.refs += 1;
+        *blob_refs.entry(f.hash).or_default() += 1;
+        holders
+            .files
+            .entry(f.hash)
+            .or_default()
+            .push((uid, fid, f.name.clone()));
+        match f.trashed_ms {
+            None => {
+                ub.live += 1;
+                e.user.live_files += 1;
+                by_hash.insert(keys::by_hash(uid, &f.hash, fid));
+                by_name.insert(keys::by_name(uid, &f.hash, &f.name, fid));
+                // Membership of an album that is gone cannot be rebuilt: the
+                // repair drops it from the file, so it is not expected.
+                let gone: Vec<u64> = f
+                    .albums
+                    .iter()
+                    .copied()
+                    .filter(|a| !albums.contains_key(&(uid, *a)))
+                    .collect();
+                f.albums.retain(|a| !gone.contains(a));
+                for a in gone {
+                    let detail = format!("file {fid} of user {uid} is in missing album {a}");
+                    c.fixable("dangling-reference", detail, Cf::Files, k.to_vec(), Some(f.encode()));
+                }
+                for &a in &f.albums {
+                    members.insert(keys::member(uid, a, fid));
+                    let ac = album_counts.entry((uid, a)).or_default();
+                    ac.0 += 1;
+                    ac.1 += f.size;
+                }
+            }
+            Some(at) => {
+                e.user.trashed_files += 1;
+                trash.insert(keys::trash(uid, at, fid));
+            }
+        }
+        Ok(())
+    })?;
+
+    let blobs: BTreeMap<ContentHash, BlobRecord> = records(src, Cf::Blobs, hash_of)?;
+    let segments: BTreeMap<u64, SegmentRecord> = records(src, Cf::Segments, keys::last_u64)?;
+    let mut gc = BTreeSet::new();
+    src.each(Cf::Gc, &mut |k, _| {
+        gc.insert(k.to_vec());
+        Ok(())
+    })?;
+
+    // Blobs: reference counts, places, GC candidacy.
+    let missing_blobs: BTreeMap<ContentHash, u64> = blob_refs
+        .iter()
+        .filter(|(hash, _)| !blobs.contains_key(hash))
+        .map(|(hash, refs)| (*hash, *refs))
+        .collect();
+    let mut seg_live: BTreeMap<u64, u64> = BTreeMap::new();
+    for (hash, blob) in &blobs {
+        let key = hash.as_bytes().to_vec();
+        let want = blob_refs.get(hash).copied().unwrap_or(0);
+        if blob.refs != want {
+            let fixed = BlobRecord {
+                refs: want,
+                ..blob.clone()
+            };
+            let detail = format!("blob {hash} counts {} references, files hold {want}", blob.refs);
+            c.fixable(
+                "refcount-mismatch",
+                detail,
+                Cf::Blobs,
+                key.clone(),
+                Some(fixed.encode()),
+            );
+        }
+        // Judged by the files' count, not the stored one: a referenced blob
+        // that is a GC candidate is one a wrong count would let GC remove.
+        let candidate = gc.contains(&key);
+        if want == 0 && !candidate {
+            let detail = format!("blob {hash} has no reference and is not a GC candidate");
+            c.fixable("leaked-blob", detail, Cf::Gc, key, Some(now_ms.encode()));
+        } else if want > 0 && candidate {
+            let detail = format!("blob {hash} is referenced but is a GC candidate");
+            c.fixable("stray-index-entry", detail, Cf::Gc, key, None);
+        }
+        if let Place::Segment(loc) = blob.place {
+            *seg_live.entry(loc.segment).or_default() += loc.record_len();
+            match segments.get(&loc.segment) {
+                None => c.damaged(
+                    format!(
+                        "blob {hash} is in segment {}, which the store does not have",
+                        loc.segment
+                    ),
+                    holders.affected(hash),
+                ),
+                Some(s) if loc.end() > s.committed_len => c.damaged(
+                    format!("blob {hash} ends past the committed length of segment {}", loc.segment),
+                    holders.affected(hash),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+    for k in &gc {
+        let hash = hash_of(k);
+        if !blobs.contains_key(&hash) {
+            let detail = format!("GC candidate {hash} has no blob");
+            c.fixable("stray-index-entry", detail, Cf::Gc, k.clone(), None);
+        }
+    }
+    // GC drops a damage record with its blob, in the same commit.
+    src.each(Cf::Damaged, &mut |k, v| {
+        let hash = hash_of(k);
+        decode::<DamageRecord>(v)?;
+        if !blobs.contains_key(&hash) {
+            let detail = format!("damage record {hash} has no blob");
+            c.fixable("stray-index-entry", detail, Cf::Damaged, k.to_vec(), None);
+        }
+        Ok(())
+    })?;
+
+    // Segments: accounting and file lengths.
+    for (id, s) in &segments {
+        let want = seg_live.get(id).copied().unwrap_or(0);
+        if s.live_bytes != want {
+            let fixed = SegmentRecord { live_bytes: want, ..*s };
+            let detail = format!("segment {id} counts {} live bytes, blobs hold {want}", s.live_bytes);
+            c.fixable(
+                "segment-accounting",
+                detail,
+                Cf::Segments,
+                keys::u64_key(*id),
+                Some(fixed.encode()),
+            );
+        }
+        match inner.blobs.file_len(*id) {
+            None => c.problem("damaged-segment", format!("segment {id} file is missing")),
+            Some(len) if len < s.committed_len => c.problem(
+                "damaged-segment",
+                format!(
+                    "segment {id} file is {len} bytes, shorter than its committed {}",
+                    s.committed_len
+                ),
+            ),
+            Some(_) if check_headers => {
+                // Records vouch for themselves (each names its segment
+                // and offset and is hashed), so their blobs stay
+                // readable; the header is still damage to report.
+                let header = inner.blobs.segment_bytes(*id, SEGMENT_HEADER_LEN as u64);
+                let fine = header.is_ok_and(|h| SegmentHeader::decode(&h).is_ok_and(|h| h.id == *id));
+                if !fine {
+                    c.problem("damaged-segment", format!("segment {id} has a damaged header"));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    for id in seg_live.keys() {
+        if !segments.contains_key(id) {
+            c.problem(
+                "damaged-segment",
+                format!("blobs point into segment {id}, which has no record"),
+            );
+        }
+    }
+
+    // Per-user counters and per-user blob counts.
+    let mut actual_ub: BTreeMap<(u64, ContentHash), UserBlobRecord> = records(src, Cf::UserBlobs, |k| {
+        (
+            keys::u64_at(k, 0).unwrap_or(0),
+            hash_of(k.get(8..40).unwrap_or_default()),
+        )
+    })?;
+    for (uid, e) in &mut expected {
+        for (hash, ub) in &e.blobs {
+            let size = blobs.get(hash).map_or(0, |b| b.size);
+            e.user.unique_bytes += size;
+            e.user.blobs += 1;
+            if ub.live == 0 {
+                e.user.trash_bytes += size;
+            }
+            if actual_ub.remove(&(*uid, *hash)) != Some(*ub) {
+                let detail = format!("user {uid}'s count of blob {hash} differs from the files");
+                let key = keys::user_hash(*uid, hash);
+                c.fixable("refcount-mismatch", detail, Cf::UserBlobs, key, Some(ub.encode()));
+            }
+        }
+    }
+    for (uid, hash) in actual_ub.keys() {
+        let detail = format!("user {uid} counts blob {hash}, which no file of theirs holds");
+        c.fixable(
+            "stray-index-entry",
+            detail,
+            Cf::UserBlobs,
+            keys::user_hash(*uid, hash),
+            None,
+        );
+    }
+    for (uid, rec) in &users {
+        let want = expected.remove(uid).unwrap_or_default().user;
+        // Ids are never reused: the next one goes past every file there is.
+        let next_file = rec.next_file.max(top_file.get(uid).map_or(0, |top| top + 1));
+        let fixed = UserRecord {
+            next_album: rec.next_album,
+            next_file,
+            limit: rec.limit,
+            ..want
+        }
+        .encode();
+        for fid in bad_ids.remove(uid).unwrap_or_default() {
+            let detail = format!("file {fid} of user {uid} is not below the user's next file id");
+            c.fixable("bad-id", detail, Cf::Users, keys::u64_key(*uid), Some(fixed.clone()));
+        }
+        let got = (
+            rec.unique_bytes,
+            rec.logical_bytes,
+            rec.live_files,
+            rec.trashed_files,
+            rec.blobs,
+            rec.trash_bytes,
+        );
+        let exp = (
+            want.unique_bytes,
+            want.logical_bytes,
+            want.live_files,
+            want.trashed_files,
+            want.blobs,
+            want.trash_bytes,
+        );
+        if got != exp {
+            let detail = format!(
+                "user {uid} usage (unique, logical, files, trashed, blobs, trash) is {got:?}, files give {exp:?}"
+            );
+            c.fixable("usage-mismatch", detail, Cf::Users, keys::u64_key(*uid), Some(fixed));
+        }
+        if !holders.names.contains_key(uid) {
+            c.problem("missing-index-entry", format!("user {uid} has no name"));
+        }
+    }
+    for uid in expected.keys() {
+        c.problem(
+            "dangling-reference",
+            format!("files belong to user {uid}, who has no record"),
+        );
+    }
+    for ((uid, a), rec) in &albums {
+        let (files, bytes) = album_counts.remove(&(*uid, *a)).unwrap_or_default();
+        if (rec.files, rec.bytes) != (files, bytes) {
+            let detail = format!(
+                "album {a} of user {uid} counts ({}, {}) files and bytes, members give ({files}, {bytes})",
+                rec.files, rec.bytes
+            );
+            let fixed = AlbumRecord {
+                files,
+                bytes,
+                ..rec.clone()
+            };
+            let key = keys::album(*uid, *a);
+            c.fixable("album-mismatch", detail, Cf::Albums, key, Some(fixed.encode()));
+        }
+    }
+
+    // Index families against what the files imply.
+    for (cf, what, want) in [
+        (Cf::Members, "album membership", &members),
+        (Cf::ByHash, "hash index", &by_hash),
+        (Cf::ByName, "name index", &by_name),
+        (Cf::Trash, "trash index", &trash),
+    ] {
+        let mut got = BTreeSet::new();
+        src.each(cf, &mut |k, _| {
+            got.insert(k.to_vec());
+            Ok(())
+        })?;
+        c.compare_sets(what, cf, want, &got);
+    }
+
+    Ok(Survey {
+        findings: c.findings,
+        missing_blobs,
+        blobs,
+        holders,
+        users: users.len() as u64,
+        files: file_count,
+        segments: segments.len() as u64,
+    })
+}
+
 impl Store {
     /// Checks the whole store. With `scrub`, also reads every blob and checks
-    /// its hash. Problems are reported, not repaired; the one write is that a
-    /// blob the scrub finds damaged is remembered as such (as a failed read
-    /// does), so that the next upload of the content heals it.
+    /// its hash. Problems are reported, not repaired (see
+    /// [`Store::repair`]); the one write is that a blob the scrub finds
+    /// damaged is remembered as such (as a failed read does), so that the
+    /// next upload of the content heals it.
     ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
@@ -111,344 +629,19 @@ impl Store {
         let inner = &*self.inner;
         // Compaction moves blobs; holding the GC lock keeps segments still.
         let _no_gc = inner.gc_lock.lock();
-        let snap = inner.meta.snapshot();
-        let mut c = Checker { problems: Vec::new() };
-
-        let mut names: HashMap<u64, String> = HashMap::new();
-        snap.for_each(Cf::UserNames, |k, v| {
-            names.insert(decode::<u64>(v)?, String::from_utf8_lossy(k).into_owned());
-            Ok(())
-        })?;
-        let mut users: BTreeMap<u64, UserRecord> = BTreeMap::new();
-        snap.for_each(Cf::Users, |k, v| {
-            users.insert(keys::last_u64(k), decode(v)?);
-            Ok(())
-        })?;
-        let mut albums: BTreeMap<(u64, u64), AlbumRecord> = BTreeMap::new();
-        snap.for_each(Cf::Albums, |k, v| {
-            albums.insert((keys::u64_at(k, 0).unwrap_or(0), keys::last_u64(k)), decode(v)?);
-            Ok(())
-        })?;
-        let mut album_names = BTreeSet::new();
-        snap.for_each(Cf::AlbumNames, |k, v| {
-            album_names.insert(k.to_vec());
-            let (uid, id) = (keys::u64_at(k, 0).unwrap_or(0), decode::<u64>(v)?);
-            match albums.get(&(uid, id)) {
-                Some(a) if keys::album_name(uid, &a.name) == k => {}
-                _ => c.problem(
-                    "stray-index-entry",
-                    format!("album name {} names no album {id}", hex(k)),
-                ),
-            }
-            Ok(())
-        })?;
-        for ((uid, id), a) in &albums {
-            if !album_names.contains(&keys::album_name(*uid, &a.name)) {
-                c.problem(
-                    "missing-index-entry",
-                    format!("album {id} of user {uid} has no name entry"),
-                );
-            }
-        }
-
-        // Everything derived from the file records.
-        let mut expected: BTreeMap<u64, Expected> = BTreeMap::new();
-        let mut blob_refs: BTreeMap<ContentHash, u64> = BTreeMap::new();
-        let mut holders: HashMap<ContentHash, Vec<(u64, u64, String)>> = HashMap::new();
-        let mut album_counts: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
-        let (mut members, mut by_hash, mut by_name, mut trash) =
-            (BTreeSet::new(), BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
-        let mut file_count = 0u64;
-        snap.for_each(Cf::Files, |k, v| {
-            let (uid, fid) = (keys::u64_at(k, 0).unwrap_or(0), keys::last_u64(k));
-            let f: FileRecord = decode(v)?;
-            file_count += 1;
-            let e = expected.entry(uid).or_default();
-            if fid >= users.get(&uid).map_or(0, |u| u.next_file) {
-                c.problem(
-                    "bad-id",
-                    format!("file {fid} of user {uid} is not below the user's next file id"),
-                );
-            }
-            e.user.logical_bytes += f.size;
-            let ub = e.blobs.entry(f.hash).or_default();
-            ub.refs += 1;
-            *blob_refs.entry(f.hash).or_default() += 1;
-            holders.entry(f.hash).or_default().push((uid, fid, f.name.clone()));
-            match f.trashed_ms {
-                None => {
-                    ub.live += 1;
-                    e.user.live_files += 1;
-                    by_hash.insert(keys::by_hash(uid, &f.hash, fid));
-                    by_name.insert(keys::by_name(uid, &f.hash, &f.name, fid));
-                    for &a in &f.albums {
-                        if !albums.contains_key(&(uid, a)) {
-                            c.problem(
-                                "dangling-reference",
-                                format!("file {fid} of user {uid} is in missing album {a}"),
-                            );
-                        }
-                        members.insert(keys::member(uid, a, fid));
-                        let ac = album_counts.entry((uid, a)).or_default();
-                        ac.0 += 1;
-                        ac.1 += f.size;
-                    }
-                }
-                Some(at) => {
-                    e.user.trashed_files += 1;
-                    trash.insert(keys::trash(uid, at, fid));
-                }
-            }
-            Ok(())
-        })?;
-
-        let mut blobs: BTreeMap<ContentHash, BlobRecord> = BTreeMap::new();
-        snap.for_each(Cf::Blobs, |k, v| {
-            let hash = ContentHash::from_bytes(k.try_into().unwrap_or([0; 32]));
-            blobs.insert(hash, decode(v)?);
-            Ok(())
-        })?;
-        let mut segments: BTreeMap<u64, SegmentRecord> = BTreeMap::new();
-        snap.for_each(Cf::Segments, |k, v| {
-            segments.insert(keys::last_u64(k), decode(v)?);
-            Ok(())
-        })?;
-        let mut gc = BTreeSet::new();
-        snap.for_each(Cf::Gc, |k, _| {
-            gc.insert(k.to_vec());
-            Ok(())
-        })?;
-
-        // Blobs: reference counts, places, GC candidacy.
-        let mut seg_live: BTreeMap<u64, u64> = BTreeMap::new();
-        let affected = |hash: &ContentHash| -> Vec<AffectedFile> {
-            holders
-                .get(hash)
-                .into_iter()
-                .flatten()
-                .map(|(uid, fid, name)| AffectedFile {
-                    user: names.get(uid).cloned().unwrap_or_default(),
-                    file_id: FileId(*fid),
-                    name: name.clone(),
-                })
-                .collect()
-        };
-        for hash in blob_refs.keys() {
-            if !blobs.contains_key(hash) {
-                c.problems.push(Problem {
-                    kind: "missing-blob",
-                    detail: format!("blob {hash} is referenced but has no record"),
-                    files: affected(hash),
-                });
-            }
-        }
-        let mut scrubbed = 0u64;
-        for (hash, blob) in &blobs {
-            let want = blob_refs.get(hash).copied().unwrap_or(0);
-            if blob.refs != want {
-                c.problem(
-                    "refcount-mismatch",
-                    format!("blob {hash} counts {} references, files hold {want}", blob.refs),
-                );
-            }
-            let candidate = gc.contains(hash.as_bytes().as_slice());
-            if blob.refs == 0 && !candidate {
-                c.problem(
-                    "leaked-blob",
-                    format!("blob {hash} has no reference and is not a GC candidate"),
-                );
-            }
-            if blob.refs > 0 && candidate {
-                c.problem(
-                    "stray-index-entry",
-                    format!("blob {hash} is referenced but is a GC candidate"),
-                );
-            }
-            if let Place::Segment(loc) = blob.place {
-                *seg_live.entry(loc.segment).or_default() += loc.record_len();
-                match segments.get(&loc.segment) {
-                    None => c.problems.push(Problem {
-                        kind: "damaged-blob",
-                        detail: format!(
-                            "blob {hash} is in segment {}, which the store does not have",
-                            loc.segment
-                        ),
-                        files: affected(hash),
-                    }),
-                    Some(s) if loc.end() > s.committed_len => c.problems.push(Problem {
-                        kind: "damaged-blob",
-                        detail: format!("blob {hash} ends past the committed length of segment {}", loc.segment),
-                        files: affected(hash),
-                    }),
-                    Some(_) => {}
-                }
-            }
-            if scrub {
-                match inner.read_blob(hash) {
-                    Ok(b) => scrubbed += b.len() as u64,
-                    Err(e) => c.problems.push(Problem {
-                        kind: "damaged-blob",
-                        detail: e.to_string(),
-                        files: affected(hash),
-                    }),
-                }
-            }
-        }
-        for k in &gc {
-            let hash = ContentHash::from_bytes(k.as_slice().try_into().unwrap_or([0; 32]));
-            if !blobs.contains_key(&hash) {
-                c.problem("stray-index-entry", format!("GC candidate {hash} has no blob"));
-            }
-        }
-        // GC drops a damage record with its blob, in the same commit.
-        snap.for_each(Cf::Damaged, |k, v| {
-            let hash = ContentHash::from_bytes(k.try_into().unwrap_or([0; 32]));
-            decode::<DamageRecord>(v)?;
-            if !blobs.contains_key(&hash) {
-                c.problem("stray-index-entry", format!("damage record {hash} has no blob"));
-            }
-            Ok(())
-        })?;
-
-        // Segments: accounting and file lengths.
-        for (id, s) in &segments {
-            let want = seg_live.get(id).copied().unwrap_or(0);
-            if s.live_bytes != want {
-                c.problem(
-                    "segment-accounting",
-                    format!("segment {id} counts {} live bytes, blobs hold {want}", s.live_bytes),
-                );
-            }
-            match inner.blobs.file_len(*id) {
-                None => c.problem("damaged-segment", format!("segment {id} file is missing")),
-                Some(len) if len < s.committed_len => c.problem(
-                    "damaged-segment",
-                    format!(
-                        "segment {id} file is {len} bytes, shorter than its committed {}",
-                        s.committed_len
-                    ),
-                ),
-                Some(_) if scrub => {
-                    // Records vouch for themselves (each names its segment
-                    // and offset and is hashed), so their blobs stay
-                    // readable; the header is still damage to report.
-                    let header = inner.blobs.segment_bytes(*id, SEGMENT_HEADER_LEN as u64);
-                    let fine = header.is_ok_and(|h| SegmentHeader::decode(&h).is_ok_and(|h| h.id == *id));
-                    if !fine {
-                        c.problem("damaged-segment", format!("segment {id} has a damaged header"));
-                    }
-                }
-                Some(_) => {}
-            }
-        }
-        for id in seg_live.keys() {
-            if !segments.contains_key(id) {
-                c.problem(
-                    "damaged-segment",
-                    format!("blobs point into segment {id}, which has no record"),
-                );
-            }
-        }
-
-        // Per-user counters and per-user blob counts.
-        let mut actual_ub: BTreeMap<(u64, ContentHash), UserBlobRecord> = BTreeMap::new();
-        snap.for_each(Cf::UserBlobs, |k, v| {
-            let hash = ContentHash::from_bytes(k.get(8..40).and_then(|h| h.try_into().ok()).unwrap_or([0; 32]));
-            actual_ub.insert((keys::u64_at(k, 0).unwrap_or(0), hash), decode(v)?);
-            Ok(())
-        })?;
-        for (uid, e) in &mut expected {
-            for (hash, ub) in &e.blobs {
-                let size = blobs.get(hash).map_or(0, |b| b.size);
-                e.user.unique_bytes += size;
-                e.user.blobs += 1;
-                if ub.live == 0 {
-                    e.user.trash_bytes += size;
-                }
-                if actual_ub.remove(&(*uid, *hash)) != Some(*ub) {
-                    c.problem(
-                        "refcount-mismatch",
-                        format!("user {uid}'s count of blob {hash} differs from the files"),
-                    );
-                }
-            }
-        }
-        for (uid, hash) in actual_ub.keys() {
-            c.problem(
-                "stray-index-entry",
-                format!("user {uid} counts blob {hash}, which no file of theirs holds"),
-            );
-        }
-        for (uid, rec) in &users {
-            let want = expected.remove(uid).unwrap_or_default().user;
-            let got = (
-                rec.unique_bytes,
-                rec.logical_bytes,
-                rec.live_files,
-                rec.trashed_files,
-                rec.blobs,
-                rec.trash_bytes,
-            );
-            let exp = (
-                want.unique_bytes,
-                want.logical_bytes,
-                want.live_files,
-                want.trashed_files,
-                want.blobs,
-                want.trash_bytes,
-            );
-            if got != exp {
-                c.problem(
-                    "usage-mismatch",
-                    format!("user {uid} usage (unique, logical, files, trashed, blobs, trash) is {got:?}, files give {exp:?}"),
-                );
-            }
-            if !names.contains_key(uid) {
-                c.problem("missing-index-entry", format!("user {uid} has no name"));
-            }
-        }
-        for uid in expected.keys() {
-            c.problem(
-                "dangling-reference",
-                format!("files belong to user {uid}, who has no record"),
-            );
-        }
-        for ((uid, a), rec) in &albums {
-            let (files, bytes) = album_counts.remove(&(*uid, *a)).unwrap_or_default();
-            if (rec.files, rec.bytes) != (files, bytes) {
-                c.problem(
-                    "album-mismatch",
-                    format!(
-                        "album {a} of user {uid} counts ({}, {}) files and bytes, members give ({files}, {bytes})",
-                        rec.files, rec.bytes
-                    ),
-                );
-            }
-        }
-
-        // Index families against what the files imply.
-        for (cf, what, want) in [
-            (Cf::Members, "album membership", &members),
-            (Cf::ByHash, "hash index", &by_hash),
-            (Cf::ByName, "name index", &by_name),
-            (Cf::Trash, "trash index", &trash),
-        ] {
-            let mut got = BTreeSet::new();
-            snap.for_each(cf, |k, _| {
-                got.insert(k.to_vec());
-                Ok(())
-            })?;
-            c.compare_sets(what, want, &got);
-        }
-
+        let survey = survey(&inner.meta.snapshot(), inner, scrub, inner.now_ms())?;
+        let (scrubbed, damaged) = if scrub { survey.scrub(inner) } else { (0, Vec::new()) };
+        let mut problems = survey.missing_blob_problems("missing-blob", "");
+        problems.extend(damaged);
+        problems.extend(survey.findings.into_iter().map(|f| f.problem));
         Ok(VerifyReport {
-            ok: c.problems.is_empty(),
-            users: users.len() as u64,
-            files: file_count,
-            blobs: blobs.len() as u64,
-            segments: segments.len() as u64,
+            ok: problems.is_empty(),
+            users: survey.users,
+            files: survey.files,
+            blobs: survey.blobs.len() as u64,
+            segments: survey.segments,
             scrubbed_bytes: scrubbed,
-            problems: c.problems,
+            problems,
         })
     }
 }

@@ -358,3 +358,139 @@ fn verify_exits_1_and_names_the_file_when_a_blob_is_damaged() {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+/// A store where one photo is `photo.jpg` in `Camera`, and `IMG_9.JPG` and
+/// `photo copy.jpg` in `Trip` (three files under the desktop rule), next to
+/// an unrelated `alone.jpg`. Returns the copies' ids, oldest first.
+fn with_copies() -> (Cli, Vec<u64>) {
+    let cli = Cli::new();
+    let same = photo(11, 20_000);
+    cli.file("cam/photo.jpg", &same);
+    cli.file("cam/alone.jpg", &photo(12, 20_000));
+    cli.file("trip/IMG_9.JPG", &same);
+    cli.file("trip/photo copy.jpg", &same);
+    let mut ids = Vec::new();
+    for (dir, album) in [("cam", "Camera"), ("trip", "Trip")] {
+        let (lines, out) = cli.backup(&[cli.data.path().join(dir).to_str().unwrap(), "--album", album]);
+        assert!(out.status.success());
+        ids.extend(
+            lines
+                .iter()
+                .filter(|l| l["name"] != "alone.jpg")
+                .filter_map(|l| l["file_id"].as_u64()),
+        );
+    }
+    (cli, ids)
+}
+
+/// The lines of a `--json` run that must succeed.
+fn json_lines(cli: &Cli, args: &[&str]) -> Vec<Value> {
+    let out = cli.run(&[args, &["--json"]].concat());
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Everything `dedupe` may change, as the commands show it.
+fn listing(cli: &Cli) -> (Value, Value, Value) {
+    (cli.json(&["stats"]), cli.json(&["ls"]), cli.json(&["trash"]))
+}
+
+#[test]
+fn duplicates_json_is_one_array_of_groups_with_album_names() {
+    let (cli, copies) = with_copies();
+    let groups = cli.json(&["duplicates"]);
+    let groups = groups.as_array().unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0]["size"], 20_000);
+    assert_eq!(groups[0]["hash"].as_str().unwrap().len(), 64);
+    let files: Vec<(u64, &str, &Value)> = groups[0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["file_id"].as_u64().unwrap(),
+                f["name"].as_str().unwrap(),
+                &f["albums"],
+            )
+        })
+        .collect();
+    let (camera, trip) = (serde_json::json!(["Camera"]), serde_json::json!(["Trip"]));
+    assert_eq!(
+        files,
+        vec![
+            (copies[0], "photo.jpg", &camera),
+            (copies[1], "IMG_9.JPG", &trip),
+            (copies[2], "photo copy.jpg", &trip),
+        ]
+    );
+    // Another user has none: an empty array, still valid JSON.
+    assert_eq!(cli.json(&["duplicates", "--user", "bob"]), serde_json::json!([]));
+}
+
+#[test]
+fn dedupe_dry_run_changes_nothing_and_reports_what_dedupe_then_does() {
+    let (cli, copies) = with_copies();
+    let before = listing(&cli);
+    let planned = json_lines(&cli, &["dedupe", "--dry-run", "--keep-name", "*copy*"]);
+    assert_eq!(listing(&cli), before);
+    assert_eq!(planned[0]["dry_run"], true);
+
+    let done = json_lines(&cli, &["dedupe", "--keep-name", "*copy*"]);
+    assert_eq!(done.len(), 2, "one group line and the summary");
+    for key in ["kept", "trashed", "albums_added", "logical_bytes", "fallback_to_oldest"] {
+        assert_eq!(planned[0][key], done[0][key], "{key}");
+    }
+    assert_eq!(done[0]["kept"]["file_id"], copies[2]);
+    assert_eq!(done[0]["albums_added"], serde_json::json!(["Camera"]));
+    assert_eq!(done[0]["logical_bytes"], 40_000);
+    assert_eq!(
+        (done[1]["groups"].as_u64(), done[1]["files_trashed"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_ne!(listing(&cli), before);
+    assert_eq!(cli.json(&["duplicates"]), serde_json::json!([]));
+
+    // Nothing is left to merge: a second run succeeds and does nothing.
+    let again = json_lines(&cli, &["dedupe"]);
+    assert_eq!((again.len(), again[0]["groups"].as_u64()), (1, Some(0)));
+    assert!(cli.run(&["verify", "--scrub"]).status.success());
+}
+
+#[test]
+fn dedupe_keep_name_without_a_match_keeps_the_oldest_and_says_so() {
+    let (cli, copies) = with_copies();
+    let out = cli.run(&["dedupe", "--keep-name", "*.png"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let kept = format!("kept {} \"photo.jpg\" (the oldest: no name matched)", copies[0]);
+    assert!(text.contains(&kept), "{text}");
+    assert!(text.contains("added to [Trip]"), "{text}");
+    let trip = cli.json(&["ls", "--album", "Trip"]);
+    assert_eq!(trip[0]["file_id"], copies[0]);
+}
+
+#[test]
+fn dedupe_keep_newest_keeps_the_last_upload() {
+    let (cli, copies) = with_copies();
+    let done = json_lines(&cli, &["dedupe", "--keep-newest"]);
+    assert_eq!(done[0]["kept"]["file_id"], copies[2]);
+    assert_eq!(done[0]["fallback_to_oldest"], false);
+}
+
+#[test]
+fn dedupe_refuses_two_keep_rules_and_changes_nothing() {
+    let (cli, _) = with_copies();
+    let before = listing(&cli);
+    let out = cli.run(&["dedupe", "--keep-newest", "--keep-oldest"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(listing(&cli), before);
+}

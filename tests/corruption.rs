@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{data, put, put_all, segment_files, BIG};
+use common::{data, knob, put, put_all, segment_files, BIG};
 use keepsake::blob::format::{scan_records, RECORD_HEADER_LEN, REC_HASH_AT, REC_LENGTH_AT, SEGMENT_HEADER_LEN};
 use keepsake::{AlbumId, Content, ContentHash, DedupMode, Error, FileId, Outcome, Preflight, Store, StoreOptions};
 
@@ -190,10 +190,7 @@ fn damaged_segment_headers_are_reported_and_their_intact_records_still_served() 
 
 #[test]
 fn random_bit_flips_are_all_found_and_nothing_else_is_lost() {
-    let rounds: u64 = std::env::var("KEEPSAKE_CORRUPTION_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
+    let rounds = knob("KEEPSAKE_CORRUPTION_ROUNDS", 8);
     let pristine = library(16);
     let at = records(pristine.dir.path());
     let mut flips = 0;

@@ -57,10 +57,6 @@ const CLOCK_STEPS: [Duration; 4] = [
     Duration::from_secs(30 * 24 * 3600),
 ];
 
-fn env_or(var: &str, default: usize) -> usize {
-    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
 fn options() -> StoreOptions {
     StoreOptions::default()
         .inline_threshold(INLINE_THRESHOLD)
@@ -357,7 +353,7 @@ impl StateMachineTest for StoreFollowsModel {
 
 prop_state_machine! {
     #![proptest_config(ProptestConfig {
-        cases: env_or("KEEPSAKE_MODEL_CASES", 128) as u32,
+        cases: common::knob("KEEPSAKE_MODEL_CASES", 128) as u32,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "proptest-regressions/model_state_machine.txt",
         ))),
@@ -366,7 +362,7 @@ prop_state_machine! {
 
     #[test]
     fn every_operation_sequence_matches_the_reference_model(
-        sequential 1..=env_or("KEEPSAKE_MODEL_STEPS", 48) => StoreFollowsModel
+        sequential 1..=common::knob("KEEPSAKE_MODEL_STEPS", 48) as usize => StoreFollowsModel
     );
 }
 

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{data, put};
+use common::{data, knob, put};
 use keepsake::testkit::sim_fs::{CrashImage, Fault, Hook, Op, OpKind, SimFs, Tear};
 use keepsake::{
     AlbumId, Content, ContentHash, DedupMode, Error, FileId, GcReport, Outcome, Store, StoreOptions, Upload,
@@ -398,10 +398,7 @@ fn reopen_watched(meta: &Path, image: &CrashImage, watch: impl FnOnce(&SimFs)) -
 
 /// Seeds per crash point for torn and garbled writes.
 fn seeds() -> u64 {
-    std::env::var("KEEPSAKE_POWER_LOSS_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
+    knob("KEEPSAKE_POWER_LOSS_SEEDS", 1)
 }
 
 /// The images a power cut at this moment may leave, without repeats (with

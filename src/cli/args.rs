@@ -38,7 +38,7 @@ pub(crate) struct Global {
     /// The user to act for
     #[arg(long, global = true, default_value = "default", value_name = "NAME")]
     pub user: String,
-    /// Machine-readable output: one JSON object (backup: one per line)
+    /// Machine-readable output: one JSON object (backup, dedupe: one per line; duplicates: one array)
     #[arg(long, global = true)]
     pub json: bool,
 }
@@ -137,9 +137,30 @@ pub(crate) enum Command {
         /// Also re-hash every blob
         #[arg(long)]
         scrub: bool,
+        /// Rebuild every count and index that disagrees with the file records, and re-index lost blob records from the segments; exit 1 if anything could not be repaired
+        #[arg(long)]
+        repair: bool,
     },
     /// Store-wide statistics
     Stats,
+    /// List groups of live files with the same content (e.g. one photo under several names)
+    Duplicates,
+    /// Merge each group of duplicates into one file, in every album any copy was in; the others go to the trash
+    #[command(group(clap::ArgGroup::new("keep").args(["keep_oldest", "keep_newest", "keep_name"])))]
+    Dedupe {
+        /// Show what would be done, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep the oldest file of each group (the default)
+        #[arg(long)]
+        keep_oldest: bool,
+        /// Keep the newest file of each group
+        #[arg(long)]
+        keep_newest: bool,
+        /// Keep the oldest file whose name matches GLOB (`*`, `?`); the oldest file if none does
+        #[arg(long, value_name = "GLOB")]
+        keep_name: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,7 @@
 
 mod args;
 mod backup;
+mod duplicates;
 mod output;
 
 use std::io::{self, Write};
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use keepsake::{AlbumDeletion, AlbumId, AlbumInfo, DedupMode, Error, FileId, FileInfo, OpenError, Store};
+use keepsake::{AlbumDeletion, AlbumId, AlbumInfo, DedupMode, Error, FileId, FileInfo, OpenError, Problem, Store};
 use serde::Serialize;
 
 use args::{AlbumAction, Cli, Command, Mode, QuotaAction, TrashAction};
@@ -46,7 +47,7 @@ fn exit_status(e: &Error) -> u8 {
     match e {
         Error::InvalidName { .. } | Error::AlbumExists(_) | Error::HashMismatch { .. } => 2,
         Error::UnknownFile(_) | Error::UnknownAlbum(_) | Error::NotTrashed(_) | Error::NotInAlbum { .. } => 3,
-        Error::FileTrashed(_) => 3,
+        Error::FileTrashed(_) | Error::NoSuchContent(_) | Error::NotADuplicate { .. } => 3,
         Error::QuotaExceeded { .. } => 4,
         Error::Integrity { .. } => 6,
         _ => 1,
@@ -309,7 +310,8 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
                 )
             })?;
         }
-        Command::Verify { scrub } => {
+        Command::Verify { scrub, repair: true } => repair(&store, scrub, out)?,
+        Command::Verify { scrub, repair: false } => {
             let r = store.verify(scrub)?;
             out.show(&r, || {
                 let mut s = format!(
@@ -322,16 +324,27 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
                     bytes(r.scrubbed_bytes)
                 );
                 for p in &r.problems {
-                    s += &format!("{}: {}\n", p.kind, p.detail);
-                    for f in &p.files {
-                        s += &format!("  affects file {} {:?} of user {}\n", f.file_id, f.name, f.user);
-                    }
+                    s += &problem_lines("", p);
                 }
                 s
             })?;
             if !r.ok {
                 return Err(Failure::Status(1));
             }
+        }
+        Command::Duplicates => duplicates::list(&store, user, out)?,
+        Command::Dedupe {
+            dry_run,
+            keep_oldest: _,
+            keep_newest,
+            keep_name,
+        } => {
+            let keep = match (keep_newest, keep_name) {
+                (true, _) => duplicates::Keep::Newest,
+                (false, Some(glob)) => duplicates::Keep::Name(glob),
+                (false, None) => duplicates::Keep::Oldest,
+            };
+            duplicates::dedupe(&store, user, &keep, dry_run, out)?;
         }
         Command::Stats => {
             let s = store.stats()?;
@@ -409,6 +422,44 @@ fn album_command(store: &Store, user: &str, action: AlbumAction, out: &Output) -
 /// Writes a file's verified bytes. To a path, through a temporary file
 /// renamed into place, so a failed `get` never leaves a partial file under
 /// the requested name.
+/// A problem as text: its kind and detail, then each file it affects.
+fn problem_lines(prefix: &str, p: &Problem) -> String {
+    let mut s = format!("{prefix}{}: {}\n", p.kind, p.detail);
+    for f in &p.files {
+        s += &format!("  affects file {} {:?} of user {}\n", f.file_id, f.name, f.user);
+    }
+    s
+}
+
+/// `verify --repair`: the status is 1 when anything could not be repaired.
+fn repair(store: &Store, scrub: bool, out: &Output) -> Result<(), Failure> {
+    let r = store.repair(scrub)?;
+    out.show(&r, || {
+        let mut s = format!(
+            "{}: {} repaired, {} orphan record(s), {} not repaired\n",
+            if r.ok { "ok" } else { "NOT ALL REPAIRED" },
+            r.repaired.len(),
+            r.orphans.len(),
+            r.unrepaired.len()
+        );
+        for (prefix, problems) in [
+            ("repaired ", &r.repaired),
+            ("garbage ", &r.orphans),
+            ("NOT REPAIRED ", &r.unrepaired),
+        ] {
+            for p in problems {
+                s += &problem_lines(prefix, p);
+            }
+        }
+        s
+    })?;
+    if r.ok {
+        Ok(())
+    } else {
+        Err(Failure::Status(1))
+    }
+}
+
 fn get(store: &Store, user: &str, file: FileId, output: Option<&Path>) -> Result<(), Failure> {
     let mut reader = store.open_file(user, file)?;
     match output {

@@ -58,7 +58,7 @@ pub(crate) enum Cf {
 }
 
 impl Cf {
-    const ALL: [Cf; 15] = [
+    pub(crate) const ALL: [Cf; 15] = [
         Cf::Meta,
         Cf::UserNames,
         Cf::Users,
@@ -76,7 +76,7 @@ impl Cf {
         Cf::Damaged,
     ];
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Cf::Meta => "meta",
             Cf::UserNames => "user_names",

@@ -55,7 +55,7 @@ impl<'m> Txn<'m> {
         Ok(self.get_raw(cf, key)?.is_some())
     }
 
-    fn set(&mut self, cf: Cf, key: Vec<u8>, value: Option<Vec<u8>>) {
+    pub(crate) fn set(&mut self, cf: Cf, key: Vec<u8>, value: Option<Vec<u8>>) {
         let k = (cf, key);
         let prev = self.writes.insert(k.clone(), value);
         self.undo.push((k, prev));

@@ -8,6 +8,7 @@
 
 pub(crate) mod accounting;
 mod damage;
+mod duplicates;
 mod library;
 mod quota;
 mod read;
@@ -33,6 +34,7 @@ use crate::meta::txn::Txn;
 use crate::meta::{decode, keys, Cf, Meta};
 use crate::names::check_user_name;
 
+pub use duplicates::{DuplicateGroup, MergeReport};
 pub use library::{AlbumDeletion, AlbumInfo, FileInfo};
 pub use quota::Usage;
 pub use read::FileReader;

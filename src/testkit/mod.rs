@@ -7,5 +7,6 @@
 //! the storage API and carries no stability promise.
 
 pub mod decoders;
+pub mod meta_damage;
 pub mod model;
 pub mod sim_fs;

@@ -251,3 +251,13 @@ pub fn segment_files(store_dir: &Path) -> Vec<std::path::PathBuf> {
     files.sort();
     files
 }
+
+/// A test's size knob: the environment variable `name` as a number, else
+/// `default`. A value that is not a number is a mistake worth stopping for,
+/// not a reason to run the default quietly.
+pub fn knob(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}

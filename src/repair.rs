@@ -1,0 +1,221 @@
+//! Repair: rebuild every derived record from the file records.
+//!
+//! The survey that `verify` runs (`verify.rs`) attaches to each problem it
+//! can the write that makes the derived record agree with the file records;
+//! repair applies those writes in one commit, and re-indexes referenced blobs
+//! whose record is gone but whose bytes are still in a segment. The rules for
+//! what the file records cannot rebuild are in `DESIGN.md` §8.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use crate::blob::format::scan_records;
+use crate::blob::Location;
+use crate::error::{Error, Result};
+use crate::hash::ContentHash;
+use crate::meta::records::{BlobRecord, Place, SegmentRecord};
+use crate::meta::txn::Txn;
+use crate::meta::{decode, keys, Cf};
+use crate::store::{Inner, Store};
+use crate::verify::{survey, Problem, Survey};
+
+/// The result of [`Store::repair`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RepairReport {
+    /// True when nothing is left unrepaired: `verify` now finds the store
+    /// consistent (and, after a scrub, undamaged).
+    pub ok: bool,
+    /// Each problem found and repaired, as `verify` names it: the derived
+    /// record now agrees with the file records. A blob re-indexed from its
+    /// copy in a segment is a repaired `missing-blob`.
+    pub repaired: Vec<Problem>,
+    /// Copies of blobs in segments that no blob record points at
+    /// (`orphan-record`): bytes written but never committed, or copies
+    /// replaced since. They are garbage, which the segment accounting counts
+    /// and compaction reclaims; nothing is changed for them.
+    pub orphans: Vec<Problem>,
+    /// What could not be repaired: referenced blobs with no record and no
+    /// intact copy in any segment (`lost-blob`), damaged blobs found by the
+    /// scrub (`damaged-blob`, marked so that the next upload of the content
+    /// heals them), damaged segments, and facts the file records cannot
+    /// rebuild (a user with no name or no record).
+    pub unrepaired: Vec<Problem>,
+}
+
+/// Survey-and-fix passes before giving up. The first makes every derived
+/// record agree with the file records; a blob it re-indexes changes what the
+/// second finds (its owners' unique bytes, its segment's live bytes); the
+/// third finds nothing to fix.
+const MAX_PASSES: usize = 4;
+
+impl Store {
+    /// Repairs the store: every reference count, usage and album counter,
+    /// index entry, GC candidacy and segment accounting that disagrees with
+    /// the file records is rebuilt from them, and a referenced blob whose
+    /// record is gone is re-indexed from an intact copy in a segment. With
+    /// `scrub`, every blob is then re-hashed, and those that fail are marked
+    /// damaged so that the next upload of their content heals them.
+    ///
+    /// All repairs are one commit, made while no other commit runs (uploads
+    /// wait meanwhile) and while GC and compaction are held off. Nothing a
+    /// record points at is ever deleted, and no data is invented: what
+    /// cannot be rebuilt is reported in [`RepairReport::unrepaired`].
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = keepsake::Store::open(dir.path()).unwrap();
+    /// let report = store.repair(true).unwrap();
+    /// assert!(report.ok && report.repaired.is_empty());
+    /// ```
+    pub fn repair(&self, scrub: bool) -> Result<RepairReport> {
+        // Compaction moves blobs and removes segments; the copies found
+        // below must stay where they are until the commit.
+        let _no_gc = self.inner.gc_lock.lock();
+        let copies = segment_copies(&self.inner)?;
+        let inner = Arc::clone(&self.inner);
+        let now = self.inner.now_ms();
+        let (repaired, orphans, survey) = self.inner.commit(move |txn| {
+            let (repaired, survey) = rebuild(txn, &inner, &copies, scrub, now)?;
+            let orphans = orphans(&copies, &survey);
+            Ok((repaired, orphans, survey))
+        })?;
+        let mut unrepaired = survey.missing_blob_problems("lost-blob", ", and no segment holds an intact copy");
+        if scrub {
+            unrepaired.extend(survey.scrub(&self.inner).1);
+        }
+        unrepaired.extend(survey.findings.into_iter().map(|f| f.problem));
+        Ok(RepairReport {
+            ok: unrepaired.is_empty(),
+            repaired,
+            orphans,
+            unrepaired,
+        })
+    }
+}
+
+/// Every record in the committed part of every segment, by the hash it
+/// claims. Only headers are read here; a copy is re-hashed before it is
+/// trusted.
+fn segment_copies(inner: &Inner) -> Result<BTreeMap<ContentHash, Vec<Location>>> {
+    let mut copies: BTreeMap<ContentHash, Vec<Location>> = BTreeMap::new();
+    for (k, v) in inner.meta.scan_all(Cf::Segments, &[])? {
+        let id = keys::last_u64(&k);
+        let seg: SegmentRecord = decode(&v)?;
+        // A missing or short file is damage the survey reports.
+        let Ok(bytes) = inner.blobs.segment_bytes(id, seg.committed_len) else {
+            continue;
+        };
+        // A damaged header ends the scan: records past it cannot be found.
+        for h in scan_records(&bytes, id).0 {
+            copies.entry(h.hash).or_default().push(Location {
+                segment: h.segment,
+                offset: h.offset,
+                length: h.length,
+            });
+        }
+    }
+    Ok(copies)
+}
+
+/// Applies the survey's fixes until a survey finds nothing more to fix, and
+/// returns the problems repaired and that last survey. Fails, writing
+/// nothing, if the fixes do not settle: that would be a bug in them.
+fn rebuild(
+    txn: &mut Txn<'_>,
+    inner: &Inner,
+    copies: &BTreeMap<ContentHash, Vec<Location>>,
+    scrub: bool,
+    now: u64,
+) -> Result<(Vec<Problem>, Survey)> {
+    let mut repaired = Vec::new();
+    for _ in 0..MAX_PASSES {
+        let mut s = survey(txn, inner, scrub, now)?;
+        // Re-indexed blobs come first and alone: with their records back,
+        // the next survey no longer sees the usage and segment accounting
+        // they seemed to unbalance, so nothing right is rewritten.
+        if reindex(txn, inner, copies, &s, &mut repaired) {
+            continue;
+        }
+        let (mut left, mut fixed_any) = (Vec::new(), false);
+        for finding in std::mem::take(&mut s.findings) {
+            match finding.fix {
+                Some(fix) => {
+                    txn.set(fix.cf, fix.key, fix.value);
+                    repaired.push(finding.problem);
+                    fixed_any = true;
+                }
+                None => left.push(finding),
+            }
+        }
+        if !fixed_any {
+            s.findings = left;
+            return Ok((repaired, s));
+        }
+    }
+    Err(Error::Corrupt(format!(
+        "repair did not settle after {MAX_PASSES} passes; nothing was written"
+    )))
+}
+
+/// Gives each missing blob that has an intact copy in a segment a record
+/// pointing at it, counting the file records that refer to it. Returns
+/// whether it re-indexed any.
+fn reindex(
+    txn: &mut Txn<'_>,
+    inner: &Inner,
+    copies: &BTreeMap<ContentHash, Vec<Location>>,
+    s: &Survey,
+    repaired: &mut Vec<Problem>,
+) -> bool {
+    let mut any = false;
+    for (hash, refs) in &s.missing_blobs {
+        let intact = copies
+            .get(hash)
+            .into_iter()
+            .flatten()
+            .find(|loc| inner.blobs.read(**loc, *hash).is_ok());
+        if let Some(&loc) = intact {
+            let blob = BlobRecord {
+                size: loc.length,
+                refs: *refs,
+                place: Place::Segment(loc),
+            };
+            txn.put(Cf::Blobs, hash.as_bytes().to_vec(), &blob);
+            repaired.push(Problem {
+                kind: "missing-blob",
+                detail: format!(
+                    "blob {hash} had no record; re-indexed its copy at segment {} offset {}",
+                    loc.segment, loc.offset
+                ),
+                files: s.affected(hash),
+            });
+            any = true;
+        }
+    }
+    any
+}
+
+/// The copies no blob record points at.
+fn orphans(copies: &BTreeMap<ContentHash, Vec<Location>>, survey: &Survey) -> Vec<Problem> {
+    let pointed: HashSet<(u64, u64)> = survey
+        .blobs
+        .values()
+        .filter_map(|b| match b.place {
+            Place::Segment(loc) => Some((loc.segment, loc.offset)),
+            Place::Inline(_) => None,
+        })
+        .collect();
+    copies
+        .iter()
+        .flat_map(|(hash, locs)| locs.iter().map(move |loc| (hash, loc)))
+        .filter(|(_, loc)| !pointed.contains(&(loc.segment, loc.offset)))
+        .map(|(hash, loc)| Problem {
+            kind: "orphan-record",
+            detail: format!(
+                "segment {} offset {}: a copy of blob {hash} ({} bytes) that no blob record points at, garbage for compaction",
+                loc.segment, loc.offset, loc.length
+            ),
+            files: Vec::new(),
+        })
+        .collect()
+}
