@@ -151,6 +151,54 @@ pub enum Error {
         /// What the bytes hash to.
         actual: ContentHash,
     },
+    /// No upload session with this id for this user: it never existed, was
+    /// finished, aborted or expired, or belongs to another user (which is
+    /// deliberately indistinguishable).
+    #[error("no upload session {0}")]
+    UnknownUpload(u64),
+    /// An append did not start where the session's durable bytes end. The
+    /// client resumes by sending again from `expected`.
+    #[error("upload offset mismatch: the session has {expected} durable bytes, resume from there")]
+    OffsetMismatch {
+        /// The session's durable length.
+        expected: u64,
+    },
+    /// Another append, finish or abort of this upload session is in
+    /// progress; one writer at a time.
+    #[error("upload session {0} is busy with another request")]
+    UploadBusy(u64),
+    /// The bytes would run past the session's declared length.
+    #[error("upload would exceed its declared length of {declared} bytes")]
+    LengthExceeded {
+        /// The declared length.
+        declared: u64,
+    },
+    /// A declared length cannot be set: it was already set to another value,
+    /// or it is below the bytes already received.
+    #[error("cannot set the upload length to {requested}: {reason}")]
+    InvalidLength {
+        /// The length asked for.
+        requested: u64,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A session with a declared length was finished before all of it
+    /// arrived.
+    #[error("upload incomplete: {offset} of {declared} declared bytes received")]
+    UploadIncomplete {
+        /// Bytes received.
+        offset: u64,
+        /// The declared length.
+        declared: u64,
+    },
+    /// An upload session's client metadata is larger than the store keeps.
+    #[error("upload metadata too large: at most {max_entries} entries of {max_bytes} bytes in all")]
+    MetadataTooLarge {
+        /// The most entries accepted.
+        max_entries: usize,
+        /// The most bytes of keys and values accepted, in all.
+        max_bytes: usize,
+    },
     /// The source changed while it was being read (its size or content differ
     /// between the hashing pass and the writing pass). Nothing was stored.
     #[error("{0} changed while it was being read; nothing was stored")]

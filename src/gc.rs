@@ -44,6 +44,8 @@ pub struct GcReport {
     pub bytes_reclaimed: u64,
     /// Segments rewritten to drop their garbage.
     pub segments_compacted: u64,
+    /// Expired upload sessions removed, with their staged bytes.
+    pub uploads_expired: u64,
 }
 
 /// Unreferenced blobs removed per transaction.
@@ -76,6 +78,7 @@ impl Store {
         inner.health.check()?;
         let mut report = GcReport {
             trash_purged: self.purge_expired_trash()?.files,
+            uploads_expired: inner.expire_uploads()?,
             ..Default::default()
         };
         inner.remove_unreferenced(grace, &mut report)?;

@@ -141,6 +141,11 @@ pub(crate) enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// List the user's resumable upload sessions, or abort one
+    Uploads {
+        #[command(subcommand)]
+        action: Option<UploadsAction>,
+    },
     /// Store-wide statistics
     Stats,
     /// List groups of live files with the same content (e.g. one photo under several names)
@@ -187,6 +192,15 @@ pub(crate) enum TrashAction {
     },
     /// Delete everything in the trash for good
     Empty,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UploadsAction {
+    /// End a session and remove its received bytes
+    Abort {
+        #[arg(value_name = "UPLOAD_ID")]
+        id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,7 +14,7 @@ use clap::Parser;
 use keepsake::{AlbumDeletion, AlbumId, AlbumInfo, DedupMode, Error, FileId, FileInfo, OpenError, Problem, Store};
 use serde::Serialize;
 
-use args::{AlbumAction, Cli, Command, Mode, QuotaAction, TrashAction};
+use args::{AlbumAction, Cli, Command, Mode, QuotaAction, TrashAction, UploadsAction};
 use output::{bytes, Output};
 
 /// Why a command failed, with the exit status it maps to.
@@ -48,6 +48,7 @@ fn exit_status(e: &Error) -> u8 {
         Error::InvalidName { .. } | Error::AlbumExists(_) | Error::HashMismatch { .. } => 2,
         Error::UnknownFile(_) | Error::UnknownAlbum(_) | Error::NotTrashed(_) | Error::NotInAlbum { .. } => 3,
         Error::FileTrashed(_) | Error::NoSuchContent(_) | Error::NotADuplicate { .. } => 3,
+        Error::UnknownUpload(_) => 3,
         Error::QuotaExceeded { .. } => 4,
         Error::Integrity { .. } => 6,
         _ => 1,
@@ -302,13 +303,37 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
             };
             out.show(&r, || {
                 format!(
-                    "{} expired trash file(s) purged, {} blob(s) removed, {} segment(s) compacted, {} reclaimed",
+                    "{} expired trash file(s) purged, {} blob(s) removed, {} segment(s) compacted, {} reclaimed, \
+                     {} expired upload session(s) removed",
                     r.trash_purged,
                     r.blobs_removed,
                     r.segments_compacted,
-                    bytes(r.bytes_reclaimed)
+                    bytes(r.bytes_reclaimed),
+                    r.uploads_expired
                 )
             })?;
+        }
+        Command::Uploads { action: None } => {
+            let sessions = store.uploads(user)?;
+            out.show(&sessions, || {
+                sessions
+                    .iter()
+                    .map(|u| {
+                        let length = u.declared_length.map_or("?".to_string(), bytes);
+                        format!("{:>6}  {:>10} of {:<10}  {}\n", u.id, bytes(u.offset), length, u.name)
+                    })
+                    .collect()
+            })?;
+        }
+        Command::Uploads {
+            action: Some(UploadsAction::Abort { id }),
+        } => {
+            store.abort(user, id)?;
+            #[derive(Serialize)]
+            struct Aborted {
+                aborted: u64,
+            }
+            out.show(&Aborted { aborted: id }, || format!("upload session {id} aborted"))?;
         }
         Command::Verify { scrub, repair: true } => repair(&store, scrub, out)?,
         Command::Verify { scrub, repair: false } => {

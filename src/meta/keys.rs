@@ -9,6 +9,9 @@ use crate::hash::ContentHash;
 
 pub(crate) const FORMAT: &[u8] = b"format";
 pub(crate) const NEXT_USER: &[u8] = b"next_user";
+/// The next upload session id: global, so that staged files are named by id
+/// alone.
+pub(crate) const NEXT_UPLOAD: &[u8] = b"next_upload";
 
 pub(crate) fn u64_key(n: u64) -> Vec<u8> {
     n.to_be_bytes().to_vec()
@@ -68,6 +71,12 @@ pub(crate) fn by_name(user: u64, hash: &ContentHash, name: &str, file: u64) -> V
     let mut k = by_name_prefix(user, hash, name);
     k.extend_from_slice(&file.to_be_bytes());
     k
+}
+
+/// `user | upload id`, in `uploads`: a user's sessions are one range, and
+/// another user's id is simply not found.
+pub(crate) fn upload(user: u64, id: u64) -> Vec<u8> {
+    join(&[&user.to_be_bytes(), &id.to_be_bytes()])
 }
 
 /// `user | trashed at (ms) | file`, in `trash`.

@@ -17,6 +17,7 @@
 //! | `gc` | hash | time the blob's last reference went |
 //! | `segments` | segment id | `SegmentRecord` |
 //! | `damaged` | hash | `DamageRecord`: a copy that failed its hash |
+//! | `uploads` | user, upload id | `UploadRecord`: a resumable upload session |
 //!
 //! All changes go through [`txn::Txn`] and are committed as one synced
 //! `WriteBatch`: a logical operation is all or nothing.
@@ -55,10 +56,11 @@ pub(crate) enum Cf {
     Gc,
     Segments,
     Damaged,
+    Uploads,
 }
 
 impl Cf {
-    pub(crate) const ALL: [Cf; 15] = [
+    pub(crate) const ALL: [Cf; 16] = [
         Cf::Meta,
         Cf::UserNames,
         Cf::Users,
@@ -74,6 +76,7 @@ impl Cf {
         Cf::Gc,
         Cf::Segments,
         Cf::Damaged,
+        Cf::Uploads,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -93,6 +96,7 @@ impl Cf {
             Cf::Gc => "gc",
             Cf::Segments => "segments",
             Cf::Damaged => "damaged",
+            Cf::Uploads => "uploads",
         }
     }
 }

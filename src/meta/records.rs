@@ -386,6 +386,86 @@ impl Record for DamageRecord {
     }
 }
 
+/// A resumable upload session: where the client's bytes have durably got
+/// to, and what to do with them at finish. Protocol-neutral: tus and the
+/// IETF resumable-upload draft both map onto it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UploadRecord {
+    pub album: u64,
+    pub name: String,
+    /// 0: `DedupMode::Hash`, 1: `DedupMode::NameAndHash`.
+    pub mode: u8,
+    /// `None` while the length is deferred.
+    pub declared: Option<u64>,
+    /// Bytes of the staged file that are durable and acknowledged.
+    pub offset: u64,
+    pub expected: Option<ContentHash>,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    /// Client metadata, sorted by key (bounded in size at begin).
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Record for UploadRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::new()
+            .u64(self.album)
+            .bytes(self.name.as_bytes())
+            .u8(self.mode)
+            .opt(self.declared)
+            .u64(self.offset);
+        e = match &self.expected {
+            Some(h) => e.u8(1).hash(h),
+            None => e.u8(0),
+        };
+        e = e
+            .u64(self.created_ms)
+            .u64(self.expires_ms)
+            .u64(self.metadata.len() as u64);
+        for (k, v) in &self.metadata {
+            e = e.bytes(k.as_bytes()).bytes(v.as_bytes());
+        }
+        e.0
+    }
+    fn decode(b: &[u8]) -> Result<Self, DecodeError> {
+        let mut d = Dec::new("upload record", b)?;
+        let album = d.u64()?;
+        let name = d.string()?;
+        let mode = d.u8()?;
+        if mode > 1 {
+            return Err(d.err("bad dedup mode"));
+        }
+        let declared = d.opt()?;
+        let offset = d.u64()?;
+        let expected = match d.u8()? {
+            0 => None,
+            1 => Some(d.hash()?),
+            _ => return Err(d.err("bad option tag")),
+        };
+        let created_ms = d.u64()?;
+        let expires_ms = d.u64()?;
+        let n = d.u64()?;
+        // Each entry takes at least two length prefixes.
+        if n > d.rest.len() as u64 / 16 {
+            return Err(d.err("metadata count exceeds the record"));
+        }
+        let metadata = (0..n)
+            .map(|_| Ok((d.string()?, d.string()?)))
+            .collect::<Result<_, DecodeError>>()?;
+        d.finish(UploadRecord {
+            album,
+            name,
+            mode,
+            declared,
+            offset,
+            expected,
+            created_ms,
+            expires_ms,
+            metadata,
+        })
+    }
+}
+
 /// A single u64 value (ids, timestamps), versioned like every other value.
 impl Record for u64 {
     fn encode(&self) -> Vec<u8> {
@@ -420,6 +500,7 @@ pub(crate) fn check_decoders(bytes: &[u8]) {
     exact::<UserBlobRecord>(bytes);
     exact::<SegmentRecord>(bytes);
     exact::<DamageRecord>(bytes);
+    exact::<UploadRecord>(bytes);
     exact::<u64>(bytes);
 }
 
@@ -482,6 +563,28 @@ mod tests {
                 length: 5,
             }),
             detected_ms: 3,
+        });
+        round_trip(UploadRecord {
+            album: 3,
+            name: "VID.MP4".into(),
+            mode: 1,
+            declared: Some(2 << 30),
+            offset: 4096,
+            expected: Some(ContentHash::of(b"v")),
+            created_ms: 5,
+            expires_ms: 6,
+            metadata: vec![("filetype".into(), "video/mp4".into())],
+        });
+        round_trip(UploadRecord {
+            album: 1,
+            name: "a".into(),
+            mode: 0,
+            declared: None,
+            offset: 0,
+            expected: None,
+            created_ms: 0,
+            expires_ms: 0,
+            metadata: Vec::new(),
         });
         round_trip(42u64);
     }

@@ -12,6 +12,7 @@ mod duplicates;
 mod library;
 mod quota;
 mod read;
+mod session;
 mod trash;
 mod upload;
 
@@ -38,6 +39,7 @@ pub use duplicates::{DuplicateGroup, MergeReport};
 pub use library::{AlbumDeletion, AlbumInfo, FileInfo};
 pub use quota::Usage;
 pub use read::FileReader;
+pub use session::{UploadStart, UploadStatus, MAX_UPLOAD_METADATA_BYTES, MAX_UPLOAD_METADATA_ENTRIES};
 pub use trash::PurgeReport;
 pub use upload::{Content, DedupMode, Outcome, Preflight, Upload, UploadReport};
 
@@ -57,6 +59,7 @@ pub struct StoreOptions {
     pub(crate) trash_retention: Duration,
     pub(crate) gc_grace: Duration,
     pub(crate) compact_threshold: f64,
+    pub(crate) upload_expiry: Duration,
     pub(crate) fs: Arc<dyn Fs>,
     pub(crate) clock: Arc<dyn Clock>,
 }
@@ -69,6 +72,7 @@ impl Default for StoreOptions {
             trash_retention: Duration::from_secs(30 * 24 * 3600),
             gc_grace: Duration::from_secs(15 * 60),
             compact_threshold: 0.3,
+            upload_expiry: Duration::from_secs(7 * 24 * 3600),
             fs: Arc::new(OsFs),
             clock: Arc::new(SystemClock),
         }
@@ -111,6 +115,19 @@ impl StoreOptions {
     /// garbage (default 0.3).
     pub fn compact_threshold(mut self, fraction: f64) -> Self {
         self.compact_threshold = fraction.clamp(0.0, 1.0);
+        self
+    }
+
+    /// How long a resumable upload session lives after its last append
+    /// (default 7 days); `gc` then removes it and its staged bytes.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = keepsake::StoreOptions::default().upload_expiry(Duration::from_secs(24 * 3600));
+    /// # let _ = opts;
+    /// ```
+    pub fn upload_expiry(mut self, d: Duration) -> Self {
+        self.upload_expiry = d;
         self
     }
 
@@ -172,6 +189,7 @@ pub(crate) struct Inner {
     /// One GC or compaction at a time.
     pub(crate) gc_lock: Mutex<()>,
     pub(crate) recovery: Recovery,
+    pub(crate) sessions: session::Sessions,
     /// Held for the store's lifetime: the lock that keeps a second process
     /// out.
     _lock: File,
@@ -224,7 +242,7 @@ impl Store {
             committed.insert(id, rec.committed_len);
         }
         let health = Arc::new(Health::default());
-        let (blobs, recovery) = BlobLog::open(
+        let (blobs, mut recovery) = BlobLog::open(
             options.fs.clone(),
             root.join("segments"),
             &committed,
@@ -236,6 +254,9 @@ impl Store {
             other => OpenError::Corrupt(other.to_string()),
         })?;
         upload::clear_staging(&*options.fs, &root).map_err(|e| OpenError::Corrupt(e.to_string()))?;
+        let upload_notes =
+            session::recover(&*options.fs, &root, &meta).map_err(|e| OpenError::Corrupt(e.to_string()))?;
+        recovery.notes.extend(upload_notes);
         Ok(Store {
             inner: Arc::new(Inner {
                 root,
@@ -246,6 +267,7 @@ impl Store {
                 options,
                 gc_lock: Mutex::new(()),
                 recovery,
+                sessions: Default::default(),
                 _lock: lock,
             }),
         })

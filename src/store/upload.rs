@@ -224,6 +224,9 @@ enum Source {
     Memory(Bytes),
     File(PathBuf),
     Staged(PathBuf, Box<dyn FsFile>),
+    /// An upload session's staged file: read like a staged stream, but owned
+    /// (and removed) by its session, not by this upload.
+    Session(Box<dyn FsFile>),
 }
 
 /// A hashed content, ready to be written if its blob is new.
@@ -290,6 +293,12 @@ impl Read for StagedReader<'_> {
         self.at += n as u64;
         Ok(n)
     }
+}
+
+/// Hashes the first `len` bytes of a staged file.
+pub(crate) fn hash_staged(file: &dyn FsFile, len: u64) -> io::Result<ContentHash> {
+    let (hash, _) = crate::hash::hash_reader(&mut StagedReader { file, at: 0, len })?;
+    Ok(hash)
 }
 
 impl Inner {
@@ -412,7 +421,7 @@ impl Inner {
             Source::File(path) => {
                 Box::new(std::fs::File::open(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?)
             }
-            Source::Staged(_, f) => Box::new(StagedReader {
+            Source::Staged(_, f) | Source::Session(f) => Box::new(StagedReader {
                 file: &**f,
                 at: 0,
                 len: p.size,
@@ -501,6 +510,55 @@ impl Store {
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
+        inner.store_prepared(user, results, prepared, None)
+    }
+}
+
+impl Inner {
+    /// Stores an upload session's received bytes as `name` into `album`,
+    /// exactly as a one-shot upload of them would be stored. The bytes are
+    /// copied once into a segment (or inlined); `file` stays the session's.
+    /// The session's record (`session`, its key) goes in the same commit as
+    /// the file comes.
+    #[expect(clippy::too_many_arguments, reason = "one upload's fields, as `Upload` holds them")]
+    pub(crate) fn upload_staged(
+        &self,
+        user: &str,
+        album: AlbumId,
+        name: &str,
+        mode: DedupMode,
+        hash: ContentHash,
+        size: u64,
+        file: Box<dyn FsFile>,
+        session: Vec<u8>,
+    ) -> Result<UploadReport> {
+        self.health.check()?;
+        let prepared = Prepared {
+            hash,
+            size,
+            source: Source::Session(file),
+            what: name.to_string(),
+        };
+        let up = Upload::new(album, name, Content::Bytes(Bytes::new()), mode);
+        self.store_prepared(user, vec![None], vec![(0, up, prepared)], Some(session))
+            .pop()
+            .expect("one result per upload")
+    }
+
+    /// Steps 2 and 3 for hashed contents; `results` already holds the
+    /// failures of step 1.
+    ///
+    /// `retire` is the record of the upload session the content comes from:
+    /// it is deleted in the commit that stores the file, so a crash leaves
+    /// either the session or the file, never both.
+    fn store_prepared(
+        &self,
+        user: &str,
+        mut results: Vec<Option<Result<UploadReport>>>,
+        prepared: Vec<(usize, Upload, Prepared)>,
+        retire: Option<Vec<u8>>,
+    ) -> Vec<Result<UploadReport>> {
+        let inner = self;
         let mut copies: HashMap<ContentHash, NewCopy> = HashMap::new();
         // Held until every commit of this batch has finished.
         let mut pins = Vec::new();
@@ -574,6 +632,7 @@ impl Store {
             }
             let user_name = user.to_string();
             let now = inner.now_ms();
+            let retire = retire.clone();
             let applied = inner.commit(move |txn| {
                 let before_user = txn.savepoint();
                 let uid = ensure_user(txn, &user_name)?;
@@ -592,6 +651,8 @@ impl Store {
                 // user.
                 if !applied.iter().any(|(_, a)| matches!(a, Applied::Done(Ok(_)))) {
                     txn.rollback_to(before_user);
+                } else if let Some(session) = retire {
+                    txn.delete(Cf::Uploads, session);
                 }
                 Ok(applied)
             });
@@ -627,7 +688,9 @@ impl Store {
             .map(|r| r.expect("every upload has a result"))
             .collect()
     }
+}
 
+impl Store {
     /// What uploading content with this hash as `name` into `album` would
     /// do, without sending it. Only the user's own live files are considered,
     /// so the answer never depends on other users' content. A duplicate whose

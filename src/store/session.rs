@@ -1,0 +1,706 @@
+//! Resumable upload sessions: a large content sent in pieces, over hours
+//! and across restarts of client and store, then stored exactly as a
+//! one-shot upload of the same bytes would be.
+//!
+//! A session is a record in the `uploads` column family (keyed by user and
+//! id) and a staged file `uploads/<id>.part` written through [`Fs`]. Upload
+//! ids are global (the staged file is named by id alone) but a session is
+//! found only through its owner: another user's id is
+//! [`Error::UnknownUpload`], exactly like an id that never existed.
+//!
+//! The protocol is one of offsets, which tus 1.0 and the IETF
+//! resumable-upload draft both speak:
+//!
+//! - `append` writes the bytes at the session's durable offset, makes them
+//!   durable (`fdatasync`), and only then commits the new offset (synced).
+//!   So the committed offset never names a byte that is not on disk, and a
+//!   byte past it was never acknowledged.
+//! - At open, each staged file is truncated to its committed offset; a
+//!   staged file without a session is removed. A staged file *shorter* than
+//!   its offset means the disk lost acknowledged bytes: nothing in it can be
+//!   vouched for (there is no checksum per piece), so the session restarts
+//!   from offset 0, with a recovery note. A client asks for the offset
+//!   before resuming, so it re-sends instead of storing wrong bytes.
+//! - `finish` hashes the received bytes (with the hasher kept between
+//!   appends, or by reading the staged file again after a restart) and hands
+//!   them to the one-shot upload path, which copies them once into a segment.
+//!   The staged file cannot itself become a segment without a rename in
+//!   [`Fs`]: a known limit.
+//! - The session record is deleted in the commit that stores the file, so
+//!   a crash leaves the session or the file, never both; the staged bytes
+//!   are removed after that commit (at the next open, if a crash intervened).
+//! - Sessions expire [`StoreOptions::upload_expiry`](crate::StoreOptions::upload_expiry)
+//!   after their last append; an expired session is unknown, and `gc`
+//!   removes its record and then its staged file.
+//!
+//! Staged bytes count toward neither quota nor deduplication until finished;
+//! a declared length is checked against the quota when it is declared.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::accounting::load_album;
+use super::quota::check_quota;
+use super::upload::hash_staged;
+use super::{load_user, DedupMode, Inner, Store, UploadReport};
+use crate::error::{Error, Result};
+use crate::fs::{Fs, FsFile};
+use crate::hash::{ContentHash, Hasher};
+use crate::ids::AlbumId;
+use crate::meta::records::{UploadRecord, UserBlobRecord};
+use crate::meta::txn::Txn;
+use crate::meta::{decode, keys, Cf, Meta};
+use crate::names::{check_file_name, check_user_name};
+
+/// The most client metadata entries a session keeps; more are refused
+/// with [`Error::MetadataTooLarge`].
+///
+/// ```
+/// assert!(keepsake::MAX_UPLOAD_METADATA_ENTRIES >= 8);
+/// ```
+pub const MAX_UPLOAD_METADATA_ENTRIES: usize = 32;
+/// The most bytes of client metadata (keys and values together) a session
+/// keeps: enough for a file type and a few names, not a side channel.
+///
+/// ```
+/// assert!(keepsake::MAX_UPLOAD_METADATA_BYTES >= 1024);
+/// ```
+pub const MAX_UPLOAD_METADATA_BYTES: usize = 4096;
+
+const UPLOADS_DIR: &str = "uploads";
+
+/// What [`Store::begin_upload`] answered.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use keepsake::{Content, ContentHash, DedupMode, Outcome, Store, UploadStart};
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = Store::open(dir.path()).unwrap();
+/// let album = store.ensure_album("ann", "Videos").unwrap();
+/// store.upload("ann", album, "v.mp4", Content::from(&b"video"[..]), DedupMode::Hash).unwrap();
+/// // The same content again, announced by its hash: nothing to send.
+/// let hash = Some(ContentHash::of(b"video"));
+/// let start = store.begin_upload("ann", album, "v.mp4", DedupMode::Hash, Some(5), hash, BTreeMap::new()).unwrap();
+/// assert!(matches!(start, UploadStart::Done(r) if r.outcome == Outcome::Skipped));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadStart {
+    /// A new session: send the bytes with [`Store::append`].
+    Session(u64),
+    /// The declared hash made bytes unnecessary (a duplicate was skipped or
+    /// linked): the upload is already done, as [`Store::link`] reports it.
+    Done(UploadReport),
+}
+
+/// The state of an upload session, as [`Store::upload_status`] and
+/// [`Store::uploads`] report it.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use keepsake::{DedupMode, Store, UploadStart};
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = Store::open(dir.path()).unwrap();
+/// let album = store.ensure_album("ann", "Videos").unwrap();
+/// let UploadStart::Session(id) =
+///     store.begin_upload("ann", album, "v.mp4", DedupMode::Hash, Some(4), None, BTreeMap::new()).unwrap()
+/// else { unreachable!() };
+/// store.append("ann", id, 0, b"vid").unwrap();
+/// let status = &store.uploads("ann").unwrap()[0];
+/// assert_eq!((status.id, status.offset, status.complete), (id, 3, false));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct UploadStatus {
+    /// The session's id.
+    pub id: u64,
+    /// Where the file will go.
+    pub album: AlbumId,
+    /// The file's name.
+    pub name: String,
+    /// The duplicate rule `finish` applies.
+    pub mode: DedupMode,
+    /// Bytes received and durable: the next append starts here.
+    pub offset: u64,
+    /// The content's length, or `None` while deferred.
+    pub declared_length: Option<u64>,
+    /// Whether every declared byte has arrived.
+    pub complete: bool,
+    /// The hash `finish` will insist on, if the client declared one.
+    pub expected_hash: Option<ContentHash>,
+    /// When the session began (milliseconds since the epoch).
+    pub created_ms: u64,
+    /// When the session expires unless appended to.
+    pub expires_ms: u64,
+    /// The client's metadata, as given at begin.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The in-process side of the sessions: one lock per session in use, so
+/// that a session has one writer at a time.
+#[derive(Default)]
+pub(crate) struct Sessions(Mutex<HashMap<u64, Arc<Mutex<Slot>>>>);
+
+#[derive(Default)]
+struct Slot {
+    file: Option<Box<dyn FsFile>>,
+    /// The hash of the bytes up to the offset it is paired with, while this
+    /// process has seen every append since offset 0.
+    hasher: Option<(Hasher, u64)>,
+}
+
+fn mode_code(mode: DedupMode) -> u8 {
+    match mode {
+        DedupMode::Hash => 0,
+        DedupMode::NameAndHash => 1,
+    }
+}
+
+fn mode_of(code: u8) -> DedupMode {
+    match code {
+        0 => DedupMode::Hash,
+        _ => DedupMode::NameAndHash,
+    }
+}
+
+fn staged_path(root: &Path, id: u64) -> PathBuf {
+    root.join(UPLOADS_DIR).join(format!("{id}.part"))
+}
+
+fn check_metadata(metadata: BTreeMap<String, String>) -> Result<Vec<(String, String)>> {
+    let bytes: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if metadata.len() > MAX_UPLOAD_METADATA_ENTRIES || bytes > MAX_UPLOAD_METADATA_BYTES {
+        return Err(Error::MetadataTooLarge {
+            max_entries: MAX_UPLOAD_METADATA_ENTRIES,
+            max_bytes: MAX_UPLOAD_METADATA_BYTES,
+        });
+    }
+    Ok(metadata.into_iter().collect())
+}
+
+/// Refuses a declared length the user's quota cannot take. Content the user
+/// already holds (known from the declared hash) charges nothing, as at
+/// commit.
+fn check_declared(txn: &Txn<'_>, uid: u64, length: u64, expected: Option<ContentHash>) -> Result<()> {
+    let held = match expected {
+        Some(h) => txn
+            .get::<UserBlobRecord>(Cf::UserBlobs, &keys::user_hash(uid, &h))?
+            .is_some_and(|ub| ub.refs > 0),
+        None => false,
+    };
+    check_quota(&load_user(txn, uid)?, if held { 0 } else { length })
+}
+
+fn status(id: u64, rec: UploadRecord) -> UploadStatus {
+    UploadStatus {
+        id,
+        album: AlbumId(rec.album),
+        mode: mode_of(rec.mode),
+        offset: rec.offset,
+        declared_length: rec.declared,
+        complete: rec.declared == Some(rec.offset),
+        expected_hash: rec.expected,
+        created_ms: rec.created_ms,
+        expires_ms: rec.expires_ms,
+        metadata: rec.metadata.into_iter().collect(),
+        name: rec.name,
+    }
+}
+
+/// Brings the staged files in line with the committed sessions, at open
+/// (see the module documentation for the rules). Returns one note per
+/// session that lost acknowledged bytes.
+pub(crate) fn recover(fs: &dyn Fs, root: &Path, meta: &Meta) -> Result<Vec<String>> {
+    let dir = root.join(UPLOADS_DIR);
+    let io = |e| Error::io(format!("recovering {}", dir.display()), e);
+    fs.create_dir_all(&dir).map_err(io)?;
+    let mut unclaimed: HashSet<String> = fs.list(&dir).map_err(io)?.into_iter().collect();
+    let mut txn = Txn::new(meta);
+    let mut notes = Vec::new();
+    for (key, value) in meta.scan_all(Cf::Uploads, &[])? {
+        let id = keys::u64_at(&key, 8).ok_or_else(|| Error::Corrupt("bad upload key".into()))?;
+        let mut rec: UploadRecord = decode(&value)?;
+        let path = staged_path(root, id);
+        let len = match unclaimed.remove(&format!("{id}.part")) {
+            true => {
+                let file = fs.open(&path).map_err(io)?;
+                let len = file.len().map_err(io)?;
+                // Bytes past the offset were never acknowledged; bytes short
+                // of it cannot be vouched for, so none are kept.
+                let keep = if len < rec.offset { 0 } else { rec.offset };
+                if len != keep {
+                    file.set_len(keep).and_then(|()| file.sync_data()).map_err(io)?;
+                }
+                len
+            }
+            false => 0,
+        };
+        if len < rec.offset {
+            notes.push(format!(
+                "upload session {id}: staged file has {len} of {} acknowledged bytes; the upload restarts from 0",
+                rec.offset
+            ));
+            rec.offset = 0;
+            txn.put(Cf::Uploads, key, &rec);
+        }
+    }
+    for orphan in &unclaimed {
+        fs.remove_file(&dir.join(orphan)).map_err(io)?;
+    }
+    if !txn.is_empty() {
+        meta.write(txn.into_batch())?;
+    }
+    Ok(notes)
+}
+
+impl Inner {
+    fn upload_expiry_ms(&self) -> u64 {
+        self.options.upload_expiry.as_millis() as u64
+    }
+
+    fn slot(&self, id: u64) -> Arc<Mutex<Slot>> {
+        self.sessions.0.lock().entry(id).or_default().clone()
+    }
+
+    /// The user's live session `id`. Expired sessions are unknown even
+    /// before `gc` removes them.
+    fn session(&self, user: &str, id: u64) -> Result<(u64, UploadRecord)> {
+        let uid = self.user_id(user)?.ok_or(Error::UnknownUpload(id))?;
+        let rec = self
+            .meta
+            .get::<UploadRecord>(Cf::Uploads, &keys::upload(uid, id))?
+            .filter(|r| r.expires_ms > self.now_ms())
+            .ok_or(Error::UnknownUpload(id))?;
+        Ok((uid, rec))
+    }
+
+    /// Runs `work` as the session's only writer, with its record as
+    /// committed. Ownership is checked before the lock is tried, so another
+    /// user learns nothing from a busy session.
+    fn with_session<R>(
+        &self,
+        user: &str,
+        id: u64,
+        work: impl FnOnce(&mut Slot, u64, UploadRecord) -> Result<R>,
+    ) -> Result<R> {
+        self.session(user, id)?;
+        let cell = self.slot(id);
+        let mut slot = cell.try_lock().ok_or(Error::UploadBusy(id))?;
+        // Again under the lock: the previous writer may have moved the
+        // offset or ended the session.
+        let (uid, rec) = self.session(user, id)?;
+        work(&mut slot, uid, rec)
+    }
+
+    /// The session's staged file, created if a crash came between the
+    /// session's commit and the file's creation.
+    fn staged_file<'s>(&self, slot: &'s mut Slot, id: u64) -> Result<&'s dyn FsFile> {
+        if slot.file.is_none() {
+            let fs = &*self.options.fs;
+            let path = staged_path(&self.root, id);
+            let io = |e| Error::io(format!("opening {}", path.display()), e);
+            let file = match fs.open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    let f = fs.create(&path).map_err(io)?;
+                    fs.sync_dir(&self.root.join(UPLOADS_DIR)).map_err(io)?;
+                    f
+                }
+                Err(e) => return Err(io(e)),
+            };
+            slot.file = Some(file);
+        }
+        Ok(&**slot.file.as_ref().expect("opened above"))
+    }
+
+    /// Drops a session: its record first, then (once nothing names it) its
+    /// staged file. A crash in between leaves a file that the next open
+    /// removes.
+    fn drop_session(&self, uid: u64, id: u64) -> Result<()> {
+        self.commit(move |txn| {
+            txn.delete(Cf::Uploads, keys::upload(uid, id));
+            Ok(())
+        })?;
+        self.remove_staged(id)
+    }
+
+    fn remove_staged(&self, id: u64) -> Result<()> {
+        self.sessions.0.lock().remove(&id);
+        let path = staged_path(&self.root, id);
+        match self.options.fs.remove_file(&path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(Error::io(format!("removing {}", path.display()), e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes the sessions that expired, for `gc`. A session busy with an
+    /// append is left alone: the append renews it. Returns how many went.
+    pub(crate) fn expire_uploads(&self) -> Result<u64> {
+        let now = self.now_ms();
+        let mut expired = 0;
+        for (key, value) in self.meta.scan_all(Cf::Uploads, &[])? {
+            if decode::<UploadRecord>(&value)?.expires_ms > now {
+                continue;
+            }
+            let id = keys::u64_at(&key, 8).ok_or_else(|| Error::Corrupt("bad upload key".into()))?;
+            let cell = self.slot(id);
+            let Some(_writer) = cell.try_lock() else {
+                continue;
+            };
+            let gone = self.commit(move |txn| match txn.get::<UploadRecord>(Cf::Uploads, &key)? {
+                Some(rec) if rec.expires_ms <= now => {
+                    txn.delete(Cf::Uploads, key);
+                    Ok(true)
+                }
+                _ => Ok(false),
+            })?;
+            if gone {
+                self.remove_staged(id)?;
+                expired += 1;
+            }
+        }
+        Ok(expired)
+    }
+}
+
+impl Store {
+    /// Begins a resumable upload of `name` into `album`. With
+    /// `expected_hash`, a content the duplicate rules would skip or link
+    /// needs no bytes: the answer is then [`UploadStart::Done`] with the
+    /// report of [`Store::link`] (a link is made). Otherwise a session is
+    /// opened. A declared length is checked against the quota now, as
+    /// content new to the user; it may instead be declared later with
+    /// [`set_upload_length`](Self::set_upload_length).
+    ///
+    /// `metadata` is kept for the client (at most
+    /// [`MAX_UPLOAD_METADATA_ENTRIES`] entries and
+    /// [`MAX_UPLOAD_METADATA_BYTES`] bytes, else
+    /// [`Error::MetadataTooLarge`]).
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use keepsake::{DedupMode, Outcome, Store, UploadStart};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let album = store.ensure_album("ann", "Videos").unwrap();
+    /// let video = vec![7u8; 50_000];
+    /// let start = store
+    ///     .begin_upload("ann", album, "VID.MP4", DedupMode::Hash, Some(50_000), None, BTreeMap::new())
+    ///     .unwrap();
+    /// let UploadStart::Session(id) = start else { panic!("new content needs its bytes") };
+    /// assert_eq!(store.append("ann", id, 0, &video[..20_000]).unwrap(), 20_000);
+    /// assert_eq!(store.append("ann", id, 20_000, &video[20_000..]).unwrap(), 50_000);
+    /// assert_eq!(store.finish("ann", id).unwrap().outcome, Outcome::Stored);
+    /// ```
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the upload's fields, as a protocol's begin request carries them"
+    )]
+    pub fn begin_upload(
+        &self,
+        user: &str,
+        album: AlbumId,
+        name: &str,
+        mode: DedupMode,
+        declared_length: Option<u64>,
+        expected_hash: Option<ContentHash>,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<UploadStart> {
+        check_user_name(user)?;
+        check_file_name(name)?;
+        self.inner.health.check()?;
+        let metadata = check_metadata(metadata)?;
+        if let Some(hash) = expected_hash {
+            match self.link(user, album, name, hash, mode) {
+                Ok(report) => return Ok(UploadStart::Done(report)),
+                Err(Error::ContentRequired) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let now = self.inner.now_ms();
+        let rec = UploadRecord {
+            album: album.0,
+            name: name.to_string(),
+            mode: mode_code(mode),
+            declared: declared_length,
+            offset: 0,
+            expected: expected_hash,
+            created_ms: now,
+            expires_ms: now.saturating_add(self.inner.upload_expiry_ms()),
+            metadata,
+        };
+        let missing = Error::UnknownAlbum(album.to_string());
+        let (uid, id) = self.inner.commit_as(user, missing, move |txn, uid| {
+            if load_album(txn, uid, rec.album)?.is_none() {
+                return Err(Error::UnknownAlbum(album.to_string()));
+            }
+            if let Some(length) = rec.declared {
+                check_declared(txn, uid, length, rec.expected)?;
+            }
+            let id = txn.get::<u64>(Cf::Meta, keys::NEXT_UPLOAD)?.unwrap_or(1);
+            txn.put(Cf::Meta, keys::NEXT_UPLOAD.to_vec(), &(id + 1));
+            txn.put(Cf::Uploads, keys::upload(uid, id), &rec);
+            Ok((uid, id))
+        })?;
+        let created = self.inner.staged_file(&mut Slot::default(), id).map(|_| ());
+        if let Err(e) = created {
+            // No bytes can be taken without the file: the session goes too.
+            self.inner.drop_session(uid, id)?;
+            return Err(e);
+        }
+        Ok(UploadStart::Session(id))
+    }
+
+    /// Appends `bytes` at `offset`, which must be the session's durable
+    /// length (else [`Error::OffsetMismatch`], which names it). Returns the
+    /// new durable offset once the bytes are synced and the offset
+    /// committed. Bytes past a declared length are refused
+    /// ([`Error::LengthExceeded`]); a concurrent request on the same
+    /// session gets [`Error::UploadBusy`]. Each append renews the session's
+    /// expiry.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use keepsake::{DedupMode, Error, Store, UploadStart};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let album = store.ensure_album("ann", "Videos").unwrap();
+    /// let UploadStart::Session(id) =
+    ///     store.begin_upload("ann", album, "v.mp4", DedupMode::Hash, None, None, BTreeMap::new()).unwrap()
+    /// else { unreachable!() };
+    /// store.append("ann", id, 0, b"first").unwrap();
+    /// // A retry of a piece that did arrive: the error says where to resume.
+    /// assert!(matches!(store.append("ann", id, 0, b"first"), Err(Error::OffsetMismatch { expected: 5 })));
+    /// ```
+    pub fn append(&self, user: &str, id: u64, offset: u64, bytes: &[u8]) -> Result<u64> {
+        let inner = &*self.inner;
+        inner.health.check()?;
+        inner.with_session(user, id, |slot, uid, rec| {
+            if offset != rec.offset {
+                return Err(Error::OffsetMismatch { expected: rec.offset });
+            }
+            let end = offset + bytes.len() as u64;
+            if let Some(declared) = rec.declared.filter(|&d| end > d) {
+                return Err(Error::LengthExceeded { declared });
+            }
+            if bytes.is_empty() {
+                return Ok(offset);
+            }
+            let file = inner.staged_file(slot, id)?;
+            let written = file.write_all_at(offset, bytes).and_then(|()| file.sync_data());
+            if let Err(e) = written {
+                // Unacknowledged: the next append overwrites these bytes and
+                // syncs them again, through a fresh handle.
+                slot.file = None;
+                return Err(Error::io(format!("writing upload {id}"), e));
+            }
+            let expires_ms = inner.now_ms().saturating_add(inner.upload_expiry_ms());
+            inner.commit(move |txn| {
+                let key = keys::upload(uid, id);
+                let mut rec = txn
+                    .get::<UploadRecord>(Cf::Uploads, &key)?
+                    .filter(|r| r.offset == offset)
+                    .ok_or(Error::UnknownUpload(id))?;
+                rec.offset = end;
+                rec.expires_ms = expires_ms;
+                txn.put(Cf::Uploads, key, &rec);
+                Ok(())
+            })?;
+            let tracked = match slot.hasher.take() {
+                Some((h, at)) if at == offset => Some(h),
+                _ if offset == 0 => Some(Hasher::new()),
+                _ => None,
+            };
+            slot.hasher = tracked.map(|mut h| {
+                h.update(bytes);
+                (h, end)
+            });
+            Ok(end)
+        })
+    }
+
+    /// Declares the length of a session begun without one. It can be set
+    /// once (setting the same value again is accepted), not below the bytes
+    /// already received, and is checked against the quota.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use keepsake::{DedupMode, Store, UploadStart};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let album = store.ensure_album("ann", "Videos").unwrap();
+    /// let UploadStart::Session(id) =
+    ///     store.begin_upload("ann", album, "v.mp4", DedupMode::Hash, None, None, BTreeMap::new()).unwrap()
+    /// else { unreachable!() };
+    /// store.append("ann", id, 0, b"abc").unwrap();
+    /// store.set_upload_length("ann", id, 6).unwrap();
+    /// store.append("ann", id, 3, b"def").unwrap();
+    /// assert!(store.upload_status("ann", id).unwrap().complete);
+    /// ```
+    pub fn set_upload_length(&self, user: &str, id: u64, length: u64) -> Result<()> {
+        let inner = &*self.inner;
+        inner.with_session(user, id, |_, uid, rec| {
+            let refuse = |reason| {
+                Err(Error::InvalidLength {
+                    requested: length,
+                    reason,
+                })
+            };
+            match rec.declared {
+                Some(d) if d == length => return Ok(()),
+                Some(_) => return refuse("the length was already declared"),
+                None if length < rec.offset => return refuse("more bytes than that were already received"),
+                None => {}
+            }
+            inner.commit(move |txn| {
+                let key = keys::upload(uid, id);
+                let mut rec = txn
+                    .get::<UploadRecord>(Cf::Uploads, &key)?
+                    .ok_or(Error::UnknownUpload(id))?;
+                check_declared(txn, uid, length, rec.expected)?;
+                rec.declared = Some(length);
+                txn.put(Cf::Uploads, key, &rec);
+                Ok(())
+            })
+        })
+    }
+
+    /// The state of one of the user's sessions.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use keepsake::{DedupMode, Error, Store, UploadStart};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let album = store.ensure_album("ann", "Videos").unwrap();
+    /// let meta = BTreeMap::from([("filetype".to_string(), "video/mp4".to_string())]);
+    /// let UploadStart::Session(id) =
+    ///     store.begin_upload("ann", album, "v.mp4", DedupMode::Hash, Some(10), None, meta.clone()).unwrap()
+    /// else { unreachable!() };
+    /// let status = store.upload_status("ann", id).unwrap();
+    /// assert_eq!((status.offset, status.declared_length, status.complete), (0, Some(10), false));
+    /// assert_eq!(status.metadata, meta);
+    /// // Sessions are per user.
+    /// store.ensure_album("bob", "Videos").unwrap();
+    /// assert!(matches!(store.upload_status("bob", id), Err(Error::UnknownUpload(_))));
+    /// ```
+    pub fn upload_status(&self, user: &str, id: u64) -> Result<UploadStatus> {
+        let (_, rec) = self.inner.session(user, id)?;
+        Ok(status(id, rec))
+    }
+
+    /// The user's unexpired sessions, oldest first.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use keepsake::{DedupMode, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let album = store.ensure_album("ann", "Videos").unwrap();
+    /// store.begin_upload("ann", album, "v.mp4", DedupMode::Hash, None, None, BTreeMap::new()).unwrap();
+    /// assert_eq!(store.uploads("ann").unwrap().len(), 1);
+    /// assert!(store.uploads("nobody").unwrap().is_empty());
+    /// ```
+    pub fn uploads(&self, user: &str) -> Result<Vec<UploadStatus>> {
+        let Some(uid) = self.inner.user_id(user)? else {
+            return Ok(Vec::new());
+        };
+        let now = self.inner.now_ms();
+        let mut out = Vec::new();
+        for (key, value) in self.inner.meta.scan_all(Cf::Uploads, &keys::u64_key(uid))? {
+            let rec: UploadRecord = decode(&value)?;
+            if rec.expires_ms > now {
+                out.push(status(keys::last_u64(&key), rec));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores what the session received, exactly as a one-shot upload of
+    /// the same bytes would ([`Store::upload`]: same duplicate rules, same
+    /// report, quota checked by the same commit), and ends the session. A
+    /// declared length must have arrived in full
+    /// ([`Error::UploadIncomplete`]); a deferred one becomes the bytes
+    /// received. If the bytes do not hash to the declared hash the session
+    /// is discarded and [`Error::HashMismatch`] returned; other failures
+    /// (the quota, say) leave the session to be finished again.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use keepsake::{ContentHash, DedupMode, Error, Store, UploadStart};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let album = store.ensure_album("ann", "Videos").unwrap();
+    /// let claimed = Some(ContentHash::of(b"what was meant"));
+    /// let UploadStart::Session(id) =
+    ///     store.begin_upload("ann", album, "v.mp4", DedupMode::Hash, None, claimed, BTreeMap::new()).unwrap()
+    /// else { unreachable!() };
+    /// store.append("ann", id, 0, b"what arrived").unwrap();
+    /// assert!(matches!(store.finish("ann", id), Err(Error::HashMismatch { .. })));
+    /// assert!(store.files("ann").unwrap().is_empty());
+    /// ```
+    pub fn finish(&self, user: &str, id: u64) -> Result<UploadReport> {
+        let inner = &*self.inner;
+        inner.health.check()?;
+        inner.with_session(user, id, |slot, uid, rec| {
+            if let Some(declared) = rec.declared.filter(|&d| d != rec.offset) {
+                return Err(Error::UploadIncomplete {
+                    offset: rec.offset,
+                    declared,
+                });
+            }
+            let tracked = slot
+                .hasher
+                .as_ref()
+                .filter(|(_, at)| *at == rec.offset)
+                .map(|(h, _)| h.finalize());
+            let file = inner.staged_file(slot, id)?;
+            let hash = match tracked {
+                Some(h) => h,
+                None => hash_staged(file, rec.offset).map_err(|e| Error::io(format!("reading upload {id}"), e))?,
+            };
+            if let Some(expected) = rec.expected.filter(|&e| e != hash) {
+                inner.drop_session(uid, id)?;
+                return Err(Error::HashMismatch { expected, actual: hash });
+            }
+            let file = slot.file.take().expect("opened above");
+            let report = inner.upload_staged(
+                user,
+                AlbumId(rec.album),
+                &rec.name,
+                mode_of(rec.mode),
+                hash,
+                rec.offset,
+                file,
+                keys::upload(uid, id),
+            )?;
+            // The commit that stored the file dropped the session record;
+            // the staged bytes go only now.
+            inner.remove_staged(id)?;
+            Ok(report)
+        })
+    }
+
+    /// Ends a session without storing anything, removing its staged bytes.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use keepsake::{DedupMode, Error, Store, UploadStart};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let album = store.ensure_album("ann", "Videos").unwrap();
+    /// let UploadStart::Session(id) =
+    ///     store.begin_upload("ann", album, "v.mp4", DedupMode::Hash, None, None, BTreeMap::new()).unwrap()
+    /// else { unreachable!() };
+    /// store.abort("ann", id).unwrap();
+    /// assert!(matches!(store.append("ann", id, 0, b"late"), Err(Error::UnknownUpload(_))));
+    /// ```
+    pub fn abort(&self, user: &str, id: u64) -> Result<()> {
+        let inner = &*self.inner;
+        inner.with_session(user, id, |_, uid, _| inner.drop_session(uid, id))
+    }
+}

@@ -1,0 +1,748 @@
+//! Resumable upload sessions: the offset protocol, declared and deferred
+//! lengths, preflight at begin, finish equal to a one-shot upload, quota,
+//! expiry, one writer per session, per-user isolation, open-time recovery of
+//! staged files, and progress surviving `kill -9` of the uploading process.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{assert_verified, data, knob, open, options_with_clock, put, store_with_album, ManualClock, TestFs, BIG};
+use keepsake::{AlbumId, ContentHash, DedupMode, Error, Outcome, Store, StoreOptions, UploadReport, UploadStart};
+
+const MODES: [DedupMode; 2] = [DedupMode::Hash, DedupMode::NameAndHash];
+
+/// Begins a session that needs bytes, returning its id.
+fn begin(
+    store: &Store,
+    user: &str,
+    album: AlbumId,
+    name: &str,
+    length: Option<u64>,
+    expected: Option<ContentHash>,
+) -> u64 {
+    begin_mode(store, user, album, name, DedupMode::Hash, length, expected)
+}
+
+fn begin_mode(
+    store: &Store,
+    user: &str,
+    album: AlbumId,
+    name: &str,
+    mode: DedupMode,
+    length: Option<u64>,
+    expected: Option<ContentHash>,
+) -> u64 {
+    match store.begin_upload(user, album, name, mode, length, expected, BTreeMap::new()) {
+        Ok(UploadStart::Session(id)) => id,
+        other => panic!("begin_upload of {name} should open a session, got {other:?}"),
+    }
+}
+
+/// Appends `bytes` from the session's current offset in pieces of `piece`.
+fn send(store: &Store, user: &str, id: u64, bytes: &[u8], piece: usize) {
+    let mut at = store.upload_status(user, id).unwrap().offset as usize;
+    for chunk in bytes[at..].chunks(piece) {
+        let next = store.append(user, id, at as u64, chunk).unwrap();
+        at += chunk.len();
+        assert_eq!(next, at as u64);
+    }
+}
+
+/// Uploads `bytes` through a session, as a client would, and finishes it.
+fn upload_resumably(
+    store: &Store,
+    user: &str,
+    album: AlbumId,
+    name: &str,
+    bytes: &[u8],
+    mode: DedupMode,
+) -> UploadReport {
+    let id = begin_mode(store, user, album, name, mode, Some(bytes.len() as u64), None);
+    send(store, user, id, bytes, 7_000);
+    store.finish(user, id).unwrap()
+}
+
+/// Finishes ann's session `id` and checks that the file holds `bytes`.
+fn finish_exact(store: &Store, id: u64, bytes: &[u8]) -> UploadReport {
+    let report = store.finish("ann", id).unwrap();
+    assert_eq!(store.read("ann", report.file_id).unwrap(), bytes);
+    report
+}
+
+fn staged(store: &Store, id: u64) -> PathBuf {
+    store.path().join("uploads").join(format!("{id}.part"))
+}
+
+#[test]
+fn append_at_wrong_offset_is_refused_and_resumes_from_reported_offset() {
+    let (_dir, store, album) = store_with_album("ann", "Videos");
+    let video = data(1, 3 * BIG);
+    let id = begin(&store, "ann", album, "VID.MP4", Some(video.len() as u64), None);
+    store.append("ann", id, 0, &video[..BIG]).unwrap();
+    // A piece that got lost in transit: the next one arrives too far on.
+    let gap = store.append("ann", id, 2 * BIG as u64, &video[2 * BIG..]);
+    let Err(Error::OffsetMismatch { expected }) = gap else {
+        panic!("a gap must be refused, got {gap:?}")
+    };
+    assert_eq!(expected, BIG as u64);
+    // A duplicate of a piece already received is refused too.
+    assert!(
+        matches!(store.append("ann", id, 0, &video[..BIG]), Err(Error::OffsetMismatch { expected: e }) if e == BIG as u64)
+    );
+    assert_eq!(store.upload_status("ann", id).unwrap().offset, expected);
+    store.append("ann", id, expected, &video[BIG..]).unwrap();
+    finish_exact(&store, id, &video);
+    assert_verified(&store);
+}
+
+#[test]
+fn bytes_past_declared_length_are_refused_and_an_incomplete_session_cannot_finish() {
+    let (_dir, store, album) = store_with_album("ann", "Videos");
+    let video = data(2, BIG);
+    let id = begin(&store, "ann", album, "VID.MP4", Some(BIG as u64), None);
+    store.append("ann", id, 0, &video[..100]).unwrap();
+    let too_long = store.append("ann", id, 100, &data(3, BIG));
+    assert!(
+        matches!(too_long, Err(Error::LengthExceeded { declared }) if declared == BIG as u64),
+        "{too_long:?}"
+    );
+    assert_eq!(
+        store.upload_status("ann", id).unwrap().offset,
+        100,
+        "nothing of a refused piece is taken"
+    );
+    let early = store.finish("ann", id);
+    assert!(matches!(early, Err(Error::UploadIncomplete { offset: 100, declared }) if declared == BIG as u64));
+    send(&store, "ann", id, &video, 1000);
+    assert!(store.upload_status("ann", id).unwrap().complete);
+    assert_eq!(store.finish("ann", id).unwrap().size, BIG as u64);
+    assert_verified(&store);
+}
+
+#[test]
+fn deferred_length_is_declared_once_and_never_below_the_bytes_received() {
+    let (_dir, store, album) = store_with_album("ann", "Videos");
+    let video = data(4, 2 * BIG);
+    let id = begin(&store, "ann", album, "VID.MP4", None, None);
+    store.append("ann", id, 0, &video[..BIG]).unwrap();
+    let status = store.upload_status("ann", id).unwrap();
+    assert_eq!((status.declared_length, status.complete), (None, false));
+    assert!(matches!(
+        store.set_upload_length("ann", id, BIG as u64 - 1),
+        Err(Error::InvalidLength { .. })
+    ));
+    store.set_upload_length("ann", id, video.len() as u64).unwrap();
+    // Repeating the same declaration is harmless; changing it is not.
+    store.set_upload_length("ann", id, video.len() as u64).unwrap();
+    assert!(matches!(
+        store.set_upload_length("ann", id, 3 * BIG as u64),
+        Err(Error::InvalidLength { .. })
+    ));
+    assert!(matches!(
+        store.append("ann", id, BIG as u64, &video),
+        Err(Error::LengthExceeded { .. })
+    ));
+    send(&store, "ann", id, &video, 5000);
+    finish_exact(&store, id, &video);
+
+    // A length never declared is what arrived.
+    let id = begin(&store, "ann", album, "clip.mp4", None, None);
+    let clip = data(5, BIG);
+    send(&store, "ann", id, &clip, 3000);
+    assert_eq!(store.finish("ann", id).unwrap().size, BIG as u64);
+    assert_verified(&store);
+}
+
+#[test]
+fn session_resumes_after_reopen_and_finish_rehashes_the_staged_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = data(6, 5 * BIG);
+    let meta = BTreeMap::from([("filetype".to_string(), "video/mp4".to_string())]);
+    let id = {
+        let store = open(dir.path());
+        let album = store.ensure_album("ann", "Videos").unwrap();
+        let start = store
+            .begin_upload(
+                "ann",
+                album,
+                "VID.MP4",
+                DedupMode::Hash,
+                Some(video.len() as u64),
+                Some(ContentHash::of(&video)),
+                meta.clone(),
+            )
+            .unwrap();
+        let UploadStart::Session(id) = start else {
+            panic!("new content needs bytes")
+        };
+        store.append("ann", id, 0, &video[..2 * BIG]).unwrap();
+        id
+    };
+    let store = open(dir.path());
+    assert!(store.recovery_notes().is_empty(), "{:?}", store.recovery_notes());
+    let status = store.upload_status("ann", id).unwrap();
+    assert_eq!((status.offset, status.metadata), (2 * BIG as u64, meta));
+    assert_eq!(store.uploads("ann").unwrap().len(), 1);
+    send(&store, "ann", id, &video, BIG);
+    let report = finish_exact(&store, id, &video);
+    assert_eq!(
+        (report.outcome, report.hash),
+        (Outcome::Stored, ContentHash::of(&video))
+    );
+    assert!(store.uploads("ann").unwrap().is_empty());
+    assert!(!staged(&store, id).exists());
+    assert_verified(&store);
+}
+
+#[test]
+fn hash_mismatch_at_finish_stores_nothing_and_ends_the_session() {
+    let (_dir, store, album) = store_with_album("ann", "Videos");
+    let meant = data(7, 2 * BIG);
+    let mut arrived = meant.clone();
+    arrived[BIG] ^= 1;
+    let id = begin(
+        &store,
+        "ann",
+        album,
+        "VID.MP4",
+        Some(meant.len() as u64),
+        Some(ContentHash::of(&meant)),
+    );
+    send(&store, "ann", id, &arrived, 4000);
+    let finished = store.finish("ann", id);
+    assert!(
+        matches!(finished, Err(Error::HashMismatch { expected, actual })
+            if expected == ContentHash::of(&meant) && actual == ContentHash::of(&arrived)),
+        "{finished:?}"
+    );
+    assert!(store.files("ann").unwrap().is_empty());
+    assert_eq!(store.usage("ann").unwrap().unique_bytes, 0);
+    assert_eq!(store.stats().unwrap().blobs, 0);
+    assert!(matches!(store.upload_status("ann", id), Err(Error::UnknownUpload(_))));
+    assert!(!staged(&store, id).exists());
+    assert_verified(&store);
+}
+
+/// Two stores with the same history on the same clock: one takes an upload
+/// through a session, the other the same upload in one shot.
+fn twins(history: impl Fn(&Store, AlbumId, AlbumId)) -> [(tempfile::TempDir, Store, AlbumId); 2] {
+    let clock = ManualClock::new();
+    [(); 2].map(|()| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), options_with_clock(&clock)).unwrap();
+        let camera = store.ensure_album("ann", "Camera").unwrap();
+        let trip = store.ensure_album("ann", "Trip").unwrap();
+        history(&store, camera, trip);
+        (dir, store, trip)
+    })
+}
+
+#[track_caller]
+fn assert_same_state(a: &Store, b: &Store) {
+    assert_eq!(a.files("ann").unwrap(), b.files("ann").unwrap());
+    assert_eq!(a.usage("ann").unwrap(), b.usage("ann").unwrap());
+    assert_eq!(a.stats().unwrap().blobs, b.stats().unwrap().blobs);
+    assert_verified(a);
+    assert_verified(b);
+}
+
+#[test]
+fn finish_reports_what_a_one_shot_upload_reports_in_both_modes() {
+    let photo = data(8, 3 * BIG);
+    // The user's file with the photo before the upload of "IMG_1.JPG" into
+    // Trip (album, name), and the outcome expected per mode.
+    let cases = [
+        ("new content", None, [Outcome::Stored; 2]),
+        (
+            "in the target album",
+            Some(("Trip", "IMG_1.JPG")),
+            [Outcome::Skipped; 2],
+        ),
+        ("in another album", Some(("Camera", "IMG_1.JPG")), [Outcome::Linked; 2]),
+        (
+            "under another name elsewhere",
+            Some(("Camera", "other.jpg")),
+            [Outcome::Linked, Outcome::Stored],
+        ),
+    ];
+    let name = "IMG_1.JPG";
+    for (what, before, outcomes) in cases {
+        for (mode, outcome) in MODES.into_iter().zip(outcomes) {
+            let [(_d1, resumable, trip), (_d2, one_shot, _)] = twins(|s, camera, trip| {
+                if let Some((album, earlier_name)) = before {
+                    let album = if album == "Trip" { trip } else { camera };
+                    put(s, "ann", album, earlier_name, &photo, DedupMode::Hash);
+                }
+            });
+            let via_session = upload_resumably(&resumable, "ann", trip, name, &photo, mode);
+            let direct = put(&one_shot, "ann", trip, name, &photo, mode);
+            assert_eq!(via_session, direct, "{what}, {mode:?}");
+            assert_eq!(via_session.outcome, outcome, "{what}, {mode:?}");
+            assert_same_state(&resumable, &one_shot);
+        }
+    }
+}
+
+#[test]
+fn small_content_is_inlined_like_a_one_shot_upload() {
+    let note = data(9, 100);
+    let [(_d1, resumable, trip), (_d2, one_shot, _)] = twins(|_, _, _| {});
+    let via_session = upload_resumably(&resumable, "ann", trip, "note.txt", &note, DedupMode::Hash);
+    assert_eq!(
+        via_session,
+        put(&one_shot, "ann", trip, "note.txt", &note, DedupMode::Hash)
+    );
+    assert_eq!(resumable.read("ann", via_session.file_id).unwrap(), &note[..]);
+    assert_same_state(&resumable, &one_shot);
+}
+
+#[test]
+fn expected_hash_of_a_duplicate_completes_at_begin_without_bytes() {
+    let photo = data(10, 2 * BIG);
+    let hash = ContentHash::of(&photo);
+    for (target_holds_it, outcome) in [(true, Outcome::Skipped), (false, Outcome::Linked)] {
+        let history = |s: &Store, camera: AlbumId, trip: AlbumId| {
+            let album = if target_holds_it { trip } else { camera };
+            put(s, "ann", album, "IMG_1.JPG", &photo, DedupMode::Hash);
+        };
+        let [(_d1, resumable, trip), (_d2, one_shot, _)] = twins(history);
+        let started = resumable
+            .begin_upload(
+                "ann",
+                trip,
+                "IMG_1.JPG",
+                DedupMode::Hash,
+                Some(photo.len() as u64),
+                Some(hash),
+                BTreeMap::new(),
+            )
+            .unwrap();
+        let UploadStart::Done(report) = started else {
+            panic!("a duplicate needs no bytes, got {started:?}")
+        };
+        assert_eq!(report.outcome, outcome);
+        assert_eq!(
+            report,
+            put(&one_shot, "ann", trip, "IMG_1.JPG", &photo, DedupMode::Hash)
+        );
+        assert!(
+            resumable.uploads("ann").unwrap().is_empty(),
+            "no session is left behind"
+        );
+        assert_same_state(&resumable, &one_shot);
+    }
+}
+
+#[test]
+fn quota_is_checked_at_begin_for_the_declared_length_and_again_at_finish() {
+    let (_dir, store, album) = store_with_album("ann", "Videos");
+    store.set_quota("ann", Some(3 * BIG as u64)).unwrap();
+    let too_big = store.begin_upload(
+        "ann",
+        album,
+        "big.mp4",
+        DedupMode::Hash,
+        Some(4 * BIG as u64),
+        None,
+        BTreeMap::new(),
+    );
+    assert!(matches!(too_big, Err(Error::QuotaExceeded { .. })), "{too_big:?}");
+    assert!(store.uploads("ann").unwrap().is_empty());
+
+    // A deferred length is checked when declared.
+    let id = begin(&store, "ann", album, "later.mp4", None, None);
+    assert!(matches!(
+        store.set_upload_length("ann", id, 4 * BIG as u64),
+        Err(Error::QuotaExceeded { .. })
+    ));
+
+    // Room at begin, none left at finish: the session stays to be finished
+    // once there is room again.
+    let video = data(11, 2 * BIG);
+    store.set_upload_length("ann", id, video.len() as u64).unwrap();
+    send(&store, "ann", id, &video, 6000);
+    put(
+        &store,
+        "ann",
+        album,
+        "meanwhile.jpg",
+        &data(12, 2 * BIG),
+        DedupMode::Hash,
+    );
+    assert!(matches!(store.finish("ann", id), Err(Error::QuotaExceeded { .. })));
+    assert!(store.upload_status("ann", id).unwrap().complete);
+    assert_eq!(store.usage("ann").unwrap().files, 1);
+    store.set_quota("ann", Some(4 * BIG as u64)).unwrap();
+    finish_exact(&store, id, &video);
+    assert_verified(&store);
+}
+
+#[test]
+fn expired_sessions_are_unknown_and_gc_removes_them_and_their_staged_files() {
+    let clock = ManualClock::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        options_with_clock(&clock).upload_expiry(Duration::from_secs(3600)),
+    )
+    .unwrap();
+    let album = store.ensure_album("ann", "Videos").unwrap();
+    let video = data(13, 2 * BIG);
+    let idle = begin(&store, "ann", album, "idle.mp4", None, None);
+    let busy = begin(&store, "ann", album, "busy.mp4", None, None);
+    store.append("ann", idle, 0, &video[..BIG]).unwrap();
+    clock.advance(Duration::from_secs(40 * 60));
+    // An append renews the session's life.
+    store.append("ann", busy, 0, &video[..BIG]).unwrap();
+    clock.advance(Duration::from_secs(40 * 60));
+    assert!(matches!(
+        store.append("ann", idle, BIG as u64, &video[BIG..]),
+        Err(Error::UnknownUpload(_))
+    ));
+    assert_eq!(
+        store.uploads("ann").unwrap().iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![busy]
+    );
+    assert!(staged(&store, idle).exists(), "gc, not the lookup, removes it");
+
+    assert_eq!(store.gc().unwrap().uploads_expired, 1);
+    assert!(!staged(&store, idle).exists());
+    assert!(staged(&store, busy).exists());
+    send(&store, "ann", busy, &video, BIG);
+    store.finish("ann", busy).unwrap();
+    assert_verified(&store);
+}
+
+#[test]
+fn abort_removes_the_session_and_its_staged_bytes() {
+    let (_dir, store, album) = store_with_album("ann", "Videos");
+    let id = begin(&store, "ann", album, "VID.MP4", None, None);
+    store.append("ann", id, 0, &data(14, BIG)).unwrap();
+    store.abort("ann", id).unwrap();
+    assert!(!staged(&store, id).exists());
+    assert!(matches!(store.upload_status("ann", id), Err(Error::UnknownUpload(_))));
+    assert!(matches!(store.abort("ann", id), Err(Error::UnknownUpload(_))));
+    assert!(store.files("ann").unwrap().is_empty());
+    assert_verified(&store);
+}
+
+#[test]
+fn concurrent_requests_on_one_session_are_busy_never_interleaved() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = TestFs::default();
+    let store = Store::open_with(dir.path(), StoreOptions::default().fs(Arc::new(fs.clone()))).unwrap();
+    let album = store.ensure_album("ann", "Videos").unwrap();
+    store.ensure_album("bob", "Videos").unwrap();
+    let (first, second) = (data(15, BIG), data(16, BIG));
+    let id = begin(&store, "ann", album, "VID.MP4", None, None);
+
+    fs.pause_next_sync();
+    let writer = {
+        let (store, first) = (store.clone(), first.clone());
+        std::thread::spawn(move || store.append("ann", id, 0, &first))
+    };
+    fs.wait_until_sync_paused();
+    assert!(matches!(store.append("ann", id, 0, &second), Err(Error::UploadBusy(b)) if b == id));
+    assert!(matches!(store.finish("ann", id), Err(Error::UploadBusy(_))));
+    assert!(matches!(store.abort("ann", id), Err(Error::UploadBusy(_))));
+    // Another user learns nothing, not even that the session is busy.
+    assert!(matches!(
+        store.append("bob", id, 0, &second),
+        Err(Error::UnknownUpload(_))
+    ));
+    fs.release_sync();
+    assert_eq!(writer.join().unwrap().unwrap(), BIG as u64);
+
+    assert_eq!(std::fs::read(staged(&store, id)).unwrap(), first);
+    finish_exact(&store, id, &first);
+    assert_verified(&store);
+}
+
+#[test]
+fn another_users_upload_id_is_unknown_to_them() {
+    let (_dir, store, album) = store_with_album("ann", "Videos");
+    let bobs = store.ensure_album("bob", "Videos").unwrap();
+    let id = begin(&store, "ann", album, "VID.MP4", None, None);
+    store.append("ann", id, 0, &data(17, BIG)).unwrap();
+    let unknown = |r: Result<(), Error>| matches!(r, Err(Error::UnknownUpload(i)) if i == id);
+    assert!(unknown(store.upload_status("bob", id).map(drop)));
+    assert!(unknown(store.append("bob", id, BIG as u64, b"x").map(drop)));
+    assert!(unknown(store.set_upload_length("bob", id, 1)));
+    assert!(unknown(store.finish("bob", id).map(drop)));
+    assert!(unknown(store.abort("bob", id)));
+    assert!(unknown(store.upload_status("nobody", id).map(drop)));
+    assert!(store.uploads("bob").unwrap().is_empty());
+    // Bob's own sessions get ids of their own.
+    assert_ne!(begin(&store, "bob", bobs, "VID.MP4", None, None), id);
+    assert_eq!(store.upload_status("ann", id).unwrap().offset, BIG as u64);
+    assert_verified(&store);
+}
+
+#[test]
+fn client_metadata_beyond_the_bound_is_refused() {
+    let (_dir, store, album) = store_with_album("ann", "Videos");
+    let huge = BTreeMap::from([("note".to_string(), "x".repeat(keepsake::MAX_UPLOAD_METADATA_BYTES))]);
+    let refused = store.begin_upload("ann", album, "VID.MP4", DedupMode::Hash, None, None, huge);
+    assert!(matches!(refused, Err(Error::MetadataTooLarge { .. })), "{refused:?}");
+    let many = (0..=keepsake::MAX_UPLOAD_METADATA_ENTRIES)
+        .map(|i| (i.to_string(), String::new()))
+        .collect();
+    let refused = store.begin_upload("ann", album, "VID.MP4", DedupMode::Hash, None, None, many);
+    assert!(matches!(refused, Err(Error::MetadataTooLarge { .. })), "{refused:?}");
+    assert!(store.uploads("ann").unwrap().is_empty());
+}
+
+/// A store in `dir`, closed with one session that has the first `BIG`
+/// bytes of `video`: the session's id and staged file.
+fn closed_after_first_piece(dir: &Path, video: &[u8]) -> (u64, PathBuf) {
+    let store = open(dir);
+    let album = store.ensure_album("ann", "Videos").unwrap();
+    let id = begin(&store, "ann", album, "VID.MP4", Some(video.len() as u64), None);
+    store.append("ann", id, 0, &video[..BIG]).unwrap();
+    (id, staged(&store, id))
+}
+
+#[test]
+fn open_truncates_unacknowledged_tails_and_removes_staged_files_without_a_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = data(18, 2 * BIG);
+    let (id, path) = closed_after_first_piece(dir.path(), &video);
+    // What a crash after the write, before the commit, leaves.
+    let mut tail = std::fs::read(&path).unwrap();
+    tail.extend_from_slice(&video[BIG..BIG + 100]);
+    std::fs::write(&path, &tail).unwrap();
+    let orphan = dir.path().join("uploads").join("999.part");
+    std::fs::write(&orphan, b"never acknowledged").unwrap();
+
+    let store = open(dir.path());
+    assert_eq!(std::fs::read(&path).unwrap(), &video[..BIG]);
+    assert!(!orphan.exists());
+    send(&store, "ann", id, &video, BIG);
+    finish_exact(&store, id, &video);
+    assert_verified(&store);
+}
+
+#[test]
+fn staged_file_shorter_than_its_offset_restarts_the_session_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = data(19, 2 * BIG);
+    let (id, path) = closed_after_first_piece(dir.path(), &video);
+    // A disk that lost acknowledged bytes.
+    std::fs::write(&path, &video[..BIG / 2]).unwrap();
+    let store = open(dir.path());
+    assert!(
+        store
+            .recovery_notes()
+            .iter()
+            .any(|n| n.contains(&format!("upload session {id}"))),
+        "{:?}",
+        store.recovery_notes()
+    );
+    assert_eq!(store.upload_status("ann", id).unwrap().offset, 0);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    send(&store, "ann", id, &video, BIG);
+    finish_exact(&store, id, &video);
+    assert_verified(&store);
+}
+
+fn keepsake(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_keepsake"))
+        .arg("--store")
+        .arg(dir)
+        .args(["--user", "ann"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn cli_lists_sessions_with_offsets_and_aborts_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = data(21, 2 * BIG);
+    let (id, path) = closed_after_first_piece(dir.path(), &video);
+
+    let listed = keepsake(dir.path(), &["uploads", "--json"]);
+    assert!(listed.status.success(), "{listed:?}");
+    let sessions: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(sessions[0]["id"], id);
+    assert_eq!(sessions[0]["offset"], BIG as u64);
+    assert_eq!(sessions[0]["declared_length"], video.len() as u64);
+    assert_eq!(sessions[0]["name"], "VID.MP4");
+    let human = keepsake(dir.path(), &["uploads"]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("VID.MP4"));
+
+    assert!(keepsake(dir.path(), &["uploads", "abort", &id.to_string()])
+        .status
+        .success());
+    assert!(!path.exists());
+    let again = keepsake(dir.path(), &["uploads", "abort", &id.to_string()]);
+    assert_eq!(again.status.code(), Some(3), "an unknown session is a missing thing");
+    let listed = keepsake(dir.path(), &["uploads", "--json"]);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&listed.stdout).unwrap(),
+        serde_json::json!([])
+    );
+}
+
+const CRASH_TEST: &str = "upload_progress_survives_kill_9_at_random_moments";
+const CHILD_STORE: &str = "KEEPSAKE_UPLOAD_CHILD_STORE";
+const CHILD_UPLOAD: &str = "KEEPSAKE_UPLOAD_CHILD_ID";
+const CHILD_CONTENT: &str = "KEEPSAKE_UPLOAD_CHILD_CONTENT";
+const ACK: &str = "acknowledged ";
+const CRASH_CONTENT: usize = 6 << 20;
+const MAX_PIECE: u64 = 96 << 10;
+
+/// The child: resumes session `id` (of content `seed`) from its durable
+/// offset and appends pieces of varying size, printing each acknowledged
+/// offset, until killed.
+fn crash_child(dir: &Path, id: u64, seed: u64) -> ! {
+    let store = open(dir);
+    let content = data(seed, CRASH_CONTENT);
+    let mut at = store.upload_status("ann", id).unwrap().offset;
+    while at < content.len() as u64 {
+        let piece = (8 << 10) + (at.wrapping_mul(0x9E37_79B9) % (MAX_PIECE - (8 << 10)));
+        let end = (at + piece).min(content.len() as u64);
+        at = store
+            .append("ann", id, at, &content[at as usize..end as usize])
+            .unwrap();
+        println!("{ACK}{at}");
+    }
+    std::thread::sleep(Duration::from_secs(3600));
+    unreachable!("the parent kills the child");
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    Some(std::env::var(name).ok()?.parse().expect("numeric"))
+}
+
+/// One upload under repeated `kill -9`: its session and content.
+struct Victim {
+    id: u64,
+    seed: u64,
+    content: Vec<u8>,
+}
+
+impl Victim {
+    fn begin(dir: &Path, seed: u64) -> Victim {
+        let store = open(dir);
+        let album = store.ensure_album("ann", "Videos").unwrap();
+        let content = data(seed, CRASH_CONTENT);
+        let (len, hash) = (content.len() as u64, ContentHash::of(&content));
+        let name = format!("VID_{seed}.MP4");
+        let id = begin(&store, "ann", album, &name, Some(len), Some(hash));
+        Victim { id, seed, content }
+    }
+
+    /// Sends what is left, finishes, and checks the stored bytes.
+    fn finish(&self, store: &Store) {
+        send(store, "ann", self.id, &self.content, 1 << 20);
+        assert_eq!(finish_exact(store, self.id, &self.content).outcome, Outcome::Stored);
+        assert_verified(store);
+    }
+}
+
+#[test]
+fn upload_progress_survives_kill_9_at_random_moments() {
+    if let (Some(dir), Some(id), Some(seed)) = (
+        std::env::var_os(CHILD_STORE),
+        env_u64(CHILD_UPLOAD),
+        env_u64(CHILD_CONTENT),
+    ) {
+        crash_child(Path::new(&dir), id, seed);
+    }
+    let cycles = knob("KEEPSAKE_UPLOAD_CRASH_CYCLES", 20);
+    let mut rng = knob("KEEPSAKE_UPLOAD_CRASH_SEED", 0x7570_6c6f_6164) | 1;
+    let mut random = move |below: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % below.max(1)
+    };
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("store");
+    let mut victim = Victim::begin(&dir, 20);
+    let (mut acknowledged, mut tails_truncated, mut killed_idle, mut finished) = (0u64, 0u64, 0u64, 0u64);
+    for cycle in 1..=cycles {
+        let at_start = acknowledged;
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([CRASH_TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_STORE, &dir)
+            .env(CHILD_UPLOAD, victim.id.to_string())
+            .env(CHILD_CONTENT, victim.seed.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (acks, heard) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if let Some(offset) = line.unwrap().strip_prefix(ACK) {
+                    let _ = acks.send(offset.parse::<u64>().unwrap());
+                }
+            }
+        });
+        // Most kills wait for a random amount of progress and then land
+        // anywhere in the next append (write, sync, commit) or between two;
+        // some land while the child opens the store.
+        if random(5) == 0 {
+            std::thread::sleep(Duration::from_millis(random(40)));
+        } else {
+            let len = victim.content.len() as u64;
+            let target = (acknowledged + 1 + random(len / 4)).min(len);
+            while let Ok(offset) = heard.recv_timeout(Duration::from_secs(60)) {
+                acknowledged = offset;
+                if offset >= target {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_micros(random(500)));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap();
+        acknowledged = heard.try_iter().last().unwrap_or(acknowledged);
+        killed_idle += u64::from(acknowledged == at_start);
+
+        let path = dir.join("uploads").join(format!("{}.part", victim.id));
+        let staged_len = std::fs::metadata(&path).unwrap().len();
+        let store = open(&dir);
+        let offset = store.upload_status("ann", victim.id).unwrap().offset;
+        tails_truncated += u64::from(staged_len > offset);
+        let context = format!("cycle {cycle}: acknowledged {acknowledged}, durable {offset}");
+        // The durable offset may be one piece ahead: committed, then killed
+        // before the acknowledgement was printed.
+        assert!(
+            offset >= acknowledged && offset <= acknowledged + MAX_PIECE,
+            "{context}"
+        );
+        assert!(
+            store.recovery_notes().is_empty(),
+            "{context}: {:?}",
+            store.recovery_notes()
+        );
+        assert!(
+            std::fs::read(&path).unwrap() == victim.content[..offset as usize],
+            "{context}: staged bytes differ"
+        );
+        acknowledged = offset;
+        if offset == victim.content.len() as u64 {
+            victim.finish(&store);
+            finished += 1;
+            drop(store);
+            victim = Victim::begin(&dir, victim.seed + 1);
+            acknowledged = 0;
+        }
+    }
+    victim.finish(&open(&dir));
+    println!(
+        "upload crash loop: {cycles} kills ({killed_idle} before the child acknowledged anything), \
+         {tails_truncated} unacknowledged tails truncated at open, {} uploads finished",
+        finished + 1
+    );
+}
