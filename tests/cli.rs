@@ -494,3 +494,125 @@ fn dedupe_refuses_two_keep_rules_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(listing(&cli), before);
 }
+
+/// Writes `bytes` over `rel` in place (same inode), then dates it an hour
+/// back: old enough that a backup records it rather than treating it as
+/// racy.
+fn settled_file(cli: &Cli, rel: &str, bytes: &[u8]) -> PathBuf {
+    let p = cli.file(rel, bytes);
+    set_mtime(&p, std::time::SystemTime::now() - std::time::Duration::from_secs(3600));
+    p
+}
+
+fn set_mtime(path: &PathBuf, t: std::time::SystemTime) {
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+/// Replaces a file's bytes by others of the same size in place, keeping its
+/// inode and modification time: only reading it can tell.
+fn tamper_keeping_stamp(path: &PathBuf, bytes: &[u8]) {
+    let mtime = fs::metadata(path).unwrap().modified().unwrap();
+    fs::write(path, bytes).unwrap();
+    set_mtime(path, mtime);
+}
+
+fn get_bytes(cli: &Cli, file_id: &str) -> Vec<u8> {
+    let out = cli.run(&["get", file_id]);
+    assert!(out.status.success());
+    out.stdout
+}
+
+fn assert_verify_ok(cli: &Cli) {
+    assert_eq!(cli.json(&["verify"])["ok"], true);
+}
+
+#[test]
+fn rerun_of_an_unchanged_folder_trusts_every_file_unread() {
+    let cli = Cli::new();
+    let a = settled_file(&cli, "a.jpg", &photo(1, 100_000));
+    settled_file(&cli, "sub/b.jpg", &photo(2, 50_000));
+    let (first, _) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    let stats = cli.json(&["stats"]);
+    // Running as root, permissions cannot prove a file went unread; content
+    // swapped under an unchanged stamp can: a read would hash it and store it.
+    tamper_keeping_stamp(&a, &photo(9, 100_000));
+
+    let (again, out) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    assert!(out.status.success());
+    for l in &again[..again.len() - 1] {
+        assert_eq!(
+            (&l["unchanged"], &l["outcome"]),
+            (&Value::Bool(true), &Value::from("skipped")),
+            "{l}"
+        );
+    }
+    assert_eq!(outcomes(&again).len(), 2);
+    assert_eq!(id_of(&again, "a.jpg"), id_of(&first, "a.jpg"));
+    let s = summary(&again);
+    assert_eq!((s["skipped"].as_u64(), s["bytes_written"].as_u64()), (Some(2), Some(0)));
+    assert_eq!(cli.json(&["stats"]), stats);
+    assert_eq!(get_bytes(&cli, &id_of(&first, "a.jpg")), photo(1, 100_000));
+    assert_verify_ok(&cli);
+}
+
+#[test]
+fn edited_file_with_same_name_and_size_is_rehashed_and_stored_as_new_content() {
+    let cli = Cli::new();
+    let a = settled_file(&cli, "a.jpg", &photo(1, 100_000));
+    let (first, _) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    // A fresh write gives a new mtime; the desktop rule (same name, new
+    // content) must store the edit, not skip it by name.
+    fs::write(&a, photo(3, 100_000)).unwrap();
+
+    let (again, out) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    assert!(out.status.success());
+    let line = &again[0];
+    assert_eq!(line["outcome"], "stored");
+    assert!(line.get("unchanged").is_none());
+    assert_ne!(id_of(&again, "a.jpg"), id_of(&first, "a.jpg"));
+    assert_eq!(get_bytes(&cli, &id_of(&again, "a.jpg")), photo(3, 100_000));
+    assert_eq!(get_bytes(&cli, &id_of(&first, "a.jpg")), photo(1, 100_000));
+    assert_verify_ok(&cli);
+}
+
+#[test]
+fn rehash_reads_every_file_and_finds_content_swapped_under_an_unchanged_stamp() {
+    let cli = Cli::new();
+    let a = settled_file(&cli, "a.jpg", &photo(1, 100_000));
+    settled_file(&cli, "b.jpg", &photo(2, 50_000));
+    let (first, _) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    tamper_keeping_stamp(&a, &photo(9, 100_000));
+
+    let (again, out) = cli.backup(&[cli.dir(), "--album", "Camera", "--rehash"]);
+    assert!(out.status.success());
+    assert!(again.iter().all(|l| l.get("unchanged").is_none()), "{again:?}");
+    assert_eq!(
+        outcomes(&again),
+        [("a.jpg".into(), "stored".into()), ("b.jpg".into(), "skipped".into())]
+    );
+    assert_eq!(id_of(&again, "b.jpg"), id_of(&first, "b.jpg"));
+    assert_eq!(get_bytes(&cli, &id_of(&again, "a.jpg")), photo(9, 100_000));
+    assert_verify_ok(&cli);
+}
+
+#[test]
+fn file_deleted_from_the_folder_stays_in_the_store() {
+    let cli = Cli::new();
+    settled_file(&cli, "a.jpg", &photo(1, 100_000));
+    let b = settled_file(&cli, "sub/b.jpg", &photo(2, 50_000));
+    let (first, _) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    fs::remove_file(&b).unwrap();
+
+    let (again, out) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    assert!(out.status.success());
+    assert_eq!(summary(&again)["files"], 1);
+    let listed = cli.json(&["ls", "--album", "Camera"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(get_bytes(&cli, &id_of(&first, "b.jpg")), photo(2, 50_000));
+    assert_verify_ok(&cli);
+}

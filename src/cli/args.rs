@@ -64,6 +64,9 @@ pub(crate) enum Command {
         /// Duplicate rule
         #[arg(long, value_enum, default_value = "name-hash")]
         mode: Mode,
+        /// Read and hash every file, even those unchanged (same size, mtime, inode) since the last backup
+        #[arg(long)]
+        rehash: bool,
     },
     /// List albums
     Albums,

@@ -1,8 +1,10 @@
 //! `keepsake backup`: walk paths, upload in durable batches, report each file
 //! once it is durable.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::fs::{self, Metadata};
+use std::path::{self, Path, PathBuf};
+use std::time::SystemTime;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use keepsake::{AlbumId, Content, DedupMode, Store, Upload, UploadReport};
@@ -36,6 +38,9 @@ struct FileLine<'a> {
     size: u64,
     outcome: String,
     bytes_written: u64,
+    /// Trusted from its source record, not read.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    unchanged: bool,
 }
 
 #[derive(Serialize)]
@@ -48,7 +53,7 @@ struct ErrorLine<'a> {
 /// A regular file found by the walk.
 struct Found {
     path: PathBuf,
-    size: u64,
+    meta: Metadata,
 }
 
 /// Collects regular files under `root`. A root that is a symbolic link is
@@ -63,7 +68,7 @@ fn walk(root: &Path, found: &mut Vec<Found>, errors: &mut Vec<(PathBuf, String)>
     let mut stack = vec![(root.to_path_buf(), meta)];
     while let Some((path, meta)) = stack.pop() {
         if meta.is_file() {
-            found.push(Found { path, size: meta.len() });
+            found.push(Found { path, meta });
         } else if meta.is_dir() {
             let entries = match fs::read_dir(&path).and_then(|rd| rd.collect::<Result<Vec<_>, _>>()) {
                 Ok(e) => e,
@@ -91,8 +96,10 @@ pub(crate) fn run(
     album: AlbumId,
     paths: &[PathBuf],
     mode: DedupMode,
+    rehash: bool,
     out: &Output,
 ) -> Result<Summary, keepsake::Error> {
+    let scan_start = SystemTime::now();
     let mut found = Vec::new();
     let mut walk_errors = Vec::new();
     for p in paths {
@@ -115,10 +122,13 @@ pub(crate) fn run(
             eprintln!("keepsake: {path}: {error}");
         }
     };
+    // Only a walk that saw every entry may conclude that a file is gone.
+    let complete = walk_errors.is_empty();
+    let mut seen = HashSet::new();
     for (path, e) in walk_errors {
         report_error(&mut summary, &path, e);
     }
-    let total: u64 = found.iter().map(|f| f.size).sum();
+    let total: u64 = found.iter().map(|f| f.meta.len()).sum();
     let bar = if out.progress_allowed() {
         let bar = ProgressBar::new(total);
         bar.set_style(
@@ -134,31 +144,56 @@ pub(crate) fn run(
         let mut end = start;
         let mut batch_bytes = 0;
         while end < found.len() && end - start < BATCH_FILES && (end == start || batch_bytes < BATCH_BYTES) {
-            batch_bytes += found[end].size;
+            batch_bytes += found[end].meta.len();
             end += 1;
         }
         let batch = &found[start..end];
         let mut uploads = Vec::new();
         let mut slots = Vec::new();
         for f in batch {
+            let source = match path::absolute(&f.path) {
+                Ok(p) => p,
+                Err(e) => {
+                    report_error(&mut summary, &f.path, e.to_string());
+                    continue;
+                }
+            };
+            seen.insert(source.clone());
+            if !rehash {
+                if let Some(r) = store.unchanged_source(user, album, &source, &f.meta)? {
+                    bar.inc(f.meta.len());
+                    print_file(&mut summary, &f.path, &r, true, out, &bar);
+                    continue;
+                }
+            }
             match f.path.file_name().and_then(|n| n.to_str()) {
                 Some(name) => {
                     uploads.push(Upload::new(album, name, Content::Path(f.path.clone()), mode));
-                    slots.push(f);
+                    slots.push((f, source));
                 }
                 None => report_error(&mut summary, &f.path, "file name is not valid UTF-8".into()),
             }
         }
-        for (f, result) in slots.into_iter().zip(store.upload_batch(user, uploads)) {
-            bar.inc(f.size);
+        let mut durable = Vec::new();
+        for ((f, source), result) in slots.into_iter().zip(store.upload_batch(user, uploads)) {
+            bar.inc(f.meta.len());
             match result {
-                Ok(r) => print_file(&mut summary, &f.path, &r, out, &bar),
+                Ok(r) => {
+                    print_file(&mut summary, &f.path, &r, false, out, &bar);
+                    durable.push((source, f.meta.clone(), r.file_id));
+                }
                 Err(e) => bar.suspend(|| report_error(&mut summary, &f.path, e.to_string())),
             }
         }
+        store.record_sources(user, album, &durable, scan_start)?;
         start = end;
     }
     bar.finish_and_clear();
+    if complete {
+        for root in paths.iter().filter_map(|p| path::absolute(p).ok()) {
+            store.forget_sources(user, album, &root, &seen)?;
+        }
+    }
     out.show(&summary, || {
         format!(
             "{} files: {} stored, {} linked, {} skipped, {} errors; {} written, {} deduplicated",
@@ -178,7 +213,7 @@ pub(crate) fn run(
     Ok(summary)
 }
 
-fn print_file(summary: &mut Summary, path: &Path, r: &UploadReport, out: &Output, bar: &ProgressBar) {
+fn print_file(summary: &mut Summary, path: &Path, r: &UploadReport, unchanged: bool, out: &Output, bar: &ProgressBar) {
     summary.files += 1;
     match r.outcome {
         keepsake::Outcome::Stored => summary.stored += 1,
@@ -197,6 +232,7 @@ fn print_file(summary: &mut Summary, path: &Path, r: &UploadReport, out: &Output
         size: r.size,
         outcome: r.outcome.to_string(),
         bytes_written: r.bytes_written,
+        unchanged,
     };
     bar.suspend(|| {
         let _ = out.show(&line, || {

@@ -188,13 +188,18 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
     }
     let user = cli.global.user.as_str();
     match cli.command {
-        Command::Backup { paths, album, mode } => {
+        Command::Backup {
+            paths,
+            album,
+            mode,
+            rehash,
+        } => {
             let mode = match mode {
                 Mode::Hash => DedupMode::Hash,
                 Mode::NameHash => DedupMode::NameAndHash,
             };
             let album = store.ensure_album(user, &album)?;
-            let summary = backup::run(&store, user, album, &paths, mode, out)?;
+            let summary = backup::run(&store, user, album, &paths, mode, rehash, out)?;
             if summary.errors > 0 {
                 return Err(Failure::Status(1));
             }

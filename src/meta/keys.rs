@@ -79,6 +79,12 @@ pub(crate) fn upload(user: u64, id: u64) -> Vec<u8> {
     join(&[&user.to_be_bytes(), &id.to_be_bytes()])
 }
 
+/// `user | album | source path bytes`, in `sources`. A folder's records are
+/// the range under `source(user, album, folder)` followed by `/`.
+pub(crate) fn source(user: u64, album: u64, path: &[u8]) -> Vec<u8> {
+    join(&[&user.to_be_bytes(), &album.to_be_bytes(), path])
+}
+
 /// `user | trashed at (ms) | file`, in `trash`.
 pub(crate) fn trash(user: u64, at_ms: u64, file: u64) -> Vec<u8> {
     join(&[&user.to_be_bytes(), &at_ms.to_be_bytes(), &file.to_be_bytes()])

@@ -18,6 +18,7 @@
 //! | `segments` | segment id | `SegmentRecord` |
 //! | `damaged` | hash | `DamageRecord`: a copy that failed its hash |
 //! | `uploads` | user, upload id | `UploadRecord`: a resumable upload session |
+//! | `sources` | user, album, source path | `SourceRecord`: what a backup saw of a file on disk |
 //!
 //! All changes go through [`txn::Txn`] and are committed as one synced
 //! `WriteBatch`: a logical operation is all or nothing.
@@ -57,10 +58,11 @@ pub(crate) enum Cf {
     Segments,
     Damaged,
     Uploads,
+    Sources,
 }
 
 impl Cf {
-    pub(crate) const ALL: [Cf; 16] = [
+    pub(crate) const ALL: [Cf; 17] = [
         Cf::Meta,
         Cf::UserNames,
         Cf::Users,
@@ -77,6 +79,7 @@ impl Cf {
         Cf::Segments,
         Cf::Damaged,
         Cf::Uploads,
+        Cf::Sources,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -97,6 +100,7 @@ impl Cf {
             Cf::Segments => "segments",
             Cf::Damaged => "damaged",
             Cf::Uploads => "uploads",
+            Cf::Sources => "sources",
         }
     }
 }

@@ -466,6 +466,39 @@ impl Record for UploadRecord {
     }
 }
 
+/// What a backup saw of a file on disk when it stored it as `file`: while
+/// the file still shows the same stamp, it is trusted unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SourceRecord {
+    pub size: u64,
+    /// Modification time in nanoseconds since the epoch (two's complement:
+    /// only ever compared for equality).
+    pub mtime_ns: u64,
+    pub inode: u64,
+    pub file: u64,
+}
+
+impl Record for SourceRecord {
+    fn encode(&self) -> Vec<u8> {
+        Enc::new()
+            .u64(self.size)
+            .u64(self.mtime_ns)
+            .u64(self.inode)
+            .u64(self.file)
+            .0
+    }
+    fn decode(b: &[u8]) -> Result<Self, DecodeError> {
+        let mut d = Dec::new("source record", b)?;
+        let r = SourceRecord {
+            size: d.u64()?,
+            mtime_ns: d.u64()?,
+            inode: d.u64()?,
+            file: d.u64()?,
+        };
+        d.finish(r)
+    }
+}
+
 /// A single u64 value (ids, timestamps), versioned like every other value.
 impl Record for u64 {
     fn encode(&self) -> Vec<u8> {
@@ -501,6 +534,7 @@ pub(crate) fn check_decoders(bytes: &[u8]) {
     exact::<SegmentRecord>(bytes);
     exact::<DamageRecord>(bytes);
     exact::<UploadRecord>(bytes);
+    exact::<SourceRecord>(bytes);
     exact::<u64>(bytes);
 }
 
@@ -585,6 +619,12 @@ mod tests {
             created_ms: 0,
             expires_ms: 0,
             metadata: Vec::new(),
+        });
+        round_trip(SourceRecord {
+            size: 7,
+            mtime_ns: (-5i64) as u64,
+            inode: 9,
+            file: 3,
         });
         round_trip(42u64);
     }

@@ -12,6 +12,7 @@ mod duplicates;
 mod library;
 mod quota;
 mod read;
+mod scan;
 mod session;
 mod trash;
 mod upload;
