@@ -4,7 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{album_ids, assert_verified, data, open, options_with_clock, put, store_with_album, ManualClock, BIG};
+use common::{
+    album_ids, assert_verified, data, fresh_store, open, options_with_clock, put, store_with_album, ManualClock, BIG,
+};
 use keepsake::{AlbumDeletion, AlbumId, Clock, DedupMode, Error, FileId, Store};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -270,8 +272,7 @@ fn empty_trash_frees_quota_only_when_last_reference_goes() {
 #[test]
 fn trash_is_purged_by_gc_only_after_retention() {
     let clock = ManualClock::new();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(dir.path(), options_with_clock(&clock).trash_retention(7 * DAY)).unwrap();
+    let (_dir, store) = fresh_store(options_with_clock(&clock).trash_retention(7 * DAY));
     let a = store.ensure_album("ann", "A").unwrap();
     let old = put(&store, "ann", a, "old.jpg", &data(13, BIG), DedupMode::Hash).file_id;
     let young = put(&store, "ann", a, "young.jpg", &data(14, BIG), DedupMode::Hash).file_id;

@@ -10,7 +10,9 @@ use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{album_ids, assert_verified, data, knob, options_with_clock, put, store_with_album, ManualClock, BIG};
+use common::{
+    album_ids, assert_verified, data, fresh_store, knob, options_with_clock, put, store_with_album, ManualClock, BIG,
+};
 use keepsake::{AlbumId, Clock, Content, ContentHash, DedupMode, Error, FileId, Store, Upload};
 
 const DESKTOP: DedupMode = DedupMode::NameAndHash;
@@ -111,8 +113,7 @@ fn merge_keeps_the_oldest_in_every_album_any_copy_was_in() {
 #[test]
 fn merge_keeps_the_file_the_caller_chose() {
     let clock = ManualClock::new();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(dir.path(), options_with_clock(&clock)).unwrap();
+    let (_dir, store) = fresh_store(options_with_clock(&clock));
     let (a, b) = (
         store.ensure_album("ann", "A").unwrap(),
         store.ensure_album("ann", "B").unwrap(),

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use common::{
-    assert_verified, damaged_files, data, open, options_with_clock, put, put_all, segment_files, store_with_album,
-    ManualClock, BIG,
+    assert_verified, damaged_files, data, fresh_store, open, options_with_clock, put, put_all, segment_files,
+    store_with_album, ManualClock, BIG,
 };
 use keepsake::blob::format::RECORD_HEADER_LEN;
 use keepsake::{AlbumDeletion, Content, DedupMode, Error, FileId, OpenError, Outcome, Store, StoreOptions, Upload};
@@ -53,12 +53,7 @@ fn gc_frees_a_blob_only_when_its_last_reference_goes() {
 #[test]
 fn gc_keeps_blobs_unreferenced_for_less_than_the_grace() {
     let clock = ManualClock::new();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(
-        dir.path(),
-        options_with_clock(&clock).gc_grace(Duration::from_secs(3600)),
-    )
-    .unwrap();
+    let (_dir, store) = fresh_store(options_with_clock(&clock).gc_grace(Duration::from_secs(3600)));
     let a = store.ensure_album("ann", "A").unwrap();
     let f = put(&store, "ann", a, "p.jpg", &data(3, BIG), DedupMode::Hash).file_id;
     let inline = put(&store, "ann", a, "t.txt", b"inline blob", DedupMode::Hash).file_id;
@@ -81,8 +76,7 @@ fn gc_keeps_blobs_unreferenced_for_less_than_the_grace() {
 #[test]
 fn a_blob_referenced_again_within_the_grace_is_not_collected() {
     let clock = ManualClock::new();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(dir.path(), options_with_clock(&clock).gc_grace(Duration::from_secs(60))).unwrap();
+    let (_dir, store) = fresh_store(options_with_clock(&clock).gc_grace(Duration::from_secs(60)));
     let a = store.ensure_album("ann", "A").unwrap();
     let photo = data(4, BIG);
     let f = put(&store, "ann", a, "p.jpg", &photo, DedupMode::Hash).file_id;

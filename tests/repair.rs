@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{data, put, segment_files, BIG};
+use common::{data, fresh_store, put, segment_files, BIG};
 use keepsake::blob::format::{scan_records, RECORD_HEADER_LEN};
 use keepsake::testkit::meta_damage::{entries, set};
 use keepsake::{
@@ -51,8 +51,7 @@ fn options() -> StoreOptions {
 }
 
 fn library() -> Library {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(dir.path(), options()).unwrap();
+    let (dir, store) = fresh_store(options());
     let camera = store.ensure_album("ann", "Camera").unwrap();
     let trip = store.ensure_album("ann", "Trip").unwrap();
     let unreferenced = data(100, BIG);

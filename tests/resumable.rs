@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_verified, data, knob, open, options_with_clock, put, store_with_album, ManualClock, TestFs, BIG};
+use common::{
+    assert_verified, data, fresh_store, knob, open, options_with_clock, put, store_with_album, ManualClock, TestFs, BIG,
+};
 use keepsake::{AlbumId, ContentHash, DedupMode, Error, Outcome, Store, StoreOptions, UploadReport, UploadStart};
 
 const MODES: [DedupMode; 2] = [DedupMode::Hash, DedupMode::NameAndHash];
@@ -234,8 +236,7 @@ fn hash_mismatch_at_finish_stores_nothing_and_ends_the_session() {
 fn twins(history: impl Fn(&Store, AlbumId, AlbumId)) -> [(tempfile::TempDir, Store, AlbumId); 2] {
     let clock = ManualClock::new();
     [(); 2].map(|()| {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_with(dir.path(), options_with_clock(&clock)).unwrap();
+        let (dir, store) = fresh_store(options_with_clock(&clock));
         let camera = store.ensure_album("ann", "Camera").unwrap();
         let trip = store.ensure_album("ann", "Trip").unwrap();
         history(&store, camera, trip);
@@ -386,12 +387,7 @@ fn quota_is_checked_at_begin_for_the_declared_length_and_again_at_finish() {
 #[test]
 fn expired_sessions_are_unknown_and_gc_removes_them_and_their_staged_files() {
     let clock = ManualClock::new();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(
-        dir.path(),
-        options_with_clock(&clock).upload_expiry(Duration::from_secs(3600)),
-    )
-    .unwrap();
+    let (_dir, store) = fresh_store(options_with_clock(&clock).upload_expiry(Duration::from_secs(3600)));
     let album = store.ensure_album("ann", "Videos").unwrap();
     let video = data(13, 2 * BIG);
     let idle = begin(&store, "ann", album, "idle.mp4", None, None);

@@ -21,6 +21,14 @@ pub fn open(dir: &Path) -> Store {
     Store::open(dir).expect("open store")
 }
 
+/// A fresh store opened with `options` in a temporary directory (kept
+/// alive by the returned guard).
+pub fn fresh_store(options: StoreOptions) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open_with(dir.path(), options).expect("open store");
+    (dir, store)
+}
+
 /// A fresh store in a temporary directory (kept alive by the returned
 /// guard), with one album for one user: the start of most scenarios.
 pub fn store_with_album(user: &str, album: &str) -> (tempfile::TempDir, Store, AlbumId) {
