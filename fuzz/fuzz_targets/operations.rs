@@ -243,15 +243,20 @@ impl Faults {
     }
 }
 
-/// Reopens until it succeeds (an armed fault may fail the first attempt).
-fn reopen(h: &mut Harness, between: impl FnOnce()) {
+/// Reopens until it succeeds. Each armed fault fires once and can fail
+/// one attempt (a reopen is what meets faults armed before operations that
+/// never touched the blob files), so one attempt more than there are armed
+/// faults must succeed.
+fn reopen(h: &mut Harness, faults: &Faults, between: impl FnOnce()) {
     let mut between = Some(between);
-    for _ in 0..3 {
-        if h.reopen_after(|| between.take().into_iter().for_each(|f| f())).is_ok() {
-            return;
+    let mut errors = Vec::new();
+    for _ in 0..=faults.armed.len() {
+        match h.reopen_after(|| between.take().into_iter().for_each(|f| f())) {
+            Ok(_) => return,
+            Err(e) => errors.push(e),
         }
     }
-    panic!("the store does not reopen");
+    panic!("the store does not reopen: {errors:?}");
 }
 
 fn run(data: &[u8]) -> Result<()> {
@@ -293,7 +298,7 @@ fn run(data: &[u8]) -> Result<()> {
                     faults.fired && is_io_failure(&actual),
                     "{op:#?}\nstore: {actual:#?}\nmodel: {expected:#?}"
                 );
-                reopen(&mut h, || {});
+                reopen(&mut h, &faults, || {});
                 faults.reopened(&fs);
                 let mut candidates = vec![model.clone(), next];
                 if let Some(partial) = surviving(&op, &actual) {
@@ -315,7 +320,7 @@ fn run(data: &[u8]) -> Result<()> {
                     .expect("one candidate matched");
             }
             Step::Reopen => {
-                reopen(&mut h, || {});
+                reopen(&mut h, &faults, || {});
                 faults.reopened(&fs);
                 check_store(h.store(), &model).unwrap_or_else(|e| panic!("after reopen: {e}"));
             }
@@ -328,7 +333,7 @@ fn run(data: &[u8]) -> Result<()> {
                 // Between operations everything acknowledged is durable, so
                 // the disk a crash leaves holds the whole model.
                 let image = fs.crash_image(tear);
-                reopen(&mut h, || fs.restore(&image));
+                reopen(&mut h, &faults, || fs.restore(&image));
                 faults.reopened(&fs);
                 check_store(h.store(), &model).unwrap_or_else(|e| panic!("after a power cut ({tear:?}): {e}"));
             }
