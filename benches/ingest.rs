@@ -1,124 +1,269 @@
-//! Ingest and read throughput, each beside its physical baseline measured in
-//! the same run: writing the same bytes to plain files and syncing them.
-//! Compare the ratios, not the absolute figures, which move from machine to
-//! machine and run to run.
+//! Ingest and read throughput, each beside its physical limit measured in
+//! the same run on the same files:
 //!
-//! `cargo bench --bench ingest`
+//! - writing new content is limited by the disk: `cp -r` of the folder
+//!   followed by `sync`;
+//! - re-reading content (skips, links, reads) is limited by the hash:
+//!   BLAKE3 over the files on all cores, memory-mapped, as `b3sum` does.
+//!
+//! Compare the ratios, not the absolute figures, which move from machine to
+//! machine and run to run. `cargo bench --bench ingest` runs the full sizes
+//! (1 GiB of photos, 20,000 thumbnails, a 2 GiB file) and ends with a table
+//! of MiB/s, files/s and ratios; under `cargo test` every scenario runs once
+//! on a small data set, as a smoke test.
+//!
+//! Scenarios (the names the issue gives them):
+//! - `unique`: 342 files of 3 MiB into an empty store;
+//! - `reupload`: the same folder into the same album: every file hashed
+//!   (`full_hash`), or trusted from its source record (`incremental`);
+//! - `cross_album`: the same folder into a new album (all linked);
+//! - `thumbnails`: 20,000 files of 16 KiB into an empty store;
+//! - `big_file`: one 2 GiB file into an empty store (peak memory printed);
+//! - `read`: every stored photo read back, verified.
+//!
+//! Uploads go through `upload_batch` in batches of 256 files, as
+//! `keepsake backup` sends them, from paths (`Content::Path`).
 
-use std::fs;
+use std::fs::{self, File};
 use std::hint::black_box;
-use std::io::Write;
-use std::path::Path;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use keepsake::{Content, DedupMode, Store, Upload};
+use criterion::{BatchSize, BenchmarkGroup, Criterion, Throughput};
+use keepsake::{AlbumId, Content, DedupMode, FileId, Store, Upload};
+use tempfile::TempDir;
 
-const PHOTO: usize = 3 << 20;
-const PHOTOS: usize = 8;
-const THUMB: usize = 16 << 10;
-const THUMBS: usize = 500;
+const BATCH: usize = 256;
+const MIB: f64 = (1 << 20) as f64;
+
+/// Full sizes under `cargo bench`, small ones under `cargo test`.
+struct Scale {
+    photos: usize,
+    photo: usize,
+    thumbs: usize,
+    thumb: usize,
+    big: u64,
+}
+
+fn full() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+fn scale() -> Scale {
+    if full() {
+        Scale {
+            photos: 342,
+            photo: 3 << 20,
+            thumbs: 20_000,
+            thumb: 16 << 10,
+            big: 2 << 30,
+        }
+    } else {
+        Scale {
+            photos: 8,
+            photo: 3 << 20,
+            thumbs: 100,
+            thumb: 16 << 10,
+            big: 64 << 20,
+        }
+    }
+}
 
 /// Deterministic pseudo-random bytes (xorshift), distinct per `seed`, so no
 /// two files deduplicate by accident and nothing compresses.
-fn content(seed: u64, len: usize) -> Vec<u8> {
+fn fill(seed: u64, out: &mut [u8]) {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
+    for chunk in out.chunks_mut(8) {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
     }
-    out.truncate(len);
-    out
 }
 
-fn files(n: usize, len: usize, seed: u64) -> Vec<Vec<u8>> {
-    (0..n).map(|i| content(seed + i as u64, len)).collect()
-}
-
-fn uploads(store: &Store, album: &str, data: &[Vec<u8>]) -> Vec<Upload> {
-    let album = store.ensure_album("bench", album).unwrap();
-    data.iter()
-        .enumerate()
-        .map(|(i, d)| {
-            Upload::new(
-                album,
-                format!("IMG_{i:05}.JPG"),
-                Content::from(d.clone()),
-                DedupMode::NameAndHash,
-            )
+/// A folder of `n` files of `len` bytes, dated an hour ago so that the
+/// incremental re-scan can trust them (a file modified within the last
+/// seconds of a scan is always re-hashed).
+fn folder(root: &Path, name: &str, n: usize, len: u64, seed: u64) -> Folder {
+    let dir = root.join(name);
+    fs::create_dir_all(&dir).unwrap();
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    let mut buf = vec![0u8; 8 << 20];
+    let files = (0..n)
+        .map(|i| {
+            let path = dir.join(format!("IMG_{i:05}.JPG"));
+            let mut f = BufWriter::new(File::create(&path).unwrap());
+            let mut left = len;
+            let mut part = 0;
+            while left > 0 {
+                let k = left.min(buf.len() as u64) as usize;
+                fill((seed + i as u64) << 20 | part, &mut buf[..k]);
+                f.write_all(&buf[..k]).unwrap();
+                left -= k as u64;
+                part += 1;
+            }
+            f.into_inner().unwrap().set_modified(hour_ago).unwrap();
+            path
         })
-        .collect()
+        .collect();
+    Folder {
+        dir,
+        files,
+        bytes: n as u64 * len,
+    }
 }
 
-/// The physical limit: the same bytes as plain files, then every file and
-/// the directory synced (what `cp -r` followed by `sync` does).
-fn write_plain(dir: &Path, data: &[Vec<u8>]) {
-    let mut handles = Vec::new();
-    for (i, d) in data.iter().enumerate() {
-        let mut f = fs::File::create(dir.join(format!("{i}"))).unwrap();
-        f.write_all(d).unwrap();
-        handles.push(f);
-    }
-    for f in handles {
-        f.sync_data().unwrap();
-    }
-    fs::File::open(dir).unwrap().sync_all().unwrap();
+struct Folder {
+    dir: PathBuf,
+    files: Vec<PathBuf>,
+    bytes: u64,
 }
 
-fn ingest(c: &mut Criterion, group: &str, data: &[Vec<u8>]) {
-    let total: usize = data.iter().map(Vec::len).sum();
-    let mut g = c.benchmark_group(group);
-    g.sample_size(10).throughput(Throughput::Bytes(total as u64));
-    g.bench_function("baseline_plain_files_fsync", |b| {
-        b.iter_batched(
-            || tempfile::tempdir().unwrap(),
-            |dir| write_plain(dir.path(), data),
-            BatchSize::PerIteration,
-        )
-    });
-    g.bench_function("keepsake_new_content", |b| {
-        b.iter_batched(
-            || {
-                let dir = tempfile::tempdir().unwrap();
-                let store = Store::open(dir.path()).unwrap();
-                let ups = uploads(&store, "A", data);
-                (dir, store, ups)
-            },
-            |(_dir, store, ups)| {
-                for r in store.upload_batch("bench", ups) {
-                    black_box(r.unwrap());
-                }
-            },
-            BatchSize::PerIteration,
-        )
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    for r in store.upload_batch("bench", uploads(&store, "A", data)) {
-        r.unwrap();
+fn new_store() -> (TempDir, Store) {
+    let dir = tempfile::tempdir_in(bench_root()).unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    (dir, store)
+}
+
+/// Where generated data and stores go: beside the target directory (on
+/// disk, not a tmpfs `/tmp`), unless `KEEPSAKE_BENCH_DIR` says otherwise.
+fn bench_root() -> PathBuf {
+    let root = std::env::var_os("KEEPSAKE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data"));
+    fs::create_dir_all(&root).unwrap();
+    root
+}
+
+/// Backs `folder` up into `album` as `keepsake backup` does: batches of
+/// [`BATCH`] paths, each batch one durable commit. Returns the file ids.
+fn backup(store: &Store, album: AlbumId, folder: &Folder) -> Vec<FileId> {
+    let mut ids = Vec::with_capacity(folder.files.len());
+    for chunk in folder.files.chunks(BATCH) {
+        let uploads = chunk
+            .iter()
+            .map(|p| {
+                let name = p.file_name().unwrap().to_str().unwrap();
+                Upload::new(album, name, Content::Path(p.clone()), DedupMode::NameAndHash)
+            })
+            .collect();
+        ids.extend(
+            store
+                .upload_batch("bench", uploads)
+                .into_iter()
+                .map(|r| r.unwrap().file_id),
+        );
     }
-    g.bench_function("keepsake_reupload_skipped", |b| {
+    ids
+}
+
+/// The disk's limit: `cp -r` of the folder, then `sync`.
+fn cp_and_sync(folder: &Folder) -> TempDir {
+    let dest = tempfile::tempdir_in(bench_root()).unwrap();
+    let ok = Command::new("cp")
+        .arg("-r")
+        .arg(&folder.dir)
+        .arg(dest.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok && Command::new("sync").status().unwrap().success());
+    dest
+}
+
+/// The hash's limit: every file hashed on all cores, memory-mapped (what
+/// `b3sum` does).
+fn hash_all(folder: &Folder) {
+    for p in &folder.files {
+        let mut h = blake3::Hasher::new();
+        h.update_mmap_rayon(p).unwrap();
+        black_box(h.finalize());
+    }
+}
+
+fn group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+    folder: &Folder,
+) -> BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .throughput(Throughput::Bytes(folder.bytes));
+    g
+}
+
+fn unique(c: &mut Criterion, folder: &Folder, name: &str) {
+    let mut g = group(c, name, folder);
+    g.bench_function("limit_cp_r_and_sync", |b| {
+        b.iter_batched(|| (), |()| cp_and_sync(folder), BatchSize::PerIteration)
+    });
+    g.bench_function("keepsake", |b| {
         b.iter_batched(
-            || uploads(&store, "A", data),
-            |ups| black_box(store.upload_batch("bench", ups)),
+            new_store,
+            |(dir, store)| {
+                let album = store.ensure_album("bench", "A").unwrap();
+                black_box(backup(&store, album, folder));
+                // Dropped (and deleted) outside the timing.
+                (dir, store)
+            },
             BatchSize::PerIteration,
         )
     });
+    g.finish();
+}
+
+fn rereads(c: &mut Criterion, photos: &Folder) {
+    let (_dir, store) = new_store();
+    let album = store.ensure_album("bench", "A").unwrap();
+    let ids = backup(&store, album, photos);
+    // What `keepsake backup` records once a batch is durable.
+    let sources: Vec<_> = photos
+        .files
+        .iter()
+        .zip(&ids)
+        .map(|(p, id)| (p.clone(), fs::metadata(p).unwrap(), *id))
+        .collect();
+    store
+        .record_sources("bench", album, &sources, SystemTime::now())
+        .unwrap();
+
+    let mut g = group(c, "reupload", photos);
+    g.bench_function("limit_b3sum", |b| b.iter(|| hash_all(photos)));
+    g.bench_function("keepsake_full_hash", |b| {
+        b.iter(|| black_box(backup(&store, album, photos)))
+    });
+    g.bench_function("keepsake_incremental", |b| {
+        b.iter(|| {
+            for p in &photos.files {
+                let meta = fs::metadata(p).unwrap();
+                let known = store.unchanged_source("bench", album, p, &meta).unwrap();
+                black_box(known.expect("an unchanged file is trusted"));
+            }
+        })
+    });
+    g.finish();
+
+    let mut g = group(c, "cross_album", photos);
+    g.bench_function("limit_b3sum", |b| b.iter(|| hash_all(photos)));
     let mut n = 0;
-    g.bench_function("keepsake_other_album_linked", |b| {
+    g.bench_function("keepsake", |b| {
         b.iter_batched(
             || {
                 n += 1;
-                uploads(&store, &format!("B{n}"), data)
+                store.ensure_album("bench", &format!("B{n}")).unwrap()
             },
-            |ups| black_box(store.upload_batch("bench", ups)),
+            |other| black_box(backup(&store, other, photos)),
             BatchSize::PerIteration,
         )
     });
-    let ids: Vec<_> = store.files("bench").unwrap().into_iter().map(|f| f.id).collect();
-    g.bench_function("keepsake_read_verified", |b| {
+    g.finish();
+
+    let mut g = group(c, "read", photos);
+    g.bench_function("limit_b3sum", |b| b.iter(|| hash_all(photos)));
+    g.bench_function("keepsake", |b| {
         b.iter(|| {
             for id in &ids {
                 black_box(store.read("bench", *id).unwrap());
@@ -128,13 +273,86 @@ fn ingest(c: &mut Criterion, group: &str, data: &[Vec<u8>]) {
     g.finish();
 }
 
-fn photos(c: &mut Criterion) {
-    ingest(c, "photos_3MiB", &files(PHOTOS, PHOTO, 1));
+/// The peak resident memory of ingesting `folder` into a new store, above
+/// what the process held before: the kernel's high-water mark is reset
+/// first (`clear_refs`), so earlier scenarios do not count.
+fn peak_memory(folder: &Folder) -> Option<(f64, f64)> {
+    let status = |key: &str| -> Option<f64> {
+        let s = fs::read_to_string("/proc/self/status").ok()?;
+        let line = s.lines().find(|l| l.starts_with(key))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024.0 / MIB)
+    };
+    fs::write("/proc/self/clear_refs", "5").ok()?;
+    let before = status("VmRSS:")?;
+    let (_dir, store) = new_store();
+    let album = store.ensure_album("bench", "A").unwrap();
+    backup(&store, album, folder);
+    let peak = status("VmHWM:")?;
+    Some((peak, peak - before))
 }
 
-fn thumbnails(c: &mut Criterion) {
-    ingest(c, "thumbnails_16KiB", &files(THUMBS, THUMB, 1_000_000));
+/// Criterion's median time for `group/bench` in this run, in seconds.
+fn median(group: &str, bench: &str) -> Option<f64> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let path = target
+        .join("criterion")
+        .join(group)
+        .join(bench)
+        .join("new/estimates.json");
+    let json: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).ok()?).ok()?;
+    Some(json["median"]["point_estimate"].as_f64()? / 1e9)
 }
 
-criterion_group!(benches, photos, thumbnails);
-criterion_main!(benches);
+fn summary(rows: &[(&str, &Folder, &str, &str)], big: Option<(f64, f64)>) {
+    println!("\n| scenario | keepsake | MiB/s | files/s | limit | limit's time | keepsake / limit |");
+    println!("|---|---|---:|---:|---|---:|---:|");
+    for (group, folder, bench, limit) in rows {
+        let (Some(t), Some(l)) = (median(group, bench), median(group, limit)) else {
+            continue;
+        };
+        println!(
+            "| {group} | {bench} {t:.3} s | {:.0} | {:.0} | {limit} | {l:.3} s | {:.2} |",
+            folder.bytes as f64 / MIB / t,
+            folder.files.len() as f64 / t,
+            t / l,
+        );
+    }
+    if let Some((peak, above)) = big {
+        println!("\nbig_file: peak resident memory {peak:.0} MiB ({above:.0} MiB above the process before the ingest)");
+    }
+}
+
+fn main() {
+    let full = full();
+    let scale = scale();
+    let data = tempfile::tempdir_in(bench_root()).unwrap();
+    let photos = folder(data.path(), "photos", scale.photos, scale.photo as u64, 1);
+    let thumbs = folder(data.path(), "thumbs", scale.thumbs, scale.thumb as u64, 1 << 30);
+    let big = folder(data.path(), "big", 1, scale.big, 1 << 40);
+
+    let mut c = Criterion::default().configure_from_args();
+    unique(&mut c, &photos, "unique");
+    rereads(&mut c, &photos);
+    unique(&mut c, &thumbs, "thumbnails");
+    unique(&mut c, &big, "big_file");
+    let peak = peak_memory(&big);
+    c.final_summary();
+    if !full {
+        return;
+    }
+    summary(
+        &[
+            ("unique", &photos, "keepsake", "limit_cp_r_and_sync"),
+            ("reupload", &photos, "keepsake_full_hash", "limit_b3sum"),
+            ("reupload", &photos, "keepsake_incremental", "limit_b3sum"),
+            ("cross_album", &photos, "keepsake", "limit_b3sum"),
+            ("thumbnails", &thumbs, "keepsake", "limit_cp_r_and_sync"),
+            ("big_file", &big, "keepsake", "limit_cp_r_and_sync"),
+            ("read", &photos, "keepsake", "limit_b3sum"),
+        ],
+        peak,
+    );
+}

@@ -199,8 +199,10 @@ pub enum Error {
         /// The most bytes of keys and values accepted, in all.
         max_bytes: usize,
     },
-    /// The source changed while it was being read (its size or content differ
-    /// between the hashing pass and the writing pass). Nothing was stored.
+    /// The source changed while it was being read: its size or modification
+    /// time changed during the read, what was read disagrees with its size,
+    /// or (a file read twice) its content differs between the hashing pass
+    /// and the writing pass. Nothing was stored.
     #[error("{0} changed while it was being read; nothing was stored")]
     ContentChanged(String),
     /// Stored bytes failed their integrity check. The store never returns

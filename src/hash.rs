@@ -36,6 +36,13 @@ impl ContentHash {
         h.finalize()
     }
 
+    /// Hashes `data` on the calling thread only, for callers that already
+    /// keep every core busy with a content each (the ingest pipeline's
+    /// workers): rayon's fork-join between them would only add switches.
+    pub(crate) fn of_on_this_thread(data: &[u8]) -> Self {
+        ContentHash(*blake3::hash(data).as_bytes())
+    }
+
     /// Wraps raw hash bytes.
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         ContentHash(bytes)

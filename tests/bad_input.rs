@@ -259,10 +259,11 @@ fn reader_failing_midway_gives_io_error_and_stores_nothing() {
 }
 
 /// `/proc/self/io` counts the bytes this process has read, so each read of
-/// it differs from the last: a source that changes between the hashing
-/// pass and the writing pass, deterministically.
+/// it differs from the last, and its size says 0 bytes: deterministically,
+/// a source whose reads disagree with its metadata, as those of a file
+/// being written do.
 #[test]
-fn source_changing_between_hashing_and_writing_is_refused() {
+fn source_changing_while_being_read_is_refused() {
     let src = Path::new("/proc/self/io");
     match (std::fs::read(src), std::fs::read(src)) {
         (Ok(a), Ok(b)) if a != b => {}

@@ -10,6 +10,7 @@ pub(crate) mod accounting;
 mod damage;
 mod duplicates;
 mod library;
+mod pipeline;
 mod quota;
 mod read;
 mod scan;

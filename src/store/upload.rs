@@ -8,6 +8,10 @@
 //!    active segment (or keep it for inlining), then `fdatasync` once for the
 //!    whole batch. A file or stream is re-hashed as it is written, since it
 //!    may have changed since step 1; bytes in memory are written as they are.
+//!    In a batch, steps 1 and 2 run as a pipeline: worker threads read and
+//!    hash the next uploads while this one is written, at most
+//!    [`READ_AHEAD`] uploads ahead, so memory stays bounded (see
+//!    [`pipeline`](super::pipeline) and `DESIGN.md` §7).
 //! 3. **Commit** one transaction that, per upload, applies the duplicate
 //!    rules against the current metadata and records the outcome.
 //!
@@ -21,6 +25,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -28,6 +33,7 @@ use bytes::Bytes;
 
 use super::accounting::{add_member, index_live, load_album, load_file, occupy, reference_new_file, save_file};
 use super::damage::{heal, is_damaged};
+use super::pipeline::{ordered_map, BufferPool};
 use super::quota::check_quota;
 use super::{ensure_user, load_user, save_user, Inner, Store};
 use crate::blob::{Location, Pin, RecordData};
@@ -202,6 +208,19 @@ impl Upload {
 /// Streams at most this large are held in memory instead of staged on disk.
 const IN_MEMORY_STREAM: usize = 16 << 20;
 
+/// Files at most this large are read once, into memory, and written from
+/// there: one read and one hash. Larger files are hashed as a stream and
+/// read again (and re-hashed, which also tells whether they changed in
+/// between) only if their content is new, so that no more than a few
+/// chunks of a 4 GiB video are ever in memory.
+const READ_WHOLE: usize = 16 << 20;
+
+/// How many uploads step 1 may run ahead of step 2. With [`READ_WHOLE`] and
+/// [`IN_MEMORY_STREAM`], this bounds a batch's memory for contents read by
+/// the pipeline to `(READ_AHEAD + 1) x 16 MiB`: those being read or
+/// waiting, and the one being written.
+const READ_AHEAD: NonZeroUsize = NonZeroUsize::new(4).expect("not zero");
+
 static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
 
 fn staging_dir(root: &Path) -> PathBuf {
@@ -222,6 +241,12 @@ pub(crate) fn clear_staging(fs: &dyn Fs, root: &Path) -> Result<()> {
 
 enum Source {
     Memory(Bytes),
+    /// A file read whole by step 1: written from memory, as hashed. The
+    /// buffer goes back to the batch's pool after step 2.
+    Read {
+        path: PathBuf,
+        data: Vec<u8>,
+    },
     File(PathBuf),
     Staged(PathBuf, Box<dyn FsFile>),
     /// An upload session's staged file: read like a staged stream, but owned
@@ -302,7 +327,7 @@ pub(crate) fn hash_staged(file: &dyn FsFile, len: u64) -> io::Result<ContentHash
 }
 
 impl Inner {
-    fn prepare(&self, content: Content, name: &str) -> Result<Prepared> {
+    fn prepare(&self, content: Content, name: &str, buffers: &BufferPool) -> Result<Prepared> {
         match content {
             Content::Bytes(b) => Ok(Prepared {
                 hash: ContentHash::of(&b),
@@ -312,9 +337,42 @@ impl Inner {
             }),
             Content::Path(p) => {
                 let what = p.display().to_string();
+                let read = |e| Error::io(format!("reading {what}"), e);
                 let mut f = std::fs::File::open(&p).map_err(|e| Error::io(format!("opening {what}"), e))?;
-                let (hash, size) =
-                    crate::hash::hash_reader(&mut f).map_err(|e| Error::io(format!("reading {what}"), e))?;
+                let before = f.metadata().map_err(read)?;
+                if before.len() <= READ_WHOLE as u64 {
+                    // Read once, so what is stored is what was hashed; but a
+                    // file being written meanwhile would be stored torn. A
+                    // write moves the size or the modification time: both
+                    // are compared after the read, and one byte of room
+                    // past the size tells a file that grew.
+                    let mut data = buffers.take(before.len() as usize + 1);
+                    let got = (&mut f).take(before.len() + 1).read_to_end(&mut data);
+                    let after = f.metadata();
+                    let same = |after: &std::fs::Metadata| {
+                        data.len() as u64 == before.len()
+                            && after.len() == before.len()
+                            && after.modified().ok() == before.modified().ok()
+                    };
+                    let checked = match (got, after) {
+                        (Ok(_), Ok(after)) if same(&after) => Ok(ContentHash::of_on_this_thread(&data)),
+                        (Ok(_), Ok(_)) => Err(Error::ContentChanged(what.clone())),
+                        (Err(e), _) | (_, Err(e)) => Err(read(e)),
+                    };
+                    return match checked {
+                        Ok(hash) => Ok(Prepared {
+                            hash,
+                            size: data.len() as u64,
+                            source: Source::Read { path: p, data },
+                            what,
+                        }),
+                        Err(e) => {
+                            buffers.give(data);
+                            Err(e)
+                        }
+                    };
+                }
+                let (hash, size) = crate::hash::hash_reader(&mut f).map_err(read)?;
                 Ok(Prepared {
                     hash,
                     size,
@@ -327,7 +385,7 @@ impl Inner {
                 let n = read_full(&mut r, &mut head).map_err(|e| Error::io(format!("reading {name}"), e))?;
                 if n <= IN_MEMORY_STREAM {
                     head.truncate(n);
-                    return self.prepare(Content::Bytes(head.into()), name);
+                    return self.prepare(Content::Bytes(head.into()), name, buffers);
                 }
                 self.stage(&head, &mut r, name)
             }
@@ -375,6 +433,16 @@ impl Inner {
         })
     }
 
+    /// Drops the bytes of a file read whole once step 2 is done with them:
+    /// the upload goes back to being a path (read and checked again if a
+    /// retry needs its bytes), so a batch holds only the uploads in flight.
+    fn release(p: &mut Prepared, buffers: &BufferPool) {
+        if let Source::Read { path, data } = &mut p.source {
+            buffers.give(std::mem::take(data));
+            p.source = Source::File(std::mem::take(path));
+        }
+    }
+
     fn discard(&self, p: &Prepared) {
         if let Source::Staged(path, _) = &p.source {
             let _ = self.options.fs.remove_file(path);
@@ -405,6 +473,11 @@ impl Inner {
         Ok(check_quota(&load_user(&Txn::new(&self.meta), uid)?, size).is_err())
     }
 
+    fn append_verified(&self, p: &Prepared, data: &[u8]) -> Result<(NewCopy, Option<Pin<'_>>)> {
+        let (loc, pin) = self.blobs.append(p.hash, RecordData::Verified(data), &p.what)?;
+        Ok((NewCopy::Segment(loc), Some(pin)))
+    }
+
     /// Writes (or keeps for inlining) the bytes of `p`. Bytes in memory
     /// cannot change and were hashed by `prepare`, so they are written as
     /// they are; a file or staged stream is read again and checked against
@@ -414,10 +487,9 @@ impl Inner {
         let inline = p.size <= self.options.inline_threshold;
         let mut reader: Box<dyn Read + '_> = match &p.source {
             Source::Memory(b) if inline => return Ok((NewCopy::Inline(b.to_vec()), None)),
-            Source::Memory(b) => {
-                let (loc, pin) = self.blobs.append(p.hash, RecordData::Verified(b), &p.what)?;
-                return Ok((NewCopy::Segment(loc), Some(pin)));
-            }
+            Source::Read { data, .. } if inline => return Ok((NewCopy::Inline(data.clone()), None)),
+            Source::Memory(b) => return self.append_verified(p, b),
+            Source::Read { data, .. } => return self.append_verified(p, data),
             Source::File(path) => {
                 Box::new(std::fs::File::open(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?)
             }
@@ -485,32 +557,48 @@ impl Store {
     /// ```
     pub fn upload_batch(&self, user: &str, uploads: Vec<Upload>) -> Vec<Result<UploadReport>> {
         let inner = &*self.inner;
-        let mut results: Vec<Option<Result<UploadReport>>> = uploads.iter().map(|_| None).collect();
-        let mut prepared: Vec<(usize, Upload, Prepared)> = Vec::new();
-        for (i, mut up) in uploads.into_iter().enumerate() {
-            let checked = check_user_name(user)
-                .and_then(|()| check_file_name(&up.name))
-                .and_then(|()| inner.health.check());
-            if let Err(e) = checked {
-                results[i] = Some(Err(e));
-                continue;
-            }
-            let content = std::mem::replace(&mut up.content, Content::Bytes(Bytes::new()));
-            match inner.prepare(content, &up.name) {
-                Ok(p) => match up.expected {
-                    Some(expected) if expected != p.hash => {
-                        inner.discard(&p);
-                        results[i] = Some(Err(Error::HashMismatch {
-                            expected,
-                            actual: p.hash,
-                        }));
-                    }
-                    _ => prepared.push((i, up, p)),
-                },
-                Err(e) => results[i] = Some(Err(e)),
-            }
+        let count = uploads.len();
+        if count < 2 {
+            let hashed = uploads
+                .into_iter()
+                .enumerate()
+                .map(|(i, up)| (i, inner.hash_upload(user, up, &BufferPool::default())));
+            return inner.store_prepared(user, count, hashed, &BufferPool::default(), None);
         }
-        inner.store_prepared(user, results, prepared, None)
+        // Reading and hashing on every core, one upload per worker: a
+        // single reader's copies out of the page cache would not overlap
+        // its hashing.
+        let workers = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
+        let buffers = &BufferPool::default();
+        ordered_map(
+            uploads,
+            workers,
+            READ_AHEAD,
+            |up| inner.hash_upload(user, up, buffers),
+            |hashed| inner.store_prepared(user, count, hashed, buffers, None),
+        )
+    }
+}
+
+impl Inner {
+    /// Step 1 for one upload: its names checked, its content hashed and
+    /// compared with the hash the client declared.
+    fn hash_upload(&self, user: &str, mut up: Upload, buffers: &BufferPool) -> Result<(Upload, Prepared)> {
+        check_user_name(user)?;
+        check_file_name(&up.name)?;
+        self.health.check()?;
+        let content = std::mem::replace(&mut up.content, Content::Bytes(Bytes::new()));
+        let p = self.prepare(content, &up.name, buffers)?;
+        match up.expected {
+            Some(expected) if expected != p.hash => {
+                self.discard(&p);
+                Err(Error::HashMismatch {
+                    expected,
+                    actual: p.hash,
+                })
+            }
+            _ => Ok((up, p)),
+        }
     }
 }
 
@@ -540,13 +628,57 @@ impl Inner {
             what: name.to_string(),
         };
         let up = Upload::new(album, name, Content::Bytes(Bytes::new()), mode);
-        self.store_prepared(user, vec![None], vec![(0, up, prepared)], Some(session))
-            .pop()
-            .expect("one result per upload")
+        self.store_prepared(
+            user,
+            1,
+            [(0, Ok((up, prepared)))],
+            &BufferPool::default(),
+            Some(session),
+        )
+        .pop()
+        .expect("one result per upload")
     }
 
-    /// Steps 2 and 3 for hashed contents; `results` already holds the
-    /// failures of step 1.
+    /// Step 2 for one hashed upload: the copy of its bytes that the commit
+    /// will point at, if the store needs one. `copies` holds the copies this
+    /// batch wrote, so that a content repeated in a batch is written once;
+    /// `force` (a retry after the blob vanished) writes whatever the store
+    /// seemed to have.
+    fn copy_for<'a>(
+        &'a self,
+        user: &str,
+        p: &Prepared,
+        force: bool,
+        copies: &mut HashMap<ContentHash, NewCopy>,
+        pins: &mut Vec<Pin<'a>>,
+    ) -> Result<Option<NewCopy>> {
+        if let Some(c) = copies.get(&p.hash) {
+            return Ok(Some(c.clone()));
+        }
+        let skip = match self.blob_state(&p.hash)? {
+            BlobState::Sound => !force,
+            // New content past the quota is not written, and the commit
+            // refuses it just as it refuses content other users hold (also
+            // not written): the error, and the usage it reports, must not
+            // depend on other users' content. A heal charges nothing; a
+            // retry writes, the commit found room.
+            BlobState::Absent => !force && self.past_quota(user, p.size)?,
+            BlobState::Damaged => false,
+        };
+        if skip {
+            return Ok(None);
+        }
+        let (copy, pin) = self.write_copy(p)?;
+        pins.extend(pin);
+        copies.insert(p.hash, copy.clone());
+        Ok(Some(copy))
+    }
+
+    /// Steps 2 and 3 for the `count` uploads of a batch, as step 1 hands
+    /// them over (in the batch's order, each with its index). Step 2 starts
+    /// on the first upload while step 1 is still hashing the next.
+    ///
+    /// `buffers` takes back the read buffers of uploads step 2 is done with.
     ///
     /// `retire` is the record of the upload session the content comes from:
     /// it is deleted in the commit that stores the file, so a crash leaves
@@ -554,52 +686,25 @@ impl Inner {
     fn store_prepared(
         &self,
         user: &str,
-        mut results: Vec<Option<Result<UploadReport>>>,
-        prepared: Vec<(usize, Upload, Prepared)>,
+        count: usize,
+        hashed: impl IntoIterator<Item = (usize, Result<(Upload, Prepared)>)>,
+        buffers: &BufferPool,
         retire: Option<Vec<u8>>,
     ) -> Vec<Result<UploadReport>> {
         let inner = self;
+        let mut results: Vec<Option<Result<UploadReport>>> = (0..count).map(|_| None).collect();
+        let mut prepared: Vec<(usize, Upload, Prepared)> = Vec::new();
         let mut copies: HashMap<ContentHash, NewCopy> = HashMap::new();
         // Held until every commit of this batch has finished.
         let mut pins = Vec::new();
-        let mut todo: Vec<usize> = (0..prepared.len()).collect();
+        let mut hashed = Some(hashed.into_iter());
+        let mut todo: Vec<usize> = Vec::new();
         for attempt in 0..3 {
-            if todo.is_empty() {
-                break;
-            }
             let force = attempt > 0;
             let mut pending = Vec::new();
             let mut sync_to: HashMap<u64, u64> = HashMap::new();
-            for &k in &todo {
-                let (i, up, p) = &prepared[k];
-                let copy = match copies.get(&p.hash) {
-                    Some(c) => Ok(Some(c.clone())),
-                    None => match inner.blob_state(&p.hash) {
-                        Ok(BlobState::Sound) if !force => Ok(None),
-                        Ok(state) => {
-                            // New content past the quota is not written, and
-                            // the commit refuses it just as it refuses
-                            // content other users hold (also not written):
-                            // the error, and the usage it reports, must not
-                            // depend on other users' content. A heal charges
-                            // nothing; a retry writes, the commit found room.
-                            let skip = match state {
-                                BlobState::Absent if !force => inner.past_quota(user, p.size),
-                                _ => Ok(false),
-                            };
-                            skip.and_then(|skip| match skip {
-                                true => Ok(None),
-                                false => inner.write_copy(p).map(|(c, pin)| {
-                                    pins.extend(pin);
-                                    copies.insert(p.hash, c.clone());
-                                    Some(c)
-                                }),
-                            })
-                        }
-                        Err(e) => Err(e),
-                    },
-                };
-                match copy {
+            let mut step2 =
+                |k: usize, p: &Prepared, up: &Upload| match inner.copy_for(user, p, force, &mut copies, &mut pins) {
                     Ok(copy) => {
                         if let Some(NewCopy::Segment(loc)) = &copy {
                             let end = sync_to.entry(loc.segment).or_default();
@@ -614,8 +719,31 @@ impl Inner {
                             size: p.size,
                             copy,
                         });
+                        None
                     }
-                    Err(e) => results[*i] = Some(Err(e)),
+                    Err(e) => Some(e),
+                };
+            if let Some(first) = hashed.take() {
+                for (i, item) in first {
+                    match item {
+                        Ok((up, mut p)) => {
+                            if let Some(e) = step2(prepared.len(), &p, &up) {
+                                results[i] = Some(Err(e));
+                            }
+                            Inner::release(&mut p, buffers);
+                            prepared.push((i, up, p));
+                        }
+                        Err(e) => results[i] = Some(Err(e)),
+                    }
+                }
+            } else if todo.is_empty() {
+                break;
+            } else {
+                for &k in &todo {
+                    let (i, up, p) = &prepared[k];
+                    if let Some(e) = step2(k, p, up) {
+                        results[*i] = Some(Err(e));
+                    }
                 }
             }
             // Bytes durable before the metadata that points at them.
@@ -932,13 +1060,26 @@ mod tests {
         (dir, store, file)
     }
 
+    /// Hashes `file` and lets go of the bytes read, as step 2 does once done
+    /// with an upload: what a retry (or any file too large to be read whole)
+    /// writes from is the file again.
+    fn hashed_path(inner: &Inner, file: &Path) -> Prepared {
+        let buffers = BufferPool::default();
+        let mut prepared = inner
+            .prepare(Content::Path(file.to_path_buf()), "IMG.JPG", &buffers)
+            .unwrap();
+        Inner::release(&mut prepared, &buffers);
+        assert!(matches!(prepared.source, Source::File(_)));
+        prepared
+    }
+
     /// A file edited between the hashing pass and the writing pass is
     /// refused, and the half-written record is rolled back.
     #[test]
     fn a_file_that_changes_while_being_read_stores_nothing() {
         let (_dir, store, file) = setup();
         let inner = &store.inner;
-        let prepared = inner.prepare(Content::Path(file.clone()), "IMG.JPG").unwrap();
+        let prepared = hashed_path(inner, &file);
         std::fs::write(&file, vec![6u8; 100_000]).unwrap();
         assert!(matches!(inner.write_copy(&prepared), Err(Error::ContentChanged(_))));
         // Same length but grown: also refused.
@@ -956,7 +1097,7 @@ mod tests {
     #[test]
     fn a_file_that_vanishes_while_being_read_stores_nothing() {
         let (_dir, store, file) = setup();
-        let prepared = store.inner.prepare(Content::Path(file.clone()), "IMG.JPG").unwrap();
+        let prepared = hashed_path(&store.inner, &file);
         std::fs::remove_file(&file).unwrap();
         assert!(matches!(store.inner.write_copy(&prepared), Err(Error::Io { .. })));
         let album = store.ensure_album("u", "A").unwrap();
