@@ -273,23 +273,37 @@ fn rereads(c: &mut Criterion, photos: &Folder) {
     g.finish();
 }
 
-/// The peak resident memory of ingesting `folder` into a new store, above
-/// what the process held before: the kernel's high-water mark is reset
-/// first (`clear_refs`), so earlier scenarios do not count.
-fn peak_memory(folder: &Folder) -> Option<(f64, f64)> {
-    let status = |key: &str| -> Option<f64> {
-        let s = fs::read_to_string("/proc/self/status").ok()?;
-        let line = s.lines().find(|l| l.starts_with(key))?;
-        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024.0 / MIB)
-    };
-    fs::write("/proc/self/clear_refs", "5").ok()?;
-    let before = status("VmRSS:")?;
+/// Set in a child process of this benchmark: back up the folder it names
+/// into a new store and print the process's peak resident memory.
+const PEAK_OF: &str = "KEEPSAKE_BENCH_PEAK_OF";
+
+/// The peak resident memory, in MiB, of a process that does nothing but
+/// back `folder` up into a new store: this benchmark run again as a child,
+/// so that nothing else it holds counts.
+fn peak_memory(folder: &Folder) -> Option<f64> {
+    let out = Command::new(std::env::current_exe().ok()?)
+        .env(PEAK_OF, &folder.dir)
+        .output()
+        .ok()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+}
+
+/// The child's side of [`peak_memory`].
+fn backup_and_report_peak(dir: PathBuf) {
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let folder = Folder { dir, files, bytes: 0 };
     let (_dir, store) = new_store();
     let album = store.ensure_album("bench", "A").unwrap();
-    backup(&store, album, folder);
-    let peak = status("VmHWM:")?;
-    Some((peak, peak - before))
+    backup(&store, album, &folder);
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    println!("{}", kib * 1024.0 / MIB);
 }
 
 /// Criterion's median time for `group/bench` in this run, in seconds.
@@ -306,7 +320,7 @@ fn median(group: &str, bench: &str) -> Option<f64> {
     Some(json["median"]["point_estimate"].as_f64()? / 1e9)
 }
 
-fn summary(rows: &[(&str, &Folder, &str, &str)], big: Option<(f64, f64)>) {
+fn summary(rows: &[(&str, &Folder, &str, &str)], big_peak: Option<f64>) {
     println!("\n| scenario | keepsake | MiB/s | files/s | limit | limit's time | keepsake / limit |");
     println!("|---|---|---:|---:|---|---:|---:|");
     for (group, folder, bench, limit) in rows {
@@ -320,12 +334,15 @@ fn summary(rows: &[(&str, &Folder, &str, &str)], big: Option<(f64, f64)>) {
             t / l,
         );
     }
-    if let Some((peak, above)) = big {
-        println!("\nbig_file: peak resident memory {peak:.0} MiB ({above:.0} MiB above the process before the ingest)");
+    if let Some(peak) = big_peak {
+        println!("\nbig_file: peak resident memory of a process backing it up: {peak:.0} MiB");
     }
 }
 
 fn main() {
+    if let Some(dir) = std::env::var_os(PEAK_OF) {
+        return backup_and_report_peak(PathBuf::from(dir));
+    }
     let full = full();
     let scale = scale();
     let data = tempfile::tempdir_in(bench_root()).unwrap();
@@ -338,11 +355,11 @@ fn main() {
     rereads(&mut c, &photos);
     unique(&mut c, &thumbs, "thumbnails");
     unique(&mut c, &big, "big_file");
-    let peak = peak_memory(&big);
     c.final_summary();
     if !full {
         return;
     }
+    let peak = peak_memory(&big);
     summary(
         &[
             ("unique", &photos, "keepsake", "limit_cp_r_and_sync"),
