@@ -68,7 +68,7 @@ pub use repair::RepairReport;
 pub use stats::Stats;
 pub use store::{
     AlbumDeletion, AlbumInfo, Content, DedupMode, DuplicateGroup, FileInfo, FileReader, MergeReport, Outcome,
-    Preflight, PurgeReport, Store, StoreOptions, Upload, UploadReport, UploadStart, UploadStatus, Usage,
+    Preflight, PurgeReport, SourceIndex, Store, StoreOptions, Upload, UploadReport, UploadStart, UploadStatus, Usage,
     MAX_UPLOAD_METADATA_BYTES, MAX_UPLOAD_METADATA_ENTRIES,
 };
 pub use verify::{AffectedFile, Problem, VerifyReport};

@@ -616,3 +616,90 @@ fn file_deleted_from_the_folder_stays_in_the_store() {
     assert_eq!(get_bytes(&cli, &id_of(&first, "b.jpg")), photo(2, 50_000));
     assert_verify_ok(&cli);
 }
+
+/// Every file under the store directory with its length and modification
+/// time: what a command that writes nothing leaves as it found it.
+fn store_state(cli: &Cli) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut state = Vec::new();
+    let mut dirs = vec![cli.store.path().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            } else {
+                state.push((entry.path(), meta.len(), meta.modified().unwrap()));
+            }
+        }
+    }
+    state.sort();
+    state
+}
+
+#[test]
+fn rerun_of_an_unchanged_folder_writes_nothing_to_the_store() {
+    let cli = Cli::new();
+    settled_file(&cli, "a.jpg", &photo(1, 100_000));
+    settled_file(&cli, "sub/b.jpg", &photo(2, 50_000));
+    let (first, _) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    // A write open leaves the store as it found it only in what it means:
+    // RocksDB rewrites its options file and manifest at every open.
+    let before = store_state(&cli);
+
+    let (again, out) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    assert!(out.status.success());
+    assert_eq!(
+        store_state(&cli),
+        before,
+        "a re-run with nothing to do opened the store to write"
+    );
+    assert_eq!(
+        outcomes(&again),
+        outcomes(&first)
+            .into_iter()
+            .map(|(n, _)| (n, "skipped".into()))
+            .collect::<Vec<_>>()
+    );
+    assert!(again[..2].iter().all(|l| l["unchanged"] == true), "{again:?}");
+    assert_eq!(summary(&again)["skipped"], 2);
+}
+
+#[test]
+fn a_file_gone_from_an_otherwise_unchanged_folder_has_its_record_dropped() {
+    let cli = Cli::new();
+    settled_file(&cli, "a.jpg", &photo(1, 100_000));
+    let b = settled_file(&cli, "sub/b.jpg", &photo(2, 50_000));
+    cli.backup(&[cli.dir(), "--album", "Camera"]);
+    fs::remove_file(&b).unwrap();
+    let before = store_state(&cli);
+
+    // Every file left is unchanged, but the record of the one gone must go:
+    // this re-run writes.
+    let (again, out) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    assert!(out.status.success());
+    assert_eq!(summary(&again)["files"], 1);
+    assert_ne!(store_state(&cli), before, "the gone file's record was kept");
+
+    // And with the record gone, the next re-run has nothing to do.
+    let after = store_state(&cli);
+    let (third, _) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    assert_eq!(store_state(&cli), after);
+    assert_eq!(third[0]["unchanged"], true);
+}
+
+#[test]
+fn a_new_file_in_an_unchanged_folder_is_stored() {
+    let cli = Cli::new();
+    settled_file(&cli, "a.jpg", &photo(1, 100_000));
+    cli.backup(&[cli.dir(), "--album", "Camera"]);
+    settled_file(&cli, "b.jpg", &photo(2, 50_000));
+
+    let (again, out) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    assert!(out.status.success());
+    assert_eq!(
+        outcomes(&again),
+        [("a.jpg".into(), "skipped".into()), ("b.jpg".into(), "stored".into())]
+    );
+    assert_verify_ok(&cli);
+}

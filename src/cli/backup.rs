@@ -7,7 +7,7 @@ use std::path::{self, Path, PathBuf};
 use std::time::SystemTime;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use keepsake::{AlbumId, Content, DedupMode, Store, Upload, UploadReport};
+use keepsake::{AlbumId, Content, DedupMode, SourceIndex, Store, Upload, UploadReport};
 use serde::Serialize;
 
 use super::output::{bytes, Output};
@@ -90,21 +90,99 @@ fn walk(root: &Path, found: &mut Vec<Found>, errors: &mut Vec<(PathBuf, String)>
     }
 }
 
+/// What the walk of a backup's paths found.
+pub(crate) struct Scan {
+    roots: Vec<PathBuf>,
+    start: SystemTime,
+    found: Vec<Found>,
+    errors: Vec<(PathBuf, String)>,
+}
+
+/// Walks `paths`.
+pub(crate) fn scan(paths: &[PathBuf]) -> Scan {
+    let start = SystemTime::now();
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        walk(p, &mut found, &mut errors);
+    }
+    Scan {
+        roots: paths.to_vec(),
+        start,
+        found,
+        errors,
+    }
+}
+
+/// A re-run that finds nothing to do, answered (and printed) from a
+/// read-only view of the store in `dir` (see [`SourceIndex`]). `false`
+/// means nothing was printed and the backup must open the store to write:
+/// a file that is new, changed or gone, a walk error, an album that does
+/// not exist yet, a store in use or absent. [`run`] finds those again and
+/// reports them.
+pub(crate) fn run_unchanged(
+    dir: &Path,
+    user: &str,
+    album: &str,
+    scan: &Scan,
+    out: &Output,
+) -> Result<bool, keepsake::Error> {
+    let Ok(Some(index)) = SourceIndex::open(dir) else {
+        return Ok(false);
+    };
+    let Some(album) = index.find_album(user, album)? else {
+        return Ok(false);
+    };
+    if !scan.errors.is_empty() {
+        return Ok(false);
+    }
+    let mut seen = HashSet::new();
+    let mut reports = Vec::with_capacity(scan.found.len());
+    for f in &scan.found {
+        let Ok(source) = path::absolute(&f.path) else {
+            return Ok(false);
+        };
+        let Some(r) = index.unchanged_source(user, album, &source, &f.meta)? else {
+            return Ok(false);
+        };
+        seen.insert(source);
+        reports.push((&f.path, r));
+    }
+    for root in &scan.roots {
+        let Ok(root) = path::absolute(root) else {
+            return Ok(false);
+        };
+        if index.has_forgotten_sources(user, album, &root, &seen)? {
+            return Ok(false);
+        }
+    }
+    let mut summary = Summary {
+        summary: true,
+        ..Default::default()
+    };
+    let bar = ProgressBar::hidden();
+    for (path, r) in reports {
+        print_file(&mut summary, path, &r, true, out, &bar);
+    }
+    show_summary(&summary, out)?;
+    Ok(true)
+}
+
 pub(crate) fn run(
     store: &Store,
     user: &str,
     album: AlbumId,
-    paths: &[PathBuf],
+    scan: Scan,
     mode: DedupMode,
     rehash: bool,
     out: &Output,
 ) -> Result<Summary, keepsake::Error> {
-    let scan_start = SystemTime::now();
-    let mut found = Vec::new();
-    let mut walk_errors = Vec::new();
-    for p in paths {
-        walk(p, &mut found, &mut walk_errors);
-    }
+    let Scan {
+        roots: paths,
+        start: scan_start,
+        found,
+        errors: walk_errors,
+    } = scan;
     let mut summary = Summary {
         summary: true,
         ..Default::default()
@@ -194,7 +272,12 @@ pub(crate) fn run(
             store.forget_sources(user, album, &root, &seen)?;
         }
     }
-    out.show(&summary, || {
+    show_summary(&summary, out)?;
+    Ok(summary)
+}
+
+fn show_summary(summary: &Summary, out: &Output) -> Result<(), keepsake::Error> {
+    out.show(summary, || {
         format!(
             "{} files: {} stored, {} linked, {} skipped, {} errors; {} written, {} deduplicated",
             summary.files,
@@ -209,8 +292,7 @@ pub(crate) fn run(
     .map_err(|e| keepsake::Error::Io {
         context: "writing output".into(),
         source: e,
-    })?;
-    Ok(summary)
+    })
 }
 
 fn print_file(summary: &mut Summary, path: &Path, r: &UploadReport, unchanged: bool, out: &Output, bar: &ProgressBar) {

@@ -182,14 +182,27 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
             dir.display()
         )));
     }
+    let user = cli.global.user.as_str();
+    // A backup walks first: a re-run that finds nothing to do answers from
+    // a read-only open, without the cost of opening the store to write.
+    let mut scan = None;
+    if let Command::Backup {
+        paths, album, rehash, ..
+    } = &cli.command
+    {
+        let walked = backup::scan(paths);
+        if !rehash && backup::run_unchanged(&dir, user, album, &walked, out)? {
+            return Ok(());
+        }
+        scan = Some(walked);
+    }
     let store = Store::open(&dir).map_err(Failure::Open)?;
     for note in store.recovery_notes() {
         let _ = writeln!(io::stderr(), "keepsake: recovery: {note}");
     }
-    let user = cli.global.user.as_str();
     match cli.command {
         Command::Backup {
-            paths,
+            paths: _,
             album,
             mode,
             rehash,
@@ -199,7 +212,8 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
                 Mode::NameHash => DedupMode::NameAndHash,
             };
             let album = store.ensure_album(user, &album)?;
-            let summary = backup::run(&store, user, album, &paths, mode, rehash, out)?;
+            let scan = scan.expect("walked above");
+            let summary = backup::run(&store, user, album, scan, mode, rehash, out)?;
             if summary.errors > 0 {
                 return Err(Failure::Status(1));
             }

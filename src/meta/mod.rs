@@ -158,6 +158,32 @@ impl Meta {
         Ok(meta)
     }
 
+    /// Opens existing metadata for reading only. RocksDB then replays its
+    /// log in memory and writes nothing: no new `OPTIONS` file, manifest or
+    /// log, which is most of what an open costs (see `DESIGN.md` §4).
+    pub(crate) fn open_read_only(path: &Path) -> Result<Meta, OpenError> {
+        let cache = Cache::new_lru_cache(8 << 20);
+        let mut opts = db_options(&cache);
+        opts.set_max_file_opening_threads(1);
+        opts.set_log_level(rocksdb::LogLevel::Warn);
+        let cfs = Cf::ALL
+            .iter()
+            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), db_options(&cache)));
+        let db = DB::open_cf_descriptors_read_only(&opts, path, cfs, false)
+            .map_err(|e| OpenError::Database(e.into_string()))?;
+        let meta = Meta { db };
+        let corrupt = |e: Error| OpenError::Corrupt(e.to_string());
+        match meta.get::<u64>(Cf::Meta, keys::FORMAT).map_err(corrupt)? {
+            Some(FORMAT_VERSION) => Ok(meta),
+            Some(found) => Err(OpenError::UnsupportedFormat {
+                path: path.to_path_buf(),
+                found: found as u32,
+                supported: FORMAT_VERSION as u32,
+            }),
+            None => Err(OpenError::Corrupt("the metadata has no format version".into())),
+        }
+    }
+
     fn check_format(&self, path: &Path) -> Result<(), OpenError> {
         let corrupt = |e: Error| OpenError::Corrupt(e.to_string());
         match self.get::<u64>(Cf::Meta, keys::FORMAT).map_err(corrupt)? {

@@ -41,6 +41,7 @@ pub use duplicates::{DuplicateGroup, MergeReport};
 pub use library::{AlbumDeletion, AlbumInfo, FileInfo};
 pub use quota::Usage;
 pub use read::FileReader;
+pub use scan::SourceIndex;
 pub use session::{UploadStart, UploadStatus, MAX_UPLOAD_METADATA_BYTES, MAX_UPLOAD_METADATA_ENTRIES};
 pub use trash::PurgeReport;
 pub use upload::{Content, DedupMode, Outcome, Preflight, Upload, UploadReport};
@@ -223,18 +224,7 @@ impl Store {
             move |source| OpenError::Io { context, source }
         };
         std::fs::create_dir_all(&root).map_err(io("creating", &root))?;
-        let lock_path = root.join("keepsake.lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io("opening", &lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(OpenError::InUse { path: root }),
-            Err(TryLockError::Error(e)) => return Err(io("locking", &lock_path)(e)),
-        }
+        let lock = lock(&root)?;
         let meta = Meta::open(&root.join("meta"))?;
         let corrupt = |e: Error| OpenError::Corrupt(e.to_string());
         let mut committed = BTreeMap::new();
@@ -349,9 +339,37 @@ impl Inner {
 
     /// The id of an existing user, or `None`: reads never create users.
     pub(crate) fn user_id(&self, user: &str) -> Result<Option<u64>> {
-        check_user_name(user)?;
-        self.meta.get::<u64>(Cf::UserNames, user.as_bytes())
+        user_id(&self.meta, user)
     }
+}
+
+/// Takes the store's exclusive lock, held as long as the returned file is
+/// open: one process (and one `Store` or `SourceIndex`) at a time.
+pub(crate) fn lock(root: &Path) -> Result<File, OpenError> {
+    let lock_path = root.join("keepsake.lock");
+    let io = |what: &str| {
+        let context = format!("{what} {}", lock_path.display());
+        move |source| OpenError::Io { context, source }
+    };
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io("opening"))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(TryLockError::WouldBlock) => Err(OpenError::InUse {
+            path: root.to_path_buf(),
+        }),
+        Err(TryLockError::Error(e)) => Err(io("locking")(e)),
+    }
+}
+
+/// The id of `user` in the committed metadata, or `None`.
+pub(crate) fn user_id(meta: &Meta, user: &str) -> Result<Option<u64>> {
+    check_user_name(user)?;
+    meta.get::<u64>(Cf::UserNames, user.as_bytes())
 }
 
 /// The id of `user` inside a transaction, or `None`.
