@@ -1,6 +1,6 @@
 //! Blob bytes: append-only segment files of checksummed records.
 //!
-//! [`format`] defines the bytes; the log itself (`log.rs`) appends records,
+//! [`format`](mod@format) defines the bytes; the log itself (`log.rs`) appends records,
 //! makes them durable, serves verified zero-copy reads, and recovers the
 //! segment directory at open.
 

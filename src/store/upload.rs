@@ -6,12 +6,14 @@
 //! 1. **Hash** each content (no lock held).
 //! 2. **Write** the content of every blob the store does not have yet to the
 //!    active segment (or keep it for inlining), then `fdatasync` once for the
-//!    whole batch. A file or stream is re-hashed as it is written, since it
-//!    may have changed since step 1; bytes in memory are written as they are.
-//!    In a batch, steps 1 and 2 run as a pipeline: worker threads read and
-//!    hash the next uploads while this one is written, at most
+//!    whole batch. A large file or a staged stream is re-hashed as it is
+//!    written, since it may have changed since step 1; bytes in memory
+//!    (given, or a file of at most [`READ_WHOLE`] bytes read whole in step 1
+//!    and checked unchanged by size and modification time) are written as
+//!    they are. In a batch, steps 1 and 2 run as a pipeline: worker threads
+//!    read and hash the next uploads while this one is written, at most
 //!    [`READ_AHEAD`] uploads ahead, so memory stays bounded (see
-//!    [`pipeline`](super::pipeline) and `DESIGN.md` §7).
+//!    [`pipeline`](super::pipeline) and `DESIGN.md` §6).
 //! 3. **Commit** one transaction that, per upload, applies the duplicate
 //!    rules against the current metadata and records the outcome.
 //!
@@ -558,18 +560,18 @@ impl Store {
     pub fn upload_batch(&self, user: &str, uploads: Vec<Upload>) -> Vec<Result<UploadReport>> {
         let inner = &*self.inner;
         let count = uploads.len();
+        let buffers = &BufferPool::default();
         if count < 2 {
             let hashed = uploads
                 .into_iter()
                 .enumerate()
-                .map(|(i, up)| (i, inner.hash_upload(user, up, &BufferPool::default())));
-            return inner.store_prepared(user, count, hashed, &BufferPool::default(), None);
+                .map(|(i, up)| (i, inner.hash_upload(user, up, buffers)));
+            return inner.store_prepared(user, count, hashed, buffers, None);
         }
         // Reading and hashing on every core, one upload per worker: a
         // single reader's copies out of the page cache would not overlap
         // its hashing.
         let workers = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
-        let buffers = &BufferPool::default();
         ordered_map(
             uploads,
             workers,
