@@ -128,13 +128,30 @@ fn db_options(cache: &Cache) -> Options {
     o
 }
 
+/// How the metadata is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Created if missing; writes allowed.
+    Write,
+    /// An existing store, read only: RocksDB then replays its log in memory
+    /// and writes nothing (no new `OPTIONS` file, manifest or log), which
+    /// is most of what an open costs (see `DESIGN.md` §4).
+    ReadOnly,
+}
+
 impl Meta {
     pub(crate) fn open(path: &Path) -> Result<Meta, OpenError> {
+        Meta::open_as(path, Access::Write)
+    }
+
+    /// Opens existing metadata for reading only (see [`Access::ReadOnly`]).
+    pub(crate) fn open_read_only(path: &Path) -> Result<Meta, OpenError> {
+        Meta::open_as(path, Access::ReadOnly)
+    }
+
+    fn open_as(path: &Path, access: Access) -> Result<Meta, OpenError> {
         let cache = Cache::new_lru_cache(64 << 20);
         let mut opts = db_options(&cache);
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.increase_parallelism(2);
         // RocksDB opens each column family's table files with this many
         // threads, started per column family: its default of 16 costs 17 x 16
         // thread creations, most of a CLI command's time, on 2 cores.
@@ -152,39 +169,24 @@ impl Meta {
         let cfs = Cf::ALL
             .iter()
             .map(|cf| ColumnFamilyDescriptor::new(cf.name(), db_options(&cache)));
-        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| OpenError::Database(e.into_string()))?;
+        let db = match access {
+            Access::Write => {
+                opts.create_if_missing(true);
+                opts.create_missing_column_families(true);
+                opts.increase_parallelism(2);
+                DB::open_cf_descriptors(&opts, path, cfs)
+            }
+            Access::ReadOnly => DB::open_cf_descriptors_read_only(&opts, path, cfs, false),
+        }
+        .map_err(|e| OpenError::Database(e.into_string()))?;
         let meta = Meta { db };
-        meta.check_format(path)?;
+        meta.check_format(path, access)?;
         Ok(meta)
     }
 
-    /// Opens existing metadata for reading only. RocksDB then replays its
-    /// log in memory and writes nothing: no new `OPTIONS` file, manifest or
-    /// log, which is most of what an open costs (see `DESIGN.md` §4).
-    pub(crate) fn open_read_only(path: &Path) -> Result<Meta, OpenError> {
-        let cache = Cache::new_lru_cache(8 << 20);
-        let mut opts = db_options(&cache);
-        opts.set_max_file_opening_threads(1);
-        opts.set_log_level(rocksdb::LogLevel::Warn);
-        let cfs = Cf::ALL
-            .iter()
-            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), db_options(&cache)));
-        let db = DB::open_cf_descriptors_read_only(&opts, path, cfs, false)
-            .map_err(|e| OpenError::Database(e.into_string()))?;
-        let meta = Meta { db };
-        let corrupt = |e: Error| OpenError::Corrupt(e.to_string());
-        match meta.get::<u64>(Cf::Meta, keys::FORMAT).map_err(corrupt)? {
-            Some(FORMAT_VERSION) => Ok(meta),
-            Some(found) => Err(OpenError::UnsupportedFormat {
-                path: path.to_path_buf(),
-                found: found as u32,
-                supported: FORMAT_VERSION as u32,
-            }),
-            None => Err(OpenError::Corrupt("the metadata has no format version".into())),
-        }
-    }
-
-    fn check_format(&self, path: &Path) -> Result<(), OpenError> {
+    /// Refuses a format this build does not know. New metadata gets this
+    /// build's version, unless it is opened read-only: then it is refused.
+    fn check_format(&self, path: &Path, access: Access) -> Result<(), OpenError> {
         let corrupt = |e: Error| OpenError::Corrupt(e.to_string());
         match self.get::<u64>(Cf::Meta, keys::FORMAT).map_err(corrupt)? {
             Some(FORMAT_VERSION) => Ok(()),
@@ -193,6 +195,7 @@ impl Meta {
                 found: found as u32,
                 supported: FORMAT_VERSION as u32,
             }),
+            None if access == Access::ReadOnly => Err(OpenError::Corrupt("the metadata has no format version".into())),
             None => {
                 let mut b = WriteBatch::default();
                 b.put_cf(self.cf(Cf::Meta), keys::FORMAT, FORMAT_VERSION.encode());
