@@ -52,6 +52,8 @@ struct State<T, U> {
     taken: usize,
     /// The consumer is gone (returned or panicked): workers stop.
     abandoned: bool,
+    /// A worker panicked: the item it held will never be done.
+    failed: bool,
 }
 
 struct Shared<T, U> {
@@ -77,6 +79,7 @@ pub(crate) fn ordered_map<T: Send, U: Send, R>(
             done: BTreeMap::new(),
             taken: 0,
             abandoned: false,
+            failed: false,
         }),
         changed: Condvar::new(),
     };
@@ -94,6 +97,9 @@ pub(crate) fn ordered_map<T: Send, U: Send, R>(
 }
 
 fn work<T, U>(shared: &Shared<T, U>, window: usize, f: &impl Fn(T) -> U) {
+    // Without this, a panic in `f` would leave the consumer waiting forever
+    // for the item it held.
+    let _failed = Failed(shared);
     loop {
         let (index, item) = {
             let mut s = shared.state.lock();
@@ -134,6 +140,10 @@ impl<T, U> Iterator for InOrder<'_, T, U> {
             if let Some(out) = s.done.remove(&index) {
                 break out;
             }
+            if s.failed {
+                drop(s);
+                panic!("an ingest pipeline worker panicked");
+            }
             self.shared.changed.wait(&mut s);
         };
         s.taken += 1;
@@ -141,6 +151,18 @@ impl<T, U> Iterator for InOrder<'_, T, U> {
         // A worker may be waiting for the window to move.
         self.shared.changed.notify_all();
         Some((index, out))
+    }
+}
+
+/// Marks the pipeline failed if its worker unwinds.
+struct Failed<'a, T, U>(&'a Shared<T, U>);
+
+impl<T, U> Drop for Failed<'_, T, U> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.state.lock().failed = true;
+            self.0.changed.notify_all();
+        }
     }
 }
 
@@ -206,6 +228,30 @@ mod tests {
         // The consumer has taken item `taken - 1`, so items up to
         // `taken - 1 + 5` may be started, and not one more.
         assert!(most_ahead.load(Ordering::SeqCst) <= 5, "{most_ahead:?}");
+    }
+
+    #[test]
+    fn a_worker_that_panics_makes_the_consumer_panic_instead_of_waiting_forever() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let outcome = std::panic::catch_unwind(|| {
+                ordered_map(
+                    (0..10).collect::<Vec<usize>>(),
+                    n(2),
+                    n(4),
+                    |i| {
+                        assert_ne!(i, 3, "a bug in step 1");
+                        i
+                    },
+                    |it| it.count(),
+                )
+            });
+            let _ = done.send(outcome.is_err());
+        });
+        let panicked = finished
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the pipeline hung after a worker panicked");
+        assert!(panicked);
     }
 
     #[test]
