@@ -26,6 +26,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::fs::Metadata;
 use std::io::{self, Read};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -241,6 +242,13 @@ pub(crate) fn clear_staging(fs: &dyn Fs, root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether a file read whole was left alone while it was read: `read`
+/// bytes came out, as many as its size said, and its size and modification
+/// time are what they were before the read. A write moves one of them.
+fn undisturbed(before: &Metadata, after: &Metadata, read: usize) -> bool {
+    read as u64 == before.len() && after.len() == before.len() && after.modified().ok() == before.modified().ok()
+}
+
 enum Source {
     Memory(Bytes),
     /// A file read whole by step 1: written from memory, as hashed. The
@@ -350,14 +358,10 @@ impl Inner {
                     // past the size tells a file that grew.
                     let mut data = buffers.take(before.len() as usize + 1);
                     let got = (&mut f).take(before.len() + 1).read_to_end(&mut data);
-                    let after = f.metadata();
-                    let same = |after: &std::fs::Metadata| {
-                        data.len() as u64 == before.len()
-                            && after.len() == before.len()
-                            && after.modified().ok() == before.modified().ok()
-                    };
-                    let checked = match (got, after) {
-                        (Ok(_), Ok(after)) if same(&after) => Ok(ContentHash::of_on_this_thread(&data)),
+                    let checked = match (got, f.metadata()) {
+                        (Ok(_), Ok(after)) if undisturbed(&before, &after, data.len()) => {
+                            Ok(ContentHash::of_on_this_thread(&data))
+                        }
                         (Ok(_), Ok(_)) => Err(Error::ContentChanged(what.clone())),
                         (Err(e), _) | (_, Err(e)) => Err(read(e)),
                     };
@@ -1073,6 +1077,26 @@ mod tests {
         Inner::release(&mut prepared, &buffers);
         assert!(matches!(prepared.source, Source::File(_)));
         prepared
+    }
+
+    #[test]
+    fn a_file_read_whole_counts_as_disturbed_if_its_size_time_or_length_read_moved() {
+        let (_dir, _store, file) = setup();
+        let before = std::fs::metadata(&file).unwrap();
+        let len = before.len() as usize;
+        assert!(undisturbed(&before, &std::fs::metadata(&file).unwrap(), len));
+        // Fewer or more bytes than the size said: written meanwhile.
+        assert!(!undisturbed(&before, &before, len - 1));
+        assert!(!undisturbed(&before, &before, len + 1));
+        // A write that keeps the size moves the modification time.
+        let f = std::fs::File::options().write(true).open(&file).unwrap();
+        f.set_modified(before.modified().unwrap() + std::time::Duration::from_secs(1))
+            .unwrap();
+        assert!(!undisturbed(&before, &std::fs::metadata(&file).unwrap(), len));
+        // An append moves the size, whatever the time says.
+        f.set_len(before.len() + 1).unwrap();
+        f.set_modified(before.modified().unwrap()).unwrap();
+        assert!(!undisturbed(&before, &std::fs::metadata(&file).unwrap(), len));
     }
 
     /// A file edited between the hashing pass and the writing pass is
