@@ -19,7 +19,9 @@
 //! - `cross_album`: the same folder into a new album (all linked);
 //! - `thumbnails`: 20,000 files of 16 KiB into an empty store;
 //! - `big_file`: one 2 GiB file into an empty store (peak memory printed);
-//! - `read`: every stored photo read back, verified.
+//! - `read`: every stored photo read back, verified;
+//! - `store_open`: opening that store to write, and read-only (what a
+//!   backup re-run with nothing to do pays instead).
 //!
 //! Uploads go through `upload_batch` in batches of 256 files, as
 //! `keepsake backup` sends them, from paths (`Content::Path`).
@@ -32,7 +34,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, BenchmarkGroup, Criterion, Throughput};
-use keepsake::{AlbumId, Content, DedupMode, FileId, Store, Upload};
+use keepsake::{AlbumId, Content, DedupMode, FileId, SourceIndex, Store, Upload};
 use tempfile::TempDir;
 
 const BATCH: usize = 256;
@@ -271,6 +273,18 @@ fn rereads(c: &mut Criterion, photos: &Folder) {
         })
     });
     g.finish();
+
+    // What a command pays before any work: opening this store to write,
+    // or, for a re-run with nothing to do, its metadata read-only.
+    let root = store.path().to_path_buf();
+    drop(store);
+    let mut g = c.benchmark_group("store_open");
+    g.sample_size(20);
+    g.bench_function("write", |b| b.iter(|| drop(black_box(Store::open(&root).unwrap()))));
+    g.bench_function("read_only", |b| {
+        b.iter(|| drop(black_box(SourceIndex::open(&root).unwrap())))
+    });
+    g.finish();
 }
 
 /// Set in a child process of this benchmark: back up the folder it names
@@ -306,8 +320,10 @@ fn backup_and_report_peak(dir: PathBuf) {
     println!("{}", kib * 1024.0 / MIB);
 }
 
-/// Criterion's median time for `group/bench` in this run, in seconds.
-fn median(group: &str, bench: &str) -> Option<f64> {
+/// Criterion's median time for `group/bench` in this run, in seconds:
+/// `None` for a benchmark this run did not measure (filtered out), whose
+/// estimates on disk are an earlier run's.
+fn median(group: &str, bench: &str, run_start: SystemTime) -> Option<f64> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
@@ -316,11 +332,15 @@ fn median(group: &str, bench: &str) -> Option<f64> {
         .join(group)
         .join(bench)
         .join("new/estimates.json");
+    if fs::metadata(&path).ok()?.modified().ok()? < run_start {
+        return None;
+    }
     let json: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).ok()?).ok()?;
     Some(json["median"]["point_estimate"].as_f64()? / 1e9)
 }
 
-fn summary(rows: &[(&str, &Folder, &str, &str)], big_peak: Option<f64>) {
+fn summary(rows: &[(&str, &Folder, &str, &str)], big_peak: Option<f64>, run_start: SystemTime) {
+    let median = |group: &str, bench: &str| median(group, bench, run_start);
     println!("\n| scenario | keepsake | MiB/s | files/s | limit | limit's time | keepsake / limit |");
     println!("|---|---|---:|---:|---|---:|---:|");
     for (group, folder, bench, limit) in rows {
@@ -334,6 +354,13 @@ fn summary(rows: &[(&str, &Folder, &str, &str)], big_peak: Option<f64>) {
             t / l,
         );
     }
+    if let (Some(w), Some(r)) = (median("store_open", "write"), median("store_open", "read_only")) {
+        println!(
+            "\nstore_open: write {:.1} ms, read-only {:.1} ms (open and close, this store)",
+            w * 1e3,
+            r * 1e3
+        );
+    }
     if let Some(peak) = big_peak {
         println!("\nbig_file: peak resident memory of a process backing it up: {peak:.0} MiB");
     }
@@ -343,6 +370,7 @@ fn main() {
     if let Some(dir) = std::env::var_os(PEAK_OF) {
         return backup_and_report_peak(PathBuf::from(dir));
     }
+    let run_start = SystemTime::now();
     let full = full();
     let scale = scale();
     let data = tempfile::tempdir_in(bench_root()).unwrap();
@@ -371,5 +399,6 @@ fn main() {
             ("read", &photos, "keepsake", "limit_b3sum"),
         ],
         peak,
+        run_start,
     );
 }
