@@ -34,7 +34,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, BenchmarkGroup, Criterion, Throughput};
-use keepsake::{AlbumId, Content, DedupMode, FileId, SourceIndex, Store, Upload};
+use keepsake::{AlbumId, Content, DedupMode, FileId, ReadOnlyStore, Store, Upload};
 use tempfile::TempDir;
 
 const BATCH: usize = 256;
@@ -153,7 +153,9 @@ fn backup(store: &Store, album: AlbumId, folder: &Folder) -> Vec<FileId> {
             .collect();
         ids.extend(
             store
-                .upload_batch("bench", uploads)
+                .user("bench")
+                .unwrap()
+                .upload_batch(uploads)
                 .into_iter()
                 .map(|r| r.unwrap().file_id),
         );
@@ -206,7 +208,7 @@ fn unique(c: &mut Criterion, folder: &Folder, name: &str) {
         b.iter_batched(
             new_store,
             |(dir, store)| {
-                let album = store.ensure_album("bench", "A").unwrap();
+                let album = store.user("bench").unwrap().ensure_album("A").unwrap();
                 black_box(backup(&store, album, folder));
                 // Dropped (and deleted) outside the timing.
                 (dir, store)
@@ -219,7 +221,7 @@ fn unique(c: &mut Criterion, folder: &Folder, name: &str) {
 
 fn rereads(c: &mut Criterion, photos: &Folder) {
     let (_dir, store) = new_store();
-    let album = store.ensure_album("bench", "A").unwrap();
+    let album = store.user("bench").unwrap().ensure_album("A").unwrap();
     let ids = backup(&store, album, photos);
     // What `keepsake backup` records once a batch is durable.
     let sources: Vec<_> = photos
@@ -229,7 +231,9 @@ fn rereads(c: &mut Criterion, photos: &Folder) {
         .map(|(p, id)| (p.clone(), fs::metadata(p).unwrap(), *id))
         .collect();
     store
-        .record_sources("bench", album, &sources, SystemTime::now())
+        .user("bench")
+        .unwrap()
+        .record_sources(album, &sources, SystemTime::now())
         .unwrap();
 
     let mut g = group(c, "reupload", photos);
@@ -241,7 +245,7 @@ fn rereads(c: &mut Criterion, photos: &Folder) {
         b.iter(|| {
             for p in &photos.files {
                 let meta = fs::metadata(p).unwrap();
-                let known = store.unchanged_source("bench", album, p, &meta).unwrap();
+                let known = store.user("bench").unwrap().unchanged_source(album, p, &meta).unwrap();
                 black_box(known.expect("an unchanged file is trusted"));
             }
         })
@@ -255,7 +259,7 @@ fn rereads(c: &mut Criterion, photos: &Folder) {
         b.iter_batched(
             || {
                 n += 1;
-                store.ensure_album("bench", &format!("B{n}")).unwrap()
+                store.user("bench").unwrap().ensure_album(&format!("B{n}")).unwrap()
             },
             |other| black_box(backup(&store, other, photos)),
             BatchSize::PerIteration,
@@ -268,7 +272,7 @@ fn rereads(c: &mut Criterion, photos: &Folder) {
     g.bench_function("keepsake", |b| {
         b.iter(|| {
             for id in &ids {
-                black_box(store.read("bench", *id).unwrap());
+                black_box(store.user("bench").unwrap().read(*id).unwrap());
             }
         })
     });
@@ -282,7 +286,7 @@ fn rereads(c: &mut Criterion, photos: &Folder) {
     g.sample_size(20);
     g.bench_function("write", |b| b.iter(|| drop(black_box(Store::open(&root).unwrap()))));
     g.bench_function("read_only", |b| {
-        b.iter(|| drop(black_box(SourceIndex::open(&root).unwrap())))
+        b.iter(|| drop(black_box(ReadOnlyStore::open(&root).unwrap())))
     });
     g.finish();
 }
@@ -309,7 +313,7 @@ fn backup_and_report_peak(dir: PathBuf) {
     files.sort();
     let folder = Folder { dir, files, bytes: 0 };
     let (_dir, store) = new_store();
-    let album = store.ensure_album("bench", "A").unwrap();
+    let album = store.user("bench").unwrap().ensure_album("A").unwrap();
     backup(&store, album, &folder);
     let status = fs::read_to_string("/proc/self/status").unwrap();
     let kib: f64 = status

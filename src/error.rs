@@ -10,7 +10,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::hash::ContentHash;
-use crate::ids::{AlbumId, FileId};
+use crate::ids::{AlbumId, FileId, UploadId};
 
 /// What kind of name failed validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +138,7 @@ pub enum Error {
         /// Bytes this upload would add.
         needed: u64,
     },
-    /// [`Store::link`](crate::Store::link) was asked to complete an upload
+    /// [`User::link`](crate::User::link) was asked to complete an upload
     /// that needs the content: only a duplicate of the user's own live file
     /// can be completed from its hash alone.
     #[error("this upload needs its content: no live file of this user matches")]
@@ -155,7 +155,7 @@ pub enum Error {
     /// finished, aborted or expired, or belongs to another user (which is
     /// deliberately indistinguishable).
     #[error("no upload session {0}")]
-    UnknownUpload(u64),
+    UnknownUpload(UploadId),
     /// An append did not start where the session's durable bytes end. The
     /// client resumes by sending again from `expected`.
     #[error("upload offset mismatch: the session has {expected} durable bytes, resume from there")]
@@ -166,7 +166,7 @@ pub enum Error {
     /// Another append, finish or abort of this upload session is in
     /// progress; one writer at a time.
     #[error("upload session {0} is busy with another request")]
-    UploadBusy(u64),
+    UploadBusy(UploadId),
     /// The bytes would run past the session's declared length.
     #[error("upload would exceed its declared length of {declared} bytes")]
     LengthExceeded {
@@ -248,6 +248,18 @@ impl Error {
 impl From<rocksdb::Error> for Error {
     fn from(e: rocksdb::Error) -> Self {
         Error::Database(e.into_string())
+    }
+}
+
+impl From<Error> for OpenError {
+    /// An operation's error met while opening: I/O and database errors keep
+    /// their kind, anything else means metadata this build cannot read.
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Io { context, source } => OpenError::Io { context, source },
+            Error::Database(msg) => OpenError::Database(msg),
+            other => OpenError::Corrupt(other.to_string()),
+        }
     }
 }
 

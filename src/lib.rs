@@ -19,19 +19,21 @@
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let store = Store::open(dir.path()).unwrap();
-//! let camera = store.ensure_album("alice", "Camera").unwrap();
-//! let trip = store.ensure_album("alice", "Trip").unwrap();
+//! let alice = store.user("alice").unwrap();
+//! let alice = store.user("alice").unwrap();
+//! let camera = alice.ensure_album("Camera").unwrap();
+//! let trip = alice.ensure_album("Trip").unwrap();
 //!
 //! let photo = vec![42u8; 100_000];
-//! let first = store.upload("alice", camera, "IMG_1.JPG", Content::from(photo.clone()), DedupMode::Hash).unwrap();
+//! let first = alice.upload(camera, "IMG_1.JPG", Content::from(photo.clone()), DedupMode::Hash).unwrap();
 //! assert_eq!((first.outcome, first.bytes_written), (Outcome::Stored, 100_000));
 //!
 //! // The same photo into another album: a reference, no bytes.
-//! let linked = store.upload("alice", trip, "IMG_1.JPG", Content::from(photo), DedupMode::Hash).unwrap();
+//! let linked = alice.upload(trip, "IMG_1.JPG", Content::from(photo), DedupMode::Hash).unwrap();
 //! assert_eq!((linked.outcome, linked.file_id), (Outcome::Linked, first.file_id));
 //!
 //! // Charged once.
-//! assert_eq!(store.usage("alice").unwrap().unique_bytes, 100_000);
+//! assert_eq!(alice.usage().unwrap().unique_bytes, 100_000);
 //! ```
 //!
 //! Durability: an operation returns only once it is durable. Blob bytes are
@@ -45,33 +47,26 @@ mod clock;
 mod commit;
 mod error;
 pub mod fs;
-mod gc;
 mod hash;
 mod health;
 mod ids;
 mod meta;
 mod names;
-mod repair;
-mod stats;
 mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
-mod verify;
 
 pub use clock::{Clock, SystemClock};
 pub use error::{Error, NameKind, OpenError, Result};
-pub use gc::GcReport;
 pub use hash::{ContentHash, ParseHashError};
-pub use ids::{AlbumId, FileId};
+pub use ids::{AlbumId, FileId, UploadId};
 pub use names::MAX_NAME_BYTES;
-pub use repair::RepairReport;
-pub use stats::Stats;
 pub use store::{
-    AlbumDeletion, AlbumInfo, Content, DedupMode, DuplicateGroup, FileInfo, FileReader, MergeReport, Outcome,
-    Preflight, PurgeReport, SourceIndex, Store, StoreOptions, Upload, UploadReport, UploadStart, UploadStatus, Usage,
-    MAX_UPLOAD_METADATA_BYTES, MAX_UPLOAD_METADATA_ENTRIES,
+    AffectedFile, AlbumDeletion, AlbumInfo, Content, DedupMode, DuplicateGroup, FileInfo, FileReader, GcReport,
+    HashedUpload, MergeReport, Outcome, Preflight, Problem, PurgeReport, ReadOnlyStore, ReadOnlyUser, RepairReport,
+    SessionOptions, Stats, Store, StoreOptions, Upload, UploadReport, UploadStart, UploadStatus, Usage, User,
+    VerifyReport, MAX_UPLOAD_METADATA_BYTES, MAX_UPLOAD_METADATA_ENTRIES,
 };
-pub use verify::{AffectedFile, Problem, VerifyReport};
 
 /// The README's examples are compiled as doc tests, so it cannot drift from
 /// the API.

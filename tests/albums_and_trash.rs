@@ -12,80 +12,106 @@ use keepsake::{AlbumDeletion, AlbumId, Clock, DedupMode, Error, FileId, Store};
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn names(store: &Store, user: &str) -> Vec<String> {
-    store.albums(user).unwrap().into_iter().map(|a| a.name).collect()
+    store
+        .user(user)
+        .unwrap()
+        .albums()
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect()
 }
 
 #[test]
 fn albums_are_created_renamed_listed_and_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let camera = store.create_album("ann", "Camera").unwrap();
-    let trip = store.create_album("ann", "2024/Trip").unwrap();
-    assert!(matches!(store.create_album("ann", "Camera"), Err(Error::AlbumExists(n)) if n == "Camera"));
-    assert_eq!(store.ensure_album("ann", "Camera").unwrap(), camera);
+    let camera = store.user("ann").unwrap().create_album("Camera").unwrap();
+    let trip = store.user("ann").unwrap().create_album("2024/Trip").unwrap();
+    assert!(matches!(store.user("ann").unwrap().create_album("Camera"), Err(Error::AlbumExists(n)) if n == "Camera"));
+    assert_eq!(store.user("ann").unwrap().ensure_album("Camera").unwrap(), camera);
     // Another user's album of the same name is independent.
-    let bobs = store.create_album("bob", "Camera").unwrap();
+    let bobs = store.user("bob").unwrap().create_album("Camera").unwrap();
     assert_eq!(names(&store, "bob"), vec!["Camera"]);
 
-    store.rename_album("ann", trip, "Summer").unwrap();
+    store.user("ann").unwrap().rename_album(trip, "Summer").unwrap();
     assert_eq!(names(&store, "ann"), vec!["Camera", "Summer"]);
-    assert_eq!(store.find_album("ann", "Summer").unwrap().unwrap().id, trip);
-    assert!(store.find_album("ann", "2024/Trip").unwrap().is_none());
+    assert_eq!(
+        store.user("ann").unwrap().find_album("Summer").unwrap().unwrap().id,
+        trip
+    );
+    assert!(store.user("ann").unwrap().find_album("2024/Trip").unwrap().is_none());
     assert!(matches!(
-        store.rename_album("ann", trip, "Camera"),
+        store.user("ann").unwrap().rename_album(trip, "Camera"),
         Err(Error::AlbumExists(_))
     ));
     assert_eq!(names(&store, "ann"), vec!["Camera", "Summer"]);
-    store.rename_album("ann", trip, "Summer").unwrap(); // to its own name: a no-op
-                                                        // The old name is free again.
-    let again = store.create_album("ann", "2024/Trip").unwrap();
+    store.user("ann").unwrap().rename_album(trip, "Summer").unwrap(); // to its own name: a no-op
+                                                                      // The old name is free again.
+    let again = store.user("ann").unwrap().create_album("2024/Trip").unwrap();
     assert!(again != trip && again != camera);
 
     let f = put(&store, "ann", trip, "p.jpg", &data(1, BIG), DedupMode::Hash).file_id;
-    let info = store.find_album("ann", "Summer").unwrap().unwrap();
+    let info = store.user("ann").unwrap().find_album("Summer").unwrap().unwrap();
     assert_eq!((info.files, info.bytes), (1, BIG as u64));
     assert!(store
-        .delete_album("ann", trip, AlbumDeletion::KeepFiles)
+        .user("ann")
+        .unwrap()
+        .delete_album(trip, AlbumDeletion::KeepFiles)
         .unwrap()
         .is_empty());
     assert_eq!(names(&store, "ann"), vec!["Camera", "2024/Trip"]);
-    assert!(matches!(store.album_files("ann", trip), Err(Error::UnknownAlbum(_))));
     assert!(matches!(
-        store.rename_album("ann", trip, "X"),
+        store.user("ann").unwrap().album_files(trip),
         Err(Error::UnknownAlbum(_))
     ));
-    assert!(store.file("ann", f).unwrap().albums.is_empty());
-    assert_eq!(store.albums("bob").unwrap()[0].id, bobs);
+    assert!(matches!(
+        store.user("ann").unwrap().rename_album(trip, "X"),
+        Err(Error::UnknownAlbum(_))
+    ));
+    assert!(store.user("ann").unwrap().file(f).unwrap().albums.is_empty());
+    assert_eq!(store.user("bob").unwrap().albums().unwrap()[0].id, bobs);
     assert_verified(&store);
 }
 
 #[test]
 fn add_and_remove_keep_the_file_in_other_albums_and_the_library() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    let b = store.ensure_album("ann", "B").unwrap();
+    let b = store.user("ann").unwrap().ensure_album("B").unwrap();
     let f = put(&store, "ann", a, "p.jpg", &data(2, BIG), DedupMode::Hash).file_id;
-    let usage = store.usage("ann").unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
 
-    assert!(store.add_to_album("ann", f, b).unwrap());
-    assert!(!store.add_to_album("ann", f, b).unwrap(), "already there");
+    assert!(store.user("ann").unwrap().add_to_album(f, b).unwrap());
+    assert!(!store.user("ann").unwrap().add_to_album(f, b).unwrap(), "already there");
     assert_eq!(album_ids(&store, "ann", b), vec![f.0]);
-    assert_eq!(store.file("ann", f).unwrap().albums, vec![a, b]);
-    assert_eq!(store.usage("ann").unwrap(), usage, "a reference costs nothing");
+    assert_eq!(store.user("ann").unwrap().file(f).unwrap().albums, vec![a, b]);
+    assert_eq!(
+        store.user("ann").unwrap().usage().unwrap(),
+        usage,
+        "a reference costs nothing"
+    );
 
-    store.remove_from_album("ann", f, a).unwrap();
+    store.user("ann").unwrap().remove_from_album(f, a).unwrap();
     assert!(album_ids(&store, "ann", a).is_empty());
     assert_eq!(album_ids(&store, "ann", b), vec![f.0]);
     assert!(
-        matches!(store.remove_from_album("ann", f, a), Err(Error::NotInAlbum { file, album }) if file == f && album == a)
+        matches!(store.user("ann").unwrap().remove_from_album(f, a), Err(Error::NotInAlbum { file, album }) if file == f && album == a)
     );
 
-    store.remove_from_album("ann", f, b).unwrap();
-    let library: Vec<FileId> = store.files("ann").unwrap().iter().map(|f| f.id).collect();
+    store.user("ann").unwrap().remove_from_album(f, b).unwrap();
+    let library: Vec<FileId> = store
+        .user("ann")
+        .unwrap()
+        .files()
+        .unwrap()
+        .iter()
+        .map(|f| f.id)
+        .collect();
     assert_eq!(library, vec![f], "a file out of every album stays in the library");
-    assert!(store.file("ann", f).unwrap().albums.is_empty());
-    assert_eq!(store.usage("ann").unwrap(), usage);
-    assert_eq!(store.read("ann", f).unwrap(), data(2, BIG));
-    let infos = store.albums("ann").unwrap();
+    assert!(store.user("ann").unwrap().file(f).unwrap().albums.is_empty());
+    assert_eq!(store.user("ann").unwrap().usage().unwrap(), usage);
+    assert_eq!(store.user("ann").unwrap().read(f).unwrap(), data(2, BIG));
+    let infos = store.user("ann").unwrap().albums().unwrap();
     assert!(infos.iter().all(|a| a.files == 0 && a.bytes == 0));
     assert_verified(&store);
 }
@@ -93,29 +119,29 @@ fn add_and_remove_keep_the_file_in_other_albums_and_the_library() {
 #[test]
 fn move_file_is_atomic_and_requires_membership_of_the_source() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    let b = store.ensure_album("ann", "B").unwrap();
-    let c = store.ensure_album("ann", "C").unwrap();
+    let b = store.user("ann").unwrap().ensure_album("B").unwrap();
+    let c = store.user("ann").unwrap().ensure_album("C").unwrap();
     let f = put(&store, "ann", a, "p.jpg", &data(3, BIG), DedupMode::Hash).file_id;
 
-    store.move_file("ann", f, a, b).unwrap();
+    store.user("ann").unwrap().move_file(f, a, b).unwrap();
     assert!(album_ids(&store, "ann", a).is_empty());
     assert_eq!(album_ids(&store, "ann", b), vec![f.0]);
-    assert_eq!(store.file("ann", f).unwrap().albums, vec![b]);
+    assert_eq!(store.user("ann").unwrap().file(f).unwrap().albums, vec![b]);
 
     // Not in the source: refused, and nothing moves (no half-done move into C).
     assert!(
-        matches!(store.move_file("ann", f, a, c), Err(Error::NotInAlbum { file, album }) if file == f && album == a)
+        matches!(store.user("ann").unwrap().move_file(f, a, c), Err(Error::NotInAlbum { file, album }) if file == f && album == a)
     );
     assert!(album_ids(&store, "ann", c).is_empty());
     assert_eq!(album_ids(&store, "ann", b), vec![f.0]);
     // An unknown target: refused, the file stays in the source.
     assert!(matches!(
-        store.move_file("ann", f, b, AlbumId(77)),
+        store.user("ann").unwrap().move_file(f, b, AlbumId(77)),
         Err(Error::UnknownAlbum(_))
     ));
     assert_eq!(album_ids(&store, "ann", b), vec![f.0]);
 
-    let b_info = store.find_album("ann", "B").unwrap().unwrap();
+    let b_info = store.user("ann").unwrap().find_album("B").unwrap().unwrap();
     assert_eq!((b_info.files, b_info.bytes), (1, BIG as u64));
     assert_verified(&store);
 }
@@ -123,48 +149,61 @@ fn move_file_is_atomic_and_requires_membership_of_the_source() {
 #[test]
 fn delete_takes_file_out_of_every_album_and_restore_puts_it_back() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    let b = store.ensure_album("ann", "B").unwrap();
-    let c = store.ensure_album("ann", "C").unwrap();
+    let b = store.user("ann").unwrap().ensure_album("B").unwrap();
+    let c = store.user("ann").unwrap().ensure_album("C").unwrap();
     let photo = data(4, BIG);
     let f = put(&store, "ann", a, "p.jpg", &photo, DedupMode::Hash).file_id;
-    store.add_to_album("ann", f, b).unwrap();
-    store.add_to_album("ann", f, c).unwrap();
+    store.user("ann").unwrap().add_to_album(f, b).unwrap();
+    store.user("ann").unwrap().add_to_album(f, c).unwrap();
     let other = put(&store, "ann", a, "q.jpg", &data(5, BIG), DedupMode::Hash).file_id;
 
-    store.delete("ann", f).unwrap();
+    store.user("ann").unwrap().delete(f).unwrap();
     for album in [a, b, c] {
         assert!(!album_ids(&store, "ann", album).contains(&f.0));
     }
     assert_eq!(album_ids(&store, "ann", a), vec![other.0]);
-    let trash = store.trash("ann").unwrap();
+    let trash = store.user("ann").unwrap().trash().unwrap();
     assert_eq!(trash.len(), 1);
     assert_eq!(trash[0].id, f);
     assert!(trash[0].trashed_ms.is_some());
     assert_eq!(trash[0].albums, vec![a, b, c], "the trash remembers where it was");
-    assert!(!store.files("ann").unwrap().iter().any(|x| x.id == f));
+    assert!(!store.user("ann").unwrap().files().unwrap().iter().any(|x| x.id == f));
     // Trashed files can still be read.
-    assert_eq!(store.read("ann", f).unwrap(), photo);
+    assert_eq!(store.user("ann").unwrap().read(f).unwrap(), photo);
 
     // Operations on a trashed file are refused.
-    assert!(matches!(store.delete("ann", f), Err(Error::FileTrashed(x)) if x == f));
-    assert!(matches!(store.add_to_album("ann", f, a), Err(Error::FileTrashed(_))));
+    assert!(matches!(store.user("ann").unwrap().delete(f), Err(Error::FileTrashed(x)) if x == f));
     assert!(matches!(
-        store.remove_from_album("ann", f, a),
+        store.user("ann").unwrap().add_to_album(f, a),
         Err(Error::FileTrashed(_))
     ));
-    assert!(matches!(store.move_file("ann", f, a, b), Err(Error::FileTrashed(_))));
-    assert!(matches!(store.restore("ann", other), Err(Error::NotTrashed(x)) if x == other));
+    assert!(matches!(
+        store.user("ann").unwrap().remove_from_album(f, a),
+        Err(Error::FileTrashed(_))
+    ));
+    assert!(matches!(
+        store.user("ann").unwrap().move_file(f, a, b),
+        Err(Error::FileTrashed(_))
+    ));
+    assert!(matches!(store.user("ann").unwrap().restore(other), Err(Error::NotTrashed(x)) if x == other));
 
     // One of its albums is deleted meanwhile: it returns to the others.
-    store.delete_album("ann", b, AlbumDeletion::KeepFiles).unwrap();
-    let back = store.restore("ann", f).unwrap();
+    store
+        .user("ann")
+        .unwrap()
+        .delete_album(b, AlbumDeletion::KeepFiles)
+        .unwrap();
+    let back = store.user("ann").unwrap().restore(f).unwrap();
     assert_eq!(back, vec![a, c]);
     assert_eq!(album_ids(&store, "ann", a), vec![f.0, other.0]);
     assert_eq!(album_ids(&store, "ann", c), vec![f.0]);
-    assert_eq!(store.file("ann", f).unwrap().albums, vec![a, c]);
-    assert!(store.trash("ann").unwrap().is_empty());
-    assert!(matches!(store.restore("ann", f), Err(Error::NotTrashed(_))));
-    let usage = store.usage("ann").unwrap();
+    assert_eq!(store.user("ann").unwrap().file(f).unwrap().albums, vec![a, c]);
+    assert!(store.user("ann").unwrap().trash().unwrap().is_empty());
+    assert!(matches!(
+        store.user("ann").unwrap().restore(f),
+        Err(Error::NotTrashed(_))
+    ));
+    let usage = store.user("ann").unwrap().usage().unwrap();
     assert_eq!((usage.files, usage.trashed_files, usage.trash_bytes), (2, 0, 0));
     assert_verified(&store);
 }
@@ -173,52 +212,76 @@ fn delete_takes_file_out_of_every_album_and_restore_puts_it_back() {
 fn restore_with_every_album_gone_returns_file_to_library() {
     let (_dir, store, a) = store_with_album("ann", "A");
     let f = put(&store, "ann", a, "p.jpg", &data(6, BIG), DedupMode::Hash).file_id;
-    store.delete("ann", f).unwrap();
-    store.delete_album("ann", a, AlbumDeletion::TrashFiles).unwrap();
-    assert!(store.restore("ann", f).unwrap().is_empty());
-    assert_eq!(store.files("ann").unwrap()[0].id, f);
+    store.user("ann").unwrap().delete(f).unwrap();
+    store
+        .user("ann")
+        .unwrap()
+        .delete_album(a, AlbumDeletion::TrashFiles)
+        .unwrap();
+    assert!(store.user("ann").unwrap().restore(f).unwrap().is_empty());
+    assert_eq!(store.user("ann").unwrap().files().unwrap()[0].id, f);
     assert_verified(&store);
 }
 
 #[test]
 fn delete_album_keep_files_leaves_them_in_the_library() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    let b = store.ensure_album("ann", "B").unwrap();
+    let b = store.user("ann").unwrap().ensure_album("B").unwrap();
     let only_a = put(&store, "ann", a, "1.jpg", &data(7, BIG), DedupMode::Hash).file_id;
     let both = put(&store, "ann", a, "2.jpg", &data(8, BIG), DedupMode::Hash).file_id;
-    store.add_to_album("ann", both, b).unwrap();
+    store.user("ann").unwrap().add_to_album(both, b).unwrap();
 
     assert!(store
-        .delete_album("ann", a, AlbumDeletion::KeepFiles)
+        .user("ann")
+        .unwrap()
+        .delete_album(a, AlbumDeletion::KeepFiles)
         .unwrap()
         .is_empty());
-    let library: Vec<FileId> = store.files("ann").unwrap().iter().map(|f| f.id).collect();
+    let library: Vec<FileId> = store
+        .user("ann")
+        .unwrap()
+        .files()
+        .unwrap()
+        .iter()
+        .map(|f| f.id)
+        .collect();
     assert_eq!(library, vec![only_a, both]);
-    assert!(store.trash("ann").unwrap().is_empty());
-    assert!(store.file("ann", only_a).unwrap().albums.is_empty());
-    assert_eq!(store.file("ann", both).unwrap().albums, vec![b]);
+    assert!(store.user("ann").unwrap().trash().unwrap().is_empty());
+    assert!(store.user("ann").unwrap().file(only_a).unwrap().albums.is_empty());
+    assert_eq!(store.user("ann").unwrap().file(both).unwrap().albums, vec![b]);
     assert_eq!(album_ids(&store, "ann", b), vec![both.0]);
-    assert_eq!(store.usage("ann").unwrap().files, 2);
+    assert_eq!(store.user("ann").unwrap().usage().unwrap().files, 2);
     assert_verified(&store);
 }
 
 #[test]
 fn delete_album_trash_files_trashes_only_files_in_no_other_album() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    let b = store.ensure_album("ann", "B").unwrap();
+    let b = store.user("ann").unwrap().ensure_album("B").unwrap();
     let only_a = put(&store, "ann", a, "1.jpg", &data(9, BIG), DedupMode::Hash).file_id;
     let both = put(&store, "ann", a, "2.jpg", &data(10, BIG), DedupMode::Hash).file_id;
-    store.add_to_album("ann", both, b).unwrap();
-    let usage = store.usage("ann").unwrap();
+    store.user("ann").unwrap().add_to_album(both, b).unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
 
-    let trashed = store.delete_album("ann", a, AlbumDeletion::TrashFiles).unwrap();
+    let trashed = store
+        .user("ann")
+        .unwrap()
+        .delete_album(a, AlbumDeletion::TrashFiles)
+        .unwrap();
     assert_eq!(trashed, vec![only_a]);
-    assert_eq!(store.trash("ann").unwrap()[0].id, only_a);
-    let library: Vec<FileId> = store.files("ann").unwrap().iter().map(|f| f.id).collect();
+    assert_eq!(store.user("ann").unwrap().trash().unwrap()[0].id, only_a);
+    let library: Vec<FileId> = store
+        .user("ann")
+        .unwrap()
+        .files()
+        .unwrap()
+        .iter()
+        .map(|f| f.id)
+        .collect();
     assert_eq!(library, vec![both]);
     assert_eq!(album_ids(&store, "ann", b), vec![both.0]);
-    assert_eq!(store.file("ann", both).unwrap().albums, vec![b]);
-    let after = store.usage("ann").unwrap();
+    assert_eq!(store.user("ann").unwrap().file(both).unwrap().albums, vec![b]);
+    let after = store.user("ann").unwrap().usage().unwrap();
     assert_eq!((after.files, after.trashed_files), (1, 1));
     assert_eq!(after.unique_bytes, usage.unique_bytes, "trashed files still count");
     assert_eq!(after.trash_bytes, BIG as u64);
@@ -236,36 +299,45 @@ fn empty_trash_frees_quota_only_when_last_reference_goes() {
     let s2 = put(&store, "ann", a, "s2.jpg", &shared, DedupMode::NameAndHash).file_id;
     let al = put(&store, "ann", a, "alone.jpg", &alone, DedupMode::NameAndHash).file_id;
     let full = (shared.len() + alone.len()) as u64;
-    assert_eq!(store.usage("ann").unwrap().unique_bytes, full);
+    assert_eq!(store.user("ann").unwrap().usage().unwrap().unique_bytes, full);
 
-    store.delete("ann", s1).unwrap();
-    store.delete("ann", al).unwrap();
-    let usage = store.usage("ann").unwrap();
+    store.user("ann").unwrap().delete(s1).unwrap();
+    store.user("ann").unwrap().delete(al).unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
     assert_eq!(usage.unique_bytes, full, "trash still counts");
     assert_eq!(usage.trash_bytes, alone.len() as u64, "s2 keeps the shared blob");
     assert_eq!((usage.files, usage.trashed_files), (1, 2));
 
-    let report = store.empty_trash("ann").unwrap();
+    let report = store.user("ann").unwrap().empty_trash().unwrap();
     assert_eq!(report.files, 2);
     assert_eq!(report.bytes_freed, alone.len() as u64);
-    let usage = store.usage("ann").unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
     assert_eq!(usage.unique_bytes, shared.len() as u64);
     assert_eq!((usage.trash_bytes, usage.trashed_files, usage.files), (0, 0, 1));
     assert_eq!(usage.logical_bytes, shared.len() as u64);
-    assert!(store.trash("ann").unwrap().is_empty());
-    assert!(matches!(store.read("ann", s1), Err(Error::UnknownFile(_))));
-    assert!(matches!(store.restore("ann", al), Err(Error::UnknownFile(_))));
-    assert_eq!(store.read("ann", s2).unwrap(), shared);
+    assert!(store.user("ann").unwrap().trash().unwrap().is_empty());
+    assert!(matches!(
+        store.user("ann").unwrap().read(s1),
+        Err(Error::UnknownFile(_))
+    ));
+    assert!(matches!(
+        store.user("ann").unwrap().restore(al),
+        Err(Error::UnknownFile(_))
+    ));
+    assert_eq!(store.user("ann").unwrap().read(s2).unwrap(), shared);
 
     // The last reference goes: now the quota drops.
-    store.delete("ann", s2).unwrap();
-    assert_eq!(store.usage("ann").unwrap().trash_bytes, shared.len() as u64);
-    let report = store.empty_trash("ann").unwrap();
+    store.user("ann").unwrap().delete(s2).unwrap();
+    assert_eq!(
+        store.user("ann").unwrap().usage().unwrap().trash_bytes,
+        shared.len() as u64
+    );
+    let report = store.user("ann").unwrap().empty_trash().unwrap();
     assert_eq!((report.files, report.bytes_freed), (1, shared.len() as u64));
-    let usage = store.usage("ann").unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
     assert_eq!((usage.unique_bytes, usage.blobs, usage.logical_bytes), (0, 0, 0));
     assert_eq!(store.stats().unwrap().gc_candidates, 2);
-    assert_eq!(store.empty_trash("ann").unwrap().files, 0);
+    assert_eq!(store.user("ann").unwrap().empty_trash().unwrap().files, 0);
     assert_verified(&store);
 }
 
@@ -273,35 +345,45 @@ fn empty_trash_frees_quota_only_when_last_reference_goes() {
 fn trash_is_purged_by_gc_only_after_retention() {
     let clock = ManualClock::new();
     let (_dir, store) = fresh_store(options_with_clock(&clock).trash_retention(7 * DAY));
-    let a = store.ensure_album("ann", "A").unwrap();
+    let a = store.user("ann").unwrap().ensure_album("A").unwrap();
     let old = put(&store, "ann", a, "old.jpg", &data(13, BIG), DedupMode::Hash).file_id;
     let young = put(&store, "ann", a, "young.jpg", &data(14, BIG), DedupMode::Hash).file_id;
-    store.delete("ann", old).unwrap();
+    store.user("ann").unwrap().delete(old).unwrap();
     clock.advance(3 * DAY);
-    store.delete("ann", young).unwrap();
+    store.user("ann").unwrap().delete(young).unwrap();
 
     clock.advance(3 * DAY); // old: 6 days in the trash
     assert_eq!(store.gc().unwrap().trash_purged, 0);
     assert_eq!(store.purge_expired_trash().unwrap().files, 0);
-    let trash = store.trash("ann").unwrap();
+    let trash = store.user("ann").unwrap().trash().unwrap();
     let order: Vec<FileId> = trash.iter().map(|f| f.id).collect();
     assert_eq!(order, vec![old, young], "oldest deletion first");
     assert_eq!(trash[1].trashed_ms, Some(clock.now_ms() - 3 * DAY.as_millis() as u64));
-    assert_eq!(store.usage("ann").unwrap().unique_bytes, 2 * BIG as u64);
+    assert_eq!(store.user("ann").unwrap().usage().unwrap().unique_bytes, 2 * BIG as u64);
 
     clock.advance(DAY + Duration::from_millis(1)); // old: past 7 days, young: 4
     let report = store.gc().unwrap();
     assert_eq!(report.trash_purged, 1);
-    let trash: Vec<FileId> = store.trash("ann").unwrap().iter().map(|f| f.id).collect();
+    let trash: Vec<FileId> = store
+        .user("ann")
+        .unwrap()
+        .trash()
+        .unwrap()
+        .iter()
+        .map(|f| f.id)
+        .collect();
     assert_eq!(trash, vec![young]);
-    assert!(matches!(store.file("ann", old), Err(Error::UnknownFile(_))));
-    assert_eq!(store.usage("ann").unwrap().unique_bytes, BIG as u64);
+    assert!(matches!(
+        store.user("ann").unwrap().file(old),
+        Err(Error::UnknownFile(_))
+    ));
+    assert_eq!(store.user("ann").unwrap().usage().unwrap().unique_bytes, BIG as u64);
 
     clock.advance(3 * DAY);
     let purged = store.purge_expired_trash().unwrap();
     assert_eq!((purged.files, purged.bytes_freed), (1, BIG as u64));
-    assert!(store.trash("ann").unwrap().is_empty());
-    let usage = store.usage("ann").unwrap();
+    assert!(store.user("ann").unwrap().trash().unwrap().is_empty());
+    let usage = store.user("ann").unwrap().usage().unwrap();
     assert_eq!((usage.unique_bytes, usage.trashed_files), (0, 0));
     assert_verified(&store);
 }
@@ -309,10 +391,10 @@ fn trash_is_purged_by_gc_only_after_retention() {
 #[test]
 fn trashed_files_count_toward_quota_until_purged() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    store.set_quota("ann", Some(BIG as u64)).unwrap();
+    store.user("ann").unwrap().set_quota(Some(BIG as u64)).unwrap();
     let f = put(&store, "ann", a, "p.jpg", &data(15, BIG), DedupMode::Hash).file_id;
-    store.delete("ann", f).unwrap();
-    let usage = store.usage("ann").unwrap();
+    store.user("ann").unwrap().delete(f).unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
     assert_eq!(
         (usage.unique_bytes, usage.trash_bytes, usage.limit),
         (BIG as u64, BIG as u64, Some(BIG as u64))
@@ -326,10 +408,10 @@ fn trashed_files_count_toward_quota_until_purged() {
         "{err:?}"
     );
 
-    store.empty_trash("ann").unwrap();
-    assert_eq!(store.usage("ann").unwrap().unique_bytes, 0);
+    store.user("ann").unwrap().empty_trash().unwrap();
+    assert_eq!(store.user("ann").unwrap().usage().unwrap().unique_bytes, 0);
     let r = put(&store, "ann", a, "q.jpg", &next, DedupMode::Hash);
     assert_eq!(r.charged_bytes, BIG as u64);
-    assert_eq!(store.usage("ann").unwrap().unique_bytes, BIG as u64);
+    assert_eq!(store.user("ann").unwrap().usage().unwrap().unique_bytes, BIG as u64);
     assert_verified(&store);
 }

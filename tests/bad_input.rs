@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use common::{assert_verified, data, open, put, put_err, store_with_album, TestFs, BIG};
 use keepsake::{
-    AlbumDeletion, AlbumId, Content, ContentHash, DedupMode, Error, FileId, NameKind, Outcome, Store, StoreOptions,
+    AlbumDeletion, AlbumId, Content, ContentHash, DedupMode, Error, FileId, HashedUpload, NameKind, Outcome, Store,
+    StoreOptions,
 };
 
 fn assert_invalid(result: Result<impl std::fmt::Debug, Error>, kind: NameKind, what: &str) {
@@ -52,16 +53,37 @@ fn hostile_file_names_are_refused_and_nothing_is_stored() {
         for mode in [DedupMode::Hash, DedupMode::NameAndHash] {
             let what = format!("{name:?}");
             assert_invalid(
-                store.upload("ann", album, name, Content::from(data(1, BIG)), mode),
+                store
+                    .user("ann")
+                    .unwrap()
+                    .upload(album, name, Content::from(data(1, BIG)), mode),
                 NameKind::File,
                 &what,
             );
-            assert_invalid(store.check("ann", album, name, h, mode), NameKind::File, &what);
-            assert_invalid(store.link("ann", album, name, h, mode), NameKind::File, &what);
+            assert_invalid(
+                store.user("ann").unwrap().check(&HashedUpload {
+                    album,
+                    name: name.to_owned(),
+                    hash: h,
+                    mode,
+                }),
+                NameKind::File,
+                &what,
+            );
+            assert_invalid(
+                store.user("ann").unwrap().link(&HashedUpload {
+                    album,
+                    name: name.to_owned(),
+                    hash: h,
+                    mode,
+                }),
+                NameKind::File,
+                &what,
+            );
         }
     }
     assert_nothing_stored(&store);
-    assert!(store.album_files("ann", album).unwrap().is_empty());
+    assert!(store.user("ann").unwrap().album_files(album).unwrap().is_empty());
 
     // At the limit and unusual but harmless names are fine.
     for name in [
@@ -72,7 +94,7 @@ fn hostile_file_names_are_refused_and_nothing_is_stored() {
         "名前.jpg".into(),
     ] {
         let r = put(&store, "ann", album, &name, name.as_bytes(), DedupMode::NameAndHash);
-        assert_eq!(store.file("ann", r.file_id).unwrap().name, name);
+        assert_eq!(store.user("ann").unwrap().file(r.file_id).unwrap().name, name);
     }
     assert_verified(&store);
 }
@@ -93,26 +115,32 @@ fn hostile_album_and_user_names_are_refused() {
         &long,
     ] {
         let what = format!("album {name:?}");
-        assert_invalid(store.create_album("ann", name), NameKind::Album, &what);
-        assert_invalid(store.ensure_album("ann", name), NameKind::Album, &what);
-        assert_invalid(store.rename_album("ann", album, name), NameKind::Album, &what);
-        assert_invalid(store.find_album("ann", name), NameKind::Album, &what);
-    }
-    let names: Vec<String> = store.albums("ann").unwrap().into_iter().map(|a| a.name).collect();
-    assert_eq!(names, vec!["A"]);
-    // Slashes are fine in album names: they never become paths.
-    store.create_album("ann", "2024/Summer").unwrap();
-
-    for user in ["", "a\nb", "\0"] {
-        let what = format!("user {user:?}");
-        assert_invalid(store.ensure_album(user, "A"), NameKind::User, &what);
-        assert_invalid(store.usage(user), NameKind::User, &what);
+        assert_invalid(store.user("ann").unwrap().create_album(name), NameKind::Album, &what);
+        assert_invalid(store.user("ann").unwrap().ensure_album(name), NameKind::Album, &what);
         assert_invalid(
-            store.upload(user, album, "p.jpg", Content::from(&b"x"[..]), DedupMode::Hash),
-            NameKind::User,
+            store.user("ann").unwrap().rename_album(album, name),
+            NameKind::Album,
             &what,
         );
-        assert_invalid(store.set_quota(user, Some(1)), NameKind::User, &what);
+        assert_invalid(store.user("ann").unwrap().find_album(name), NameKind::Album, &what);
+    }
+    let names: Vec<String> = store
+        .user("ann")
+        .unwrap()
+        .albums()
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, vec!["A"]);
+    // Slashes are fine in album names: they never become paths.
+    store.user("ann").unwrap().create_album("2024/Summer").unwrap();
+
+    // A user handle is made only for a valid name: no operation can run on
+    // behalf of an invalid one.
+    for user in ["", "a\nb", "\0"] {
+        let what = format!("user {user:?}");
+        assert_invalid(store.user(user), NameKind::User, &what);
     }
     assert_eq!(store.stats().unwrap().users, 1);
     assert_nothing_stored(&store);
@@ -128,34 +156,54 @@ fn unknown_file_and_album_ids_are_reported_as_such() {
     let na = AlbumId(album.0 + 1000);
 
     for user in ["ann", "nobody"] {
-        assert!(matches!(store.read(user, nf), Err(Error::UnknownFile(x)) if x == nf));
-        assert!(matches!(store.file(user, nf), Err(Error::UnknownFile(_))));
-        assert!(matches!(store.delete(user, nf), Err(Error::UnknownFile(_))));
-        assert!(matches!(store.restore(user, nf), Err(Error::UnknownFile(_))));
+        assert!(matches!(store.user(user).unwrap().read(nf), Err(Error::UnknownFile(x)) if x == nf));
+        assert!(matches!(store.user(user).unwrap().file(nf), Err(Error::UnknownFile(_))));
         assert!(matches!(
-            store.add_to_album(user, nf, album),
+            store.user(user).unwrap().delete(nf),
             Err(Error::UnknownFile(_))
         ));
-        assert!(matches!(store.album_files(user, na), Err(Error::UnknownAlbum(_))));
-        assert!(matches!(store.rename_album(user, na, "Z"), Err(Error::UnknownAlbum(_))));
         assert!(matches!(
-            store.delete_album(user, na, AlbumDeletion::KeepFiles),
+            store.user(user).unwrap().restore(nf),
+            Err(Error::UnknownFile(_))
+        ));
+        assert!(matches!(
+            store.user(user).unwrap().add_to_album(nf, album),
+            Err(Error::UnknownFile(_))
+        ));
+        assert!(matches!(
+            store.user(user).unwrap().album_files(na),
+            Err(Error::UnknownAlbum(_))
+        ));
+        assert!(matches!(
+            store.user(user).unwrap().rename_album(na, "Z"),
+            Err(Error::UnknownAlbum(_))
+        ));
+        assert!(matches!(
+            store.user(user).unwrap().delete_album(na, AlbumDeletion::KeepFiles),
             Err(Error::UnknownAlbum(_))
         ));
     }
-    assert!(matches!(store.add_to_album("ann", f, na), Err(Error::UnknownAlbum(_))));
     assert!(matches!(
-        store.move_file("ann", f, na, album),
+        store.user("ann").unwrap().add_to_album(f, na),
         Err(Error::UnknownAlbum(_))
     ));
     assert!(matches!(
-        store.check("ann", na, "p.jpg", ContentHash::of(b"p"), DedupMode::Hash),
+        store.user("ann").unwrap().move_file(f, na, album),
+        Err(Error::UnknownAlbum(_))
+    ));
+    assert!(matches!(
+        store.user("ann").unwrap().check(&HashedUpload {
+            album: na,
+            name: "p.jpg".into(),
+            hash: ContentHash::of(b"p"),
+            mode: DedupMode::Hash
+        }),
         Err(Error::UnknownAlbum(_))
     ));
     let err = put_err(&store, "ann", na, "new.jpg", &data(3, BIG), DedupMode::Hash);
     assert!(matches!(err, Error::UnknownAlbum(_)), "{err:?}");
     assert_eq!(store.stats().unwrap(), stats, "a refused upload changed the store");
-    assert_eq!(store.album_files("ann", album).unwrap()[0].id, f);
+    assert_eq!(store.user("ann").unwrap().album_files(album).unwrap()[0].id, f);
     assert_verified(&store);
 }
 
@@ -167,27 +215,35 @@ fn another_users_ids_are_unknown_to_the_caller_and_change_nothing() {
     let (_dir, store, ann_album) = store_with_album("ann", "A");
     let photo = data(4, BIG);
     let f = put(&store, "ann", ann_album, "p.jpg", &photo, DedupMode::Hash).file_id;
-    let ann_extra = store.ensure_album("ann", "B").unwrap();
+    let ann_extra = store.user("ann").unwrap().ensure_album("B").unwrap();
     // Bob exists, with an album whose id differs from both of ann's.
-    store.ensure_album("bob", "X").unwrap();
+    store.user("bob").unwrap().ensure_album("X").unwrap();
     let stats = store.stats().unwrap();
 
-    assert!(matches!(store.read("bob", f), Err(Error::UnknownFile(x)) if x == f));
-    assert!(matches!(store.delete("bob", f), Err(Error::UnknownFile(_))));
+    assert!(matches!(store.user("bob").unwrap().read(f), Err(Error::UnknownFile(x)) if x == f));
+    assert!(matches!(
+        store.user("bob").unwrap().delete(f),
+        Err(Error::UnknownFile(_))
+    ));
     let err = put_err(&store, "bob", ann_extra, "q.jpg", &photo, DedupMode::Hash);
     assert!(matches!(err, Error::UnknownAlbum(_)), "{err:?}");
     assert!(matches!(
-        store.link("bob", ann_extra, "p.jpg", ContentHash::of(&photo), DedupMode::Hash),
+        store.user("bob").unwrap().link(&HashedUpload {
+            album: ann_extra,
+            name: "p.jpg".into(),
+            hash: ContentHash::of(&photo),
+            mode: DedupMode::Hash
+        }),
         Err(Error::UnknownAlbum(_))
     ));
     assert!(matches!(
-        store.album_files("bob", ann_extra),
+        store.user("bob").unwrap().album_files(ann_extra),
         Err(Error::UnknownAlbum(_))
     ));
 
     assert_eq!(store.stats().unwrap(), stats, "a refused call changed the store");
-    assert_eq!(store.read("ann", f).unwrap(), photo);
-    assert_eq!(store.file("ann", f).unwrap().albums, vec![ann_album]);
+    assert_eq!(store.user("ann").unwrap().read(f).unwrap(), photo);
+    assert_eq!(store.user("ann").unwrap().file(f).unwrap().albums, vec![ann_album]);
     assert_verified(&store);
 }
 
@@ -228,13 +284,9 @@ fn reader_failing_midway_gives_io_error_and_stores_nothing() {
     for fail_at in [1 << 20, (16 << 20) + 4096] {
         let reader = BrokenReader { served: 0, fail_at };
         let err = store
-            .upload(
-                "ann",
-                album,
-                "clip.mp4",
-                Content::Reader(Box::new(reader)),
-                DedupMode::Hash,
-            )
+            .user("ann")
+            .unwrap()
+            .upload(album, "clip.mp4", Content::Reader(Box::new(reader)), DedupMode::Hash)
             .unwrap_err();
         match &err {
             Error::Io { source, .. } => assert!(source.to_string().contains("camera disconnected"), "{err}"),
@@ -274,13 +326,9 @@ fn source_changing_while_being_read_is_refused() {
     }
     let (_dir, store, album) = store_with_album("ann", "A");
     let err = store
-        .upload(
-            "ann",
-            album,
-            "io.txt",
-            Content::Path(src.to_path_buf()),
-            DedupMode::Hash,
-        )
+        .user("ann")
+        .unwrap()
+        .upload(album, "io.txt", Content::Path(src.to_path_buf()), DedupMode::Hash)
         .unwrap_err();
     assert!(matches!(err, Error::ContentChanged(_)), "{err:?}");
     assert_nothing_stored(&store);
@@ -293,7 +341,7 @@ fn store_refuses_writes_after_fsync_failure_until_reopened() {
     let fs = TestFs::default();
     let opts = || StoreOptions::default().fs(Arc::new(fs.clone()));
     let store = Store::open_with(dir.path(), opts()).unwrap();
-    let album = store.ensure_album("ann", "A").unwrap();
+    let album = store.user("ann").unwrap().ensure_album("A").unwrap();
     let early: Vec<(FileId, Vec<u8>)> = [data(10, BIG), data(11, 2 * BIG), b"small".to_vec()]
         .into_iter()
         .enumerate()
@@ -304,7 +352,7 @@ fn store_refuses_writes_after_fsync_failure_until_reopened() {
             )
         })
         .collect();
-    let usage = store.usage("ann").unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
 
     fs.fail_sync.store(true, Ordering::SeqCst);
     let lost = data(12, BIG);
@@ -331,15 +379,18 @@ fn store_refuses_writes_after_fsync_failure_until_reopened() {
         put_err(&store, "ann", album, "0.jpg", &early[0].1, DedupMode::Hash),
         "duplicate",
     );
-    poisoned(store.ensure_album("ann", "B").unwrap_err(), "ensure_album");
-    poisoned(store.delete("ann", early[0].0).unwrap_err(), "delete");
-    poisoned(store.set_quota("ann", Some(1)).unwrap_err(), "set_quota");
+    poisoned(
+        store.user("ann").unwrap().ensure_album("B").unwrap_err(),
+        "ensure_album",
+    );
+    poisoned(store.user("ann").unwrap().delete(early[0].0).unwrap_err(), "delete");
+    poisoned(store.user("ann").unwrap().set_quota(Some(1)).unwrap_err(), "set_quota");
     poisoned(store.gc().unwrap_err(), "gc");
     // Reads still work.
     for (id, bytes) in &early {
-        assert_eq!(store.read("ann", *id).unwrap(), *bytes);
+        assert_eq!(store.user("ann").unwrap().read(*id).unwrap(), *bytes);
     }
-    assert_eq!(store.usage("ann").unwrap(), usage);
+    assert_eq!(store.user("ann").unwrap().usage().unwrap(), usage);
     drop(store);
 
     let store = Store::open_with(dir.path(), opts()).unwrap();
@@ -348,18 +399,23 @@ fn store_refuses_writes_after_fsync_failure_until_reopened() {
         "the unacknowledged record should be truncated: {:?}",
         store.recovery_notes()
     );
-    assert_eq!(store.usage("ann").unwrap(), usage);
-    assert_eq!(store.files("ann").unwrap().len(), early.len());
+    assert_eq!(store.user("ann").unwrap().usage().unwrap(), usage);
+    assert_eq!(store.user("ann").unwrap().files().unwrap().len(), early.len());
     assert!(
-        store.find_by_hash("ann", ContentHash::of(&lost)).unwrap().is_empty(),
+        store
+            .user("ann")
+            .unwrap()
+            .find_by_hash(ContentHash::of(&lost))
+            .unwrap()
+            .is_empty(),
         "failed upload present"
     );
     for (id, bytes) in &early {
-        assert_eq!(store.read("ann", *id).unwrap(), *bytes);
+        assert_eq!(store.user("ann").unwrap().read(*id).unwrap(), *bytes);
     }
     let r = put(&store, "ann", album, "lost.jpg", &lost, DedupMode::Hash);
     assert_eq!((r.outcome, r.bytes_written), (Outcome::Stored, BIG as u64));
-    assert_eq!(store.read("ann", r.file_id).unwrap(), lost);
+    assert_eq!(store.user("ann").unwrap().read(r.file_id).unwrap(), lost);
     assert_verified(&store);
 }
 
@@ -369,7 +425,7 @@ fn a_full_disk_fails_the_upload_cleanly_and_the_store_goes_on_when_space_returns
     let fs = TestFs::default();
     let options = || StoreOptions::default().fs(Arc::new(fs.clone()));
     let store = Store::open_with(dir.path(), options()).unwrap();
-    let a = store.ensure_album("u", "A").unwrap();
+    let a = store.user("u").unwrap().ensure_album("A").unwrap();
     let kept = data(1, BIG);
     let kept_id = put(&store, "u", a, "kept.jpg", &kept, DedupMode::Hash).file_id;
     let big = data(2, 200_000);
@@ -379,11 +435,11 @@ fn a_full_disk_fails_the_upload_cleanly_and_the_store_goes_on_when_space_returns
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
     assert!(err.to_string().contains("No space left on device"), "{err}");
     assert_eq!(
-        store.files("u").unwrap().len(),
+        store.user("u").unwrap().files().unwrap().len(),
         1,
         "nothing of the failed upload is listed"
     );
-    assert_eq!(store.usage("u").unwrap().unique_bytes, BIG as u64);
+    assert_eq!(store.user("u").unwrap().usage().unwrap().unique_bytes, BIG as u64);
     assert_verified(&store);
 
     // A failed write is rolled back, not a lost fsync: once space is freed
@@ -391,10 +447,10 @@ fn a_full_disk_fails_the_upload_cleanly_and_the_store_goes_on_when_space_returns
     fs.disk_full.store(false, Ordering::SeqCst);
     let r = put(&store, "u", a, "big.mov", &big, DedupMode::Hash);
     assert_eq!((r.outcome, r.bytes_written), (Outcome::Stored, big.len() as u64));
-    assert_eq!(store.read("u", r.file_id).unwrap(), big);
+    assert_eq!(store.user("u").unwrap().read(r.file_id).unwrap(), big);
     drop(store);
     let store = Store::open_with(dir.path(), options()).unwrap();
-    assert_eq!(store.read("u", kept_id).unwrap(), kept);
-    assert_eq!(store.read("u", r.file_id).unwrap(), big);
+    assert_eq!(store.user("u").unwrap().read(kept_id).unwrap(), kept);
+    assert_eq!(store.user("u").unwrap().read(r.file_id).unwrap(), big);
     assert_verified(&store);
 }

@@ -37,14 +37,15 @@ fn same_new_content_uploaded_by_eight_threads_is_stored_once() {
         let photo = Arc::new(data(round, 5 * BIG));
         let p = photo.clone();
         let reports: Vec<UploadReport> = race(&store, move |t, s| {
-            s.upload(
-                "ann",
-                album,
-                &format!("IMG_{t}.JPG"),
-                Content::from(p.to_vec()),
-                DedupMode::Hash,
-            )
-            .unwrap()
+            s.user("ann")
+                .unwrap()
+                .upload(
+                    album,
+                    &format!("IMG_{t}.JPG"),
+                    Content::from(p.to_vec()),
+                    DedupMode::Hash,
+                )
+                .unwrap()
         });
         let stored: Vec<&UploadReport> = reports.iter().filter(|r| r.outcome == Outcome::Stored).collect();
         assert_eq!(stored.len(), 1, "round {round}: {reports:?}");
@@ -57,21 +58,21 @@ fn same_new_content_uploaded_by_eight_threads_is_stored_once() {
             (photo.len() as u64, photo.len() as u64),
             "round {round}"
         );
-        assert_eq!(store.read("ann", stored[0].file_id).unwrap(), *photo);
+        assert_eq!(store.user("ann").unwrap().read(stored[0].file_id).unwrap(), *photo);
     }
-    let usage = store.usage("ann").unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
     assert_eq!(
         (usage.files, usage.blobs, usage.unique_bytes),
         (5, 5, 5 * 5 * BIG as u64)
     );
     assert_eq!(store.stats().unwrap().blobs, 5);
-    assert_eq!(store.album_files("ann", album).unwrap().len(), 5);
+    assert_eq!(store.user("ann").unwrap().album_files(album).unwrap().len(), 5);
     assert_verified(&store);
     // The losers' copies are garbage that a reopen and GC handle cleanly.
     drop(store);
     let store = open(dir.path());
     store.gc_with_grace(std::time::Duration::ZERO).unwrap();
-    assert_eq!(store.usage("ann").unwrap(), usage);
+    assert_eq!(store.user("ann").unwrap().usage().unwrap(), usage);
     assert_verified(&store);
 }
 
@@ -81,14 +82,15 @@ fn same_content_under_different_names_by_eight_threads_shares_one_blob() {
     let photo = Arc::new(data(42, 3 * BIG));
     let p = photo.clone();
     let reports = race(&store, move |t, s| {
-        s.upload(
-            "dee",
-            album,
-            &format!("{t}.jpg"),
-            Content::from(p.to_vec()),
-            DedupMode::NameAndHash,
-        )
-        .unwrap()
+        s.user("dee")
+            .unwrap()
+            .upload(
+                album,
+                &format!("{t}.jpg"),
+                Content::from(p.to_vec()),
+                DedupMode::NameAndHash,
+            )
+            .unwrap()
     });
     assert!(reports.iter().all(|r| r.outcome == Outcome::Stored));
     let mut ids: Vec<FileId> = reports.iter().map(|r| r.file_id).collect();
@@ -97,7 +99,7 @@ fn same_content_under_different_names_by_eight_threads_shares_one_blob() {
     assert_eq!(ids.len(), THREADS);
     assert_eq!(reports.iter().map(|r| r.bytes_written).sum::<u64>(), photo.len() as u64);
     assert_eq!(reports.iter().map(|r| r.charged_bytes).sum::<u64>(), photo.len() as u64);
-    let usage = store.usage("dee").unwrap();
+    let usage = store.user("dee").unwrap().usage().unwrap();
     assert_eq!(
         (usage.files, usage.blobs, usage.unique_bytes),
         (8, 1, photo.len() as u64)
@@ -112,7 +114,7 @@ fn eight_threads_uploading_distinct_and_shared_content_stay_consistent() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let albums: Vec<AlbumId> = (0..THREADS)
-        .map(|t| store.ensure_album("ann", &format!("thread {t}")).unwrap())
+        .map(|t| store.user("ann").unwrap().ensure_album(&format!("thread {t}")).unwrap())
         .collect();
     // Every tenth item is the same content in every thread.
     let content = |t: usize, i: u64| {
@@ -129,8 +131,9 @@ fn eight_threads_uploading_distinct_and_shared_content_stay_consistent() {
         if t.is_multiple_of(2) {
             for i in 0..PER_THREAD {
                 let r = s
+                    .user("ann")
+                    .unwrap()
                     .upload(
-                        "ann",
                         album,
                         &format!("{i}.jpg"),
                         Content::from(content(t, i)),
@@ -145,7 +148,7 @@ fn eight_threads_uploading_distinct_and_shared_content_stay_consistent() {
                     .iter()
                     .map(|&i| Upload::new(album, format!("{i}.jpg"), Content::from(content(t, i)), DedupMode::Hash))
                     .collect();
-                for (&i, r) in chunk.iter().zip(s.upload_batch("ann", uploads)) {
+                for (&i, r) in chunk.iter().zip(s.user("ann").unwrap().upload_batch(uploads)) {
                     out.push((i, r.unwrap()));
                 }
             }
@@ -158,12 +161,15 @@ fn eight_threads_uploading_distinct_and_shared_content_stay_consistent() {
         assert_eq!(reports.len(), PER_THREAD as usize);
         for (i, r) in reports {
             assert_eq!(
-                store.read("ann", r.file_id).unwrap(),
+                store.user("ann").unwrap().read(r.file_id).unwrap(),
                 content(t, *i),
                 "thread {t} item {i}"
             );
         }
-        assert_eq!(store.album_files("ann", albums[t]).unwrap().len(), PER_THREAD as usize);
+        assert_eq!(
+            store.user("ann").unwrap().album_files(albums[t]).unwrap().len(),
+            PER_THREAD as usize
+        );
     }
     // Shared content: one file each, stored by exactly one thread, linked
     // into the other threads' albums.
@@ -181,7 +187,7 @@ fn eight_threads_uploading_distinct_and_shared_content_stay_consistent() {
     }
     let shared = (PER_THREAD / 10) as usize;
     let unique = THREADS * (PER_THREAD as usize - shared);
-    let usage = store.usage("ann").unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
     assert_eq!(usage.files as usize, unique + shared);
     assert_eq!(usage.blobs as usize, unique + shared);
     assert_eq!(store.stats().unwrap().blobs as usize, unique + shared);
@@ -197,7 +203,7 @@ fn gc_and_compaction_during_uploads_never_lose_referenced_bytes() {
     let options = keepsake::StoreOptions::default().segment_size(64 << 10);
     let store = Store::open_with(dir.path(), options).unwrap();
     let albums: Vec<AlbumId> = (0..2)
-        .map(|t| store.ensure_album(&format!("user{t}"), "A").unwrap())
+        .map(|t| store.user(&format!("user{t}")).unwrap().ensure_album("A").unwrap())
         .collect();
     // A small pool, so that contents keep being freed and uploaded again.
     let pool: Arc<Vec<Vec<u8>>> = Arc::new((0..12).map(|i| data(50_000 + i, BIG + i as usize)).collect());
@@ -228,22 +234,23 @@ fn gc_and_compaction_during_uploads_never_lose_referenced_bytes() {
                     // One user per thread: files are private, blobs shared.
                     let user = format!("user{t}");
                     let r = store
+                        .user(&user)
+                        .unwrap()
                         .upload(
-                            &user,
                             album,
                             &format!("{i}.jpg"),
                             Content::from(pool[i].clone()),
                             DedupMode::Hash,
                         )
                         .unwrap();
-                    let read = store.read(&user, r.file_id);
+                    let read = store.user(&user).unwrap().read(r.file_id);
                     assert!(
                         read.as_ref().is_ok_and(|b| *b == pool[i]),
                         "thread {t} step {step}: {read:?}"
                     );
                     if step.is_multiple_of(3) {
-                        store.delete(&user, r.file_id).unwrap();
-                        store.empty_trash(&user).unwrap();
+                        store.user(&user).unwrap().delete(r.file_id).unwrap();
+                        store.user(&user).unwrap().empty_trash().unwrap();
                     }
                 }
             })
@@ -260,19 +267,19 @@ fn gc_and_compaction_during_uploads_never_lose_referenced_bytes() {
     store.gc_with_grace(Duration::ZERO).unwrap();
     let users = ["user0", "user1"];
     for user in users {
-        for f in store.files(user).unwrap() {
-            let bytes = store.read(user, f.id).unwrap();
+        for f in store.user(user).unwrap().files().unwrap() {
+            let bytes = store.user(user).unwrap().read(f.id).unwrap();
             assert_eq!(keepsake::ContentHash::of(&bytes), f.hash);
         }
     }
     assert_verified(&store);
-    let usage = users.map(|u| store.usage(u).unwrap());
+    let usage = users.map(|u| store.user(u).unwrap().usage().unwrap());
     drop(store);
     let store = open(dir.path());
-    assert_eq!(users.map(|u| store.usage(u).unwrap()), usage);
+    assert_eq!(users.map(|u| store.user(u).unwrap().usage().unwrap()), usage);
     for user in users {
-        for f in store.files(user).unwrap() {
-            store.read(user, f.id).unwrap();
+        for f in store.user(user).unwrap().files().unwrap() {
+            store.user(user).unwrap().read(f.id).unwrap();
         }
     }
     assert_verified(&store);
@@ -292,11 +299,11 @@ fn upload_racing_compaction_of_its_segment_stays_readable() {
         .segment_size(64 << 10)
         .fs(Arc::new(fs.clone()));
     let store = Store::open_with(dir.path(), options).unwrap();
-    let album = store.ensure_album("ann", "A").unwrap();
+    let album = store.user("ann").unwrap().ensure_album("A").unwrap();
     // Segment 1 gets a committed record that becomes garbage.
     let w = put(&store, "ann", album, "w.jpg", &data(1, BIG), DedupMode::Hash).file_id;
-    store.delete("ann", w).unwrap();
-    store.empty_trash("ann").unwrap();
+    store.user("ann").unwrap().delete(w).unwrap();
+    store.user("ann").unwrap().empty_trash().unwrap();
     assert_eq!(store.gc_with_grace(Duration::ZERO).unwrap().blobs_removed, 1);
 
     // U writes its record to segment 1 and is held in its fsync.
@@ -304,14 +311,24 @@ fn upload_racing_compaction_of_its_segment_stays_readable() {
     let x = data(2, BIG);
     let u = {
         let (store, x) = (store.clone(), x.clone());
-        thread::spawn(move || store.upload("ann", album, "x.jpg", Content::from(x), DedupMode::Hash))
+        thread::spawn(move || {
+            store
+                .user("ann")
+                .unwrap()
+                .upload(album, "x.jpg", Content::from(x), DedupMode::Hash)
+        })
     };
     fs.wait_until_sync_paused();
     // V does not fit in segment 1: it rolls it, so segment 1 is sealed.
     let v_bytes = data(3, 60 << 10);
     let v = {
         let (store, v_bytes) = (store.clone(), v_bytes.clone());
-        thread::spawn(move || store.upload("ann", album, "v.mp4", Content::from(v_bytes), DedupMode::Hash))
+        thread::spawn(move || {
+            store
+                .user("ann")
+                .unwrap()
+                .upload(album, "v.mp4", Content::from(v_bytes), DedupMode::Hash)
+        })
     };
     let second = dir.path().join("segments").join("00000000000000000002.seg");
     while !second.exists() {
@@ -325,12 +342,12 @@ fn upload_racing_compaction_of_its_segment_stays_readable() {
     eprintln!("gc during the upload: {report:?}");
 
     assert_eq!(u.outcome, Outcome::Stored);
-    let read = store.read("ann", u.file_id);
+    let read = store.user("ann").unwrap().read(u.file_id);
     assert!(
         read.as_ref().is_ok_and(|b| *b == x),
         "acknowledged upload lost: {read:?}"
     );
-    assert_eq!(store.read("ann", v.file_id).unwrap(), v_bytes);
+    assert_eq!(store.user("ann").unwrap().read(v.file_id).unwrap(), v_bytes);
     assert_verified(&store);
 }
 
@@ -338,15 +355,22 @@ fn upload_racing_compaction_of_its_segment_stays_readable() {
 fn concurrent_album_creation_yields_one_album() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let ensured = race(&store, |_, s| s.ensure_album("ann", "Shared").unwrap());
+    let ensured = race(&store, |_, s| s.user("ann").unwrap().ensure_album("Shared").unwrap());
     assert!(ensured.iter().all(|a| *a == ensured[0]), "{ensured:?}");
-    let created = race(&store, |_, s| s.create_album("ann", "Once"));
+    let created = race(&store, |_, s| s.user("ann").unwrap().create_album("Once"));
     assert_eq!(created.iter().filter(|r| r.is_ok()).count(), 1);
     assert!(created
         .iter()
         .filter_map(|r| r.as_ref().err())
         .all(|e| matches!(e, keepsake::Error::AlbumExists(_))));
-    let names: Vec<String> = store.albums("ann").unwrap().into_iter().map(|a| a.name).collect();
+    let names: Vec<String> = store
+        .user("ann")
+        .unwrap()
+        .albums()
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
     assert_eq!(names, vec!["Shared", "Once"]);
     assert_verified(&store);
 }

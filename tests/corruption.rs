@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use common::{data, knob, put, put_all, segment_files, BIG};
 use keepsake::blob::format::{scan_records, RECORD_HEADER_LEN, REC_HASH_AT, REC_LENGTH_AT, SEGMENT_HEADER_LEN};
-use keepsake::{AlbumId, Content, ContentHash, DedupMode, Error, FileId, Outcome, Preflight, Store, StoreOptions};
+use keepsake::{
+    AlbumId, Content, ContentHash, DedupMode, Error, FileId, HashedUpload, Outcome, Preflight, Store, StoreOptions,
+};
 
 /// Small segments, so that damage lands in sealed and active ones alike.
 fn options() -> StoreOptions {
@@ -57,10 +59,10 @@ struct Library {
 fn library(n: u64) -> Library {
     let dir = tempfile::tempdir().unwrap();
     let store = reopen(dir.path());
-    let album = store.ensure_album("ann", "Camera").unwrap();
+    let album = store.user("ann").unwrap().ensure_album("Camera").unwrap();
     let contents: Vec<Vec<u8>> = (0..n).map(|i| data(5000 + i, BIG + i as usize * 97)).collect();
     let ann = put_all(&store, "ann", album, &contents);
-    let b = store.ensure_album("bob", "Shared").unwrap();
+    let b = store.user("bob").unwrap().ensure_album("Shared").unwrap();
     let bob = put_all(&store, "bob", b, &contents[..n as usize / 2]);
     put(
         &store,
@@ -87,7 +89,7 @@ fn assert_exactly_damaged(store: &Store, lib: &Library, damaged: &BTreeSet<usize
     for (i, content) in lib.contents.iter().enumerate() {
         let holders = [("ann", lib.ann.get(i)), ("bob", lib.bob.get(i))];
         for (user, id) in holders.into_iter().filter_map(|(u, id)| Some((u, *id?))) {
-            match store.read(user, id) {
+            match store.user(user).unwrap().read(id) {
                 Ok(bytes) => {
                     assert!(!damaged.contains(&i), "damaged content {i} was served to {user}");
                     assert_eq!(bytes, content[..], "content {i} read back wrong for {user}");
@@ -176,11 +178,11 @@ fn damaged_segment_headers_are_reported_and_their_intact_records_still_served() 
         segments.len() + 1,
         "a new segment took it"
     );
-    assert_eq!(store.read("ann", r.file_id).unwrap(), fresh);
+    assert_eq!(store.user("ann").unwrap().read(r.file_id).unwrap(), fresh);
     // Each record names its segment and offset and its data is hashed, so
     // nothing needs the segment header to be served correctly.
     for (i, content) in lib.contents.iter().enumerate() {
-        assert_eq!(store.read("ann", lib.ann[i]).unwrap(), content[..]);
+        assert_eq!(store.user("ann").unwrap().read(lib.ann[i]).unwrap(), content[..]);
     }
     let report = store.verify(true).unwrap();
     let kinds: Vec<&str> = report.problems.iter().map(|p| p.kind).collect();
@@ -252,27 +254,57 @@ fn reupload_into_the_same_album_heals_a_blob_a_read_found_damaged() {
     let (lib, store) = damaged_library();
     let content = &lib.contents[0];
     let hash = ContentHash::of(content);
-    assert!(matches!(store.read("ann", lib.ann[0]), Err(Error::Integrity { .. })));
+    assert!(matches!(
+        store.user("ann").unwrap().read(lib.ann[0]),
+        Err(Error::Integrity { .. })
+    ));
     // The store now asks for the bytes instead of deduplicating.
     assert_eq!(
-        store.check("ann", lib.album, "0.jpg", hash, DedupMode::Hash).unwrap(),
+        store
+            .user("ann")
+            .unwrap()
+            .check(&HashedUpload {
+                album: lib.album,
+                name: "0.jpg".into(),
+                hash,
+                mode: DedupMode::Hash
+            })
+            .unwrap(),
         Preflight::Upload
     );
     assert!(matches!(
-        store.link("ann", lib.album, "0.jpg", hash, DedupMode::Hash),
+        store.user("ann").unwrap().link(&HashedUpload {
+            album: lib.album,
+            name: "0.jpg".into(),
+            hash,
+            mode: DedupMode::Hash
+        }),
         Err(Error::ContentRequired)
     ));
-    let before = store.usage("ann").unwrap();
+    let before = store.user("ann").unwrap().usage().unwrap();
 
     let r = put(&store, "ann", lib.album, "0.jpg", content, DedupMode::Hash);
     assert_eq!((r.outcome, r.file_id), (Outcome::Skipped, lib.ann[0]));
     assert_eq!((r.bytes_written, r.charged_bytes), (content.len() as u64, 0));
-    assert_eq!(store.usage("ann").unwrap(), before, "healing charges nothing");
-    // Whole again for both users that refer to it, and no longer special.
-    assert_eq!(store.read("ann", lib.ann[0]).unwrap(), content[..]);
-    assert_eq!(store.read("bob", lib.bob[0]).unwrap(), content[..]);
     assert_eq!(
-        store.check("ann", lib.album, "0.jpg", hash, DedupMode::Hash).unwrap(),
+        store.user("ann").unwrap().usage().unwrap(),
+        before,
+        "healing charges nothing"
+    );
+    // Whole again for both users that refer to it, and no longer special.
+    assert_eq!(store.user("ann").unwrap().read(lib.ann[0]).unwrap(), content[..]);
+    assert_eq!(store.user("bob").unwrap().read(lib.bob[0]).unwrap(), content[..]);
+    assert_eq!(
+        store
+            .user("ann")
+            .unwrap()
+            .check(&HashedUpload {
+                album: lib.album,
+                name: "0.jpg".into(),
+                hash,
+                mode: DedupMode::Hash
+            })
+            .unwrap(),
         Preflight::Skip(lib.ann[0])
     );
     assert!(store.verify(true).unwrap().ok);
@@ -281,7 +313,7 @@ fn reupload_into_the_same_album_heals_a_blob_a_read_found_damaged() {
     assert_eq!(again.bytes_written, 0);
     drop(store);
     let store = reopen(lib.dir.path());
-    assert_eq!(store.read("bob", lib.bob[0]).unwrap(), content[..]);
+    assert_eq!(store.user("bob").unwrap().read(lib.bob[0]).unwrap(), content[..]);
     // Compaction reclaims the damaged copy's segment space eventually; until
     // then it keeps it, and the store stays consistent either way.
     store.gc_with_grace(Duration::ZERO).unwrap();
@@ -297,11 +329,13 @@ fn damage_found_by_a_scrub_is_healed_by_another_users_upload_from_a_file() {
     drop(store);
     // The damage record is durable: it survives a reopen.
     let store = reopen(lib.dir.path());
-    let carol = store.ensure_album("carol", "Inbox").unwrap();
+    let carol = store.user("carol").unwrap().ensure_album("Inbox").unwrap();
     let src = lib.dir.path().join("from-disk.jpg");
     std::fs::write(&src, content).unwrap();
     let r = store
-        .upload("carol", carol, "x.jpg", Content::Path(src), DedupMode::Hash)
+        .user("carol")
+        .unwrap()
+        .upload(carol, "x.jpg", Content::Path(src), DedupMode::Hash)
         .unwrap();
     assert_eq!(r.outcome, Outcome::Stored);
     assert_eq!(r.bytes_written, content.len() as u64, "the upload wrote the cure");
@@ -311,7 +345,7 @@ fn damage_found_by_a_scrub_is_healed_by_another_users_upload_from_a_file() {
         "carol is charged as any new holder"
     );
     for (user, id) in [("ann", lib.ann[0]), ("bob", lib.bob[0]), ("carol", r.file_id)] {
-        assert_eq!(store.read(user, id).unwrap(), content[..], "{user}");
+        assert_eq!(store.user(user).unwrap().read(id).unwrap(), content[..], "{user}");
     }
     assert!(store.verify(true).unwrap().ok);
 }
@@ -320,10 +354,10 @@ fn damage_found_by_a_scrub_is_healed_by_another_users_upload_from_a_file() {
 fn a_damaged_blob_that_loses_its_last_reference_is_collected_with_its_damage_record() {
     let (lib, store) = damaged_library();
     assert!(!store.verify(true).unwrap().ok);
-    store.delete("ann", lib.ann[0]).unwrap();
-    store.delete("bob", lib.bob[0]).unwrap();
-    store.empty_trash("ann").unwrap();
-    store.empty_trash("bob").unwrap();
+    store.user("ann").unwrap().delete(lib.ann[0]).unwrap();
+    store.user("bob").unwrap().delete(lib.bob[0]).unwrap();
+    store.user("ann").unwrap().empty_trash().unwrap();
+    store.user("bob").unwrap().empty_trash().unwrap();
     let gc = store.gc_with_grace(Duration::ZERO).unwrap();
     assert!(gc.blobs_removed >= 1);
     // No stray damage record is left behind, and a later upload of the same
@@ -334,5 +368,5 @@ fn a_damaged_blob_that_loses_its_last_reference_is_collected_with_its_damage_rec
         (r.outcome, r.bytes_written),
         (Outcome::Stored, lib.contents[0].len() as u64)
     );
-    assert_eq!(store.read("ann", r.file_id).unwrap(), lib.contents[0][..]);
+    assert_eq!(store.user("ann").unwrap().read(r.file_id).unwrap(), lib.contents[0][..]);
 }

@@ -231,7 +231,7 @@ mod child {
         let mut albums = HashMap::new();
         for user in USERS {
             for album in ALBUMS {
-                let id = store.ensure_album(user, album).expect("ensure album");
+                let id = store.user(user).unwrap().ensure_album(album).expect("ensure album");
                 albums.insert((user.to_string(), album.to_string()), id);
             }
         }
@@ -246,8 +246,8 @@ mod child {
 
     fn choose(store: &Store, rng: &mut Rng) -> Op {
         let user = rng.pick(&USERS).to_string();
-        let live = store.files(&user).expect("files");
-        let trashed = store.trash(&user).expect("trash");
+        let live = store.user(&user).unwrap().files().expect("files");
+        let trashed = store.user(&user).unwrap().trash().expect("trash");
         let roll = rng.below(100);
         if live.len() > MAX_LIVE || (roll < 15 && !live.is_empty()) {
             let file = rng.pick(&live).id.0;
@@ -301,7 +301,7 @@ mod child {
     }
 
     fn album_names(store: &Store, user: &str, ids: &[AlbumId]) -> Vec<String> {
-        let all = store.albums(user).expect("albums");
+        let all = store.user(user).unwrap().albums().expect("albums");
         ids.iter()
             .filter_map(|id| all.iter().find(|a| a.id == *id).map(|a| a.name.clone()))
             .collect()
@@ -322,7 +322,9 @@ mod child {
                     .map(|i| Upload::new(album(user, name), &i.name, Content::from(content(i.seed)), mode.dedup()))
                     .collect();
                 let done = store
-                    .upload_batch(user, uploads)
+                    .user(user)
+                    .unwrap()
+                    .upload_batch(uploads)
                     .into_iter()
                     .map(|r| {
                         r.map(|r| (r.file_id.0, r.outcome.to_string()))
@@ -331,15 +333,18 @@ mod child {
                     .collect();
                 return Said::Uploaded(done);
             }
-            Op::Delete { user, file } => store.delete(user, FileId(*file)),
-            Op::Restore { user, file } => store.restore(user, FileId(*file)).map(drop),
-            Op::AddToAlbum { user, file, album: a } => {
-                store.add_to_album(user, FileId(*file), album(user, a)).map(drop)
-            }
-            Op::RemoveFromAlbum { user, file, album: a } => {
-                store.remove_from_album(user, FileId(*file), album(user, a))
-            }
-            Op::EmptyTrash { user } => store.empty_trash(user).map(drop),
+            Op::Delete { user, file } => store.user(user).unwrap().delete(FileId(*file)),
+            Op::Restore { user, file } => store.user(user).unwrap().restore(FileId(*file)).map(drop),
+            Op::AddToAlbum { user, file, album: a } => store
+                .user(user)
+                .unwrap()
+                .add_to_album(FileId(*file), album(user, a))
+                .map(drop),
+            Op::RemoveFromAlbum { user, file, album: a } => store
+                .user(user)
+                .unwrap()
+                .remove_from_album(FileId(*file), album(user, a)),
+            Op::EmptyTrash { user } => store.user(user).unwrap().empty_trash().map(drop),
             Op::Gc => store.gc_with_grace(Duration::ZERO).map(drop),
         }
         .unwrap_or_else(|e| fail(e));
@@ -934,16 +939,20 @@ mod parent {
         let mut listed: BTreeMap<Key, Listed> = BTreeMap::new();
         for user in USERS {
             let albums: HashMap<AlbumId, String> = store
-                .albums(user)
+                .user(user)
+                .unwrap()
+                .albums()
                 .expect("albums")
                 .into_iter()
                 .map(|a| (a.id, a.name))
                 .collect();
             let files = store
-                .files(user)
+                .user(user)
+                .unwrap()
+                .files()
                 .expect("files")
                 .into_iter()
-                .chain(store.trash(user).expect("trash"));
+                .chain(store.user(user).unwrap().trash().expect("trash"));
             for f in files {
                 let entry = Listed {
                     name: f.name,
@@ -1006,7 +1015,9 @@ mod parent {
         for ((user, fid), k) in known.iter() {
             let (bytes, _) = contents.get(k.seed);
             let read = store
-                .read(user, FileId(*fid))
+                .user(user)
+                .unwrap()
+                .read(FileId(*fid))
                 .unwrap_or_else(|e| panic!("{context}: reading {user}'s file {fid}: {e}"));
             assert!(
                 read == bytes[..],
@@ -1030,7 +1041,7 @@ mod parent {
         let mut size = |seed: u64| contents.get(seed).0.len() as u64;
         let seeds: BTreeSet<u64> = mine.iter().map(|k| k.seed).collect();
         let live_seeds: BTreeSet<u64> = mine.iter().filter(|k| !k.trashed).map(|k| k.seed).collect();
-        let usage = store.usage(user).expect("usage");
+        let usage = store.user(user).unwrap().usage().expect("usage");
         let got = (
             usage.unique_bytes,
             usage.logical_bytes,

@@ -6,7 +6,7 @@ mod common;
 use std::io::{self, Read};
 
 use common::{album_ids, assert_verified, data, open, put, put_err, store_with_album, BIG};
-use keepsake::{AlbumId, Content, ContentHash, DedupMode, Error, FileId, Outcome, Preflight, Upload};
+use keepsake::{AlbumId, Content, ContentHash, DedupMode, Error, FileId, HashedUpload, Outcome, Preflight, Upload};
 
 const MODES: [DedupMode; 2] = [DedupMode::Hash, DedupMode::NameAndHash];
 
@@ -26,9 +26,9 @@ fn reupload_into_same_album_is_skipped_in_both_modes() {
         assert_eq!(again.file_id, first.file_id);
         assert_eq!((again.bytes_written, again.charged_bytes), (0, 0));
         assert_eq!(again.hash, first.hash);
-        assert_eq!(store.files("ann").unwrap().len(), 1);
+        assert_eq!(store.user("ann").unwrap().files().unwrap().len(), 1);
         assert_eq!(album_ids(&store, "ann", album), vec![first.file_id.0]);
-        assert_eq!(store.usage("ann").unwrap().unique_bytes, BIG as u64);
+        assert_eq!(store.user("ann").unwrap().usage().unwrap().unique_bytes, BIG as u64);
         assert_verified(&store);
     }
 }
@@ -42,15 +42,18 @@ fn hash_mode_skips_same_content_under_any_name_in_same_album() {
     assert_eq!((renamed.outcome, renamed.file_id), (Outcome::Skipped, first.file_id));
     assert_eq!(renamed.bytes_written, 0);
     // The file keeps its original name.
-    assert_eq!(store.file("ann", first.file_id).unwrap().name, "IMG_1.JPG");
-    assert_eq!(store.usage("ann").unwrap().files, 1);
+    assert_eq!(
+        store.user("ann").unwrap().file(first.file_id).unwrap().name,
+        "IMG_1.JPG"
+    );
+    assert_eq!(store.user("ann").unwrap().usage().unwrap().files, 1);
     assert_verified(&store);
 }
 
 #[test]
 fn hash_mode_links_same_content_from_other_album() {
     let (_dir, store, camera) = store_with_album("ann", "Camera");
-    let trip = store.ensure_album("ann", "Trip").unwrap();
+    let trip = store.user("ann").unwrap().ensure_album("Trip").unwrap();
     let photo = data(3, BIG);
     let first = put(&store, "ann", camera, "IMG_1.JPG", &photo, DedupMode::Hash);
     let blobs_before = store.stats().unwrap().blobs;
@@ -60,9 +63,9 @@ fn hash_mode_links_same_content_from_other_album() {
     assert_eq!((linked.bytes_written, linked.charged_bytes), (0, 0));
     assert_eq!(album_ids(&store, "ann", trip), vec![first.file_id.0]);
     assert_eq!(album_ids(&store, "ann", camera), vec![first.file_id.0]);
-    let info = store.file("ann", first.file_id).unwrap();
+    let info = store.user("ann").unwrap().file(first.file_id).unwrap();
     assert_eq!(info.albums, vec![camera, trip]);
-    let usage = store.usage("ann").unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
     assert_eq!(
         (usage.files, usage.unique_bytes, usage.logical_bytes),
         (1, BIG as u64, BIG as u64)
@@ -81,21 +84,21 @@ fn name_and_hash_mode_skips_same_name_and_content_in_same_album() {
         (again.outcome, again.file_id, again.bytes_written),
         (Outcome::Skipped, first.file_id, 0)
     );
-    assert_eq!(store.files("dee").unwrap().len(), 1);
+    assert_eq!(store.user("dee").unwrap().files().unwrap().len(), 1);
     assert_verified(&store);
 }
 
 #[test]
 fn name_and_hash_mode_links_same_name_and_content_from_other_album() {
     let (_dir, store, a) = store_with_album("dee", "A");
-    let b = store.ensure_album("dee", "B").unwrap();
+    let b = store.user("dee").unwrap().ensure_album("B").unwrap();
     let photo = data(5, BIG);
     let first = put(&store, "dee", a, "a.jpg", &photo, DedupMode::NameAndHash);
     let linked = put(&store, "dee", b, "a.jpg", &photo, DedupMode::NameAndHash);
     assert_eq!((linked.outcome, linked.file_id), (Outcome::Linked, first.file_id));
     assert_eq!((linked.bytes_written, linked.charged_bytes), (0, 0));
     assert_eq!(album_ids(&store, "dee", b), vec![first.file_id.0]);
-    assert_eq!(store.usage("dee").unwrap().files, 1);
+    assert_eq!(store.user("dee").unwrap().usage().unwrap().files, 1);
     assert_verified(&store);
 }
 
@@ -104,7 +107,7 @@ fn name_and_hash_mode_stores_same_content_under_new_name_sharing_the_blob() {
     let (_dir, store, album) = store_with_album("dee", "Desktop");
     let photo = data(6, BIG);
     let first = put(&store, "dee", album, "a.jpg", &photo, DedupMode::NameAndHash);
-    let before = store.usage("dee").unwrap();
+    let before = store.user("dee").unwrap().usage().unwrap();
     let stats_before = store.stats().unwrap();
 
     let second = put(&store, "dee", album, "b.jpg", &photo, DedupMode::NameAndHash);
@@ -112,7 +115,7 @@ fn name_and_hash_mode_stores_same_content_under_new_name_sharing_the_blob() {
     assert_ne!(second.file_id, first.file_id);
     assert_eq!((second.bytes_written, second.charged_bytes), (0, 0));
 
-    let after = store.usage("dee").unwrap();
+    let after = store.user("dee").unwrap().usage().unwrap();
     assert_eq!(after.unique_bytes, before.unique_bytes);
     assert_eq!(after.logical_bytes, before.logical_bytes + BIG as u64);
     assert_eq!((after.files, after.blobs), (2, 1));
@@ -120,7 +123,7 @@ fn name_and_hash_mode_stores_same_content_under_new_name_sharing_the_blob() {
     assert_eq!(stats.blobs, stats_before.blobs);
     assert_eq!(stats.disk_bytes, stats_before.disk_bytes);
     assert_eq!(album_ids(&store, "dee", album), vec![first.file_id.0, second.file_id.0]);
-    assert_eq!(store.read("dee", second.file_id).unwrap(), photo);
+    assert_eq!(store.user("dee").unwrap().read(second.file_id).unwrap(), photo);
     assert_verified(&store);
 }
 
@@ -137,17 +140,20 @@ fn name_and_hash_mode_stores_same_name_with_new_content() {
         (second.bytes_written, second.charged_bytes),
         (v2.len() as u64, v2.len() as u64)
     );
-    assert_eq!(store.read("dee", first.file_id).unwrap(), v1);
-    assert_eq!(store.read("dee", second.file_id).unwrap(), v2);
-    assert_eq!(store.usage("dee").unwrap().unique_bytes, (v1.len() + v2.len()) as u64);
+    assert_eq!(store.user("dee").unwrap().read(first.file_id).unwrap(), v1);
+    assert_eq!(store.user("dee").unwrap().read(second.file_id).unwrap(), v2);
+    assert_eq!(
+        store.user("dee").unwrap().usage().unwrap().unique_bytes,
+        (v1.len() + v2.len()) as u64
+    );
     assert_verified(&store);
 }
 
 #[test]
 fn oldest_of_several_duplicates_is_chosen() {
     let (_dir, store, a) = store_with_album("dee", "A");
-    let b = store.ensure_album("dee", "B").unwrap();
-    let c = store.ensure_album("dee", "C").unwrap();
+    let b = store.user("dee").unwrap().ensure_album("B").unwrap();
+    let c = store.user("dee").unwrap().ensure_album("C").unwrap();
     let photo = data(9, BIG);
     // Three files with the same content (and two with the same name).
     let f1 = put(&store, "dee", a, "x.jpg", &photo, DedupMode::NameAndHash);
@@ -167,12 +173,21 @@ fn oldest_of_several_duplicates_is_chosen() {
     assert_eq!(album_ids(&store, "dee", c), vec![f1.file_id.0]);
     assert_eq!(
         store
-            .check("dee", c, "y.jpg", ContentHash::of(&photo), DedupMode::Hash)
+            .user("dee")
+            .unwrap()
+            .check(&HashedUpload {
+                album: c,
+                name: "y.jpg".into(),
+                hash: ContentHash::of(&photo),
+                mode: DedupMode::Hash
+            })
             .unwrap(),
         Preflight::Skip(f1.file_id)
     );
     let found: Vec<FileId> = store
-        .find_by_hash("dee", ContentHash::of(&photo))
+        .user("dee")
+        .unwrap()
+        .find_by_hash(ContentHash::of(&photo))
         .unwrap()
         .iter()
         .map(|f| f.id)
@@ -188,17 +203,26 @@ fn oldest_of_several_duplicates_is_chosen() {
 fn upload_into_album_already_holding_a_newer_duplicate_is_skipped() {
     for mode in MODES {
         let (_dir, store, a) = store_with_album("ann", "A");
-        let b = store.ensure_album("ann", "B").unwrap();
+        let b = store.user("ann").unwrap().ensure_album("B").unwrap();
         let photo = data(11, BIG);
         let old = put(&store, "ann", a, "p.jpg", &photo, mode);
-        store.delete("ann", old.file_id).unwrap();
+        store.user("ann").unwrap().delete(old.file_id).unwrap();
         let newer = put(&store, "ann", b, "p.jpg", &photo, mode);
         assert_eq!(newer.outcome, Outcome::Stored);
-        store.restore("ann", old.file_id).unwrap();
+        store.user("ann").unwrap().restore(old.file_id).unwrap();
 
         let hash = ContentHash::of(&photo);
         assert_eq!(
-            store.check("ann", b, "p.jpg", hash, mode).unwrap(),
+            store
+                .user("ann")
+                .unwrap()
+                .check(&HashedUpload {
+                    album: b,
+                    name: "p.jpg".into(),
+                    hash,
+                    mode
+                })
+                .unwrap(),
             Preflight::Skip(newer.file_id),
             "{mode:?}"
         );
@@ -220,21 +244,18 @@ fn upload_into_album_already_holding_a_newer_duplicate_is_skipped() {
 #[test]
 fn duplicates_inside_one_batch_are_caught() {
     let (_dir, store, a) = store_with_album("bob", "A");
-    let b = store.ensure_album("bob", "B").unwrap();
+    let b = store.user("bob").unwrap().ensure_album("B").unwrap();
     let x = data(12, BIG);
     let y = data(13, BIG);
     let up = |album, name: &str, bytes: &[u8], mode| Upload::new(album, name, Content::from(bytes), mode);
-    let results = store.upload_batch(
-        "bob",
-        vec![
-            up(a, "x.jpg", &x, DedupMode::Hash),
-            up(a, "x2.jpg", &x, DedupMode::Hash), // same album: Skipped
-            up(b, "x3.jpg", &x, DedupMode::Hash), // other album: Linked
-            up(a, "y.jpg", &y, DedupMode::NameAndHash),
-            up(b, "y.jpg", &y, DedupMode::NameAndHash), // same name, other album: Linked
-            up(a, "y-copy.jpg", &y, DedupMode::NameAndHash), // other name: Stored, no bytes
-        ],
-    );
+    let results = store.user("bob").unwrap().upload_batch(vec![
+        up(a, "x.jpg", &x, DedupMode::Hash),
+        up(a, "x2.jpg", &x, DedupMode::Hash), // same album: Skipped
+        up(b, "x3.jpg", &x, DedupMode::Hash), // other album: Linked
+        up(a, "y.jpg", &y, DedupMode::NameAndHash),
+        up(b, "y.jpg", &y, DedupMode::NameAndHash), // same name, other album: Linked
+        up(a, "y-copy.jpg", &y, DedupMode::NameAndHash), // other name: Stored, no bytes
+    ]);
     let r: Vec<_> = results.into_iter().map(|r| r.unwrap()).collect();
     let outcomes: Vec<Outcome> = r.iter().map(|r| r.outcome).collect();
     use Outcome::*;
@@ -248,11 +269,11 @@ fn duplicates_inside_one_batch_are_caught() {
     let charged: Vec<u64> = r.iter().map(|r| r.charged_bytes).collect();
     assert_eq!(charged, vec![BIG as u64, 0, 0, BIG as u64, 0, 0]);
 
-    let usage = store.usage("bob").unwrap();
+    let usage = store.user("bob").unwrap().usage().unwrap();
     assert_eq!((usage.files, usage.blobs, usage.unique_bytes), (3, 2, 2 * BIG as u64));
     assert_eq!(usage.logical_bytes, 3 * BIG as u64);
     assert_eq!(store.stats().unwrap().blobs, 2);
-    assert_eq!(store.read("bob", r[5].file_id).unwrap(), y);
+    assert_eq!(store.user("bob").unwrap().read(r[5].file_id).unwrap(), y);
     assert_verified(&store);
 }
 
@@ -262,10 +283,19 @@ fn trashed_file_is_not_a_duplicate_and_its_blob_is_reused() {
         let (_dir, store, album) = store_with_album("ann", "Camera");
         let photo = data(14, BIG);
         let first = put(&store, "ann", album, "IMG.JPG", &photo, mode);
-        store.delete("ann", first.file_id).unwrap();
+        store.user("ann").unwrap().delete(first.file_id).unwrap();
         let hash = ContentHash::of(&photo);
         assert_eq!(
-            store.check("ann", album, "IMG.JPG", hash, mode).unwrap(),
+            store
+                .user("ann")
+                .unwrap()
+                .check(&HashedUpload {
+                    album,
+                    name: "IMG.JPG".into(),
+                    hash,
+                    mode
+                })
+                .unwrap(),
             Preflight::Upload
         );
 
@@ -274,7 +304,7 @@ fn trashed_file_is_not_a_duplicate_and_its_blob_is_reused() {
         assert_ne!(again.file_id, first.file_id);
         assert_eq!((again.bytes_written, again.charged_bytes), (0, 0), "{mode:?}");
 
-        let usage = store.usage("ann").unwrap();
+        let usage = store.user("ann").unwrap().usage().unwrap();
         assert_eq!((usage.files, usage.trashed_files), (1, 1));
         assert_eq!(usage.unique_bytes, BIG as u64, "{mode:?}: charged twice");
         assert_eq!(usage.logical_bytes, 2 * BIG as u64);
@@ -288,33 +318,113 @@ fn trashed_file_is_not_a_duplicate_and_its_blob_is_reused() {
 #[test]
 fn check_answers_skip_link_or_upload_in_both_modes() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    let b = store.ensure_album("ann", "B").unwrap();
+    let b = store.user("ann").unwrap().ensure_album("B").unwrap();
     let photo = data(15, BIG);
     let h = ContentHash::of(&photo);
     let f = put(&store, "ann", a, "p.jpg", &photo, DedupMode::Hash).file_id;
 
     use DedupMode::*;
-    assert_eq!(store.check("ann", a, "p.jpg", h, Hash).unwrap(), Preflight::Skip(f));
-    assert_eq!(store.check("ann", a, "q.jpg", h, Hash).unwrap(), Preflight::Skip(f));
-    assert_eq!(store.check("ann", b, "q.jpg", h, Hash).unwrap(), Preflight::Link(f));
     assert_eq!(
-        store.check("ann", a, "p.jpg", h, NameAndHash).unwrap(),
+        store
+            .user("ann")
+            .unwrap()
+            .check(&HashedUpload {
+                album: a,
+                name: "p.jpg".into(),
+                hash: h,
+                mode: Hash
+            })
+            .unwrap(),
         Preflight::Skip(f)
     );
     assert_eq!(
-        store.check("ann", b, "p.jpg", h, NameAndHash).unwrap(),
+        store
+            .user("ann")
+            .unwrap()
+            .check(&HashedUpload {
+                album: a,
+                name: "q.jpg".into(),
+                hash: h,
+                mode: Hash
+            })
+            .unwrap(),
+        Preflight::Skip(f)
+    );
+    assert_eq!(
+        store
+            .user("ann")
+            .unwrap()
+            .check(&HashedUpload {
+                album: b,
+                name: "q.jpg".into(),
+                hash: h,
+                mode: Hash
+            })
+            .unwrap(),
         Preflight::Link(f)
     );
     assert_eq!(
-        store.check("ann", a, "q.jpg", h, NameAndHash).unwrap(),
+        store
+            .user("ann")
+            .unwrap()
+            .check(&HashedUpload {
+                album: a,
+                name: "p.jpg".into(),
+                hash: h,
+                mode: NameAndHash
+            })
+            .unwrap(),
+        Preflight::Skip(f)
+    );
+    assert_eq!(
+        store
+            .user("ann")
+            .unwrap()
+            .check(&HashedUpload {
+                album: b,
+                name: "p.jpg".into(),
+                hash: h,
+                mode: NameAndHash
+            })
+            .unwrap(),
+        Preflight::Link(f)
+    );
+    assert_eq!(
+        store
+            .user("ann")
+            .unwrap()
+            .check(&HashedUpload {
+                album: a,
+                name: "q.jpg".into(),
+                hash: h,
+                mode: NameAndHash
+            })
+            .unwrap(),
         Preflight::Upload
     );
     let other = ContentHash::of(b"never uploaded");
     for mode in MODES {
-        assert_eq!(store.check("ann", a, "p.jpg", other, mode).unwrap(), Preflight::Upload);
+        assert_eq!(
+            store
+                .user("ann")
+                .unwrap()
+                .check(&HashedUpload {
+                    album: a,
+                    name: "p.jpg".into(),
+                    hash: other,
+                    mode
+                })
+                .unwrap(),
+            Preflight::Upload
+        );
     }
     assert!(matches!(
-        store.check("ann", AlbumId(99), "p.jpg", h, Hash),
+        store.user("ann").unwrap().check(&HashedUpload {
+            album: AlbumId(99),
+            name: "p.jpg".into(),
+            hash: h,
+            mode: Hash
+        }),
         Err(Error::UnknownAlbum(_))
     ));
     // check is read-only.
@@ -326,14 +436,23 @@ fn check_answers_skip_link_or_upload_in_both_modes() {
 fn link_completes_skip_and_link_without_data_and_changes_nothing_else() {
     for mode in MODES {
         let (_dir, store, a) = store_with_album("ann", "A");
-        let b = store.ensure_album("ann", "B").unwrap();
+        let b = store.user("ann").unwrap().ensure_album("B").unwrap();
         let photo = data(16, BIG);
         let h = ContentHash::of(&photo);
         let f = put(&store, "ann", a, "p.jpg", &photo, mode).file_id;
-        let usage = store.usage("ann").unwrap();
+        let usage = store.user("ann").unwrap().usage().unwrap();
         let stats = store.stats().unwrap();
 
-        let skipped = store.link("ann", a, "p.jpg", h, mode).unwrap();
+        let skipped = store
+            .user("ann")
+            .unwrap()
+            .link(&HashedUpload {
+                album: a,
+                name: "p.jpg".into(),
+                hash: h,
+                mode,
+            })
+            .unwrap();
         assert_eq!((skipped.outcome, skipped.file_id), (Outcome::Skipped, f));
         assert_eq!(
             (skipped.bytes_written, skipped.charged_bytes, skipped.size),
@@ -341,13 +460,22 @@ fn link_completes_skip_and_link_without_data_and_changes_nothing_else() {
         );
         assert_eq!(skipped.hash, h);
 
-        let linked = store.link("ann", b, "p.jpg", h, mode).unwrap();
+        let linked = store
+            .user("ann")
+            .unwrap()
+            .link(&HashedUpload {
+                album: b,
+                name: "p.jpg".into(),
+                hash: h,
+                mode,
+            })
+            .unwrap();
         assert_eq!((linked.outcome, linked.file_id), (Outcome::Linked, f));
         assert_eq!((linked.bytes_written, linked.charged_bytes), (0, 0));
         assert_eq!(album_ids(&store, "ann", b), vec![f.0]);
         assert_eq!(album_ids(&store, "ann", a), vec![f.0]);
 
-        assert_eq!(store.usage("ann").unwrap(), usage, "{mode:?}");
+        assert_eq!(store.user("ann").unwrap().usage().unwrap(), usage, "{mode:?}");
         let after = store.stats().unwrap();
         assert_eq!(
             (after.files, after.blobs, after.disk_bytes),
@@ -360,34 +488,49 @@ fn link_completes_skip_and_link_without_data_and_changes_nothing_else() {
 #[test]
 fn link_requires_content_for_trashed_or_unknown_matches() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    let b = store.ensure_album("ann", "B").unwrap();
+    let b = store.user("ann").unwrap().ensure_album("B").unwrap();
     let photo = data(17, BIG);
     let h = ContentHash::of(&photo);
     let f = put(&store, "ann", a, "p.jpg", &photo, DedupMode::Hash).file_id;
 
     // Same content, other name, NameAndHash: needs the bytes (a new file).
     assert!(matches!(
-        store.link("ann", b, "other.jpg", h, DedupMode::NameAndHash),
+        store.user("ann").unwrap().link(&HashedUpload {
+            album: b,
+            name: "other.jpg".into(),
+            hash: h,
+            mode: DedupMode::NameAndHash
+        }),
         Err(Error::ContentRequired)
     ));
     // Content unknown to the user.
     assert!(matches!(
-        store.link("ann", a, "p.jpg", ContentHash::of(b"unknown"), DedupMode::Hash),
+        store.user("ann").unwrap().link(&HashedUpload {
+            album: a,
+            name: "p.jpg".into(),
+            hash: ContentHash::of(b"unknown"),
+            mode: DedupMode::Hash
+        }),
         Err(Error::ContentRequired)
     ));
     // Only a trashed match.
-    store.delete("ann", f).unwrap();
-    let usage = store.usage("ann").unwrap();
+    store.user("ann").unwrap().delete(f).unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
     for mode in MODES {
         for album in [a, b] {
             assert!(matches!(
-                store.link("ann", album, "p.jpg", h, mode),
+                store.user("ann").unwrap().link(&HashedUpload {
+                    album,
+                    name: "p.jpg".into(),
+                    hash: h,
+                    mode
+                }),
                 Err(Error::ContentRequired)
             ));
         }
     }
-    assert_eq!(store.usage("ann").unwrap(), usage);
-    assert!(store.files("ann").unwrap().is_empty());
+    assert_eq!(store.user("ann").unwrap().usage().unwrap(), usage);
+    assert!(store.user("ann").unwrap().files().unwrap().is_empty());
     assert!(album_ids(&store, "ann", a).is_empty() && album_ids(&store, "ann", b).is_empty());
     assert_verified(&store);
 }
@@ -395,37 +538,51 @@ fn link_requires_content_for_trashed_or_unknown_matches() {
 #[test]
 fn other_users_content_needs_full_upload_and_is_charged_in_full() {
     let (_dir, store, a_album) = store_with_album("alice", "A");
-    let b_album = store.ensure_album("bob", "B").unwrap();
+    let b_album = store.user("bob").unwrap().ensure_album("B").unwrap();
     let photo = data(18, BIG);
     let h = ContentHash::of(&photo);
     let a_file = put(&store, "alice", a_album, "p.jpg", &photo, DedupMode::Hash);
-    let alice_usage = store.usage("alice").unwrap();
+    let alice_usage = store.user("alice").unwrap().usage().unwrap();
 
     for mode in MODES {
         assert_eq!(
-            store.check("bob", b_album, "p.jpg", h, mode).unwrap(),
+            store
+                .user("bob")
+                .unwrap()
+                .check(&HashedUpload {
+                    album: b_album,
+                    name: "p.jpg".into(),
+                    hash: h,
+                    mode
+                })
+                .unwrap(),
             Preflight::Upload
         );
         assert!(matches!(
-            store.link("bob", b_album, "p.jpg", h, mode),
+            store.user("bob").unwrap().link(&HashedUpload {
+                album: b_album,
+                name: "p.jpg".into(),
+                hash: h,
+                mode
+            }),
             Err(Error::ContentRequired)
         ));
     }
-    assert!(store.files("bob").unwrap().is_empty());
-    assert_eq!(store.usage("bob").unwrap().unique_bytes, 0);
+    assert!(store.user("bob").unwrap().files().unwrap().is_empty());
+    assert_eq!(store.user("bob").unwrap().usage().unwrap().unique_bytes, 0);
 
     let b_file = put(&store, "bob", b_album, "p.jpg", &photo, DedupMode::Hash);
     assert_eq!(b_file.outcome, Outcome::Stored);
     assert_eq!(b_file.bytes_written, 0, "the store already has the bytes");
     assert_eq!(b_file.charged_bytes, BIG as u64, "bob is charged for what he keeps");
-    let bob = store.usage("bob").unwrap();
+    let bob = store.user("bob").unwrap().usage().unwrap();
     assert_eq!((bob.unique_bytes, bob.files, bob.blobs), (BIG as u64, 1, 1));
-    assert_eq!(store.usage("alice").unwrap(), alice_usage);
+    assert_eq!(store.user("alice").unwrap().usage().unwrap(), alice_usage);
     let stats = store.stats().unwrap();
     assert_eq!((stats.blobs, stats.files, stats.physical_bytes), (1, 2, BIG as u64));
     assert_eq!(stats.logical_bytes, 2 * BIG as u64);
-    assert_eq!(store.read("bob", b_file.file_id).unwrap(), photo);
-    assert_eq!(store.read("alice", a_file.file_id).unwrap(), photo);
+    assert_eq!(store.user("bob").unwrap().read(b_file.file_id).unwrap(), photo);
+    assert_eq!(store.user("alice").unwrap().read(a_file.file_id).unwrap(), photo);
     assert_verified(&store);
 }
 
@@ -437,7 +594,7 @@ fn other_users_ids_behave_like_unknown_ids() {
     // unused numbers for him.
     let mut alice_albums = Vec::new();
     for name in ["A1", "A2", "A3"] {
-        alice_albums.push(store.ensure_album("alice", name).unwrap());
+        alice_albums.push(store.user("alice").unwrap().ensure_album(name).unwrap());
     }
     let a3 = *alice_albums.last().unwrap();
     let mut alice_files = Vec::new();
@@ -455,37 +612,50 @@ fn other_users_ids_behave_like_unknown_ids() {
         );
     }
     let af = *alice_files.last().unwrap();
-    let b_album = store.ensure_album("bob", "B").unwrap();
+    let b_album = store.user("bob").unwrap().ensure_album("B").unwrap();
     let b_file = put(&store, "bob", b_album, "b.jpg", &data(200, BIG), DedupMode::Hash).file_id;
     assert!(af > b_file && a3 > b_album);
     let alice_before = (
-        store.usage("alice").unwrap(),
-        store.albums("alice").unwrap(),
-        store.files("alice").unwrap(),
+        store.user("alice").unwrap().usage().unwrap(),
+        store.user("alice").unwrap().albums().unwrap(),
+        store.user("alice").unwrap().files().unwrap(),
     );
 
     let unknown_file = |r: Result<_, Error>| matches!(r, Err(Error::UnknownFile(id)) if id == af);
-    assert!(unknown_file(store.read("bob", af).map(drop)));
-    assert!(unknown_file(store.file("bob", af).map(drop)));
-    assert!(unknown_file(store.delete("bob", af)));
-    assert!(unknown_file(store.restore("bob", af).map(drop)));
-    assert!(unknown_file(store.add_to_album("bob", af, b_album).map(drop)));
-    assert!(unknown_file(store.remove_from_album("bob", af, b_album)));
-    assert!(unknown_file(store.move_file("bob", af, b_album, b_album)));
+    assert!(unknown_file(store.user("bob").unwrap().read(af).map(drop)));
+    assert!(unknown_file(store.user("bob").unwrap().file(af).map(drop)));
+    assert!(unknown_file(store.user("bob").unwrap().delete(af)));
+    assert!(unknown_file(store.user("bob").unwrap().restore(af).map(drop)));
+    assert!(unknown_file(
+        store.user("bob").unwrap().add_to_album(af, b_album).map(drop)
+    ));
+    assert!(unknown_file(store.user("bob").unwrap().remove_from_album(af, b_album)));
+    assert!(unknown_file(store.user("bob").unwrap().move_file(af, b_album, b_album)));
 
     let unknown_album = |r: Result<_, Error>| matches!(r, Err(Error::UnknownAlbum(_)));
-    assert!(unknown_album(store.album_files("bob", a3).map(drop)));
-    assert!(unknown_album(store.rename_album("bob", a3, "mine now")));
+    assert!(unknown_album(store.user("bob").unwrap().album_files(a3).map(drop)));
+    assert!(unknown_album(store.user("bob").unwrap().rename_album(a3, "mine now")));
     assert!(unknown_album(
         store
-            .delete_album("bob", a3, keepsake::AlbumDeletion::TrashFiles)
+            .user("bob")
+            .unwrap()
+            .delete_album(a3, keepsake::AlbumDeletion::TrashFiles)
             .map(drop)
     ));
-    assert!(unknown_album(store.add_to_album("bob", b_file, a3).map(drop)));
-    assert!(unknown_album(store.move_file("bob", b_file, b_album, a3)));
+    assert!(unknown_album(
+        store.user("bob").unwrap().add_to_album(b_file, a3).map(drop)
+    ));
+    assert!(unknown_album(store.user("bob").unwrap().move_file(b_file, b_album, a3)));
     assert!(unknown_album(
         store
-            .check("bob", a3, "x.jpg", ContentHash::of(b"x"), DedupMode::Hash)
+            .user("bob")
+            .unwrap()
+            .check(&HashedUpload {
+                album: a3,
+                name: "x.jpg".into(),
+                hash: ContentHash::of(b"x"),
+                mode: DedupMode::Hash
+            })
             .map(drop)
     ));
     let e = put_err(&store, "bob", a3, "x.jpg", &data(201, BIG), DedupMode::Hash);
@@ -493,14 +663,14 @@ fn other_users_ids_behave_like_unknown_ids() {
 
     assert_eq!(
         (
-            store.usage("alice").unwrap(),
-            store.albums("alice").unwrap(),
-            store.files("alice").unwrap()
+            store.user("alice").unwrap().usage().unwrap(),
+            store.user("alice").unwrap().albums().unwrap(),
+            store.user("alice").unwrap().files().unwrap()
         ),
         alice_before
     );
-    assert_eq!(store.files("bob").unwrap().len(), 1);
-    assert_eq!(store.usage("bob").unwrap().unique_bytes, BIG as u64);
+    assert_eq!(store.user("bob").unwrap().files().unwrap().len(), 1);
+    assert_eq!(store.user("bob").unwrap().usage().unwrap().unique_bytes, BIG as u64);
     assert_verified(&store);
 }
 
@@ -508,15 +678,18 @@ fn other_users_ids_behave_like_unknown_ids() {
 fn wrong_expected_hash_is_refused_and_stores_nothing() {
     let (_dir, store, album) = store_with_album("ann", "A");
     put(&store, "ann", album, "keep.jpg", &data(19, BIG), DedupMode::Hash);
-    let usage = store.usage("ann").unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
     let stats = store.stats().unwrap();
 
     let bytes = data(20, BIG);
     let wrong = ContentHash::of(b"something else");
-    let results = store.upload_batch(
-        "ann",
-        vec![Upload::new(album, "x.jpg", Content::from(bytes.clone()), DedupMode::Hash).expect_hash(wrong)],
-    );
+    let results = store.user("ann").unwrap().upload_batch(vec![Upload::new(
+        album,
+        "x.jpg",
+        Content::from(bytes.clone()),
+        DedupMode::Hash,
+    )
+    .expect_hash(wrong)]);
     match &results[0] {
         Err(Error::HashMismatch { expected, actual }) => {
             assert_eq!(*expected, wrong);
@@ -524,19 +697,24 @@ fn wrong_expected_hash_is_refused_and_stores_nothing() {
         }
         other => panic!("expected HashMismatch, got {other:?}"),
     }
-    assert_eq!(store.usage("ann").unwrap(), usage);
-    assert_eq!(store.files("ann").unwrap().len(), 1);
-    assert!(store.find_by_hash("ann", ContentHash::of(&bytes)).unwrap().is_empty());
+    assert_eq!(store.user("ann").unwrap().usage().unwrap(), usage);
+    assert_eq!(store.user("ann").unwrap().files().unwrap().len(), 1);
+    assert!(store
+        .user("ann")
+        .unwrap()
+        .find_by_hash(ContentHash::of(&bytes))
+        .unwrap()
+        .is_empty());
     assert_eq!(store.stats().unwrap().blobs, stats.blobs);
 
     // The right hash is accepted.
-    let ok = store.upload_batch(
-        "ann",
-        vec![
-            Upload::new(album, "x.jpg", Content::from(bytes.clone()), DedupMode::Hash)
-                .expect_hash(ContentHash::of(&bytes)),
-        ],
-    );
+    let ok = store.user("ann").unwrap().upload_batch(vec![Upload::new(
+        album,
+        "x.jpg",
+        Content::from(bytes.clone()),
+        DedupMode::Hash,
+    )
+    .expect_hash(ContentHash::of(&bytes))]);
     assert_eq!(ok[0].as_ref().unwrap().outcome, Outcome::Stored);
     assert_verified(&store);
 }
@@ -545,25 +723,28 @@ fn wrong_expected_hash_is_refused_and_stores_nothing() {
 fn path_and_reader_contents_store_exact_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path().join("store").as_path());
-    let album = store.ensure_album("ann", "A").unwrap();
+    let album = store.user("ann").unwrap().ensure_album("A").unwrap();
 
     let src = dir.path().join("photo.jpg");
     let on_disk = data(21, 3 * BIG);
     std::fs::write(&src, &on_disk).unwrap();
     let from_path = store
-        .upload("ann", album, "photo.jpg", Content::Path(src.clone()), DedupMode::Hash)
+        .user("ann")
+        .unwrap()
+        .upload(album, "photo.jpg", Content::Path(src.clone()), DedupMode::Hash)
         .unwrap();
     assert_eq!(
         (from_path.outcome, from_path.size),
         (Outcome::Stored, on_disk.len() as u64)
     );
     assert_eq!(from_path.hash, ContentHash::of(&on_disk));
-    assert_eq!(store.read("ann", from_path.file_id).unwrap(), on_disk);
+    assert_eq!(store.user("ann").unwrap().read(from_path.file_id).unwrap(), on_disk);
 
     let small = data(22, 5 * BIG);
     let from_reader = store
+        .user("ann")
+        .unwrap()
         .upload(
-            "ann",
             album,
             "s.jpg",
             Content::Reader(Box::new(io::Cursor::new(small.clone()))),
@@ -571,13 +752,14 @@ fn path_and_reader_contents_store_exact_bytes() {
         )
         .unwrap();
     assert_eq!(from_reader.bytes_written, small.len() as u64);
-    assert_eq!(store.read("ann", from_reader.file_id).unwrap(), small);
+    assert_eq!(store.user("ann").unwrap().read(from_reader.file_id).unwrap(), small);
 
     // Larger than the 16 MiB in-memory limit: staged on disk first.
     let large = data(23, (16 << 20) + 123_457);
     let staged = store
+        .user("ann")
+        .unwrap()
         .upload(
-            "ann",
             album,
             "v.mp4",
             Content::Reader(Box::new(io::Cursor::new(large.clone()))),
@@ -588,7 +770,9 @@ fn path_and_reader_contents_store_exact_bytes() {
     assert_eq!(staged.hash, ContentHash::of(&large));
     let mut streamed = Vec::new();
     store
-        .open_file("ann", staged.file_id)
+        .user("ann")
+        .unwrap()
+        .open_file(staged.file_id)
         .unwrap()
         .read_to_end(&mut streamed)
         .unwrap();
@@ -603,7 +787,9 @@ fn path_and_reader_contents_store_exact_bytes() {
     // The same large content again, from a path: a Skipped duplicate.
     std::fs::write(&src, &large).unwrap();
     let again = store
-        .upload("ann", album, "v2.mp4", Content::Path(src), DedupMode::Hash)
+        .user("ann")
+        .unwrap()
+        .upload(album, "v2.mp4", Content::Path(src), DedupMode::Hash)
         .unwrap();
     assert_eq!((again.outcome, again.file_id), (Outcome::Skipped, staged.file_id));
     assert_verified(&store);
@@ -614,7 +800,9 @@ fn missing_path_gives_io_error_naming_it() {
     let (dir, store, album) = store_with_album("ann", "A");
     let missing = dir.path().join("no-such-photo.jpg");
     let err = store
-        .upload("ann", album, "p.jpg", Content::Path(missing.clone()), DedupMode::Hash)
+        .user("ann")
+        .unwrap()
+        .upload(album, "p.jpg", Content::Path(missing.clone()), DedupMode::Hash)
         .unwrap_err();
     match &err {
         Error::Io { source, .. } => assert_eq!(source.kind(), io::ErrorKind::NotFound),
@@ -624,7 +812,7 @@ fn missing_path_gives_io_error_naming_it() {
         err.to_string().contains("no-such-photo.jpg"),
         "message does not name the path: {err}"
     );
-    assert!(store.files("ann").unwrap().is_empty());
+    assert!(store.user("ann").unwrap().files().unwrap().is_empty());
     assert_eq!(store.stats().unwrap().blobs, 0);
     assert_verified(&store);
 }
@@ -637,11 +825,11 @@ fn empty_file_is_stored_and_reads_back_empty() {
         (r.outcome, r.size, r.bytes_written, r.charged_bytes),
         (Outcome::Stored, 0, 0, 0)
     );
-    assert!(store.read("ann", r.file_id).unwrap().is_empty());
-    assert!(store.open_file("ann", r.file_id).unwrap().is_empty());
+    assert!(store.user("ann").unwrap().read(r.file_id).unwrap().is_empty());
+    assert!(store.user("ann").unwrap().open_file(r.file_id).unwrap().is_empty());
     let again = put(&store, "ann", album, "empty.txt", b"", DedupMode::NameAndHash);
     assert_eq!((again.outcome, again.file_id), (Outcome::Skipped, r.file_id));
-    let usage = store.usage("ann").unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
     assert_eq!((usage.files, usage.blobs, usage.unique_bytes), (1, 1, 0));
     assert_verified(&store);
 }

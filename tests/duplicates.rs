@@ -21,10 +21,10 @@ const DESKTOP: DedupMode = DedupMode::NameAndHash;
 fn state(store: &Store, user: &str) -> impl PartialEq + std::fmt::Debug {
     (
         store.stats().unwrap(),
-        store.usage(user).unwrap(),
-        store.files(user).unwrap(),
-        store.trash(user).unwrap(),
-        store.albums(user).unwrap(),
+        store.user(user).unwrap().usage().unwrap(),
+        store.user(user).unwrap().files().unwrap(),
+        store.user(user).unwrap().trash().unwrap(),
+        store.user(user).unwrap().albums().unwrap(),
     )
 }
 
@@ -35,13 +35,13 @@ fn ids(files: &[keepsake::FileInfo]) -> Vec<FileId> {
 #[test]
 fn desktop_copies_under_other_names_across_albums_form_one_group() {
     let (_dir, store, camera) = store_with_album("ann", "Camera");
-    let trip = store.ensure_album("ann", "Trip").unwrap();
+    let trip = store.user("ann").unwrap().ensure_album("Trip").unwrap();
     let photo = data(1, BIG);
     let first = put(&store, "ann", camera, "IMG_1.JPG", &photo, DESKTOP).file_id;
     let copy = put(&store, "ann", trip, "IMG_1 (1).JPG", &photo, DESKTOP).file_id;
     put(&store, "ann", camera, "IMG_2.JPG", &data(2, BIG), DESKTOP);
 
-    let groups = store.duplicates("ann").unwrap();
+    let groups = store.user("ann").unwrap().duplicates().unwrap();
     assert_eq!(groups.len(), 1);
     let g = &groups[0];
     assert_eq!((g.hash, g.size), (ContentHash::of(&photo), BIG as u64));
@@ -55,48 +55,53 @@ fn desktop_copies_under_other_names_across_albums_form_one_group() {
 #[test]
 fn trashed_copies_and_other_users_never_join_a_group() {
     let (_dir, store, album) = store_with_album("ann", "Camera");
-    let bobs = store.ensure_album("bob", "Camera").unwrap();
+    let bobs = store.user("bob").unwrap().ensure_album("Camera").unwrap();
     let photo = data(3, 500);
     let kept: Vec<FileId> = ["a.jpg", "b.jpg", "c.jpg"]
         .iter()
         .map(|n| put(&store, "ann", album, n, &photo, DESKTOP).file_id)
         .collect();
-    store.delete("ann", kept[1]).unwrap();
+    store.user("ann").unwrap().delete(kept[1]).unwrap();
     put(&store, "bob", bobs, "a.jpg", &photo, DESKTOP);
 
-    let groups = store.duplicates("ann").unwrap();
+    let groups = store.user("ann").unwrap().duplicates().unwrap();
     assert_eq!(groups.len(), 1);
     assert_eq!(ids(&groups[0].files), vec![kept[0], kept[2]]);
     // Bob's one copy is no duplicate, whatever Ann has.
-    assert!(store.duplicates("bob").unwrap().is_empty());
-    assert!(store.duplicates("nobody").unwrap().is_empty());
+    assert!(store.user("bob").unwrap().duplicates().unwrap().is_empty());
+    assert!(store.user("nobody").unwrap().duplicates().unwrap().is_empty());
     // With one live copy left, there is no group.
-    store.delete("ann", kept[2]).unwrap();
-    assert!(store.duplicates("ann").unwrap().is_empty());
+    store.user("ann").unwrap().delete(kept[2]).unwrap();
+    assert!(store.user("ann").unwrap().duplicates().unwrap().is_empty());
     assert_verified(&store);
 }
 
 #[test]
 fn merge_keeps_the_oldest_in_every_album_any_copy_was_in() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    let [b, c, d] = ["B", "C", "D"].map(|n| store.ensure_album("ann", n).unwrap());
+    let [b, c, d] = ["B", "C", "D"].map(|n| store.user("ann").unwrap().ensure_album(n).unwrap());
     let photo = data(4, BIG);
     let oldest = put(&store, "ann", a, "x.jpg", &photo, DESKTOP).file_id;
     let second = put(&store, "ann", b, "y.jpg", &photo, DESKTOP).file_id;
     let third = put(&store, "ann", c, "z.jpg", &photo, DESKTOP).file_id;
-    store.add_to_album("ann", third, d).unwrap();
-    store.add_to_album("ann", second, a).unwrap();
+    store.user("ann").unwrap().add_to_album(third, d).unwrap();
+    store.user("ann").unwrap().add_to_album(second, a).unwrap();
 
-    let r = store.merge("ann", ContentHash::of(&photo), None).unwrap();
+    let r = store.user("ann").unwrap().merge(ContentHash::of(&photo), None).unwrap();
     assert_eq!((r.kept, r.trashed.clone()), (oldest, vec![second, third]));
     assert_eq!(r.albums_added, vec![b, c, d]);
     assert!(!r.already_merged());
-    assert_eq!(store.file("ann", oldest).unwrap().albums, vec![a, b, c, d]);
+    assert_eq!(
+        store.user("ann").unwrap().file(oldest).unwrap().albums,
+        vec![a, b, c, d]
+    );
     for album in [a, b, c, d] {
         assert_eq!(album_ids(&store, "ann", album), vec![oldest.0], "album {album}");
         assert_eq!(
             store
-                .albums("ann")
+                .user("ann")
+                .unwrap()
+                .albums()
                 .unwrap()
                 .iter()
                 .find(|x| x.id == album)
@@ -105,8 +110,8 @@ fn merge_keeps_the_oldest_in_every_album_any_copy_was_in() {
             BIG as u64
         );
     }
-    assert_eq!(ids(&store.trash("ann").unwrap()), vec![second, third]);
-    assert!(store.duplicates("ann").unwrap().is_empty());
+    assert_eq!(ids(&store.user("ann").unwrap().trash().unwrap()), vec![second, third]);
+    assert!(store.user("ann").unwrap().duplicates().unwrap().is_empty());
     assert_verified(&store);
 }
 
@@ -115,20 +120,23 @@ fn merge_keeps_the_file_the_caller_chose() {
     let clock = ManualClock::new();
     let (_dir, store) = fresh_store(options_with_clock(&clock));
     let (a, b) = (
-        store.ensure_album("ann", "A").unwrap(),
-        store.ensure_album("ann", "B").unwrap(),
+        store.user("ann").unwrap().ensure_album("A").unwrap(),
+        store.user("ann").unwrap().ensure_album("B").unwrap(),
     );
     let photo = data(5, 700);
     let old = put(&store, "ann", a, "old.jpg", &photo, DESKTOP).file_id;
     clock.advance(Duration::from_secs(60));
     let new = put(&store, "ann", b, "new.jpg", &photo, DESKTOP).file_id;
 
-    let group = &store.duplicates("ann").unwrap()[0];
+    let group = &store.user("ann").unwrap().duplicates().unwrap()[0];
     assert_eq!(group.preview_merge(None).unwrap().kept, old);
-    let r = store.merge("ann", group.hash, Some(new)).unwrap();
+    let r = store.user("ann").unwrap().merge(group.hash, Some(new)).unwrap();
     assert_eq!((r.kept, r.trashed, r.albums_added), (new, vec![old], vec![a]));
-    assert_eq!(store.file("ann", new).unwrap().albums, vec![b, a]);
-    assert_eq!(store.file("ann", old).unwrap().trashed_ms, Some(clock.now_ms()));
+    assert_eq!(store.user("ann").unwrap().file(new).unwrap().albums, vec![b, a]);
+    assert_eq!(
+        store.user("ann").unwrap().file(old).unwrap().trashed_ms,
+        Some(clock.now_ms())
+    );
     assert_verified(&store);
 }
 
@@ -141,20 +149,20 @@ fn the_kept_file_must_be_a_live_file_of_the_group_or_nothing_changes() {
         .iter()
         .map(|n| put(&store, "ann", album, n, &photo, DESKTOP).file_id)
         .collect();
-    store.delete("ann", copies[2]).unwrap();
+    store.user("ann").unwrap().delete(copies[2]).unwrap();
     let other_content = put(&store, "ann", album, "d.jpg", &data(7, 300), DESKTOP).file_id;
     let before = state(&store, "ann");
 
     for keep in [copies[2], other_content, FileId(999)] {
-        match store.merge("ann", hash, Some(keep)) {
+        match store.user("ann").unwrap().merge(hash, Some(keep)) {
             Err(Error::NotADuplicate { file, hash: h }) => assert_eq!((file, h), (keep, hash)),
             other => panic!("keeping {keep}: expected NotADuplicate, got {other:?}"),
         }
     }
     let absent = ContentHash::of(b"never uploaded");
-    assert!(matches!(store.merge("ann", absent, None), Err(Error::NoSuchContent(h)) if h == absent));
+    assert!(matches!(store.user("ann").unwrap().merge(absent, None), Err(Error::NoSuchContent(h)) if h == absent));
     assert!(matches!(
-        store.merge("nobody", hash, None),
+        store.user("nobody").unwrap().merge(hash, None),
         Err(Error::NoSuchContent(_))
     ));
     assert_eq!(state(&store, "ann"), before);
@@ -164,16 +172,16 @@ fn the_kept_file_must_be_a_live_file_of_the_group_or_nothing_changes() {
 #[test]
 fn merging_an_already_merged_group_changes_nothing_and_says_so() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    let b = store.ensure_album("ann", "B").unwrap();
+    let b = store.user("ann").unwrap().ensure_album("B").unwrap();
     let photo = data(8, BIG);
     let hash = ContentHash::of(&photo);
     let first = put(&store, "ann", a, "a.jpg", &photo, DESKTOP).file_id;
     let copy = put(&store, "ann", b, "b.jpg", &photo, DESKTOP).file_id;
-    let merged = store.merge("ann", hash, None).unwrap();
+    let merged = store.user("ann").unwrap().merge(hash, None).unwrap();
     let after_first = state(&store, "ann");
 
     for keep in [None, Some(first)] {
-        let again = store.merge("ann", hash, keep).unwrap();
+        let again = store.user("ann").unwrap().merge(hash, keep).unwrap();
         assert!(again.already_merged());
         assert_eq!(
             (again.kept, again.albums_added.len(), again.logical_bytes),
@@ -182,16 +190,22 @@ fn merging_an_already_merged_group_changes_nothing_and_says_so() {
     }
     // The trashed copy is no longer part of the group.
     assert!(matches!(
-        store.merge("ann", hash, Some(copy)),
+        store.user("ann").unwrap().merge(hash, Some(copy)),
         Err(Error::NotADuplicate { .. })
     ));
     assert_eq!(state(&store, "ann"), after_first);
     assert_eq!(merged.trashed, vec![copy]);
 
     // Restoring the copy makes the group whole again, and it merges again.
-    store.restore("ann", copy).unwrap();
-    assert_eq!(ids(&store.duplicates("ann").unwrap()[0].files), vec![first, copy]);
-    assert_eq!(store.merge("ann", hash, None).unwrap().trashed, vec![copy]);
+    store.user("ann").unwrap().restore(copy).unwrap();
+    assert_eq!(
+        ids(&store.user("ann").unwrap().duplicates().unwrap()[0].files),
+        vec![first, copy]
+    );
+    assert_eq!(
+        store.user("ann").unwrap().merge(hash, None).unwrap().trashed,
+        vec![copy]
+    );
     assert_verified(&store);
 }
 
@@ -202,16 +216,16 @@ fn a_merge_frees_no_quota_and_the_logical_total_drops_when_the_trash_is_emptied(
     for n in ["1.jpg", "2.jpg", "3.jpg"] {
         put(&store, "ann", album, n, &photo, DESKTOP);
     }
-    let before = store.usage("ann").unwrap();
+    let before = store.user("ann").unwrap().usage().unwrap();
     assert_eq!(
         (before.unique_bytes, before.logical_bytes),
         (BIG as u64, 3 * BIG as u64)
     );
-    let expected = store.duplicates("ann").unwrap()[0].logical_bytes();
+    let expected = store.user("ann").unwrap().duplicates().unwrap()[0].logical_bytes();
 
-    let r = store.merge("ann", ContentHash::of(&photo), None).unwrap();
+    let r = store.user("ann").unwrap().merge(ContentHash::of(&photo), None).unwrap();
     assert_eq!(r.logical_bytes, expected);
-    let merged = store.usage("ann").unwrap();
+    let merged = store.user("ann").unwrap().usage().unwrap();
     // Trashed files still count, and the content stays referenced by the kept file.
     assert_eq!(
         (merged.unique_bytes, merged.logical_bytes),
@@ -219,8 +233,8 @@ fn a_merge_frees_no_quota_and_the_logical_total_drops_when_the_trash_is_emptied(
     );
     assert_eq!((merged.files, merged.trashed_files, merged.trash_bytes), (1, 2, 0));
 
-    assert_eq!(store.empty_trash("ann").unwrap().bytes_freed, 0);
-    let emptied = store.usage("ann").unwrap();
+    assert_eq!(store.user("ann").unwrap().empty_trash().unwrap().bytes_freed, 0);
+    let emptied = store.user("ann").unwrap().usage().unwrap();
     assert_eq!(emptied.unique_bytes, before.unique_bytes);
     assert_eq!(emptied.logical_bytes, before.logical_bytes - r.logical_bytes);
     assert_verified(&store);
@@ -229,17 +243,20 @@ fn a_merge_frees_no_quota_and_the_logical_total_drops_when_the_trash_is_emptied(
 #[test]
 fn a_preview_changes_nothing_and_predicts_the_merge_exactly() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    let b = store.ensure_album("ann", "B").unwrap();
+    let b = store.user("ann").unwrap().ensure_album("B").unwrap();
     let photo = data(10, BIG);
     put(&store, "ann", a, "a.jpg", &photo, DESKTOP);
     let second = put(&store, "ann", b, "b.jpg", &photo, DESKTOP).file_id;
     put(&store, "ann", a, "c.jpg", &photo, DESKTOP);
     let before = state(&store, "ann");
 
-    let group = store.duplicates("ann").unwrap().remove(0);
+    let group = store.user("ann").unwrap().duplicates().unwrap().remove(0);
     let plan = group.preview_merge(Some(second)).unwrap();
     assert_eq!(state(&store, "ann"), before);
-    assert_eq!(store.merge("ann", group.hash, Some(second)).unwrap(), plan);
+    assert_eq!(
+        store.user("ann").unwrap().merge(group.hash, Some(second)).unwrap(),
+        plan
+    );
     assert_verified(&store);
 }
 
@@ -249,7 +266,7 @@ fn a_preview_changes_nothing_and_predicts_the_merge_exactly() {
 fn a_reader_sees_each_group_before_or_after_its_merge_never_half_merged() {
     const GROUPS: u64 = 100;
     let (_dir, store, a) = store_with_album("ann", "A");
-    let b = store.ensure_album("ann", "B").unwrap();
+    let b = store.user("ann").unwrap().ensure_album("B").unwrap();
     let uploads = (0..GROUPS)
         .flat_map(|g| {
             let photo = data(1000 + g, 64);
@@ -258,19 +275,24 @@ fn a_reader_sees_each_group_before_or_after_its_merge_never_half_merged() {
             })
         })
         .collect();
-    assert!(store.upload_batch("ann", uploads).iter().all(|r| r.is_ok()));
+    assert!(store
+        .user("ann")
+        .unwrap()
+        .upload_batch(uploads)
+        .iter()
+        .all(|r| r.is_ok()));
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
-            for g in store.duplicates("ann").unwrap() {
-                store.merge("ann", g.hash, None).unwrap();
+            for g in store.user("ann").unwrap().duplicates().unwrap() {
+                store.user("ann").unwrap().merge(g.hash, None).unwrap();
             }
             done.store(true, Ordering::SeqCst);
         });
         let mut scans = 0;
         while !done.load(Ordering::SeqCst) || scans == 0 {
             scans += 1;
-            let files = store.files("ann").unwrap();
+            let files = store.user("ann").unwrap().files().unwrap();
             let mut by_hash = std::collections::BTreeMap::<ContentHash, Vec<Vec<AlbumId>>>::new();
             for f in files {
                 by_hash.entry(f.hash).or_default().push(f.albums);
@@ -282,7 +304,7 @@ fn a_reader_sees_each_group_before_or_after_its_merge_never_half_merged() {
             }
         }
     });
-    assert!(store.duplicates("ann").unwrap().is_empty());
+    assert!(store.user("ann").unwrap().duplicates().unwrap().is_empty());
     assert_verified(&store);
 }
 
@@ -298,26 +320,33 @@ fn ten_thousand_groups_stream_in_hash_order_and_merge_as_they_come() {
                 ["a", "b"].map(|n| Upload::new(album, format!("{n}{g}.jpg"), Content::from(photo.clone()), DESKTOP))
             })
             .collect();
-        assert!(store.upload_batch("ann", uploads).iter().all(|r| r.is_ok()));
+        assert!(store
+            .user("ann")
+            .unwrap()
+            .upload_batch(uploads)
+            .iter()
+            .all(|r| r.is_ok()));
     }
 
     let mut seen = 0u64;
     let mut last: Option<ContentHash> = None;
     store
-        .for_each_duplicate_group("ann", |g| {
+        .user("ann")
+        .unwrap()
+        .for_each_duplicate_group(|g| {
             assert!(last < Some(g.hash), "groups out of hash order");
             assert_eq!(g.files.len(), 2);
             last = Some(g.hash);
             seen += 1;
             // Merging inside the pass, as `keepsake dedupe` does, leaves the
             // groups still to come intact.
-            assert_eq!(store.merge("ann", g.hash, None)?.trashed.len(), 1);
+            assert_eq!(store.user("ann").unwrap().merge(g.hash, None)?.trashed.len(), 1);
             Ok(ControlFlow::Continue(()))
         })
         .unwrap();
     assert_eq!(seen, groups);
-    assert_eq!(store.usage("ann").unwrap().files, groups);
-    assert!(store.duplicates("ann").unwrap().is_empty());
+    assert_eq!(store.user("ann").unwrap().usage().unwrap().files, groups);
+    assert!(store.user("ann").unwrap().duplicates().unwrap().is_empty());
     assert_verified(&store);
 }
 
@@ -331,7 +360,9 @@ fn a_pass_over_the_groups_stops_when_the_caller_breaks() {
     }
     let mut calls = 0;
     store
-        .for_each_duplicate_group("ann", |_| {
+        .user("ann")
+        .unwrap()
+        .for_each_duplicate_group(|_| {
             calls += 1;
             Ok(if calls == 2 {
                 ControlFlow::Break(())

@@ -18,7 +18,7 @@ const RECORD: u64 = (BIG + RECORD_HEADER_LEN) as u64;
 #[test]
 fn gc_frees_a_blob_only_when_its_last_reference_goes() {
     let (_dir, store, a) = store_with_album("alice", "A");
-    let b = store.ensure_album("bob", "B").unwrap();
+    let b = store.user("bob").unwrap().ensure_album("B").unwrap();
     let shared = data(1, BIG);
     let other = data(2, BIG);
     let fa = put(&store, "alice", a, "s.jpg", &shared, DedupMode::Hash).file_id;
@@ -26,17 +26,21 @@ fn gc_frees_a_blob_only_when_its_last_reference_goes() {
     let fo = put(&store, "bob", b, "o.jpg", &other, DedupMode::Hash).file_id;
     let gc = || store.gc_with_grace(Duration::ZERO).unwrap();
 
-    store.delete("alice", fa).unwrap();
+    store.user("alice").unwrap().delete(fa).unwrap();
     assert_eq!(gc().blobs_removed, 0, "alice's trashed file still references it");
-    store.empty_trash("alice").unwrap();
+    store.user("alice").unwrap().empty_trash().unwrap();
     assert_eq!(gc().blobs_removed, 0, "bob still references it");
-    assert_eq!(store.read("bob", fb).unwrap(), shared);
+    assert_eq!(store.user("bob").unwrap().read(fb).unwrap(), shared);
     assert_eq!(store.stats().unwrap().blobs, 2);
 
-    store.delete("bob", fb).unwrap();
+    store.user("bob").unwrap().delete(fb).unwrap();
     assert_eq!(gc().blobs_removed, 0, "bob's trashed file still references it");
-    assert_eq!(store.read("bob", fb).unwrap(), shared, "trashed files stay readable");
-    store.empty_trash("bob").unwrap();
+    assert_eq!(
+        store.user("bob").unwrap().read(fb).unwrap(),
+        shared,
+        "trashed files stay readable"
+    );
+    store.user("bob").unwrap().empty_trash().unwrap();
     assert_eq!(store.stats().unwrap().gc_candidates, 1);
     let report = gc();
     assert_eq!(report.blobs_removed, 1);
@@ -45,7 +49,7 @@ fn gc_frees_a_blob_only_when_its_last_reference_goes() {
         (stats.blobs, stats.gc_candidates, stats.physical_bytes),
         (1, 0, BIG as u64)
     );
-    assert_eq!(store.read("bob", fo).unwrap(), other);
+    assert_eq!(store.user("bob").unwrap().read(fo).unwrap(), other);
     assert_eq!(gc(), keepsake::GcReport::default(), "nothing left to do");
     assert_verified(&store);
 }
@@ -54,12 +58,12 @@ fn gc_frees_a_blob_only_when_its_last_reference_goes() {
 fn gc_keeps_blobs_unreferenced_for_less_than_the_grace() {
     let clock = ManualClock::new();
     let (_dir, store) = fresh_store(options_with_clock(&clock).gc_grace(Duration::from_secs(3600)));
-    let a = store.ensure_album("ann", "A").unwrap();
+    let a = store.user("ann").unwrap().ensure_album("A").unwrap();
     let f = put(&store, "ann", a, "p.jpg", &data(3, BIG), DedupMode::Hash).file_id;
     let inline = put(&store, "ann", a, "t.txt", b"inline blob", DedupMode::Hash).file_id;
-    store.delete("ann", f).unwrap();
-    store.delete("ann", inline).unwrap();
-    store.empty_trash("ann").unwrap();
+    store.user("ann").unwrap().delete(f).unwrap();
+    store.user("ann").unwrap().delete(inline).unwrap();
+    store.user("ann").unwrap().empty_trash().unwrap();
 
     clock.advance(Duration::from_secs(30 * 60));
     assert_eq!(store.gc().unwrap().blobs_removed, 0);
@@ -77,16 +81,16 @@ fn gc_keeps_blobs_unreferenced_for_less_than_the_grace() {
 fn a_blob_referenced_again_within_the_grace_is_not_collected() {
     let clock = ManualClock::new();
     let (_dir, store) = fresh_store(options_with_clock(&clock).gc_grace(Duration::from_secs(60)));
-    let a = store.ensure_album("ann", "A").unwrap();
+    let a = store.user("ann").unwrap().ensure_album("A").unwrap();
     let photo = data(4, BIG);
     let f = put(&store, "ann", a, "p.jpg", &photo, DedupMode::Hash).file_id;
-    store.delete("ann", f).unwrap();
-    store.empty_trash("ann").unwrap();
+    store.user("ann").unwrap().delete(f).unwrap();
+    store.user("ann").unwrap().empty_trash().unwrap();
     let again = put(&store, "ann", a, "p.jpg", &photo, DedupMode::Hash);
     assert_eq!((again.outcome, again.bytes_written), (Outcome::Stored, 0));
     clock.advance(Duration::from_secs(3600));
     assert_eq!(store.gc().unwrap().blobs_removed, 0);
-    assert_eq!(store.read("ann", again.file_id).unwrap(), photo);
+    assert_eq!(store.user("ann").unwrap().read(again.file_id).unwrap(), photo);
     assert_verified(&store);
 }
 
@@ -96,7 +100,7 @@ fn compaction_reclaims_space_and_survivors_read_back() {
     let small_segments = || StoreOptions::default().segment_size(64 << 10);
     // First without compaction of partly-live segments, to see the garbage.
     let store = Store::open_with(dir.path(), small_segments().compact_threshold(1.0)).unwrap();
-    let a = store.ensure_album("ann", "A").unwrap();
+    let a = store.user("ann").unwrap().ensure_album("A").unwrap();
     let contents: Vec<Vec<u8>> = (0..48).map(|i| data(100 + i, BIG)).collect();
     let uploads = contents
         .iter()
@@ -104,7 +108,9 @@ fn compaction_reclaims_space_and_survivors_read_back() {
         .map(|(i, c)| Upload::new(a, format!("{i}.jpg"), Content::from(c.clone()), DedupMode::Hash))
         .collect();
     let ids: Vec<FileId> = store
-        .upload_batch("ann", uploads)
+        .user("ann")
+        .unwrap()
+        .upload_batch(uploads)
         .into_iter()
         .map(|r| r.unwrap().file_id)
         .collect();
@@ -120,10 +126,10 @@ fn compaction_reclaims_space_and_survivors_read_back() {
     let survivors: Vec<usize> = (0..48usize).filter(|i| i.is_multiple_of(3)).collect();
     for (i, id) in ids.iter().enumerate() {
         if !i.is_multiple_of(3) {
-            store.delete("ann", *id).unwrap();
+            store.user("ann").unwrap().delete(*id).unwrap();
         }
     }
-    assert_eq!(store.empty_trash("ann").unwrap().files, 32);
+    assert_eq!(store.user("ann").unwrap().empty_trash().unwrap().files, 32);
     let report = store.gc_with_grace(Duration::ZERO).unwrap();
     assert_eq!((report.blobs_removed, report.segments_compacted), (32, 0));
     let garbage = store.stats().unwrap().garbage_bytes;
@@ -154,22 +160,22 @@ fn compaction_reclaims_space_and_survivors_read_back() {
     assert_eq!((after.blobs, after.physical_bytes), (16, 16 * BIG as u64));
     for &i in &survivors {
         assert!(
-            store.read("ann", ids[i]).unwrap() == contents[i],
+            store.user("ann").unwrap().read(ids[i]).unwrap() == contents[i],
             "file {i} differs after compaction"
         );
     }
     assert_verified(&store);
-    let usage = store.usage("ann").unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
     drop(store);
 
     let store = open(dir.path());
     for &i in &survivors {
         assert!(
-            store.read("ann", ids[i]).unwrap() == contents[i],
+            store.user("ann").unwrap().read(ids[i]).unwrap() == contents[i],
             "file {i} differs after reopen"
         );
     }
-    assert_eq!(store.usage("ann").unwrap(), usage);
+    assert_eq!(store.user("ann").unwrap().usage().unwrap(), usage);
     assert_eq!(store.stats().unwrap().segments, after.segments);
     assert_verified(&store);
 }
@@ -180,19 +186,19 @@ fn reupload_after_gc_writes_the_bytes_again() {
     for (len, seed) in [(BIG, 5), (100, 6)] {
         let photo = data(seed, len);
         let f = put(&store, "ann", a, "p.jpg", &photo, DedupMode::NameAndHash).file_id;
-        store.delete("ann", f).unwrap();
-        store.empty_trash("ann").unwrap();
+        store.user("ann").unwrap().delete(f).unwrap();
+        store.user("ann").unwrap().empty_trash().unwrap();
         assert_eq!(store.gc_with_grace(Duration::ZERO).unwrap().blobs_removed, 1);
         assert_eq!(store.stats().unwrap().blobs, 0);
 
         let again = put(&store, "ann", a, "p.jpg", &photo, DedupMode::NameAndHash);
         assert_eq!(again.outcome, Outcome::Stored);
         assert_eq!((again.bytes_written, again.charged_bytes), (len as u64, len as u64));
-        assert_eq!(store.read("ann", again.file_id).unwrap(), photo);
+        assert_eq!(store.user("ann").unwrap().read(again.file_id).unwrap(), photo);
         assert_eq!(store.stats().unwrap().blobs, 1);
         assert_verified(&store);
-        store.delete("ann", again.file_id).unwrap();
-        store.empty_trash("ann").unwrap();
+        store.user("ann").unwrap().delete(again.file_id).unwrap();
+        store.user("ann").unwrap().empty_trash().unwrap();
         store.gc_with_grace(Duration::ZERO).unwrap();
     }
 }
@@ -200,8 +206,8 @@ fn reupload_after_gc_writes_the_bytes_again() {
 #[test]
 fn everything_survives_a_reopen() {
     let (dir, store, a) = store_with_album("alice", "A");
-    let a2 = store.ensure_album("alice", "A2").unwrap();
-    let b = store.ensure_album("bob", "B").unwrap();
+    let a2 = store.user("alice").unwrap().ensure_album("A2").unwrap();
+    let b = store.user("bob").unwrap().ensure_album("B").unwrap();
     let mut files = Vec::new();
     for i in 0..10u64 {
         let len = if i.is_multiple_of(2) { BIG } else { 1000 };
@@ -215,17 +221,21 @@ fn everything_survives_a_reopen() {
         put(&store, "bob", b, "s.jpg", &shared, DedupMode::Hash).file_id,
         shared,
     ));
-    store.add_to_album("alice", files[1].1, a2).unwrap();
-    store.delete("alice", files[2].1).unwrap();
-    store.delete_album("alice", a2, AlbumDeletion::KeepFiles).unwrap();
-    store.set_quota("bob", Some(1 << 30)).unwrap();
+    store.user("alice").unwrap().add_to_album(files[1].1, a2).unwrap();
+    store.user("alice").unwrap().delete(files[2].1).unwrap();
+    store
+        .user("alice")
+        .unwrap()
+        .delete_album(a2, AlbumDeletion::KeepFiles)
+        .unwrap();
+    store.user("bob").unwrap().set_quota(Some(1 << 30)).unwrap();
 
     let snapshot = |s: &Store| {
         (
-            ["alice", "bob"].map(|u| s.usage(u).unwrap()),
-            ["alice", "bob"].map(|u| s.albums(u).unwrap()),
-            ["alice", "bob"].map(|u| s.files(u).unwrap()),
-            s.trash("alice").unwrap(),
+            ["alice", "bob"].map(|u| s.user(u).unwrap().usage().unwrap()),
+            ["alice", "bob"].map(|u| s.user(u).unwrap().albums().unwrap()),
+            ["alice", "bob"].map(|u| s.user(u).unwrap().files().unwrap()),
+            s.user("alice").unwrap().trash().unwrap(),
             s.stats().unwrap(),
         )
     };
@@ -236,7 +246,7 @@ fn everything_survives_a_reopen() {
     assert!(store.recovery_notes().is_empty(), "{:?}", store.recovery_notes());
     assert_eq!(snapshot(&store), before);
     for (user, id, bytes) in &files {
-        assert_eq!(store.read(user, *id).unwrap(), *bytes);
+        assert_eq!(store.user(user).unwrap().read(*id).unwrap(), *bytes);
     }
     // And it keeps working.
     let r = put(&store, "alice", a, "new.jpg", &data(300, BIG), DedupMode::Hash);
@@ -256,7 +266,7 @@ fn torn_tail_is_dropped_at_reopen() {
             )
         })
         .collect();
-    let usage = store.usage("ann").unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
     drop(store);
 
     let newest = segment_files(dir.path()).pop().expect("a segment");
@@ -271,16 +281,16 @@ fn torn_tail_is_dropped_at_reopen() {
     assert_eq!(std::fs::metadata(&newest).unwrap().len(), len, "tail not truncated");
     assert_verified(&store);
     for (id, bytes) in &files {
-        assert_eq!(store.read("ann", *id).unwrap(), *bytes);
+        assert_eq!(store.user("ann").unwrap().read(*id).unwrap(), *bytes);
     }
-    assert_eq!(store.usage("ann").unwrap(), usage);
+    assert_eq!(store.user("ann").unwrap().usage().unwrap(), usage);
     // New records go where the garbage was, and survive another reopen.
     let more = data(500, BIG);
     let r = put(&store, "ann", a, "more.jpg", &more, DedupMode::Hash);
     drop(store);
     let store = open(dir.path());
     assert!(store.recovery_notes().is_empty(), "{:?}", store.recovery_notes());
-    assert_eq!(store.read("ann", r.file_id).unwrap(), more);
+    assert_eq!(store.user("ann").unwrap().read(r.file_id).unwrap(), more);
     assert_verified(&store);
 }
 
@@ -297,7 +307,7 @@ fn orphan_segment_is_removed_at_reopen() {
     assert!(!orphan.exists(), "orphan segment still there");
     let notes = store.recovery_notes().join("\n");
     assert!(notes.contains("99"), "notes: {notes:?}");
-    assert_eq!(store.read("ann", f).unwrap(), photo);
+    assert_eq!(store.user("ann").unwrap().read(f).unwrap(), photo);
     let r = put(&store, "ann", a, "q.jpg", &data(602, BIG), DedupMode::Hash);
     assert_eq!(r.bytes_written, BIG as u64);
     assert_verified(&store);
@@ -312,7 +322,7 @@ fn corrupted_blob_is_never_served_and_verify_names_the_file() {
     let n = put(&store, "ann", a, "neighbour.jpg", &neighbour, DedupMode::Hash).file_id;
     let t = put(&store, "ann", a, "tiny.txt", b"inline", DedupMode::Hash).file_id;
     // A second user's file with the same content is damaged too.
-    let b = store.ensure_album("bob", "B").unwrap();
+    let b = store.user("bob").unwrap().ensure_album("B").unwrap();
     let bv = put(&store, "bob", b, "copy.jpg", &victim, DedupMode::Hash).file_id;
     drop(store);
 
@@ -329,15 +339,15 @@ fn corrupted_blob_is_never_served_and_verify_names_the_file() {
 
     let store = open(dir.path());
     for (user, id) in [("ann", v), ("bob", bv)] {
-        match store.read(user, id) {
+        match store.user(user).unwrap().read(id) {
             Err(Error::Integrity { hash, .. }) => assert_eq!(hash, keepsake::ContentHash::of(&victim)),
             Err(e) => panic!("expected Integrity, got {e:?}"),
             Ok(_) => panic!("damaged bytes were served"),
         }
-        assert!(store.open_file(user, id).is_err());
+        assert!(store.user(user).unwrap().open_file(id).is_err());
     }
-    assert_eq!(store.read("ann", n).unwrap(), neighbour);
-    assert_eq!(store.read("ann", t).unwrap(), &b"inline"[..]);
+    assert_eq!(store.user("ann").unwrap().read(n).unwrap(), neighbour);
+    assert_eq!(store.user("ann").unwrap().read(t).unwrap(), &b"inline"[..]);
 
     let report = store.verify(true).unwrap();
     assert!(!report.ok);
@@ -367,12 +377,12 @@ fn second_open_while_in_use_is_refused() {
     }
     // A clone is the same store, not a second open.
     let clone = store.clone();
-    assert_eq!(clone.read("ann", f).unwrap(), data(800, BIG));
+    assert_eq!(clone.user("ann").unwrap().read(f).unwrap(), data(800, BIG));
     drop(clone);
     assert!(matches!(Store::open(dir.path()), Err(OpenError::InUse { .. })));
     drop(store);
     let store = open(dir.path());
-    assert_eq!(store.read("ann", f).unwrap(), data(800, BIG));
+    assert_eq!(store.user("ann").unwrap().read(f).unwrap(), data(800, BIG));
     assert_verified(&store);
 }
 
@@ -381,14 +391,14 @@ fn compaction_never_drops_a_damaged_record() {
     let dir = tempfile::tempdir().unwrap();
     let options = || StoreOptions::default().segment_size(64 << 10);
     let store = Store::open_with(dir.path(), options()).unwrap();
-    let a = store.ensure_album("ann", "A").unwrap();
+    let a = store.user("ann").unwrap().ensure_album("A").unwrap();
     let contents: Vec<Vec<u8>> = (0..12).map(|i| data(900 + i, BIG)).collect();
     let ids = put_all(&store, "ann", a, &contents);
     // Empty the first (sealed) segment except for file 0, the victim.
     for id in &ids[1..6] {
-        store.delete("ann", *id).unwrap();
+        store.user("ann").unwrap().delete(*id).unwrap();
     }
-    store.empty_trash("ann").unwrap();
+    store.user("ann").unwrap().empty_trash().unwrap();
     drop(store);
     let first = segment_files(dir.path()).remove(0);
     let mut bytes = std::fs::read(&first).unwrap();
@@ -407,9 +417,12 @@ fn compaction_never_drops_a_damaged_record() {
         "a segment with a damaged record was compacted"
     );
     assert!(first.exists());
-    assert!(matches!(store.read("ann", ids[0]), Err(Error::Integrity { .. })));
+    assert!(matches!(
+        store.user("ann").unwrap().read(ids[0]),
+        Err(Error::Integrity { .. })
+    ));
     for i in 6..12 {
-        assert_eq!(store.read("ann", ids[i]).unwrap(), contents[i]);
+        assert_eq!(store.user("ann").unwrap().read(ids[i]).unwrap(), contents[i]);
     }
     let report = store.verify(true).unwrap();
     let damaged = damaged_files(&report);
@@ -435,9 +448,12 @@ fn truncated_segment_is_reported_and_never_served() {
     let store = open(dir.path());
     let notes = store.recovery_notes().join("\n");
     assert!(notes.contains("shorter"), "notes: {notes:?}");
-    assert!(matches!(store.read("ann", ids[2]), Err(Error::Integrity { .. })));
+    assert!(matches!(
+        store.user("ann").unwrap().read(ids[2]),
+        Err(Error::Integrity { .. })
+    ));
     for i in 0..2 {
-        assert_eq!(store.read("ann", ids[i]).unwrap(), contents[i]);
+        assert_eq!(store.user("ann").unwrap().read(ids[i]).unwrap(), contents[i]);
     }
     let report = store.verify(true).unwrap();
     assert!(!report.ok);
@@ -458,8 +474,8 @@ fn truncated_segment_is_reported_and_never_served() {
     assert_eq!(r.bytes_written, BIG as u64);
     store.gc_with_grace(Duration::ZERO).unwrap();
     assert!(seg.exists());
-    assert_eq!(store.read("ann", r.file_id).unwrap(), more);
-    assert_eq!(store.read("ann", ids[0]).unwrap(), contents[0]);
+    assert_eq!(store.user("ann").unwrap().read(r.file_id).unwrap(), more);
+    assert_eq!(store.user("ann").unwrap().read(ids[0]).unwrap(), contents[0]);
 }
 
 #[test]
@@ -471,7 +487,7 @@ fn leftover_staging_files_are_removed_at_reopen() {
     std::fs::write(&leftover, data(1201, 1 << 20)).unwrap();
     let store = open(dir.path());
     assert!(!leftover.exists(), "a crashed upload's staged stream survived reopen");
-    assert_eq!(store.read("ann", f).unwrap(), data(1200, BIG));
+    assert_eq!(store.user("ann").unwrap().read(f).unwrap(), data(1200, BIG));
     assert_eq!(store.stats().unwrap().blobs, 1);
     assert_verified(&store);
 }
@@ -492,5 +508,5 @@ fn reopening_many_times_keeps_a_bounded_number_of_info_logs() {
         .count();
     assert!(logs <= 6, "{logs} info logs after 13 opens");
     let store = open(dir.path());
-    assert_eq!(store.read("ann", f).unwrap(), data(1200, BIG));
+    assert_eq!(store.user("ann").unwrap().read(f).unwrap(), data(1200, BIG));
 }

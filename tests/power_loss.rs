@@ -213,7 +213,7 @@ impl Acks {
         let lib = &mut self.library;
         match *step {
             Album(user, name) => {
-                let r = store.ensure_album(user, name);
+                let r = store.user(user).unwrap().ensure_album(name);
                 if let Ok(id) = &r {
                     lib.albums.insert((user, name), *id);
                 }
@@ -223,14 +223,14 @@ impl Acks {
             Batch(user, album, files) => self.batch(store, user, album, files),
             Delete(user, name) => {
                 let Some(id) = lib.live_file(user, name) else { return };
-                let r = store.delete(user, id);
+                let r = store.user(user).unwrap().delete(id);
                 if r.is_ok() {
                     lib.files.get_mut(&(user, id)).expect("listed above").trashed = true;
                 }
                 self.results.push(r.map(|()| Ack::Delete));
             }
             EmptyTrash(user) => {
-                let r = store.empty_trash(user);
+                let r = store.user(user).unwrap().empty_trash();
                 if r.is_ok() {
                     lib.files.retain(|(u, _), f| !(*u == user && f.trashed));
                 }
@@ -248,7 +248,7 @@ impl Acks {
             .iter()
             .map(|(name, blob)| Upload::new(album, *name, Content::from(blob.bytes()), DedupMode::Hash))
             .collect();
-        for (r, &(name, blob)) in store.upload_batch(user, uploads).into_iter().zip(files) {
+        for (r, &(name, blob)) in store.user(user).unwrap().upload_batch(uploads).into_iter().zip(files) {
             if let Ok(report) = &r {
                 self.library.uploaded(user, album, name, blob, report);
             }
@@ -279,7 +279,13 @@ fn options(sim: &SimFs) -> StoreOptions {
 fn listing(store: &Store) -> Result<Listing, Error> {
     let mut out = Listing::new();
     for user in USERS {
-        for f in store.files(user)?.into_iter().chain(store.trash(user)?) {
+        for f in store
+            .user(user)
+            .unwrap()
+            .files()?
+            .into_iter()
+            .chain(store.user(user).unwrap().trash()?)
+        {
             let listed = Listed {
                 name: f.name,
                 hash: f.hash,
@@ -306,7 +312,7 @@ fn check_store(store: &Store, allowed: &[&Library]) -> Result<(), String> {
         return Err(format!("the store lists {listed:?}, expected one of {expected:?}"));
     };
     for (&(user, id), f) in &lib.files {
-        match store.read(user, id) {
+        match store.user(user).unwrap().read(id) {
             Ok(bytes) if bytes == f.blob.bytes() => {}
             Ok(_) => return Err(format!("{user}'s {} reads back other bytes", f.name)),
             Err(e) => return Err(format!("{user}'s {} cannot be read: {e}", f.name)),
@@ -326,7 +332,11 @@ fn check_store(store: &Store, allowed: &[&Library]) -> Result<(), String> {
             files.iter().filter(|f| !f.trashed).count() as u64,
             files.iter().filter(|f| f.trashed).count() as u64,
         );
-        let u = store.usage(user).map_err(|e| format!("usage failed: {e}"))?;
+        let u = store
+            .user(user)
+            .unwrap()
+            .usage()
+            .map_err(|e| format!("usage failed: {e}"))?;
         let got = (u.unique_bytes, u.logical_bytes, u.files, u.trashed_files);
         if got != want {
             return Err(format!(
@@ -340,15 +350,13 @@ fn check_store(store: &Store, allowed: &[&Library]) -> Result<(), String> {
 /// The store takes a new upload and reads it back.
 fn goes_on(store: &Store) -> Result<(), String> {
     let wrote = (|| {
-        let album = store.ensure_album("carol", "After")?;
-        let r = store.upload(
-            "carol",
-            album,
-            "after.jpg",
-            Content::from(AFTER.bytes()),
-            DedupMode::Hash,
-        )?;
-        store.read("carol", r.file_id)
+        let album = store.user("carol").unwrap().ensure_album("After")?;
+        let r =
+            store
+                .user("carol")
+                .unwrap()
+                .upload(album, "after.jpg", Content::from(AFTER.bytes()), DedupMode::Hash)?;
+        store.user("carol").unwrap().read(r.file_id)
     })();
     match wrote {
         Ok(bytes) if bytes == AFTER.bytes() => Ok(()),
@@ -841,10 +849,13 @@ fn an_upload_to_a_new_store_survives_a_power_cut() {
     let root = dir.path().join("store");
     let sim = SimFs::new(&root);
     let store = Store::open_with(&root, options(&sim)).unwrap();
-    let album = store.ensure_album("ann", "Camera").unwrap();
+    let album = store.user("ann").unwrap().ensure_album("Camera").unwrap();
     let r = put(&store, "ann", album, "IMG_1.jpg", &PHOTO_1.bytes(), DedupMode::Hash);
     let meta = dir.path().join("checkpoint");
     store.checkpoint_metadata(&meta).unwrap();
     let reopened = reopen(&meta, &sim.crash_image(Tear::None)).unwrap();
-    assert_eq!(reopened.store.read("ann", r.file_id).unwrap(), PHOTO_1.bytes());
+    assert_eq!(
+        reopened.store.user("ann").unwrap().read(r.file_id).unwrap(),
+        PHOTO_1.bytes()
+    );
 }

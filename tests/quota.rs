@@ -22,9 +22,9 @@ fn assert_quota_exceeded(err: &Error, limit: u64, used: u64, needed: u64) {
 fn usage_counts_each_unique_blob_once_across_albums_and_names() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    assert_eq!(store.usage("nobody").unwrap().unique_bytes, 0);
-    let a = store.ensure_album("ann", "A").unwrap();
-    let b = store.ensure_album("ann", "B").unwrap();
+    assert_eq!(store.user("nobody").unwrap().usage().unwrap().unique_bytes, 0);
+    let a = store.user("ann").unwrap().ensure_album("A").unwrap();
+    let b = store.user("ann").unwrap().ensure_album("B").unwrap();
     let x = data(1, BIG);
     let y = data(2, 3 * BIG);
     put(&store, "ann", a, "x.jpg", &x, DedupMode::NameAndHash);
@@ -33,7 +33,7 @@ fn usage_counts_each_unique_blob_once_across_albums_and_names() {
     put(&store, "ann", a, "y.jpg", &y, DedupMode::NameAndHash);
     put(&store, "ann", a, "tiny.txt", b"tiny", DedupMode::NameAndHash); // inline blob
 
-    let usage = store.usage("ann").unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
     assert_eq!(usage.user, "ann");
     assert_eq!(usage.unique_bytes, B + 3 * B + 4);
     assert_eq!(usage.logical_bytes, 2 * B + 3 * B + 4);
@@ -47,7 +47,7 @@ fn usage_counts_each_unique_blob_once_across_albums_and_names() {
         (usage.unique_bytes, usage.logical_bytes)
     );
     assert!(stats.dedup_ratio > 1.0);
-    let albums = store.albums("ann").unwrap();
+    let albums = store.user("ann").unwrap().albums().unwrap();
     assert_eq!((albums[0].files, albums[0].bytes), (3, B + 3 * B + 4));
     assert_eq!((albums[1].files, albums[1].bytes), (2, 2 * B));
     assert_verified(&store);
@@ -56,16 +56,16 @@ fn usage_counts_each_unique_blob_once_across_albums_and_names() {
 #[test]
 fn upload_past_the_limit_is_refused_and_changes_nothing() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    store.set_quota("ann", Some(2 * B)).unwrap();
+    store.user("ann").unwrap().set_quota(Some(2 * B)).unwrap();
     put(&store, "ann", a, "1.jpg", &data(3, BIG), DedupMode::Hash);
-    let usage = store.usage("ann").unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
     let stats = store.stats().unwrap();
 
     let too_big = data(4, BIG + 1);
     let err = put_err(&store, "ann", a, "2.jpg", &too_big, DedupMode::Hash);
     assert_quota_exceeded(&err, 2 * B, B, B + 1);
-    assert_eq!(store.usage("ann").unwrap(), usage);
-    assert_eq!(store.files("ann").unwrap().len(), 1);
+    assert_eq!(store.user("ann").unwrap().usage().unwrap(), usage);
+    assert_eq!(store.user("ann").unwrap().files().unwrap().len(), 1);
     let after = store.stats().unwrap();
     assert_eq!(
         (after.blobs, after.files, after.physical_bytes),
@@ -75,15 +75,15 @@ fn upload_past_the_limit_is_refused_and_changes_nothing() {
     // Exactly up to the limit is fine.
     let fits = put(&store, "ann", a, "2.jpg", &data(5, BIG), DedupMode::Hash);
     assert_eq!(fits.charged_bytes, B);
-    assert_eq!(store.usage("ann").unwrap().unique_bytes, 2 * B);
+    assert_eq!(store.user("ann").unwrap().usage().unwrap().unique_bytes, 2 * B);
     // Lowering the limit below usage deletes nothing.
-    store.set_quota("ann", Some(B)).unwrap();
-    assert_eq!(store.files("ann").unwrap().len(), 2);
+    store.user("ann").unwrap().set_quota(Some(B)).unwrap();
+    assert_eq!(store.user("ann").unwrap().files().unwrap().len(), 2);
     let err = put_err(&store, "ann", a, "3.jpg", b"small", DedupMode::Hash);
     assert_quota_exceeded(&err, B, 2 * B, 5);
     // Clearing it lets uploads through again.
-    store.set_quota("ann", None).unwrap();
-    assert_eq!(store.usage("ann").unwrap().limit, None);
+    store.user("ann").unwrap().set_quota(None).unwrap();
+    assert_eq!(store.user("ann").unwrap().usage().unwrap().limit, None);
     put(&store, "ann", a, "3.jpg", b"small", DedupMode::Hash);
     assert_verified(&store);
 }
@@ -91,10 +91,10 @@ fn upload_past_the_limit_is_refused_and_changes_nothing() {
 #[test]
 fn duplicates_succeed_at_the_limit() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    let b = store.ensure_album("ann", "B").unwrap();
+    let b = store.user("ann").unwrap().ensure_album("B").unwrap();
     let x = data(6, BIG);
     put(&store, "ann", a, "x.jpg", &x, DedupMode::NameAndHash);
-    store.set_quota("ann", Some(B)).unwrap(); // exactly at the limit
+    store.user("ann").unwrap().set_quota(Some(B)).unwrap(); // exactly at the limit
 
     let skipped = put(&store, "ann", a, "x.jpg", &x, DedupMode::NameAndHash);
     assert_eq!(skipped.outcome, Outcome::Skipped);
@@ -105,7 +105,7 @@ fn duplicates_succeed_at_the_limit() {
         (renamed.outcome, renamed.charged_bytes, renamed.bytes_written),
         (Outcome::Stored, 0, 0)
     );
-    let usage = store.usage("ann").unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
     assert_eq!((usage.unique_bytes, usage.files, usage.logical_bytes), (B, 2, 2 * B));
     // But anything new is refused.
     let err = put_err(&store, "ann", b, "new.jpg", &data(7, 10), DedupMode::NameAndHash);
@@ -116,7 +116,7 @@ fn duplicates_succeed_at_the_limit() {
 #[test]
 fn batch_crossing_the_limit_fails_only_uploads_past_it() {
     let (dir, store, a) = store_with_album("ann", "A");
-    store.set_quota("ann", Some(2 * B + B / 2)).unwrap();
+    store.user("ann").unwrap().set_quota(Some(2 * B + B / 2)).unwrap();
     let contents: Vec<Vec<u8>> = (0..4).map(|i| data(10 + i, BIG)).collect();
     let mut uploads: Vec<Upload> = contents
         .iter()
@@ -130,7 +130,7 @@ fn batch_crossing_the_limit_fails_only_uploads_past_it() {
         Content::from(contents[0].clone()),
         DedupMode::NameAndHash,
     ));
-    let results = store.upload_batch("ann", uploads);
+    let results = store.user("ann").unwrap().upload_batch(uploads);
 
     assert_eq!(results[0].as_ref().unwrap().outcome, Outcome::Stored);
     assert_eq!(results[1].as_ref().unwrap().outcome, Outcome::Stored);
@@ -139,43 +139,45 @@ fn batch_crossing_the_limit_fails_only_uploads_past_it() {
     let last = results[4].as_ref().unwrap();
     assert_eq!((last.outcome, last.charged_bytes), (Outcome::Stored, 0));
 
-    let usage = store.usage("ann").unwrap();
+    let usage = store.user("ann").unwrap().usage().unwrap();
     assert_eq!((usage.unique_bytes, usage.files, usage.blobs), (2 * B, 3, 2));
     assert_eq!(store.stats().unwrap().blobs, 2);
     for (i, c) in contents.iter().enumerate().take(2) {
         let f = store
-            .files("ann")
+            .user("ann")
+            .unwrap()
+            .files()
             .unwrap()
             .into_iter()
             .find(|f| f.name == format!("{i}.jpg"))
             .unwrap();
-        assert_eq!(store.read("ann", f.id).unwrap(), *c);
+        assert_eq!(store.user("ann").unwrap().read(f.id).unwrap(), *c);
     }
     assert_verified(&store);
     // The refused copies leave no trace after a reopen either.
     drop(store);
     let store = open(dir.path());
-    assert_eq!(store.usage("ann").unwrap(), usage);
+    assert_eq!(store.user("ann").unwrap().usage().unwrap(), usage);
     assert_verified(&store);
 }
 
 #[test]
 fn another_users_copy_does_not_lower_the_charge() {
     let (_dir, store, a) = store_with_album("alice", "A");
-    let b = store.ensure_album("bob", "B").unwrap();
+    let b = store.user("bob").unwrap().ensure_album("B").unwrap();
     let x = data(20, BIG);
     put(&store, "alice", a, "x.jpg", &x, DedupMode::Hash);
 
-    store.set_quota("bob", Some(B - 1)).unwrap();
+    store.user("bob").unwrap().set_quota(Some(B - 1)).unwrap();
     let err = put_err(&store, "bob", b, "x.jpg", &x, DedupMode::Hash);
     assert_quota_exceeded(&err, B - 1, 0, B);
-    assert!(store.files("bob").unwrap().is_empty());
+    assert!(store.user("bob").unwrap().files().unwrap().is_empty());
 
-    store.set_quota("bob", Some(B)).unwrap();
+    store.user("bob").unwrap().set_quota(Some(B)).unwrap();
     let r = put(&store, "bob", b, "x.jpg", &x, DedupMode::Hash);
     assert_eq!((r.outcome, r.charged_bytes, r.bytes_written), (Outcome::Stored, B, 0));
-    assert_eq!(store.usage("bob").unwrap().unique_bytes, B);
-    assert_eq!(store.usage("alice").unwrap().unique_bytes, B);
+    assert_eq!(store.user("bob").unwrap().usage().unwrap().unique_bytes, B);
+    assert_eq!(store.user("alice").unwrap().usage().unwrap().unique_bytes, B);
     assert_eq!(store.stats().unwrap().physical_bytes, B);
     assert_verified(&store);
 }
@@ -184,11 +186,11 @@ fn another_users_copy_does_not_lower_the_charge() {
 fn usage_survives_reopen_and_set_quota_creates_user() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    store.set_quota("new", Some(123)).unwrap();
-    assert_eq!(store.usage("new").unwrap().limit, Some(123));
+    store.user("new").unwrap().set_quota(Some(123)).unwrap();
+    assert_eq!(store.user("new").unwrap().usage().unwrap().limit, Some(123));
     drop(store);
     let store = open(dir.path());
-    let usage = store.usage("new").unwrap();
+    let usage = store.user("new").unwrap().usage().unwrap();
     assert_eq!((usage.limit, usage.unique_bytes), (Some(123), 0));
     assert_verified(&store);
 }
@@ -197,7 +199,7 @@ fn usage_survives_reopen_and_set_quota_creates_user() {
 fn a_lowered_limit_still_accepts_uploads_that_charge_nothing() {
     let (_dir, store, a) = store_with_album("ann", "A");
     put(&store, "ann", a, "big.jpg", &data(1, BIG), DedupMode::NameAndHash);
-    store.set_quota("ann", Some(1)).unwrap();
+    store.user("ann").unwrap().set_quota(Some(1)).unwrap();
     // Empty content is new to the store but charges nothing: the early
     // check before writing and the exact check at commit must agree.
     let r = put(&store, "ann", a, "empty.txt", b"", DedupMode::NameAndHash);

@@ -15,7 +15,8 @@ use common::{data, fresh_store, put, segment_files, BIG};
 use keepsake::blob::format::{scan_records, RECORD_HEADER_LEN};
 use keepsake::testkit::meta_damage::{entries, set};
 use keepsake::{
-    AlbumId, ContentHash, DedupMode, FileId, Outcome, Preflight, RepairReport, Store, StoreOptions, VerifyReport,
+    AlbumId, ContentHash, DedupMode, FileId, HashedUpload, Outcome, Preflight, RepairReport, Store, StoreOptions,
+    VerifyReport,
 };
 
 /// Offsets of u64 fields in version-1 values (`DESIGN.md` §4): a version
@@ -52,12 +53,12 @@ fn options() -> StoreOptions {
 
 fn library() -> Library {
     let (dir, store) = fresh_store(options());
-    let camera = store.ensure_album("ann", "Camera").unwrap();
-    let trip = store.ensure_album("ann", "Trip").unwrap();
+    let camera = store.user("ann").unwrap().ensure_album("Camera").unwrap();
+    let trip = store.user("ann").unwrap().ensure_album("Trip").unwrap();
     let unreferenced = data(100, BIG);
     let gone = put(&store, "ann", camera, "gone.jpg", &unreferenced, DedupMode::Hash).file_id;
-    store.delete("ann", gone).unwrap();
-    store.empty_trash("ann").unwrap();
+    store.user("ann").unwrap().delete(gone).unwrap();
+    store.user("ann").unwrap().empty_trash().unwrap();
 
     let (shared, own, tiny) = (data(1, BIG), data(2, BIG), data(3, 100));
     let mut live = Vec::new();
@@ -68,15 +69,15 @@ fn library() -> Library {
             bytes.clone(),
         ));
     }
-    store.add_to_album("ann", live[1].1, trip).unwrap();
+    store.user("ann").unwrap().add_to_album(live[1].1, trip).unwrap();
     for seed in 4..10 {
         let bytes = data(seed, BIG);
         let id = put(&store, "ann", trip, &format!("{seed}.jpg"), &bytes, DedupMode::Hash).file_id;
         live.push(("ann", id, bytes));
     }
     let trashed = put(&store, "ann", camera, "x.jpg", &data(10, BIG), DedupMode::Hash).file_id;
-    store.delete("ann", trashed).unwrap();
-    let bobs = store.ensure_album("bob", "Bob").unwrap();
+    store.user("ann").unwrap().delete(trashed).unwrap();
+    let bobs = store.user("bob").unwrap().ensure_album("Bob").unwrap();
     for (name, bytes) in [("mine.jpg", shared.clone()), ("own.jpg", data(11, BIG))] {
         live.push((
             "bob",
@@ -143,7 +144,11 @@ fn problems(kinds: &[keepsake::Problem]) -> BTreeSet<(&'static str, String)> {
 fn assert_whole(lib: &Library) {
     common::assert_verified(&lib.store);
     for (user, id, bytes) in &lib.live {
-        assert_eq!(lib.store.read(user, *id).unwrap(), bytes[..], "file {id} of {user}");
+        assert_eq!(
+            lib.store.user(user).unwrap().read(*id).unwrap(),
+            bytes[..],
+            "file {id} of {user}"
+        );
     }
     let again = lib.store.repair(true).unwrap();
     assert!(
@@ -223,23 +228,23 @@ fn missing_and_stray_user_blob_counts_are_rebuilt() {
 #[test]
 fn wrong_user_counters_are_recomputed() {
     let lib = library();
-    let usage = lib.store.usage("ann").unwrap();
+    let usage = lib.store.user("ann").unwrap().usage().unwrap();
     patch(&lib.store, "users", &lib.ann.to_be_bytes(), USER_UNIQUE_AT, 1);
-    assert_ne!(lib.store.usage("ann").unwrap(), usage);
+    assert_ne!(lib.store.user("ann").unwrap().usage().unwrap(), usage);
     assert_repairs(&lib, "usage-mismatch");
-    assert_eq!(lib.store.usage("ann").unwrap(), usage);
+    assert_eq!(lib.store.user("ann").unwrap().usage().unwrap(), usage);
 }
 
 #[test]
 fn wrong_album_counters_are_recomputed() {
     let lib = library();
-    let before = lib.store.albums("ann").unwrap();
+    let before = lib.store.user("ann").unwrap().albums().unwrap();
     let key = [lib.ann.to_be_bytes(), lib.trip.0.to_be_bytes()].concat();
     // Name length and name, created_ms, then the file count.
     let files_at = 1 + 8 + "Trip".len() + 8;
     patch(&lib.store, "albums", &key, files_at, 1000);
     assert_repairs(&lib, "album-mismatch");
-    assert_eq!(lib.store.albums("ann").unwrap(), before);
+    assert_eq!(lib.store.user("ann").unwrap().albums().unwrap(), before);
 }
 
 #[test]
@@ -255,7 +260,7 @@ fn missing_and_stray_index_entries_are_rebuilt_in_every_index() {
         assert_repairs(&lib, "stray-index-entry");
     }
     // The duplicate indexes work again: re-uploading is skipped.
-    let camera = lib.store.find_album("ann", "Camera").unwrap().unwrap().id;
+    let camera = lib.store.user("ann").unwrap().find_album("Camera").unwrap().unwrap().id;
     for mode in [DedupMode::Hash, DedupMode::NameAndHash] {
         let r = put(&lib.store, "ann", camera, "a.jpg", &lib.shared, mode);
         assert_eq!(r.outcome, Outcome::Skipped);
@@ -303,7 +308,7 @@ fn wrong_segment_live_bytes_are_recomputed_before_compaction_can_drop_live_data(
 #[test]
 fn deleted_blob_record_is_reindexed_from_its_copy_in_a_segment() {
     let lib = library();
-    let usage = lib.store.usage("ann").unwrap();
+    let usage = lib.store.user("ann").unwrap().usage().unwrap();
     set(&lib.store, "blobs", &hash_key(&lib.own), None).unwrap();
     let found = lib.store.verify(false).unwrap();
     let missing = found.problems.iter().find(|p| p.kind == "missing-blob").unwrap();
@@ -320,7 +325,7 @@ fn deleted_blob_record_is_reindexed_from_its_copy_in_a_segment() {
     assert_eq!(report.repaired[0].kind, "missing-blob");
     assert!(report.repaired[0].detail.contains("re-indexed"));
     assert_eq!(report.repaired[0].files, missing.files);
-    assert_eq!(lib.store.usage("ann").unwrap(), usage);
+    assert_eq!(lib.store.user("ann").unwrap().usage().unwrap(), usage);
     assert_whole(&lib);
 }
 
@@ -340,9 +345,12 @@ fn blob_with_no_record_and_no_copy_is_reported_lost_and_nothing_is_invented() {
         ["missing-blob"]
     );
     for (user, id, bytes) in lib.live.iter().filter(|(_, _, b)| *b != lib.tiny) {
-        assert_eq!(lib.store.read(user, *id).unwrap(), bytes[..]);
+        assert_eq!(lib.store.user(user).unwrap().read(*id).unwrap(), bytes[..]);
     }
-    assert!(lib.store.read("ann", lib.live[2].1).is_err(), "never wrong bytes");
+    assert!(
+        lib.store.user("ann").unwrap().read(lib.live[2].1).is_err(),
+        "never wrong bytes"
+    );
 }
 
 #[test]
@@ -391,9 +399,18 @@ fn damaged_blob_found_by_scrub_is_marked_and_healed_by_reupload() {
     assert_eq!(report.unrepaired[0].kind, "damaged-blob");
     assert_eq!(report.unrepaired[0].files[0].name, "b.jpg");
     // Marked: the store asks for the bytes instead of deduplicating.
-    let camera = lib.store.find_album("ann", "Camera").unwrap().unwrap().id;
+    let camera = lib.store.user("ann").unwrap().find_album("Camera").unwrap().unwrap().id;
     assert_eq!(
-        lib.store.check("ann", camera, "b.jpg", hash, DedupMode::Hash).unwrap(),
+        lib.store
+            .user("ann")
+            .unwrap()
+            .check(&HashedUpload {
+                album: camera,
+                name: "b.jpg".into(),
+                hash,
+                mode: DedupMode::Hash
+            })
+            .unwrap(),
         Preflight::Upload
     );
     assert_eq!(
@@ -425,9 +442,16 @@ fn file_in_a_deleted_album_loses_that_membership() {
         found.problems.iter().any(|p| p.kind == "stray-index-entry"),
         "the album's members"
     );
-    let b = lib.store.file("ann", lib.live[1].1).unwrap();
+    let b = lib.store.user("ann").unwrap().file(lib.live[1].1).unwrap();
     assert_eq!(b.albums.len(), 1, "b.jpg stays in Camera only: {b:?}");
-    assert!(lib.store.albums("ann").unwrap().iter().all(|a| a.name != "Trip"));
+    assert!(lib
+        .store
+        .user("ann")
+        .unwrap()
+        .albums()
+        .unwrap()
+        .iter()
+        .all(|a| a.name != "Trip"));
 }
 
 #[test]
@@ -435,7 +459,7 @@ fn next_file_id_below_existing_files_is_raised_so_no_id_is_reused() {
     let lib = library();
     patch(&lib.store, "users", &lib.ann.to_be_bytes(), USER_NEXT_FILE_AT, 1);
     assert_repairs(&lib, "bad-id");
-    let camera = lib.store.find_album("ann", "Camera").unwrap().unwrap().id;
+    let camera = lib.store.user("ann").unwrap().find_album("Camera").unwrap().unwrap().id;
     let new = put(&lib.store, "ann", camera, "new.jpg", &data(50, BIG), DedupMode::Hash).file_id;
     assert!(
         lib.live.iter().all(|(_, id, _)| new.0 > id.0),

@@ -15,7 +15,10 @@ use std::time::Duration;
 use common::{
     assert_verified, data, fresh_store, knob, open, options_with_clock, put, store_with_album, ManualClock, TestFs, BIG,
 };
-use keepsake::{AlbumId, ContentHash, DedupMode, Error, Outcome, Store, StoreOptions, UploadReport, UploadStart};
+use keepsake::{
+    AlbumId, ContentHash, DedupMode, Error, Outcome, SessionOptions, Store, StoreOptions, UploadId, UploadReport,
+    UploadStart,
+};
 
 const MODES: [DedupMode; 2] = [DedupMode::Hash, DedupMode::NameAndHash];
 
@@ -27,7 +30,7 @@ fn begin(
     name: &str,
     length: Option<u64>,
     expected: Option<ContentHash>,
-) -> u64 {
+) -> UploadId {
     begin_mode(store, user, album, name, DedupMode::Hash, length, expected)
 }
 
@@ -39,18 +42,22 @@ fn begin_mode(
     mode: DedupMode,
     length: Option<u64>,
     expected: Option<ContentHash>,
-) -> u64 {
-    match store.begin_upload(user, album, name, mode, length, expected, BTreeMap::new()) {
+) -> UploadId {
+    match store.user(user).unwrap().begin_upload(SessionOptions {
+        length,
+        expected_hash: expected,
+        ..SessionOptions::new(album, name, mode)
+    }) {
         Ok(UploadStart::Session(id)) => id,
         other => panic!("begin_upload of {name} should open a session, got {other:?}"),
     }
 }
 
 /// Appends `bytes` from the session's current offset in pieces of `piece`.
-fn send(store: &Store, user: &str, id: u64, bytes: &[u8], piece: usize) {
-    let mut at = store.upload_status(user, id).unwrap().offset as usize;
+fn send(store: &Store, user: &str, id: UploadId, bytes: &[u8], piece: usize) {
+    let mut at = store.user(user).unwrap().upload_status(id).unwrap().offset as usize;
     for chunk in bytes[at..].chunks(piece) {
-        let next = store.append(user, id, at as u64, chunk).unwrap();
+        let next = store.user(user).unwrap().append(id, at as u64, chunk).unwrap();
         at += chunk.len();
         assert_eq!(next, at as u64);
     }
@@ -67,17 +74,17 @@ fn upload_resumably(
 ) -> UploadReport {
     let id = begin_mode(store, user, album, name, mode, Some(bytes.len() as u64), None);
     send(store, user, id, bytes, 7_000);
-    store.finish(user, id).unwrap()
+    store.user(user).unwrap().finish(id).unwrap()
 }
 
 /// Finishes ann's session `id` and checks that the file holds `bytes`.
-fn finish_exact(store: &Store, id: u64, bytes: &[u8]) -> UploadReport {
-    let report = store.finish("ann", id).unwrap();
-    assert_eq!(store.read("ann", report.file_id).unwrap(), bytes);
+fn finish_exact(store: &Store, id: UploadId, bytes: &[u8]) -> UploadReport {
+    let report = store.user("ann").unwrap().finish(id).unwrap();
+    assert_eq!(store.user("ann").unwrap().read(report.file_id).unwrap(), bytes);
     report
 }
 
-fn staged(store: &Store, id: u64) -> PathBuf {
+fn staged(store: &Store, id: UploadId) -> PathBuf {
     store.path().join("uploads").join(format!("{id}.part"))
 }
 
@@ -86,19 +93,19 @@ fn append_at_wrong_offset_is_refused_and_resumes_from_reported_offset() {
     let (_dir, store, album) = store_with_album("ann", "Videos");
     let video = data(1, 3 * BIG);
     let id = begin(&store, "ann", album, "VID.MP4", Some(video.len() as u64), None);
-    store.append("ann", id, 0, &video[..BIG]).unwrap();
+    store.user("ann").unwrap().append(id, 0, &video[..BIG]).unwrap();
     // A piece that got lost in transit: the next one arrives too far on.
-    let gap = store.append("ann", id, 2 * BIG as u64, &video[2 * BIG..]);
+    let gap = store.user("ann").unwrap().append(id, 2 * BIG as u64, &video[2 * BIG..]);
     let Err(Error::OffsetMismatch { expected }) = gap else {
         panic!("a gap must be refused, got {gap:?}")
     };
     assert_eq!(expected, BIG as u64);
     // A duplicate of a piece already received is refused too.
     assert!(
-        matches!(store.append("ann", id, 0, &video[..BIG]), Err(Error::OffsetMismatch { expected: e }) if e == BIG as u64)
+        matches!(store.user("ann").unwrap().append(id, 0, &video[..BIG]), Err(Error::OffsetMismatch { expected: e }) if e == BIG as u64)
     );
-    assert_eq!(store.upload_status("ann", id).unwrap().offset, expected);
-    store.append("ann", id, expected, &video[BIG..]).unwrap();
+    assert_eq!(store.user("ann").unwrap().upload_status(id).unwrap().offset, expected);
+    store.user("ann").unwrap().append(id, expected, &video[BIG..]).unwrap();
     finish_exact(&store, id, &video);
     assert_verified(&store);
 }
@@ -108,22 +115,22 @@ fn bytes_past_declared_length_are_refused_and_an_incomplete_session_cannot_finis
     let (_dir, store, album) = store_with_album("ann", "Videos");
     let video = data(2, BIG);
     let id = begin(&store, "ann", album, "VID.MP4", Some(BIG as u64), None);
-    store.append("ann", id, 0, &video[..100]).unwrap();
-    let too_long = store.append("ann", id, 100, &data(3, BIG));
+    store.user("ann").unwrap().append(id, 0, &video[..100]).unwrap();
+    let too_long = store.user("ann").unwrap().append(id, 100, &data(3, BIG));
     assert!(
         matches!(too_long, Err(Error::LengthExceeded { declared }) if declared == BIG as u64),
         "{too_long:?}"
     );
     assert_eq!(
-        store.upload_status("ann", id).unwrap().offset,
+        store.user("ann").unwrap().upload_status(id).unwrap().offset,
         100,
         "nothing of a refused piece is taken"
     );
-    let early = store.finish("ann", id);
+    let early = store.user("ann").unwrap().finish(id);
     assert!(matches!(early, Err(Error::UploadIncomplete { offset: 100, declared }) if declared == BIG as u64));
     send(&store, "ann", id, &video, 1000);
-    assert!(store.upload_status("ann", id).unwrap().complete);
-    assert_eq!(store.finish("ann", id).unwrap().size, BIG as u64);
+    assert!(store.user("ann").unwrap().upload_status(id).unwrap().complete);
+    assert_eq!(store.user("ann").unwrap().finish(id).unwrap().size, BIG as u64);
     assert_verified(&store);
 }
 
@@ -132,22 +139,30 @@ fn deferred_length_is_declared_once_and_never_below_the_bytes_received() {
     let (_dir, store, album) = store_with_album("ann", "Videos");
     let video = data(4, 2 * BIG);
     let id = begin(&store, "ann", album, "VID.MP4", None, None);
-    store.append("ann", id, 0, &video[..BIG]).unwrap();
-    let status = store.upload_status("ann", id).unwrap();
+    store.user("ann").unwrap().append(id, 0, &video[..BIG]).unwrap();
+    let status = store.user("ann").unwrap().upload_status(id).unwrap();
     assert_eq!((status.declared_length, status.complete), (None, false));
     assert!(matches!(
-        store.set_upload_length("ann", id, BIG as u64 - 1),
+        store.user("ann").unwrap().set_upload_length(id, BIG as u64 - 1),
         Err(Error::InvalidLength { .. })
     ));
-    store.set_upload_length("ann", id, video.len() as u64).unwrap();
+    store
+        .user("ann")
+        .unwrap()
+        .set_upload_length(id, video.len() as u64)
+        .unwrap();
     // Repeating the same declaration is harmless; changing it is not.
-    store.set_upload_length("ann", id, video.len() as u64).unwrap();
+    store
+        .user("ann")
+        .unwrap()
+        .set_upload_length(id, video.len() as u64)
+        .unwrap();
     assert!(matches!(
-        store.set_upload_length("ann", id, 3 * BIG as u64),
+        store.user("ann").unwrap().set_upload_length(id, 3 * BIG as u64),
         Err(Error::InvalidLength { .. })
     ));
     assert!(matches!(
-        store.append("ann", id, BIG as u64, &video),
+        store.user("ann").unwrap().append(id, BIG as u64, &video),
         Err(Error::LengthExceeded { .. })
     ));
     send(&store, "ann", id, &video, 5000);
@@ -157,7 +172,7 @@ fn deferred_length_is_declared_once_and_never_below_the_bytes_received() {
     let id = begin(&store, "ann", album, "clip.mp4", None, None);
     let clip = data(5, BIG);
     send(&store, "ann", id, &clip, 3000);
-    assert_eq!(store.finish("ann", id).unwrap().size, BIG as u64);
+    assert_eq!(store.user("ann").unwrap().finish(id).unwrap().size, BIG as u64);
     assert_verified(&store);
 }
 
@@ -168,36 +183,35 @@ fn session_resumes_after_reopen_and_finish_rehashes_the_staged_file() {
     let meta = BTreeMap::from([("filetype".to_string(), "video/mp4".to_string())]);
     let id = {
         let store = open(dir.path());
-        let album = store.ensure_album("ann", "Videos").unwrap();
+        let album = store.user("ann").unwrap().ensure_album("Videos").unwrap();
         let start = store
-            .begin_upload(
-                "ann",
-                album,
-                "VID.MP4",
-                DedupMode::Hash,
-                Some(video.len() as u64),
-                Some(ContentHash::of(&video)),
-                meta.clone(),
-            )
+            .user("ann")
+            .unwrap()
+            .begin_upload(SessionOptions {
+                length: Some(video.len() as u64),
+                expected_hash: Some(ContentHash::of(&video)),
+                metadata: meta.clone(),
+                ..SessionOptions::new(album, "VID.MP4", DedupMode::Hash)
+            })
             .unwrap();
         let UploadStart::Session(id) = start else {
             panic!("new content needs bytes")
         };
-        store.append("ann", id, 0, &video[..2 * BIG]).unwrap();
+        store.user("ann").unwrap().append(id, 0, &video[..2 * BIG]).unwrap();
         id
     };
     let store = open(dir.path());
     assert!(store.recovery_notes().is_empty(), "{:?}", store.recovery_notes());
-    let status = store.upload_status("ann", id).unwrap();
+    let status = store.user("ann").unwrap().upload_status(id).unwrap();
     assert_eq!((status.offset, status.metadata), (2 * BIG as u64, meta));
-    assert_eq!(store.uploads("ann").unwrap().len(), 1);
+    assert_eq!(store.user("ann").unwrap().uploads().unwrap().len(), 1);
     send(&store, "ann", id, &video, BIG);
     let report = finish_exact(&store, id, &video);
     assert_eq!(
         (report.outcome, report.hash),
         (Outcome::Stored, ContentHash::of(&video))
     );
-    assert!(store.uploads("ann").unwrap().is_empty());
+    assert!(store.user("ann").unwrap().uploads().unwrap().is_empty());
     assert!(!staged(&store, id).exists());
     assert_verified(&store);
 }
@@ -217,16 +231,19 @@ fn hash_mismatch_at_finish_stores_nothing_and_ends_the_session() {
         Some(ContentHash::of(&meant)),
     );
     send(&store, "ann", id, &arrived, 4000);
-    let finished = store.finish("ann", id);
+    let finished = store.user("ann").unwrap().finish(id);
     assert!(
         matches!(finished, Err(Error::HashMismatch { expected, actual })
             if expected == ContentHash::of(&meant) && actual == ContentHash::of(&arrived)),
         "{finished:?}"
     );
-    assert!(store.files("ann").unwrap().is_empty());
-    assert_eq!(store.usage("ann").unwrap().unique_bytes, 0);
+    assert!(store.user("ann").unwrap().files().unwrap().is_empty());
+    assert_eq!(store.user("ann").unwrap().usage().unwrap().unique_bytes, 0);
     assert_eq!(store.stats().unwrap().blobs, 0);
-    assert!(matches!(store.upload_status("ann", id), Err(Error::UnknownUpload(_))));
+    assert!(matches!(
+        store.user("ann").unwrap().upload_status(id),
+        Err(Error::UnknownUpload(_))
+    ));
     assert!(!staged(&store, id).exists());
     assert_verified(&store);
 }
@@ -237,8 +254,8 @@ fn twins(history: impl Fn(&Store, AlbumId, AlbumId)) -> [(tempfile::TempDir, Sto
     let clock = ManualClock::new();
     [(); 2].map(|()| {
         let (dir, store) = fresh_store(options_with_clock(&clock));
-        let camera = store.ensure_album("ann", "Camera").unwrap();
-        let trip = store.ensure_album("ann", "Trip").unwrap();
+        let camera = store.user("ann").unwrap().ensure_album("Camera").unwrap();
+        let trip = store.user("ann").unwrap().ensure_album("Trip").unwrap();
         history(&store, camera, trip);
         (dir, store, trip)
     })
@@ -246,8 +263,14 @@ fn twins(history: impl Fn(&Store, AlbumId, AlbumId)) -> [(tempfile::TempDir, Sto
 
 #[track_caller]
 fn assert_same_state(a: &Store, b: &Store) {
-    assert_eq!(a.files("ann").unwrap(), b.files("ann").unwrap());
-    assert_eq!(a.usage("ann").unwrap(), b.usage("ann").unwrap());
+    assert_eq!(
+        a.user("ann").unwrap().files().unwrap(),
+        b.user("ann").unwrap().files().unwrap()
+    );
+    assert_eq!(
+        a.user("ann").unwrap().usage().unwrap(),
+        b.user("ann").unwrap().usage().unwrap()
+    );
     assert_eq!(a.stats().unwrap().blobs, b.stats().unwrap().blobs);
     assert_verified(a);
     assert_verified(b);
@@ -299,7 +322,10 @@ fn small_content_is_inlined_like_a_one_shot_upload() {
         via_session,
         put(&one_shot, "ann", trip, "note.txt", &note, DedupMode::Hash)
     );
-    assert_eq!(resumable.read("ann", via_session.file_id).unwrap(), &note[..]);
+    assert_eq!(
+        resumable.user("ann").unwrap().read(via_session.file_id).unwrap(),
+        &note[..]
+    );
     assert_same_state(&resumable, &one_shot);
 }
 
@@ -314,15 +340,13 @@ fn expected_hash_of_a_duplicate_completes_at_begin_without_bytes() {
         };
         let [(_d1, resumable, trip), (_d2, one_shot, _)] = twins(history);
         let started = resumable
-            .begin_upload(
-                "ann",
-                trip,
-                "IMG_1.JPG",
-                DedupMode::Hash,
-                Some(photo.len() as u64),
-                Some(hash),
-                BTreeMap::new(),
-            )
+            .user("ann")
+            .unwrap()
+            .begin_upload(SessionOptions {
+                length: Some(photo.len() as u64),
+                expected_hash: Some(hash),
+                ..SessionOptions::new(trip, "IMG_1.JPG", DedupMode::Hash)
+            })
             .unwrap();
         let UploadStart::Done(report) = started else {
             panic!("a duplicate needs no bytes, got {started:?}")
@@ -333,7 +357,7 @@ fn expected_hash_of_a_duplicate_completes_at_begin_without_bytes() {
             put(&one_shot, "ann", trip, "IMG_1.JPG", &photo, DedupMode::Hash)
         );
         assert!(
-            resumable.uploads("ann").unwrap().is_empty(),
+            resumable.user("ann").unwrap().uploads().unwrap().is_empty(),
             "no session is left behind"
         );
         assert_same_state(&resumable, &one_shot);
@@ -343,30 +367,29 @@ fn expected_hash_of_a_duplicate_completes_at_begin_without_bytes() {
 #[test]
 fn quota_is_checked_at_begin_for_the_declared_length_and_again_at_finish() {
     let (_dir, store, album) = store_with_album("ann", "Videos");
-    store.set_quota("ann", Some(3 * BIG as u64)).unwrap();
-    let too_big = store.begin_upload(
-        "ann",
-        album,
-        "big.mp4",
-        DedupMode::Hash,
-        Some(4 * BIG as u64),
-        None,
-        BTreeMap::new(),
-    );
+    store.user("ann").unwrap().set_quota(Some(3 * BIG as u64)).unwrap();
+    let too_big = store.user("ann").unwrap().begin_upload(SessionOptions {
+        length: Some(4 * BIG as u64),
+        ..SessionOptions::new(album, "big.mp4", DedupMode::Hash)
+    });
     assert!(matches!(too_big, Err(Error::QuotaExceeded { .. })), "{too_big:?}");
-    assert!(store.uploads("ann").unwrap().is_empty());
+    assert!(store.user("ann").unwrap().uploads().unwrap().is_empty());
 
     // A deferred length is checked when declared.
     let id = begin(&store, "ann", album, "later.mp4", None, None);
     assert!(matches!(
-        store.set_upload_length("ann", id, 4 * BIG as u64),
+        store.user("ann").unwrap().set_upload_length(id, 4 * BIG as u64),
         Err(Error::QuotaExceeded { .. })
     ));
 
     // Room at begin, none left at finish: the session stays to be finished
     // once there is room again.
     let video = data(11, 2 * BIG);
-    store.set_upload_length("ann", id, video.len() as u64).unwrap();
+    store
+        .user("ann")
+        .unwrap()
+        .set_upload_length(id, video.len() as u64)
+        .unwrap();
     send(&store, "ann", id, &video, 6000);
     put(
         &store,
@@ -376,10 +399,13 @@ fn quota_is_checked_at_begin_for_the_declared_length_and_again_at_finish() {
         &data(12, 2 * BIG),
         DedupMode::Hash,
     );
-    assert!(matches!(store.finish("ann", id), Err(Error::QuotaExceeded { .. })));
-    assert!(store.upload_status("ann", id).unwrap().complete);
-    assert_eq!(store.usage("ann").unwrap().files, 1);
-    store.set_quota("ann", Some(4 * BIG as u64)).unwrap();
+    assert!(matches!(
+        store.user("ann").unwrap().finish(id),
+        Err(Error::QuotaExceeded { .. })
+    ));
+    assert!(store.user("ann").unwrap().upload_status(id).unwrap().complete);
+    assert_eq!(store.user("ann").unwrap().usage().unwrap().files, 1);
+    store.user("ann").unwrap().set_quota(Some(4 * BIG as u64)).unwrap();
     finish_exact(&store, id, &video);
     assert_verified(&store);
 }
@@ -388,21 +414,28 @@ fn quota_is_checked_at_begin_for_the_declared_length_and_again_at_finish() {
 fn expired_sessions_are_unknown_and_gc_removes_them_and_their_staged_files() {
     let clock = ManualClock::new();
     let (_dir, store) = fresh_store(options_with_clock(&clock).upload_expiry(Duration::from_secs(3600)));
-    let album = store.ensure_album("ann", "Videos").unwrap();
+    let album = store.user("ann").unwrap().ensure_album("Videos").unwrap();
     let video = data(13, 2 * BIG);
     let idle = begin(&store, "ann", album, "idle.mp4", None, None);
     let busy = begin(&store, "ann", album, "busy.mp4", None, None);
-    store.append("ann", idle, 0, &video[..BIG]).unwrap();
+    store.user("ann").unwrap().append(idle, 0, &video[..BIG]).unwrap();
     clock.advance(Duration::from_secs(40 * 60));
     // An append renews the session's life.
-    store.append("ann", busy, 0, &video[..BIG]).unwrap();
+    store.user("ann").unwrap().append(busy, 0, &video[..BIG]).unwrap();
     clock.advance(Duration::from_secs(40 * 60));
     assert!(matches!(
-        store.append("ann", idle, BIG as u64, &video[BIG..]),
+        store.user("ann").unwrap().append(idle, BIG as u64, &video[BIG..]),
         Err(Error::UnknownUpload(_))
     ));
     assert_eq!(
-        store.uploads("ann").unwrap().iter().map(|s| s.id).collect::<Vec<_>>(),
+        store
+            .user("ann")
+            .unwrap()
+            .uploads()
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect::<Vec<_>>(),
         vec![busy]
     );
     assert!(staged(&store, idle).exists(), "gc, not the lookup, removes it");
@@ -411,7 +444,7 @@ fn expired_sessions_are_unknown_and_gc_removes_them_and_their_staged_files() {
     assert!(!staged(&store, idle).exists());
     assert!(staged(&store, busy).exists());
     send(&store, "ann", busy, &video, BIG);
-    store.finish("ann", busy).unwrap();
+    store.user("ann").unwrap().finish(busy).unwrap();
     assert_verified(&store);
 }
 
@@ -419,12 +452,18 @@ fn expired_sessions_are_unknown_and_gc_removes_them_and_their_staged_files() {
 fn abort_removes_the_session_and_its_staged_bytes() {
     let (_dir, store, album) = store_with_album("ann", "Videos");
     let id = begin(&store, "ann", album, "VID.MP4", None, None);
-    store.append("ann", id, 0, &data(14, BIG)).unwrap();
-    store.abort("ann", id).unwrap();
+    store.user("ann").unwrap().append(id, 0, &data(14, BIG)).unwrap();
+    store.user("ann").unwrap().abort(id).unwrap();
     assert!(!staged(&store, id).exists());
-    assert!(matches!(store.upload_status("ann", id), Err(Error::UnknownUpload(_))));
-    assert!(matches!(store.abort("ann", id), Err(Error::UnknownUpload(_))));
-    assert!(store.files("ann").unwrap().is_empty());
+    assert!(matches!(
+        store.user("ann").unwrap().upload_status(id),
+        Err(Error::UnknownUpload(_))
+    ));
+    assert!(matches!(
+        store.user("ann").unwrap().abort(id),
+        Err(Error::UnknownUpload(_))
+    ));
+    assert!(store.user("ann").unwrap().files().unwrap().is_empty());
     assert_verified(&store);
 }
 
@@ -433,23 +472,29 @@ fn concurrent_requests_on_one_session_are_busy_never_interleaved() {
     let dir = tempfile::tempdir().unwrap();
     let fs = TestFs::default();
     let store = Store::open_with(dir.path(), StoreOptions::default().fs(Arc::new(fs.clone()))).unwrap();
-    let album = store.ensure_album("ann", "Videos").unwrap();
-    store.ensure_album("bob", "Videos").unwrap();
+    let album = store.user("ann").unwrap().ensure_album("Videos").unwrap();
+    store.user("bob").unwrap().ensure_album("Videos").unwrap();
     let (first, second) = (data(15, BIG), data(16, BIG));
     let id = begin(&store, "ann", album, "VID.MP4", None, None);
 
     fs.pause_next_sync();
     let writer = {
         let (store, first) = (store.clone(), first.clone());
-        std::thread::spawn(move || store.append("ann", id, 0, &first))
+        std::thread::spawn(move || store.user("ann").unwrap().append(id, 0, &first))
     };
     fs.wait_until_sync_paused();
-    assert!(matches!(store.append("ann", id, 0, &second), Err(Error::UploadBusy(b)) if b == id));
-    assert!(matches!(store.finish("ann", id), Err(Error::UploadBusy(_))));
-    assert!(matches!(store.abort("ann", id), Err(Error::UploadBusy(_))));
+    assert!(matches!(store.user("ann").unwrap().append(id, 0, &second), Err(Error::UploadBusy(b)) if b == id));
+    assert!(matches!(
+        store.user("ann").unwrap().finish(id),
+        Err(Error::UploadBusy(_))
+    ));
+    assert!(matches!(
+        store.user("ann").unwrap().abort(id),
+        Err(Error::UploadBusy(_))
+    ));
     // Another user learns nothing, not even that the session is busy.
     assert!(matches!(
-        store.append("bob", id, 0, &second),
+        store.user("bob").unwrap().append(id, 0, &second),
         Err(Error::UnknownUpload(_))
     ));
     fs.release_sync();
@@ -463,20 +508,22 @@ fn concurrent_requests_on_one_session_are_busy_never_interleaved() {
 #[test]
 fn another_users_upload_id_is_unknown_to_them() {
     let (_dir, store, album) = store_with_album("ann", "Videos");
-    let bobs = store.ensure_album("bob", "Videos").unwrap();
+    let bobs = store.user("bob").unwrap().ensure_album("Videos").unwrap();
     let id = begin(&store, "ann", album, "VID.MP4", None, None);
-    store.append("ann", id, 0, &data(17, BIG)).unwrap();
+    store.user("ann").unwrap().append(id, 0, &data(17, BIG)).unwrap();
     let unknown = |r: Result<(), Error>| matches!(r, Err(Error::UnknownUpload(i)) if i == id);
-    assert!(unknown(store.upload_status("bob", id).map(drop)));
-    assert!(unknown(store.append("bob", id, BIG as u64, b"x").map(drop)));
-    assert!(unknown(store.set_upload_length("bob", id, 1)));
-    assert!(unknown(store.finish("bob", id).map(drop)));
-    assert!(unknown(store.abort("bob", id)));
-    assert!(unknown(store.upload_status("nobody", id).map(drop)));
-    assert!(store.uploads("bob").unwrap().is_empty());
+    assert!(unknown(store.user("bob").unwrap().upload_status(id).map(drop)));
+    assert!(unknown(
+        store.user("bob").unwrap().append(id, BIG as u64, b"x").map(drop)
+    ));
+    assert!(unknown(store.user("bob").unwrap().set_upload_length(id, 1)));
+    assert!(unknown(store.user("bob").unwrap().finish(id).map(drop)));
+    assert!(unknown(store.user("bob").unwrap().abort(id)));
+    assert!(unknown(store.user("nobody").unwrap().upload_status(id).map(drop)));
+    assert!(store.user("bob").unwrap().uploads().unwrap().is_empty());
     // Bob's own sessions get ids of their own.
     assert_ne!(begin(&store, "bob", bobs, "VID.MP4", None, None), id);
-    assert_eq!(store.upload_status("ann", id).unwrap().offset, BIG as u64);
+    assert_eq!(store.user("ann").unwrap().upload_status(id).unwrap().offset, BIG as u64);
     assert_verified(&store);
 }
 
@@ -484,23 +531,29 @@ fn another_users_upload_id_is_unknown_to_them() {
 fn client_metadata_beyond_the_bound_is_refused() {
     let (_dir, store, album) = store_with_album("ann", "Videos");
     let huge = BTreeMap::from([("note".to_string(), "x".repeat(keepsake::MAX_UPLOAD_METADATA_BYTES))]);
-    let refused = store.begin_upload("ann", album, "VID.MP4", DedupMode::Hash, None, None, huge);
+    let refused = store.user("ann").unwrap().begin_upload(SessionOptions {
+        metadata: huge,
+        ..SessionOptions::new(album, "VID.MP4", DedupMode::Hash)
+    });
     assert!(matches!(refused, Err(Error::MetadataTooLarge { .. })), "{refused:?}");
     let many = (0..=keepsake::MAX_UPLOAD_METADATA_ENTRIES)
         .map(|i| (i.to_string(), String::new()))
         .collect();
-    let refused = store.begin_upload("ann", album, "VID.MP4", DedupMode::Hash, None, None, many);
+    let refused = store.user("ann").unwrap().begin_upload(SessionOptions {
+        metadata: many,
+        ..SessionOptions::new(album, "VID.MP4", DedupMode::Hash)
+    });
     assert!(matches!(refused, Err(Error::MetadataTooLarge { .. })), "{refused:?}");
-    assert!(store.uploads("ann").unwrap().is_empty());
+    assert!(store.user("ann").unwrap().uploads().unwrap().is_empty());
 }
 
 /// A store in `dir`, closed with one session that has the first `BIG`
 /// bytes of `video`: the session's id and staged file.
-fn closed_after_first_piece(dir: &Path, video: &[u8]) -> (u64, PathBuf) {
+fn closed_after_first_piece(dir: &Path, video: &[u8]) -> (UploadId, PathBuf) {
     let store = open(dir);
-    let album = store.ensure_album("ann", "Videos").unwrap();
+    let album = store.user("ann").unwrap().ensure_album("Videos").unwrap();
     let id = begin(&store, "ann", album, "VID.MP4", Some(video.len() as u64), None);
-    store.append("ann", id, 0, &video[..BIG]).unwrap();
+    store.user("ann").unwrap().append(id, 0, &video[..BIG]).unwrap();
     (id, staged(&store, id))
 }
 
@@ -540,7 +593,7 @@ fn staged_file_shorter_than_its_offset_restarts_the_session_with_a_note() {
         "{:?}",
         store.recovery_notes()
     );
-    assert_eq!(store.upload_status("ann", id).unwrap().offset, 0);
+    assert_eq!(store.user("ann").unwrap().upload_status(id).unwrap().offset, 0);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
     send(&store, "ann", id, &video, BIG);
     finish_exact(&store, id, &video);
@@ -566,7 +619,7 @@ fn cli_lists_sessions_with_offsets_and_aborts_one() {
     let listed = keepsake(dir.path(), &["uploads", "--json"]);
     assert!(listed.status.success(), "{listed:?}");
     let sessions: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    assert_eq!(sessions[0]["id"], id);
+    assert_eq!(sessions[0]["id"], serde_json::json!(id));
     assert_eq!(sessions[0]["offset"], BIG as u64);
     assert_eq!(sessions[0]["declared_length"], video.len() as u64);
     assert_eq!(sessions[0]["name"], "VID.MP4");
@@ -597,15 +650,17 @@ const MAX_PIECE: u64 = 96 << 10;
 /// The child: resumes session `id` (of content `seed`) from its durable
 /// offset and appends pieces of varying size, printing each acknowledged
 /// offset, until killed.
-fn crash_child(dir: &Path, id: u64, seed: u64) -> ! {
+fn crash_child(dir: &Path, id: UploadId, seed: u64) -> ! {
     let store = open(dir);
     let content = data(seed, CRASH_CONTENT);
-    let mut at = store.upload_status("ann", id).unwrap().offset;
+    let mut at = store.user("ann").unwrap().upload_status(id).unwrap().offset;
     while at < content.len() as u64 {
         let piece = (8 << 10) + (at.wrapping_mul(0x9E37_79B9) % (MAX_PIECE - (8 << 10)));
         let end = (at + piece).min(content.len() as u64);
         at = store
-            .append("ann", id, at, &content[at as usize..end as usize])
+            .user("ann")
+            .unwrap()
+            .append(id, at, &content[at as usize..end as usize])
             .unwrap();
         println!("{ACK}{at}");
     }
@@ -619,7 +674,7 @@ fn env_u64(name: &str) -> Option<u64> {
 
 /// One upload under repeated `kill -9`: its session and content.
 struct Victim {
-    id: u64,
+    id: UploadId,
     seed: u64,
     content: Vec<u8>,
 }
@@ -627,7 +682,7 @@ struct Victim {
 impl Victim {
     fn begin(dir: &Path, seed: u64) -> Victim {
         let store = open(dir);
-        let album = store.ensure_album("ann", "Videos").unwrap();
+        let album = store.user("ann").unwrap().ensure_album("Videos").unwrap();
         let content = data(seed, CRASH_CONTENT);
         let (len, hash) = (content.len() as u64, ContentHash::of(&content));
         let name = format!("VID_{seed}.MP4");
@@ -647,7 +702,9 @@ impl Victim {
 fn upload_progress_survives_kill_9_at_random_moments() {
     if let (Some(dir), Some(id), Some(seed)) = (
         std::env::var_os(CHILD_STORE),
-        env_u64(CHILD_UPLOAD),
+        std::env::var(CHILD_UPLOAD)
+            .ok()
+            .and_then(|id| id.parse::<UploadId>().ok()),
         env_u64(CHILD_CONTENT),
     ) {
         crash_child(Path::new(&dir), id, seed);
@@ -708,7 +765,7 @@ fn upload_progress_survives_kill_9_at_random_moments() {
         let path = dir.join("uploads").join(format!("{}.part", victim.id));
         let staged_len = std::fs::metadata(&path).unwrap().len();
         let store = open(&dir);
-        let offset = store.upload_status("ann", victim.id).unwrap().offset;
+        let offset = store.user("ann").unwrap().upload_status(victim.id).unwrap().offset;
         tails_truncated += u64::from(staged_len > offset);
         let context = format!("cycle {cycle}: acknowledged {acknowledged}, durable {offset}");
         // The durable offset may be one piece ahead: committed, then killed

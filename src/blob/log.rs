@@ -45,6 +45,20 @@ impl Location {
     }
 }
 
+/// The records one batch appended and has not synced yet: per segment, the
+/// end of the last. The sequence "append, sync, then commit" of uploads and
+/// compaction keeps one of these between its first two steps.
+#[derive(Debug, Default)]
+pub(crate) struct Written(std::collections::HashMap<u64, u64>);
+
+impl Written {
+    /// Notes a record appended at `loc`.
+    pub(crate) fn add(&mut self, loc: Location) {
+        let end = self.0.entry(loc.segment).or_default();
+        *end = (*end).max(loc.end());
+    }
+}
+
 /// The bytes of a record to append.
 pub(crate) enum RecordData<'a> {
     /// Bytes that cannot change and are known to hash to the record's hash
@@ -365,6 +379,15 @@ impl BlobLog {
                 Err(e)
             }
         }
+    }
+
+    /// Makes every record in `written` durable: one `fdatasync` per segment
+    /// at most, before the commit that points at them.
+    pub(crate) fn sync_written(&self, written: &Written) -> Result<()> {
+        written
+            .0
+            .iter()
+            .try_for_each(|(&segment, &end)| self.sync(segment, end))
     }
 
     /// Makes every record up to `end` of `segment` durable. Concurrent

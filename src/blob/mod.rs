@@ -7,4 +7,4 @@
 pub mod format;
 mod log;
 
-pub(crate) use log::{BlobLog, Location, Pin, RecordData, Recovery};
+pub(crate) use log::{BlobLog, Location, Pin, RecordData, Recovery, Written};

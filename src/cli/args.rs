@@ -202,7 +202,7 @@ pub(crate) enum UploadsAction {
     /// End a session and remove its received bytes
     Abort {
         #[arg(value_name = "UPLOAD_ID")]
-        id: u64,
+        id: keepsake::UploadId,
     },
 }
 

@@ -7,7 +7,7 @@ use std::path::{self, Path, PathBuf};
 use std::time::SystemTime;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use keepsake::{AlbumId, Content, DedupMode, SourceIndex, Store, Upload, UploadReport};
+use keepsake::{AlbumId, Content, DedupMode, ReadOnlyStore, Upload, UploadReport, User};
 use serde::Serialize;
 
 use super::output::{bytes, Output};
@@ -115,7 +115,7 @@ pub(crate) fn scan(paths: &[PathBuf]) -> Scan {
 }
 
 /// A re-run that finds nothing to do, answered (and printed) from a
-/// read-only view of the store in `dir` (see [`SourceIndex`]). `false`
+/// read-only view of the store in `dir` (see [`ReadOnlyStore`]). `false`
 /// means nothing was printed and the backup must open the store to write:
 /// a file that is new, changed or gone, a walk error, an album that does
 /// not exist yet, a store in use or absent. [`run`] finds those again and
@@ -127,10 +127,11 @@ pub(crate) fn run_unchanged(
     scan: &Scan,
     out: &Output,
 ) -> Result<bool, keepsake::Error> {
-    let Ok(Some(index)) = SourceIndex::open(dir) else {
+    let Ok(Some(store)) = ReadOnlyStore::open(dir) else {
         return Ok(false);
     };
-    let Some(album) = index.find_album(user, album)? else {
+    let index = store.user(user)?;
+    let Some(album) = index.find_album(album)?.map(|a| a.id) else {
         return Ok(false);
     };
     if !scan.errors.is_empty() {
@@ -142,7 +143,7 @@ pub(crate) fn run_unchanged(
         let Ok(source) = path::absolute(&f.path) else {
             return Ok(false);
         };
-        let Some(r) = index.unchanged_source(user, album, &source, &f.meta)? else {
+        let Some(r) = index.unchanged_source(album, &source, &f.meta)? else {
             return Ok(false);
         };
         seen.insert(source);
@@ -152,7 +153,7 @@ pub(crate) fn run_unchanged(
         let Ok(root) = path::absolute(root) else {
             return Ok(false);
         };
-        if index.has_forgotten_sources(user, album, &root, &seen)? {
+        if index.has_forgotten_sources(album, &root, &seen)? {
             return Ok(false);
         }
     }
@@ -169,8 +170,7 @@ pub(crate) fn run_unchanged(
 }
 
 pub(crate) fn run(
-    store: &Store,
-    user: &str,
+    user: &User,
     album: AlbumId,
     scan: Scan,
     mode: DedupMode,
@@ -238,7 +238,7 @@ pub(crate) fn run(
             };
             seen.insert(source.clone());
             if !rehash {
-                if let Some(r) = store.unchanged_source(user, album, &source, &f.meta)? {
+                if let Some(r) = user.unchanged_source(album, &source, &f.meta)? {
                     bar.inc(f.meta.len());
                     print_file(&mut summary, &f.path, &r, true, out, &bar);
                     continue;
@@ -253,7 +253,7 @@ pub(crate) fn run(
             }
         }
         let mut durable = Vec::new();
-        for ((f, source), result) in slots.into_iter().zip(store.upload_batch(user, uploads)) {
+        for ((f, source), result) in slots.into_iter().zip(user.upload_batch(uploads)) {
             bar.inc(f.meta.len());
             match result {
                 Ok(r) => {
@@ -263,13 +263,13 @@ pub(crate) fn run(
                 Err(e) => bar.suspend(|| report_error(&mut summary, &f.path, e.to_string())),
             }
         }
-        store.record_sources(user, album, &durable, scan_start)?;
+        user.record_sources(album, &durable, scan_start)?;
         start = end;
     }
     bar.finish_and_clear();
     if complete {
         for root in paths.iter().filter_map(|p| path::absolute(p).ok()) {
-            store.forget_sources(user, album, &root, &seen)?;
+            user.forget_sources(album, &root, &seen)?;
         }
     }
     show_summary(&summary, out)?;

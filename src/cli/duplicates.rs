@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::ops::ControlFlow;
 
-use keepsake::{AlbumId, DuplicateGroup, Error, FileId, MergeReport, Store};
+use keepsake::{AlbumId, DuplicateGroup, Error, FileId, MergeReport, User};
 use serde::Serialize;
 
 use super::output::{bytes, Output};
@@ -34,10 +34,8 @@ fn output_error(e: io::Error) -> Error {
 struct AlbumNames(HashMap<AlbumId, String>);
 
 impl AlbumNames {
-    fn load(store: &Store, user: &str) -> keepsake::Result<Self> {
-        Ok(AlbumNames(
-            store.albums(user)?.into_iter().map(|a| (a.id, a.name)).collect(),
-        ))
+    fn load(user: &User) -> keepsake::Result<Self> {
+        Ok(AlbumNames(user.albums()?.into_iter().map(|a| (a.id, a.name)).collect()))
     }
 
     fn of(&self, ids: &[AlbumId]) -> Vec<String> {
@@ -61,14 +59,14 @@ struct ListedGroup {
 
 /// `keepsake duplicates`: with `--json`, one array written element by
 /// element as the groups arrive.
-pub(crate) fn list(store: &Store, user: &str, out: &Output) -> Result<(), Failure> {
-    let names = AlbumNames::load(store, user)?;
+pub(crate) fn list(user: &User, out: &Output) -> Result<(), Failure> {
+    let names = AlbumNames::load(user)?;
     let mut stdout = io::stdout().lock();
     if out.json {
         stdout.write_all(b"[")?;
     }
     let (mut groups, mut extra_files, mut logical) = (0u64, 0u64, 0u64);
-    store.for_each_duplicate_group(user, |g| {
+    user.for_each_duplicate_group(|g| {
         let written = if out.json {
             let row = ListedGroup {
                 hash: g.hash.to_string(),
@@ -245,19 +243,19 @@ fn human(line: &GroupLine<'_>) -> String {
 /// `keepsake dedupe`: merges (or with `dry_run` only plans) every group,
 /// one commit per group, printing each as it is done. A group that fails is
 /// reported and the others go on; the status is then 1.
-pub(crate) fn dedupe(store: &Store, user: &str, keep: &Keep, dry_run: bool, out: &Output) -> Result<(), Failure> {
-    let names = AlbumNames::load(store, user)?;
+pub(crate) fn dedupe(user: &User, keep: &Keep, dry_run: bool, out: &Output) -> Result<(), Failure> {
+    let names = AlbumNames::load(user)?;
     let mut summary = Summary {
         summary: true,
         dry_run,
         ..Summary::default()
     };
-    store.for_each_duplicate_group(user, |g| {
+    user.for_each_duplicate_group(|g| {
         let (choice, fallback) = choose(&g, keep);
         let result = if dry_run {
             g.preview_merge(choice)
         } else {
-            store.merge(user, g.hash, choice)
+            user.merge(g.hash, choice)
         };
         match result {
             Ok(r) => {

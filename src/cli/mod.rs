@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use keepsake::{AlbumDeletion, AlbumId, AlbumInfo, DedupMode, Error, FileId, FileInfo, OpenError, Problem, Store};
+use keepsake::{
+    AlbumDeletion, AlbumId, AlbumInfo, DedupMode, Error, FileId, FileInfo, OpenError, Problem, Store, User,
+};
 use serde::Serialize;
 
 use args::{AlbumAction, Cli, Command, Mode, QuotaAction, TrashAction, UploadsAction};
@@ -85,9 +87,8 @@ fn store_dir(given: Option<PathBuf>) -> Result<PathBuf, Failure> {
         .ok_or_else(|| Failure::Usage("no store directory: pass --store or set KEEPSAKE_STORE".into()))
 }
 
-fn album_by_name(store: &Store, user: &str, name: &str) -> Result<AlbumInfo, Failure> {
-    store
-        .find_album(user, name)?
+fn album_by_name(user: &User, name: &str) -> Result<AlbumInfo, Failure> {
+    user.find_album(name)?
         .ok_or_else(|| Failure::Store(Error::UnknownAlbum(name.to_string())))
 }
 
@@ -182,7 +183,7 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
             dir.display()
         )));
     }
-    let user = cli.global.user.as_str();
+    let user_name = cli.global.user.as_str();
     // A backup walks first: a re-run that finds nothing to do answers from
     // a read-only open, without the cost of opening the store to write.
     let mut scan = None;
@@ -191,7 +192,7 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
     } = &cli.command
     {
         let walked = backup::scan(paths);
-        if !rehash && backup::run_unchanged(&dir, user, album, &walked, out)? {
+        if !rehash && backup::run_unchanged(&dir, user_name, album, &walked, out)? {
             return Ok(());
         }
         scan = Some(walked);
@@ -200,6 +201,7 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
     for note in store.recovery_notes() {
         let _ = writeln!(io::stderr(), "keepsake: recovery: {note}");
     }
+    let user = store.user(user_name)?;
     match cli.command {
         Command::Backup {
             paths: _,
@@ -211,9 +213,9 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
                 Mode::Hash => DedupMode::Hash,
                 Mode::NameHash => DedupMode::NameAndHash,
             };
-            let album = store.ensure_album(user, &album)?;
+            let album = user.ensure_album(&album)?;
             let scan = scan.expect("walked above");
-            let summary = backup::run(&store, user, album, scan, mode, rehash, out)?;
+            let summary = backup::run(&user, album, scan, mode, rehash, out)?;
             if summary.errors > 0 {
                 return Err(Failure::Status(1));
             }
@@ -225,8 +227,8 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
                 files: u64,
                 bytes: u64,
             }
-            let rows: Vec<Row> = store
-                .albums(user)?
+            let rows: Vec<Row> = user
+                .albums()?
                 .into_iter()
                 .map(|a| Row {
                     name: a.name,
@@ -240,40 +242,40 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
                     .collect()
             })?;
         }
-        Command::Album { action } => album_command(&store, user, action, out)?,
+        Command::Album { action } => album_command(&user, action, out)?,
         Command::Ls { album } => {
-            let albums = store.albums(user)?;
+            let albums = user.albums()?;
             let files = match album {
-                Some(name) => store.album_files(user, album_by_name(&store, user, &name)?.id)?,
-                None => store.files(user)?,
+                Some(name) => user.album_files(album_by_name(&user, &name)?.id)?,
+                None => user.files()?,
             };
             show_listing(out, &listed(files, &albums))?;
         }
         Command::Add { files, album } => {
-            let album = album_by_name(&store, user, &album)?.id;
-            each_file(out, "added", &files, |f| store.add_to_album(user, f, album).map(drop))?;
+            let album = album_by_name(&user, &album)?.id;
+            each_file(out, "added", &files, |f| user.add_to_album(f, album).map(drop))?;
         }
         Command::Remove { files, album } => {
-            let album = album_by_name(&store, user, &album)?.id;
-            each_file(out, "removed", &files, |f| store.remove_from_album(user, f, album))?;
+            let album = album_by_name(&user, &album)?.id;
+            each_file(out, "removed", &files, |f| user.remove_from_album(f, album))?;
         }
         Command::Move { files, from, to } => {
-            let from = album_by_name(&store, user, &from)?.id;
-            let to = album_by_name(&store, user, &to)?.id;
-            each_file(out, "moved", &files, |f| store.move_file(user, f, from, to))?;
+            let from = album_by_name(&user, &from)?.id;
+            let to = album_by_name(&user, &to)?.id;
+            each_file(out, "moved", &files, |f| user.move_file(f, from, to))?;
         }
-        Command::Delete { files } => each_file(out, "deleted", &files, |f| store.delete(user, f))?,
+        Command::Delete { files } => each_file(out, "deleted", &files, |f| user.delete(f))?,
         Command::Trash { action: None } => {
-            let albums = store.albums(user)?;
-            show_listing(out, &listed(store.trash(user)?, &albums))?;
+            let albums = user.albums()?;
+            show_listing(out, &listed(user.trash()?, &albums))?;
         }
         Command::Trash {
             action: Some(TrashAction::Restore { files }),
-        } => each_file(out, "restored", &files, |f| store.restore(user, f).map(drop))?,
+        } => each_file(out, "restored", &files, |f| user.restore(f).map(drop))?,
         Command::Trash {
             action: Some(TrashAction::Empty),
         } => {
-            let r = store.empty_trash(user)?;
+            let r = user.empty_trash()?;
             out.show(&r, || {
                 format!(
                     "deleted {} file(s) for good, {} freed from the quota",
@@ -282,9 +284,9 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
                 )
             })?;
         }
-        Command::Get { file, output } => get(&store, user, FileId(file), output.as_deref())?,
+        Command::Get { file, output } => get(&user, FileId(file), output.as_deref())?,
         Command::Usage => {
-            let u = store.usage(user)?;
+            let u = user.usage()?;
             out.show(&u, || {
                 let limit = u.limit.map_or("none".to_string(), bytes);
                 format!(
@@ -304,15 +306,15 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
                 QuotaAction::Set { bytes } => Some(bytes),
                 QuotaAction::Clear => None,
             };
-            store.set_quota(user, limit)?;
+            user.set_quota(limit)?;
             #[derive(Serialize)]
             struct Quota<'a> {
                 user: &'a str,
                 limit: Option<u64>,
             }
-            out.show(&Quota { user, limit }, || match limit {
-                Some(l) => format!("quota of {user} set to {}", bytes(l)),
-                None => format!("quota of {user} cleared"),
+            out.show(&Quota { user: user_name, limit }, || match limit {
+                Some(l) => format!("quota of {user_name} set to {}", bytes(l)),
+                None => format!("quota of {user_name} cleared"),
             })?;
         }
         Command::Gc { grace } => {
@@ -333,7 +335,7 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
             })?;
         }
         Command::Uploads { action: None } => {
-            let sessions = store.uploads(user)?;
+            let sessions = user.uploads()?;
             out.show(&sessions, || {
                 sessions
                     .iter()
@@ -347,10 +349,10 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
         Command::Uploads {
             action: Some(UploadsAction::Abort { id }),
         } => {
-            store.abort(user, id)?;
+            user.abort(id)?;
             #[derive(Serialize)]
             struct Aborted {
-                aborted: u64,
+                aborted: keepsake::UploadId,
             }
             out.show(&Aborted { aborted: id }, || format!("upload session {id} aborted"))?;
         }
@@ -376,7 +378,7 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
                 return Err(Failure::Status(1));
             }
         }
-        Command::Duplicates => duplicates::list(&store, user, out)?,
+        Command::Duplicates => duplicates::list(&user, out)?,
         Command::Dedupe {
             dry_run,
             keep_oldest: _,
@@ -388,7 +390,7 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
                 (false, Some(glob)) => duplicates::Keep::Name(glob),
                 (false, None) => duplicates::Keep::Oldest,
             };
-            duplicates::dedupe(&store, user, &keep, dry_run, out)?;
+            duplicates::dedupe(&user, &keep, dry_run, out)?;
         }
         Command::Stats => {
             let s = store.stats()?;
@@ -412,7 +414,7 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
     Ok(())
 }
 
-fn album_command(store: &Store, user: &str, action: AlbumAction, out: &Output) -> Result<(), Failure> {
+fn album_command(user: &User, action: AlbumAction, out: &Output) -> Result<(), Failure> {
     #[derive(Serialize)]
     struct Done {
         album: String,
@@ -422,7 +424,7 @@ fn album_command(store: &Store, user: &str, action: AlbumAction, out: &Output) -
     }
     let done = match action {
         AlbumAction::Create { name } => {
-            store.create_album(user, &name)?;
+            user.create_album(&name)?;
             Done {
                 album: name,
                 action: "created",
@@ -430,8 +432,8 @@ fn album_command(store: &Store, user: &str, action: AlbumAction, out: &Output) -
             }
         }
         AlbumAction::Rename { name, new_name } => {
-            let id = album_by_name(store, user, &name)?.id;
-            store.rename_album(user, id, &new_name)?;
+            let id = album_by_name(user, &name)?.id;
+            user.rename_album(id, &new_name)?;
             Done {
                 album: new_name,
                 action: "renamed",
@@ -439,13 +441,13 @@ fn album_command(store: &Store, user: &str, action: AlbumAction, out: &Output) -
             }
         }
         AlbumAction::Delete { name, trash_files } => {
-            let id = album_by_name(store, user, &name)?.id;
+            let id = album_by_name(user, &name)?.id;
             let how = if trash_files {
                 AlbumDeletion::TrashFiles
             } else {
                 AlbumDeletion::KeepFiles
             };
-            let trashed = store.delete_album(user, id, how)?;
+            let trashed = user.delete_album(id, how)?;
             Done {
                 album: name,
                 action: "deleted",
@@ -504,8 +506,8 @@ fn repair(store: &Store, scrub: bool, out: &Output) -> Result<(), Failure> {
     }
 }
 
-fn get(store: &Store, user: &str, file: FileId, output: Option<&Path>) -> Result<(), Failure> {
-    let mut reader = store.open_file(user, file)?;
+fn get(user: &User, file: FileId, output: Option<&Path>) -> Result<(), Failure> {
+    let mut reader = user.open_file(file)?;
     match output {
         None => {
             io::copy(&mut reader, &mut io::stdout().lock())?;

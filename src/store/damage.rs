@@ -2,8 +2,8 @@
 //!
 //! A read or a scrub that finds a blob's bytes failing their hash records a
 //! [`DamageRecord`] for the copy it read. From then on the store asks for the
-//! content instead of deduplicating against it: [`Store::check`] answers
-//! `Upload` and [`Store::link`] wants the bytes. An upload that carries the
+//! content instead of deduplicating against it: [`User::check`] answers
+//! `Upload` and [`User::link`] wants the bytes. An upload that carries the
 //! content writes a fresh copy, and its commit points the blob at the copy
 //! and drops the record: the photo is whole again, for every file and every
 //! user that refers to it, with no change to anyone's files or quota.
@@ -12,10 +12,10 @@
 //! a heal (or anything else that moved the blob) is never taken for damage
 //! of the new copy.
 //!
-//! [`Store::check`]: crate::Store::check
-//! [`Store::link`]: crate::Store::link
+//! [`User::check`]: crate::User::check
+//! [`User::link`]: crate::User::link
 
-use super::accounting::{occupy, release};
+use super::ledger::{occupy, release};
 use super::Inner;
 use crate::error::Result;
 use crate::hash::ContentHash;

@@ -1,22 +1,47 @@
 //! The store: opening it, its options, and the state every operation shares.
 //!
-//! The operations themselves live in one module per concept: `upload.rs`
-//! (the duplicate rules), `library.rs` (albums and files), `trash.rs`,
-//! `quota.rs`, `read.rs`, and `gc.rs`, `verify.rs`, `stats.rs` at the crate
-//! root. `accounting.rs` holds the helpers that keep reference counts and
-//! usage exact.
+//! One module per concept; none imports a sibling that imports it back
+//! (`DESIGN.md` has the map and the allowed imports):
+//!
+//! | module | owns |
+//! |---|---|
+//! | `ledger` | every record a transaction keeps in step: users, files, albums, memberships, reference counts, usage, the quota rule, the trash move, segment occupancy |
+//! | `upload` | the public vocabulary of uploads: [`Content`], [`Upload`], [`DedupMode`], [`Outcome`], [`UploadReport`], [`Preflight`] |
+//! | `rules` | the duplicate rules (plan and apply of Skipped, Linked, Stored) and the hash-only operations `check` and `link` |
+//! | `ingest` | getting bytes in: reading and hashing sources, spooling streams, copying into the blob log, the batch loop around the commit |
+//! | `pipeline` | the reader-hasher threads that run ahead of the writer, and their buffer pool |
+//! | `staging` | the `staging/` and `uploads/` directories, their recovery at open, the open session files |
+//! | `delete_set` | files removed only after the commit that stops naming them |
+//! | `session` | resumable upload sessions |
+//! | `library` | albums and the files in them |
+//! | `trash` | delete, restore, empty and expire the trash |
+//! | `quota` | usage figures and the limit |
+//! | `merge` | finding and merging the duplicates a user already has |
+//! | `damage` | damaged blobs, and healing them from a re-upload |
+//! | `read` | verified reads of a file's bytes |
+//! | `sources` | backup source records: what a backup saw of each file on disk |
+//! | `read_only` | the read-only handle, [`ReadOnlyStore`] |
+//! | `maintenance/` | store-wide work: `gc`, `verify`, `repair`, `stats` |
+//! | `user` | the per-user handle, [`User`] |
 
-pub(crate) mod accounting;
 mod damage;
-mod duplicates;
+mod delete_set;
+mod ingest;
+pub(crate) mod ledger;
 mod library;
+mod maintenance;
+mod merge;
 mod pipeline;
 mod quota;
 mod read;
-mod scan;
+mod read_only;
+mod rules;
 mod session;
+mod sources;
+mod staging;
 mod trash;
 mod upload;
+mod user;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
@@ -32,19 +57,20 @@ use crate::commit::Committer;
 use crate::error::{Error, OpenError, Result};
 use crate::fs::{Fs, OsFs};
 use crate::health::Health;
-use crate::meta::records::{SegmentRecord, UserRecord};
+use crate::meta::records::SegmentRecord;
 use crate::meta::txn::Txn;
 use crate::meta::{decode, keys, Cf, Meta};
-use crate::names::check_user_name;
 
-pub use duplicates::{DuplicateGroup, MergeReport};
 pub use library::{AlbumDeletion, AlbumInfo, FileInfo};
+pub use maintenance::{AffectedFile, GcReport, Problem, RepairReport, Stats, VerifyReport};
+pub use merge::{DuplicateGroup, MergeReport};
 pub use quota::Usage;
 pub use read::FileReader;
-pub use scan::SourceIndex;
-pub use session::{UploadStart, UploadStatus, MAX_UPLOAD_METADATA_BYTES, MAX_UPLOAD_METADATA_ENTRIES};
+pub use read_only::{ReadOnlyStore, ReadOnlyUser};
+pub use session::{SessionOptions, UploadStart, UploadStatus, MAX_UPLOAD_METADATA_BYTES, MAX_UPLOAD_METADATA_ENTRIES};
 pub use trash::PurgeReport;
-pub use upload::{Content, DedupMode, Outcome, Preflight, Upload, UploadReport};
+pub use upload::{Content, DedupMode, HashedUpload, Outcome, Preflight, Upload, UploadReport};
+pub use user::User;
 
 /// How a store behaves. Every field has a default suited to a photo library.
 ///
@@ -158,16 +184,17 @@ impl StoreOptions {
 /// use keepsake::{Content, DedupMode, Outcome, Store};
 /// let dir = tempfile::tempdir().unwrap();
 /// let store = Store::open(dir.path()).unwrap();
-/// let album = store.ensure_album("alice", "Camera").unwrap();
-/// let first = store
-///     .upload("alice", album, "IMG_1.JPG", Content::from(&b"pixels"[..]), DedupMode::NameAndHash)
+/// let alice = store.user("alice").unwrap();
+/// let album = alice.ensure_album("Camera").unwrap();
+/// let first = alice
+///     .upload(album, "IMG_1.JPG", Content::from(&b"pixels"[..]), DedupMode::NameAndHash)
 ///     .unwrap();
 /// assert_eq!(first.outcome, Outcome::Stored);
-/// let again = store
-///     .upload("alice", album, "IMG_1.JPG", Content::from(&b"pixels"[..]), DedupMode::NameAndHash)
+/// let again = alice
+///     .upload(album, "IMG_1.JPG", Content::from(&b"pixels"[..]), DedupMode::NameAndHash)
 ///     .unwrap();
 /// assert_eq!(again.outcome, Outcome::Skipped);
-/// assert_eq!(store.read("alice", first.file_id).unwrap(), &b"pixels"[..]);
+/// assert_eq!(alice.read(first.file_id).unwrap(), &b"pixels"[..]);
 /// ```
 #[derive(Clone)]
 pub struct Store {
@@ -192,7 +219,7 @@ pub(crate) struct Inner {
     /// One GC or compaction at a time.
     pub(crate) gc_lock: Mutex<()>,
     pub(crate) recovery: Recovery,
-    pub(crate) sessions: session::Sessions,
+    pub(crate) sessions: staging::Sessions,
     /// Held for the store's lifetime: the lock that keeps a second process
     /// out.
     _lock: File,
@@ -226,11 +253,10 @@ impl Store {
         std::fs::create_dir_all(&root).map_err(io("creating", &root))?;
         let lock = lock(&root)?;
         let meta = Meta::open(&root.join("meta"))?;
-        let corrupt = |e: Error| OpenError::Corrupt(e.to_string());
         let mut committed = BTreeMap::new();
-        for (k, v) in meta.scan_all(Cf::Segments, &[]).map_err(corrupt)? {
+        for (k, v) in meta.scan_all(Cf::Segments, &[])? {
             let id = keys::u64_at(&k, 0).ok_or_else(|| OpenError::Corrupt("bad segment key".into()))?;
-            let rec: SegmentRecord = decode(&v).map_err(corrupt)?;
+            let rec: SegmentRecord = decode(&v)?;
             committed.insert(id, rec.committed_len);
         }
         let health = Arc::new(Health::default());
@@ -245,10 +271,7 @@ impl Store {
             Error::Io { context, source } => OpenError::Io { context, source },
             other => OpenError::Corrupt(other.to_string()),
         })?;
-        upload::clear_staging(&*options.fs, &root).map_err(|e| OpenError::Corrupt(e.to_string()))?;
-        let upload_notes =
-            session::recover(&*options.fs, &root, &meta).map_err(|e| OpenError::Corrupt(e.to_string()))?;
-        recovery.notes.extend(upload_notes);
+        recovery.notes.extend(staging::recover(&*options.fs, &root, &meta)?);
         Ok(Store {
             inner: Arc::new(Inner {
                 root,
@@ -321,25 +344,9 @@ impl Inner {
         self.committer.run(&self.meta, &self.health, work)
     }
 
-    /// Runs `work` as a durable transaction on behalf of an existing user,
-    /// with the user's id. A user who never stored anything fails with
-    /// `missing`: the same error an unknown (or another user's) id gives.
-    pub(crate) fn commit_as<R, F>(&self, user: &str, missing: Error, work: F) -> Result<R>
-    where
-        R: Send + 'static,
-        F: for<'m> FnOnce(&mut Txn<'m>, u64) -> Result<R> + Send + 'static,
-    {
-        check_user_name(user)?;
-        let user = user.to_string();
-        self.commit(move |txn| {
-            let uid = txn_user_id(txn, &user)?.ok_or(missing)?;
-            work(txn, uid)
-        })
-    }
-
     /// The id of an existing user, or `None`: reads never create users.
     pub(crate) fn user_id(&self, user: &str) -> Result<Option<u64>> {
-        user_id(&self.meta, user)
+        ledger::user_id(&self.meta, user)
     }
 }
 
@@ -364,46 +371,6 @@ pub(crate) fn lock(root: &Path) -> Result<File, OpenError> {
         }),
         Err(TryLockError::Error(e)) => Err(io("locking")(e)),
     }
-}
-
-/// The id of `user` in the committed metadata, or `None`.
-pub(crate) fn user_id(meta: &Meta, user: &str) -> Result<Option<u64>> {
-    check_user_name(user)?;
-    meta.get::<u64>(Cf::UserNames, user.as_bytes())
-}
-
-/// The id of `user` inside a transaction, or `None`.
-pub(crate) fn txn_user_id(txn: &Txn<'_>, user: &str) -> Result<Option<u64>> {
-    txn.get::<u64>(Cf::UserNames, user.as_bytes())
-}
-
-/// The id of `user`, creating the user if needed.
-pub(crate) fn ensure_user(txn: &mut Txn<'_>, user: &str) -> Result<u64> {
-    if let Some(id) = txn_user_id(txn, user)? {
-        return Ok(id);
-    }
-    let id = txn.get::<u64>(Cf::Meta, keys::NEXT_USER)?.unwrap_or(1);
-    txn.put(Cf::Meta, keys::NEXT_USER.to_vec(), &(id + 1));
-    txn.put(Cf::UserNames, user.as_bytes().to_vec(), &id);
-    txn.put(
-        Cf::Users,
-        keys::u64_key(id),
-        &UserRecord {
-            next_album: 1,
-            next_file: 1,
-            ..Default::default()
-        },
-    );
-    Ok(id)
-}
-
-pub(crate) fn load_user(txn: &Txn<'_>, uid: u64) -> Result<UserRecord> {
-    txn.get(Cf::Users, &keys::u64_key(uid))?
-        .ok_or_else(|| Error::Corrupt(format!("user {uid} has a name but no record")))
-}
-
-pub(crate) fn save_user(txn: &mut Txn<'_>, uid: u64, rec: &UserRecord) {
-    txn.put(Cf::Users, keys::u64_key(uid), rec);
 }
 
 /// `Store` is shared between threads by design; this fails to compile if a

@@ -6,25 +6,11 @@
 //! user's charge (each pays for what they keep), even though it is stored
 //! once.
 
-use super::{ensure_user, load_user, save_user, Store};
-use crate::error::{Error, Result};
-use crate::meta::records::UserRecord;
+use super::ledger::{load_user, save_user, user_id};
+use super::User;
+use crate::error::Result;
 use crate::meta::txn::Txn;
-
-/// The quota rule: an upload is refused only if it would *charge* bytes
-/// past the limit. What charges nothing (a duplicate, content the user
-/// already references) always passes, even when a lowered limit is below
-/// current usage.
-pub(crate) fn check_quota(user: &UserRecord, charged: u64) -> Result<()> {
-    match user.limit {
-        Some(limit) if charged > 0 && user.unique_bytes + charged > limit => Err(Error::QuotaExceeded {
-            limit,
-            used: user.unique_bytes,
-            needed: charged,
-        }),
-        _ => Ok(()),
-    }
-}
+use crate::meta::Meta;
 
 /// A user's storage figures.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -51,36 +37,42 @@ pub struct Usage {
     pub limit: Option<u64>,
 }
 
-impl Store {
+/// The usage of the user called `name`, in committed metadata: zero for a
+/// user who never stored anything.
+pub(crate) fn usage(meta: &Meta, name: &str) -> Result<Usage> {
+    let rec = match user_id(meta, name)? {
+        Some(uid) => load_user(&Txn::new(meta), uid)?,
+        None => Default::default(),
+    };
+    Ok(Usage {
+        user: name.to_string(),
+        unique_bytes: rec.unique_bytes,
+        logical_bytes: rec.logical_bytes,
+        files: rec.live_files,
+        trashed_files: rec.trashed_files,
+        blobs: rec.blobs,
+        trash_bytes: rec.trash_bytes,
+        limit: rec.limit,
+    })
+}
+
+impl User {
     /// The user's usage. A user who never stored anything has zero usage.
     ///
     /// ```
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let a = store.ensure_album("u", "A").unwrap();
-    /// let b = store.ensure_album("u", "B").unwrap();
-    /// store.upload("u", a, "x.jpg", Content::from(vec![7u8; 5000]), DedupMode::NameAndHash).unwrap();
-    /// store.upload("u", b, "y.jpg", Content::from(vec![7u8; 5000]), DedupMode::NameAndHash).unwrap();
-    /// let usage = store.usage("u").unwrap();
+    /// let u = store.user("u").unwrap();
+    /// let a = u.ensure_album("A").unwrap();
+    /// let b = u.ensure_album("B").unwrap();
+    /// u.upload(a, "x.jpg", Content::from(vec![7u8; 5000]), DedupMode::NameAndHash).unwrap();
+    /// u.upload(b, "y.jpg", Content::from(vec![7u8; 5000]), DedupMode::NameAndHash).unwrap();
+    /// let usage = u.usage().unwrap();
     /// assert_eq!((usage.unique_bytes, usage.logical_bytes, usage.files), (5000, 10000, 2));
     /// ```
-    pub fn usage(&self, user: &str) -> Result<Usage> {
-        let inner = &self.inner;
-        let rec = match inner.user_id(user)? {
-            Some(uid) => load_user(&Txn::new(&inner.meta), uid)?,
-            None => Default::default(),
-        };
-        Ok(Usage {
-            user: user.to_string(),
-            unique_bytes: rec.unique_bytes,
-            logical_bytes: rec.logical_bytes,
-            files: rec.live_files,
-            trashed_files: rec.trashed_files,
-            blobs: rec.blobs,
-            trash_bytes: rec.trash_bytes,
-            limit: rec.limit,
-        })
+    pub fn usage(&self) -> Result<Usage> {
+        usage(&self.inner().meta, self.name())
     }
 
     /// Sets (`Some`) or clears (`None`) the user's limit on unique bytes.
@@ -91,16 +83,14 @@ impl Store {
     /// use keepsake::{Content, DedupMode, Error, Store};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let a = store.ensure_album("u", "A").unwrap();
-    /// store.set_quota("u", Some(10_000)).unwrap();
+    /// let u = store.user("u").unwrap();
+    /// let a = u.ensure_album("A").unwrap();
+    /// u.set_quota(Some(10_000)).unwrap();
     /// let big = Content::from(vec![0u8; 20_000]);
-    /// assert!(matches!(store.upload("u", a, "big.mov", big, DedupMode::Hash), Err(Error::QuotaExceeded { .. })));
+    /// assert!(matches!(u.upload(a, "big.mov", big, DedupMode::Hash), Err(Error::QuotaExceeded { .. })));
     /// ```
-    pub fn set_quota(&self, user: &str, limit: Option<u64>) -> Result<()> {
-        self.inner.user_id(user)?;
-        let user = user.to_string();
-        self.inner.commit(move |txn| {
-            let uid = ensure_user(txn, &user)?;
+    pub fn set_quota(&self, limit: Option<u64>) -> Result<()> {
+        self.commit_creating(move |txn, uid| {
             let mut rec = load_user(txn, uid)?;
             rec.limit = limit;
             save_user(txn, uid, &rec);

@@ -4,7 +4,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use bytes::Bytes;
 
-use super::{Inner, Store};
+use super::{Inner, User};
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
 use crate::ids::FileId;
@@ -88,7 +88,7 @@ impl Inner {
     }
 }
 
-impl Store {
+impl User {
     /// A file's bytes (live or trashed), zero-copy from the segment's memory
     /// map. The bytes are checked against the file's BLAKE3 hash first: a
     /// damaged blob gives [`Error::Integrity`], never wrong bytes, and is
@@ -98,13 +98,14 @@ impl Store {
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let a = store.ensure_album("u", "A").unwrap();
-    /// let f = store.upload("u", a, "1.jpg", Content::from(vec![9u8; 50_000]), DedupMode::Hash).unwrap().file_id;
-    /// assert_eq!(store.read("u", f).unwrap(), vec![9u8; 50_000]);
+    /// let u = store.user("u").unwrap();
+    /// let a = u.ensure_album("A").unwrap();
+    /// let f = u.upload(a, "1.jpg", Content::from(vec![9u8; 50_000]), DedupMode::Hash).unwrap().file_id;
+    /// assert_eq!(u.read(f).unwrap(), vec![9u8; 50_000]);
     /// ```
-    pub fn read(&self, user: &str, file: FileId) -> Result<Bytes> {
-        let inner = &self.inner;
-        let uid = inner.user_id(user)?.ok_or(Error::UnknownFile(file))?;
+    pub fn read(&self, file: FileId) -> Result<Bytes> {
+        let inner = self.inner();
+        let uid = self.id()?.ok_or(Error::UnknownFile(file))?;
         let rec: FileRecord = inner
             .meta
             .get(Cf::Files, &keys::file(uid, file.0))?
@@ -119,13 +120,14 @@ impl Store {
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let album = store.ensure_album("u", "A").unwrap();
-    /// let r = store.upload("u", album, "v.mp4", Content::from(vec![1u8; 10_000]), DedupMode::Hash).unwrap();
+    /// let u = store.user("u").unwrap();
+    /// let album = u.ensure_album("A").unwrap();
+    /// let r = u.upload(album, "v.mp4", Content::from(vec![1u8; 10_000]), DedupMode::Hash).unwrap();
     /// let mut out = Vec::new();
-    /// store.open_file("u", r.file_id).unwrap().read_to_end(&mut out).unwrap();
+    /// u.open_file(r.file_id).unwrap().read_to_end(&mut out).unwrap();
     /// assert_eq!(out, vec![1u8; 10_000]);
     /// ```
-    pub fn open_file(&self, user: &str, file: FileId) -> Result<FileReader> {
-        Ok(FileReader(io::Cursor::new(self.read(user, file)?)))
+    pub fn open_file(&self, file: FileId) -> Result<FileReader> {
+        Ok(FileReader(io::Cursor::new(self.read(file)?)))
     }
 }

@@ -15,11 +15,9 @@
 //!   durable (`fdatasync`), and only then commits the new offset (synced).
 //!   So the committed offset never names a byte that is not on disk, and a
 //!   byte past it was never acknowledged.
-//! - At open, each staged file is truncated to its committed offset; a
-//!   staged file without a session is removed. A staged file *shorter* than
-//!   its offset means the disk lost acknowledged bytes: nothing in it can be
-//!   vouched for (there is no checksum per piece), so the session restarts
-//!   from offset 0, with a recovery note. A client asks for the offset
+//! - At open, [`staging`](super::staging) brings each staged file in line
+//!   with its committed offset (a session that lost acknowledged bytes
+//!   restarts from 0, with a recovery note). A client asks for the offset
 //!   before resuming, so it re-sends instead of storing wrong bytes.
 //! - `finish` hashes the received bytes (with the hasher kept between
 //!   appends, or by reading the staged file again after a restart) and hands
@@ -28,7 +26,9 @@
 //!   [`Fs`]: a known limit.
 //! - The session record is deleted in the commit that stores the file, so
 //!   a crash leaves the session or the file, never both; the staged bytes
-//!   are removed after that commit (at the next open, if a crash intervened).
+//!   are removed after that commit, through a
+//!   [`DeleteSet`](super::delete_set::DeleteSet) (at the next open, if a
+//!   crash intervened).
 //! - Sessions expire [`StoreOptions::upload_expiry`](crate::StoreOptions::upload_expiry)
 //!   after their last append; an expired session is unknown, and `gc`
 //!   removes its record and then its staged file.
@@ -36,25 +36,25 @@
 //! Staged bytes count toward neither quota nor deduplication until finished;
 //! a declared length is checked against the quota when it is declared.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::accounting::load_album;
-use super::quota::check_quota;
-use super::upload::hash_staged;
-use super::{load_user, DedupMode, Inner, Store, UploadReport};
+use super::delete_set::DeleteSet;
+use super::ingest::hash_staged;
+use super::ledger::{check_quota, load_album, load_user};
+use super::staging::{self, Slot};
+use super::{DedupMode, HashedUpload, Inner, UploadReport, User};
 use crate::error::{Error, Result};
-use crate::fs::{Fs, FsFile};
+use crate::fs::FsFile;
 use crate::hash::{ContentHash, Hasher};
-use crate::ids::AlbumId;
+use crate::ids::{AlbumId, UploadId};
 use crate::meta::records::{UploadRecord, UserBlobRecord};
 use crate::meta::txn::Txn;
-use crate::meta::{decode, keys, Cf, Meta};
-use crate::names::{check_file_name, check_user_name};
+use crate::meta::{decode, keys, Cf};
+use crate::names::check_file_name;
 
 /// The most client metadata entries a session keeps; more are refused
 /// with [`Error::MetadataTooLarge`].
@@ -71,53 +71,101 @@ pub const MAX_UPLOAD_METADATA_ENTRIES: usize = 32;
 /// ```
 pub const MAX_UPLOAD_METADATA_BYTES: usize = 4096;
 
-const UPLOADS_DIR: &str = "uploads";
-
-/// What [`Store::begin_upload`] answered.
+/// What a resumable upload session will store, and how: the arguments of
+/// [`User::begin_upload`], as a protocol's creation request carries them
+/// (tus `Upload-Length`, `Upload-Defer-Length` and `Upload-Metadata`; the
+/// IETF draft's upload creation).
 ///
 /// ```
-/// use std::collections::BTreeMap;
-/// use keepsake::{Content, ContentHash, DedupMode, Outcome, Store, UploadStart};
+/// use keepsake::{AlbumId, DedupMode, SessionOptions};
+/// let options = SessionOptions {
+///     length: Some(50_000),
+///     ..SessionOptions::new(AlbumId(1), "VID.MP4", DedupMode::Hash)
+/// };
+/// assert_eq!(options.expected_hash, None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// The album the file goes into; it must exist.
+    pub album: AlbumId,
+    /// The file's name.
+    pub name: String,
+    /// The duplicate rule `finish` applies.
+    pub mode: DedupMode,
+    /// The content's length in bytes, or `None` to declare it later with
+    /// [`User::set_upload_length`] (tus's creation-defer-length). A declared
+    /// length is checked against the quota at once.
+    pub length: Option<u64>,
+    /// The BLAKE3 hash of the whole content, if the client knows it:
+    /// `finish` then refuses any other bytes, and content the duplicate
+    /// rules skip or link needs no bytes at all.
+    pub expected_hash: Option<ContentHash>,
+    /// The client's metadata, kept for it (at most
+    /// [`MAX_UPLOAD_METADATA_ENTRIES`] entries and
+    /// [`MAX_UPLOAD_METADATA_BYTES`] bytes).
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl SessionOptions {
+    /// A session for `name` into `album` under `mode`, with its length
+    /// deferred, no expected hash and no metadata.
+    pub fn new(album: AlbumId, name: impl Into<String>, mode: DedupMode) -> Self {
+        SessionOptions {
+            album,
+            name: name.into(),
+            mode,
+            length: None,
+            expected_hash: None,
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
+/// What [`User::begin_upload`] answered.
+///
+/// ```
+/// use keepsake::{Content, ContentHash, DedupMode, Outcome, SessionOptions, Store, UploadStart};
 /// let dir = tempfile::tempdir().unwrap();
 /// let store = Store::open(dir.path()).unwrap();
-/// let album = store.ensure_album("ann", "Videos").unwrap();
-/// store.upload("ann", album, "v.mp4", Content::from(&b"video"[..]), DedupMode::Hash).unwrap();
+/// let ann = store.user("ann").unwrap();
+/// let album = ann.ensure_album("Videos").unwrap();
+/// ann.upload(album, "v.mp4", Content::from(&b"video"[..]), DedupMode::Hash).unwrap();
 /// // The same content again, announced by its hash: nothing to send.
 /// let hash = Some(ContentHash::of(b"video"));
-/// let start = store.begin_upload("ann", album, "v.mp4", DedupMode::Hash, Some(5), hash, BTreeMap::new()).unwrap();
+/// let start = ann.begin_upload(SessionOptions { length: Some(5), expected_hash: hash, ..SessionOptions::new(album, "v.mp4", DedupMode::Hash) }).unwrap();
 /// assert!(matches!(start, UploadStart::Done(r) if r.outcome == Outcome::Skipped));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UploadStart {
-    /// A new session: send the bytes with [`Store::append`].
-    Session(u64),
+    /// A new session: send the bytes with [`User::append`].
+    Session(UploadId),
     /// The declared hash made bytes unnecessary (a duplicate was skipped or
-    /// linked): the upload is already done, as [`Store::link`] reports it.
+    /// linked): the upload is already done, as [`User::link`] reports it.
     Done(UploadReport),
 }
 
-/// The state of an upload session, as [`Store::upload_status`] and
-/// [`Store::uploads`] report it.
+/// The state of an upload session, as [`User::upload_status`] and
+/// [`User::uploads`] report it.
 ///
 /// ```
-/// use std::collections::BTreeMap;
-/// use keepsake::{DedupMode, Store, UploadStart};
+/// use keepsake::{DedupMode, SessionOptions, Store, UploadStart};
 /// let dir = tempfile::tempdir().unwrap();
 /// let store = Store::open(dir.path()).unwrap();
-/// let album = store.ensure_album("ann", "Videos").unwrap();
+/// let ann = store.user("ann").unwrap();
+/// let album = ann.ensure_album("Videos").unwrap();
 /// let UploadStart::Session(id) =
-///     store.begin_upload("ann", album, "v.mp4", DedupMode::Hash, Some(4), None, BTreeMap::new()).unwrap()
+///     ann.begin_upload(SessionOptions { length: Some(4), ..SessionOptions::new(album, "v.mp4", DedupMode::Hash) }).unwrap()
 /// else { unreachable!() };
-/// store.append("ann", id, 0, b"vid").unwrap();
-/// let status = &store.uploads("ann").unwrap()[0];
+/// ann.append(id, 0, b"vid").unwrap();
+/// let status = &ann.uploads().unwrap()[0];
 /// assert_eq!((status.id, status.offset, status.complete), (id, 3, false));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct UploadStatus {
     /// The session's id.
-    pub id: u64,
+    pub id: UploadId,
     /// Where the file will go.
     pub album: AlbumId,
     /// The file's name.
@@ -140,19 +188,6 @@ pub struct UploadStatus {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// The in-process side of the sessions: one lock per session in use, so
-/// that a session has one writer at a time.
-#[derive(Default)]
-pub(crate) struct Sessions(Mutex<HashMap<u64, Arc<Mutex<Slot>>>>);
-
-#[derive(Default)]
-struct Slot {
-    file: Option<Box<dyn FsFile>>,
-    /// The hash of the bytes up to the offset it is paired with, while this
-    /// process has seen every append since offset 0.
-    hasher: Option<(Hasher, u64)>,
-}
-
 fn mode_code(mode: DedupMode) -> u8 {
     match mode {
         DedupMode::Hash => 0,
@@ -165,10 +200,6 @@ fn mode_of(code: u8) -> DedupMode {
         0 => DedupMode::Hash,
         _ => DedupMode::NameAndHash,
     }
-}
-
-fn staged_path(root: &Path, id: u64) -> PathBuf {
-    root.join(UPLOADS_DIR).join(format!("{id}.part"))
 }
 
 fn check_metadata(metadata: BTreeMap<String, String>) -> Result<Vec<(String, String)>> {
@@ -197,7 +228,7 @@ fn check_declared(txn: &Txn<'_>, uid: u64, length: u64, expected: Option<Content
 
 fn status(id: u64, rec: UploadRecord) -> UploadStatus {
     UploadStatus {
-        id,
+        id: UploadId::new(id),
         album: AlbumId(rec.album),
         mode: mode_of(rec.mode),
         offset: rec.offset,
@@ -211,70 +242,24 @@ fn status(id: u64, rec: UploadRecord) -> UploadStatus {
     }
 }
 
-/// Brings the staged files in line with the committed sessions, at open
-/// (see the module documentation for the rules). Returns one note per
-/// session that lost acknowledged bytes.
-pub(crate) fn recover(fs: &dyn Fs, root: &Path, meta: &Meta) -> Result<Vec<String>> {
-    let dir = root.join(UPLOADS_DIR);
-    let io = |e| Error::io(format!("recovering {}", dir.display()), e);
-    fs.create_dir_all(&dir).map_err(io)?;
-    let mut unclaimed: HashSet<String> = fs.list(&dir).map_err(io)?.into_iter().collect();
-    let mut txn = Txn::new(meta);
-    let mut notes = Vec::new();
-    for (key, value) in meta.scan_all(Cf::Uploads, &[])? {
-        let id = keys::u64_at(&key, 8).ok_or_else(|| Error::Corrupt("bad upload key".into()))?;
-        let mut rec: UploadRecord = decode(&value)?;
-        let path = staged_path(root, id);
-        let len = match unclaimed.remove(&format!("{id}.part")) {
-            true => {
-                let file = fs.open(&path).map_err(io)?;
-                let len = file.len().map_err(io)?;
-                // Bytes past the offset were never acknowledged; bytes short
-                // of it cannot be vouched for, so none are kept.
-                let keep = if len < rec.offset { 0 } else { rec.offset };
-                if len != keep {
-                    file.set_len(keep).and_then(|()| file.sync_data()).map_err(io)?;
-                }
-                len
-            }
-            false => 0,
-        };
-        if len < rec.offset {
-            notes.push(format!(
-                "upload session {id}: staged file has {len} of {} acknowledged bytes; the upload restarts from 0",
-                rec.offset
-            ));
-            rec.offset = 0;
-            txn.put(Cf::Uploads, key, &rec);
-        }
-    }
-    for orphan in &unclaimed {
-        fs.remove_file(&dir.join(orphan)).map_err(io)?;
-    }
-    if !txn.is_empty() {
-        meta.write(txn.into_batch())?;
-    }
-    Ok(notes)
-}
-
 impl Inner {
     fn upload_expiry_ms(&self) -> u64 {
         self.options.upload_expiry.as_millis() as u64
     }
 
     fn slot(&self, id: u64) -> Arc<Mutex<Slot>> {
-        self.sessions.0.lock().entry(id).or_default().clone()
+        self.sessions.slot(id)
     }
 
     /// The user's live session `id`. Expired sessions are unknown even
     /// before `gc` removes them.
     fn session(&self, user: &str, id: u64) -> Result<(u64, UploadRecord)> {
-        let uid = self.user_id(user)?.ok_or(Error::UnknownUpload(id))?;
+        let uid = self.user_id(user)?.ok_or(Error::UnknownUpload(UploadId::new(id)))?;
         let rec = self
             .meta
             .get::<UploadRecord>(Cf::Uploads, &keys::upload(uid, id))?
             .filter(|r| r.expires_ms > self.now_ms())
-            .ok_or(Error::UnknownUpload(id))?;
+            .ok_or(Error::UnknownUpload(UploadId::new(id)))?;
         Ok((uid, rec))
     }
 
@@ -289,7 +274,7 @@ impl Inner {
     ) -> Result<R> {
         self.session(user, id)?;
         let cell = self.slot(id);
-        let mut slot = cell.try_lock().ok_or(Error::UploadBusy(id))?;
+        let mut slot = cell.try_lock().ok_or(Error::UploadBusy(UploadId::new(id)))?;
         // Again under the lock: the previous writer may have moved the
         // offset or ended the session.
         let (uid, rec) = self.session(user, id)?;
@@ -301,13 +286,13 @@ impl Inner {
     fn staged_file<'s>(&self, slot: &'s mut Slot, id: u64) -> Result<&'s dyn FsFile> {
         if slot.file.is_none() {
             let fs = &*self.options.fs;
-            let path = staged_path(&self.root, id);
+            let path = staging::session_path(&self.root, id);
             let io = |e| Error::io(format!("opening {}", path.display()), e);
             let file = match fs.open(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     let f = fs.create(&path).map_err(io)?;
-                    fs.sync_dir(&self.root.join(UPLOADS_DIR)).map_err(io)?;
+                    fs.sync_dir(&staging::sessions_dir(&self.root)).map_err(io)?;
                     f
                 }
                 Err(e) => return Err(io(e)),
@@ -321,20 +306,11 @@ impl Inner {
     /// staged file. A crash in between leaves a file that the next open
     /// removes.
     fn drop_session(&self, uid: u64, id: u64) -> Result<()> {
-        self.commit(move |txn| {
+        self.commit_then_delete(move |txn, doomed| {
             txn.delete(Cf::Uploads, keys::upload(uid, id));
+            doomed.session(id);
             Ok(())
-        })?;
-        self.remove_staged(id)
-    }
-
-    fn remove_staged(&self, id: u64) -> Result<()> {
-        self.sessions.0.lock().remove(&id);
-        let path = staged_path(&self.root, id);
-        match self.options.fs.remove_file(&path) {
-            Err(e) if e.kind() != ErrorKind::NotFound => Err(Error::io(format!("removing {}", path.display()), e)),
-            _ => Ok(()),
-        }
+        })
     }
 
     /// Removes the sessions that expired, for `gc`. A session busy with an
@@ -351,27 +327,26 @@ impl Inner {
             let Some(_writer) = cell.try_lock() else {
                 continue;
             };
-            let gone = self.commit(move |txn| match txn.get::<UploadRecord>(Cf::Uploads, &key)? {
-                Some(rec) if rec.expires_ms <= now => {
-                    txn.delete(Cf::Uploads, key);
-                    Ok(true)
-                }
-                _ => Ok(false),
-            })?;
-            if gone {
-                self.remove_staged(id)?;
-                expired += 1;
-            }
+            let gone =
+                self.commit_then_delete(move |txn, doomed| match txn.get::<UploadRecord>(Cf::Uploads, &key)? {
+                    Some(rec) if rec.expires_ms <= now => {
+                        txn.delete(Cf::Uploads, key);
+                        doomed.session(id);
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                })?;
+            expired += u64::from(gone);
         }
         Ok(expired)
     }
 }
 
-impl Store {
+impl User {
     /// Begins a resumable upload of `name` into `album`. With
     /// `expected_hash`, a content the duplicate rules would skip or link
     /// needs no bytes: the answer is then [`UploadStart::Done`] with the
-    /// report of [`Store::link`] (a link is made). Otherwise a session is
+    /// report of [`User::link`] (a link is made). Otherwise a session is
     /// opened. A declared length is checked against the quota now, as
     /// content new to the user; it may instead be declared later with
     /// [`set_upload_length`](Self::set_upload_length).
@@ -382,59 +357,61 @@ impl Store {
     /// [`Error::MetadataTooLarge`]).
     ///
     /// ```
-    /// use std::collections::BTreeMap;
-    /// use keepsake::{DedupMode, Outcome, Store, UploadStart};
+    /// use keepsake::{DedupMode, Outcome, SessionOptions, Store, UploadStart};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let album = store.ensure_album("ann", "Videos").unwrap();
+    /// let ann = store.user("ann").unwrap();
+    /// let album = ann.ensure_album("Videos").unwrap();
     /// let video = vec![7u8; 50_000];
-    /// let start = store
-    ///     .begin_upload("ann", album, "VID.MP4", DedupMode::Hash, Some(50_000), None, BTreeMap::new())
-    ///     .unwrap();
+    /// let options = SessionOptions {
+    ///     length: Some(50_000),
+    ///     ..SessionOptions::new(album, "VID.MP4", DedupMode::Hash)
+    /// };
+    /// let start = ann.begin_upload(options).unwrap();
     /// let UploadStart::Session(id) = start else { panic!("new content needs its bytes") };
-    /// assert_eq!(store.append("ann", id, 0, &video[..20_000]).unwrap(), 20_000);
-    /// assert_eq!(store.append("ann", id, 20_000, &video[20_000..]).unwrap(), 50_000);
-    /// assert_eq!(store.finish("ann", id).unwrap().outcome, Outcome::Stored);
+    /// assert_eq!(ann.append(id, 0, &video[..20_000]).unwrap(), 20_000);
+    /// assert_eq!(ann.append(id, 20_000, &video[20_000..]).unwrap(), 50_000);
+    /// assert_eq!(ann.finish(id).unwrap().outcome, Outcome::Stored);
     /// ```
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the upload's fields, as a protocol's begin request carries them"
-    )]
-    pub fn begin_upload(
-        &self,
-        user: &str,
-        album: AlbumId,
-        name: &str,
-        mode: DedupMode,
-        declared_length: Option<u64>,
-        expected_hash: Option<ContentHash>,
-        metadata: BTreeMap<String, String>,
-    ) -> Result<UploadStart> {
-        check_user_name(user)?;
-        check_file_name(name)?;
-        self.inner.health.check()?;
+    pub fn begin_upload(&self, options: SessionOptions) -> Result<UploadStart> {
+        let SessionOptions {
+            album,
+            name,
+            mode,
+            length: declared_length,
+            expected_hash,
+            metadata,
+        } = options;
+        check_file_name(&name)?;
+        self.inner().health.check()?;
         let metadata = check_metadata(metadata)?;
         if let Some(hash) = expected_hash {
-            match self.link(user, album, name, hash, mode) {
+            let known = HashedUpload {
+                album,
+                name: name.clone(),
+                hash,
+                mode,
+            };
+            match self.link(&known) {
                 Ok(report) => return Ok(UploadStart::Done(report)),
                 Err(Error::ContentRequired) => {}
                 Err(e) => return Err(e),
             }
         }
-        let now = self.inner.now_ms();
+        let now = self.inner().now_ms();
         let rec = UploadRecord {
             album: album.0,
-            name: name.to_string(),
+            name,
             mode: mode_code(mode),
             declared: declared_length,
             offset: 0,
             expected: expected_hash,
             created_ms: now,
-            expires_ms: now.saturating_add(self.inner.upload_expiry_ms()),
+            expires_ms: now.saturating_add(self.inner().upload_expiry_ms()),
             metadata,
         };
         let missing = Error::UnknownAlbum(album.to_string());
-        let (uid, id) = self.inner.commit_as(user, missing, move |txn, uid| {
+        let (uid, id) = self.commit_existing(missing, move |txn, uid| {
             if load_album(txn, uid, rec.album)?.is_none() {
                 return Err(Error::UnknownAlbum(album.to_string()));
             }
@@ -446,13 +423,13 @@ impl Store {
             txn.put(Cf::Uploads, keys::upload(uid, id), &rec);
             Ok((uid, id))
         })?;
-        let created = self.inner.staged_file(&mut Slot::default(), id).map(|_| ());
+        let created = self.inner().staged_file(&mut Slot::default(), id).map(|_| ());
         if let Err(e) = created {
             // No bytes can be taken without the file: the session goes too.
-            self.inner.drop_session(uid, id)?;
+            self.inner().drop_session(uid, id)?;
             return Err(e);
         }
-        Ok(UploadStart::Session(id))
+        Ok(UploadStart::Session(UploadId::new(id)))
     }
 
     /// Appends `bytes` at `offset`, which must be the session's durable
@@ -464,22 +441,23 @@ impl Store {
     /// expiry.
     ///
     /// ```
-    /// use std::collections::BTreeMap;
-    /// use keepsake::{DedupMode, Error, Store, UploadStart};
+    /// use keepsake::{DedupMode, Error, SessionOptions, Store, UploadStart};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let album = store.ensure_album("ann", "Videos").unwrap();
+    /// let ann = store.user("ann").unwrap();
+    /// let album = ann.ensure_album("Videos").unwrap();
     /// let UploadStart::Session(id) =
-    ///     store.begin_upload("ann", album, "v.mp4", DedupMode::Hash, None, None, BTreeMap::new()).unwrap()
+    ///     ann.begin_upload(SessionOptions::new(album, "v.mp4", DedupMode::Hash)).unwrap()
     /// else { unreachable!() };
-    /// store.append("ann", id, 0, b"first").unwrap();
+    /// ann.append(id, 0, b"first").unwrap();
     /// // A retry of a piece that did arrive: the error says where to resume.
-    /// assert!(matches!(store.append("ann", id, 0, b"first"), Err(Error::OffsetMismatch { expected: 5 })));
+    /// assert!(matches!(ann.append(id, 0, b"first"), Err(Error::OffsetMismatch { expected: 5 })));
     /// ```
-    pub fn append(&self, user: &str, id: u64, offset: u64, bytes: &[u8]) -> Result<u64> {
-        let inner = &*self.inner;
+    pub fn append(&self, id: UploadId, offset: u64, bytes: &[u8]) -> Result<u64> {
+        let id = id.get();
+        let inner = self.inner();
         inner.health.check()?;
-        inner.with_session(user, id, |slot, uid, rec| {
+        inner.with_session(self.name(), id, |slot, uid, rec| {
             if offset != rec.offset {
                 return Err(Error::OffsetMismatch { expected: rec.offset });
             }
@@ -504,7 +482,7 @@ impl Store {
                 let mut rec = txn
                     .get::<UploadRecord>(Cf::Uploads, &key)?
                     .filter(|r| r.offset == offset)
-                    .ok_or(Error::UnknownUpload(id))?;
+                    .ok_or(Error::UnknownUpload(UploadId::new(id)))?;
                 rec.offset = end;
                 rec.expires_ms = expires_ms;
                 txn.put(Cf::Uploads, key, &rec);
@@ -528,22 +506,23 @@ impl Store {
     /// already received, and is checked against the quota.
     ///
     /// ```
-    /// use std::collections::BTreeMap;
-    /// use keepsake::{DedupMode, Store, UploadStart};
+    /// use keepsake::{DedupMode, SessionOptions, Store, UploadStart};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let album = store.ensure_album("ann", "Videos").unwrap();
+    /// let ann = store.user("ann").unwrap();
+    /// let album = ann.ensure_album("Videos").unwrap();
     /// let UploadStart::Session(id) =
-    ///     store.begin_upload("ann", album, "v.mp4", DedupMode::Hash, None, None, BTreeMap::new()).unwrap()
+    ///     ann.begin_upload(SessionOptions::new(album, "v.mp4", DedupMode::Hash)).unwrap()
     /// else { unreachable!() };
-    /// store.append("ann", id, 0, b"abc").unwrap();
-    /// store.set_upload_length("ann", id, 6).unwrap();
-    /// store.append("ann", id, 3, b"def").unwrap();
-    /// assert!(store.upload_status("ann", id).unwrap().complete);
+    /// ann.append(id, 0, b"abc").unwrap();
+    /// ann.set_upload_length(id, 6).unwrap();
+    /// ann.append(id, 3, b"def").unwrap();
+    /// assert!(ann.upload_status(id).unwrap().complete);
     /// ```
-    pub fn set_upload_length(&self, user: &str, id: u64, length: u64) -> Result<()> {
-        let inner = &*self.inner;
-        inner.with_session(user, id, |_, uid, rec| {
+    pub fn set_upload_length(&self, id: UploadId, length: u64) -> Result<()> {
+        let id = id.get();
+        let inner = self.inner();
+        inner.with_session(self.name(), id, |_, uid, rec| {
             let refuse = |reason| {
                 Err(Error::InvalidLength {
                     requested: length,
@@ -560,7 +539,7 @@ impl Store {
                 let key = keys::upload(uid, id);
                 let mut rec = txn
                     .get::<UploadRecord>(Cf::Uploads, &key)?
-                    .ok_or(Error::UnknownUpload(id))?;
+                    .ok_or(Error::UnknownUpload(UploadId::new(id)))?;
                 check_declared(txn, uid, length, rec.expected)?;
                 rec.declared = Some(length);
                 txn.put(Cf::Uploads, key, &rec);
@@ -573,45 +552,49 @@ impl Store {
     ///
     /// ```
     /// use std::collections::BTreeMap;
-    /// use keepsake::{DedupMode, Error, Store, UploadStart};
+    /// use keepsake::{DedupMode, Error, SessionOptions, Store, UploadStart};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let album = store.ensure_album("ann", "Videos").unwrap();
+    /// let ann = store.user("ann").unwrap();
+    /// let bob = store.user("bob").unwrap();
+    /// let album = ann.ensure_album("Videos").unwrap();
     /// let meta = BTreeMap::from([("filetype".to_string(), "video/mp4".to_string())]);
     /// let UploadStart::Session(id) =
-    ///     store.begin_upload("ann", album, "v.mp4", DedupMode::Hash, Some(10), None, meta.clone()).unwrap()
+    ///     ann.begin_upload(SessionOptions { length: Some(10), metadata: meta.clone(), ..SessionOptions::new(album, "v.mp4", DedupMode::Hash) }).unwrap()
     /// else { unreachable!() };
-    /// let status = store.upload_status("ann", id).unwrap();
+    /// let status = ann.upload_status(id).unwrap();
     /// assert_eq!((status.offset, status.declared_length, status.complete), (0, Some(10), false));
     /// assert_eq!(status.metadata, meta);
     /// // Sessions are per user.
-    /// store.ensure_album("bob", "Videos").unwrap();
-    /// assert!(matches!(store.upload_status("bob", id), Err(Error::UnknownUpload(_))));
+    /// bob.ensure_album("Videos").unwrap();
+    /// assert!(matches!(bob.upload_status(id), Err(Error::UnknownUpload(_))));
     /// ```
-    pub fn upload_status(&self, user: &str, id: u64) -> Result<UploadStatus> {
-        let (_, rec) = self.inner.session(user, id)?;
+    pub fn upload_status(&self, id: UploadId) -> Result<UploadStatus> {
+        let id = id.get();
+        let (_, rec) = self.inner().session(self.name(), id)?;
         Ok(status(id, rec))
     }
 
     /// The user's unexpired sessions, oldest first.
     ///
     /// ```
-    /// use std::collections::BTreeMap;
-    /// use keepsake::{DedupMode, Store};
+    /// use keepsake::{DedupMode, SessionOptions, Store};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let album = store.ensure_album("ann", "Videos").unwrap();
-    /// store.begin_upload("ann", album, "v.mp4", DedupMode::Hash, None, None, BTreeMap::new()).unwrap();
-    /// assert_eq!(store.uploads("ann").unwrap().len(), 1);
-    /// assert!(store.uploads("nobody").unwrap().is_empty());
+    /// let ann = store.user("ann").unwrap();
+    /// let nobody = store.user("nobody").unwrap();
+    /// let album = ann.ensure_album("Videos").unwrap();
+    /// ann.begin_upload(SessionOptions::new(album, "v.mp4", DedupMode::Hash)).unwrap();
+    /// assert_eq!(ann.uploads().unwrap().len(), 1);
+    /// assert!(nobody.uploads().unwrap().is_empty());
     /// ```
-    pub fn uploads(&self, user: &str) -> Result<Vec<UploadStatus>> {
-        let Some(uid) = self.inner.user_id(user)? else {
+    pub fn uploads(&self) -> Result<Vec<UploadStatus>> {
+        let Some(uid) = self.id()? else {
             return Ok(Vec::new());
         };
-        let now = self.inner.now_ms();
+        let now = self.inner().now_ms();
         let mut out = Vec::new();
-        for (key, value) in self.inner.meta.scan_all(Cf::Uploads, &keys::u64_key(uid))? {
+        for (key, value) in self.inner().meta.scan_all(Cf::Uploads, &keys::u64_key(uid))? {
             let rec: UploadRecord = decode(&value)?;
             if rec.expires_ms > now {
                 out.push(status(keys::last_u64(&key), rec));
@@ -621,7 +604,7 @@ impl Store {
     }
 
     /// Stores what the session received, exactly as a one-shot upload of
-    /// the same bytes would ([`Store::upload`]: same duplicate rules, same
+    /// the same bytes would ([`User::upload`]: same duplicate rules, same
     /// report, quota checked by the same commit), and ends the session. A
     /// declared length must have arrived in full
     /// ([`Error::UploadIncomplete`]); a deferred one becomes the bytes
@@ -630,23 +613,24 @@ impl Store {
     /// (the quota, say) leave the session to be finished again.
     ///
     /// ```
-    /// use std::collections::BTreeMap;
-    /// use keepsake::{ContentHash, DedupMode, Error, Store, UploadStart};
+    /// use keepsake::{ContentHash, DedupMode, Error, SessionOptions, Store, UploadStart};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let album = store.ensure_album("ann", "Videos").unwrap();
+    /// let ann = store.user("ann").unwrap();
+    /// let album = ann.ensure_album("Videos").unwrap();
     /// let claimed = Some(ContentHash::of(b"what was meant"));
     /// let UploadStart::Session(id) =
-    ///     store.begin_upload("ann", album, "v.mp4", DedupMode::Hash, None, claimed, BTreeMap::new()).unwrap()
+    ///     ann.begin_upload(SessionOptions { expected_hash: claimed, ..SessionOptions::new(album, "v.mp4", DedupMode::Hash) }).unwrap()
     /// else { unreachable!() };
-    /// store.append("ann", id, 0, b"what arrived").unwrap();
-    /// assert!(matches!(store.finish("ann", id), Err(Error::HashMismatch { .. })));
-    /// assert!(store.files("ann").unwrap().is_empty());
+    /// ann.append(id, 0, b"what arrived").unwrap();
+    /// assert!(matches!(ann.finish(id), Err(Error::HashMismatch { .. })));
+    /// assert!(ann.files().unwrap().is_empty());
     /// ```
-    pub fn finish(&self, user: &str, id: u64) -> Result<UploadReport> {
-        let inner = &*self.inner;
+    pub fn finish(&self, id: UploadId) -> Result<UploadReport> {
+        let id = id.get();
+        let inner = self.inner();
         inner.health.check()?;
-        inner.with_session(user, id, |slot, uid, rec| {
+        inner.with_session(self.name(), id, |slot, uid, rec| {
             if let Some(declared) = rec.declared.filter(|&d| d != rec.offset) {
                 return Err(Error::UploadIncomplete {
                     offset: rec.offset,
@@ -669,7 +653,7 @@ impl Store {
             }
             let file = slot.file.take().expect("opened above");
             let report = inner.upload_staged(
-                user,
+                self.name(),
                 AlbumId(rec.album),
                 &rec.name,
                 mode_of(rec.mode),
@@ -680,7 +664,9 @@ impl Store {
             )?;
             // The commit that stored the file dropped the session record;
             // the staged bytes go only now.
-            inner.remove_staged(id)?;
+            let mut doomed = DeleteSet::default();
+            doomed.session(id);
+            inner.delete(doomed)?;
             Ok(report)
         })
     }
@@ -688,19 +674,20 @@ impl Store {
     /// Ends a session without storing anything, removing its staged bytes.
     ///
     /// ```
-    /// use std::collections::BTreeMap;
-    /// use keepsake::{DedupMode, Error, Store, UploadStart};
+    /// use keepsake::{DedupMode, Error, SessionOptions, Store, UploadStart};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let album = store.ensure_album("ann", "Videos").unwrap();
+    /// let ann = store.user("ann").unwrap();
+    /// let album = ann.ensure_album("Videos").unwrap();
     /// let UploadStart::Session(id) =
-    ///     store.begin_upload("ann", album, "v.mp4", DedupMode::Hash, None, None, BTreeMap::new()).unwrap()
+    ///     ann.begin_upload(SessionOptions::new(album, "v.mp4", DedupMode::Hash)).unwrap()
     /// else { unreachable!() };
-    /// store.abort("ann", id).unwrap();
-    /// assert!(matches!(store.append("ann", id, 0, b"late"), Err(Error::UnknownUpload(_))));
+    /// ann.abort(id).unwrap();
+    /// assert!(matches!(ann.append(id, 0, b"late"), Err(Error::UnknownUpload(_))));
     /// ```
-    pub fn abort(&self, user: &str, id: u64) -> Result<()> {
-        let inner = &*self.inner;
-        inner.with_session(user, id, |_, uid, _| inner.drop_session(uid, id))
+    pub fn abort(&self, id: UploadId) -> Result<()> {
+        let id = id.get();
+        let inner = self.inner();
+        inner.with_session(self.name(), id, |_, uid, _| inner.drop_session(uid, id))
     }
 }

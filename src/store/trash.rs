@@ -2,17 +2,14 @@
 //! counting toward the quota until it is purged (by emptying the trash or
 //! after the retention period), and it is never a duplicate of an upload.
 
-use super::accounting::{
-    add_member, index_live, load_album, load_file, remove_member, save_file, set_liveness, unindex_live,
-    unreference_file,
+use super::ledger::{
+    add_member, index_live, live_file, load_album, load_file, load_user, purge, save_file, save_user, set_liveness,
+    trash_file, txn_user_id,
 };
-use super::library::{live_file, FileInfo};
-use super::{load_user, save_user, txn_user_id, Store};
+use super::{FileInfo, Store, User};
 use crate::error::{Error, Result};
 use crate::ids::{AlbumId, FileId};
 use crate::meta::keys;
-use crate::meta::records::{FileRecord, UserRecord};
-use crate::meta::txn::Txn;
 use crate::meta::Cf;
 
 /// What a purge of the trash did.
@@ -24,53 +21,16 @@ pub struct PurgeReport {
     pub bytes_freed: u64,
 }
 
-/// Moves a live file to the trash: out of every album and out of the
-/// duplicate indexes. Its album list is kept for restoring.
-pub(crate) fn trash_file(
-    txn: &mut Txn<'_>,
-    uid: u64,
-    user: &mut UserRecord,
-    fid: u64,
-    file: &mut FileRecord,
-    now: u64,
-) -> Result<()> {
-    for &album in &file.albums {
-        remove_member(txn, uid, album, fid, file.size)?;
+impl PurgeReport {
+    fn count(&mut self, purged: Option<u64>) {
+        if let Some(freed) = purged {
+            self.files += 1;
+            self.bytes_freed += freed;
+        }
     }
-    unindex_live(txn, uid, fid, file);
-    set_liveness(txn, uid, user, file, false)?;
-    file.trashed_ms = Some(now);
-    txn.put_empty(Cf::Trash, keys::trash(uid, now, fid));
-    Ok(())
 }
 
-/// Deletes for good the file trashed at `at`, dropping its references. A
-/// file restored since, or restored and trashed again later, is not this
-/// deletion and is left alone: it has not expired.
-fn purge(
-    txn: &mut Txn<'_>,
-    uid: u64,
-    user: &mut UserRecord,
-    (at, fid): (u64, u64),
-    now: u64,
-    report: &mut PurgeReport,
-) -> Result<()> {
-    let Some(file) = load_file(txn, uid, fid)? else {
-        return Ok(());
-    };
-    if file.trashed_ms != Some(at) {
-        return Ok(());
-    }
-    let before = user.unique_bytes;
-    unreference_file(txn, uid, user, &file, now)?;
-    report.files += 1;
-    report.bytes_freed += before - user.unique_bytes;
-    txn.delete(Cf::Trash, keys::trash(uid, at, fid));
-    txn.delete(Cf::Files, keys::file(uid, fid));
-    Ok(())
-}
-
-impl Store {
+impl User {
     /// Moves a file to the trash, out of every album at once. Its bytes keep
     /// counting toward the quota until the trash is emptied or the retention
     /// period ends.
@@ -79,16 +39,17 @@ impl Store {
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let (a, b) = (store.ensure_album("u", "A").unwrap(), store.ensure_album("u", "B").unwrap());
-    /// let f = store.upload("u", a, "1.jpg", Content::from(&b"x"[..]), DedupMode::Hash).unwrap().file_id;
-    /// store.add_to_album("u", f, b).unwrap();
-    /// store.delete("u", f).unwrap();
-    /// assert!(store.album_files("u", a).unwrap().is_empty() && store.album_files("u", b).unwrap().is_empty());
-    /// assert_eq!(store.trash("u").unwrap()[0].id, f);
+    /// let u = store.user("u").unwrap();
+    /// let (a, b) = (u.ensure_album("A").unwrap(), u.ensure_album("B").unwrap());
+    /// let f = u.upload(a, "1.jpg", Content::from(&b"x"[..]), DedupMode::Hash).unwrap().file_id;
+    /// u.add_to_album(f, b).unwrap();
+    /// u.delete(f).unwrap();
+    /// assert!(u.album_files(a).unwrap().is_empty() && u.album_files(b).unwrap().is_empty());
+    /// assert_eq!(u.trash().unwrap()[0].id, f);
     /// ```
-    pub fn delete(&self, user: &str, file: FileId) -> Result<()> {
-        let now = self.inner.now_ms();
-        self.inner.commit_as(user, Error::UnknownFile(file), move |txn, uid| {
+    pub fn delete(&self, file: FileId) -> Result<()> {
+        let now = self.inner().now_ms();
+        self.commit_existing(Error::UnknownFile(file), move |txn, uid| {
             let mut f = live_file(txn, uid, file)?;
             let mut u = load_user(txn, uid)?;
             trash_file(txn, uid, &mut u, file.0, &mut f, now)?;
@@ -106,13 +67,14 @@ impl Store {
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let a = store.ensure_album("u", "A").unwrap();
-    /// let f = store.upload("u", a, "1.jpg", Content::from(&b"x"[..]), DedupMode::Hash).unwrap().file_id;
-    /// store.delete("u", f).unwrap();
-    /// assert_eq!(store.restore("u", f).unwrap(), vec![a]);
+    /// let u = store.user("u").unwrap();
+    /// let a = u.ensure_album("A").unwrap();
+    /// let f = u.upload(a, "1.jpg", Content::from(&b"x"[..]), DedupMode::Hash).unwrap().file_id;
+    /// u.delete(f).unwrap();
+    /// assert_eq!(u.restore(f).unwrap(), vec![a]);
     /// ```
-    pub fn restore(&self, user: &str, file: FileId) -> Result<Vec<AlbumId>> {
-        self.inner.commit_as(user, Error::UnknownFile(file), move |txn, uid| {
+    pub fn restore(&self, file: FileId) -> Result<Vec<AlbumId>> {
+        self.commit_existing(Error::UnknownFile(file), move |txn, uid| {
             let mut f = load_file(txn, uid, file.0)?.ok_or(Error::UnknownFile(file))?;
             let at = f.trashed_ms.ok_or(Error::NotTrashed(file))?;
             let mut u = load_user(txn, uid)?;
@@ -137,11 +99,12 @@ impl Store {
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = keepsake::Store::open(dir.path()).unwrap();
-    /// assert!(store.trash("nobody").unwrap().is_empty());
+    /// let nobody = store.user("nobody").unwrap();
+    /// assert!(nobody.trash().unwrap().is_empty());
     /// ```
-    pub fn trash(&self, user: &str) -> Result<Vec<FileInfo>> {
-        let inner = &self.inner;
-        let Some(uid) = inner.user_id(user)? else {
+    pub fn trash(&self) -> Result<Vec<FileInfo>> {
+        let inner = self.inner();
+        let Some(uid) = self.id()? else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
@@ -160,17 +123,17 @@ impl Store {
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let a = store.ensure_album("u", "A").unwrap();
-    /// let f = store.upload("u", a, "1.jpg", Content::from(vec![1u8; 9000]), DedupMode::Hash).unwrap().file_id;
-    /// store.delete("u", f).unwrap();
-    /// assert_eq!(store.usage("u").unwrap().trash_bytes, 9000);
-    /// assert_eq!(store.empty_trash("u").unwrap().bytes_freed, 9000);
-    /// assert_eq!(store.usage("u").unwrap().unique_bytes, 0);
+    /// let u = store.user("u").unwrap();
+    /// let a = u.ensure_album("A").unwrap();
+    /// let f = u.upload(a, "1.jpg", Content::from(vec![1u8; 9000]), DedupMode::Hash).unwrap().file_id;
+    /// u.delete(f).unwrap();
+    /// assert_eq!(u.usage().unwrap().trash_bytes, 9000);
+    /// assert_eq!(u.empty_trash().unwrap().bytes_freed, 9000);
+    /// assert_eq!(u.usage().unwrap().unique_bytes, 0);
     /// ```
-    pub fn empty_trash(&self, user: &str) -> Result<PurgeReport> {
-        self.inner.user_id(user)?;
-        let (user, now) = (user.to_string(), self.inner.now_ms());
-        self.inner.commit(move |txn| {
+    pub fn empty_trash(&self) -> Result<PurgeReport> {
+        let (user, now) = (self.name().to_string(), self.inner().now_ms());
+        self.inner().commit(move |txn| {
             let mut report = PurgeReport::default();
             let Some(uid) = txn_user_id(txn, &user)? else {
                 return Ok(report);
@@ -178,13 +141,15 @@ impl Store {
             let mut u = load_user(txn, uid)?;
             for (k, _) in txn.scan(Cf::Trash, &keys::u64_key(uid))? {
                 let at = keys::u64_at(&k, 8).unwrap_or(0);
-                purge(txn, uid, &mut u, (at, keys::last_u64(&k)), now, &mut report)?;
+                report.count(purge(txn, uid, &mut u, (at, keys::last_u64(&k)), now)?);
             }
             save_user(txn, uid, &u);
             Ok(report)
         })
     }
+}
 
+impl Store {
     /// Permanently deletes every user's files that have been in the trash
     /// longer than the retention period. [`Store::gc`] calls this first.
     ///
@@ -214,7 +179,7 @@ impl Store {
                 let mut report = PurgeReport::default();
                 for (uid, deletion) in chunk {
                     let mut u = load_user(txn, uid)?;
-                    purge(txn, uid, &mut u, deletion, now, &mut report)?;
+                    report.count(purge(txn, uid, &mut u, deletion, now)?);
                     save_user(txn, uid, &u);
                 }
                 Ok(report)
@@ -249,30 +214,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(Manual::default());
         let store = Store::open_with(dir.path(), StoreOptions::default().clock(clock.clone())).unwrap();
-        let album = store.ensure_album("u", "A").unwrap();
+        let album = store.user("u").unwrap().ensure_album("A").unwrap();
         let f = store
-            .upload("u", album, "x.jpg", Content::from(vec![1u8; 9000]), DedupMode::Hash)
+            .user("u")
+            .unwrap()
+            .upload(album, "x.jpg", Content::from(vec![1u8; 9000]), DedupMode::Hash)
             .unwrap()
             .file_id;
         clock.0.store(1_000, Ordering::SeqCst);
-        store.delete("u", f).unwrap();
+        store.user("u").unwrap().delete(f).unwrap();
         // What the expiry scan would have collected: the deletion at 1000.
         let uid = store.inner.user_id("u").unwrap().unwrap();
-        store.restore("u", f).unwrap();
+        store.user("u").unwrap().restore(f).unwrap();
         clock.0.store(2_000, Ordering::SeqCst);
-        store.delete("u", f).unwrap();
+        store.user("u").unwrap().delete(f).unwrap();
         let r = store
             .inner
             .commit(move |txn| {
                 let mut report = PurgeReport::default();
                 let mut u = load_user(txn, uid)?;
-                purge(txn, uid, &mut u, (1_000, f.0), 3_000, &mut report)?;
+                report.count(purge(txn, uid, &mut u, (1_000, f.0), 3_000)?);
                 save_user(txn, uid, &u);
                 Ok(report)
             })
             .unwrap();
         assert_eq!(r.files, 0);
-        assert_eq!(store.trash("u").unwrap().len(), 1);
+        assert_eq!(store.user("u").unwrap().trash().unwrap().len(), 1);
         assert!(store.verify(true).unwrap().ok);
     }
 }

@@ -30,7 +30,7 @@ fn family(name: &str) -> Cf {
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
 /// let store = keepsake::Store::open(dir.path()).unwrap();
-/// store.ensure_album("ann", "A").unwrap();
+/// store.user("ann").unwrap().ensure_album("A").unwrap();
 /// let names = keepsake::testkit::meta_damage::entries(&store, "user_names").unwrap();
 /// assert_eq!(names[0].0, b"ann");
 /// ```
@@ -45,7 +45,7 @@ pub fn entries(store: &Store, name: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
 /// use keepsake::testkit::meta_damage::{entries, set};
 /// let dir = tempfile::tempdir().unwrap();
 /// let store = keepsake::Store::open(dir.path()).unwrap();
-/// store.ensure_album("ann", "A").unwrap();
+/// store.user("ann").unwrap().ensure_album("A").unwrap();
 /// set(&store, "user_names", b"ann", None).unwrap();
 /// assert!(entries(&store, "user_names").unwrap().is_empty());
 /// ```

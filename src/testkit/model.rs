@@ -46,8 +46,8 @@ use bytes::Bytes;
 use crate::error::{Error, NameKind, OpenError};
 use crate::names::{check_album_name, check_file_name, check_user_name};
 use crate::{
-    AlbumDeletion, AlbumId, AlbumInfo, Clock, Content, ContentHash, DedupMode, FileId, FileInfo, Outcome, Preflight,
-    PurgeReport, Store, StoreOptions, Upload, UploadReport, Usage,
+    AlbumDeletion, AlbumId, AlbumInfo, Clock, Content, ContentHash, DedupMode, FileId, FileInfo, HashedUpload, Outcome,
+    Preflight, PurgeReport, Store, StoreOptions, Upload, UploadReport, Usage,
 };
 
 /// The time, in milliseconds since the Unix epoch, at which the model and
@@ -115,28 +115,28 @@ pub struct Query {
 /// One operation on the store, as the model and the harness both take it.
 #[derive(Debug, Clone)]
 pub enum Op {
-    /// [`Store::ensure_album`].
+    /// [`User::ensure_album`].
     EnsureAlbum {
         /// The user.
         user: String,
         /// The album's name.
         name: String,
     },
-    /// [`Store::create_album`] (fails if the name is taken).
+    /// [`User::create_album`] (fails if the name is taken).
     CreateAlbum {
         /// The user.
         user: String,
         /// The album's name.
         name: String,
     },
-    /// [`Store::upload`] of one item.
+    /// [`User::upload`] of one item.
     Upload {
         /// The user.
         user: String,
         /// The upload.
         item: Item,
     },
-    /// [`Store::upload_batch`]: one commit, each item judged after the
+    /// [`User::upload_batch`]: one commit, each item judged after the
     /// items before it.
     UploadBatch {
         /// The user.
@@ -144,11 +144,11 @@ pub enum Op {
         /// The uploads, in order.
         items: Vec<Item>,
     },
-    /// [`Store::check`]: what an upload of this hash would do.
+    /// [`User::check`]: what an upload of this hash would do.
     Check(Query),
-    /// [`Store::link`]: an upload completed from its hash alone.
+    /// [`User::link`]: an upload completed from its hash alone.
     Link(Query),
-    /// [`Store::add_to_album`].
+    /// [`User::add_to_album`].
     AddToAlbum {
         /// The user.
         user: String,
@@ -157,7 +157,7 @@ pub enum Op {
         /// The album.
         album: AlbumId,
     },
-    /// [`Store::remove_from_album`].
+    /// [`User::remove_from_album`].
     RemoveFromAlbum {
         /// The user.
         user: String,
@@ -166,7 +166,7 @@ pub enum Op {
         /// The album.
         album: AlbumId,
     },
-    /// [`Store::move_file`].
+    /// [`User::move_file`].
     MoveFile {
         /// The user.
         user: String,
@@ -177,28 +177,28 @@ pub enum Op {
         /// The album it joins.
         to: AlbumId,
     },
-    /// [`Store::delete`]: to the trash.
+    /// [`User::delete`]: to the trash.
     Delete {
         /// The user.
         user: String,
         /// The file.
         file: FileId,
     },
-    /// [`Store::restore`].
+    /// [`User::restore`].
     Restore {
         /// The user.
         user: String,
         /// The file.
         file: FileId,
     },
-    /// [`Store::empty_trash`].
+    /// [`User::empty_trash`].
     EmptyTrash {
         /// The user.
         user: String,
     },
     /// [`Store::purge_expired_trash`].
     PurgeExpiredTrash,
-    /// [`Store::delete_album`].
+    /// [`User::delete_album`].
     DeleteAlbum {
         /// The user.
         user: String,
@@ -207,7 +207,7 @@ pub enum Op {
         /// What happens to its files.
         deletion: AlbumDeletion,
     },
-    /// [`Store::set_quota`].
+    /// [`User::set_quota`].
     SetQuota {
         /// The user.
         user: String,
@@ -841,7 +841,7 @@ pub fn check_store(store: &Store, model: &Model) -> Result<(), String> {
     for (name, u) in &model.users {
         same(
             &format!("usage of {name}"),
-            store.usage(name).map_err(fail("usage"))?,
+            store.user(name).map_err(fail("user"))?.usage().map_err(fail("usage"))?,
             u.usage(name),
         )?;
         let albums: Vec<AlbumInfo> = u
@@ -860,12 +860,20 @@ pub fn check_store(store: &Store, model: &Model) -> Result<(), String> {
             .collect();
         same(
             &format!("albums of {name}"),
-            store.albums(name).map_err(fail("albums"))?,
+            store
+                .user(name)
+                .map_err(fail("user"))?
+                .albums()
+                .map_err(fail("albums"))?,
             albums,
         )?;
         for &id in u.albums.keys() {
             let want: Vec<FileInfo> = u.members(id).map(|(fid, f)| f.info(fid)).collect();
-            let got = store.album_files(name, AlbumId(id)).map_err(fail("album_files"))?;
+            let got = store
+                .user(name)
+                .map_err(fail("user"))?
+                .album_files(AlbumId(id))
+                .map_err(fail("album_files"))?;
             same(&format!("files in album {id} of {name}"), got, want)?;
         }
         let live: Vec<FileInfo> = u
@@ -876,7 +884,7 @@ pub fn check_store(store: &Store, model: &Model) -> Result<(), String> {
             .collect();
         same(
             &format!("library of {name}"),
-            store.files(name).map_err(fail("files"))?,
+            store.user(name).map_err(fail("user"))?.files().map_err(fail("files"))?,
             live,
         )?;
         let mut trash: Vec<(u64, FileInfo)> = u
@@ -888,11 +896,15 @@ pub fn check_store(store: &Store, model: &Model) -> Result<(), String> {
         let trash: Vec<FileInfo> = trash.into_iter().map(|(_, f)| f).collect();
         same(
             &format!("trash of {name}"),
-            store.trash(name).map_err(fail("trash"))?,
+            store.user(name).map_err(fail("user"))?.trash().map_err(fail("trash"))?,
             trash,
         )?;
         for (&id, f) in &u.files {
-            let got = store.read(name, FileId(id)).map_err(fail("read"))?;
+            let got = store
+                .user(name)
+                .map_err(fail("user"))?
+                .read(FileId(id))
+                .map_err(fail("read"))?;
             let want = &model
                 .blobs
                 .get(&f.hash)
@@ -977,40 +989,50 @@ impl Harness {
         let s = self.store();
         let content = |item: &Item| Content::Bytes(item.data.0.clone());
         Ok(match op {
-            Op::EnsureAlbum { user, name } => Reply::Album(s.ensure_album(user, name)?),
-            Op::CreateAlbum { user, name } => Reply::Album(s.create_album(user, name)?),
+            Op::EnsureAlbum { user, name } => Reply::Album(s.user(user)?.ensure_album(name)?),
+            Op::CreateAlbum { user, name } => Reply::Album(s.user(user)?.create_album(name)?),
             Op::Upload { user, item } => {
-                Reply::Upload(s.upload(user, item.album, &item.name, content(item), item.mode)?)
+                Reply::Upload(s.user(user)?.upload(item.album, &item.name, content(item), item.mode)?)
             }
             Op::UploadBatch { user, items } => {
                 let uploads = items
                     .iter()
                     .map(|i| Upload::new(i.album, i.name.clone(), content(i), i.mode))
                     .collect();
-                let results = s.upload_batch(user, uploads);
+                let results = s.user(user)?.upload_batch(uploads);
                 Reply::Uploads(results.into_iter().map(|r| r.map_err(Refusal::from)).collect())
             }
-            Op::Check(q) => Reply::Preflight(s.check(&q.user, q.album, &q.name, q.hash, q.mode)?),
-            Op::Link(q) => Reply::Upload(s.link(&q.user, q.album, &q.name, q.hash, q.mode)?),
-            Op::AddToAlbum { user, file, album } => Reply::Added(s.add_to_album(user, *file, *album)?),
+            Op::Check(q) => Reply::Preflight(s.user(&q.user)?.check(&HashedUpload {
+                album: q.album,
+                name: q.name.clone(),
+                hash: q.hash,
+                mode: q.mode,
+            })?),
+            Op::Link(q) => Reply::Upload(s.user(&q.user)?.link(&HashedUpload {
+                album: q.album,
+                name: q.name.clone(),
+                hash: q.hash,
+                mode: q.mode,
+            })?),
+            Op::AddToAlbum { user, file, album } => Reply::Added(s.user(user)?.add_to_album(*file, *album)?),
             Op::RemoveFromAlbum { user, file, album } => {
-                s.remove_from_album(user, *file, *album)?;
+                s.user(user)?.remove_from_album(*file, *album)?;
                 Reply::Done
             }
             Op::MoveFile { user, file, from, to } => {
-                s.move_file(user, *file, *from, *to)?;
+                s.user(user)?.move_file(*file, *from, *to)?;
                 Reply::Done
             }
             Op::Delete { user, file } => {
-                s.delete(user, *file)?;
+                s.user(user)?.delete(*file)?;
                 Reply::Done
             }
-            Op::Restore { user, file } => Reply::Restored(s.restore(user, *file)?),
-            Op::EmptyTrash { user } => Reply::Purged(s.empty_trash(user)?),
+            Op::Restore { user, file } => Reply::Restored(s.user(user)?.restore(*file)?),
+            Op::EmptyTrash { user } => Reply::Purged(s.user(user)?.empty_trash()?),
             Op::PurgeExpiredTrash => Reply::Purged(s.purge_expired_trash()?),
-            Op::DeleteAlbum { user, album, deletion } => Reply::Trashed(s.delete_album(user, *album, *deletion)?),
+            Op::DeleteAlbum { user, album, deletion } => Reply::Trashed(s.user(user)?.delete_album(*album, *deletion)?),
             Op::SetQuota { user, limit } => {
-                s.set_quota(user, *limit)?;
+                s.user(user)?.set_quota(*limit)?;
                 Reply::Done
             }
             Op::Gc { grace } => {

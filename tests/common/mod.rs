@@ -34,7 +34,7 @@ pub fn fresh_store(options: StoreOptions) -> (tempfile::TempDir, Store) {
 pub fn store_with_album(user: &str, album: &str) -> (tempfile::TempDir, Store, AlbumId) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = open(dir.path());
-    let album = store.ensure_album(user, album).expect("album");
+    let album = store.user(user).unwrap().ensure_album(album).expect("album");
     (dir, store, album)
 }
 
@@ -54,7 +54,9 @@ pub fn data(seed: u64, len: usize) -> Vec<u8> {
 /// Uploads `bytes` and unwraps the result.
 pub fn put(store: &Store, user: &str, album: AlbumId, name: &str, bytes: &[u8], mode: DedupMode) -> UploadReport {
     store
-        .upload(user, album, name, Content::from(bytes), mode)
+        .user(user)
+        .unwrap()
+        .upload(album, name, Content::from(bytes), mode)
         .unwrap_or_else(|e| panic!("upload of {name} by {user}: {e}"))
 }
 
@@ -70,7 +72,11 @@ pub fn put_all(store: &Store, user: &str, album: AlbumId, contents: &[Vec<u8>]) 
 
 /// Like [`put`], but returns the error the upload is expected to fail with.
 pub fn put_err(store: &Store, user: &str, album: AlbumId, name: &str, bytes: &[u8], mode: DedupMode) -> Error {
-    match store.upload(user, album, name, Content::from(bytes), mode) {
+    match store
+        .user(user)
+        .unwrap()
+        .upload(album, name, Content::from(bytes), mode)
+    {
         Ok(r) => panic!("upload of {name} by {user} should have failed, got {r:?}"),
         Err(e) => e,
     }
@@ -96,7 +102,9 @@ pub fn damaged_files(report: &keepsake::VerifyReport) -> Vec<keepsake::FileId> {
 /// The ids of the files in an album, oldest first.
 pub fn album_ids(store: &Store, user: &str, album: AlbumId) -> Vec<u64> {
     store
-        .album_files(user, album)
+        .user(user)
+        .unwrap()
+        .album_files(album)
         .expect("album_files")
         .iter()
         .map(|f| f.id.0)

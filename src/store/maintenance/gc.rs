@@ -7,7 +7,7 @@
 //! serialised with every upload's commit), finds its reference count at zero.
 //! Every reference is added by a transaction under the same committer, which
 //! re-reads the blob record: if GC removed the blob first, the upload finds
-//! it missing and writes the bytes itself (see `store/upload.rs`). There is
+//! it missing and writes the bytes itself (see `store/ingest.rs`). There is
 //! no window in which an upload can reference a blob that GC is deleting.
 //!
 //! Segment files are removed only after the transaction that stops every
@@ -19,17 +19,16 @@
 //! copies, then switches every moved blob to its copy in one transaction, and
 //! only a blob still pointing at the old place is switched.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::blob::format::{scan_records, SEGMENT_HEADER_LEN};
-use crate::blob::{Location, RecordData};
+use crate::blob::{Location, RecordData, Written};
 use crate::error::Result;
 use crate::hash::ContentHash;
 use crate::meta::keys;
 use crate::meta::records::{BlobRecord, Place, SegmentRecord};
 use crate::meta::{decode, Cf};
-use crate::store::accounting::{occupy, release};
+use crate::store::ledger::{occupy, release};
 use crate::store::{Inner, Store};
 
 /// What a [`Store::gc`] run did.
@@ -66,10 +65,11 @@ impl Store {
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let a = store.ensure_album("u", "A").unwrap();
-    /// let r = store.upload("u", a, "x", Content::from(vec![3u8; 10_000]), DedupMode::Hash).unwrap();
-    /// store.delete("u", r.file_id).unwrap();
-    /// store.empty_trash("u").unwrap();
+    /// let u = store.user("u").unwrap();
+    /// let a = u.ensure_album("A").unwrap();
+    /// let r = u.upload(a, "x", Content::from(vec![3u8; 10_000]), DedupMode::Hash).unwrap();
+    /// u.delete(r.file_id).unwrap();
+    /// u.empty_trash().unwrap();
     /// assert_eq!(store.gc_with_grace(Duration::ZERO).unwrap().blobs_removed, 1);
     /// ```
     pub fn gc_with_grace(&self, grace: Duration) -> Result<GcReport> {
@@ -162,7 +162,7 @@ impl Inner {
             if end.error.is_some() || end.offset != seg.committed_len {
                 return Ok(false);
             }
-            let mut sync_to: HashMap<u64, u64> = HashMap::new();
+            let mut written = Written::default();
             let mut live = 0;
             for h in records {
                 let Some(blob) = self.meta.get::<BlobRecord>(Cf::Blobs, h.hash.as_bytes())? else {
@@ -177,19 +177,17 @@ impl Inner {
                 };
                 let (new, pin) = self.blobs.append(h.hash, RecordData::Verified(&data), "compaction")?;
                 pins.push(pin);
-                let end = sync_to.entry(new.segment).or_default();
-                *end = (*end).max(new.end());
+                written.add(new);
                 live += old.record_len();
                 moves.push((h.hash, old, new));
             }
             if live != seg.live_bytes {
                 return Ok(false);
             }
-            for (s, end) in sync_to {
-                self.blobs.sync(s, end)?;
-            }
+            self.blobs.sync_written(&written)?;
         }
-        let removed = self.commit(move |txn| {
+        // The old segment goes only once no committed metadata names it.
+        let removed = self.commit_then_delete(move |txn, doomed| {
             let skey = keys::u64_key(id);
             let Some(mut old_seg) = txn.get::<SegmentRecord>(Cf::Segments, &skey)? else {
                 return Ok(false);
@@ -209,6 +207,7 @@ impl Inner {
             }
             if old_seg.live_bytes == 0 {
                 txn.delete(Cf::Segments, skey);
+                doomed.segment(id);
                 Ok(true)
             } else {
                 txn.put(Cf::Segments, skey, &old_seg);
@@ -216,10 +215,6 @@ impl Inner {
             }
         })?;
         drop(pins);
-        if removed {
-            // Only now that no committed metadata names it.
-            self.blobs.remove_segment(id)?;
-        }
         Ok(removed)
     }
 }

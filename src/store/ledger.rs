@@ -1,4 +1,6 @@
-//! The helpers that keep reference counts, usage and album counters exact.
+//! The ledger: every read and write of the records that one transaction
+//! keeps in step (users, files, albums and their memberships, reference
+//! counts, usage, the quota rule, the trash, segment occupancy).
 //!
 //! Every change to a file's existence, liveness or album membership goes
 //! through these functions, inside the transaction that makes the change, so
@@ -6,13 +8,75 @@
 //! them. No merge operators: the store must see a count reach zero to make
 //! the blob a GC candidate. `verify` recomputes everything from the file
 //! records and compares.
+//!
+//! The ledger imports no other module of the store: the operations (uploads,
+//! the library, the trash, sessions, maintenance) are built on it, never the
+//! other way round.
 
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
+use crate::ids::{AlbumId, FileId};
 use crate::meta::keys;
 use crate::meta::records::{AlbumRecord, BlobRecord, FileRecord, Place, SegmentRecord, UserBlobRecord, UserRecord};
 use crate::meta::txn::Txn;
-use crate::meta::Cf;
+use crate::meta::{Cf, Meta};
+use crate::names::check_user_name;
+
+/// The id of `user` in the committed metadata, or `None`: reads never
+/// create users.
+pub(crate) fn user_id(meta: &Meta, user: &str) -> Result<Option<u64>> {
+    check_user_name(user)?;
+    meta.get::<u64>(Cf::UserNames, user.as_bytes())
+}
+
+/// The id of `user` inside a transaction, or `None`.
+pub(crate) fn txn_user_id(txn: &Txn<'_>, user: &str) -> Result<Option<u64>> {
+    txn.get::<u64>(Cf::UserNames, user.as_bytes())
+}
+
+/// The id of `user`, creating the user if needed.
+pub(crate) fn ensure_user(txn: &mut Txn<'_>, user: &str) -> Result<u64> {
+    if let Some(id) = txn_user_id(txn, user)? {
+        return Ok(id);
+    }
+    let id = txn.get::<u64>(Cf::Meta, keys::NEXT_USER)?.unwrap_or(1);
+    txn.put(Cf::Meta, keys::NEXT_USER.to_vec(), &(id + 1));
+    txn.put(Cf::UserNames, user.as_bytes().to_vec(), &id);
+    txn.put(
+        Cf::Users,
+        keys::u64_key(id),
+        &UserRecord {
+            next_album: 1,
+            next_file: 1,
+            ..Default::default()
+        },
+    );
+    Ok(id)
+}
+
+pub(crate) fn load_user(txn: &Txn<'_>, uid: u64) -> Result<UserRecord> {
+    txn.get(Cf::Users, &keys::u64_key(uid))?
+        .ok_or_else(|| Error::Corrupt(format!("user {uid} has a name but no record")))
+}
+
+pub(crate) fn save_user(txn: &mut Txn<'_>, uid: u64, rec: &UserRecord) {
+    txn.put(Cf::Users, keys::u64_key(uid), rec);
+}
+
+/// The quota rule: an upload is refused only if it would *charge* bytes
+/// past the limit. What charges nothing (a duplicate, content the user
+/// already references) always passes, even when a lowered limit is below
+/// current usage.
+pub(crate) fn check_quota(user: &UserRecord, charged: u64) -> Result<()> {
+    match user.limit {
+        Some(limit) if charged > 0 && user.unique_bytes + charged > limit => Err(Error::QuotaExceeded {
+            limit,
+            used: user.unique_bytes,
+            needed: charged,
+        }),
+        _ => Ok(()),
+    }
+}
 
 /// A user's standing with one blob, as it contributes to the usage
 /// counters.
@@ -197,8 +261,22 @@ pub(crate) fn remove_member(txn: &mut Txn<'_>, uid: u64, album: u64, fid: u64, s
     Ok(true)
 }
 
+/// The user's album `album`, or [`Error::UnknownAlbum`].
+pub(crate) fn require_album(txn: &Txn<'_>, uid: u64, album: AlbumId) -> Result<AlbumRecord> {
+    load_album(txn, uid, album.0)?.ok_or_else(|| Error::UnknownAlbum(album.to_string()))
+}
+
 pub(crate) fn load_file(txn: &Txn<'_>, uid: u64, fid: u64) -> Result<Option<FileRecord>> {
     txn.get(Cf::Files, &keys::file(uid, fid))
+}
+
+/// The user's live file `fid`, or the errors a caller should see.
+pub(crate) fn live_file(txn: &Txn<'_>, uid: u64, fid: FileId) -> Result<FileRecord> {
+    let f = load_file(txn, uid, fid.0)?.ok_or(Error::UnknownFile(fid))?;
+    if f.trashed_ms.is_some() {
+        return Err(Error::FileTrashed(fid));
+    }
+    Ok(f)
 }
 
 pub(crate) fn save_file(txn: &mut Txn<'_>, uid: u64, fid: u64, file: &FileRecord) {
@@ -229,4 +307,48 @@ pub(crate) fn release(txn: &mut Txn<'_>, place: &Place) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Moves a live file to the trash: out of every album and out of the
+/// duplicate indexes. Its album list is kept for restoring.
+pub(crate) fn trash_file(
+    txn: &mut Txn<'_>,
+    uid: u64,
+    user: &mut UserRecord,
+    fid: u64,
+    file: &mut FileRecord,
+    now: u64,
+) -> Result<()> {
+    for &album in &file.albums {
+        remove_member(txn, uid, album, fid, file.size)?;
+    }
+    unindex_live(txn, uid, fid, file);
+    set_liveness(txn, uid, user, file, false)?;
+    file.trashed_ms = Some(now);
+    txn.put_empty(Cf::Trash, keys::trash(uid, now, fid));
+    Ok(())
+}
+
+/// Deletes for good the file trashed at `at`, dropping its references, and
+/// returns the bytes by which the user's usage went down. A file restored
+/// since, or restored and trashed again later, is not this deletion and is
+/// left alone (`None`): it has not expired.
+pub(crate) fn purge(
+    txn: &mut Txn<'_>,
+    uid: u64,
+    user: &mut UserRecord,
+    (at, fid): (u64, u64),
+    now: u64,
+) -> Result<Option<u64>> {
+    let Some(file) = load_file(txn, uid, fid)? else {
+        return Ok(None);
+    };
+    if file.trashed_ms != Some(at) {
+        return Ok(None);
+    }
+    let before = user.unique_bytes;
+    unreference_file(txn, uid, user, &file, now)?;
+    txn.delete(Cf::Trash, keys::trash(uid, at, fid));
+    txn.delete(Cf::Files, keys::file(uid, fid));
+    Ok(Some(before - user.unique_bytes))
 }

@@ -13,10 +13,8 @@
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
-use super::accounting::{add_member, load_file, save_file};
-use super::library::FileInfo;
-use super::trash::trash_file;
-use super::{load_user, save_user, Store};
+use super::ledger::{add_member, load_file, load_user, save_file, save_user, trash_file};
+use super::{FileInfo, User};
 use crate::error::{Error, Result};
 use crate::hash::ContentHash;
 use crate::ids::{AlbumId, FileId};
@@ -33,15 +31,16 @@ const USER_BYTES: usize = 8;
 /// use keepsake::{Content, DedupMode, Store};
 /// let dir = tempfile::tempdir().unwrap();
 /// let store = Store::open(dir.path()).unwrap();
-/// let a = store.ensure_album("u", "A").unwrap();
-/// store.upload("u", a, "1.jpg", Content::from(vec![7u8; 100]), DedupMode::NameAndHash).unwrap();
-/// store.upload("u", a, "copy of 1.jpg", Content::from(vec![7u8; 100]), DedupMode::NameAndHash).unwrap();
-/// let group = &store.duplicates("u").unwrap()[0];
+/// let u = store.user("u").unwrap();
+/// let a = u.ensure_album("A").unwrap();
+/// u.upload(a, "1.jpg", Content::from(vec![7u8; 100]), DedupMode::NameAndHash).unwrap();
+/// u.upload(a, "copy of 1.jpg", Content::from(vec![7u8; 100]), DedupMode::NameAndHash).unwrap();
+/// let group = &u.duplicates().unwrap()[0];
 /// assert_eq!((group.size, group.files.len(), group.logical_bytes()), (100, 2, 100));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DuplicateGroup {
-    /// The content the files share; what [`Store::merge`] takes to name the
+    /// The content the files share; what [`User::merge`] takes to name the
     /// group.
     pub hash: ContentHash,
     /// The size of that content (of each file).
@@ -50,16 +49,17 @@ pub struct DuplicateGroup {
     pub files: Vec<FileInfo>,
 }
 
-/// What [`Store::merge`] did, or (from [`DuplicateGroup::preview_merge`])
+/// What [`User::merge`] did, or (from [`DuplicateGroup::preview_merge`])
 /// would do.
 ///
 /// ```
 /// use keepsake::{Content, ContentHash, DedupMode, Store};
 /// let dir = tempfile::tempdir().unwrap();
 /// let store = Store::open(dir.path()).unwrap();
-/// let a = store.ensure_album("u", "A").unwrap();
-/// store.upload("u", a, "only.jpg", Content::from(&b"x"[..]), DedupMode::Hash).unwrap();
-/// let report = store.merge("u", ContentHash::of(b"x"), None).unwrap();
+/// let u = store.user("u").unwrap();
+/// let a = u.ensure_album("A").unwrap();
+/// u.upload(a, "only.jpg", Content::from(&b"x"[..]), DedupMode::Hash).unwrap();
+/// let report = u.merge(ContentHash::of(b"x"), None).unwrap();
 /// assert!(report.already_merged() && report.trashed.is_empty());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -87,12 +87,13 @@ impl MergeReport {
     /// use keepsake::{Content, ContentHash, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let a = store.ensure_album("u", "A").unwrap();
+    /// let u = store.user("u").unwrap();
+    /// let a = u.ensure_album("A").unwrap();
     /// for name in ["a.jpg", "b.jpg"] {
-    ///     store.upload("u", a, name, Content::from(&b"x"[..]), DedupMode::NameAndHash).unwrap();
+    ///     u.upload(a, name, Content::from(&b"x"[..]), DedupMode::NameAndHash).unwrap();
     /// }
-    /// assert!(!store.merge("u", ContentHash::of(b"x"), None).unwrap().already_merged());
-    /// assert!(store.merge("u", ContentHash::of(b"x"), None).unwrap().already_merged());
+    /// assert!(!u.merge(ContentHash::of(b"x"), None).unwrap().already_merged());
+    /// assert!(u.merge(ContentHash::of(b"x"), None).unwrap().already_merged());
     /// ```
     pub fn already_merged(&self) -> bool {
         self.trashed.is_empty()
@@ -109,18 +110,19 @@ impl DuplicateGroup {
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let a = store.ensure_album("u", "A").unwrap();
+    /// let u = store.user("u").unwrap();
+    /// let a = u.ensure_album("A").unwrap();
     /// for name in ["a.jpg", "b.jpg", "c.jpg"] {
-    ///     store.upload("u", a, name, Content::from(vec![1u8; 50]), DedupMode::NameAndHash).unwrap();
+    ///     u.upload(a, name, Content::from(vec![1u8; 50]), DedupMode::NameAndHash).unwrap();
     /// }
-    /// assert_eq!(store.duplicates("u").unwrap()[0].logical_bytes(), 100);
-    /// assert_eq!(store.usage("u").unwrap().unique_bytes, 50);
+    /// assert_eq!(u.duplicates().unwrap()[0].logical_bytes(), 100);
+    /// assert_eq!(u.usage().unwrap().unique_bytes, 50);
     /// ```
     pub fn logical_bytes(&self) -> u64 {
         self.size * (self.files.len() as u64).saturating_sub(1)
     }
 
-    /// What [`Store::merge`] of this group with `keep` would do, changing
+    /// What [`User::merge`] of this group with `keep` would do, changing
     /// nothing: a dry run. `keep` must be one of the group's files; `None`
     /// keeps the oldest (earliest `created_ms`, then lowest id).
     ///
@@ -128,12 +130,13 @@ impl DuplicateGroup {
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let (a, b) = (store.ensure_album("u", "A").unwrap(), store.ensure_album("u", "B").unwrap());
-    /// let first = store.upload("u", a, "1.jpg", Content::from(&b"x"[..]), DedupMode::NameAndHash).unwrap().file_id;
-    /// let second = store.upload("u", b, "2.jpg", Content::from(&b"x"[..]), DedupMode::NameAndHash).unwrap().file_id;
-    /// let plan = store.duplicates("u").unwrap()[0].preview_merge(None).unwrap();
+    /// let u = store.user("u").unwrap();
+    /// let (a, b) = (u.ensure_album("A").unwrap(), u.ensure_album("B").unwrap());
+    /// let first = u.upload(a, "1.jpg", Content::from(&b"x"[..]), DedupMode::NameAndHash).unwrap().file_id;
+    /// let second = u.upload(b, "2.jpg", Content::from(&b"x"[..]), DedupMode::NameAndHash).unwrap().file_id;
+    /// let plan = u.duplicates().unwrap()[0].preview_merge(None).unwrap();
     /// assert_eq!((plan.kept, plan.trashed, plan.albums_added), (first, vec![second], vec![b]));
-    /// assert_eq!(store.files("u").unwrap().len(), 2);
+    /// assert_eq!(u.files().unwrap().len(), 2);
     /// ```
     pub fn preview_merge(&self, keep: Option<FileId>) -> Result<MergeReport> {
         let kept = match keep {
@@ -174,7 +177,7 @@ fn group_in(txn: &Txn<'_>, uid: u64, hash: ContentHash) -> Result<DuplicateGroup
     Ok(DuplicateGroup { hash, size, files })
 }
 
-impl Store {
+impl User {
     /// Calls `f` with each group of the user's live files that share one
     /// content (two files or more), in hash order, until it breaks.
     ///
@@ -190,26 +193,22 @@ impl Store {
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let a = store.ensure_album("u", "A").unwrap();
+    /// let u = store.user("u").unwrap();
+    /// let a = u.ensure_album("A").unwrap();
     /// for name in ["a.jpg", "b.jpg"] {
-    ///     store.upload("u", a, name, Content::from(&b"same"[..]), DedupMode::NameAndHash).unwrap();
+    ///     u.upload(a, name, Content::from(&b"same"[..]), DedupMode::NameAndHash).unwrap();
     /// }
     /// let mut merged = 0;
-    /// store
-    ///     .for_each_duplicate_group("u", |group| {
-    ///         merged += store.merge("u", group.hash, None)?.trashed.len();
+    /// u.for_each_duplicate_group(|group| {
+    ///         merged += u.merge(group.hash, None)?.trashed.len();
     ///         Ok(ControlFlow::Continue(()))
     ///     })
     ///     .unwrap();
-    /// assert_eq!((merged, store.files("u").unwrap().len()), (1, 1));
+    /// assert_eq!((merged, u.files().unwrap().len()), (1, 1));
     /// ```
-    pub fn for_each_duplicate_group(
-        &self,
-        user: &str,
-        mut f: impl FnMut(DuplicateGroup) -> Result<ControlFlow<()>>,
-    ) -> Result<()> {
-        let inner = &self.inner;
-        let Some(uid) = inner.user_id(user)? else {
+    pub fn for_each_duplicate_group(&self, mut f: impl FnMut(DuplicateGroup) -> Result<ControlFlow<()>>) -> Result<()> {
+        let inner = self.inner();
+        let Some(uid) = self.id()? else {
             return Ok(());
         };
         let mut current: Option<(ContentHash, Vec<u64>)> = None;
@@ -257,20 +256,21 @@ impl Store {
     }
 
     /// The user's duplicate groups, collected. A convenience for small
-    /// libraries: [`Store::for_each_duplicate_group`] streams them instead.
+    /// libraries: [`User::for_each_duplicate_group`] streams them instead.
     ///
     /// ```
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let a = store.ensure_album("u", "A").unwrap();
-    /// store.upload("u", a, "a.jpg", Content::from(&b"one"[..]), DedupMode::NameAndHash).unwrap();
-    /// store.upload("u", a, "b.jpg", Content::from(&b"two"[..]), DedupMode::NameAndHash).unwrap();
-    /// assert!(store.duplicates("u").unwrap().is_empty());
+    /// let u = store.user("u").unwrap();
+    /// let a = u.ensure_album("A").unwrap();
+    /// u.upload(a, "a.jpg", Content::from(&b"one"[..]), DedupMode::NameAndHash).unwrap();
+    /// u.upload(a, "b.jpg", Content::from(&b"two"[..]), DedupMode::NameAndHash).unwrap();
+    /// assert!(u.duplicates().unwrap().is_empty());
     /// ```
-    pub fn duplicates(&self, user: &str) -> Result<Vec<DuplicateGroup>> {
+    pub fn duplicates(&self) -> Result<Vec<DuplicateGroup>> {
         let mut groups = Vec::new();
-        self.for_each_duplicate_group(user, |g| {
+        self.for_each_duplicate_group(|g| {
             groups.push(g);
             Ok(ControlFlow::Continue(()))
         })?;
@@ -293,17 +293,18 @@ impl Store {
     /// use keepsake::{Content, ContentHash, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
-    /// let (a, b) = (store.ensure_album("u", "A").unwrap(), store.ensure_album("u", "B").unwrap());
-    /// store.upload("u", a, "IMG_1.JPG", Content::from(&b"x"[..]), DedupMode::NameAndHash).unwrap();
-    /// let copy = store.upload("u", b, "IMG_1 (1).JPG", Content::from(&b"x"[..]), DedupMode::NameAndHash).unwrap();
-    /// let report = store.merge("u", ContentHash::of(b"x"), Some(copy.file_id)).unwrap();
+    /// let u = store.user("u").unwrap();
+    /// let (a, b) = (u.ensure_album("A").unwrap(), u.ensure_album("B").unwrap());
+    /// u.upload(a, "IMG_1.JPG", Content::from(&b"x"[..]), DedupMode::NameAndHash).unwrap();
+    /// let copy = u.upload(b, "IMG_1 (1).JPG", Content::from(&b"x"[..]), DedupMode::NameAndHash).unwrap();
+    /// let report = u.merge(ContentHash::of(b"x"), Some(copy.file_id)).unwrap();
     /// assert_eq!((report.kept, report.albums_added.clone()), (copy.file_id, vec![a]));
-    /// assert_eq!(store.file("u", copy.file_id).unwrap().albums, vec![b, a]);
-    /// assert!(store.merge("u", ContentHash::of(b"x"), None).unwrap().already_merged());
+    /// assert_eq!(u.file(copy.file_id).unwrap().albums, vec![b, a]);
+    /// assert!(u.merge(ContentHash::of(b"x"), None).unwrap().already_merged());
     /// ```
-    pub fn merge(&self, user: &str, hash: ContentHash, keep: Option<FileId>) -> Result<MergeReport> {
-        let now = self.inner.now_ms();
-        self.inner.commit_as(user, Error::NoSuchContent(hash), move |txn, uid| {
+    pub fn merge(&self, hash: ContentHash, keep: Option<FileId>) -> Result<MergeReport> {
+        let now = self.inner().now_ms();
+        self.commit_existing(Error::NoSuchContent(hash), move |txn, uid| {
             let report = group_in(txn, uid, hash)?.preview_merge(keep)?;
             if report.already_merged() {
                 return Ok(report);

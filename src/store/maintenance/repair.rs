@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use super::verify::{survey, Problem, Survey};
 use crate::blob::format::scan_records;
 use crate::blob::Location;
 use crate::error::{Error, Result};
@@ -17,7 +18,6 @@ use crate::meta::records::{BlobRecord, Place, SegmentRecord};
 use crate::meta::txn::Txn;
 use crate::meta::{decode, keys, Cf};
 use crate::store::{Inner, Store};
-use crate::verify::{survey, Problem, Survey};
 
 /// The result of [`Store::repair`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -4,7 +4,7 @@
 use crate::blob::format::SEGMENT_HEADER_LEN;
 use crate::error::Result;
 use crate::meta::records::{BlobRecord, Place, SegmentRecord, UserRecord};
-use crate::meta::{decode, Cf};
+use crate::meta::{decode, Cf, Meta};
 use crate::store::Store;
 
 /// Store-wide statistics (see [`Store::stats`]).
@@ -42,7 +42,14 @@ impl Store {
     /// assert_eq!(store.stats().unwrap().blobs, 0);
     /// ```
     pub fn stats(&self) -> Result<Stats> {
-        let snap = self.inner.meta.snapshot();
+        stats(&self.inner.meta)
+    }
+}
+
+/// The store's statistics from one snapshot of its committed metadata.
+pub(crate) fn stats(meta: &Meta) -> Result<Stats> {
+    {
+        let snap = meta.snapshot();
         let mut s = Stats {
             users: 0,
             files: 0,

@@ -1,0 +1,691 @@
+//! Ingest: getting an upload's bytes into the blob log, and the batch loop
+//! around the commit that records them.
+//!
+//! An upload runs in three steps, so that the expensive work happens outside
+//! the serialised commit and nothing is acknowledged before it is durable:
+//!
+//! 1. **Hash** each content (no lock held).
+//! 2. **Write** the content of every blob the store does not have yet to the
+//!    active segment (or keep it for inlining), then `fdatasync` once for the
+//!    whole batch. A large file or a staged stream is re-hashed as it is
+//!    written, since it may have changed since step 1; bytes in memory
+//!    (given, or a file of at most [`READ_WHOLE`] bytes read whole in step 1
+//!    and checked unchanged by size and modification time) are written as
+//!    they are. In a batch, steps 1 and 2 run as a pipeline: worker threads
+//!    read and hash the next uploads while this one is written, at most
+//!    [`READ_AHEAD`] uploads ahead, so memory stays bounded (see
+//!    [`pipeline`](super::pipeline) and `DESIGN.md` §6).
+//! 3. **Commit** one transaction that, per upload, applies the duplicate
+//!    rules against the current metadata and records the outcome.
+//!
+//! Step 3 re-checks everything step 2 assumed. If a blob that step 2 found
+//! (and so did not write) has been collected by GC in between, the upload is
+//! retried from step 2 with its bytes written. If two uploads write the same
+//! new content at once, the first commit creates the blob and the second
+//! finds it and becomes a plain reference; its written copy is garbage that
+
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::io::{self, Read};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+
+use super::damage::is_damaged;
+use super::delete_set::DeleteSet;
+use super::ledger::{check_quota, ensure_user, load_user};
+use super::pipeline::{ordered_map, BufferPool};
+use super::rules::{apply, Applied, NewCopy, Pending};
+use super::{staging, Content, DedupMode, Inner, Upload, UploadReport, User};
+use crate::blob::{Pin, RecordData, Written};
+use crate::error::{Error, Result};
+use crate::fs::FsFile;
+use crate::hash::{read_full, ContentHash, Hasher, HASH_CHUNK};
+use crate::ids::AlbumId;
+use crate::meta::txn::Txn;
+use crate::meta::Cf;
+use crate::names::check_file_name;
+
+/// Streams at most this large are held in memory instead of staged on disk.
+const IN_MEMORY_STREAM: usize = 16 << 20;
+
+/// Files at most this large are read once, into memory, and written from
+/// there: one read and one hash. Larger files are hashed as a stream and
+/// read again (and re-hashed, which also tells whether they changed in
+/// between) only if their content is new, so that no more than a few
+/// chunks of a 4 GiB video are ever in memory.
+const READ_WHOLE: usize = 16 << 20;
+
+/// How many uploads step 1 may run ahead of step 2. With [`READ_WHOLE`] and
+/// [`IN_MEMORY_STREAM`], this bounds a batch's memory for contents read by
+/// the pipeline to `(READ_AHEAD + 1) x 16 MiB`: those being read or
+/// waiting, and the one being written.
+const READ_AHEAD: NonZeroUsize = NonZeroUsize::new(4).expect("not zero");
+
+/// Whether a file read whole was left alone while it was read: `read`
+/// bytes came out, as many as its size said, and its size and modification
+/// time are what they were before the read. A write moves one of them.
+fn undisturbed(before: &Metadata, after: &Metadata, read: usize) -> bool {
+    read as u64 == before.len() && after.len() == before.len() && after.modified().ok() == before.modified().ok()
+}
+
+enum Source {
+    Memory(Bytes),
+    /// A file read whole by step 1: written from memory, as hashed. The
+    /// buffer goes back to the batch's pool after step 2.
+    Read {
+        path: PathBuf,
+        data: Vec<u8>,
+    },
+    File(PathBuf),
+    Staged(PathBuf, Box<dyn FsFile>),
+    /// An upload session's staged file: read like a staged stream, but owned
+    /// (and removed) by its session, not by this upload.
+    Session(Box<dyn FsFile>),
+}
+
+/// A hashed content, ready to be written if its blob is new.
+struct Prepared {
+    hash: ContentHash,
+    size: u64,
+    source: Source,
+    /// How errors name the content.
+    what: String,
+}
+
+/// What the store has of an upload's content before the write step.
+enum BlobState {
+    Absent,
+    Damaged,
+    Sound,
+}
+
+/// Reads of a staged stream, sequentially through [`FsFile`].
+struct StagedReader<'a> {
+    file: &'a dyn FsFile,
+    at: u64,
+    len: u64,
+}
+
+impl Read for StagedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min((self.len - self.at) as usize);
+        self.file.read_exact_at(self.at, &mut buf[..n])?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// Hashes the first `len` bytes of a staged file.
+pub(crate) fn hash_staged(file: &dyn FsFile, len: u64) -> io::Result<ContentHash> {
+    let (hash, _) = crate::hash::hash_reader(&mut StagedReader { file, at: 0, len })?;
+    Ok(hash)
+}
+
+impl Inner {
+    fn prepare(&self, content: Content, name: &str, buffers: &BufferPool) -> Result<Prepared> {
+        match content {
+            Content::Bytes(b) => Ok(Prepared {
+                hash: ContentHash::of(&b),
+                size: b.len() as u64,
+                source: Source::Memory(b),
+                what: name.to_string(),
+            }),
+            Content::Path(p) => {
+                let what = p.display().to_string();
+                let read = |e| Error::io(format!("reading {what}"), e);
+                let mut f = std::fs::File::open(&p).map_err(|e| Error::io(format!("opening {what}"), e))?;
+                let before = f.metadata().map_err(read)?;
+                if before.len() <= READ_WHOLE as u64 {
+                    // Read once, so what is stored is what was hashed; but a
+                    // file being written meanwhile would be stored torn. A
+                    // write moves the size or the modification time: both
+                    // are compared after the read, and one byte of room
+                    // past the size tells a file that grew.
+                    let mut data = buffers.take(before.len() as usize + 1);
+                    let got = (&mut f).take(before.len() + 1).read_to_end(&mut data);
+                    let checked = match (got, f.metadata()) {
+                        (Ok(_), Ok(after)) if undisturbed(&before, &after, data.len()) => {
+                            Ok(ContentHash::of_on_this_thread(&data))
+                        }
+                        (Ok(_), Ok(_)) => Err(Error::ContentChanged(what.clone())),
+                        (Err(e), _) | (_, Err(e)) => Err(read(e)),
+                    };
+                    return match checked {
+                        Ok(hash) => Ok(Prepared {
+                            hash,
+                            size: data.len() as u64,
+                            source: Source::Read { path: p, data },
+                            what,
+                        }),
+                        Err(e) => {
+                            buffers.give(data);
+                            Err(e)
+                        }
+                    };
+                }
+                let (hash, size) = crate::hash::hash_reader(&mut f).map_err(read)?;
+                Ok(Prepared {
+                    hash,
+                    size,
+                    source: Source::File(p),
+                    what,
+                })
+            }
+            Content::Reader(mut r) => {
+                let mut head = vec![0u8; IN_MEMORY_STREAM + 1];
+                let n = read_full(&mut r, &mut head).map_err(|e| Error::io(format!("reading {name}"), e))?;
+                if n <= IN_MEMORY_STREAM {
+                    head.truncate(n);
+                    return self.prepare(Content::Bytes(head.into()), name, buffers);
+                }
+                self.stage(&head, &mut r, name)
+            }
+        }
+    }
+
+    /// Spools a long stream to the staging directory while hashing it.
+    fn stage(&self, head: &[u8], rest: &mut dyn Read, name: &str) -> Result<Prepared> {
+        let fs = &*self.options.fs;
+        let path = staging::new_stream_path(&self.root);
+        let io = |e| Error::io(format!("staging {name}"), e);
+        let file = fs.create(&path).map_err(io)?;
+        let mut hasher = Hasher::new();
+        let mut at = 0u64;
+        let mut put = |chunk: &[u8], hasher: &mut Hasher| -> Result<()> {
+            hasher.update(chunk);
+            file.write_all_at(at, chunk).map_err(io)?;
+            at += chunk.len() as u64;
+            Ok(())
+        };
+        let staged = (|| {
+            put(head, &mut hasher)?;
+            let mut buf = vec![0u8; HASH_CHUNK];
+            loop {
+                let n = read_full(rest, &mut buf).map_err(|e| Error::io(format!("reading {name}"), e))?;
+                if n == 0 {
+                    return Ok(());
+                }
+                put(&buf[..n], &mut hasher)?;
+            }
+        })();
+        if let Err(e) = staged {
+            let _ = fs.remove_file(&path);
+            return Err(e);
+        }
+        Ok(Prepared {
+            hash: hasher.finalize(),
+            size: at,
+            source: Source::Staged(path, file),
+            what: name.to_string(),
+        })
+    }
+
+    /// Drops the bytes of a file read whole once step 2 is done with them:
+    /// the upload goes back to being a path (read and checked again if a
+    /// retry needs its bytes), so a batch holds only the uploads in flight.
+    fn release(p: &mut Prepared, buffers: &BufferPool) {
+        if let Source::Read { path, data } = &mut p.source {
+            buffers.give(std::mem::take(data));
+            p.source = Source::File(std::mem::take(path));
+        }
+    }
+
+    /// Removes the streams that `prepared` spooled, once their uploads are
+    /// done (committed or failed). Best effort: what is left is cleared from
+    /// `staging/` at the next open, and it must not turn an upload's outcome
+    /// into an I/O error.
+    fn discard<'p>(&self, prepared: impl IntoIterator<Item = &'p Prepared>) {
+        let mut spooled = DeleteSet::default();
+        for p in prepared {
+            if let Source::Staged(path, _) = &p.source {
+                spooled.stream(path.clone());
+            }
+        }
+        let _ = self.delete(spooled);
+    }
+
+    /// Whether an upload of `hash` must write its bytes: the store lacks the
+    /// blob, or its copy is damaged and this upload is the cure.
+    fn blob_state(&self, hash: &ContentHash) -> Result<BlobState> {
+        let txn = Txn::new(&self.meta);
+        Ok(if !txn.exists(Cf::Blobs, hash.as_bytes())? {
+            BlobState::Absent
+        } else if is_damaged(&txn, hash)? {
+            BlobState::Damaged
+        } else {
+            BlobState::Sound
+        })
+    }
+
+    /// Whether an upload of content new to the store would take the user
+    /// past their quota as it stands committed: its bytes could then never
+    /// commit, so they are not written. Only the commit step refuses, exactly.
+    fn past_quota(&self, user: &str, size: u64) -> Result<bool> {
+        let Some(uid) = self.user_id(user)? else {
+            return Ok(false);
+        };
+        // Content new to the store is new to the user: it charges its size.
+        Ok(check_quota(&load_user(&Txn::new(&self.meta), uid)?, size).is_err())
+    }
+
+    fn append_verified(&self, p: &Prepared, data: &[u8]) -> Result<(NewCopy, Option<Pin<'_>>)> {
+        let (loc, pin) = self.blobs.append(p.hash, RecordData::Verified(data), &p.what)?;
+        Ok((NewCopy::Segment(loc), Some(pin)))
+    }
+
+    /// Writes (or keeps for inlining) the bytes of `p`. Bytes in memory
+    /// cannot change and were hashed by `prepare`, so they are written as
+    /// they are; a file or staged stream is read again and checked against
+    /// the hash as it is written. A segment copy comes with the pin that
+    /// protects it until its commit.
+    fn write_copy(&self, p: &Prepared) -> Result<(NewCopy, Option<Pin<'_>>)> {
+        let inline = p.size <= self.options.inline_threshold;
+        let mut reader: Box<dyn Read + '_> = match &p.source {
+            Source::Memory(b) if inline => return Ok((NewCopy::Inline(b.to_vec()), None)),
+            Source::Read { data, .. } if inline => return Ok((NewCopy::Inline(data.clone()), None)),
+            Source::Memory(b) => return self.append_verified(p, b),
+            Source::Read { data, .. } => return self.append_verified(p, data),
+            Source::File(path) => {
+                Box::new(std::fs::File::open(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?)
+            }
+            Source::Staged(_, f) | Source::Session(f) => Box::new(StagedReader {
+                file: &**f,
+                at: 0,
+                len: p.size,
+            }),
+        };
+        if inline {
+            let mut data = Vec::with_capacity(p.size as usize);
+            reader
+                .read_to_end(&mut data)
+                .map_err(|e| Error::io(format!("reading {}", p.what), e))?;
+            if data.len() as u64 != p.size || ContentHash::of(&data) != p.hash {
+                return Err(Error::ContentChanged(p.what.clone()));
+            }
+            return Ok((NewCopy::Inline(data), None));
+        }
+        let data = RecordData::Stream {
+            reader: &mut reader,
+            length: p.size,
+        };
+        let (loc, pin) = self.blobs.append(p.hash, data, &p.what)?;
+        Ok((NewCopy::Segment(loc), Some(pin)))
+    }
+}
+
+impl User {
+    /// Uploads one content as `name` into `album`, applying the duplicate
+    /// rules of `mode`. Returns once the outcome is durable.
+    ///
+    /// The album must exist (see [`User::ensure_album`]).
+    pub fn upload(&self, album: AlbumId, name: &str, content: Content, mode: DedupMode) -> Result<UploadReport> {
+        self.upload_batch(vec![Upload::new(album, name, content, mode)])
+            .pop()
+            .expect("one result per upload")
+    }
+
+    /// Uploads many contents in one durable commit: one `fdatasync` of the
+    /// segment and one synced metadata write for the whole batch. Results are
+    /// in the order of `uploads`; each upload succeeds or fails on its own
+    /// (a quota overflow in the middle of a batch fails only the uploads past
+    /// the limit). Duplicates within the batch are caught: the second of two
+    /// identical uploads is `Skipped` or `Linked` against the first.
+    ///
+    /// ```
+    /// use keepsake::{Content, DedupMode, Outcome, Store, Upload};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let bob = store.user("bob").unwrap();
+    /// let album = bob.ensure_album("Trip").unwrap();
+    /// let results = bob.upload_batch(vec![
+    ///     Upload::new(album, "a.jpg", Content::from(&b"same"[..]), DedupMode::Hash),
+    ///     Upload::new(album, "b.jpg", Content::from(&b"same"[..]), DedupMode::Hash),
+    /// ]);
+    /// assert_eq!(results[0].as_ref().unwrap().outcome, Outcome::Stored);
+    /// assert_eq!(results[1].as_ref().unwrap().outcome, Outcome::Skipped);
+    /// ```
+    pub fn upload_batch(&self, uploads: Vec<Upload>) -> Vec<Result<UploadReport>> {
+        let (inner, user) = (self.inner(), self.name());
+        let count = uploads.len();
+        let buffers = &BufferPool::default();
+        if count < 2 {
+            let hashed = uploads
+                .into_iter()
+                .enumerate()
+                .map(|(i, up)| (i, inner.hash_upload(up, buffers)));
+            return inner.store_prepared(user, count, hashed, buffers, None);
+        }
+        // Reading and hashing on every core, one upload per worker: a
+        // single reader's copies out of the page cache would not overlap
+        // its hashing.
+        let workers = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
+        ordered_map(
+            uploads,
+            workers,
+            READ_AHEAD,
+            |up| inner.hash_upload(up, buffers),
+            |hashed| inner.store_prepared(user, count, hashed, buffers, None),
+        )
+    }
+}
+
+impl Inner {
+    /// Step 1 for one upload: its names checked, its content hashed and
+    /// compared with the hash the client declared.
+    fn hash_upload(&self, mut up: Upload, buffers: &BufferPool) -> Result<(Upload, Prepared)> {
+        check_file_name(&up.name)?;
+        self.health.check()?;
+        let content = std::mem::replace(&mut up.content, Content::Bytes(Bytes::new()));
+        let p = self.prepare(content, &up.name, buffers)?;
+        match up.expected {
+            Some(expected) if expected != p.hash => {
+                self.discard([&p]);
+                Err(Error::HashMismatch {
+                    expected,
+                    actual: p.hash,
+                })
+            }
+            _ => Ok((up, p)),
+        }
+    }
+}
+
+impl Inner {
+    /// Stores an upload session's received bytes as `name` into `album`,
+    /// exactly as a one-shot upload of them would be stored. The bytes are
+    /// copied once into a segment (or inlined); `file` stays the session's.
+    /// The session's record (`session`, its key) goes in the same commit as
+    /// the file comes.
+    #[expect(clippy::too_many_arguments, reason = "one upload's fields, as `Upload` holds them")]
+    pub(crate) fn upload_staged(
+        &self,
+        user: &str,
+        album: AlbumId,
+        name: &str,
+        mode: DedupMode,
+        hash: ContentHash,
+        size: u64,
+        file: Box<dyn FsFile>,
+        session: Vec<u8>,
+    ) -> Result<UploadReport> {
+        self.health.check()?;
+        let prepared = Prepared {
+            hash,
+            size,
+            source: Source::Session(file),
+            what: name.to_string(),
+        };
+        let up = Upload::new(album, name, Content::Bytes(Bytes::new()), mode);
+        self.store_prepared(
+            user,
+            1,
+            [(0, Ok((up, prepared)))],
+            &BufferPool::default(),
+            Some(session),
+        )
+        .pop()
+        .expect("one result per upload")
+    }
+
+    /// Step 2 for one hashed upload: the copy of its bytes that the commit
+    /// will point at, if the store needs one. `copies` holds the copies this
+    /// batch wrote, so that a content repeated in a batch is written once;
+    /// `force` (a retry after the blob vanished) writes whatever the store
+    /// seemed to have.
+    fn copy_for<'a>(
+        &'a self,
+        user: &str,
+        p: &Prepared,
+        force: bool,
+        copies: &mut HashMap<ContentHash, NewCopy>,
+        pins: &mut Vec<Pin<'a>>,
+    ) -> Result<Option<NewCopy>> {
+        if let Some(c) = copies.get(&p.hash) {
+            return Ok(Some(c.clone()));
+        }
+        let skip = match self.blob_state(&p.hash)? {
+            BlobState::Sound => !force,
+            // New content past the quota is not written, and the commit
+            // refuses it just as it refuses content other users hold (also
+            // not written): the error, and the usage it reports, must not
+            // depend on other users' content. A heal charges nothing; a
+            // retry writes, the commit found room.
+            BlobState::Absent => !force && self.past_quota(user, p.size)?,
+            BlobState::Damaged => false,
+        };
+        if skip {
+            return Ok(None);
+        }
+        let (copy, pin) = self.write_copy(p)?;
+        pins.extend(pin);
+        copies.insert(p.hash, copy.clone());
+        Ok(Some(copy))
+    }
+
+    /// Steps 2 and 3 for the `count` uploads of a batch, as step 1 hands
+    /// them over (in the batch's order, each with its index). Step 2 starts
+    /// on the first upload while step 1 is still hashing the next.
+    ///
+    /// `buffers` takes back the read buffers of uploads step 2 is done with.
+    ///
+    /// `retire` is the record of the upload session the content comes from:
+    /// it is deleted in the commit that stores the file, so a crash leaves
+    /// either the session or the file, never both.
+    fn store_prepared(
+        &self,
+        user: &str,
+        count: usize,
+        hashed: impl IntoIterator<Item = (usize, Result<(Upload, Prepared)>)>,
+        buffers: &BufferPool,
+        retire: Option<Vec<u8>>,
+    ) -> Vec<Result<UploadReport>> {
+        let inner = self;
+        let mut results: Vec<Option<Result<UploadReport>>> = (0..count).map(|_| None).collect();
+        let mut prepared: Vec<(usize, Upload, Prepared)> = Vec::new();
+        let mut copies: HashMap<ContentHash, NewCopy> = HashMap::new();
+        // Held until every commit of this batch has finished.
+        let mut pins = Vec::new();
+        let mut hashed = Some(hashed.into_iter());
+        let mut todo: Vec<usize> = Vec::new();
+        for attempt in 0..3 {
+            let force = attempt > 0;
+            let mut pending = Vec::new();
+            let mut written = Written::default();
+            let mut step2 =
+                |k: usize, p: &Prepared, up: &Upload| match inner.copy_for(user, p, force, &mut copies, &mut pins) {
+                    Ok(copy) => {
+                        if let Some(NewCopy::Segment(loc)) = &copy {
+                            written.add(*loc);
+                        }
+                        pending.push(Pending {
+                            index: k,
+                            album: up.album.0,
+                            name: up.name.clone(),
+                            mode: up.mode,
+                            hash: p.hash,
+                            size: p.size,
+                            copy,
+                        });
+                        None
+                    }
+                    Err(e) => Some(e),
+                };
+            if let Some(first) = hashed.take() {
+                for (i, item) in first {
+                    match item {
+                        Ok((up, mut p)) => {
+                            if let Some(e) = step2(prepared.len(), &p, &up) {
+                                results[i] = Some(Err(e));
+                            }
+                            Inner::release(&mut p, buffers);
+                            prepared.push((i, up, p));
+                        }
+                        Err(e) => results[i] = Some(Err(e)),
+                    }
+                }
+            } else if todo.is_empty() {
+                break;
+            } else {
+                for &k in &todo {
+                    let (i, up, p) = &prepared[k];
+                    if let Some(e) = step2(k, p, up) {
+                        results[*i] = Some(Err(e));
+                    }
+                }
+            }
+            // Bytes durable before the metadata that points at them.
+            if let Err(e) = inner.blobs.sync_written(&written) {
+                // A failed sync poisons the store: every upload of the batch
+                // fails, none is acknowledged.
+                let msg = e.to_string();
+                for p in &pending {
+                    results[prepared[p.index].0] = Some(Err(Error::Poisoned(msg.clone())));
+                }
+                todo.clear();
+                break;
+            }
+            let user_name = user.to_string();
+            let now = inner.now_ms();
+            let retire = retire.clone();
+            let applied = inner.commit(move |txn| {
+                let before_user = txn.savepoint();
+                let uid = ensure_user(txn, &user_name)?;
+                let applied: Vec<_> = pending
+                    .into_iter()
+                    .map(|p| {
+                        let sp = txn.savepoint();
+                        let out = apply(txn, uid, &p, now);
+                        if !matches!(out, Applied::Done(Ok(_))) {
+                            txn.rollback_to(sp);
+                        }
+                        (p.index, out)
+                    })
+                    .collect();
+                // A batch that stored nothing leaves no trace, not even a new
+                // user.
+                if !applied.iter().any(|(_, a)| matches!(a, Applied::Done(Ok(_)))) {
+                    txn.rollback_to(before_user);
+                } else if let Some(session) = retire {
+                    txn.delete(Cf::Uploads, session);
+                }
+                Ok(applied)
+            });
+            todo.clear();
+            match applied {
+                Ok(applied) => {
+                    for (k, out) in applied {
+                        match out {
+                            Applied::Done(r) => results[prepared[k].0] = Some(r),
+                            Applied::NeedBytes => todo.push(k),
+                        }
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for (i, _, _) in &prepared {
+                        results[*i].get_or_insert_with(|| Err(Error::Database(msg.clone())));
+                    }
+                }
+            }
+        }
+        for k in todo {
+            results[prepared[k].0] = Some(Err(Error::Database(
+                "the blob was collected concurrently three times; try again".into(),
+            )));
+        }
+        drop(pins);
+        inner.discard(prepared.iter().map(|(_, _, p)| p));
+        results
+            .into_iter()
+            .map(|r| r.expect("every upload has a result"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{DedupMode, Store};
+
+    fn setup() -> (tempfile::TempDir, Store, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let file = dir.path().join("IMG.JPG");
+        std::fs::write(&file, vec![5u8; 100_000]).unwrap();
+        (dir, store, file)
+    }
+
+    /// Hashes `file` and lets go of the bytes read, as step 2 does once done
+    /// with an upload: what a retry (or any file too large to be read whole)
+    /// writes from is the file again.
+    fn hashed_path(inner: &Inner, file: &Path) -> Prepared {
+        let buffers = BufferPool::default();
+        let mut prepared = inner
+            .prepare(Content::Path(file.to_path_buf()), "IMG.JPG", &buffers)
+            .unwrap();
+        Inner::release(&mut prepared, &buffers);
+        assert!(matches!(prepared.source, Source::File(_)));
+        prepared
+    }
+
+    #[test]
+    fn a_file_read_whole_counts_as_disturbed_if_its_size_time_or_length_read_moved() {
+        let (_dir, _store, file) = setup();
+        let before = std::fs::metadata(&file).unwrap();
+        let len = before.len() as usize;
+        assert!(undisturbed(&before, &std::fs::metadata(&file).unwrap(), len));
+        // Fewer or more bytes than the size said: written meanwhile.
+        assert!(!undisturbed(&before, &before, len - 1));
+        assert!(!undisturbed(&before, &before, len + 1));
+        // A write that keeps the size moves the modification time.
+        let f = std::fs::File::options().write(true).open(&file).unwrap();
+        f.set_modified(before.modified().unwrap() + std::time::Duration::from_secs(1))
+            .unwrap();
+        assert!(!undisturbed(&before, &std::fs::metadata(&file).unwrap(), len));
+        // An append moves the size, whatever the time says.
+        f.set_len(before.len() + 1).unwrap();
+        f.set_modified(before.modified().unwrap()).unwrap();
+        assert!(!undisturbed(&before, &std::fs::metadata(&file).unwrap(), len));
+    }
+
+    /// A file edited between the hashing pass and the writing pass is
+    /// refused, and the half-written record is rolled back.
+    #[test]
+    fn a_file_that_changes_while_being_read_stores_nothing() {
+        let (_dir, store, file) = setup();
+        let inner = &store.inner;
+        let prepared = hashed_path(inner, &file);
+        std::fs::write(&file, vec![6u8; 100_000]).unwrap();
+        assert!(matches!(inner.write_copy(&prepared), Err(Error::ContentChanged(_))));
+        // Same length but grown: also refused.
+        std::fs::write(&file, vec![5u8; 100_001]).unwrap();
+        assert!(matches!(inner.write_copy(&prepared), Err(Error::ContentChanged(_))));
+        // Nothing of either attempt is left: the next record starts where the
+        // first would have.
+        std::fs::write(&file, vec![5u8; 100_000]).unwrap();
+        let (NewCopy::Segment(loc), _pin) = inner.write_copy(&prepared).unwrap() else {
+            panic!("100 KB is not inlined")
+        };
+        assert_eq!(loc.offset, crate::blob::format::SEGMENT_HEADER_LEN as u64);
+    }
+
+    #[test]
+    fn a_file_that_vanishes_while_being_read_stores_nothing() {
+        let (_dir, store, file) = setup();
+        let prepared = hashed_path(&store.inner, &file);
+        std::fs::remove_file(&file).unwrap();
+        assert!(matches!(store.inner.write_copy(&prepared), Err(Error::Io { .. })));
+        let album = store.user("u").unwrap().ensure_album("A").unwrap();
+        assert!(store
+            .user("u")
+            .unwrap()
+            .upload(album, "IMG.JPG", Content::Path(file), DedupMode::Hash)
+            .is_err());
+        assert!(store.user("u").unwrap().files().unwrap().is_empty());
+        assert!(store.verify(true).unwrap().ok);
+    }
+}

@@ -1,0 +1,276 @@
+//! A read-only handle on a store, in the manner of redb's
+//! `ReadOnlyDatabase`: what a backup re-run needs to find that it has
+//! nothing to do, and what a monitoring process reads (usage, albums,
+//! statistics), without writing anything.
+//!
+//! A RocksDB read-only open writes no `OPTIONS` file, manifest or log: it
+//! costs about a fifth of a write open, which on a re-run over a folder
+//! where nothing changed is most of the run's time (`DESIGN.md` §12). What
+//! it reads is committed metadata, which recovery never changes, so a store
+//! left by a crash reads the same here as after the next [`Store::open`].
+
+use std::collections::HashSet;
+use std::fs::{File, Metadata};
+use std::path::{Path, PathBuf};
+
+use super::ledger::user_id;
+use super::library::{albums, find_album};
+use super::maintenance::stats;
+use super::quota::usage;
+use super::sources::{stale, unchanged};
+use super::{lock, AlbumInfo, Stats, Store, UploadReport, Usage};
+use crate::error::{OpenError, Result};
+use crate::ids::AlbumId;
+use crate::meta::Meta;
+use crate::names::{check_album_name, check_user_name};
+
+/// A store opened for reading only. It holds the store's lock, as a
+/// [`Store`] does (one opener at a time, in any process): drop it before
+/// opening the store to write.
+///
+/// ```
+/// use keepsake::{Content, DedupMode, ReadOnlyStore, Store};
+/// use std::time::{Duration, SystemTime};
+/// let dir = tempfile::tempdir().unwrap();
+/// let root = dir.path().join("store");
+/// let path = dir.path().join("IMG_1.JPG");
+/// std::fs::write(&path, b"pixels").unwrap();
+/// let meta = std::fs::metadata(&path).unwrap();
+/// {
+///     let u = Store::open(&root).unwrap().user("u").unwrap();
+///     let album = u.ensure_album("A").unwrap();
+///     let r = u.upload(album, "IMG_1.JPG", Content::Path(path.clone()), DedupMode::NameAndHash).unwrap();
+///     let later = SystemTime::now() + Duration::from_secs(60);
+///     u.record_sources(album, &[(path.clone(), meta.clone(), r.file_id)], later).unwrap();
+/// }
+/// let store = ReadOnlyStore::open(&root).unwrap().expect("a store is there");
+/// let u = store.user("u").unwrap();
+/// let u = store.user("u").unwrap();
+/// let album = u.find_album("A").unwrap().unwrap().id;
+/// assert!(u.unchanged_source(album, &path, &meta).unwrap().is_some());
+/// assert_eq!(u.usage().unwrap().unique_bytes, 6);
+/// ```
+pub struct ReadOnlyStore {
+    root: PathBuf,
+    meta: Meta,
+    _lock: File,
+}
+
+impl std::fmt::Debug for ReadOnlyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadOnlyStore")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One user of a [`ReadOnlyStore`], made by [`ReadOnlyStore::user`]: the
+/// reads of [`User`](crate::User) that a re-run or a monitor needs.
+pub struct ReadOnlyUser<'s> {
+    meta: &'s Meta,
+    name: String,
+}
+
+impl std::fmt::Debug for ReadOnlyUser<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadOnlyUser")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReadOnlyStore {
+    /// Opens the store in `dir` for reading, or `None` if there is no store
+    /// there (nothing is created).
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open`]: [`OpenError::InUse`] while another process (or a
+    /// `Store` in this one) has it open, [`OpenError::UnsupportedFormat`] for
+    /// a store of a newer format, [`OpenError::Io`] and
+    /// [`OpenError::Database`] when its files cannot be read.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Option<ReadOnlyStore>, OpenError> {
+        let root = dir.as_ref();
+        if !Store::exists(root) {
+            return Ok(None);
+        }
+        let lock = lock(root)?;
+        let meta = Meta::open_read_only(&root.join("meta"))?;
+        Ok(Some(ReadOnlyStore {
+            root: root.to_path_buf(),
+            meta,
+            _lock: lock,
+        }))
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The reads of the user called `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`](crate::Error::InvalidName), as [`Store::user`].
+    pub fn user(&self, name: &str) -> Result<ReadOnlyUser<'_>> {
+        check_user_name(name)?;
+        Ok(ReadOnlyUser {
+            meta: &self.meta,
+            name: name.to_string(),
+        })
+    }
+
+    /// Store-wide statistics, as [`Store::stats`] computes them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`](crate::Error::Database) or
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when the metadata cannot be
+    /// read.
+    pub fn stats(&self) -> Result<Stats> {
+        stats(&self.meta)
+    }
+}
+
+impl ReadOnlyUser<'_> {
+    /// The user's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What [`User::find_album`](crate::User::find_album) answers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a name no
+    /// album can have; metadata read errors.
+    pub fn find_album(&self, name: &str) -> Result<Option<AlbumInfo>> {
+        check_album_name(name)?;
+        match user_id(self.meta, &self.name)? {
+            Some(uid) => find_album(self.meta, uid, name),
+            None => Ok(None),
+        }
+    }
+
+    /// What [`User::albums`](crate::User::albums) answers.
+    ///
+    /// # Errors
+    ///
+    /// Metadata read errors.
+    pub fn albums(&self) -> Result<Vec<AlbumInfo>> {
+        match user_id(self.meta, &self.name)? {
+            Some(uid) => albums(self.meta, uid),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// What [`User::usage`](crate::User::usage) answers.
+    ///
+    /// # Errors
+    ///
+    /// Metadata read errors.
+    pub fn usage(&self) -> Result<Usage> {
+        usage(self.meta, &self.name)
+    }
+
+    /// What [`User::unchanged_source`](crate::User::unchanged_source)
+    /// answers.
+    ///
+    /// # Errors
+    ///
+    /// Metadata read errors.
+    pub fn unchanged_source(&self, album: AlbumId, path: &Path, meta: &Metadata) -> Result<Option<UploadReport>> {
+        unchanged(self.meta, &self.name, album, path, meta)
+    }
+
+    /// Whether [`User::forget_sources`](crate::User::forget_sources) would
+    /// drop any record: a file under `root` that a backup recorded is not in
+    /// `seen`.
+    ///
+    /// # Errors
+    ///
+    /// Metadata read errors.
+    pub fn has_forgotten_sources(&self, album: AlbumId, root: &Path, seen: &HashSet<PathBuf>) -> Result<bool> {
+        match user_id(self.meta, &self.name)? {
+            Some(uid) => Ok(!stale(self.meta, uid, album, root, seen)?.is_empty()),
+            None => Ok(false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::ids::FileId;
+    use crate::store::{Content, DedupMode};
+
+    #[test]
+    fn a_read_only_store_holds_the_store_lock_and_finds_no_store_where_there_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        assert!(ReadOnlyStore::open(&root).unwrap().is_none());
+        assert!(!root.exists(), "looking for a store must not create one");
+        drop(Store::open(&root).unwrap());
+        let index = ReadOnlyStore::open(&root).unwrap().unwrap();
+        assert!(matches!(Store::open(&root), Err(OpenError::InUse { .. })));
+        drop(index);
+        Store::open(&root).unwrap();
+    }
+
+    #[test]
+    fn a_read_only_store_answers_what_the_store_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let paths = ["kept", "edited", "never"].map(|p| dir.path().join(p));
+        for (i, p) in paths.iter().enumerate() {
+            std::fs::write(p, [i as u8; 10]).unwrap();
+        }
+        let store = Store::open(&root).unwrap();
+        let album = store.user("u").unwrap().ensure_album("A").unwrap();
+        let sources: Vec<_> = paths[..2]
+            .iter()
+            .map(|p| {
+                let name = p.file_name().unwrap().to_str().unwrap();
+                let r = store
+                    .user("u")
+                    .unwrap()
+                    .upload(album, name, Content::Path(p.clone()), DedupMode::NameAndHash)
+                    .unwrap();
+                (p.clone(), std::fs::metadata(p).unwrap(), r.file_id)
+            })
+            .collect();
+        let later = SystemTime::now() + Duration::from_secs(60);
+        store.user("u").unwrap().record_sources(album, &sources, later).unwrap();
+        std::fs::write(&paths[1], [9u8; 11]).unwrap();
+        let answers = |f: &dyn Fn(&Path, &Metadata) -> Option<FileId>| -> Vec<Option<FileId>> {
+            paths.iter().map(|p| f(p, &std::fs::metadata(p).unwrap())).collect()
+        };
+        let from_store = answers(&|p, m| {
+            store
+                .user("u")
+                .unwrap()
+                .unchanged_source(album, p, m)
+                .unwrap()
+                .map(|r| r.file_id)
+        });
+        drop(store);
+        let store_ro = ReadOnlyStore::open(&root).unwrap().unwrap();
+        let index = store_ro.user("u").unwrap();
+        assert_eq!(
+            store_ro.user("u").unwrap().find_album("A").unwrap().map(|a| a.id),
+            Some(album)
+        );
+        assert_eq!(store_ro.user("u").unwrap().find_album("B").unwrap(), None);
+        assert_eq!(store_ro.user("nobody").unwrap().find_album("A").unwrap(), None);
+        let from_index = answers(&|p, m| index.unchanged_source(album, p, m).unwrap().map(|r| r.file_id));
+        assert_eq!(from_index, from_store);
+        assert_eq!(from_index, [Some(sources[0].2), None, None]);
+        let seen = HashSet::from([paths[0].clone(), paths[1].clone()]);
+        assert!(!index.has_forgotten_sources(album, dir.path(), &seen).unwrap());
+        let seen = HashSet::from([paths[0].clone()]);
+        assert!(index.has_forgotten_sources(album, dir.path(), &seen).unwrap());
+    }
+}

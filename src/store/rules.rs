@@ -1,0 +1,294 @@
+//! The duplicate rules: what an upload does, decided inside its commit.
+//!
+//! Given an upload (user, album, name, content hash, mode), the user's live
+//! files that *match* it are those with the same hash ([`DedupMode::Hash`],
+//! the mobile rule) or the same name and hash ([`DedupMode::NameAndHash`],
+//! the desktop/web rule). Then (Ente's rules, `DESIGN.md` §1):
+//!
+//! - a match already in the album: [`Outcome::Skipped`], nothing changes;
+//! - a match in other albums only: [`Outcome::Linked`], the oldest match is
+//!   added to the album, no bytes needed;
+//! - no match: [`Outcome::Stored`], a new file record (and the blob, if the
+//!   store lacks it), charged to the quota if the content is new to the
+//!   user.
+//!
+//! [`plan`] decides from the metadata alone (the commit step's
+//! [`apply`], [`User::check`], [`User::link`]); nothing here touches blob
+//! bytes, which [`ingest`](super::ingest) writes before the commit.
+
+use super::damage::{heal, is_damaged};
+use super::ledger::{
+    add_member, check_quota, index_live, load_album, load_file, load_user, occupy, reference_new_file, save_file,
+    save_user,
+};
+use super::{DedupMode, HashedUpload, Outcome, Preflight, UploadReport, User};
+use crate::blob::Location;
+use crate::error::{Error, Result};
+use crate::hash::ContentHash;
+use crate::ids::FileId;
+use crate::meta::keys;
+use crate::meta::records::{BlobRecord, FileRecord, Place, UserBlobRecord};
+use crate::meta::txn::Txn;
+use crate::meta::Cf;
+use crate::names::check_file_name;
+
+/// A blob copy written for this batch and not yet committed.
+#[derive(Debug, Clone)]
+pub(crate) enum NewCopy {
+    Inline(Vec<u8>),
+    Segment(Location),
+}
+
+impl NewCopy {
+    pub(crate) fn place(&self) -> Place {
+        match self {
+            NewCopy::Inline(data) => Place::Inline(data.clone()),
+            NewCopy::Segment(loc) => Place::Segment(*loc),
+        }
+    }
+}
+
+/// One upload as the commit step sees it.
+pub(crate) struct Pending {
+    pub(crate) index: usize,
+    pub(crate) album: u64,
+    pub(crate) name: String,
+    pub(crate) mode: DedupMode,
+    pub(crate) hash: ContentHash,
+    pub(crate) size: u64,
+    pub(crate) copy: Option<NewCopy>,
+}
+
+/// How the commit step ended for one upload.
+pub(crate) enum Applied {
+    Done(Result<UploadReport>),
+    /// The blob the write step relied on is gone: write the bytes and retry.
+    NeedBytes,
+}
+
+impl User {
+    /// What uploading content with this hash as `name` into `album` would
+    /// do, without sending it. Only the user's own live files are considered,
+    /// so the answer never depends on other users' content. A duplicate whose
+    /// blob a read or scrub found damaged answers `Upload`: the upload of the
+    /// content heals it (see [`Store::verify`]).
+    ///
+    /// ```
+    /// use keepsake::{Content, ContentHash, DedupMode, HashedUpload, Preflight, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let ann = store.user("ann").unwrap();
+    /// let camera = ann.ensure_album("Camera").unwrap();
+    /// let trip = ann.ensure_album("Trip").unwrap();
+    /// let r = ann.upload(camera, "a.jpg", Content::from(&b"img"[..]), DedupMode::Hash).unwrap();
+    /// let h = ContentHash::of(b"img");
+    /// assert_eq!(ann.check(&HashedUpload { album: camera, name: "a.jpg".into(), hash: h, mode: DedupMode::Hash }).unwrap(), Preflight::Skip(r.file_id));
+    /// assert_eq!(ann.check(&HashedUpload { album: trip, name: "a.jpg".into(), hash: h, mode: DedupMode::Hash }).unwrap(), Preflight::Link(r.file_id));
+    /// ```
+    pub fn check(&self, upload: &HashedUpload) -> Result<Preflight> {
+        let HashedUpload {
+            album,
+            name,
+            hash,
+            mode,
+        } = upload;
+        check_file_name(name)?;
+        let Some(uid) = self.id()? else {
+            return Err(Error::UnknownAlbum(album.to_string()));
+        };
+        let txn = Txn::new(&self.inner().meta);
+        preflight(&txn, uid, album.0, name, hash, *mode)
+    }
+
+    /// Completes an upload from its hash alone when [`check`](Self::check)
+    /// says `Skip` or `Link`: the duplicate must be one of the user's own
+    /// live files. Otherwise fails with [`Error::ContentRequired`] and
+    /// changes nothing: across users, content must be sent in full.
+    ///
+    /// ```
+    /// use keepsake::{Content, ContentHash, DedupMode, Error, HashedUpload, Outcome, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let ann = store.user("ann").unwrap();
+    /// let bob = store.user("bob").unwrap();
+    /// let (a, b) = (ann.ensure_album("A").unwrap(), ann.ensure_album("B").unwrap());
+    /// ann.upload(a, "1.jpg", Content::from(&b"img"[..]), DedupMode::Hash).unwrap();
+    /// let h = ContentHash::of(b"img");
+    /// assert_eq!(ann.link(&HashedUpload { album: b, name: "1.jpg".into(), hash: h, mode: DedupMode::Hash }).unwrap().outcome, Outcome::Linked);
+    /// // Another user must send the bytes.
+    /// let other = bob.ensure_album("A").unwrap();
+    /// assert!(matches!(bob.link(&HashedUpload { album: other, name: "1.jpg".into(), hash: h, mode: DedupMode::Hash }), Err(Error::ContentRequired)));
+    /// ```
+    pub fn link(&self, upload: &HashedUpload) -> Result<UploadReport> {
+        check_file_name(&upload.name)?;
+        let HashedUpload {
+            album,
+            name,
+            hash,
+            mode,
+        } = upload.clone();
+        self.commit_existing(Error::UnknownAlbum(album.to_string()), move |txn, uid| match preflight(
+            txn, uid, album.0, &name, &hash, mode,
+        )? {
+            Preflight::Skip(f) => duplicate_report(txn, uid, f, Outcome::Skipped),
+            Preflight::Link(f) => link_existing(txn, uid, album.0, f),
+            Preflight::Upload => Err(Error::ContentRequired),
+        })
+    }
+}
+
+/// The user's live files that match an upload under `mode`, oldest first.
+fn matches(txn: &Txn<'_>, uid: u64, hash: &ContentHash, name: &str, mode: DedupMode) -> Result<Vec<u64>> {
+    let (cf, prefix) = match mode {
+        DedupMode::Hash => (Cf::ByHash, keys::user_hash(uid, hash)),
+        DedupMode::NameAndHash => (Cf::ByName, keys::by_name_prefix(uid, hash, name)),
+    };
+    Ok(txn
+        .scan(cf, &prefix)?
+        .into_iter()
+        .map(|(k, _)| keys::last_u64(&k))
+        .collect())
+}
+
+/// Skip if any duplicate is already in the album (the oldest such), else
+/// link the oldest duplicate, else upload. Checking every duplicate, not
+/// just the oldest, matters once restores leave several live duplicates:
+/// an album must never show the same photo twice because of a re-upload.
+fn plan(txn: &Txn<'_>, uid: u64, album: u64, name: &str, hash: &ContentHash, mode: DedupMode) -> Result<Preflight> {
+    if load_album(txn, uid, album)?.is_none() {
+        return Err(Error::UnknownAlbum(album.to_string()));
+    }
+    let dups = matches(txn, uid, hash, name, mode)?;
+    for &f in &dups {
+        if txn.exists(Cf::Members, &keys::member(uid, album, f))? {
+            return Ok(Preflight::Skip(FileId(f)));
+        }
+    }
+    Ok(dups.first().map_or(Preflight::Upload, |&f| Preflight::Link(FileId(f))))
+}
+
+/// [`plan`] as a client sees it: a duplicate whose blob is damaged wants the
+/// content sent, so that the upload heals it.
+fn preflight(
+    txn: &Txn<'_>,
+    uid: u64,
+    album: u64,
+    name: &str,
+    hash: &ContentHash,
+    mode: DedupMode,
+) -> Result<Preflight> {
+    let plan = plan(txn, uid, album, name, hash, mode)?;
+    if plan != Preflight::Upload && is_damaged(txn, hash)? {
+        return Ok(Preflight::Upload);
+    }
+    Ok(plan)
+}
+
+fn duplicate_report(txn: &Txn<'_>, uid: u64, fid: FileId, outcome: Outcome) -> Result<UploadReport> {
+    let file =
+        load_file(txn, uid, fid.0)?.ok_or_else(|| Error::Corrupt(format!("indexed file {fid} has no record")))?;
+    Ok(UploadReport {
+        file_id: fid,
+        outcome,
+        hash: file.hash,
+        size: file.size,
+        bytes_written: 0,
+        charged_bytes: 0,
+    })
+}
+
+fn link_existing(txn: &mut Txn<'_>, uid: u64, album: u64, fid: FileId) -> Result<UploadReport> {
+    let mut file =
+        load_file(txn, uid, fid.0)?.ok_or_else(|| Error::Corrupt(format!("indexed file {fid} has no record")))?;
+    add_member(txn, uid, album, fid.0, &mut file)?;
+    save_file(txn, uid, fid.0, &file);
+    duplicate_report(txn, uid, fid, Outcome::Linked)
+}
+
+pub(crate) fn apply(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Applied {
+    let reported = |txn: &mut Txn<'_>, r: Result<UploadReport>| {
+        let mut r = r?;
+        r.bytes_written = heal_with(txn, p)?;
+        Ok(r)
+    };
+    match plan(txn, uid, p.album, &p.name, &p.hash, p.mode) {
+        Ok(Preflight::Skip(f)) => {
+            let r = duplicate_report(txn, uid, f, Outcome::Skipped);
+            Applied::Done(reported(txn, r))
+        }
+        Ok(Preflight::Link(f)) => {
+            let r = link_existing(txn, uid, p.album, f);
+            Applied::Done(reported(txn, r))
+        }
+        Ok(Preflight::Upload) => match store_new(txn, uid, p, now) {
+            Ok(Some(r)) => Applied::Done(Ok(r)),
+            Ok(None) => Applied::NeedBytes,
+            Err(e) => Applied::Done(Err(e)),
+        },
+        Err(e) => Applied::Done(Err(e)),
+    }
+}
+
+/// Heals the blob with the copy this upload wrote, if it is damaged. Any
+/// other copy an upload of existing content wrote lost a race and is
+/// garbage. Returns the bytes the blob took from this upload.
+fn heal_with(txn: &mut Txn<'_>, p: &Pending) -> Result<u64> {
+    match &p.copy {
+        Some(copy) => heal(txn, &p.hash, copy.place()),
+        None => Ok(0),
+    }
+}
+
+/// Creates the new file record, and the blob if the store lacks it. Returns
+/// `None` when the blob is missing and this upload wrote no copy.
+fn store_new(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Result<Option<UploadReport>> {
+    let mut user = load_user(txn, uid)?;
+    let ub: UserBlobRecord = txn
+        .get(Cf::UserBlobs, &keys::user_hash(uid, &p.hash))?
+        .unwrap_or_default();
+    let charged = if ub.refs > 0 { 0 } else { p.size };
+    check_quota(&user, charged)?;
+    let blob_key = p.hash.as_bytes().to_vec();
+    let bytes_written = if txn.exists(Cf::Blobs, &blob_key)? {
+        heal_with(txn, p)?
+    } else {
+        let Some(copy) = &p.copy else {
+            return Ok(None);
+        };
+        let place = copy.place();
+        occupy(txn, &place)?;
+        txn.put(
+            Cf::Blobs,
+            blob_key,
+            &BlobRecord {
+                size: p.size,
+                refs: 0,
+                place,
+            },
+        );
+        p.size
+    };
+    let fid = user.next_file;
+    user.next_file += 1;
+    let mut file = FileRecord {
+        name: p.name.clone(),
+        hash: p.hash,
+        size: p.size,
+        created_ms: now,
+        albums: Vec::new(),
+        trashed_ms: None,
+    };
+    reference_new_file(txn, uid, &mut user, &file, now)?;
+    add_member(txn, uid, p.album, fid, &mut file)?;
+    index_live(txn, uid, fid, &file);
+    save_file(txn, uid, fid, &file);
+    save_user(txn, uid, &user);
+    Ok(Some(UploadReport {
+        file_id: FileId(fid),
+        outcome: Outcome::Stored,
+        hash: p.hash,
+        size: p.size,
+        bytes_written,
+        charged_bytes: charged,
+    }))
+}

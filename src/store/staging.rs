@@ -1,0 +1,162 @@
+//! Staging: bytes that have arrived but are not blobs yet, and what becomes
+//! of them across a crash.
+//!
+//! Two directories of the store root hold them, both written through
+//! [`Fs`]:
+//!
+//! - `staging/`: a one-shot upload's stream too long to hold in memory,
+//!   spooled while it is hashed (`<pid>-<seq>.tmp`). Such a file belongs to
+//!   an upload that has not been acknowledged, so every one found at open is
+//!   removed.
+//! - `uploads/`: a resumable upload session's received bytes
+//!   (`<id>.part`). At open each is brought in line with its committed
+//!   session: bytes past the committed offset were never acknowledged and
+//!   are cut; a file *shorter* than its offset lost acknowledged bytes, and
+//!   nothing in it can be vouched for (there is no checksum per piece), so
+//!   the session restarts from offset 0 with a recovery note; a file no
+//!   session names is removed.
+//!
+//! Both run before the store serves anything ([`recover`]), and fail with
+//! the typed I/O error of the file operation that failed.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::error::OpenError;
+use crate::fs::{Fs, FsFile};
+use crate::hash::Hasher;
+use crate::meta::records::UploadRecord;
+use crate::meta::txn::Txn;
+use crate::meta::{decode, keys, Cf, Meta};
+
+const STAGING_DIR: &str = "staging";
+const UPLOADS_DIR: &str = "uploads";
+
+static STREAM_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh path in `staging/` for spooling one stream.
+pub(crate) fn new_stream_path(root: &Path) -> PathBuf {
+    root.join(STAGING_DIR).join(format!(
+        "{}-{}.tmp",
+        std::process::id(),
+        STREAM_SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// The directory of the sessions' staged files.
+pub(crate) fn sessions_dir(root: &Path) -> PathBuf {
+    root.join(UPLOADS_DIR)
+}
+
+/// Where session `id` keeps its received bytes.
+pub(crate) fn session_path(root: &Path, id: u64) -> PathBuf {
+    sessions_dir(root).join(format!("{id}.part"))
+}
+
+/// The in-process side of the sessions: one slot per session in use, whose
+/// lock makes a session have one writer at a time.
+#[derive(Default)]
+pub(crate) struct Sessions(Mutex<HashMap<u64, Arc<Mutex<Slot>>>>);
+
+/// What this process holds of one session between its requests.
+#[derive(Default)]
+pub(crate) struct Slot {
+    /// The staged file, open.
+    pub(crate) file: Option<Box<dyn FsFile>>,
+    /// The hash of the bytes up to the offset it is paired with, while this
+    /// process has seen every append since offset 0.
+    pub(crate) hasher: Option<(Hasher, u64)>,
+}
+
+impl Sessions {
+    /// The slot of session `id`, made if it has none.
+    pub(crate) fn slot(&self, id: u64) -> Arc<Mutex<Slot>> {
+        self.0.lock().entry(id).or_default().clone()
+    }
+
+    /// Forgets session `id`'s slot (its file handle closes with the last
+    /// holder).
+    pub(crate) fn forget(&self, id: u64) {
+        self.0.lock().remove(&id);
+    }
+}
+
+/// Brings both staging directories in line with the committed metadata, at
+/// open (see the module documentation for the rules). Returns one note per
+/// session that lost acknowledged bytes.
+///
+/// # Errors
+///
+/// [`OpenError::Io`] for a file operation that failed, with the directory in
+/// its context; [`OpenError::Database`] or [`OpenError::Corrupt`] for
+/// session records that cannot be read or updated.
+pub(crate) fn recover(fs: &dyn Fs, root: &Path, meta: &Meta) -> Result<Vec<String>, OpenError> {
+    clear_streams(fs, root)?;
+    recover_sessions(fs, root, meta)
+}
+
+fn io_error(what: &str, dir: &Path) -> impl Fn(std::io::Error) -> OpenError {
+    let context = format!("{what} {}", dir.display());
+    move |source| OpenError::Io {
+        context: context.clone(),
+        source,
+    }
+}
+
+/// Removes spooled streams left by a crash: they belong to uploads that
+/// were never acknowledged.
+fn clear_streams(fs: &dyn Fs, root: &Path) -> Result<(), OpenError> {
+    let dir = root.join(STAGING_DIR);
+    let io = io_error("clearing", &dir);
+    fs.create_dir_all(&dir).map_err(&io)?;
+    for name in fs.list(&dir).map_err(&io)? {
+        fs.remove_file(&dir.join(name)).map_err(&io)?;
+    }
+    Ok(())
+}
+
+fn recover_sessions(fs: &dyn Fs, root: &Path, meta: &Meta) -> Result<Vec<String>, OpenError> {
+    let dir = sessions_dir(root);
+    let io = io_error("recovering", &dir);
+    fs.create_dir_all(&dir).map_err(&io)?;
+    let mut unclaimed: HashSet<String> = fs.list(&dir).map_err(&io)?.into_iter().collect();
+    let mut txn = Txn::new(meta);
+    let mut notes = Vec::new();
+    for (key, value) in meta.scan_all(Cf::Uploads, &[])? {
+        let id = keys::u64_at(&key, 8).ok_or_else(|| OpenError::Corrupt("bad upload key".into()))?;
+        let mut rec: UploadRecord = decode(&value)?;
+        let len = match unclaimed.remove(&format!("{id}.part")) {
+            true => {
+                let file = fs.open(&session_path(root, id)).map_err(&io)?;
+                let len = file.len().map_err(&io)?;
+                // Bytes past the offset were never acknowledged; bytes short
+                // of it cannot be vouched for, so none are kept.
+                let keep = if len < rec.offset { 0 } else { rec.offset };
+                if len != keep {
+                    file.set_len(keep).and_then(|()| file.sync_data()).map_err(&io)?;
+                }
+                len
+            }
+            false => 0,
+        };
+        if len < rec.offset {
+            notes.push(format!(
+                "upload session {id}: staged file has {len} of {} acknowledged bytes; the upload restarts from 0",
+                rec.offset
+            ));
+            rec.offset = 0;
+            txn.put(Cf::Uploads, key, &rec);
+        }
+    }
+    for orphan in &unclaimed {
+        fs.remove_file(&dir.join(orphan)).map_err(&io)?;
+    }
+    if !txn.is_empty() {
+        meta.write(txn.into_batch()).map_err(OpenError::from)?;
+    }
+    Ok(notes)
+}
