@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::error::{Error, Result};
+use crate::error::{Fault, Result};
 use crate::health::Health;
 use crate::meta::txn::Txn;
 use crate::meta::Meta;
@@ -97,10 +97,13 @@ fn lead(meta: &Meta, health: &Health, batch: Vec<Request>) {
         let sp = txn.savepoint();
         // A panicking operation must not leave its writes in the batch nor
         // leave the callers behind it unanswered: it fails alone.
-        let out = panic::catch_unwind(AssertUnwindSafe(|| (req.work)(&mut txn))).unwrap_or_else(|_| {
-            Err(Error::Corrupt(
-                "internal error: an operation panicked; nothing of it was written".into(),
-            ))
+        let out = panic::catch_unwind(AssertUnwindSafe(|| (req.work)(&mut txn))).unwrap_or_else(|payload| {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|m| m.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(Fault::CommitPanicked(message))
         });
         if out.is_err() {
             txn.rollback_to(sp);
@@ -120,7 +123,7 @@ fn lead(meta: &Meta, health: &Health, batch: Vec<Request>) {
         let answer = match (&commit, out) {
             (Ok(()), out) => out,
             (Err(_), Err(e)) => Err(e),
-            (Err(e), Ok(_)) => Err(Error::Database(format!("commit failed: {e}"))),
+            (Err(e), Ok(_)) => Err(Fault::Database(format!("commit failed: {e}"))),
         };
         *slot.lock() = Some(answer);
     }
@@ -146,7 +149,7 @@ mod tests {
             txn.put(Cf::Meta, b"a".to_vec(), &1u64);
             panic!("boom")
         });
-        assert!(matches!(r, Err(Error::Corrupt(_))));
+        assert!(matches!(&r, Err(Fault::CommitPanicked(m)) if m == "boom"), "{r:?}");
         assert_eq!(meta.get::<u64>(Cf::Meta, b"a").unwrap(), None);
         c.run(&meta, &health, |txn| {
             txn.put(Cf::Meta, b"b".to_vec(), &2u64);
@@ -187,9 +190,9 @@ mod tests {
         let (_dir, meta, health, c) = setup();
         let r: Result<()> = c.run(&meta, &health, |txn| {
             txn.put(Cf::Meta, b"x".to_vec(), &1u64);
-            Err(Error::ContentRequired)
+            Err(Fault::ContentRequired)
         });
-        assert!(matches!(r, Err(Error::ContentRequired)));
+        assert!(matches!(r, Err(Fault::ContentRequired)));
         assert_eq!(meta.get::<u64>(Cf::Meta, b"x").unwrap(), None);
     }
 }

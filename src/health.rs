@@ -8,7 +8,7 @@
 
 use parking_lot::Mutex;
 
-use crate::error::Error;
+use crate::error::Fault;
 
 #[derive(Debug, Default)]
 pub(crate) struct Health {
@@ -17,9 +17,9 @@ pub(crate) struct Health {
 
 impl Health {
     /// Fails if the store has been poisoned.
-    pub(crate) fn check(&self) -> Result<(), Error> {
+    pub(crate) fn check(&self) -> Result<(), Fault> {
         match &*self.poisoned.lock() {
-            Some(reason) => Err(Error::Poisoned(reason.clone())),
+            Some(reason) => Err(Fault::Poisoned(reason.clone())),
             None => Ok(()),
         }
     }

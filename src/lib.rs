@@ -57,7 +57,10 @@ mod store;
 pub mod testkit;
 
 pub use clock::{Clock, SystemClock};
-pub use error::{Error, NameKind, OpenError, Result};
+pub use error::{
+    Error, HashMismatch, LibraryError, NameError, NameKind, OpenError, QuotaExceeded, ReadError, SessionError,
+    StorageError, UploadError,
+};
 pub use hash::{ContentHash, ParseHashError};
 pub use ids::{AlbumId, FileId, UploadId};
 pub use names::MAX_NAME_BYTES;
@@ -67,6 +70,10 @@ pub use store::{
     SessionOptions, Stats, Store, StoreOptions, Upload, UploadReport, UploadStart, UploadStatus, Usage, User,
     VerifyReport, MAX_UPLOAD_METADATA_BYTES, MAX_UPLOAD_METADATA_ENTRIES,
 };
+
+/// Shorthand for results of keepsake operations, with [`Error`] for any of
+/// them.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The README's examples are compiled as doc tests, so it cannot drift from
 /// the API.

@@ -5,24 +5,24 @@
 //! is refused is what would be dangerous or meaningless for an embedding
 //! server that turns names back into paths or lines of output.
 
-use crate::error::{Error, NameKind};
+use crate::error::{NameError, NameKind};
 
 /// The longest name accepted, in bytes: the usual file-system limit.
 pub const MAX_NAME_BYTES: usize = 255;
 
-fn refuse(kind: NameKind, name: &str, reason: &'static str) -> Error {
+fn refuse(kind: NameKind, name: &str, reason: &'static str) -> NameError {
     let mut shown: String = name.chars().take(64).collect();
     if shown.len() < name.len() {
         shown.push('…');
     }
-    Error::InvalidName {
+    NameError {
         kind,
         name: shown,
         reason,
     }
 }
 
-fn check_common(kind: NameKind, name: &str) -> Result<(), Error> {
+fn check_common(kind: NameKind, name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(refuse(kind, name, "is empty"));
     }
@@ -39,7 +39,7 @@ fn check_common(kind: NameKind, name: &str) -> Result<(), Error> {
 }
 
 /// A file name is one path component: no separators, not `.` or `..`.
-pub(crate) fn check_file_name(name: &str) -> Result<(), Error> {
+pub(crate) fn check_file_name(name: &str) -> Result<(), NameError> {
     check_common(NameKind::File, name)?;
     if name.contains('/') || name.contains('\\') {
         return Err(refuse(NameKind::File, name, "contains a path separator"));
@@ -51,11 +51,11 @@ pub(crate) fn check_file_name(name: &str) -> Result<(), Error> {
 }
 
 /// Album names may contain `/` ("2024/Summer"): they never become paths.
-pub(crate) fn check_album_name(name: &str) -> Result<(), Error> {
+pub(crate) fn check_album_name(name: &str) -> Result<(), NameError> {
     check_common(NameKind::Album, name)
 }
 
-pub(crate) fn check_user_name(name: &str) -> Result<(), Error> {
+pub(crate) fn check_user_name(name: &str) -> Result<(), NameError> {
     check_common(NameKind::User, name)
 }
 

@@ -10,13 +10,18 @@ use std::sync::Arc;
 
 use common::{assert_verified, data, open, put, put_err, store_with_album, TestFs, BIG};
 use keepsake::{
-    AlbumDeletion, AlbumId, Content, ContentHash, DedupMode, Error, FileId, HashedUpload, NameKind, Outcome, Store,
-    StoreOptions,
+    AlbumDeletion, AlbumId, Content, ContentHash, DedupMode, Error, FileId, HashedUpload, LibraryError, NameError,
+    NameKind, Outcome, ReadError, SessionError, StorageError, Store, StoreOptions, UploadError,
 };
 
-fn assert_invalid(result: Result<impl std::fmt::Debug, Error>, kind: NameKind, what: &str) {
-    match result {
-        Err(Error::InvalidName { kind: k, .. }) => assert_eq!(k, kind, "{what}"),
+fn assert_invalid<E: Into<Error>>(result: Result<impl std::fmt::Debug, E>, kind: NameKind, what: &str) {
+    match result.map_err(Into::into) {
+        Err(
+            Error::Name(NameError { kind: k, .. })
+            | Error::Upload(UploadError::InvalidName(NameError { kind: k, .. }))
+            | Error::Session(SessionError::Upload(UploadError::InvalidName(NameError { kind: k, .. })))
+            | Error::Library(LibraryError::InvalidName(NameError { kind: k, .. })),
+        ) => assert_eq!(k, kind, "{what}"),
         other => panic!("{what}: expected InvalidName({kind:?}), got {other:?}"),
     }
 }
@@ -29,6 +34,7 @@ fn assert_nothing_stored(store: &Store) {
 #[test]
 fn hostile_file_names_are_refused_and_nothing_is_stored() {
     let (_dir, store, album) = store_with_album("ann", "A");
+    let ann = store.user("ann").unwrap();
     let long_ascii = "x".repeat(256);
     let long_utf8 = "é".repeat(128); // 256 bytes
     let hostile = [
@@ -53,15 +59,12 @@ fn hostile_file_names_are_refused_and_nothing_is_stored() {
         for mode in [DedupMode::Hash, DedupMode::NameAndHash] {
             let what = format!("{name:?}");
             assert_invalid(
-                store
-                    .user("ann")
-                    .unwrap()
-                    .upload(album, name, Content::from(data(1, BIG)), mode),
+                ann.upload(album, name, Content::from(data(1, BIG)), mode),
                 NameKind::File,
                 &what,
             );
             assert_invalid(
-                store.user("ann").unwrap().check(&HashedUpload {
+                ann.check(&HashedUpload {
                     album,
                     name: name.to_owned(),
                     hash: h,
@@ -71,7 +74,7 @@ fn hostile_file_names_are_refused_and_nothing_is_stored() {
                 &what,
             );
             assert_invalid(
-                store.user("ann").unwrap().link(&HashedUpload {
+                ann.link(&HashedUpload {
                     album,
                     name: name.to_owned(),
                     hash: h,
@@ -83,7 +86,7 @@ fn hostile_file_names_are_refused_and_nothing_is_stored() {
         }
     }
     assert_nothing_stored(&store);
-    assert!(store.user("ann").unwrap().album_files(album).unwrap().is_empty());
+    assert!(ann.album_files(album).unwrap().is_empty());
 
     // At the limit and unusual but harmless names are fine.
     for name in [
@@ -94,7 +97,7 @@ fn hostile_file_names_are_refused_and_nothing_is_stored() {
         "名前.jpg".into(),
     ] {
         let r = put(&store, "ann", album, &name, name.as_bytes(), DedupMode::NameAndHash);
-        assert_eq!(store.user("ann").unwrap().file(r.file_id).unwrap().name, name);
+        assert_eq!(ann.file(r.file_id).unwrap().name, name);
     }
     assert_verified(&store);
 }
@@ -102,6 +105,7 @@ fn hostile_file_names_are_refused_and_nothing_is_stored() {
 #[test]
 fn hostile_album_and_user_names_are_refused() {
     let (_dir, store, album) = store_with_album("ann", "A");
+    let ann = store.user("ann").unwrap();
     let long = "y".repeat(256);
     for name in [
         "",
@@ -115,26 +119,15 @@ fn hostile_album_and_user_names_are_refused() {
         &long,
     ] {
         let what = format!("album {name:?}");
-        assert_invalid(store.user("ann").unwrap().create_album(name), NameKind::Album, &what);
-        assert_invalid(store.user("ann").unwrap().ensure_album(name), NameKind::Album, &what);
-        assert_invalid(
-            store.user("ann").unwrap().rename_album(album, name),
-            NameKind::Album,
-            &what,
-        );
-        assert_invalid(store.user("ann").unwrap().find_album(name), NameKind::Album, &what);
+        assert_invalid(ann.create_album(name), NameKind::Album, &what);
+        assert_invalid(ann.ensure_album(name), NameKind::Album, &what);
+        assert_invalid(ann.rename_album(album, name), NameKind::Album, &what);
+        assert_invalid(ann.find_album(name), NameKind::Album, &what);
     }
-    let names: Vec<String> = store
-        .user("ann")
-        .unwrap()
-        .albums()
-        .unwrap()
-        .into_iter()
-        .map(|a| a.name)
-        .collect();
+    let names: Vec<String> = ann.albums().unwrap().into_iter().map(|a| a.name).collect();
     assert_eq!(names, vec!["A"]);
     // Slashes are fine in album names: they never become paths.
-    store.user("ann").unwrap().create_album("2024/Summer").unwrap();
+    ann.create_album("2024/Summer").unwrap();
 
     // A user handle is made only for a valid name: no operation can run on
     // behalf of an invalid one.
@@ -150,60 +143,61 @@ fn hostile_album_and_user_names_are_refused() {
 #[test]
 fn unknown_file_and_album_ids_are_reported_as_such() {
     let (_dir, store, album) = store_with_album("ann", "A");
+    let ann = store.user("ann").unwrap();
     let f = put(&store, "ann", album, "p.jpg", &data(2, BIG), DedupMode::Hash).file_id;
     let stats = store.stats().unwrap();
     let nf = FileId(f.0 + 1000);
     let na = AlbumId(album.0 + 1000);
 
     for user in ["ann", "nobody"] {
-        assert!(matches!(store.user(user).unwrap().read(nf), Err(Error::UnknownFile(x)) if x == nf));
-        assert!(matches!(store.user(user).unwrap().file(nf), Err(Error::UnknownFile(_))));
+        assert!(matches!(store.user(user).unwrap().read(nf), Err(ReadError::UnknownFile(x)) if x == nf));
+        assert!(matches!(
+            store.user(user).unwrap().file(nf),
+            Err(LibraryError::UnknownFile(_))
+        ));
         assert!(matches!(
             store.user(user).unwrap().delete(nf),
-            Err(Error::UnknownFile(_))
+            Err(LibraryError::UnknownFile(_))
         ));
         assert!(matches!(
             store.user(user).unwrap().restore(nf),
-            Err(Error::UnknownFile(_))
+            Err(LibraryError::UnknownFile(_))
         ));
         assert!(matches!(
             store.user(user).unwrap().add_to_album(nf, album),
-            Err(Error::UnknownFile(_))
+            Err(LibraryError::UnknownFile(_))
         ));
         assert!(matches!(
             store.user(user).unwrap().album_files(na),
-            Err(Error::UnknownAlbum(_))
+            Err(LibraryError::UnknownAlbum(_))
         ));
         assert!(matches!(
             store.user(user).unwrap().rename_album(na, "Z"),
-            Err(Error::UnknownAlbum(_))
+            Err(LibraryError::UnknownAlbum(_))
         ));
         assert!(matches!(
             store.user(user).unwrap().delete_album(na, AlbumDeletion::KeepFiles),
-            Err(Error::UnknownAlbum(_))
+            Err(LibraryError::UnknownAlbum(_))
         ));
     }
+    assert!(matches!(ann.add_to_album(f, na), Err(LibraryError::UnknownAlbum(_))));
     assert!(matches!(
-        store.user("ann").unwrap().add_to_album(f, na),
-        Err(Error::UnknownAlbum(_))
+        ann.move_file(f, na, album),
+        Err(LibraryError::UnknownAlbum(_))
     ));
     assert!(matches!(
-        store.user("ann").unwrap().move_file(f, na, album),
-        Err(Error::UnknownAlbum(_))
-    ));
-    assert!(matches!(
-        store.user("ann").unwrap().check(&HashedUpload {
+        ann.check(&HashedUpload {
             album: na,
             name: "p.jpg".into(),
             hash: ContentHash::of(b"p"),
             mode: DedupMode::Hash
         }),
-        Err(Error::UnknownAlbum(_))
+        Err(UploadError::UnknownAlbum(_))
     ));
     let err = put_err(&store, "ann", na, "new.jpg", &data(3, BIG), DedupMode::Hash);
-    assert!(matches!(err, Error::UnknownAlbum(_)), "{err:?}");
+    assert!(matches!(err, UploadError::UnknownAlbum(_)), "{err:?}");
     assert_eq!(store.stats().unwrap(), stats, "a refused upload changed the store");
-    assert_eq!(store.user("ann").unwrap().album_files(album).unwrap()[0].id, f);
+    assert_eq!(ann.album_files(album).unwrap()[0].id, f);
     assert_verified(&store);
 }
 
@@ -213,33 +207,28 @@ fn unknown_file_and_album_ids_are_reported_as_such() {
 #[test]
 fn another_users_ids_are_unknown_to_the_caller_and_change_nothing() {
     let (_dir, store, ann_album) = store_with_album("ann", "A");
+    let bob = store.user("bob").unwrap();
     let photo = data(4, BIG);
     let f = put(&store, "ann", ann_album, "p.jpg", &photo, DedupMode::Hash).file_id;
     let ann_extra = store.user("ann").unwrap().ensure_album("B").unwrap();
     // Bob exists, with an album whose id differs from both of ann's.
-    store.user("bob").unwrap().ensure_album("X").unwrap();
+    bob.ensure_album("X").unwrap();
     let stats = store.stats().unwrap();
 
-    assert!(matches!(store.user("bob").unwrap().read(f), Err(Error::UnknownFile(x)) if x == f));
-    assert!(matches!(
-        store.user("bob").unwrap().delete(f),
-        Err(Error::UnknownFile(_))
-    ));
+    assert!(matches!(bob.read(f), Err(ReadError::UnknownFile(x)) if x == f));
+    assert!(matches!(bob.delete(f), Err(LibraryError::UnknownFile(_))));
     let err = put_err(&store, "bob", ann_extra, "q.jpg", &photo, DedupMode::Hash);
-    assert!(matches!(err, Error::UnknownAlbum(_)), "{err:?}");
+    assert!(matches!(err, UploadError::UnknownAlbum(_)), "{err:?}");
     assert!(matches!(
-        store.user("bob").unwrap().link(&HashedUpload {
+        bob.link(&HashedUpload {
             album: ann_extra,
             name: "p.jpg".into(),
             hash: ContentHash::of(&photo),
             mode: DedupMode::Hash
         }),
-        Err(Error::UnknownAlbum(_))
+        Err(UploadError::UnknownAlbum(_))
     ));
-    assert!(matches!(
-        store.user("bob").unwrap().album_files(ann_extra),
-        Err(Error::UnknownAlbum(_))
-    ));
+    assert!(matches!(bob.album_files(ann_extra), Err(LibraryError::UnknownAlbum(_))));
 
     assert_eq!(store.stats().unwrap(), stats, "a refused call changed the store");
     assert_eq!(store.user("ann").unwrap().read(f).unwrap(), photo);
@@ -254,7 +243,7 @@ fn failed_upload_by_unknown_user_creates_no_user() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let err = put_err(&store, "mallory", AlbumId(1), "p.jpg", &data(4, BIG), DedupMode::Hash);
-    assert!(matches!(err, Error::UnknownAlbum(_)), "{err:?}");
+    assert!(matches!(err, UploadError::UnknownAlbum(_)), "{err:?}");
     assert_eq!(store.stats().unwrap().users, 0, "a failed upload created a user");
     assert_verified(&store);
 }
@@ -289,7 +278,9 @@ fn reader_failing_midway_gives_io_error_and_stores_nothing() {
             .upload(album, "clip.mp4", Content::Reader(Box::new(reader)), DedupMode::Hash)
             .unwrap_err();
         match &err {
-            Error::Io { source, .. } => assert!(source.to_string().contains("camera disconnected"), "{err}"),
+            UploadError::Storage(StorageError::Io { source, .. }) => {
+                assert!(source.to_string().contains("camera disconnected"), "{err}")
+            }
             other => panic!("expected Io, got {other:?}"),
         }
         assert!(
@@ -330,7 +321,7 @@ fn source_changing_while_being_read_is_refused() {
         .unwrap()
         .upload(album, "io.txt", Content::Path(src.to_path_buf()), DedupMode::Hash)
         .unwrap_err();
-    assert!(matches!(err, Error::ContentChanged(_)), "{err:?}");
+    assert!(matches!(err, UploadError::ContentChanged(_)), "{err:?}");
     assert_nothing_stored(&store);
     assert_verified(&store);
 }
@@ -357,12 +348,23 @@ fn store_refuses_writes_after_fsync_failure_until_reopened() {
     fs.fail_sync.store(true, Ordering::SeqCst);
     let lost = data(12, BIG);
     let err = put_err(&store, "ann", album, "lost.jpg", &lost, DedupMode::Hash);
-    assert!(matches!(err, Error::Poisoned(_) | Error::Io { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            UploadError::Storage(StorageError::Poisoned(_)) | UploadError::Storage(StorageError::Io { .. })
+        ),
+        "{err:?}"
+    );
     fs.fail_sync.store(false, Ordering::SeqCst);
 
     // Every later write is refused, whatever it is, even though fsync works again.
-    let poisoned =
-        |e: Error, what: &str| assert!(matches!(e, Error::Poisoned(_)), "{what}: expected Poisoned, got {e:?}");
+    fn poisoned(e: impl Into<Error>, what: &str) {
+        let e = e.into();
+        assert!(
+            matches!(e.storage(), Some(StorageError::Poisoned(_))),
+            "{what}: expected Poisoned, got {e:?}"
+        );
+    }
     poisoned(
         put_err(&store, "ann", album, "lost.jpg", &lost, DedupMode::Hash),
         "retry",
@@ -432,7 +434,7 @@ fn a_full_disk_fails_the_upload_cleanly_and_the_store_goes_on_when_space_returns
 
     fs.disk_full.store(true, Ordering::SeqCst);
     let err = put_err(&store, "u", a, "big.mov", &big, DedupMode::Hash);
-    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(matches!(err, UploadError::Storage(StorageError::Io { .. })), "{err:?}");
     assert!(err.to_string().contains("No space left on device"), "{err}");
     assert_eq!(
         store.user("u").unwrap().files().unwrap().len(),

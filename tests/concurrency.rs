@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use common::{assert_verified, data, open, put, store_with_album, TestFs, BIG};
-use keepsake::{AlbumId, Content, DedupMode, FileId, Outcome, Store, Upload, UploadReport};
+use keepsake::{AlbumId, Content, DedupMode, FileId, LibraryError, Outcome, Store, Upload, UploadReport};
 
 const THREADS: usize = 8;
 
@@ -362,7 +362,7 @@ fn concurrent_album_creation_yields_one_album() {
     assert!(created
         .iter()
         .filter_map(|r| r.as_ref().err())
-        .all(|e| matches!(e, keepsake::Error::AlbumExists(_))));
+        .all(|e| matches!(e, LibraryError::AlbumExists(_))));
     let names: Vec<String> = store
         .user("ann")
         .unwrap()

@@ -13,7 +13,8 @@ use std::time::Duration;
 use common::{data, knob, put, put_all, segment_files, BIG};
 use keepsake::blob::format::{scan_records, RECORD_HEADER_LEN, REC_HASH_AT, REC_LENGTH_AT, SEGMENT_HEADER_LEN};
 use keepsake::{
-    AlbumId, Content, ContentHash, DedupMode, Error, FileId, HashedUpload, Outcome, Preflight, Store, StoreOptions,
+    AlbumId, Content, ContentHash, DedupMode, FileId, HashedUpload, Outcome, Preflight, ReadError, Store, StoreOptions,
+    UploadError,
 };
 
 /// Small segments, so that damage lands in sealed and active ones alike.
@@ -94,7 +95,7 @@ fn assert_exactly_damaged(store: &Store, lib: &Library, damaged: &BTreeSet<usize
                     assert!(!damaged.contains(&i), "damaged content {i} was served to {user}");
                     assert_eq!(bytes, content[..], "content {i} read back wrong for {user}");
                 }
-                Err(Error::Integrity { hash, .. }) => {
+                Err(ReadError::Integrity { hash, .. }) => {
                     assert!(damaged.contains(&i), "intact content {i} refused for {user}");
                     assert_eq!(hash, ContentHash::of(content));
                 }
@@ -256,7 +257,7 @@ fn reupload_into_the_same_album_heals_a_blob_a_read_found_damaged() {
     let hash = ContentHash::of(content);
     assert!(matches!(
         store.user("ann").unwrap().read(lib.ann[0]),
-        Err(Error::Integrity { .. })
+        Err(ReadError::Integrity { .. })
     ));
     // The store now asks for the bytes instead of deduplicating.
     assert_eq!(
@@ -279,7 +280,7 @@ fn reupload_into_the_same_album_heals_a_blob_a_read_found_damaged() {
             hash,
             mode: DedupMode::Hash
         }),
-        Err(Error::ContentRequired)
+        Err(UploadError::ContentRequired)
     ));
     let before = store.user("ann").unwrap().usage().unwrap();
 

@@ -40,7 +40,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::data;
-use keepsake::{AlbumId, Content, ContentHash, DedupMode, FileId, Store, StoreOptions, Upload};
+use keepsake::{AlbumId, Content, ContentHash, DedupMode, Error, FileId, Store, StoreOptions, Upload};
 use serde::{Deserialize, Serialize};
 
 const TEST_NAME: &str = "acknowledged_state_survives_kill_9_at_random_moments";
@@ -309,7 +309,7 @@ mod child {
 
     fn perform(store: &Store, albums: &HashMap<(String, String), AlbumId>, op: &Op) -> Said {
         let album = |user: &str, name: &str| albums[&(user.to_string(), name.to_string())];
-        let fail = |e: keepsake::Error| -> ! { panic!("{op:?} failed: {e}") };
+        let fail = |e: Error| -> ! { panic!("{op:?} failed: {e}") };
         match op {
             Op::Upload {
                 user,
@@ -328,24 +328,31 @@ mod child {
                     .into_iter()
                     .map(|r| {
                         r.map(|r| (r.file_id.0, r.outcome.to_string()))
-                            .unwrap_or_else(|e| fail(e))
+                            .unwrap_or_else(|e| fail(e.into()))
                     })
                     .collect();
                 return Said::Uploaded(done);
             }
-            Op::Delete { user, file } => store.user(user).unwrap().delete(FileId(*file)),
-            Op::Restore { user, file } => store.user(user).unwrap().restore(FileId(*file)).map(drop),
+            Op::Delete { user, file } => store.user(user).unwrap().delete(FileId(*file)).map_err(Error::from),
+            Op::Restore { user, file } => store
+                .user(user)
+                .unwrap()
+                .restore(FileId(*file))
+                .map(drop)
+                .map_err(Error::from),
             Op::AddToAlbum { user, file, album: a } => store
                 .user(user)
                 .unwrap()
                 .add_to_album(FileId(*file), album(user, a))
-                .map(drop),
+                .map(drop)
+                .map_err(Error::from),
             Op::RemoveFromAlbum { user, file, album: a } => store
                 .user(user)
                 .unwrap()
-                .remove_from_album(FileId(*file), album(user, a)),
-            Op::EmptyTrash { user } => store.user(user).unwrap().empty_trash().map(drop),
-            Op::Gc => store.gc_with_grace(Duration::ZERO).map(drop),
+                .remove_from_album(FileId(*file), album(user, a))
+                .map_err(Error::from),
+            Op::EmptyTrash { user } => store.user(user).unwrap().empty_trash().map(drop).map_err(Error::from),
+            Op::Gc => store.gc_with_grace(Duration::ZERO).map(drop).map_err(Error::from),
         }
         .unwrap_or_else(|e| fail(e));
         Said::Done

@@ -5,8 +5,13 @@ mod common;
 
 use std::io::{self, Read};
 
-use common::{album_ids, assert_verified, data, open, put, put_err, store_with_album, BIG};
-use keepsake::{AlbumId, Content, ContentHash, DedupMode, Error, FileId, HashedUpload, Outcome, Preflight, Upload};
+use common::{
+    album_ids, assert_verified, data, is_unknown_album, is_unknown_file, open, put, put_err, store_with_album, BIG,
+};
+use keepsake::{
+    AlbumId, Content, ContentHash, DedupMode, Error, FileId, HashMismatch, HashedUpload, Outcome, Preflight,
+    StorageError, Upload, UploadError,
+};
 
 const MODES: [DedupMode; 2] = [DedupMode::Hash, DedupMode::NameAndHash];
 
@@ -14,6 +19,7 @@ const MODES: [DedupMode; 2] = [DedupMode::Hash, DedupMode::NameAndHash];
 fn reupload_into_same_album_is_skipped_in_both_modes() {
     for mode in MODES {
         let (_dir, store, album) = store_with_album("ann", "Camera");
+        let ann = store.user("ann").unwrap();
         let photo = data(1, BIG);
         let first = put(&store, "ann", album, "IMG_1.JPG", &photo, mode);
         assert_eq!(
@@ -26,9 +32,9 @@ fn reupload_into_same_album_is_skipped_in_both_modes() {
         assert_eq!(again.file_id, first.file_id);
         assert_eq!((again.bytes_written, again.charged_bytes), (0, 0));
         assert_eq!(again.hash, first.hash);
-        assert_eq!(store.user("ann").unwrap().files().unwrap().len(), 1);
+        assert_eq!(ann.files().unwrap().len(), 1);
         assert_eq!(album_ids(&store, "ann", album), vec![first.file_id.0]);
-        assert_eq!(store.user("ann").unwrap().usage().unwrap().unique_bytes, BIG as u64);
+        assert_eq!(ann.usage().unwrap().unique_bytes, BIG as u64);
         assert_verified(&store);
     }
 }
@@ -36,24 +42,23 @@ fn reupload_into_same_album_is_skipped_in_both_modes() {
 #[test]
 fn hash_mode_skips_same_content_under_any_name_in_same_album() {
     let (_dir, store, album) = store_with_album("ann", "Camera");
+    let ann = store.user("ann").unwrap();
     let photo = data(2, BIG);
     let first = put(&store, "ann", album, "IMG_1.JPG", &photo, DedupMode::Hash);
     let renamed = put(&store, "ann", album, "copy of IMG_1.JPG", &photo, DedupMode::Hash);
     assert_eq!((renamed.outcome, renamed.file_id), (Outcome::Skipped, first.file_id));
     assert_eq!(renamed.bytes_written, 0);
     // The file keeps its original name.
-    assert_eq!(
-        store.user("ann").unwrap().file(first.file_id).unwrap().name,
-        "IMG_1.JPG"
-    );
-    assert_eq!(store.user("ann").unwrap().usage().unwrap().files, 1);
+    assert_eq!(ann.file(first.file_id).unwrap().name, "IMG_1.JPG");
+    assert_eq!(ann.usage().unwrap().files, 1);
     assert_verified(&store);
 }
 
 #[test]
 fn hash_mode_links_same_content_from_other_album() {
     let (_dir, store, camera) = store_with_album("ann", "Camera");
-    let trip = store.user("ann").unwrap().ensure_album("Trip").unwrap();
+    let ann = store.user("ann").unwrap();
+    let trip = ann.ensure_album("Trip").unwrap();
     let photo = data(3, BIG);
     let first = put(&store, "ann", camera, "IMG_1.JPG", &photo, DedupMode::Hash);
     let blobs_before = store.stats().unwrap().blobs;
@@ -63,9 +68,9 @@ fn hash_mode_links_same_content_from_other_album() {
     assert_eq!((linked.bytes_written, linked.charged_bytes), (0, 0));
     assert_eq!(album_ids(&store, "ann", trip), vec![first.file_id.0]);
     assert_eq!(album_ids(&store, "ann", camera), vec![first.file_id.0]);
-    let info = store.user("ann").unwrap().file(first.file_id).unwrap();
+    let info = ann.file(first.file_id).unwrap();
     assert_eq!(info.albums, vec![camera, trip]);
-    let usage = store.user("ann").unwrap().usage().unwrap();
+    let usage = ann.usage().unwrap();
     assert_eq!(
         (usage.files, usage.unique_bytes, usage.logical_bytes),
         (1, BIG as u64, BIG as u64)
@@ -91,23 +96,25 @@ fn name_and_hash_mode_skips_same_name_and_content_in_same_album() {
 #[test]
 fn name_and_hash_mode_links_same_name_and_content_from_other_album() {
     let (_dir, store, a) = store_with_album("dee", "A");
-    let b = store.user("dee").unwrap().ensure_album("B").unwrap();
+    let dee = store.user("dee").unwrap();
+    let b = dee.ensure_album("B").unwrap();
     let photo = data(5, BIG);
     let first = put(&store, "dee", a, "a.jpg", &photo, DedupMode::NameAndHash);
     let linked = put(&store, "dee", b, "a.jpg", &photo, DedupMode::NameAndHash);
     assert_eq!((linked.outcome, linked.file_id), (Outcome::Linked, first.file_id));
     assert_eq!((linked.bytes_written, linked.charged_bytes), (0, 0));
     assert_eq!(album_ids(&store, "dee", b), vec![first.file_id.0]);
-    assert_eq!(store.user("dee").unwrap().usage().unwrap().files, 1);
+    assert_eq!(dee.usage().unwrap().files, 1);
     assert_verified(&store);
 }
 
 #[test]
 fn name_and_hash_mode_stores_same_content_under_new_name_sharing_the_blob() {
     let (_dir, store, album) = store_with_album("dee", "Desktop");
+    let dee = store.user("dee").unwrap();
     let photo = data(6, BIG);
     let first = put(&store, "dee", album, "a.jpg", &photo, DedupMode::NameAndHash);
-    let before = store.user("dee").unwrap().usage().unwrap();
+    let before = dee.usage().unwrap();
     let stats_before = store.stats().unwrap();
 
     let second = put(&store, "dee", album, "b.jpg", &photo, DedupMode::NameAndHash);
@@ -115,7 +122,7 @@ fn name_and_hash_mode_stores_same_content_under_new_name_sharing_the_blob() {
     assert_ne!(second.file_id, first.file_id);
     assert_eq!((second.bytes_written, second.charged_bytes), (0, 0));
 
-    let after = store.user("dee").unwrap().usage().unwrap();
+    let after = dee.usage().unwrap();
     assert_eq!(after.unique_bytes, before.unique_bytes);
     assert_eq!(after.logical_bytes, before.logical_bytes + BIG as u64);
     assert_eq!((after.files, after.blobs), (2, 1));
@@ -123,13 +130,14 @@ fn name_and_hash_mode_stores_same_content_under_new_name_sharing_the_blob() {
     assert_eq!(stats.blobs, stats_before.blobs);
     assert_eq!(stats.disk_bytes, stats_before.disk_bytes);
     assert_eq!(album_ids(&store, "dee", album), vec![first.file_id.0, second.file_id.0]);
-    assert_eq!(store.user("dee").unwrap().read(second.file_id).unwrap(), photo);
+    assert_eq!(dee.read(second.file_id).unwrap(), photo);
     assert_verified(&store);
 }
 
 #[test]
 fn name_and_hash_mode_stores_same_name_with_new_content() {
     let (_dir, store, album) = store_with_album("dee", "Desktop");
+    let dee = store.user("dee").unwrap();
     let v1 = data(7, BIG);
     let v2 = data(8, BIG + 1);
     let first = put(&store, "dee", album, "edit.jpg", &v1, DedupMode::NameAndHash);
@@ -140,20 +148,18 @@ fn name_and_hash_mode_stores_same_name_with_new_content() {
         (second.bytes_written, second.charged_bytes),
         (v2.len() as u64, v2.len() as u64)
     );
-    assert_eq!(store.user("dee").unwrap().read(first.file_id).unwrap(), v1);
-    assert_eq!(store.user("dee").unwrap().read(second.file_id).unwrap(), v2);
-    assert_eq!(
-        store.user("dee").unwrap().usage().unwrap().unique_bytes,
-        (v1.len() + v2.len()) as u64
-    );
+    assert_eq!(dee.read(first.file_id).unwrap(), v1);
+    assert_eq!(dee.read(second.file_id).unwrap(), v2);
+    assert_eq!(dee.usage().unwrap().unique_bytes, (v1.len() + v2.len()) as u64);
     assert_verified(&store);
 }
 
 #[test]
 fn oldest_of_several_duplicates_is_chosen() {
     let (_dir, store, a) = store_with_album("dee", "A");
-    let b = store.user("dee").unwrap().ensure_album("B").unwrap();
-    let c = store.user("dee").unwrap().ensure_album("C").unwrap();
+    let dee = store.user("dee").unwrap();
+    let b = dee.ensure_album("B").unwrap();
+    let c = dee.ensure_album("C").unwrap();
     let photo = data(9, BIG);
     // Three files with the same content (and two with the same name).
     let f1 = put(&store, "dee", a, "x.jpg", &photo, DedupMode::NameAndHash);
@@ -172,21 +178,16 @@ fn oldest_of_several_duplicates_is_chosen() {
     }
     assert_eq!(album_ids(&store, "dee", c), vec![f1.file_id.0]);
     assert_eq!(
-        store
-            .user("dee")
-            .unwrap()
-            .check(&HashedUpload {
-                album: c,
-                name: "y.jpg".into(),
-                hash: ContentHash::of(&photo),
-                mode: DedupMode::Hash
-            })
-            .unwrap(),
+        dee.check(&HashedUpload {
+            album: c,
+            name: "y.jpg".into(),
+            hash: ContentHash::of(&photo),
+            mode: DedupMode::Hash
+        })
+        .unwrap(),
         Preflight::Skip(f1.file_id)
     );
-    let found: Vec<FileId> = store
-        .user("dee")
-        .unwrap()
+    let found: Vec<FileId> = dee
         .find_by_hash(ContentHash::of(&photo))
         .unwrap()
         .iter()
@@ -203,26 +204,24 @@ fn oldest_of_several_duplicates_is_chosen() {
 fn upload_into_album_already_holding_a_newer_duplicate_is_skipped() {
     for mode in MODES {
         let (_dir, store, a) = store_with_album("ann", "A");
-        let b = store.user("ann").unwrap().ensure_album("B").unwrap();
+        let ann = store.user("ann").unwrap();
+        let b = ann.ensure_album("B").unwrap();
         let photo = data(11, BIG);
         let old = put(&store, "ann", a, "p.jpg", &photo, mode);
-        store.user("ann").unwrap().delete(old.file_id).unwrap();
+        ann.delete(old.file_id).unwrap();
         let newer = put(&store, "ann", b, "p.jpg", &photo, mode);
         assert_eq!(newer.outcome, Outcome::Stored);
-        store.user("ann").unwrap().restore(old.file_id).unwrap();
+        ann.restore(old.file_id).unwrap();
 
         let hash = ContentHash::of(&photo);
         assert_eq!(
-            store
-                .user("ann")
-                .unwrap()
-                .check(&HashedUpload {
-                    album: b,
-                    name: "p.jpg".into(),
-                    hash,
-                    mode
-                })
-                .unwrap(),
+            ann.check(&HashedUpload {
+                album: b,
+                name: "p.jpg".into(),
+                hash,
+                mode
+            })
+            .unwrap(),
             Preflight::Skip(newer.file_id),
             "{mode:?}"
         );
@@ -244,11 +243,12 @@ fn upload_into_album_already_holding_a_newer_duplicate_is_skipped() {
 #[test]
 fn duplicates_inside_one_batch_are_caught() {
     let (_dir, store, a) = store_with_album("bob", "A");
-    let b = store.user("bob").unwrap().ensure_album("B").unwrap();
+    let bob = store.user("bob").unwrap();
+    let b = bob.ensure_album("B").unwrap();
     let x = data(12, BIG);
     let y = data(13, BIG);
     let up = |album, name: &str, bytes: &[u8], mode| Upload::new(album, name, Content::from(bytes), mode);
-    let results = store.user("bob").unwrap().upload_batch(vec![
+    let results = bob.upload_batch(vec![
         up(a, "x.jpg", &x, DedupMode::Hash),
         up(a, "x2.jpg", &x, DedupMode::Hash), // same album: Skipped
         up(b, "x3.jpg", &x, DedupMode::Hash), // other album: Linked
@@ -269,11 +269,11 @@ fn duplicates_inside_one_batch_are_caught() {
     let charged: Vec<u64> = r.iter().map(|r| r.charged_bytes).collect();
     assert_eq!(charged, vec![BIG as u64, 0, 0, BIG as u64, 0, 0]);
 
-    let usage = store.user("bob").unwrap().usage().unwrap();
+    let usage = bob.usage().unwrap();
     assert_eq!((usage.files, usage.blobs, usage.unique_bytes), (3, 2, 2 * BIG as u64));
     assert_eq!(usage.logical_bytes, 3 * BIG as u64);
     assert_eq!(store.stats().unwrap().blobs, 2);
-    assert_eq!(store.user("bob").unwrap().read(r[5].file_id).unwrap(), y);
+    assert_eq!(bob.read(r[5].file_id).unwrap(), y);
     assert_verified(&store);
 }
 
@@ -281,21 +281,19 @@ fn duplicates_inside_one_batch_are_caught() {
 fn trashed_file_is_not_a_duplicate_and_its_blob_is_reused() {
     for mode in MODES {
         let (_dir, store, album) = store_with_album("ann", "Camera");
+        let ann = store.user("ann").unwrap();
         let photo = data(14, BIG);
         let first = put(&store, "ann", album, "IMG.JPG", &photo, mode);
-        store.user("ann").unwrap().delete(first.file_id).unwrap();
+        ann.delete(first.file_id).unwrap();
         let hash = ContentHash::of(&photo);
         assert_eq!(
-            store
-                .user("ann")
-                .unwrap()
-                .check(&HashedUpload {
-                    album,
-                    name: "IMG.JPG".into(),
-                    hash,
-                    mode
-                })
-                .unwrap(),
+            ann.check(&HashedUpload {
+                album,
+                name: "IMG.JPG".into(),
+                hash,
+                mode
+            })
+            .unwrap(),
             Preflight::Upload
         );
 
@@ -304,7 +302,7 @@ fn trashed_file_is_not_a_duplicate_and_its_blob_is_reused() {
         assert_ne!(again.file_id, first.file_id);
         assert_eq!((again.bytes_written, again.charged_bytes), (0, 0), "{mode:?}");
 
-        let usage = store.user("ann").unwrap().usage().unwrap();
+        let usage = ann.usage().unwrap();
         assert_eq!((usage.files, usage.trashed_files), (1, 1));
         assert_eq!(usage.unique_bytes, BIG as u64, "{mode:?}: charged twice");
         assert_eq!(usage.logical_bytes, 2 * BIG as u64);
@@ -318,114 +316,94 @@ fn trashed_file_is_not_a_duplicate_and_its_blob_is_reused() {
 #[test]
 fn check_answers_skip_link_or_upload_in_both_modes() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    let b = store.user("ann").unwrap().ensure_album("B").unwrap();
+    let ann = store.user("ann").unwrap();
+    let b = ann.ensure_album("B").unwrap();
     let photo = data(15, BIG);
     let h = ContentHash::of(&photo);
     let f = put(&store, "ann", a, "p.jpg", &photo, DedupMode::Hash).file_id;
 
     use DedupMode::*;
     assert_eq!(
-        store
-            .user("ann")
-            .unwrap()
-            .check(&HashedUpload {
-                album: a,
-                name: "p.jpg".into(),
-                hash: h,
-                mode: Hash
-            })
-            .unwrap(),
+        ann.check(&HashedUpload {
+            album: a,
+            name: "p.jpg".into(),
+            hash: h,
+            mode: Hash
+        })
+        .unwrap(),
         Preflight::Skip(f)
     );
     assert_eq!(
-        store
-            .user("ann")
-            .unwrap()
-            .check(&HashedUpload {
-                album: a,
-                name: "q.jpg".into(),
-                hash: h,
-                mode: Hash
-            })
-            .unwrap(),
+        ann.check(&HashedUpload {
+            album: a,
+            name: "q.jpg".into(),
+            hash: h,
+            mode: Hash
+        })
+        .unwrap(),
         Preflight::Skip(f)
     );
     assert_eq!(
-        store
-            .user("ann")
-            .unwrap()
-            .check(&HashedUpload {
-                album: b,
-                name: "q.jpg".into(),
-                hash: h,
-                mode: Hash
-            })
-            .unwrap(),
+        ann.check(&HashedUpload {
+            album: b,
+            name: "q.jpg".into(),
+            hash: h,
+            mode: Hash
+        })
+        .unwrap(),
         Preflight::Link(f)
     );
     assert_eq!(
-        store
-            .user("ann")
-            .unwrap()
-            .check(&HashedUpload {
-                album: a,
-                name: "p.jpg".into(),
-                hash: h,
-                mode: NameAndHash
-            })
-            .unwrap(),
+        ann.check(&HashedUpload {
+            album: a,
+            name: "p.jpg".into(),
+            hash: h,
+            mode: NameAndHash
+        })
+        .unwrap(),
         Preflight::Skip(f)
     );
     assert_eq!(
-        store
-            .user("ann")
-            .unwrap()
-            .check(&HashedUpload {
-                album: b,
-                name: "p.jpg".into(),
-                hash: h,
-                mode: NameAndHash
-            })
-            .unwrap(),
+        ann.check(&HashedUpload {
+            album: b,
+            name: "p.jpg".into(),
+            hash: h,
+            mode: NameAndHash
+        })
+        .unwrap(),
         Preflight::Link(f)
     );
     assert_eq!(
-        store
-            .user("ann")
-            .unwrap()
-            .check(&HashedUpload {
-                album: a,
-                name: "q.jpg".into(),
-                hash: h,
-                mode: NameAndHash
-            })
-            .unwrap(),
+        ann.check(&HashedUpload {
+            album: a,
+            name: "q.jpg".into(),
+            hash: h,
+            mode: NameAndHash
+        })
+        .unwrap(),
         Preflight::Upload
     );
     let other = ContentHash::of(b"never uploaded");
     for mode in MODES {
         assert_eq!(
-            store
-                .user("ann")
-                .unwrap()
-                .check(&HashedUpload {
-                    album: a,
-                    name: "p.jpg".into(),
-                    hash: other,
-                    mode
-                })
-                .unwrap(),
+            ann.check(&HashedUpload {
+                album: a,
+                name: "p.jpg".into(),
+                hash: other,
+                mode
+            })
+            .unwrap(),
             Preflight::Upload
         );
     }
     assert!(matches!(
-        store.user("ann").unwrap().check(&HashedUpload {
+        ann.check(&HashedUpload {
             album: AlbumId(99),
             name: "p.jpg".into(),
             hash: h,
             mode: Hash
         }),
-        Err(Error::UnknownAlbum(_))
+        Err(UploadError::UnknownAlbum(_))
     ));
     // check is read-only.
     assert_eq!(album_ids(&store, "ann", b), Vec::<u64>::new());
@@ -436,16 +414,15 @@ fn check_answers_skip_link_or_upload_in_both_modes() {
 fn link_completes_skip_and_link_without_data_and_changes_nothing_else() {
     for mode in MODES {
         let (_dir, store, a) = store_with_album("ann", "A");
-        let b = store.user("ann").unwrap().ensure_album("B").unwrap();
+        let ann = store.user("ann").unwrap();
+        let b = ann.ensure_album("B").unwrap();
         let photo = data(16, BIG);
         let h = ContentHash::of(&photo);
         let f = put(&store, "ann", a, "p.jpg", &photo, mode).file_id;
-        let usage = store.user("ann").unwrap().usage().unwrap();
+        let usage = ann.usage().unwrap();
         let stats = store.stats().unwrap();
 
-        let skipped = store
-            .user("ann")
-            .unwrap()
+        let skipped = ann
             .link(&HashedUpload {
                 album: a,
                 name: "p.jpg".into(),
@@ -460,9 +437,7 @@ fn link_completes_skip_and_link_without_data_and_changes_nothing_else() {
         );
         assert_eq!(skipped.hash, h);
 
-        let linked = store
-            .user("ann")
-            .unwrap()
+        let linked = ann
             .link(&HashedUpload {
                 album: b,
                 name: "p.jpg".into(),
@@ -475,7 +450,7 @@ fn link_completes_skip_and_link_without_data_and_changes_nothing_else() {
         assert_eq!(album_ids(&store, "ann", b), vec![f.0]);
         assert_eq!(album_ids(&store, "ann", a), vec![f.0]);
 
-        assert_eq!(store.user("ann").unwrap().usage().unwrap(), usage, "{mode:?}");
+        assert_eq!(ann.usage().unwrap(), usage, "{mode:?}");
         let after = store.stats().unwrap();
         assert_eq!(
             (after.files, after.blobs, after.disk_bytes),
@@ -488,49 +463,50 @@ fn link_completes_skip_and_link_without_data_and_changes_nothing_else() {
 #[test]
 fn link_requires_content_for_trashed_or_unknown_matches() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    let b = store.user("ann").unwrap().ensure_album("B").unwrap();
+    let ann = store.user("ann").unwrap();
+    let b = ann.ensure_album("B").unwrap();
     let photo = data(17, BIG);
     let h = ContentHash::of(&photo);
     let f = put(&store, "ann", a, "p.jpg", &photo, DedupMode::Hash).file_id;
 
     // Same content, other name, NameAndHash: needs the bytes (a new file).
     assert!(matches!(
-        store.user("ann").unwrap().link(&HashedUpload {
+        ann.link(&HashedUpload {
             album: b,
             name: "other.jpg".into(),
             hash: h,
             mode: DedupMode::NameAndHash
         }),
-        Err(Error::ContentRequired)
+        Err(UploadError::ContentRequired)
     ));
     // Content unknown to the user.
     assert!(matches!(
-        store.user("ann").unwrap().link(&HashedUpload {
+        ann.link(&HashedUpload {
             album: a,
             name: "p.jpg".into(),
             hash: ContentHash::of(b"unknown"),
             mode: DedupMode::Hash
         }),
-        Err(Error::ContentRequired)
+        Err(UploadError::ContentRequired)
     ));
     // Only a trashed match.
-    store.user("ann").unwrap().delete(f).unwrap();
-    let usage = store.user("ann").unwrap().usage().unwrap();
+    ann.delete(f).unwrap();
+    let usage = ann.usage().unwrap();
     for mode in MODES {
         for album in [a, b] {
             assert!(matches!(
-                store.user("ann").unwrap().link(&HashedUpload {
+                ann.link(&HashedUpload {
                     album,
                     name: "p.jpg".into(),
                     hash: h,
                     mode
                 }),
-                Err(Error::ContentRequired)
+                Err(UploadError::ContentRequired)
             ));
         }
     }
-    assert_eq!(store.user("ann").unwrap().usage().unwrap(), usage);
-    assert!(store.user("ann").unwrap().files().unwrap().is_empty());
+    assert_eq!(ann.usage().unwrap(), usage);
+    assert!(ann.files().unwrap().is_empty());
     assert!(album_ids(&store, "ann", a).is_empty() && album_ids(&store, "ann", b).is_empty());
     assert_verified(&store);
 }
@@ -538,11 +514,12 @@ fn link_requires_content_for_trashed_or_unknown_matches() {
 #[test]
 fn other_users_content_needs_full_upload_and_is_charged_in_full() {
     let (_dir, store, a_album) = store_with_album("alice", "A");
+    let alice = store.user("alice").unwrap();
     let b_album = store.user("bob").unwrap().ensure_album("B").unwrap();
     let photo = data(18, BIG);
     let h = ContentHash::of(&photo);
     let a_file = put(&store, "alice", a_album, "p.jpg", &photo, DedupMode::Hash);
-    let alice_usage = store.user("alice").unwrap().usage().unwrap();
+    let alice_usage = alice.usage().unwrap();
 
     for mode in MODES {
         assert_eq!(
@@ -565,7 +542,7 @@ fn other_users_content_needs_full_upload_and_is_charged_in_full() {
                 hash: h,
                 mode
             }),
-            Err(Error::ContentRequired)
+            Err(UploadError::ContentRequired)
         ));
     }
     assert!(store.user("bob").unwrap().files().unwrap().is_empty());
@@ -577,12 +554,12 @@ fn other_users_content_needs_full_upload_and_is_charged_in_full() {
     assert_eq!(b_file.charged_bytes, BIG as u64, "bob is charged for what he keeps");
     let bob = store.user("bob").unwrap().usage().unwrap();
     assert_eq!((bob.unique_bytes, bob.files, bob.blobs), (BIG as u64, 1, 1));
-    assert_eq!(store.user("alice").unwrap().usage().unwrap(), alice_usage);
+    assert_eq!(alice.usage().unwrap(), alice_usage);
     let stats = store.stats().unwrap();
     assert_eq!((stats.blobs, stats.files, stats.physical_bytes), (1, 2, BIG as u64));
     assert_eq!(stats.logical_bytes, 2 * BIG as u64);
     assert_eq!(store.user("bob").unwrap().read(b_file.file_id).unwrap(), photo);
-    assert_eq!(store.user("alice").unwrap().read(a_file.file_id).unwrap(), photo);
+    assert_eq!(alice.read(a_file.file_id).unwrap(), photo);
     assert_verified(&store);
 }
 
@@ -621,31 +598,79 @@ fn other_users_ids_behave_like_unknown_ids() {
         store.user("alice").unwrap().files().unwrap(),
     );
 
-    let unknown_file = |r: Result<_, Error>| matches!(r, Err(Error::UnknownFile(id)) if id == af);
-    assert!(unknown_file(store.user("bob").unwrap().read(af).map(drop)));
-    assert!(unknown_file(store.user("bob").unwrap().file(af).map(drop)));
-    assert!(unknown_file(store.user("bob").unwrap().delete(af)));
-    assert!(unknown_file(store.user("bob").unwrap().restore(af).map(drop)));
+    let unknown_file = |r: Result<(), Error>| is_unknown_file(r, af);
     assert!(unknown_file(
-        store.user("bob").unwrap().add_to_album(af, b_album).map(drop)
+        store.user("bob").unwrap().read(af).map(drop).map_err(Error::from)
     ));
-    assert!(unknown_file(store.user("bob").unwrap().remove_from_album(af, b_album)));
-    assert!(unknown_file(store.user("bob").unwrap().move_file(af, b_album, b_album)));
+    assert!(unknown_file(
+        store.user("bob").unwrap().file(af).map(drop).map_err(Error::from)
+    ));
+    assert!(unknown_file(store.user("bob").unwrap().delete(af).map_err(Error::from)));
+    assert!(unknown_file(
+        store.user("bob").unwrap().restore(af).map(drop).map_err(Error::from)
+    ));
+    assert!(unknown_file(
+        store
+            .user("bob")
+            .unwrap()
+            .add_to_album(af, b_album)
+            .map(drop)
+            .map_err(Error::from)
+    ));
+    assert!(unknown_file(
+        store
+            .user("bob")
+            .unwrap()
+            .remove_from_album(af, b_album)
+            .map_err(Error::from)
+    ));
+    assert!(unknown_file(
+        store
+            .user("bob")
+            .unwrap()
+            .move_file(af, b_album, b_album)
+            .map_err(Error::from)
+    ));
 
-    let unknown_album = |r: Result<_, Error>| matches!(r, Err(Error::UnknownAlbum(_)));
-    assert!(unknown_album(store.user("bob").unwrap().album_files(a3).map(drop)));
-    assert!(unknown_album(store.user("bob").unwrap().rename_album(a3, "mine now")));
+    let unknown_album = |r: Result<(), Error>| is_unknown_album(r);
+    assert!(unknown_album(
+        store
+            .user("bob")
+            .unwrap()
+            .album_files(a3)
+            .map(drop)
+            .map_err(Error::from)
+    ));
+    assert!(unknown_album(
+        store
+            .user("bob")
+            .unwrap()
+            .rename_album(a3, "mine now")
+            .map_err(Error::from)
+    ));
     assert!(unknown_album(
         store
             .user("bob")
             .unwrap()
             .delete_album(a3, keepsake::AlbumDeletion::TrashFiles)
             .map(drop)
+            .map_err(Error::from)
     ));
     assert!(unknown_album(
-        store.user("bob").unwrap().add_to_album(b_file, a3).map(drop)
+        store
+            .user("bob")
+            .unwrap()
+            .add_to_album(b_file, a3)
+            .map(drop)
+            .map_err(Error::from)
     ));
-    assert!(unknown_album(store.user("bob").unwrap().move_file(b_file, b_album, a3)));
+    assert!(unknown_album(
+        store
+            .user("bob")
+            .unwrap()
+            .move_file(b_file, b_album, a3)
+            .map_err(Error::from)
+    ));
     assert!(unknown_album(
         store
             .user("bob")
@@ -657,9 +682,10 @@ fn other_users_ids_behave_like_unknown_ids() {
                 mode: DedupMode::Hash
             })
             .map(drop)
+            .map_err(Error::from)
     ));
     let e = put_err(&store, "bob", a3, "x.jpg", &data(201, BIG), DedupMode::Hash);
-    assert!(matches!(e, Error::UnknownAlbum(_)), "{e:?}");
+    assert!(matches!(e, UploadError::UnknownAlbum(_)), "{e:?}");
 
     assert_eq!(
         (
@@ -677,13 +703,14 @@ fn other_users_ids_behave_like_unknown_ids() {
 #[test]
 fn wrong_expected_hash_is_refused_and_stores_nothing() {
     let (_dir, store, album) = store_with_album("ann", "A");
+    let ann = store.user("ann").unwrap();
     put(&store, "ann", album, "keep.jpg", &data(19, BIG), DedupMode::Hash);
-    let usage = store.user("ann").unwrap().usage().unwrap();
+    let usage = ann.usage().unwrap();
     let stats = store.stats().unwrap();
 
     let bytes = data(20, BIG);
     let wrong = ContentHash::of(b"something else");
-    let results = store.user("ann").unwrap().upload_batch(vec![Upload::new(
+    let results = ann.upload_batch(vec![Upload::new(
         album,
         "x.jpg",
         Content::from(bytes.clone()),
@@ -691,24 +718,19 @@ fn wrong_expected_hash_is_refused_and_stores_nothing() {
     )
     .expect_hash(wrong)]);
     match &results[0] {
-        Err(Error::HashMismatch { expected, actual }) => {
+        Err(UploadError::HashMismatch(HashMismatch { expected, actual })) => {
             assert_eq!(*expected, wrong);
             assert_eq!(*actual, ContentHash::of(&bytes));
         }
         other => panic!("expected HashMismatch, got {other:?}"),
     }
-    assert_eq!(store.user("ann").unwrap().usage().unwrap(), usage);
-    assert_eq!(store.user("ann").unwrap().files().unwrap().len(), 1);
-    assert!(store
-        .user("ann")
-        .unwrap()
-        .find_by_hash(ContentHash::of(&bytes))
-        .unwrap()
-        .is_empty());
+    assert_eq!(ann.usage().unwrap(), usage);
+    assert_eq!(ann.files().unwrap().len(), 1);
+    assert!(ann.find_by_hash(ContentHash::of(&bytes)).unwrap().is_empty());
     assert_eq!(store.stats().unwrap().blobs, stats.blobs);
 
     // The right hash is accepted.
-    let ok = store.user("ann").unwrap().upload_batch(vec![Upload::new(
+    let ok = ann.upload_batch(vec![Upload::new(
         album,
         "x.jpg",
         Content::from(bytes.clone()),
@@ -798,21 +820,20 @@ fn path_and_reader_contents_store_exact_bytes() {
 #[test]
 fn missing_path_gives_io_error_naming_it() {
     let (dir, store, album) = store_with_album("ann", "A");
+    let ann = store.user("ann").unwrap();
     let missing = dir.path().join("no-such-photo.jpg");
-    let err = store
-        .user("ann")
-        .unwrap()
+    let err = ann
         .upload(album, "p.jpg", Content::Path(missing.clone()), DedupMode::Hash)
         .unwrap_err();
     match &err {
-        Error::Io { source, .. } => assert_eq!(source.kind(), io::ErrorKind::NotFound),
+        UploadError::Storage(StorageError::Io { source, .. }) => assert_eq!(source.kind(), io::ErrorKind::NotFound),
         other => panic!("expected Io, got {other:?}"),
     }
     assert!(
         err.to_string().contains("no-such-photo.jpg"),
         "message does not name the path: {err}"
     );
-    assert!(store.user("ann").unwrap().files().unwrap().is_empty());
+    assert!(ann.files().unwrap().is_empty());
     assert_eq!(store.stats().unwrap().blobs, 0);
     assert_verified(&store);
 }
@@ -820,16 +841,17 @@ fn missing_path_gives_io_error_naming_it() {
 #[test]
 fn empty_file_is_stored_and_reads_back_empty() {
     let (_dir, store, album) = store_with_album("ann", "A");
+    let ann = store.user("ann").unwrap();
     let r = put(&store, "ann", album, "empty.txt", b"", DedupMode::NameAndHash);
     assert_eq!(
         (r.outcome, r.size, r.bytes_written, r.charged_bytes),
         (Outcome::Stored, 0, 0, 0)
     );
-    assert!(store.user("ann").unwrap().read(r.file_id).unwrap().is_empty());
-    assert!(store.user("ann").unwrap().open_file(r.file_id).unwrap().is_empty());
+    assert!(ann.read(r.file_id).unwrap().is_empty());
+    assert!(ann.open_file(r.file_id).unwrap().is_empty());
     let again = put(&store, "ann", album, "empty.txt", b"", DedupMode::NameAndHash);
     assert_eq!((again.outcome, again.file_id), (Outcome::Skipped, r.file_id));
-    let usage = store.user("ann").unwrap().usage().unwrap();
+    let usage = ann.usage().unwrap();
     assert_eq!((usage.files, usage.blobs, usage.unique_bytes), (1, 1, 0));
     assert_verified(&store);
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{
     album_ids, assert_verified, data, fresh_store, knob, options_with_clock, put, store_with_album, ManualClock, BIG,
 };
-use keepsake::{AlbumId, Clock, Content, ContentHash, DedupMode, Error, FileId, Store, Upload};
+use keepsake::{AlbumId, Clock, Content, ContentHash, DedupMode, FileId, LibraryError, Store, Upload};
 
 const DESKTOP: DedupMode = DedupMode::NameAndHash;
 
@@ -35,13 +35,14 @@ fn ids(files: &[keepsake::FileInfo]) -> Vec<FileId> {
 #[test]
 fn desktop_copies_under_other_names_across_albums_form_one_group() {
     let (_dir, store, camera) = store_with_album("ann", "Camera");
-    let trip = store.user("ann").unwrap().ensure_album("Trip").unwrap();
+    let ann = store.user("ann").unwrap();
+    let trip = ann.ensure_album("Trip").unwrap();
     let photo = data(1, BIG);
     let first = put(&store, "ann", camera, "IMG_1.JPG", &photo, DESKTOP).file_id;
     let copy = put(&store, "ann", trip, "IMG_1 (1).JPG", &photo, DESKTOP).file_id;
     put(&store, "ann", camera, "IMG_2.JPG", &data(2, BIG), DESKTOP);
 
-    let groups = store.user("ann").unwrap().duplicates().unwrap();
+    let groups = ann.duplicates().unwrap();
     assert_eq!(groups.len(), 1);
     let g = &groups[0];
     assert_eq!((g.hash, g.size), (ContentHash::of(&photo), BIG as u64));
@@ -55,63 +56,55 @@ fn desktop_copies_under_other_names_across_albums_form_one_group() {
 #[test]
 fn trashed_copies_and_other_users_never_join_a_group() {
     let (_dir, store, album) = store_with_album("ann", "Camera");
-    let bobs = store.user("bob").unwrap().ensure_album("Camera").unwrap();
+    let bob = store.user("bob").unwrap();
+    let ann = store.user("ann").unwrap();
+    let bobs = bob.ensure_album("Camera").unwrap();
     let photo = data(3, 500);
     let kept: Vec<FileId> = ["a.jpg", "b.jpg", "c.jpg"]
         .iter()
         .map(|n| put(&store, "ann", album, n, &photo, DESKTOP).file_id)
         .collect();
-    store.user("ann").unwrap().delete(kept[1]).unwrap();
+    ann.delete(kept[1]).unwrap();
     put(&store, "bob", bobs, "a.jpg", &photo, DESKTOP);
 
-    let groups = store.user("ann").unwrap().duplicates().unwrap();
+    let groups = ann.duplicates().unwrap();
     assert_eq!(groups.len(), 1);
     assert_eq!(ids(&groups[0].files), vec![kept[0], kept[2]]);
     // Bob's one copy is no duplicate, whatever Ann has.
-    assert!(store.user("bob").unwrap().duplicates().unwrap().is_empty());
+    assert!(bob.duplicates().unwrap().is_empty());
     assert!(store.user("nobody").unwrap().duplicates().unwrap().is_empty());
     // With one live copy left, there is no group.
-    store.user("ann").unwrap().delete(kept[2]).unwrap();
-    assert!(store.user("ann").unwrap().duplicates().unwrap().is_empty());
+    ann.delete(kept[2]).unwrap();
+    assert!(ann.duplicates().unwrap().is_empty());
     assert_verified(&store);
 }
 
 #[test]
 fn merge_keeps_the_oldest_in_every_album_any_copy_was_in() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    let [b, c, d] = ["B", "C", "D"].map(|n| store.user("ann").unwrap().ensure_album(n).unwrap());
+    let ann = store.user("ann").unwrap();
+    let [b, c, d] = ["B", "C", "D"].map(|n| ann.ensure_album(n).unwrap());
     let photo = data(4, BIG);
     let oldest = put(&store, "ann", a, "x.jpg", &photo, DESKTOP).file_id;
     let second = put(&store, "ann", b, "y.jpg", &photo, DESKTOP).file_id;
     let third = put(&store, "ann", c, "z.jpg", &photo, DESKTOP).file_id;
-    store.user("ann").unwrap().add_to_album(third, d).unwrap();
-    store.user("ann").unwrap().add_to_album(second, a).unwrap();
+    ann.add_to_album(third, d).unwrap();
+    ann.add_to_album(second, a).unwrap();
 
-    let r = store.user("ann").unwrap().merge(ContentHash::of(&photo), None).unwrap();
+    let r = ann.merge(ContentHash::of(&photo), None).unwrap();
     assert_eq!((r.kept, r.trashed.clone()), (oldest, vec![second, third]));
     assert_eq!(r.albums_added, vec![b, c, d]);
     assert!(!r.already_merged());
-    assert_eq!(
-        store.user("ann").unwrap().file(oldest).unwrap().albums,
-        vec![a, b, c, d]
-    );
+    assert_eq!(ann.file(oldest).unwrap().albums, vec![a, b, c, d]);
     for album in [a, b, c, d] {
         assert_eq!(album_ids(&store, "ann", album), vec![oldest.0], "album {album}");
         assert_eq!(
-            store
-                .user("ann")
-                .unwrap()
-                .albums()
-                .unwrap()
-                .iter()
-                .find(|x| x.id == album)
-                .unwrap()
-                .bytes,
+            ann.albums().unwrap().iter().find(|x| x.id == album).unwrap().bytes,
             BIG as u64
         );
     }
-    assert_eq!(ids(&store.user("ann").unwrap().trash().unwrap()), vec![second, third]);
-    assert!(store.user("ann").unwrap().duplicates().unwrap().is_empty());
+    assert_eq!(ids(&ann.trash().unwrap()), vec![second, third]);
+    assert!(ann.duplicates().unwrap().is_empty());
     assert_verified(&store);
 }
 
@@ -119,51 +112,47 @@ fn merge_keeps_the_oldest_in_every_album_any_copy_was_in() {
 fn merge_keeps_the_file_the_caller_chose() {
     let clock = ManualClock::new();
     let (_dir, store) = fresh_store(options_with_clock(&clock));
-    let (a, b) = (
-        store.user("ann").unwrap().ensure_album("A").unwrap(),
-        store.user("ann").unwrap().ensure_album("B").unwrap(),
-    );
+    let ann = store.user("ann").unwrap();
+    let (a, b) = (ann.ensure_album("A").unwrap(), ann.ensure_album("B").unwrap());
     let photo = data(5, 700);
     let old = put(&store, "ann", a, "old.jpg", &photo, DESKTOP).file_id;
     clock.advance(Duration::from_secs(60));
     let new = put(&store, "ann", b, "new.jpg", &photo, DESKTOP).file_id;
 
-    let group = &store.user("ann").unwrap().duplicates().unwrap()[0];
+    let group = &ann.duplicates().unwrap()[0];
     assert_eq!(group.preview_merge(None).unwrap().kept, old);
-    let r = store.user("ann").unwrap().merge(group.hash, Some(new)).unwrap();
+    let r = ann.merge(group.hash, Some(new)).unwrap();
     assert_eq!((r.kept, r.trashed, r.albums_added), (new, vec![old], vec![a]));
-    assert_eq!(store.user("ann").unwrap().file(new).unwrap().albums, vec![b, a]);
-    assert_eq!(
-        store.user("ann").unwrap().file(old).unwrap().trashed_ms,
-        Some(clock.now_ms())
-    );
+    assert_eq!(ann.file(new).unwrap().albums, vec![b, a]);
+    assert_eq!(ann.file(old).unwrap().trashed_ms, Some(clock.now_ms()));
     assert_verified(&store);
 }
 
 #[test]
 fn the_kept_file_must_be_a_live_file_of_the_group_or_nothing_changes() {
     let (_dir, store, album) = store_with_album("ann", "A");
+    let ann = store.user("ann").unwrap();
     let photo = data(6, 300);
     let hash = ContentHash::of(&photo);
     let copies: Vec<FileId> = ["a.jpg", "b.jpg", "c.jpg"]
         .iter()
         .map(|n| put(&store, "ann", album, n, &photo, DESKTOP).file_id)
         .collect();
-    store.user("ann").unwrap().delete(copies[2]).unwrap();
+    ann.delete(copies[2]).unwrap();
     let other_content = put(&store, "ann", album, "d.jpg", &data(7, 300), DESKTOP).file_id;
     let before = state(&store, "ann");
 
     for keep in [copies[2], other_content, FileId(999)] {
-        match store.user("ann").unwrap().merge(hash, Some(keep)) {
-            Err(Error::NotADuplicate { file, hash: h }) => assert_eq!((file, h), (keep, hash)),
+        match ann.merge(hash, Some(keep)) {
+            Err(LibraryError::NotADuplicate { file, hash: h }) => assert_eq!((file, h), (keep, hash)),
             other => panic!("keeping {keep}: expected NotADuplicate, got {other:?}"),
         }
     }
     let absent = ContentHash::of(b"never uploaded");
-    assert!(matches!(store.user("ann").unwrap().merge(absent, None), Err(Error::NoSuchContent(h)) if h == absent));
+    assert!(matches!(ann.merge(absent, None), Err(LibraryError::NoSuchContent(h)) if h == absent));
     assert!(matches!(
         store.user("nobody").unwrap().merge(hash, None),
-        Err(Error::NoSuchContent(_))
+        Err(LibraryError::NoSuchContent(_))
     ));
     assert_eq!(state(&store, "ann"), before);
     assert_verified(&store);
@@ -172,16 +161,17 @@ fn the_kept_file_must_be_a_live_file_of_the_group_or_nothing_changes() {
 #[test]
 fn merging_an_already_merged_group_changes_nothing_and_says_so() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    let b = store.user("ann").unwrap().ensure_album("B").unwrap();
+    let ann = store.user("ann").unwrap();
+    let b = ann.ensure_album("B").unwrap();
     let photo = data(8, BIG);
     let hash = ContentHash::of(&photo);
     let first = put(&store, "ann", a, "a.jpg", &photo, DESKTOP).file_id;
     let copy = put(&store, "ann", b, "b.jpg", &photo, DESKTOP).file_id;
-    let merged = store.user("ann").unwrap().merge(hash, None).unwrap();
+    let merged = ann.merge(hash, None).unwrap();
     let after_first = state(&store, "ann");
 
     for keep in [None, Some(first)] {
-        let again = store.user("ann").unwrap().merge(hash, keep).unwrap();
+        let again = ann.merge(hash, keep).unwrap();
         assert!(again.already_merged());
         assert_eq!(
             (again.kept, again.albums_added.len(), again.logical_bytes),
@@ -190,42 +180,37 @@ fn merging_an_already_merged_group_changes_nothing_and_says_so() {
     }
     // The trashed copy is no longer part of the group.
     assert!(matches!(
-        store.user("ann").unwrap().merge(hash, Some(copy)),
-        Err(Error::NotADuplicate { .. })
+        ann.merge(hash, Some(copy)),
+        Err(LibraryError::NotADuplicate { .. })
     ));
     assert_eq!(state(&store, "ann"), after_first);
     assert_eq!(merged.trashed, vec![copy]);
 
     // Restoring the copy makes the group whole again, and it merges again.
-    store.user("ann").unwrap().restore(copy).unwrap();
-    assert_eq!(
-        ids(&store.user("ann").unwrap().duplicates().unwrap()[0].files),
-        vec![first, copy]
-    );
-    assert_eq!(
-        store.user("ann").unwrap().merge(hash, None).unwrap().trashed,
-        vec![copy]
-    );
+    ann.restore(copy).unwrap();
+    assert_eq!(ids(&ann.duplicates().unwrap()[0].files), vec![first, copy]);
+    assert_eq!(ann.merge(hash, None).unwrap().trashed, vec![copy]);
     assert_verified(&store);
 }
 
 #[test]
 fn a_merge_frees_no_quota_and_the_logical_total_drops_when_the_trash_is_emptied() {
     let (_dir, store, album) = store_with_album("ann", "A");
+    let ann = store.user("ann").unwrap();
     let photo = data(9, BIG);
     for n in ["1.jpg", "2.jpg", "3.jpg"] {
         put(&store, "ann", album, n, &photo, DESKTOP);
     }
-    let before = store.user("ann").unwrap().usage().unwrap();
+    let before = ann.usage().unwrap();
     assert_eq!(
         (before.unique_bytes, before.logical_bytes),
         (BIG as u64, 3 * BIG as u64)
     );
-    let expected = store.user("ann").unwrap().duplicates().unwrap()[0].logical_bytes();
+    let expected = ann.duplicates().unwrap()[0].logical_bytes();
 
-    let r = store.user("ann").unwrap().merge(ContentHash::of(&photo), None).unwrap();
+    let r = ann.merge(ContentHash::of(&photo), None).unwrap();
     assert_eq!(r.logical_bytes, expected);
-    let merged = store.user("ann").unwrap().usage().unwrap();
+    let merged = ann.usage().unwrap();
     // Trashed files still count, and the content stays referenced by the kept file.
     assert_eq!(
         (merged.unique_bytes, merged.logical_bytes),
@@ -233,8 +218,8 @@ fn a_merge_frees_no_quota_and_the_logical_total_drops_when_the_trash_is_emptied(
     );
     assert_eq!((merged.files, merged.trashed_files, merged.trash_bytes), (1, 2, 0));
 
-    assert_eq!(store.user("ann").unwrap().empty_trash().unwrap().bytes_freed, 0);
-    let emptied = store.user("ann").unwrap().usage().unwrap();
+    assert_eq!(ann.empty_trash().unwrap().bytes_freed, 0);
+    let emptied = ann.usage().unwrap();
     assert_eq!(emptied.unique_bytes, before.unique_bytes);
     assert_eq!(emptied.logical_bytes, before.logical_bytes - r.logical_bytes);
     assert_verified(&store);
@@ -243,20 +228,18 @@ fn a_merge_frees_no_quota_and_the_logical_total_drops_when_the_trash_is_emptied(
 #[test]
 fn a_preview_changes_nothing_and_predicts_the_merge_exactly() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    let b = store.user("ann").unwrap().ensure_album("B").unwrap();
+    let ann = store.user("ann").unwrap();
+    let b = ann.ensure_album("B").unwrap();
     let photo = data(10, BIG);
     put(&store, "ann", a, "a.jpg", &photo, DESKTOP);
     let second = put(&store, "ann", b, "b.jpg", &photo, DESKTOP).file_id;
     put(&store, "ann", a, "c.jpg", &photo, DESKTOP);
     let before = state(&store, "ann");
 
-    let group = store.user("ann").unwrap().duplicates().unwrap().remove(0);
+    let group = ann.duplicates().unwrap().remove(0);
     let plan = group.preview_merge(Some(second)).unwrap();
     assert_eq!(state(&store, "ann"), before);
-    assert_eq!(
-        store.user("ann").unwrap().merge(group.hash, Some(second)).unwrap(),
-        plan
-    );
+    assert_eq!(ann.merge(group.hash, Some(second)).unwrap(), plan);
     assert_verified(&store);
 }
 
@@ -312,6 +295,7 @@ fn a_reader_sees_each_group_before_or_after_its_merge_never_half_merged() {
 fn ten_thousand_groups_stream_in_hash_order_and_merge_as_they_come() {
     let groups = knob("KEEPSAKE_DUPLICATE_GROUPS", 10_000);
     let (_dir, store, album) = store_with_album("ann", "A");
+    let ann = store.user("ann").unwrap();
     for chunk in (0..groups).collect::<Vec<_>>().chunks(1000) {
         let uploads = chunk
             .iter()
@@ -320,33 +304,25 @@ fn ten_thousand_groups_stream_in_hash_order_and_merge_as_they_come() {
                 ["a", "b"].map(|n| Upload::new(album, format!("{n}{g}.jpg"), Content::from(photo.clone()), DESKTOP))
             })
             .collect();
-        assert!(store
-            .user("ann")
-            .unwrap()
-            .upload_batch(uploads)
-            .iter()
-            .all(|r| r.is_ok()));
+        assert!(ann.upload_batch(uploads).iter().all(|r| r.is_ok()));
     }
 
     let mut seen = 0u64;
     let mut last: Option<ContentHash> = None;
-    store
-        .user("ann")
-        .unwrap()
-        .for_each_duplicate_group(|g| {
-            assert!(last < Some(g.hash), "groups out of hash order");
-            assert_eq!(g.files.len(), 2);
-            last = Some(g.hash);
-            seen += 1;
-            // Merging inside the pass, as `keepsake dedupe` does, leaves the
-            // groups still to come intact.
-            assert_eq!(store.user("ann").unwrap().merge(g.hash, None)?.trashed.len(), 1);
-            Ok(ControlFlow::Continue(()))
-        })
-        .unwrap();
+    ann.for_each_duplicate_group(|g| {
+        assert!(last < Some(g.hash), "groups out of hash order");
+        assert_eq!(g.files.len(), 2);
+        last = Some(g.hash);
+        seen += 1;
+        // Merging inside the pass, as `keepsake dedupe` does, leaves the
+        // groups still to come intact.
+        assert_eq!(ann.merge(g.hash, None)?.trashed.len(), 1);
+        Ok(ControlFlow::Continue(()))
+    })
+    .unwrap();
     assert_eq!(seen, groups);
-    assert_eq!(store.user("ann").unwrap().usage().unwrap().files, groups);
-    assert!(store.user("ann").unwrap().duplicates().unwrap().is_empty());
+    assert_eq!(ann.usage().unwrap().files, groups);
+    assert!(ann.duplicates().unwrap().is_empty());
     assert_verified(&store);
 }
 

@@ -11,14 +11,16 @@ use common::{
     store_with_album, ManualClock, BIG,
 };
 use keepsake::blob::format::RECORD_HEADER_LEN;
-use keepsake::{AlbumDeletion, Content, DedupMode, Error, FileId, OpenError, Outcome, Store, StoreOptions, Upload};
+use keepsake::{AlbumDeletion, Content, DedupMode, FileId, OpenError, Outcome, ReadError, Store, StoreOptions, Upload};
 
 const RECORD: u64 = (BIG + RECORD_HEADER_LEN) as u64;
 
 #[test]
 fn gc_frees_a_blob_only_when_its_last_reference_goes() {
     let (_dir, store, a) = store_with_album("alice", "A");
-    let b = store.user("bob").unwrap().ensure_album("B").unwrap();
+    let bob = store.user("bob").unwrap();
+    let alice = store.user("alice").unwrap();
+    let b = bob.ensure_album("B").unwrap();
     let shared = data(1, BIG);
     let other = data(2, BIG);
     let fa = put(&store, "alice", a, "s.jpg", &shared, DedupMode::Hash).file_id;
@@ -26,21 +28,17 @@ fn gc_frees_a_blob_only_when_its_last_reference_goes() {
     let fo = put(&store, "bob", b, "o.jpg", &other, DedupMode::Hash).file_id;
     let gc = || store.gc_with_grace(Duration::ZERO).unwrap();
 
-    store.user("alice").unwrap().delete(fa).unwrap();
+    alice.delete(fa).unwrap();
     assert_eq!(gc().blobs_removed, 0, "alice's trashed file still references it");
-    store.user("alice").unwrap().empty_trash().unwrap();
+    alice.empty_trash().unwrap();
     assert_eq!(gc().blobs_removed, 0, "bob still references it");
-    assert_eq!(store.user("bob").unwrap().read(fb).unwrap(), shared);
+    assert_eq!(bob.read(fb).unwrap(), shared);
     assert_eq!(store.stats().unwrap().blobs, 2);
 
-    store.user("bob").unwrap().delete(fb).unwrap();
+    bob.delete(fb).unwrap();
     assert_eq!(gc().blobs_removed, 0, "bob's trashed file still references it");
-    assert_eq!(
-        store.user("bob").unwrap().read(fb).unwrap(),
-        shared,
-        "trashed files stay readable"
-    );
-    store.user("bob").unwrap().empty_trash().unwrap();
+    assert_eq!(bob.read(fb).unwrap(), shared, "trashed files stay readable");
+    bob.empty_trash().unwrap();
     assert_eq!(store.stats().unwrap().gc_candidates, 1);
     let report = gc();
     assert_eq!(report.blobs_removed, 1);
@@ -49,7 +47,7 @@ fn gc_frees_a_blob_only_when_its_last_reference_goes() {
         (stats.blobs, stats.gc_candidates, stats.physical_bytes),
         (1, 0, BIG as u64)
     );
-    assert_eq!(store.user("bob").unwrap().read(fo).unwrap(), other);
+    assert_eq!(bob.read(fo).unwrap(), other);
     assert_eq!(gc(), keepsake::GcReport::default(), "nothing left to do");
     assert_verified(&store);
 }
@@ -58,12 +56,13 @@ fn gc_frees_a_blob_only_when_its_last_reference_goes() {
 fn gc_keeps_blobs_unreferenced_for_less_than_the_grace() {
     let clock = ManualClock::new();
     let (_dir, store) = fresh_store(options_with_clock(&clock).gc_grace(Duration::from_secs(3600)));
-    let a = store.user("ann").unwrap().ensure_album("A").unwrap();
+    let ann = store.user("ann").unwrap();
+    let a = ann.ensure_album("A").unwrap();
     let f = put(&store, "ann", a, "p.jpg", &data(3, BIG), DedupMode::Hash).file_id;
     let inline = put(&store, "ann", a, "t.txt", b"inline blob", DedupMode::Hash).file_id;
-    store.user("ann").unwrap().delete(f).unwrap();
-    store.user("ann").unwrap().delete(inline).unwrap();
-    store.user("ann").unwrap().empty_trash().unwrap();
+    ann.delete(f).unwrap();
+    ann.delete(inline).unwrap();
+    ann.empty_trash().unwrap();
 
     clock.advance(Duration::from_secs(30 * 60));
     assert_eq!(store.gc().unwrap().blobs_removed, 0);
@@ -81,16 +80,17 @@ fn gc_keeps_blobs_unreferenced_for_less_than_the_grace() {
 fn a_blob_referenced_again_within_the_grace_is_not_collected() {
     let clock = ManualClock::new();
     let (_dir, store) = fresh_store(options_with_clock(&clock).gc_grace(Duration::from_secs(60)));
-    let a = store.user("ann").unwrap().ensure_album("A").unwrap();
+    let ann = store.user("ann").unwrap();
+    let a = ann.ensure_album("A").unwrap();
     let photo = data(4, BIG);
     let f = put(&store, "ann", a, "p.jpg", &photo, DedupMode::Hash).file_id;
-    store.user("ann").unwrap().delete(f).unwrap();
-    store.user("ann").unwrap().empty_trash().unwrap();
+    ann.delete(f).unwrap();
+    ann.empty_trash().unwrap();
     let again = put(&store, "ann", a, "p.jpg", &photo, DedupMode::Hash);
     assert_eq!((again.outcome, again.bytes_written), (Outcome::Stored, 0));
     clock.advance(Duration::from_secs(3600));
     assert_eq!(store.gc().unwrap().blobs_removed, 0);
-    assert_eq!(store.user("ann").unwrap().read(again.file_id).unwrap(), photo);
+    assert_eq!(ann.read(again.file_id).unwrap(), photo);
     assert_verified(&store);
 }
 
@@ -183,22 +183,23 @@ fn compaction_reclaims_space_and_survivors_read_back() {
 #[test]
 fn reupload_after_gc_writes_the_bytes_again() {
     let (_dir, store, a) = store_with_album("ann", "A");
+    let ann = store.user("ann").unwrap();
     for (len, seed) in [(BIG, 5), (100, 6)] {
         let photo = data(seed, len);
         let f = put(&store, "ann", a, "p.jpg", &photo, DedupMode::NameAndHash).file_id;
-        store.user("ann").unwrap().delete(f).unwrap();
-        store.user("ann").unwrap().empty_trash().unwrap();
+        ann.delete(f).unwrap();
+        ann.empty_trash().unwrap();
         assert_eq!(store.gc_with_grace(Duration::ZERO).unwrap().blobs_removed, 1);
         assert_eq!(store.stats().unwrap().blobs, 0);
 
         let again = put(&store, "ann", a, "p.jpg", &photo, DedupMode::NameAndHash);
         assert_eq!(again.outcome, Outcome::Stored);
         assert_eq!((again.bytes_written, again.charged_bytes), (len as u64, len as u64));
-        assert_eq!(store.user("ann").unwrap().read(again.file_id).unwrap(), photo);
+        assert_eq!(ann.read(again.file_id).unwrap(), photo);
         assert_eq!(store.stats().unwrap().blobs, 1);
         assert_verified(&store);
-        store.user("ann").unwrap().delete(again.file_id).unwrap();
-        store.user("ann").unwrap().empty_trash().unwrap();
+        ann.delete(again.file_id).unwrap();
+        ann.empty_trash().unwrap();
         store.gc_with_grace(Duration::ZERO).unwrap();
     }
 }
@@ -340,7 +341,7 @@ fn corrupted_blob_is_never_served_and_verify_names_the_file() {
     let store = open(dir.path());
     for (user, id) in [("ann", v), ("bob", bv)] {
         match store.user(user).unwrap().read(id) {
-            Err(Error::Integrity { hash, .. }) => assert_eq!(hash, keepsake::ContentHash::of(&victim)),
+            Err(ReadError::Integrity { hash, .. }) => assert_eq!(hash, keepsake::ContentHash::of(&victim)),
             Err(e) => panic!("expected Integrity, got {e:?}"),
             Ok(_) => panic!("damaged bytes were served"),
         }
@@ -419,7 +420,7 @@ fn compaction_never_drops_a_damaged_record() {
     assert!(first.exists());
     assert!(matches!(
         store.user("ann").unwrap().read(ids[0]),
-        Err(Error::Integrity { .. })
+        Err(ReadError::Integrity { .. })
     ));
     for i in 6..12 {
         assert_eq!(store.user("ann").unwrap().read(ids[i]).unwrap(), contents[i]);
@@ -450,7 +451,7 @@ fn truncated_segment_is_reported_and_never_served() {
     assert!(notes.contains("shorter"), "notes: {notes:?}");
     assert!(matches!(
         store.user("ann").unwrap().read(ids[2]),
-        Err(Error::Integrity { .. })
+        Err(ReadError::Integrity { .. })
     ));
     for i in 0..2 {
         assert_eq!(store.user("ann").unwrap().read(ids[i]).unwrap(), contents[i]);

@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 use common::{data, knob, put};
 use keepsake::testkit::sim_fs::{CrashImage, Fault, Hook, Op, OpKind, SimFs, Tear};
 use keepsake::{
-    AlbumId, Content, ContentHash, DedupMode, Error, FileId, GcReport, Outcome, Store, StoreOptions, Upload,
-    UploadReport,
+    AlbumId, Content, ContentHash, DedupMode, Error, FileId, GcReport, LibraryError, Outcome, StorageError, Store,
+    StoreOptions, Upload, UploadReport,
 };
 
 /// Small segments, so that the workload seals several and compacts two.
@@ -198,6 +198,14 @@ enum Ack {
     Gc(GcReport),
 }
 
+/// Whether an operation was refused because the store refuses writes.
+fn poisoned(r: &Result<Ack, Error>) -> bool {
+    matches!(
+        r.as_ref().err().and_then(Error::storage),
+        Some(StorageError::Poisoned(_))
+    )
+}
+
 /// What a run of the workload was told, in order.
 #[derive(Debug, Default)]
 struct Acks {
@@ -217,7 +225,7 @@ impl Acks {
                 if let Ok(id) = &r {
                     lib.albums.insert((user, name), *id);
                 }
-                self.results.push(r.map(|_| Ack::Album));
+                self.results.push(r.map(|_| Ack::Album).map_err(Error::from));
             }
             Put(user, album, name, blob) => self.batch(store, user, album, &[(name, blob)]),
             Batch(user, album, files) => self.batch(store, user, album, files),
@@ -227,16 +235,18 @@ impl Acks {
                 if r.is_ok() {
                     lib.files.get_mut(&(user, id)).expect("listed above").trashed = true;
                 }
-                self.results.push(r.map(|()| Ack::Delete));
+                self.results.push(r.map(|()| Ack::Delete).map_err(Error::from));
             }
             EmptyTrash(user) => {
                 let r = store.user(user).unwrap().empty_trash();
                 if r.is_ok() {
                     lib.files.retain(|(u, _), f| !(*u == user && f.trashed));
                 }
-                self.results.push(r.map(|_| Ack::EmptyTrash));
+                self.results.push(r.map(|_| Ack::EmptyTrash).map_err(Error::from));
             }
-            Gc => self.results.push(store.gc_with_grace(Duration::ZERO).map(Ack::Gc)),
+            Gc => self
+                .results
+                .push(store.gc_with_grace(Duration::ZERO).map(Ack::Gc).map_err(Error::from)),
         }
     }
 
@@ -252,14 +262,14 @@ impl Acks {
             if let Ok(report) = &r {
                 self.library.uploaded(user, album, name, blob, report);
             }
-            self.results.push(r.map(Ack::Upload));
+            self.results.push(r.map(Ack::Upload).map_err(Error::from));
         }
     }
 
     /// A failed `fsync` poisons the store: once an operation has been
     /// refused for it, no later one may succeed before a reopen.
     fn poison_is_sticky(&self) -> Result<(), String> {
-        let Some(first) = self.results.iter().position(|r| matches!(r, Err(Error::Poisoned(_)))) else {
+        let Some(first) = self.results.iter().position(poisoned) else {
             return Ok(());
         };
         match self.results[first..].iter().find(|r| r.is_ok()) {
@@ -276,7 +286,7 @@ fn options(sim: &SimFs) -> StoreOptions {
         .fs(Arc::new(sim.clone()))
 }
 
-fn listing(store: &Store) -> Result<Listing, Error> {
+fn listing(store: &Store) -> Result<Listing, LibraryError> {
     let mut out = Listing::new();
     for user in USERS {
         for f in store
@@ -349,14 +359,11 @@ fn check_store(store: &Store, allowed: &[&Library]) -> Result<(), String> {
 
 /// The store takes a new upload and reads it back.
 fn goes_on(store: &Store) -> Result<(), String> {
-    let wrote = (|| {
-        let album = store.user("carol").unwrap().ensure_album("After")?;
-        let r =
-            store
-                .user("carol")
-                .unwrap()
-                .upload(album, "after.jpg", Content::from(AFTER.bytes()), DedupMode::Hash)?;
-        store.user("carol").unwrap().read(r.file_id)
+    let carol = store.user("carol").unwrap();
+    let wrote = (|| -> Result<_, Error> {
+        let album = carol.ensure_album("After")?;
+        let r = carol.upload(album, "after.jpg", Content::from(AFTER.bytes()), DedupMode::Hash)?;
+        Ok(carol.read(r.file_id)?)
     })();
     match wrote {
         Ok(bytes) if bytes == AFTER.bytes() => Ok(()),
@@ -661,7 +668,7 @@ fn run_with_fault(n: u64, fault: Fault) -> Result<bool, String> {
         let r = reopen(&meta, &image)?;
         check_store(&r.store, &[&acks.library]).map_err(|e| format!("after a power cut: {e}"))?;
     }
-    Ok(acks.results.iter().any(|r| matches!(r, Err(Error::Poisoned(_)))))
+    Ok(acks.results.iter().any(poisoned))
 }
 
 /// Whatever operation fails, and however (an error, or a write that stores

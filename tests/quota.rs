@@ -3,17 +3,17 @@
 mod common;
 
 use common::{assert_verified, data, open, put, put_err, store_with_album, BIG};
-use keepsake::{Content, DedupMode, Error, Outcome, Store, Upload};
+use keepsake::{Content, DedupMode, Outcome, QuotaExceeded, Store, Upload, UploadError};
 
 const B: u64 = BIG as u64;
 
-fn assert_quota_exceeded(err: &Error, limit: u64, used: u64, needed: u64) {
+fn assert_quota_exceeded(err: &UploadError, limit: u64, used: u64, needed: u64) {
     match err {
-        Error::QuotaExceeded {
+        UploadError::QuotaExceeded(QuotaExceeded {
             limit: l,
             used: u,
             needed: n,
-        } => assert_eq!((*l, *u, *n), (limit, used, needed)),
+        }) => assert_eq!((*l, *u, *n), (limit, used, needed)),
         other => panic!("expected QuotaExceeded, got {other:?}"),
     }
 }
@@ -56,16 +56,17 @@ fn usage_counts_each_unique_blob_once_across_albums_and_names() {
 #[test]
 fn upload_past_the_limit_is_refused_and_changes_nothing() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    store.user("ann").unwrap().set_quota(Some(2 * B)).unwrap();
+    let ann = store.user("ann").unwrap();
+    ann.set_quota(Some(2 * B)).unwrap();
     put(&store, "ann", a, "1.jpg", &data(3, BIG), DedupMode::Hash);
-    let usage = store.user("ann").unwrap().usage().unwrap();
+    let usage = ann.usage().unwrap();
     let stats = store.stats().unwrap();
 
     let too_big = data(4, BIG + 1);
     let err = put_err(&store, "ann", a, "2.jpg", &too_big, DedupMode::Hash);
     assert_quota_exceeded(&err, 2 * B, B, B + 1);
-    assert_eq!(store.user("ann").unwrap().usage().unwrap(), usage);
-    assert_eq!(store.user("ann").unwrap().files().unwrap().len(), 1);
+    assert_eq!(ann.usage().unwrap(), usage);
+    assert_eq!(ann.files().unwrap().len(), 1);
     let after = store.stats().unwrap();
     assert_eq!(
         (after.blobs, after.files, after.physical_bytes),
@@ -75,15 +76,15 @@ fn upload_past_the_limit_is_refused_and_changes_nothing() {
     // Exactly up to the limit is fine.
     let fits = put(&store, "ann", a, "2.jpg", &data(5, BIG), DedupMode::Hash);
     assert_eq!(fits.charged_bytes, B);
-    assert_eq!(store.user("ann").unwrap().usage().unwrap().unique_bytes, 2 * B);
+    assert_eq!(ann.usage().unwrap().unique_bytes, 2 * B);
     // Lowering the limit below usage deletes nothing.
-    store.user("ann").unwrap().set_quota(Some(B)).unwrap();
-    assert_eq!(store.user("ann").unwrap().files().unwrap().len(), 2);
+    ann.set_quota(Some(B)).unwrap();
+    assert_eq!(ann.files().unwrap().len(), 2);
     let err = put_err(&store, "ann", a, "3.jpg", b"small", DedupMode::Hash);
     assert_quota_exceeded(&err, B, 2 * B, 5);
     // Clearing it lets uploads through again.
-    store.user("ann").unwrap().set_quota(None).unwrap();
-    assert_eq!(store.user("ann").unwrap().usage().unwrap().limit, None);
+    ann.set_quota(None).unwrap();
+    assert_eq!(ann.usage().unwrap().limit, None);
     put(&store, "ann", a, "3.jpg", b"small", DedupMode::Hash);
     assert_verified(&store);
 }
@@ -91,10 +92,11 @@ fn upload_past_the_limit_is_refused_and_changes_nothing() {
 #[test]
 fn duplicates_succeed_at_the_limit() {
     let (_dir, store, a) = store_with_album("ann", "A");
-    let b = store.user("ann").unwrap().ensure_album("B").unwrap();
+    let ann = store.user("ann").unwrap();
+    let b = ann.ensure_album("B").unwrap();
     let x = data(6, BIG);
     put(&store, "ann", a, "x.jpg", &x, DedupMode::NameAndHash);
-    store.user("ann").unwrap().set_quota(Some(B)).unwrap(); // exactly at the limit
+    ann.set_quota(Some(B)).unwrap(); // exactly at the limit
 
     let skipped = put(&store, "ann", a, "x.jpg", &x, DedupMode::NameAndHash);
     assert_eq!(skipped.outcome, Outcome::Skipped);
@@ -105,7 +107,7 @@ fn duplicates_succeed_at_the_limit() {
         (renamed.outcome, renamed.charged_bytes, renamed.bytes_written),
         (Outcome::Stored, 0, 0)
     );
-    let usage = store.user("ann").unwrap().usage().unwrap();
+    let usage = ann.usage().unwrap();
     assert_eq!((usage.unique_bytes, usage.files, usage.logical_bytes), (B, 2, 2 * B));
     // But anything new is refused.
     let err = put_err(&store, "ann", b, "new.jpg", &data(7, 10), DedupMode::NameAndHash);
@@ -164,19 +166,20 @@ fn batch_crossing_the_limit_fails_only_uploads_past_it() {
 #[test]
 fn another_users_copy_does_not_lower_the_charge() {
     let (_dir, store, a) = store_with_album("alice", "A");
-    let b = store.user("bob").unwrap().ensure_album("B").unwrap();
+    let bob = store.user("bob").unwrap();
+    let b = bob.ensure_album("B").unwrap();
     let x = data(20, BIG);
     put(&store, "alice", a, "x.jpg", &x, DedupMode::Hash);
 
-    store.user("bob").unwrap().set_quota(Some(B - 1)).unwrap();
+    bob.set_quota(Some(B - 1)).unwrap();
     let err = put_err(&store, "bob", b, "x.jpg", &x, DedupMode::Hash);
     assert_quota_exceeded(&err, B - 1, 0, B);
-    assert!(store.user("bob").unwrap().files().unwrap().is_empty());
+    assert!(bob.files().unwrap().is_empty());
 
-    store.user("bob").unwrap().set_quota(Some(B)).unwrap();
+    bob.set_quota(Some(B)).unwrap();
     let r = put(&store, "bob", b, "x.jpg", &x, DedupMode::Hash);
     assert_eq!((r.outcome, r.charged_bytes, r.bytes_written), (Outcome::Stored, B, 0));
-    assert_eq!(store.user("bob").unwrap().usage().unwrap().unique_bytes, B);
+    assert_eq!(bob.usage().unwrap().unique_bytes, B);
     assert_eq!(store.user("alice").unwrap().usage().unwrap().unique_bytes, B);
     assert_eq!(store.stats().unwrap().physical_bytes, B);
     assert_verified(&store);
@@ -205,6 +208,6 @@ fn a_lowered_limit_still_accepts_uploads_that_charge_nothing() {
     let r = put(&store, "ann", a, "empty.txt", b"", DedupMode::NameAndHash);
     assert_eq!((r.outcome, r.charged_bytes), (Outcome::Stored, 0));
     let err = put_err(&store, "ann", a, "new.jpg", &data(2, BIG), DedupMode::NameAndHash);
-    assert!(matches!(err, Error::QuotaExceeded { .. }), "{err:?}");
+    assert!(matches!(err, UploadError::QuotaExceeded(_)), "{err:?}");
     assert_verified(&store);
 }

@@ -16,8 +16,8 @@ use common::{
     assert_verified, data, fresh_store, knob, open, options_with_clock, put, store_with_album, ManualClock, TestFs, BIG,
 };
 use keepsake::{
-    AlbumId, ContentHash, DedupMode, Error, Outcome, SessionOptions, Store, StoreOptions, UploadId, UploadReport,
-    UploadStart,
+    AlbumId, ContentHash, DedupMode, HashMismatch, Outcome, SessionError, SessionOptions, Store, StoreOptions,
+    UploadError, UploadId, UploadReport, UploadStart,
 };
 
 const MODES: [DedupMode; 2] = [DedupMode::Hash, DedupMode::NameAndHash];
@@ -79,8 +79,9 @@ fn upload_resumably(
 
 /// Finishes ann's session `id` and checks that the file holds `bytes`.
 fn finish_exact(store: &Store, id: UploadId, bytes: &[u8]) -> UploadReport {
-    let report = store.user("ann").unwrap().finish(id).unwrap();
-    assert_eq!(store.user("ann").unwrap().read(report.file_id).unwrap(), bytes);
+    let ann = store.user("ann").unwrap();
+    let report = ann.finish(id).unwrap();
+    assert_eq!(ann.read(report.file_id).unwrap(), bytes);
     report
 }
 
@@ -91,21 +92,22 @@ fn staged(store: &Store, id: UploadId) -> PathBuf {
 #[test]
 fn append_at_wrong_offset_is_refused_and_resumes_from_reported_offset() {
     let (_dir, store, album) = store_with_album("ann", "Videos");
+    let ann = store.user("ann").unwrap();
     let video = data(1, 3 * BIG);
     let id = begin(&store, "ann", album, "VID.MP4", Some(video.len() as u64), None);
-    store.user("ann").unwrap().append(id, 0, &video[..BIG]).unwrap();
+    ann.append(id, 0, &video[..BIG]).unwrap();
     // A piece that got lost in transit: the next one arrives too far on.
-    let gap = store.user("ann").unwrap().append(id, 2 * BIG as u64, &video[2 * BIG..]);
-    let Err(Error::OffsetMismatch { expected }) = gap else {
+    let gap = ann.append(id, 2 * BIG as u64, &video[2 * BIG..]);
+    let Err(SessionError::OffsetMismatch { expected }) = gap else {
         panic!("a gap must be refused, got {gap:?}")
     };
     assert_eq!(expected, BIG as u64);
     // A duplicate of a piece already received is refused too.
     assert!(
-        matches!(store.user("ann").unwrap().append(id, 0, &video[..BIG]), Err(Error::OffsetMismatch { expected: e }) if e == BIG as u64)
+        matches!(ann.append(id, 0, &video[..BIG]), Err(SessionError::OffsetMismatch { expected: e }) if e == BIG as u64)
     );
-    assert_eq!(store.user("ann").unwrap().upload_status(id).unwrap().offset, expected);
-    store.user("ann").unwrap().append(id, expected, &video[BIG..]).unwrap();
+    assert_eq!(ann.upload_status(id).unwrap().offset, expected);
+    ann.append(id, expected, &video[BIG..]).unwrap();
     finish_exact(&store, id, &video);
     assert_verified(&store);
 }
@@ -113,57 +115,51 @@ fn append_at_wrong_offset_is_refused_and_resumes_from_reported_offset() {
 #[test]
 fn bytes_past_declared_length_are_refused_and_an_incomplete_session_cannot_finish() {
     let (_dir, store, album) = store_with_album("ann", "Videos");
+    let ann = store.user("ann").unwrap();
     let video = data(2, BIG);
     let id = begin(&store, "ann", album, "VID.MP4", Some(BIG as u64), None);
-    store.user("ann").unwrap().append(id, 0, &video[..100]).unwrap();
-    let too_long = store.user("ann").unwrap().append(id, 100, &data(3, BIG));
+    ann.append(id, 0, &video[..100]).unwrap();
+    let too_long = ann.append(id, 100, &data(3, BIG));
     assert!(
-        matches!(too_long, Err(Error::LengthExceeded { declared }) if declared == BIG as u64),
+        matches!(too_long, Err(SessionError::LengthExceeded { declared }) if declared == BIG as u64),
         "{too_long:?}"
     );
     assert_eq!(
-        store.user("ann").unwrap().upload_status(id).unwrap().offset,
+        ann.upload_status(id).unwrap().offset,
         100,
         "nothing of a refused piece is taken"
     );
-    let early = store.user("ann").unwrap().finish(id);
-    assert!(matches!(early, Err(Error::UploadIncomplete { offset: 100, declared }) if declared == BIG as u64));
+    let early = ann.finish(id);
+    assert!(matches!(early, Err(SessionError::UploadIncomplete { offset: 100, declared }) if declared == BIG as u64));
     send(&store, "ann", id, &video, 1000);
-    assert!(store.user("ann").unwrap().upload_status(id).unwrap().complete);
-    assert_eq!(store.user("ann").unwrap().finish(id).unwrap().size, BIG as u64);
+    assert!(ann.upload_status(id).unwrap().complete);
+    assert_eq!(ann.finish(id).unwrap().size, BIG as u64);
     assert_verified(&store);
 }
 
 #[test]
 fn deferred_length_is_declared_once_and_never_below_the_bytes_received() {
     let (_dir, store, album) = store_with_album("ann", "Videos");
+    let ann = store.user("ann").unwrap();
     let video = data(4, 2 * BIG);
     let id = begin(&store, "ann", album, "VID.MP4", None, None);
-    store.user("ann").unwrap().append(id, 0, &video[..BIG]).unwrap();
-    let status = store.user("ann").unwrap().upload_status(id).unwrap();
+    ann.append(id, 0, &video[..BIG]).unwrap();
+    let status = ann.upload_status(id).unwrap();
     assert_eq!((status.declared_length, status.complete), (None, false));
     assert!(matches!(
-        store.user("ann").unwrap().set_upload_length(id, BIG as u64 - 1),
-        Err(Error::InvalidLength { .. })
+        ann.set_upload_length(id, BIG as u64 - 1),
+        Err(SessionError::InvalidLength { .. })
     ));
-    store
-        .user("ann")
-        .unwrap()
-        .set_upload_length(id, video.len() as u64)
-        .unwrap();
+    ann.set_upload_length(id, video.len() as u64).unwrap();
     // Repeating the same declaration is harmless; changing it is not.
-    store
-        .user("ann")
-        .unwrap()
-        .set_upload_length(id, video.len() as u64)
-        .unwrap();
+    ann.set_upload_length(id, video.len() as u64).unwrap();
     assert!(matches!(
-        store.user("ann").unwrap().set_upload_length(id, 3 * BIG as u64),
-        Err(Error::InvalidLength { .. })
+        ann.set_upload_length(id, 3 * BIG as u64),
+        Err(SessionError::InvalidLength { .. })
     ));
     assert!(matches!(
-        store.user("ann").unwrap().append(id, BIG as u64, &video),
-        Err(Error::LengthExceeded { .. })
+        ann.append(id, BIG as u64, &video),
+        Err(SessionError::LengthExceeded { .. })
     ));
     send(&store, "ann", id, &video, 5000);
     finish_exact(&store, id, &video);
@@ -172,7 +168,7 @@ fn deferred_length_is_declared_once_and_never_below_the_bytes_received() {
     let id = begin(&store, "ann", album, "clip.mp4", None, None);
     let clip = data(5, BIG);
     send(&store, "ann", id, &clip, 3000);
-    assert_eq!(store.user("ann").unwrap().finish(id).unwrap().size, BIG as u64);
+    assert_eq!(ann.finish(id).unwrap().size, BIG as u64);
     assert_verified(&store);
 }
 
@@ -219,6 +215,7 @@ fn session_resumes_after_reopen_and_finish_rehashes_the_staged_file() {
 #[test]
 fn hash_mismatch_at_finish_stores_nothing_and_ends_the_session() {
     let (_dir, store, album) = store_with_album("ann", "Videos");
+    let ann = store.user("ann").unwrap();
     let meant = data(7, 2 * BIG);
     let mut arrived = meant.clone();
     arrived[BIG] ^= 1;
@@ -231,19 +228,16 @@ fn hash_mismatch_at_finish_stores_nothing_and_ends_the_session() {
         Some(ContentHash::of(&meant)),
     );
     send(&store, "ann", id, &arrived, 4000);
-    let finished = store.user("ann").unwrap().finish(id);
+    let finished = ann.finish(id);
     assert!(
-        matches!(finished, Err(Error::HashMismatch { expected, actual })
+        matches!(finished, Err(SessionError::Upload(UploadError::HashMismatch(HashMismatch { expected, actual })))
             if expected == ContentHash::of(&meant) && actual == ContentHash::of(&arrived)),
         "{finished:?}"
     );
-    assert!(store.user("ann").unwrap().files().unwrap().is_empty());
-    assert_eq!(store.user("ann").unwrap().usage().unwrap().unique_bytes, 0);
+    assert!(ann.files().unwrap().is_empty());
+    assert_eq!(ann.usage().unwrap().unique_bytes, 0);
     assert_eq!(store.stats().unwrap().blobs, 0);
-    assert!(matches!(
-        store.user("ann").unwrap().upload_status(id),
-        Err(Error::UnknownUpload(_))
-    ));
+    assert!(matches!(ann.upload_status(id), Err(SessionError::UnknownUpload(_))));
     assert!(!staged(&store, id).exists());
     assert_verified(&store);
 }
@@ -367,29 +361,29 @@ fn expected_hash_of_a_duplicate_completes_at_begin_without_bytes() {
 #[test]
 fn quota_is_checked_at_begin_for_the_declared_length_and_again_at_finish() {
     let (_dir, store, album) = store_with_album("ann", "Videos");
-    store.user("ann").unwrap().set_quota(Some(3 * BIG as u64)).unwrap();
-    let too_big = store.user("ann").unwrap().begin_upload(SessionOptions {
+    let ann = store.user("ann").unwrap();
+    ann.set_quota(Some(3 * BIG as u64)).unwrap();
+    let too_big = ann.begin_upload(SessionOptions {
         length: Some(4 * BIG as u64),
         ..SessionOptions::new(album, "big.mp4", DedupMode::Hash)
     });
-    assert!(matches!(too_big, Err(Error::QuotaExceeded { .. })), "{too_big:?}");
-    assert!(store.user("ann").unwrap().uploads().unwrap().is_empty());
+    assert!(
+        matches!(too_big, Err(SessionError::Upload(UploadError::QuotaExceeded(_)))),
+        "{too_big:?}"
+    );
+    assert!(ann.uploads().unwrap().is_empty());
 
     // A deferred length is checked when declared.
     let id = begin(&store, "ann", album, "later.mp4", None, None);
     assert!(matches!(
-        store.user("ann").unwrap().set_upload_length(id, 4 * BIG as u64),
-        Err(Error::QuotaExceeded { .. })
+        ann.set_upload_length(id, 4 * BIG as u64),
+        Err(SessionError::Upload(UploadError::QuotaExceeded(_)))
     ));
 
     // Room at begin, none left at finish: the session stays to be finished
     // once there is room again.
     let video = data(11, 2 * BIG);
-    store
-        .user("ann")
-        .unwrap()
-        .set_upload_length(id, video.len() as u64)
-        .unwrap();
+    ann.set_upload_length(id, video.len() as u64).unwrap();
     send(&store, "ann", id, &video, 6000);
     put(
         &store,
@@ -400,12 +394,12 @@ fn quota_is_checked_at_begin_for_the_declared_length_and_again_at_finish() {
         DedupMode::Hash,
     );
     assert!(matches!(
-        store.user("ann").unwrap().finish(id),
-        Err(Error::QuotaExceeded { .. })
+        ann.finish(id),
+        Err(SessionError::Upload(UploadError::QuotaExceeded(_)))
     ));
-    assert!(store.user("ann").unwrap().upload_status(id).unwrap().complete);
-    assert_eq!(store.user("ann").unwrap().usage().unwrap().files, 1);
-    store.user("ann").unwrap().set_quota(Some(4 * BIG as u64)).unwrap();
+    assert!(ann.upload_status(id).unwrap().complete);
+    assert_eq!(ann.usage().unwrap().files, 1);
+    ann.set_quota(Some(4 * BIG as u64)).unwrap();
     finish_exact(&store, id, &video);
     assert_verified(&store);
 }
@@ -414,28 +408,22 @@ fn quota_is_checked_at_begin_for_the_declared_length_and_again_at_finish() {
 fn expired_sessions_are_unknown_and_gc_removes_them_and_their_staged_files() {
     let clock = ManualClock::new();
     let (_dir, store) = fresh_store(options_with_clock(&clock).upload_expiry(Duration::from_secs(3600)));
-    let album = store.user("ann").unwrap().ensure_album("Videos").unwrap();
+    let ann = store.user("ann").unwrap();
+    let album = ann.ensure_album("Videos").unwrap();
     let video = data(13, 2 * BIG);
     let idle = begin(&store, "ann", album, "idle.mp4", None, None);
     let busy = begin(&store, "ann", album, "busy.mp4", None, None);
-    store.user("ann").unwrap().append(idle, 0, &video[..BIG]).unwrap();
+    ann.append(idle, 0, &video[..BIG]).unwrap();
     clock.advance(Duration::from_secs(40 * 60));
     // An append renews the session's life.
-    store.user("ann").unwrap().append(busy, 0, &video[..BIG]).unwrap();
+    ann.append(busy, 0, &video[..BIG]).unwrap();
     clock.advance(Duration::from_secs(40 * 60));
     assert!(matches!(
-        store.user("ann").unwrap().append(idle, BIG as u64, &video[BIG..]),
-        Err(Error::UnknownUpload(_))
+        ann.append(idle, BIG as u64, &video[BIG..]),
+        Err(SessionError::UnknownUpload(_))
     ));
     assert_eq!(
-        store
-            .user("ann")
-            .unwrap()
-            .uploads()
-            .unwrap()
-            .iter()
-            .map(|s| s.id)
-            .collect::<Vec<_>>(),
+        ann.uploads().unwrap().iter().map(|s| s.id).collect::<Vec<_>>(),
         vec![busy]
     );
     assert!(staged(&store, idle).exists(), "gc, not the lookup, removes it");
@@ -444,26 +432,21 @@ fn expired_sessions_are_unknown_and_gc_removes_them_and_their_staged_files() {
     assert!(!staged(&store, idle).exists());
     assert!(staged(&store, busy).exists());
     send(&store, "ann", busy, &video, BIG);
-    store.user("ann").unwrap().finish(busy).unwrap();
+    ann.finish(busy).unwrap();
     assert_verified(&store);
 }
 
 #[test]
 fn abort_removes_the_session_and_its_staged_bytes() {
     let (_dir, store, album) = store_with_album("ann", "Videos");
+    let ann = store.user("ann").unwrap();
     let id = begin(&store, "ann", album, "VID.MP4", None, None);
-    store.user("ann").unwrap().append(id, 0, &data(14, BIG)).unwrap();
-    store.user("ann").unwrap().abort(id).unwrap();
+    ann.append(id, 0, &data(14, BIG)).unwrap();
+    ann.abort(id).unwrap();
     assert!(!staged(&store, id).exists());
-    assert!(matches!(
-        store.user("ann").unwrap().upload_status(id),
-        Err(Error::UnknownUpload(_))
-    ));
-    assert!(matches!(
-        store.user("ann").unwrap().abort(id),
-        Err(Error::UnknownUpload(_))
-    ));
-    assert!(store.user("ann").unwrap().files().unwrap().is_empty());
+    assert!(matches!(ann.upload_status(id), Err(SessionError::UnknownUpload(_))));
+    assert!(matches!(ann.abort(id), Err(SessionError::UnknownUpload(_))));
+    assert!(ann.files().unwrap().is_empty());
     assert_verified(&store);
 }
 
@@ -483,19 +466,19 @@ fn concurrent_requests_on_one_session_are_busy_never_interleaved() {
         std::thread::spawn(move || store.user("ann").unwrap().append(id, 0, &first))
     };
     fs.wait_until_sync_paused();
-    assert!(matches!(store.user("ann").unwrap().append(id, 0, &second), Err(Error::UploadBusy(b)) if b == id));
+    assert!(matches!(store.user("ann").unwrap().append(id, 0, &second), Err(SessionError::UploadBusy(b)) if b == id));
     assert!(matches!(
         store.user("ann").unwrap().finish(id),
-        Err(Error::UploadBusy(_))
+        Err(SessionError::UploadBusy(_))
     ));
     assert!(matches!(
         store.user("ann").unwrap().abort(id),
-        Err(Error::UploadBusy(_))
+        Err(SessionError::UploadBusy(_))
     ));
     // Another user learns nothing, not even that the session is busy.
     assert!(matches!(
         store.user("bob").unwrap().append(id, 0, &second),
-        Err(Error::UnknownUpload(_))
+        Err(SessionError::UnknownUpload(_))
     ));
     fs.release_sync();
     assert_eq!(writer.join().unwrap().unwrap(), BIG as u64);
@@ -508,43 +491,50 @@ fn concurrent_requests_on_one_session_are_busy_never_interleaved() {
 #[test]
 fn another_users_upload_id_is_unknown_to_them() {
     let (_dir, store, album) = store_with_album("ann", "Videos");
-    let bobs = store.user("bob").unwrap().ensure_album("Videos").unwrap();
+    let bob = store.user("bob").unwrap();
+    let ann = store.user("ann").unwrap();
+    let bobs = bob.ensure_album("Videos").unwrap();
     let id = begin(&store, "ann", album, "VID.MP4", None, None);
-    store.user("ann").unwrap().append(id, 0, &data(17, BIG)).unwrap();
-    let unknown = |r: Result<(), Error>| matches!(r, Err(Error::UnknownUpload(i)) if i == id);
-    assert!(unknown(store.user("bob").unwrap().upload_status(id).map(drop)));
-    assert!(unknown(
-        store.user("bob").unwrap().append(id, BIG as u64, b"x").map(drop)
-    ));
-    assert!(unknown(store.user("bob").unwrap().set_upload_length(id, 1)));
-    assert!(unknown(store.user("bob").unwrap().finish(id).map(drop)));
-    assert!(unknown(store.user("bob").unwrap().abort(id)));
+    ann.append(id, 0, &data(17, BIG)).unwrap();
+    let unknown = |r: Result<(), SessionError>| matches!(r, Err(SessionError::UnknownUpload(i)) if i == id);
+    assert!(unknown(bob.upload_status(id).map(drop)));
+    assert!(unknown(bob.append(id, BIG as u64, b"x").map(drop)));
+    assert!(unknown(bob.set_upload_length(id, 1)));
+    assert!(unknown(bob.finish(id).map(drop)));
+    assert!(unknown(bob.abort(id)));
     assert!(unknown(store.user("nobody").unwrap().upload_status(id).map(drop)));
-    assert!(store.user("bob").unwrap().uploads().unwrap().is_empty());
+    assert!(bob.uploads().unwrap().is_empty());
     // Bob's own sessions get ids of their own.
     assert_ne!(begin(&store, "bob", bobs, "VID.MP4", None, None), id);
-    assert_eq!(store.user("ann").unwrap().upload_status(id).unwrap().offset, BIG as u64);
+    assert_eq!(ann.upload_status(id).unwrap().offset, BIG as u64);
     assert_verified(&store);
 }
 
 #[test]
 fn client_metadata_beyond_the_bound_is_refused() {
     let (_dir, store, album) = store_with_album("ann", "Videos");
+    let ann = store.user("ann").unwrap();
     let huge = BTreeMap::from([("note".to_string(), "x".repeat(keepsake::MAX_UPLOAD_METADATA_BYTES))]);
-    let refused = store.user("ann").unwrap().begin_upload(SessionOptions {
+    let refused = ann.begin_upload(SessionOptions {
         metadata: huge,
         ..SessionOptions::new(album, "VID.MP4", DedupMode::Hash)
     });
-    assert!(matches!(refused, Err(Error::MetadataTooLarge { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(SessionError::MetadataTooLarge { .. })),
+        "{refused:?}"
+    );
     let many = (0..=keepsake::MAX_UPLOAD_METADATA_ENTRIES)
         .map(|i| (i.to_string(), String::new()))
         .collect();
-    let refused = store.user("ann").unwrap().begin_upload(SessionOptions {
+    let refused = ann.begin_upload(SessionOptions {
         metadata: many,
         ..SessionOptions::new(album, "VID.MP4", DedupMode::Hash)
     });
-    assert!(matches!(refused, Err(Error::MetadataTooLarge { .. })), "{refused:?}");
-    assert!(store.user("ann").unwrap().uploads().unwrap().is_empty());
+    assert!(
+        matches!(refused, Err(SessionError::MetadataTooLarge { .. })),
+        "{refused:?}"
+    );
+    assert!(ann.uploads().unwrap().is_empty());
 }
 
 /// A store in `dir`, closed with one session that has the first `BIG`

@@ -110,6 +110,14 @@ impl SegmentHeader {
     }
 
     /// Decodes and checks a segment header from the start of `b`.
+    ///
+    /// # Errors
+    ///
+    /// - [`FormatError::Truncated`] if `b` is shorter than a segment header.
+    /// - [`FormatError::BadMagic`] if it does not start with the segment magic.
+    /// - [`FormatError::BadChecksum`] if the header's checksum does not match.
+    /// - [`FormatError::UnsupportedVersion`] for a segment version this build
+    ///   does not read.
     pub fn decode(b: &[u8]) -> Result<Self, FormatError> {
         let b = b.get(..SEGMENT_HEADER_LEN).ok_or(FormatError::Truncated)?;
         if b[..8] != SEGMENT_MAGIC {
@@ -156,6 +164,12 @@ impl RecordHeader {
     }
 
     /// Decodes and checks a record header from the start of `b`.
+    ///
+    /// # Errors
+    ///
+    /// - [`FormatError::Truncated`] if `b` is shorter than a record header.
+    /// - [`FormatError::BadMagic`] if it does not start with the record magic.
+    /// - [`FormatError::BadChecksum`] if the header's checksum does not match.
     pub fn decode(b: &[u8]) -> Result<Self, FormatError> {
         let b = b.get(..RECORD_HEADER_LEN).ok_or(FormatError::Truncated)?;
         if b[..4] != RECORD_MAGIC {

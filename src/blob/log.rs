@@ -10,7 +10,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
 use super::format::{RecordHeader, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
-use crate::error::{Error, Result};
+use crate::error::{Fault, Result};
 use crate::fs::{Fs, FsFile};
 use crate::hash::{read_full, ContentHash, Hasher};
 use crate::health::Health;
@@ -67,7 +67,7 @@ pub(crate) enum RecordData<'a> {
     Verified(&'a [u8]),
     /// A source that may have changed since the caller hashed it (a user's
     /// file, a staged stream): re-hashed as it is written, and the record
-    /// rolled back with [`Error::ContentChanged`] if it differs.
+    /// rolled back with [`Fault::ContentChanged`] if it differs.
     Stream { reader: &'a mut dyn Read, length: u64 },
 }
 
@@ -170,20 +170,20 @@ impl BlobLog {
         health: Arc<Health>,
     ) -> Result<(BlobLog, Recovery)> {
         fs.create_dir_all(&dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            .map_err(|e| Fault::io(format!("creating {}", dir.display()), e))?;
         // Syncing this directory makes the names of the segments in it
         // durable, not its own name in its parent: without this, a power cut
         // after the first commit to a new store could lose the directory and
         // every segment in it.
         if let Some(parent) = dir.parent() {
             fs.sync_dir(parent)
-                .map_err(|e| Error::io(format!("syncing {}", parent.display()), e))?;
+                .map_err(|e| Fault::io(format!("syncing {}", parent.display()), e))?;
         }
         let mut recovery = Recovery::default();
         let mut on_disk = BTreeMap::new();
         for name in fs
             .list(&dir)
-            .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?
+            .map_err(|e| Fault::io(format!("listing {}", dir.display()), e))?
         {
             if let Some(id) = parse_segment_name(&name) {
                 on_disk.insert(id, ());
@@ -194,7 +194,7 @@ impl BlobLog {
             if !committed.contains_key(&id) {
                 let path = dir.join(segment_name(id));
                 fs.remove_file(&path)
-                    .map_err(|e| Error::io(format!("removing orphan {}", path.display()), e))?;
+                    .map_err(|e| Fault::io(format!("removing orphan {}", path.display()), e))?;
                 recovery
                     .notes
                     .push(format!("removed segment {id}: no committed record refers to it"));
@@ -203,7 +203,7 @@ impl BlobLog {
         }
         if removed_any {
             fs.sync_dir(&dir)
-                .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))?;
+                .map_err(|e| Fault::io(format!("syncing {}", dir.display()), e))?;
         }
         for (&id, &len) in committed {
             let path = dir.join(segment_name(id));
@@ -214,14 +214,14 @@ impl BlobLog {
             }
             let file = fs
                 .open(&path)
-                .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+                .map_err(|e| Fault::io(format!("opening {}", path.display()), e))?;
             let actual = file
                 .len()
-                .map_err(|e| Error::io(format!("reading length of {}", path.display()), e))?;
+                .map_err(|e| Fault::io(format!("reading length of {}", path.display()), e))?;
             if actual > len {
                 file.set_len(len)
                     .and_then(|()| file.sync_data())
-                    .map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
+                    .map_err(|e| Fault::io(format!("truncating {}", path.display()), e))?;
                 recovery
                     .notes
                     .push(format!("segment {id}: dropped {} uncommitted bytes", actual - len));
@@ -253,7 +253,7 @@ impl BlobLog {
                 let file: Arc<dyn FsFile> = Arc::from(
                     log.fs
                         .open(&path)
-                        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?,
+                        .map_err(|e| Fault::io(format!("opening {}", path.display()), e))?,
                 );
                 let mut head = [0u8; SEGMENT_HEADER_LEN];
                 let header_ok =
@@ -296,7 +296,7 @@ impl BlobLog {
             if old.synced < old.len {
                 if let Err(e) = old.file.sync_data() {
                     self.health.poison(format!("fsync of segment {} failed: {e}", old.id));
-                    return Err(Error::io(format!("syncing segment {}", old.id), e));
+                    return Err(Fault::io(format!("syncing segment {}", old.id), e));
                 }
             }
         }
@@ -310,7 +310,7 @@ impl BlobLog {
         let file: Arc<dyn FsFile> = Arc::from(
             self.fs
                 .create(&path)
-                .map_err(|e| Error::io(format!("creating {}", path.display()), e))?,
+                .map_err(|e| Fault::io(format!("creating {}", path.display()), e))?,
         );
         let durable = file
             .write_all_at(0, &SegmentHeader { id }.encode())
@@ -320,7 +320,7 @@ impl BlobLog {
             // The file holds nothing committed; recovery removes it if this
             // removal does not happen.
             let _ = self.fs.remove_file(&path);
-            return Err(Error::io(format!("creating segment {}", path.display()), e));
+            return Err(Fault::io(format!("creating segment {}", path.display()), e));
         }
         *active = Some(Active {
             id,
@@ -410,7 +410,7 @@ impl BlobLog {
         };
         if let Err(e) = file.sync_data() {
             self.health.poison(format!("fsync of segment {segment} failed: {e}"));
-            return Err(Error::io(format!("syncing segment {segment}"), e));
+            return Err(Fault::io(format!("syncing segment {segment}"), e));
         }
         if let Some(a) = self.active.lock().as_mut().filter(|a| a.id == segment) {
             a.synced = a.synced.max(target);
@@ -425,8 +425,8 @@ impl BlobLog {
     pub(crate) fn read(&self, loc: Location, hash: ContentHash) -> Result<Bytes> {
         let view = self
             .view(loc.segment, loc.end())
-            .map_err(|detail| Error::Integrity { hash, detail })?;
-        let integrity = |detail: String| Error::Integrity { hash, detail };
+            .map_err(|detail| Fault::Integrity { hash, detail })?;
+        let integrity = |detail: String| Fault::Integrity { hash, detail };
         let start = loc.offset as usize;
         let header = RecordHeader::decode(&view[start..])
             .map_err(|e| integrity(format!("record header in segment {}: {e}", loc.segment)))?;
@@ -486,7 +486,7 @@ impl BlobLog {
         self.fs
             .remove_file(&path)
             .and_then(|()| self.fs.sync_dir(&self.dir))
-            .map_err(|e| Error::io(format!("removing {}", path.display()), e))
+            .map_err(|e| Fault::io(format!("removing {}", path.display()), e))
     }
 
     /// Length of a segment file on disk (for statistics and verification).
@@ -502,7 +502,7 @@ fn write_record(file: &dyn FsFile, loc: Location, hash: ContentHash, data: Recor
         length: loc.length,
         hash,
     };
-    let io = |e| Error::io(format!("writing segment {}", loc.segment), e);
+    let io = |e| Fault::io(format!("writing segment {}", loc.segment), e);
     file.write_all_at(loc.offset, &header.encode()).map_err(io)?;
     let mut at = loc.offset + RECORD_HEADER_LEN as u64;
     let source = match data {
@@ -514,9 +514,9 @@ fn write_record(file: &dyn FsFile, loc: Location, hash: ContentHash, data: Recor
     let mut remaining = loc.length;
     while remaining > 0 {
         let want = buf.len().min(remaining as usize);
-        let n = read_full(source, &mut buf[..want]).map_err(|e| Error::io(format!("reading {what}"), e))?;
+        let n = read_full(source, &mut buf[..want]).map_err(|e| Fault::io(format!("reading {what}"), e))?;
         if n < want {
-            return Err(Error::ContentChanged(what.to_string()));
+            return Err(Fault::ContentChanged(what.to_string()));
         }
         hasher.update(&buf[..n]);
         file.write_all_at(at, &buf[..n]).map_err(io)?;
@@ -524,9 +524,9 @@ fn write_record(file: &dyn FsFile, loc: Location, hash: ContentHash, data: Recor
         remaining -= n as u64;
     }
     let mut probe = [0u8; 1];
-    let grew = read_full(source, &mut probe).map_err(|e| Error::io(format!("reading {what}"), e))? > 0;
+    let grew = read_full(source, &mut probe).map_err(|e| Fault::io(format!("reading {what}"), e))? > 0;
     if grew || hasher.finalize() != hash {
-        return Err(Error::ContentChanged(what.to_string()));
+        return Err(Fault::ContentChanged(what.to_string()));
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use keepsake::{AlbumId, Content, DedupMode, ReadOnlyStore, Upload, UploadReport,
 use serde::Serialize;
 
 use super::output::{bytes, Output};
+use super::Failure;
 
 /// A batch is committed (one segment sync, one metadata sync) once it holds
 /// this many files or bytes; each file's line is printed after its batch.
@@ -120,13 +121,7 @@ pub(crate) fn scan(paths: &[PathBuf]) -> Scan {
 /// a file that is new, changed or gone, a walk error, an album that does
 /// not exist yet, a store in use or absent. [`run`] finds those again and
 /// reports them.
-pub(crate) fn run_unchanged(
-    dir: &Path,
-    user: &str,
-    album: &str,
-    scan: &Scan,
-    out: &Output,
-) -> Result<bool, keepsake::Error> {
+pub(crate) fn run_unchanged(dir: &Path, user: &str, album: &str, scan: &Scan, out: &Output) -> Result<bool, Failure> {
     let Ok(Some(store)) = ReadOnlyStore::open(dir) else {
         return Ok(false);
     };
@@ -176,7 +171,7 @@ pub(crate) fn run(
     mode: DedupMode,
     rehash: bool,
     out: &Output,
-) -> Result<Summary, keepsake::Error> {
+) -> Result<Summary, Failure> {
     let Scan {
         roots: paths,
         start: scan_start,
@@ -276,7 +271,7 @@ pub(crate) fn run(
     Ok(summary)
 }
 
-fn show_summary(summary: &Summary, out: &Output) -> Result<(), keepsake::Error> {
+fn show_summary(summary: &Summary, out: &Output) -> Result<(), Failure> {
     out.show(summary, || {
         format!(
             "{} files: {} stored, {} linked, {} skipped, {} errors; {} written, {} deduplicated",
@@ -288,11 +283,8 @@ fn show_summary(summary: &Summary, out: &Output) -> Result<(), keepsake::Error> 
             bytes(summary.bytes_written),
             bytes(summary.bytes_deduplicated)
         )
-    })
-    .map_err(|e| keepsake::Error::Io {
-        context: "writing output".into(),
-        source: e,
-    })
+    })?;
+    Ok(())
 }
 
 fn print_file(summary: &mut Summary, path: &Path, r: &UploadReport, unchanged: bool, out: &Output, bar: &ProgressBar) {

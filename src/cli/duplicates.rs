@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::ops::ControlFlow;
 
-use keepsake::{AlbumId, DuplicateGroup, Error, FileId, MergeReport, User};
+use keepsake::{AlbumId, DuplicateGroup, FileId, LibraryError, MergeReport, StorageError, User};
 use serde::Serialize;
 
 use super::output::{bytes, Output};
@@ -22,11 +22,11 @@ pub(crate) enum Keep {
     Name(String),
 }
 
-fn output_error(e: io::Error) -> Error {
-    Error::Io {
+fn output_error(e: io::Error) -> LibraryError {
+    LibraryError::Storage(StorageError::Io {
         context: "writing output".into(),
         source: e,
-    }
+    })
 }
 
 /// Album names by id: albums are few next to files, so one listing serves
@@ -34,7 +34,7 @@ fn output_error(e: io::Error) -> Error {
 struct AlbumNames(HashMap<AlbumId, String>);
 
 impl AlbumNames {
-    fn load(user: &User) -> keepsake::Result<Self> {
+    fn load(user: &User) -> Result<Self, LibraryError> {
         Ok(AlbumNames(user.albums()?.into_iter().map(|a| (a.id, a.name)).collect()))
     }
 

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use keepsake::{
-    AlbumDeletion, AlbumId, AlbumInfo, DedupMode, Error, FileId, FileInfo, OpenError, Problem, Store, User,
+    AlbumDeletion, AlbumId, AlbumInfo, DedupMode, FileId, FileInfo, LibraryError, NameError, OpenError, Problem,
+    ReadError, SessionError, StorageError, Store, UploadError, User,
 };
 use serde::Serialize;
 
@@ -22,7 +23,11 @@ use output::{bytes, Output};
 /// Why a command failed, with the exit status it maps to.
 enum Failure {
     Open(OpenError),
-    Store(Error),
+    /// An operation failed: its message, and the status its kind maps to.
+    Store {
+        message: String,
+        status: u8,
+    },
     Usage(String),
     /// The store does not exist.
     Missing(String),
@@ -30,30 +35,98 @@ enum Failure {
     Status(u8),
 }
 
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        Failure::Store(e)
+/// The exit status of each kind of failure (README, "Exit statuses"): 2 bad
+/// input, 3 no such thing, 4 quota, 6 integrity, 1 anything else.
+trait ExitStatus: std::fmt::Display {
+    fn exit_status(&self) -> u8;
+}
+
+impl ExitStatus for NameError {
+    fn exit_status(&self) -> u8 {
+        2
     }
 }
+
+impl ExitStatus for UploadError {
+    fn exit_status(&self) -> u8 {
+        match self {
+            UploadError::InvalidName(_) | UploadError::HashMismatch(_) => 2,
+            UploadError::UnknownAlbum(_) => 3,
+            UploadError::QuotaExceeded(_) => 4,
+            _ => 1,
+        }
+    }
+}
+
+impl ExitStatus for SessionError {
+    fn exit_status(&self) -> u8 {
+        match self {
+            SessionError::Upload(e) => e.exit_status(),
+            SessionError::UnknownUpload(_) => 3,
+            _ => 1,
+        }
+    }
+}
+
+impl ExitStatus for LibraryError {
+    fn exit_status(&self) -> u8 {
+        match self {
+            LibraryError::InvalidName(_) | LibraryError::AlbumExists(_) => 2,
+            LibraryError::UnknownFile(_)
+            | LibraryError::UnknownAlbum(_)
+            | LibraryError::NotTrashed(_)
+            | LibraryError::NotInAlbum { .. }
+            | LibraryError::FileTrashed(_)
+            | LibraryError::NoSuchContent(_)
+            | LibraryError::NotADuplicate { .. } => 3,
+            _ => 1,
+        }
+    }
+}
+
+impl ExitStatus for ReadError {
+    fn exit_status(&self) -> u8 {
+        match self {
+            ReadError::UnknownFile(_) => 3,
+            ReadError::Integrity { .. } => 6,
+            _ => 1,
+        }
+    }
+}
+
+impl ExitStatus for StorageError {
+    fn exit_status(&self) -> u8 {
+        1
+    }
+}
+
+macro_rules! failure_from {
+    ($($family:ty),*) => {$(
+        impl From<$family> for Failure {
+            fn from(e: $family) -> Self {
+                Failure::Store {
+                    message: e.to_string(),
+                    status: e.exit_status(),
+                }
+            }
+        }
+    )*};
+}
+failure_from!(
+    NameError,
+    UploadError,
+    SessionError,
+    LibraryError,
+    ReadError,
+    StorageError
+);
 
 impl From<io::Error> for Failure {
     fn from(e: io::Error) -> Self {
-        Failure::Store(Error::Io {
-            context: "writing output".into(),
-            source: e,
-        })
-    }
-}
-
-fn exit_status(e: &Error) -> u8 {
-    match e {
-        Error::InvalidName { .. } | Error::AlbumExists(_) | Error::HashMismatch { .. } => 2,
-        Error::UnknownFile(_) | Error::UnknownAlbum(_) | Error::NotTrashed(_) | Error::NotInAlbum { .. } => 3,
-        Error::FileTrashed(_) | Error::NoSuchContent(_) | Error::NotADuplicate { .. } => 3,
-        Error::UnknownUpload(_) => 3,
-        Error::QuotaExceeded { .. } => 4,
-        Error::Integrity { .. } => 6,
-        _ => 1,
+        Failure::Store {
+            message: format!("writing output: {e}"),
+            status: 1,
+        }
     }
 }
 
@@ -68,7 +141,7 @@ pub(crate) fn main() -> ExitCode {
                     let code = if matches!(e, OpenError::InUse { .. }) { 5 } else { 1 };
                     (Some(e.to_string()), code)
                 }
-                Failure::Store(e) => (Some(e.to_string()), exit_status(&e)),
+                Failure::Store { message, status } => (Some(message), status),
                 Failure::Usage(m) => (Some(m), 2),
                 Failure::Missing(m) => (Some(m), 3),
                 Failure::Status(code) => (None, code),
@@ -89,7 +162,7 @@ fn store_dir(given: Option<PathBuf>) -> Result<PathBuf, Failure> {
 
 fn album_by_name(user: &User, name: &str) -> Result<AlbumInfo, Failure> {
     user.find_album(name)?
-        .ok_or_else(|| Failure::Store(Error::UnknownAlbum(name.to_string())))
+        .ok_or_else(|| LibraryError::UnknownAlbum(name.to_string()).into())
 }
 
 /// A file as `ls` and `trash` print it, with album names.
@@ -142,7 +215,7 @@ fn each_file(
     out: &Output,
     verb: &str,
     ids: &[u64],
-    mut op: impl FnMut(FileId) -> keepsake::Result<()>,
+    mut op: impl FnMut(FileId) -> Result<(), LibraryError>,
 ) -> Result<(), Failure> {
     let mut done = Vec::new();
     for &id in ids {
@@ -519,10 +592,10 @@ fn get(user: &User, file: FileId, output: Option<&Path>) -> Result<(), Failure> 
                 .and_then(|()| std::fs::rename(&tmp, path));
             if let Err(e) = written {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(Failure::Store(Error::Io {
-                    context: format!("writing {}", path.display()),
-                    source: e,
-                }));
+                return Err(Failure::Store {
+                    message: format!("writing {}: {e}", path.display()),
+                    status: 1,
+                });
             }
         }
     }

@@ -35,7 +35,7 @@ use rocksdb::{
     WriteOptions, DB,
 };
 
-use crate::error::{Error, OpenError, Result};
+use crate::error::{Fault, OpenError, Result};
 use records::Record;
 
 /// The column families. The discriminant order is also the order of writes
@@ -187,7 +187,7 @@ impl Meta {
     /// Refuses a format this build does not know. New metadata gets this
     /// build's version, unless it is opened read-only: then it is refused.
     fn check_format(&self, path: &Path, access: Access) -> Result<(), OpenError> {
-        let corrupt = |e: Error| OpenError::Corrupt(e.to_string());
+        let corrupt = |e: Fault| OpenError::Corrupt(e.to_string());
         match self.get::<u64>(Cf::Meta, keys::FORMAT).map_err(corrupt)? {
             Some(FORMAT_VERSION) => Ok(()),
             Some(found) => Err(OpenError::UnsupportedFormat {
@@ -297,7 +297,7 @@ impl Meta {
 }
 
 pub(crate) fn decode<R: Record>(v: &[u8]) -> Result<R> {
-    R::decode(v).map_err(|e| Error::Corrupt(e.to_string()))
+    R::decode(v).map_err(|e| Fault::Corrupt(e.to_string()))
 }
 
 /// Reads of the metadata as it was at one instant.

@@ -13,7 +13,7 @@ use std::io::ErrorKind;
 use std::path::PathBuf;
 
 use super::{staging, Inner};
-use crate::error::{Error, Result};
+use crate::error::{Fault, Result};
 use crate::meta::txn::Txn;
 
 /// Files to remove once a commit is durable.
@@ -51,7 +51,7 @@ impl Inner {
     /// # Errors
     ///
     /// What `work` or the commit returns (nothing is removed then), or the
-    /// first failed removal ([`Error::Io`]; the commit stands, and the file
+    /// first failed removal ([`Fault::Io`]; the commit stands, and the file
     /// is removed at the next open).
     pub(crate) fn commit_then_delete<R, F>(&self, work: F) -> Result<R>
     where
@@ -73,7 +73,7 @@ impl Inner {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] for the first removal that failed.
+    /// [`Fault::Io`] for the first removal that failed.
     pub(crate) fn delete(&self, set: DeleteSet) -> Result<()> {
         let mut first = Ok(());
         let mut keep = |r: Result<()>| {
@@ -92,7 +92,7 @@ impl Inner {
         for path in sessions.chain(set.streams) {
             match fs.remove_file(&path) {
                 Err(e) if e.kind() != ErrorKind::NotFound => {
-                    keep(Err(Error::io(format!("removing {}", path.display()), e)))
+                    keep(Err(Fault::io(format!("removing {}", path.display()), e)))
                 }
                 _ => {}
             }

@@ -39,7 +39,7 @@ use super::pipeline::{ordered_map, BufferPool};
 use super::rules::{apply, Applied, NewCopy, Pending};
 use super::{staging, Content, DedupMode, Inner, Upload, UploadReport, User};
 use crate::blob::{Pin, RecordData, Written};
-use crate::error::{Error, Result};
+use crate::error::{Fault, HashMismatch, Result, UploadError};
 use crate::fs::FsFile;
 use crate::hash::{read_full, ContentHash, Hasher, HASH_CHUNK};
 use crate::ids::AlbumId;
@@ -134,8 +134,8 @@ impl Inner {
             }),
             Content::Path(p) => {
                 let what = p.display().to_string();
-                let read = |e| Error::io(format!("reading {what}"), e);
-                let mut f = std::fs::File::open(&p).map_err(|e| Error::io(format!("opening {what}"), e))?;
+                let read = |e| Fault::io(format!("reading {what}"), e);
+                let mut f = std::fs::File::open(&p).map_err(|e| Fault::io(format!("opening {what}"), e))?;
                 let before = f.metadata().map_err(read)?;
                 if before.len() <= READ_WHOLE as u64 {
                     // Read once, so what is stored is what was hashed; but a
@@ -149,7 +149,7 @@ impl Inner {
                         (Ok(_), Ok(after)) if undisturbed(&before, &after, data.len()) => {
                             Ok(ContentHash::of_on_this_thread(&data))
                         }
-                        (Ok(_), Ok(_)) => Err(Error::ContentChanged(what.clone())),
+                        (Ok(_), Ok(_)) => Err(Fault::ContentChanged(what.clone())),
                         (Err(e), _) | (_, Err(e)) => Err(read(e)),
                     };
                     return match checked {
@@ -175,7 +175,7 @@ impl Inner {
             }
             Content::Reader(mut r) => {
                 let mut head = vec![0u8; IN_MEMORY_STREAM + 1];
-                let n = read_full(&mut r, &mut head).map_err(|e| Error::io(format!("reading {name}"), e))?;
+                let n = read_full(&mut r, &mut head).map_err(|e| Fault::io(format!("reading {name}"), e))?;
                 if n <= IN_MEMORY_STREAM {
                     head.truncate(n);
                     return self.prepare(Content::Bytes(head.into()), name, buffers);
@@ -189,7 +189,7 @@ impl Inner {
     fn stage(&self, head: &[u8], rest: &mut dyn Read, name: &str) -> Result<Prepared> {
         let fs = &*self.options.fs;
         let path = staging::new_stream_path(&self.root);
-        let io = |e| Error::io(format!("staging {name}"), e);
+        let io = |e| Fault::io(format!("staging {name}"), e);
         let file = fs.create(&path).map_err(io)?;
         let mut hasher = Hasher::new();
         let mut at = 0u64;
@@ -203,7 +203,7 @@ impl Inner {
             put(head, &mut hasher)?;
             let mut buf = vec![0u8; HASH_CHUNK];
             loop {
-                let n = read_full(rest, &mut buf).map_err(|e| Error::io(format!("reading {name}"), e))?;
+                let n = read_full(rest, &mut buf).map_err(|e| Fault::io(format!("reading {name}"), e))?;
                 if n == 0 {
                     return Ok(());
                 }
@@ -288,7 +288,7 @@ impl Inner {
             Source::Memory(b) => return self.append_verified(p, b),
             Source::Read { data, .. } => return self.append_verified(p, data),
             Source::File(path) => {
-                Box::new(std::fs::File::open(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?)
+                Box::new(std::fs::File::open(path).map_err(|e| Fault::io(format!("reading {}", path.display()), e))?)
             }
             Source::Staged(_, f) | Source::Session(f) => Box::new(StagedReader {
                 file: &**f,
@@ -300,9 +300,9 @@ impl Inner {
             let mut data = Vec::with_capacity(p.size as usize);
             reader
                 .read_to_end(&mut data)
-                .map_err(|e| Error::io(format!("reading {}", p.what), e))?;
+                .map_err(|e| Fault::io(format!("reading {}", p.what), e))?;
             if data.len() as u64 != p.size || ContentHash::of(&data) != p.hash {
-                return Err(Error::ContentChanged(p.what.clone()));
+                return Err(Fault::ContentChanged(p.what.clone()));
             }
             return Ok((NewCopy::Inline(data), None));
         }
@@ -320,7 +320,32 @@ impl User {
     /// rules of `mode`. Returns once the outcome is durable.
     ///
     /// The album must exist (see [`User::ensure_album`]).
-    pub fn upload(&self, album: AlbumId, name: &str, content: Content, mode: DedupMode) -> Result<UploadReport> {
+    ///
+    /// # Errors
+    ///
+    /// - [`UploadError::InvalidName`] if `name` is not an acceptable file name
+    ///   ([`NameError`](crate::NameError) says why).
+    /// - [`UploadError::UnknownAlbum`] if the user has no such album (another user's
+    ///   album id is unknown too).
+    /// - [`UploadError::QuotaExceeded`] if storing the content would take the user past
+    ///   their quota (content the user already holds charges nothing).
+    /// - [`UploadError::ContentChanged`] if a [`Content::Path`] file changed while it
+    ///   was read: its size or modification time moved, or its bytes differ between
+    ///   the hashing pass and the writing pass.
+    /// - [`UploadError::Storage`] if reading the content fails
+    ///   ([`StorageError::Io`](crate::StorageError::Io)), the disk or the metadata
+    ///   database fails, the store refuses writes after a failed sync
+    ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)), or the upload
+    ///   lost a race with `gc` three times
+    ///   ([`StorageError::Contended`](crate::StorageError::Contended); trying again is
+    ///   safe).
+    pub fn upload(
+        &self,
+        album: AlbumId,
+        name: &str,
+        content: Content,
+        mode: DedupMode,
+    ) -> Result<UploadReport, UploadError> {
         self.upload_batch(vec![Upload::new(album, name, content, mode)])
             .pop()
             .expect("one result per upload")
@@ -332,6 +357,33 @@ impl User {
     /// (a quota overflow in the middle of a batch fails only the uploads past
     /// the limit). Duplicates within the batch are caught: the second of two
     /// identical uploads is `Skipped` or `Linked` against the first.
+    ///
+    /// # Errors
+    ///
+    /// Each upload's result has its own error, one of:
+    ///
+    /// - [`UploadError::InvalidName`] if its name is not an acceptable file name
+    ///   ([`NameError`](crate::NameError) says why).
+    /// - [`UploadError::UnknownAlbum`] if the user has no such album (another user's
+    ///   album id is unknown too).
+    /// - [`UploadError::QuotaExceeded`] if storing the content would take the user past
+    ///   their quota (content the user already holds charges nothing).
+    /// - [`UploadError::HashMismatch`] if the content does not hash to the one declared
+    ///   with [`Upload::expect_hash`].
+    /// - [`UploadError::ContentChanged`] if a [`Content::Path`] file changed while it
+    ///   was read: its size or modification time moved, or its bytes differ between
+    ///   the hashing pass and the writing pass.
+    /// - [`UploadError::Storage`] if reading the content fails
+    ///   ([`StorageError::Io`](crate::StorageError::Io)), the disk or the metadata
+    ///   database fails, the store refuses writes after a failed sync
+    ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)), or the upload
+    ///   lost a race with `gc` three times
+    ///   ([`StorageError::Contended`](crate::StorageError::Contended); trying again is
+    ///   safe).
+    ///
+    /// A failed sync of the batch's bytes fails every upload still waiting for
+    /// its commit, with [`StorageError::Poisoned`](crate::StorageError::Poisoned):
+    /// none of them is acknowledged.
     ///
     /// ```
     /// use keepsake::{Content, DedupMode, Outcome, Store, Upload};
@@ -346,7 +398,7 @@ impl User {
     /// assert_eq!(results[0].as_ref().unwrap().outcome, Outcome::Stored);
     /// assert_eq!(results[1].as_ref().unwrap().outcome, Outcome::Skipped);
     /// ```
-    pub fn upload_batch(&self, uploads: Vec<Upload>) -> Vec<Result<UploadReport>> {
+    pub fn upload_batch(&self, uploads: Vec<Upload>) -> Vec<Result<UploadReport, UploadError>> {
         let (inner, user) = (self.inner(), self.name());
         let count = uploads.len();
         let buffers = &BufferPool::default();
@@ -355,7 +407,7 @@ impl User {
                 .into_iter()
                 .enumerate()
                 .map(|(i, up)| (i, inner.hash_upload(up, buffers)));
-            return inner.store_prepared(user, count, hashed, buffers, None);
+            return narrow(inner.store_prepared(user, count, hashed, buffers, None));
         }
         // Reading and hashing on every core, one upload per worker: a
         // single reader's copies out of the page cache would not overlap
@@ -366,9 +418,14 @@ impl User {
             workers,
             READ_AHEAD,
             |up| inner.hash_upload(up, buffers),
-            |hashed| inner.store_prepared(user, count, hashed, buffers, None),
+            |hashed| narrow(inner.store_prepared(user, count, hashed, buffers, None)),
         )
     }
+}
+
+/// Each upload's result as its caller sees it.
+fn narrow(results: Vec<Result<UploadReport>>) -> Vec<Result<UploadReport, UploadError>> {
+    results.into_iter().map(|r| r.map_err(UploadError::from)).collect()
 }
 
 impl Inner {
@@ -382,10 +439,10 @@ impl Inner {
         match up.expected {
             Some(expected) if expected != p.hash => {
                 self.discard([&p]);
-                Err(Error::HashMismatch {
+                Err(Fault::HashMismatch(HashMismatch {
                     expected,
                     actual: p.hash,
-                })
+                }))
             }
             _ => Ok((up, p)),
         }
@@ -541,7 +598,7 @@ impl Inner {
                 // fails, none is acknowledged.
                 let msg = e.to_string();
                 for p in &pending {
-                    results[prepared[p.index].0] = Some(Err(Error::Poisoned(msg.clone())));
+                    results[prepared[p.index].0] = Some(Err(Fault::Poisoned(msg.clone())));
                 }
                 todo.clear();
                 break;
@@ -585,14 +642,14 @@ impl Inner {
                 Err(e) => {
                     let msg = e.to_string();
                     for (i, _, _) in &prepared {
-                        results[*i].get_or_insert_with(|| Err(Error::Database(msg.clone())));
+                        results[*i].get_or_insert_with(|| Err(Fault::Database(msg.clone())));
                     }
                 }
             }
         }
         for k in todo {
-            results[prepared[k].0] = Some(Err(Error::Database(
-                "the blob was collected concurrently three times; try again".into(),
+            results[prepared[k].0] = Some(Err(Fault::Contended(
+                "the blob this upload relied on was collected by a concurrent gc three times".into(),
             )));
         }
         drop(pins);
@@ -660,10 +717,10 @@ mod tests {
         let inner = &store.inner;
         let prepared = hashed_path(inner, &file);
         std::fs::write(&file, vec![6u8; 100_000]).unwrap();
-        assert!(matches!(inner.write_copy(&prepared), Err(Error::ContentChanged(_))));
+        assert!(matches!(inner.write_copy(&prepared), Err(Fault::ContentChanged(_))));
         // Same length but grown: also refused.
         std::fs::write(&file, vec![5u8; 100_001]).unwrap();
-        assert!(matches!(inner.write_copy(&prepared), Err(Error::ContentChanged(_))));
+        assert!(matches!(inner.write_copy(&prepared), Err(Fault::ContentChanged(_))));
         // Nothing of either attempt is left: the next record starts where the
         // first would have.
         std::fs::write(&file, vec![5u8; 100_000]).unwrap();
@@ -678,7 +735,7 @@ mod tests {
         let (_dir, store, file) = setup();
         let prepared = hashed_path(&store.inner, &file);
         std::fs::remove_file(&file).unwrap();
-        assert!(matches!(store.inner.write_copy(&prepared), Err(Error::Io { .. })));
+        assert!(matches!(store.inner.write_copy(&prepared), Err(Fault::Io { .. })));
         let album = store.user("u").unwrap().ensure_album("A").unwrap();
         assert!(store
             .user("u")

@@ -13,7 +13,7 @@
 //! the library, the trash, sessions, maintenance) are built on it, never the
 //! other way round.
 
-use crate::error::{Error, Result};
+use crate::error::{Fault, QuotaExceeded, Result};
 use crate::hash::ContentHash;
 use crate::ids::{AlbumId, FileId};
 use crate::meta::keys;
@@ -56,7 +56,7 @@ pub(crate) fn ensure_user(txn: &mut Txn<'_>, user: &str) -> Result<u64> {
 
 pub(crate) fn load_user(txn: &Txn<'_>, uid: u64) -> Result<UserRecord> {
     txn.get(Cf::Users, &keys::u64_key(uid))?
-        .ok_or_else(|| Error::Corrupt(format!("user {uid} has a name but no record")))
+        .ok_or_else(|| Fault::Corrupt(format!("user {uid} has a name but no record")))
 }
 
 pub(crate) fn save_user(txn: &mut Txn<'_>, uid: u64, rec: &UserRecord) {
@@ -69,11 +69,11 @@ pub(crate) fn save_user(txn: &mut Txn<'_>, uid: u64, rec: &UserRecord) {
 /// current usage.
 pub(crate) fn check_quota(user: &UserRecord, charged: u64) -> Result<()> {
     match user.limit {
-        Some(limit) if charged > 0 && user.unique_bytes + charged > limit => Err(Error::QuotaExceeded {
+        Some(limit) if charged > 0 && user.unique_bytes + charged > limit => Err(Fault::QuotaExceeded(QuotaExceeded {
             limit,
             used: user.unique_bytes,
             needed: charged,
-        }),
+        })),
         _ => Ok(()),
     }
 }
@@ -102,7 +102,7 @@ pub(crate) fn adjust_user_blob(
     let before: UserBlobRecord = txn.get(Cf::UserBlobs, &key)?.unwrap_or_default();
     let apply = |v: u64, d: i64| {
         v.checked_add_signed(d)
-            .ok_or_else(|| Error::Corrupt(format!("reference count of {hash} for user {uid} would go negative")))
+            .ok_or_else(|| Fault::Corrupt(format!("reference count of {hash} for user {uid} would go negative")))
     };
     let after = UserBlobRecord {
         refs: apply(before.refs, d_refs)?,
@@ -141,11 +141,11 @@ pub(crate) fn adjust_blob_refs(txn: &mut Txn<'_>, hash: &ContentHash, delta: i64
     let key = hash.as_bytes().to_vec();
     let mut blob: BlobRecord = txn
         .get(Cf::Blobs, &key)?
-        .ok_or_else(|| Error::Corrupt(format!("a file references blob {hash}, which has no record")))?;
+        .ok_or_else(|| Fault::Corrupt(format!("a file references blob {hash}, which has no record")))?;
     let before = blob.refs;
     blob.refs = before
         .checked_add_signed(delta)
-        .ok_or_else(|| Error::Corrupt(format!("reference count of blob {hash} would go negative")))?;
+        .ok_or_else(|| Fault::Corrupt(format!("reference count of blob {hash} would go negative")))?;
     if before > 0 && blob.refs == 0 {
         txn.put(Cf::Gc, key.clone(), &now_ms);
     } else if before == 0 && blob.refs > 0 {
@@ -234,7 +234,7 @@ pub(crate) fn add_member(txn: &mut Txn<'_>, uid: u64, album: u64, fid: u64, file
     if txn.exists(Cf::Members, &mkey)? {
         return Ok(false);
     }
-    let mut rec = load_album(txn, uid, album)?.ok_or_else(|| Error::UnknownAlbum(album.to_string()))?;
+    let mut rec = load_album(txn, uid, album)?.ok_or_else(|| Fault::UnknownAlbum(album.to_string()))?;
     rec.files += 1;
     rec.bytes += file.size;
     txn.put(Cf::Albums, keys::album(uid, album), &rec);
@@ -261,9 +261,9 @@ pub(crate) fn remove_member(txn: &mut Txn<'_>, uid: u64, album: u64, fid: u64, s
     Ok(true)
 }
 
-/// The user's album `album`, or [`Error::UnknownAlbum`].
+/// The user's album `album`, or [`Fault::UnknownAlbum`].
 pub(crate) fn require_album(txn: &Txn<'_>, uid: u64, album: AlbumId) -> Result<AlbumRecord> {
-    load_album(txn, uid, album.0)?.ok_or_else(|| Error::UnknownAlbum(album.to_string()))
+    load_album(txn, uid, album.0)?.ok_or_else(|| Fault::UnknownAlbum(album.to_string()))
 }
 
 pub(crate) fn load_file(txn: &Txn<'_>, uid: u64, fid: u64) -> Result<Option<FileRecord>> {
@@ -272,9 +272,9 @@ pub(crate) fn load_file(txn: &Txn<'_>, uid: u64, fid: u64) -> Result<Option<File
 
 /// The user's live file `fid`, or the errors a caller should see.
 pub(crate) fn live_file(txn: &Txn<'_>, uid: u64, fid: FileId) -> Result<FileRecord> {
-    let f = load_file(txn, uid, fid.0)?.ok_or(Error::UnknownFile(fid))?;
+    let f = load_file(txn, uid, fid.0)?.ok_or(Fault::UnknownFile(fid))?;
     if f.trashed_ms.is_some() {
-        return Err(Error::FileTrashed(fid));
+        return Err(Fault::FileTrashed(fid));
     }
     Ok(f)
 }

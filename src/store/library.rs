@@ -11,7 +11,7 @@ use super::ledger::{
     add_member, live_file, load_file, load_user, remove_member, require_album, save_file, save_user, trash_file,
 };
 use super::{Inner, User};
-use crate::error::{Error, Result};
+use crate::error::{Fault, LibraryError, Result};
 use crate::hash::ContentHash;
 use crate::ids::{AlbumId, FileId};
 use crate::meta::keys;
@@ -147,27 +147,45 @@ impl Inner {
 }
 
 impl User {
-    /// Creates an album. Fails with [`Error::AlbumExists`] if the user
+    /// Creates an album. Fails with [`LibraryError::AlbumExists`] if the user
     /// already has one of that name.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::InvalidName`] if `name` is not an acceptable album name
+    ///   ([`NameError`](crate::NameError) says why).
+    /// - [`LibraryError::AlbumExists`] if the user already has an album called `name`.
+    /// - [`LibraryError::Storage`] if the disk or the metadata database fails, or the
+    ///   store refuses writes after a failed sync
+    ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)).
+    ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = keepsake::Store::open(dir.path()).unwrap();
     /// let u = store.user("u").unwrap();
     /// u.create_album("Trip").unwrap();
-    /// assert!(matches!(u.create_album("Trip"), Err(keepsake::Error::AlbumExists(_))));
+    /// assert!(matches!(u.create_album("Trip"), Err(keepsake::LibraryError::AlbumExists(_))));
     /// ```
-    pub fn create_album(&self, name: &str) -> Result<AlbumId> {
+    pub fn create_album(&self, name: &str) -> Result<AlbumId, LibraryError> {
         check_album_name(name)?;
         let (name, now) = (name.to_string(), self.inner().now_ms());
-        self.commit_creating(move |txn, uid| {
+        Ok(self.commit_creating(move |txn, uid| {
             if txn.exists(Cf::AlbumNames, &keys::album_name(uid, &name))? {
-                return Err(Error::AlbumExists(name));
+                return Err(Fault::AlbumExists(name));
             }
             create_album_in(txn, uid, &name, now).map(AlbumId)
-        })
+        })?)
     }
 
     /// The album called `name`, creating it if the user has none.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::InvalidName`] if `name` is not an acceptable album name
+    ///   ([`NameError`](crate::NameError) says why).
+    /// - [`LibraryError::Storage`] if the disk or the metadata database fails, or the
+    ///   store refuses writes after a failed sync
+    ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)).
     ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
@@ -176,21 +194,29 @@ impl User {
     /// let a = u.ensure_album("Camera").unwrap();
     /// assert_eq!(u.ensure_album("Camera").unwrap(), a);
     /// ```
-    pub fn ensure_album(&self, name: &str) -> Result<AlbumId> {
+    pub fn ensure_album(&self, name: &str) -> Result<AlbumId, LibraryError> {
         check_album_name(name)?;
         if let Some(a) = self.find_album(name)? {
             return Ok(a.id);
         }
         let (name, now) = (name.to_string(), self.inner().now_ms());
-        self.commit_creating(
-            move |txn, uid| match txn.get::<u64>(Cf::AlbumNames, &keys::album_name(uid, &name))? {
+        Ok(self.commit_creating(move |txn, uid| {
+            match txn.get::<u64>(Cf::AlbumNames, &keys::album_name(uid, &name))? {
                 Some(id) => Ok(AlbumId(id)),
                 None => create_album_in(txn, uid, &name, now).map(AlbumId),
-            },
-        )
+            }
+        })?)
     }
 
     /// The user's album called `name`, if any.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::InvalidName`] if `name` is not an acceptable album name
+    ///   ([`NameError`](crate::NameError) says why).
+    /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
+    ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = keepsake::Store::open(dir.path()).unwrap();
@@ -199,15 +225,28 @@ impl User {
     /// assert_eq!(u.find_album("Trip").unwrap().unwrap().id, id);
     /// assert!(store.user("someone else").unwrap().find_album("Trip").unwrap().is_none());
     /// ```
-    pub fn find_album(&self, name: &str) -> Result<Option<AlbumInfo>> {
+    pub fn find_album(&self, name: &str) -> Result<Option<AlbumInfo>, LibraryError> {
         check_album_name(name)?;
         match self.id()? {
-            Some(uid) => find_album(&self.inner().meta, uid, name),
+            Some(uid) => Ok(find_album(&self.inner().meta, uid, name)?),
             None => Ok(None),
         }
     }
 
     /// Renames an album; its files are untouched.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::InvalidName`] if `new_name` is not an acceptable album name
+    ///   ([`NameError`](crate::NameError) says why).
+    /// - [`LibraryError::UnknownAlbum`] if the user has no such album (another user's
+    ///   album id is unknown too).
+    /// - [`LibraryError::AlbumExists`] if another of the user's albums is called
+    ///   `new_name`.
+    /// - [`LibraryError::Storage`] if the disk or the metadata database fails, or the
+    ///   store refuses writes after a failed sync
+    ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)).
+    ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = keepsake::Store::open(dir.path()).unwrap();
@@ -216,26 +255,34 @@ impl User {
     /// u.rename_album(id, "Rome 2024").unwrap();
     /// assert_eq!(u.albums().unwrap()[0].name, "Rome 2024");
     /// ```
-    pub fn rename_album(&self, album: AlbumId, new_name: &str) -> Result<()> {
+    pub fn rename_album(&self, album: AlbumId, new_name: &str) -> Result<(), LibraryError> {
         check_album_name(new_name)?;
         let new_name = new_name.to_string();
-        self.commit_existing(Error::UnknownAlbum(album.to_string()), move |txn, uid| {
-            let mut rec = require_album(txn, uid, album)?;
-            if rec.name == new_name {
-                return Ok(());
-            }
-            if txn.exists(Cf::AlbumNames, &keys::album_name(uid, &new_name))? {
-                return Err(Error::AlbumExists(new_name));
-            }
-            txn.delete(Cf::AlbumNames, keys::album_name(uid, &rec.name));
-            txn.put(Cf::AlbumNames, keys::album_name(uid, &new_name), &album.0);
-            rec.name = new_name;
-            txn.put(Cf::Albums, keys::album(uid, album.0), &rec);
-            Ok(())
-        })
+        Ok(
+            self.commit_existing(Fault::UnknownAlbum(album.to_string()), move |txn, uid| {
+                let mut rec = require_album(txn, uid, album)?;
+                if rec.name == new_name {
+                    return Ok(());
+                }
+                if txn.exists(Cf::AlbumNames, &keys::album_name(uid, &new_name))? {
+                    return Err(Fault::AlbumExists(new_name));
+                }
+                txn.delete(Cf::AlbumNames, keys::album_name(uid, &rec.name));
+                txn.put(Cf::AlbumNames, keys::album_name(uid, &new_name), &album.0);
+                rec.name = new_name;
+                txn.put(Cf::Albums, keys::album(uid, album.0), &rec);
+                Ok(())
+            })?,
+        )
     }
 
     /// The user's albums, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
+    ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = keepsake::Store::open(dir.path()).unwrap();
@@ -245,15 +292,24 @@ impl User {
     /// let names: Vec<_> = u.albums().unwrap().into_iter().map(|a| a.name).collect();
     /// assert_eq!(names, ["B", "A"]);
     /// ```
-    pub fn albums(&self) -> Result<Vec<AlbumInfo>> {
+    pub fn albums(&self) -> Result<Vec<AlbumInfo>, LibraryError> {
         match self.id()? {
-            Some(uid) => albums(&self.inner().meta, uid),
+            Some(uid) => Ok(albums(&self.inner().meta, uid)?),
             None => Ok(Vec::new()),
         }
     }
 
     /// Deletes an album. What happens to its files is `deletion`'s choice.
     /// Returns the files moved to the trash.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::UnknownAlbum`] if the user has no such album (another user's
+    ///   album id is unknown too).
+    /// - [`LibraryError::Storage`] if the disk or the metadata database fails, or the
+    ///   store refuses writes after a failed sync
+    ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)).
+    ///
     /// ```
     /// use keepsake::{AlbumDeletion, Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
@@ -267,34 +323,44 @@ impl User {
     /// assert_eq!(u.delete_album(a, AlbumDeletion::TrashFiles).unwrap(), vec![only_a]);
     /// assert_eq!(u.files().unwrap()[0].id, both);
     /// ```
-    pub fn delete_album(&self, album: AlbumId, deletion: AlbumDeletion) -> Result<Vec<FileId>> {
+    pub fn delete_album(&self, album: AlbumId, deletion: AlbumDeletion) -> Result<Vec<FileId>, LibraryError> {
         let now = self.inner().now_ms();
-        self.commit_existing(Error::UnknownAlbum(album.to_string()), move |txn, uid| {
-            let rec = require_album(txn, uid, album)?;
-            let mut user_rec = load_user(txn, uid)?;
-            let mut trashed = Vec::new();
-            for (k, _) in txn.scan(Cf::Members, &keys::album(uid, album.0))? {
-                let fid = keys::last_u64(&k);
-                let mut file = load_file(txn, uid, fid)?
-                    .ok_or_else(|| Error::Corrupt(format!("album member {fid} has no file record")))?;
-                remove_member(txn, uid, album.0, fid, file.size)?;
-                file.albums.retain(|a| *a != album.0);
-                if deletion == AlbumDeletion::TrashFiles && file.albums.is_empty() {
-                    // Restoring puts it back where it was; the album is gone,
-                    // so it returns to the library.
-                    trash_file(txn, uid, &mut user_rec, fid, &mut file, now)?;
-                    trashed.push(FileId(fid));
+        Ok(
+            self.commit_existing(Fault::UnknownAlbum(album.to_string()), move |txn, uid| {
+                let rec = require_album(txn, uid, album)?;
+                let mut user_rec = load_user(txn, uid)?;
+                let mut trashed = Vec::new();
+                for (k, _) in txn.scan(Cf::Members, &keys::album(uid, album.0))? {
+                    let fid = keys::last_u64(&k);
+                    let mut file = load_file(txn, uid, fid)?
+                        .ok_or_else(|| Fault::Corrupt(format!("album member {fid} has no file record")))?;
+                    remove_member(txn, uid, album.0, fid, file.size)?;
+                    file.albums.retain(|a| *a != album.0);
+                    if deletion == AlbumDeletion::TrashFiles && file.albums.is_empty() {
+                        // Restoring puts it back where it was; the album is gone,
+                        // so it returns to the library.
+                        trash_file(txn, uid, &mut user_rec, fid, &mut file, now)?;
+                        trashed.push(FileId(fid));
+                    }
+                    save_file(txn, uid, fid, &file);
                 }
-                save_file(txn, uid, fid, &file);
-            }
-            save_user(txn, uid, &user_rec);
-            txn.delete(Cf::AlbumNames, keys::album_name(uid, &rec.name));
-            txn.delete(Cf::Albums, keys::album(uid, album.0));
-            Ok(trashed)
-        })
+                save_user(txn, uid, &user_rec);
+                txn.delete(Cf::AlbumNames, keys::album_name(uid, &rec.name));
+                txn.delete(Cf::Albums, keys::album(uid, album.0));
+                Ok(trashed)
+            })?,
+        )
     }
 
     /// The live files in an album, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::UnknownAlbum`] if the user has no such album (another user's
+    ///   album id is unknown too).
+    /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
+    ///
     /// ```
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
@@ -304,19 +370,25 @@ impl User {
     /// u.upload(a, "1.jpg", Content::from(&b"one"[..]), DedupMode::Hash).unwrap();
     /// assert_eq!(u.album_files(a).unwrap()[0].name, "1.jpg");
     /// ```
-    pub fn album_files(&self, album: AlbumId) -> Result<Vec<FileInfo>> {
+    pub fn album_files(&self, album: AlbumId) -> Result<Vec<FileInfo>, LibraryError> {
         let inner = self.inner();
-        let missing = || Error::UnknownAlbum(album.to_string());
+        let missing = || Fault::UnknownAlbum(album.to_string());
         let uid = self.id()?.ok_or_else(missing)?;
         if inner.meta.get_raw(Cf::Albums, &keys::album(uid, album.0))?.is_none() {
-            return Err(missing());
+            return Err(missing().into());
         }
-        list(&inner.meta, Cf::Members, &keys::album(uid, album.0), |k, _| {
+        Ok(list(&inner.meta, Cf::Members, &keys::album(uid, album.0), |k, _| {
             inner.file_info(uid, keys::last_u64(k))
-        })
+        })?)
     }
 
     /// All the user's live files (in albums or not), oldest first.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
+    ///
     /// ```
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
@@ -328,18 +400,26 @@ impl User {
     /// // In no album, but still in the library.
     /// assert_eq!(u.files().unwrap()[0].id, f);
     /// ```
-    pub fn files(&self) -> Result<Vec<FileInfo>> {
+    pub fn files(&self) -> Result<Vec<FileInfo>, LibraryError> {
         let inner = self.inner();
         let Some(uid) = self.id()? else {
             return Ok(Vec::new());
         };
-        list(&inner.meta, Cf::Files, &keys::u64_key(uid), |k, v| {
+        Ok(list(&inner.meta, Cf::Files, &keys::u64_key(uid), |k, v| {
             let f: FileRecord = decode(v)?;
             Ok(f.trashed_ms.is_none().then(|| FileInfo::new(keys::last_u64(k), f)))
-        })
+        })?)
     }
 
     /// One of the user's files, live or trashed.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::UnknownFile`] if the user has no such file, live or trashed
+    ///   (another user's file id is unknown too).
+    /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
+    ///
     /// ```
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
@@ -350,15 +430,21 @@ impl User {
     /// let f = u.upload(a, "1.jpg", Content::from(&b"one"[..]), DedupMode::Hash).unwrap().file_id;
     /// assert_eq!(u.file(f).unwrap().size, 3);
     /// // Another user's id is unknown to this user.
-    /// assert!(matches!(v.file(f), Err(keepsake::Error::UnknownFile(_))));
+    /// assert!(matches!(v.file(f), Err(keepsake::LibraryError::UnknownFile(_))));
     /// ```
-    pub fn file(&self, file: FileId) -> Result<FileInfo> {
+    pub fn file(&self, file: FileId) -> Result<FileInfo, LibraryError> {
         let inner = self.inner();
-        let uid = self.id()?.ok_or(Error::UnknownFile(file))?;
-        inner.file_info(uid, file.0)?.ok_or(Error::UnknownFile(file))
+        let uid = self.id()?.ok_or(Fault::UnknownFile(file))?;
+        inner.file_info(uid, file.0)?.ok_or(LibraryError::UnknownFile(file))
     }
 
     /// The user's live files with this content, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
+    ///
     /// ```
     /// use keepsake::{Content, ContentHash, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
@@ -369,18 +455,29 @@ impl User {
     /// u.upload(a, "2.jpg", Content::from(&b"same"[..]), DedupMode::NameAndHash).unwrap();
     /// assert_eq!(u.find_by_hash(ContentHash::of(b"same")).unwrap().len(), 2);
     /// ```
-    pub fn find_by_hash(&self, hash: ContentHash) -> Result<Vec<FileInfo>> {
+    pub fn find_by_hash(&self, hash: ContentHash) -> Result<Vec<FileInfo>, LibraryError> {
         let inner = self.inner();
         let Some(uid) = self.id()? else {
             return Ok(Vec::new());
         };
-        list(&inner.meta, Cf::ByHash, &keys::user_hash(uid, &hash), |k, _| {
+        Ok(list(&inner.meta, Cf::ByHash, &keys::user_hash(uid, &hash), |k, _| {
             inner.file_info(uid, keys::last_u64(k))
-        })
+        })?)
     }
 
     /// Adds a file to an album (a reference: no data is copied). Returns
     /// false if it was already there.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::UnknownFile`] if the user has no such file (another user's
+    ///   file id is unknown too).
+    /// - [`LibraryError::FileTrashed`] if the file is in the trash; restore it first.
+    /// - [`LibraryError::UnknownAlbum`] if the user has no such album.
+    /// - [`LibraryError::Storage`] if the disk or the metadata database fails, or the
+    ///   store refuses writes after a failed sync
+    ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)).
+    ///
     /// ```
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
@@ -392,18 +489,31 @@ impl User {
     /// assert!(!u.add_to_album(f, fav).unwrap());
     /// assert_eq!(u.usage().unwrap().unique_bytes, 8000);
     /// ```
-    pub fn add_to_album(&self, file: FileId, album: AlbumId) -> Result<bool> {
-        self.commit_existing(Error::UnknownFile(file), move |txn, uid| {
+    pub fn add_to_album(&self, file: FileId, album: AlbumId) -> Result<bool, LibraryError> {
+        Ok(self.commit_existing(Fault::UnknownFile(file), move |txn, uid| {
             let mut f = live_file(txn, uid, file)?;
             require_album(txn, uid, album)?;
             let added = add_member(txn, uid, album.0, file.0, &mut f)?;
             save_file(txn, uid, file.0, &f);
             Ok(added)
-        })
+        })?)
     }
 
     /// Removes a file from one album; it stays in its other albums, and in
     /// the library if this was its last album.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::UnknownFile`] if the user has no such file (another user's
+    ///   file id is unknown too).
+    /// - [`LibraryError::FileTrashed`] if the file is in the trash (it is in no album
+    ///   then).
+    /// - [`LibraryError::UnknownAlbum`] if the user has no such album.
+    /// - [`LibraryError::NotInAlbum`] if the file is not in `album`.
+    /// - [`LibraryError::Storage`] if the disk or the metadata database fails, or the
+    ///   store refuses writes after a failed sync
+    ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)).
+    ///
     /// ```
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
@@ -415,11 +525,24 @@ impl User {
     /// u.remove_from_album(f, a).unwrap();
     /// assert_eq!(u.file(f).unwrap().albums, vec![b]);
     /// ```
-    pub fn remove_from_album(&self, file: FileId, album: AlbumId) -> Result<()> {
-        self.move_between(file, Some(album), None)
+    pub fn remove_from_album(&self, file: FileId, album: AlbumId) -> Result<(), LibraryError> {
+        Ok(self.move_between(file, Some(album), None)?)
     }
 
     /// Moves a file from one album to another, atomically.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::UnknownFile`] if the user has no such file (another user's
+    ///   file id is unknown too).
+    /// - [`LibraryError::FileTrashed`] if the file is in the trash; restore it first.
+    /// - [`LibraryError::UnknownAlbum`] if the user has no album `from` or no album
+    ///   `to`.
+    /// - [`LibraryError::NotInAlbum`] if the file is not in `from`.
+    /// - [`LibraryError::Storage`] if the disk or the metadata database fails, or the
+    ///   store refuses writes after a failed sync
+    ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)).
+    ///
     /// ```
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
@@ -430,12 +553,12 @@ impl User {
     /// u.move_file(f, a, b).unwrap();
     /// assert_eq!(u.file(f).unwrap().albums, vec![b]);
     /// ```
-    pub fn move_file(&self, file: FileId, from: AlbumId, to: AlbumId) -> Result<()> {
-        self.move_between(file, Some(from), Some(to))
+    pub fn move_file(&self, file: FileId, from: AlbumId, to: AlbumId) -> Result<(), LibraryError> {
+        Ok(self.move_between(file, Some(from), Some(to))?)
     }
 
     fn move_between(&self, file: FileId, from: Option<AlbumId>, to: Option<AlbumId>) -> Result<()> {
-        self.commit_existing(Error::UnknownFile(file), move |txn, uid| {
+        self.commit_existing(Fault::UnknownFile(file), move |txn, uid| {
             let mut f = live_file(txn, uid, file)?;
             if let Some(to) = to {
                 require_album(txn, uid, to)?;
@@ -443,7 +566,7 @@ impl User {
             if let Some(from) = from {
                 require_album(txn, uid, from)?;
                 if !remove_member(txn, uid, from.0, file.0, f.size)? {
-                    return Err(Error::NotInAlbum { file, album: from });
+                    return Err(Fault::NotInAlbum { file, album: from });
                 }
                 f.albums.retain(|a| *a != from.0);
             }

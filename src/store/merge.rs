@@ -15,7 +15,7 @@ use std::ops::ControlFlow;
 
 use super::ledger::{add_member, load_file, load_user, save_file, save_user, trash_file};
 use super::{FileInfo, User};
-use crate::error::{Error, Result};
+use crate::error::{Fault, LibraryError, Result};
 use crate::hash::ContentHash;
 use crate::ids::{AlbumId, FileId};
 use crate::meta::keys;
@@ -126,6 +126,14 @@ impl DuplicateGroup {
     /// nothing: a dry run. `keep` must be one of the group's files; `None`
     /// keeps the oldest (earliest `created_ms`, then lowest id).
     ///
+    /// # Errors
+    ///
+    /// Only what the merge itself would refuse; the store is not read.
+    ///
+    /// - [`LibraryError::NotADuplicate`] if `keep` is not one of the group's files.
+    /// - [`LibraryError::NoSuchContent`] if the group has no files (and `keep` is
+    ///   `None`).
+    ///
     /// ```
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
@@ -138,9 +146,14 @@ impl DuplicateGroup {
     /// assert_eq!((plan.kept, plan.trashed, plan.albums_added), (first, vec![second], vec![b]));
     /// assert_eq!(u.files().unwrap().len(), 2);
     /// ```
-    pub fn preview_merge(&self, keep: Option<FileId>) -> Result<MergeReport> {
+    pub fn preview_merge(&self, keep: Option<FileId>) -> Result<MergeReport, LibraryError> {
+        Ok(self.plan(keep)?)
+    }
+
+    /// What merging would do, as the merge's own transaction decides it.
+    fn plan(&self, keep: Option<FileId>) -> Result<MergeReport> {
         let kept = match keep {
-            Some(id) => self.files.iter().find(|f| f.id == id).ok_or(Error::NotADuplicate {
+            Some(id) => self.files.iter().find(|f| f.id == id).ok_or(Fault::NotADuplicate {
                 file: id,
                 hash: self.hash,
             })?,
@@ -148,7 +161,7 @@ impl DuplicateGroup {
                 .files
                 .iter()
                 .min_by_key(|f| (f.created_ms, f.id))
-                .ok_or(Error::NoSuchContent(self.hash))?,
+                .ok_or(Fault::NoSuchContent(self.hash))?,
         };
         let others = self.files.iter().filter(|f| f.id != kept.id);
         let albums: BTreeSet<AlbumId> = others.clone().flat_map(|f| f.albums.iter().copied()).collect();
@@ -170,7 +183,7 @@ fn group_in(txn: &Txn<'_>, uid: u64, hash: ContentHash) -> Result<DuplicateGroup
     for (k, _) in txn.scan(Cf::ByHash, &keys::user_hash(uid, &hash))? {
         let fid = keys::last_u64(&k);
         let rec = load_file(txn, uid, fid)?
-            .ok_or_else(|| Error::Corrupt(format!("by_hash entry for file {fid} has no file record")))?;
+            .ok_or_else(|| Fault::Corrupt(format!("by_hash entry for file {fid} has no file record")))?;
         files.push(FileInfo::new(fid, rec));
     }
     let size = files.first().map_or(0, |f| f.size);
@@ -187,6 +200,13 @@ impl User {
     /// merge the group it is given (as `keepsake dedupe` does) without
     /// disturbing the groups still to come; a file trashed meanwhile is left
     /// out of its group, and a group left with one file is skipped.
+    ///
+    /// # Errors
+    ///
+    /// - Whatever `f` returns: the pass stops there, and the error is handed back as
+    ///   it is.
+    /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
     ///
     /// ```
     /// use std::ops::ControlFlow;
@@ -206,12 +226,17 @@ impl User {
     ///     .unwrap();
     /// assert_eq!((merged, u.files().unwrap().len()), (1, 1));
     /// ```
-    pub fn for_each_duplicate_group(&self, mut f: impl FnMut(DuplicateGroup) -> Result<ControlFlow<()>>) -> Result<()> {
+    pub fn for_each_duplicate_group(
+        &self,
+        mut f: impl FnMut(DuplicateGroup) -> Result<ControlFlow<()>, LibraryError>,
+    ) -> Result<(), LibraryError> {
         let inner = self.inner();
         let Some(uid) = self.id()? else {
             return Ok(());
         };
         let mut current: Option<(ContentHash, Vec<u64>)> = None;
+        // The caller's own error stops the pass and is handed back as it is.
+        let mut failed: Option<LibraryError> = None;
         let mut emit = |(hash, ids): (ContentHash, Vec<u64>)| -> Result<ControlFlow<()>> {
             if ids.len() < 2 {
                 return Ok(ControlFlow::Continue(()));
@@ -221,11 +246,15 @@ impl User {
                 files.extend(inner.file_info(uid, fid)?.filter(|i| i.trashed_ms.is_none()));
             }
             match files.first() {
-                Some(first) if files.len() >= 2 => f(DuplicateGroup {
+                Some(first) if files.len() >= 2 => Ok(f(DuplicateGroup {
                     hash,
                     size: first.size,
                     files,
-                }),
+                })
+                .unwrap_or_else(|e| {
+                    failed = Some(e);
+                    ControlFlow::Break(())
+                })),
                 _ => Ok(ControlFlow::Continue(())),
             }
         };
@@ -235,7 +264,7 @@ impl User {
                 .get(USER_BYTES..USER_BYTES + 32)
                 .and_then(|h| <[u8; 32]>::try_from(h).ok())
                 .map(ContentHash::from_bytes)
-                .ok_or_else(|| Error::Corrupt("by_hash key of the wrong length".into()))?;
+                .ok_or_else(|| Fault::Corrupt("by_hash key of the wrong length".into()))?;
             match &mut current {
                 Some((h, ids)) if *h == hash => ids.push(keys::last_u64(k)),
                 slot => {
@@ -249,14 +278,22 @@ impl User {
             }
             Ok(ControlFlow::Continue(()))
         })?;
-        match current {
-            Some(last) if !stopped => emit(last).map(drop),
-            _ => Ok(()),
+        if let Some(last) = current.filter(|_| !stopped) {
+            let _last_group_needs_no_flow = emit(last)?;
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
     /// The user's duplicate groups, collected. A convenience for small
     /// libraries: [`User::for_each_duplicate_group`] streams them instead.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
     ///
     /// ```
     /// use keepsake::{Content, DedupMode, Store};
@@ -268,7 +305,7 @@ impl User {
     /// u.upload(a, "b.jpg", Content::from(&b"two"[..]), DedupMode::NameAndHash).unwrap();
     /// assert!(u.duplicates().unwrap().is_empty());
     /// ```
-    pub fn duplicates(&self) -> Result<Vec<DuplicateGroup>> {
+    pub fn duplicates(&self) -> Result<Vec<DuplicateGroup>, LibraryError> {
         let mut groups = Vec::new();
         self.for_each_duplicate_group(|g| {
             groups.push(g);
@@ -286,8 +323,18 @@ impl User {
     /// half-merged. Idempotent: a group with one live file left is already
     /// merged, and merging it changes nothing
     /// ([`MergeReport::already_merged`]). Fails with
-    /// [`Error::NoSuchContent`] if the user has no live file with that
-    /// content, and [`Error::NotADuplicate`] if `keep` is not one of them.
+    /// [`LibraryError::NoSuchContent`] if the user has no live file with that
+    /// content, and [`LibraryError::NotADuplicate`] if `keep` is not one of them.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::NoSuchContent`] if the user has no live file with content
+    ///   `hash` and `keep` is `None` (or the user never stored anything).
+    /// - [`LibraryError::NotADuplicate`] if `keep` is not one of the user's live files
+    ///   with content `hash` (a trashed file, another user's, or none of that content).
+    /// - [`LibraryError::Storage`] if the disk or the metadata database fails, or the
+    ///   store refuses writes after a failed sync
+    ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)).
     ///
     /// ```
     /// use keepsake::{Content, ContentHash, DedupMode, Store};
@@ -302,15 +349,15 @@ impl User {
     /// assert_eq!(u.file(copy.file_id).unwrap().albums, vec![b, a]);
     /// assert!(u.merge(ContentHash::of(b"x"), None).unwrap().already_merged());
     /// ```
-    pub fn merge(&self, hash: ContentHash, keep: Option<FileId>) -> Result<MergeReport> {
+    pub fn merge(&self, hash: ContentHash, keep: Option<FileId>) -> Result<MergeReport, LibraryError> {
         let now = self.inner().now_ms();
-        self.commit_existing(Error::NoSuchContent(hash), move |txn, uid| {
-            let report = group_in(txn, uid, hash)?.preview_merge(keep)?;
+        Ok(self.commit_existing(Fault::NoSuchContent(hash), move |txn, uid| {
+            let report = group_in(txn, uid, hash)?.plan(keep)?;
             if report.already_merged() {
                 return Ok(report);
             }
             let mut kept = load_file(txn, uid, report.kept.0)?
-                .ok_or_else(|| Error::Corrupt(format!("file {} vanished during its merge", report.kept)))?;
+                .ok_or_else(|| Fault::Corrupt(format!("file {} vanished during its merge", report.kept)))?;
             for album in &report.albums_added {
                 add_member(txn, uid, album.0, report.kept.0, &mut kept)?;
             }
@@ -318,12 +365,12 @@ impl User {
             let mut user_rec = load_user(txn, uid)?;
             for id in &report.trashed {
                 let mut file = load_file(txn, uid, id.0)?
-                    .ok_or_else(|| Error::Corrupt(format!("file {id} vanished during its merge")))?;
+                    .ok_or_else(|| Fault::Corrupt(format!("file {id} vanished during its merge")))?;
                 trash_file(txn, uid, &mut user_rec, id.0, &mut file, now)?;
                 save_file(txn, uid, id.0, &file);
             }
             save_user(txn, uid, &user_rec);
             Ok(report)
-        })
+        })?)
     }
 }

@@ -54,7 +54,9 @@ use parking_lot::Mutex;
 use crate::blob::{BlobLog, Recovery};
 use crate::clock::{Clock, SystemClock};
 use crate::commit::Committer;
-use crate::error::{Error, OpenError, Result};
+#[cfg(feature = "testkit")]
+use crate::error::StorageError;
+use crate::error::{Fault, OpenError, Result};
 use crate::fs::{Fs, OsFs};
 use crate::health::Health;
 use crate::meta::records::SegmentRecord;
@@ -227,6 +229,10 @@ pub(crate) struct Inner {
 
 impl Store {
     /// Opens (creating if needed) the store in `dir` with default options.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Store::open_with`].
     pub fn open(dir: impl AsRef<Path>) -> Result<Store, OpenError> {
         Store::open_with(dir, StoreOptions::default())
     }
@@ -236,6 +242,17 @@ impl Store {
     ///
     /// Fails with [`OpenError::InUse`] while another `Store` (in any process)
     /// has the directory open.
+    ///
+    /// # Errors
+    ///
+    /// - [`OpenError::InUse`] while another `Store` or [`ReadOnlyStore`] (in any
+    ///   process) has the directory open.
+    /// - [`OpenError::UnsupportedFormat`] if a newer, incompatible version of keepsake
+    ///   wrote the store.
+    /// - [`OpenError::Io`] if a file operation fails: creating the directory, taking
+    ///   the lock, or recovery's reads, truncations and removals.
+    /// - [`OpenError::Database`] if the metadata database cannot be opened.
+    /// - [`OpenError::Corrupt`] if the metadata is not in a form this build can read.
     ///
     /// ```
     /// use keepsake::{Store, StoreOptions};
@@ -268,7 +285,7 @@ impl Store {
             health.clone(),
         )
         .map_err(|e| match e {
-            Error::Io { context, source } => OpenError::Io { context, source },
+            Fault::Io { context, source } => OpenError::Io { context, source },
             other => OpenError::Corrupt(other.to_string()),
         })?;
         recovery.notes.extend(staging::recover(&*options.fs, &root, &meta)?);
@@ -324,9 +341,14 @@ impl Store {
     /// `testkit::sim_fs`) it makes the exact store a power cut would leave:
     /// put it in place of `meta/` to reopen that store. Test infrastructure
     /// only (feature `testkit`).
+    ///
+    /// # Errors
+    ///
+    /// - [`StorageError::Database`] if the database cannot make the copy (`dest`
+    ///   exists, say).
     #[cfg(feature = "testkit")]
-    pub fn checkpoint_metadata(&self, dest: &Path) -> Result<()> {
-        self.inner.meta.checkpoint(dest)
+    pub fn checkpoint_metadata(&self, dest: &Path) -> Result<(), StorageError> {
+        Ok(self.inner.meta.checkpoint(dest)?)
     }
 }
 

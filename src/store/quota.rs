@@ -8,7 +8,7 @@
 
 use super::ledger::{load_user, save_user, user_id};
 use super::User;
-use crate::error::Result;
+use crate::error::{LibraryError, Result};
 use crate::meta::txn::Txn;
 use crate::meta::Meta;
 
@@ -59,6 +59,11 @@ pub(crate) fn usage(meta: &Meta, name: &str) -> Result<Usage> {
 impl User {
     /// The user's usage. A user who never stored anything has zero usage.
     ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
+    ///
     /// ```
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
@@ -71,30 +76,36 @@ impl User {
     /// let usage = u.usage().unwrap();
     /// assert_eq!((usage.unique_bytes, usage.logical_bytes, usage.files), (5000, 10000, 2));
     /// ```
-    pub fn usage(&self) -> Result<Usage> {
-        usage(&self.inner().meta, self.name())
+    pub fn usage(&self) -> Result<Usage, LibraryError> {
+        Ok(usage(&self.inner().meta, self.name())?)
     }
 
     /// Sets (`Some`) or clears (`None`) the user's limit on unique bytes.
     /// Lowering it below current usage deletes nothing; it only refuses
     /// uploads that would charge more.
     ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::Storage`] if the disk or the metadata database fails, or the
+    ///   store refuses writes after a failed sync
+    ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)).
+    ///
     /// ```
-    /// use keepsake::{Content, DedupMode, Error, Store};
+    /// use keepsake::{Content, DedupMode, Store, UploadError};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
     /// let u = store.user("u").unwrap();
     /// let a = u.ensure_album("A").unwrap();
     /// u.set_quota(Some(10_000)).unwrap();
     /// let big = Content::from(vec![0u8; 20_000]);
-    /// assert!(matches!(u.upload(a, "big.mov", big, DedupMode::Hash), Err(Error::QuotaExceeded { .. })));
+    /// assert!(matches!(u.upload(a, "big.mov", big, DedupMode::Hash), Err(UploadError::QuotaExceeded(_))));
     /// ```
-    pub fn set_quota(&self, limit: Option<u64>) -> Result<()> {
-        self.commit_creating(move |txn, uid| {
+    pub fn set_quota(&self, limit: Option<u64>) -> Result<(), LibraryError> {
+        Ok(self.commit_creating(move |txn, uid| {
             let mut rec = load_user(txn, uid)?;
             rec.limit = limit;
             save_user(txn, uid, &rec);
             Ok(())
-        })
+        })?)
     }
 }

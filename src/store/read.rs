@@ -5,7 +5,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use bytes::Bytes;
 
 use super::{Inner, User};
-use crate::error::{Error, Result};
+use crate::error::{Fault, ReadError, Result};
 use crate::hash::ContentHash;
 use crate::ids::FileId;
 use crate::meta::keys;
@@ -55,7 +55,7 @@ impl Inner {
             // worth making: damage at an unchanged place is final.
             let now = self.blob_place(hash)?;
             if now == place {
-                if matches!(err, Error::Integrity { .. }) {
+                if matches!(err, Fault::Integrity { .. }) {
                     // Remembered, so that an upload of this content heals it.
                     self.note_damage(*hash, place);
                 }
@@ -69,7 +69,7 @@ impl Inner {
         let blob: BlobRecord = self
             .meta
             .get(Cf::Blobs, hash.as_bytes())?
-            .ok_or_else(|| Error::Integrity {
+            .ok_or_else(|| Fault::Integrity {
                 hash: *hash,
                 detail: "a file refers to it but the blob has no record".into(),
             })?;
@@ -79,7 +79,7 @@ impl Inner {
     fn read_place(&self, hash: &ContentHash, place: &Place) -> Result<Bytes> {
         match place {
             Place::Inline(data) if ContentHash::of(data) == *hash => Ok(Bytes::copy_from_slice(data)),
-            Place::Inline(_) => Err(Error::Integrity {
+            Place::Inline(_) => Err(Fault::Integrity {
                 hash: *hash,
                 detail: "inline data does not match its hash".into(),
             }),
@@ -91,8 +91,18 @@ impl Inner {
 impl User {
     /// A file's bytes (live or trashed), zero-copy from the segment's memory
     /// map. The bytes are checked against the file's BLAKE3 hash first: a
-    /// damaged blob gives [`Error::Integrity`], never wrong bytes, and is
+    /// damaged blob gives [`ReadError::Integrity`], never wrong bytes, and is
     /// remembered as damaged so that the next upload of the content heals it.
+    ///
+    /// # Errors
+    ///
+    /// - [`ReadError::UnknownFile`] if the user has no such file, live or trashed
+    ///   (another user's file id is unknown too).
+    /// - [`ReadError::Integrity`] if the stored bytes fail their check (damaged or
+    ///   missing segment, bad record, wrong hash); the damage is remembered, and an upload
+    ///   of the same content heals it.
+    /// - [`ReadError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
     ///
     /// ```
     /// use keepsake::{Content, DedupMode, Store};
@@ -103,17 +113,30 @@ impl User {
     /// let f = u.upload(a, "1.jpg", Content::from(vec![9u8; 50_000]), DedupMode::Hash).unwrap().file_id;
     /// assert_eq!(u.read(f).unwrap(), vec![9u8; 50_000]);
     /// ```
-    pub fn read(&self, file: FileId) -> Result<Bytes> {
+    pub fn read(&self, file: FileId) -> Result<Bytes, ReadError> {
         let inner = self.inner();
-        let uid = self.id()?.ok_or(Error::UnknownFile(file))?;
+        let uid = self.id()?.ok_or(Fault::UnknownFile(file))?;
         let rec: FileRecord = inner
             .meta
             .get(Cf::Files, &keys::file(uid, file.0))?
-            .ok_or(Error::UnknownFile(file))?;
-        inner.read_blob(&rec.hash)
+            .ok_or(Fault::UnknownFile(file))?;
+        Ok(inner.read_blob(&rec.hash)?)
     }
 
     /// A file's bytes as a verified stream.
+    ///
+    /// The whole file is checked, as [`User::read`] checks it, before the
+    /// reader is returned: reading from it never fails.
+    ///
+    /// # Errors
+    ///
+    /// - [`ReadError::UnknownFile`] if the user has no such file, live or trashed
+    ///   (another user's file id is unknown too).
+    /// - [`ReadError::Integrity`] if the stored bytes fail their check (damaged or
+    ///   missing segment, bad record, wrong hash); the damage is remembered, and an upload
+    ///   of the same content heals it.
+    /// - [`ReadError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
     ///
     /// ```
     /// use std::io::Read;
@@ -127,7 +150,7 @@ impl User {
     /// u.open_file(r.file_id).unwrap().read_to_end(&mut out).unwrap();
     /// assert_eq!(out, vec![1u8; 10_000]);
     /// ```
-    pub fn open_file(&self, file: FileId) -> Result<FileReader> {
+    pub fn open_file(&self, file: FileId) -> Result<FileReader, ReadError> {
         Ok(FileReader(io::Cursor::new(self.read(file)?)))
     }
 }

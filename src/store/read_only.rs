@@ -19,7 +19,7 @@ use super::maintenance::stats;
 use super::quota::usage;
 use super::sources::{stale, unchanged};
 use super::{lock, AlbumInfo, Stats, Store, UploadReport, Usage};
-use crate::error::{OpenError, Result};
+use crate::error::{LibraryError, NameError, OpenError, Result, StorageError};
 use crate::ids::AlbumId;
 use crate::meta::Meta;
 use crate::names::{check_album_name, check_user_name};
@@ -85,10 +85,15 @@ impl ReadOnlyStore {
     ///
     /// # Errors
     ///
-    /// As [`Store::open`]: [`OpenError::InUse`] while another process (or a
-    /// `Store` in this one) has it open, [`OpenError::UnsupportedFormat`] for
-    /// a store of a newer format, [`OpenError::Io`] and
-    /// [`OpenError::Database`] when its files cannot be read.
+    /// As [`Store::open`]:
+    ///
+    /// - [`OpenError::InUse`] while another process (or a `Store` or
+    ///   `ReadOnlyStore` in this one) has it open.
+    /// - [`OpenError::UnsupportedFormat`] for a store of a newer format.
+    /// - [`OpenError::Io`] if the lock file cannot be opened or locked.
+    /// - [`OpenError::Database`] if the metadata database cannot be opened.
+    /// - [`OpenError::Corrupt`] if the metadata has no format version, or it cannot be
+    ///   read.
     pub fn open(dir: impl AsRef<Path>) -> Result<Option<ReadOnlyStore>, OpenError> {
         let root = dir.as_ref();
         if !Store::exists(root) {
@@ -112,8 +117,9 @@ impl ReadOnlyStore {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidName`](crate::Error::InvalidName), as [`Store::user`].
-    pub fn user(&self, name: &str) -> Result<ReadOnlyUser<'_>> {
+    /// - [`NameError`] if `name` is not an acceptable user name, as for
+    ///   [`Store::user`].
+    pub fn user(&self, name: &str) -> Result<ReadOnlyUser<'_>, NameError> {
         check_user_name(name)?;
         Ok(ReadOnlyUser {
             meta: &self.meta,
@@ -125,11 +131,10 @@ impl ReadOnlyStore {
     ///
     /// # Errors
     ///
-    /// [`Error::Database`](crate::Error::Database) or
-    /// [`Error::Corrupt`](crate::Error::Corrupt) when the metadata cannot be
-    /// read.
-    pub fn stats(&self) -> Result<Stats> {
-        stats(&self.meta)
+    /// - [`StorageError::Database`] if the metadata database fails.
+    /// - [`StorageError::Corrupt`] if it holds a record that cannot be decoded.
+    pub fn stats(&self) -> Result<Stats, StorageError> {
+        Ok(stats(&self.meta)?)
     }
 }
 
@@ -143,12 +148,13 @@ impl ReadOnlyUser<'_> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidName`](crate::Error::InvalidName) for a name no
-    /// album can have; metadata read errors.
-    pub fn find_album(&self, name: &str) -> Result<Option<AlbumInfo>> {
+    /// - [`LibraryError::InvalidName`] for a name no album can have.
+    /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
+    pub fn find_album(&self, name: &str) -> Result<Option<AlbumInfo>, LibraryError> {
         check_album_name(name)?;
         match user_id(self.meta, &self.name)? {
-            Some(uid) => find_album(self.meta, uid, name),
+            Some(uid) => Ok(find_album(self.meta, uid, name)?),
             None => Ok(None),
         }
     }
@@ -157,10 +163,11 @@ impl ReadOnlyUser<'_> {
     ///
     /// # Errors
     ///
-    /// Metadata read errors.
-    pub fn albums(&self) -> Result<Vec<AlbumInfo>> {
+    /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
+    pub fn albums(&self) -> Result<Vec<AlbumInfo>, LibraryError> {
         match user_id(self.meta, &self.name)? {
-            Some(uid) => albums(self.meta, uid),
+            Some(uid) => Ok(albums(self.meta, uid)?),
             None => Ok(Vec::new()),
         }
     }
@@ -169,9 +176,10 @@ impl ReadOnlyUser<'_> {
     ///
     /// # Errors
     ///
-    /// Metadata read errors.
-    pub fn usage(&self) -> Result<Usage> {
-        usage(self.meta, &self.name)
+    /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
+    pub fn usage(&self) -> Result<Usage, LibraryError> {
+        Ok(usage(self.meta, &self.name)?)
     }
 
     /// What [`User::unchanged_source`](crate::User::unchanged_source)
@@ -179,9 +187,15 @@ impl ReadOnlyUser<'_> {
     ///
     /// # Errors
     ///
-    /// Metadata read errors.
-    pub fn unchanged_source(&self, album: AlbumId, path: &Path, meta: &Metadata) -> Result<Option<UploadReport>> {
-        unchanged(self.meta, &self.name, album, path, meta)
+    /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
+    pub fn unchanged_source(
+        &self,
+        album: AlbumId,
+        path: &Path,
+        meta: &Metadata,
+    ) -> Result<Option<UploadReport>, LibraryError> {
+        Ok(unchanged(self.meta, &self.name, album, path, meta)?)
     }
 
     /// Whether [`User::forget_sources`](crate::User::forget_sources) would
@@ -190,8 +204,14 @@ impl ReadOnlyUser<'_> {
     ///
     /// # Errors
     ///
-    /// Metadata read errors.
-    pub fn has_forgotten_sources(&self, album: AlbumId, root: &Path, seen: &HashSet<PathBuf>) -> Result<bool> {
+    /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
+    pub fn has_forgotten_sources(
+        &self,
+        album: AlbumId,
+        root: &Path,
+        seen: &HashSet<PathBuf>,
+    ) -> Result<bool, LibraryError> {
         match user_id(self.meta, &self.name)? {
             Some(uid) => Ok(!stale(self.meta, uid, album, root, seen)?.is_empty()),
             None => Ok(false),

@@ -23,7 +23,7 @@ use super::ledger::{
 };
 use super::{DedupMode, HashedUpload, Outcome, Preflight, UploadReport, User};
 use crate::blob::Location;
-use crate::error::{Error, Result};
+use crate::error::{Fault, Result, UploadError};
 use crate::hash::ContentHash;
 use crate::ids::FileId;
 use crate::meta::keys;
@@ -71,7 +71,16 @@ impl User {
     /// do, without sending it. Only the user's own live files are considered,
     /// so the answer never depends on other users' content. A duplicate whose
     /// blob a read or scrub found damaged answers `Upload`: the upload of the
-    /// content heals it (see [`Store::verify`]).
+    /// content heals it (see [`Store::verify`](crate::Store::verify)).
+    ///
+    /// # Errors
+    ///
+    /// - [`UploadError::InvalidName`] if `upload.name` is not an acceptable file name
+    ///   ([`NameError`](crate::NameError) says why).
+    /// - [`UploadError::UnknownAlbum`] if the user has no such album (another user's
+    ///   album id is unknown too).
+    /// - [`UploadError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
     ///
     /// ```
     /// use keepsake::{Content, ContentHash, DedupMode, HashedUpload, Preflight, Store};
@@ -85,7 +94,7 @@ impl User {
     /// assert_eq!(ann.check(&HashedUpload { album: camera, name: "a.jpg".into(), hash: h, mode: DedupMode::Hash }).unwrap(), Preflight::Skip(r.file_id));
     /// assert_eq!(ann.check(&HashedUpload { album: trip, name: "a.jpg".into(), hash: h, mode: DedupMode::Hash }).unwrap(), Preflight::Link(r.file_id));
     /// ```
-    pub fn check(&self, upload: &HashedUpload) -> Result<Preflight> {
+    pub fn check(&self, upload: &HashedUpload) -> Result<Preflight, UploadError> {
         let HashedUpload {
             album,
             name,
@@ -94,19 +103,32 @@ impl User {
         } = upload;
         check_file_name(name)?;
         let Some(uid) = self.id()? else {
-            return Err(Error::UnknownAlbum(album.to_string()));
+            return Err(Fault::UnknownAlbum(album.to_string()).into());
         };
         let txn = Txn::new(&self.inner().meta);
-        preflight(&txn, uid, album.0, name, hash, *mode)
+        Ok(preflight(&txn, uid, album.0, name, hash, *mode)?)
     }
 
     /// Completes an upload from its hash alone when [`check`](Self::check)
     /// says `Skip` or `Link`: the duplicate must be one of the user's own
-    /// live files. Otherwise fails with [`Error::ContentRequired`] and
+    /// live files. Otherwise fails with [`UploadError::ContentRequired`] and
     /// changes nothing: across users, content must be sent in full.
     ///
+    /// # Errors
+    ///
+    /// - [`UploadError::InvalidName`] if `upload.name` is not an acceptable file name
+    ///   ([`NameError`](crate::NameError) says why).
+    /// - [`UploadError::UnknownAlbum`] if the user has no such album (another user's
+    ///   album id is unknown too).
+    /// - [`UploadError::ContentRequired`] if no live file of the user matches, or the
+    ///   match's blob is damaged: [`check`](Self::check) says `Upload`, and the bytes
+    ///   must be sent.
+    /// - [`UploadError::Storage`] if the disk or the metadata database fails, or the
+    ///   store refuses writes after a failed sync
+    ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)).
+    ///
     /// ```
-    /// use keepsake::{Content, ContentHash, DedupMode, Error, HashedUpload, Outcome, Store};
+    /// use keepsake::{Content, ContentHash, DedupMode, HashedUpload, Outcome, Store, UploadError};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
     /// let ann = store.user("ann").unwrap();
@@ -117,9 +139,14 @@ impl User {
     /// assert_eq!(ann.link(&HashedUpload { album: b, name: "1.jpg".into(), hash: h, mode: DedupMode::Hash }).unwrap().outcome, Outcome::Linked);
     /// // Another user must send the bytes.
     /// let other = bob.ensure_album("A").unwrap();
-    /// assert!(matches!(bob.link(&HashedUpload { album: other, name: "1.jpg".into(), hash: h, mode: DedupMode::Hash }), Err(Error::ContentRequired)));
+    /// assert!(matches!(bob.link(&HashedUpload { album: other, name: "1.jpg".into(), hash: h, mode: DedupMode::Hash }), Err(UploadError::ContentRequired)));
     /// ```
-    pub fn link(&self, upload: &HashedUpload) -> Result<UploadReport> {
+    pub fn link(&self, upload: &HashedUpload) -> Result<UploadReport, UploadError> {
+        Ok(self.link_hashed(upload)?)
+    }
+
+    /// [`link`](Self::link) inside the engine, for a session's begin too.
+    pub(crate) fn link_hashed(&self, upload: &HashedUpload) -> Result<UploadReport> {
         check_file_name(&upload.name)?;
         let HashedUpload {
             album,
@@ -127,12 +154,12 @@ impl User {
             hash,
             mode,
         } = upload.clone();
-        self.commit_existing(Error::UnknownAlbum(album.to_string()), move |txn, uid| match preflight(
+        self.commit_existing(Fault::UnknownAlbum(album.to_string()), move |txn, uid| match preflight(
             txn, uid, album.0, &name, &hash, mode,
         )? {
             Preflight::Skip(f) => duplicate_report(txn, uid, f, Outcome::Skipped),
             Preflight::Link(f) => link_existing(txn, uid, album.0, f),
-            Preflight::Upload => Err(Error::ContentRequired),
+            Preflight::Upload => Err(Fault::ContentRequired),
         })
     }
 }
@@ -156,7 +183,7 @@ fn matches(txn: &Txn<'_>, uid: u64, hash: &ContentHash, name: &str, mode: DedupM
 /// an album must never show the same photo twice because of a re-upload.
 fn plan(txn: &Txn<'_>, uid: u64, album: u64, name: &str, hash: &ContentHash, mode: DedupMode) -> Result<Preflight> {
     if load_album(txn, uid, album)?.is_none() {
-        return Err(Error::UnknownAlbum(album.to_string()));
+        return Err(Fault::UnknownAlbum(album.to_string()));
     }
     let dups = matches(txn, uid, hash, name, mode)?;
     for &f in &dups {
@@ -186,7 +213,7 @@ fn preflight(
 
 fn duplicate_report(txn: &Txn<'_>, uid: u64, fid: FileId, outcome: Outcome) -> Result<UploadReport> {
     let file =
-        load_file(txn, uid, fid.0)?.ok_or_else(|| Error::Corrupt(format!("indexed file {fid} has no record")))?;
+        load_file(txn, uid, fid.0)?.ok_or_else(|| Fault::Corrupt(format!("indexed file {fid} has no record")))?;
     Ok(UploadReport {
         file_id: fid,
         outcome,
@@ -199,7 +226,7 @@ fn duplicate_report(txn: &Txn<'_>, uid: u64, fid: FileId, outcome: Outcome) -> R
 
 fn link_existing(txn: &mut Txn<'_>, uid: u64, album: u64, fid: FileId) -> Result<UploadReport> {
     let mut file =
-        load_file(txn, uid, fid.0)?.ok_or_else(|| Error::Corrupt(format!("indexed file {fid} has no record")))?;
+        load_file(txn, uid, fid.0)?.ok_or_else(|| Fault::Corrupt(format!("indexed file {fid} has no record")))?;
     add_member(txn, uid, album, fid.0, &mut file)?;
     save_file(txn, uid, fid.0, &file);
     duplicate_report(txn, uid, fid, Outcome::Linked)

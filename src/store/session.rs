@@ -6,7 +6,7 @@
 //! id) and a staged file `uploads/<id>.part` written through [`Fs`]. Upload
 //! ids are global (the staged file is named by id alone) but a session is
 //! found only through its owner: another user's id is
-//! [`Error::UnknownUpload`], exactly like an id that never existed.
+//! [`SessionError::UnknownUpload`], exactly like an id that never existed.
 //!
 //! The protocol is one of offsets, which tus 1.0 and the IETF
 //! resumable-upload draft both speak:
@@ -47,7 +47,7 @@ use super::ingest::hash_staged;
 use super::ledger::{check_quota, load_album, load_user};
 use super::staging::{self, Slot};
 use super::{DedupMode, HashedUpload, Inner, UploadReport, User};
-use crate::error::{Error, Result};
+use crate::error::{Fault, HashMismatch, Result, SessionError};
 use crate::fs::FsFile;
 use crate::hash::{ContentHash, Hasher};
 use crate::ids::{AlbumId, UploadId};
@@ -57,7 +57,7 @@ use crate::meta::{decode, keys, Cf};
 use crate::names::check_file_name;
 
 /// The most client metadata entries a session keeps; more are refused
-/// with [`Error::MetadataTooLarge`].
+/// with [`SessionError::MetadataTooLarge`].
 ///
 /// ```
 /// assert!(keepsake::MAX_UPLOAD_METADATA_ENTRIES >= 8);
@@ -205,7 +205,7 @@ fn mode_of(code: u8) -> DedupMode {
 fn check_metadata(metadata: BTreeMap<String, String>) -> Result<Vec<(String, String)>> {
     let bytes: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
     if metadata.len() > MAX_UPLOAD_METADATA_ENTRIES || bytes > MAX_UPLOAD_METADATA_BYTES {
-        return Err(Error::MetadataTooLarge {
+        return Err(Fault::MetadataTooLarge {
             max_entries: MAX_UPLOAD_METADATA_ENTRIES,
             max_bytes: MAX_UPLOAD_METADATA_BYTES,
         });
@@ -254,12 +254,12 @@ impl Inner {
     /// The user's live session `id`. Expired sessions are unknown even
     /// before `gc` removes them.
     fn session(&self, user: &str, id: u64) -> Result<(u64, UploadRecord)> {
-        let uid = self.user_id(user)?.ok_or(Error::UnknownUpload(UploadId::new(id)))?;
+        let uid = self.user_id(user)?.ok_or(Fault::UnknownUpload(UploadId::new(id)))?;
         let rec = self
             .meta
             .get::<UploadRecord>(Cf::Uploads, &keys::upload(uid, id))?
             .filter(|r| r.expires_ms > self.now_ms())
-            .ok_or(Error::UnknownUpload(UploadId::new(id)))?;
+            .ok_or(Fault::UnknownUpload(UploadId::new(id)))?;
         Ok((uid, rec))
     }
 
@@ -274,7 +274,7 @@ impl Inner {
     ) -> Result<R> {
         self.session(user, id)?;
         let cell = self.slot(id);
-        let mut slot = cell.try_lock().ok_or(Error::UploadBusy(UploadId::new(id)))?;
+        let mut slot = cell.try_lock().ok_or(Fault::UploadBusy(UploadId::new(id)))?;
         // Again under the lock: the previous writer may have moved the
         // offset or ended the session.
         let (uid, rec) = self.session(user, id)?;
@@ -287,7 +287,7 @@ impl Inner {
         if slot.file.is_none() {
             let fs = &*self.options.fs;
             let path = staging::session_path(&self.root, id);
-            let io = |e| Error::io(format!("opening {}", path.display()), e);
+            let io = |e| Fault::io(format!("opening {}", path.display()), e);
             let file = match fs.open(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -322,7 +322,7 @@ impl Inner {
             if decode::<UploadRecord>(&value)?.expires_ms > now {
                 continue;
             }
-            let id = keys::u64_at(&key, 8).ok_or_else(|| Error::Corrupt("bad upload key".into()))?;
+            let id = keys::u64_at(&key, 8).ok_or_else(|| Fault::Corrupt("bad upload key".into()))?;
             let cell = self.slot(id);
             let Some(_writer) = cell.try_lock() else {
                 continue;
@@ -354,7 +354,21 @@ impl User {
     /// `metadata` is kept for the client (at most
     /// [`MAX_UPLOAD_METADATA_ENTRIES`] entries and
     /// [`MAX_UPLOAD_METADATA_BYTES`] bytes, else
-    /// [`Error::MetadataTooLarge`]).
+    /// [`SessionError::MetadataTooLarge`]).
+    ///
+    /// # Errors
+    ///
+    /// - [`SessionError::Upload`] with [`UploadError::InvalidName`](crate::UploadError::InvalidName) if `name` is not an acceptable file name
+    ///   ([`NameError`](crate::NameError) says why).
+    /// - [`SessionError::MetadataTooLarge`] if `metadata` has more entries or bytes than
+    ///   a session keeps.
+    /// - [`SessionError::Upload`] with [`UploadError::UnknownAlbum`](crate::UploadError::UnknownAlbum) if the user has no such album (another user's
+    ///   album id is unknown too).
+    /// - [`SessionError::Upload`] with [`UploadError::QuotaExceeded`](crate::UploadError::QuotaExceeded) if a declared length would take the user past
+    ///   their quota (content the user holds, known by `expected_hash`, charges nothing).
+    /// - [`SessionError::Storage`] if the disk or the metadata database fails (creating
+    ///   the staged file, say: the session is then dropped), or the store refuses writes
+    ///   after a failed sync ([`StorageError::Poisoned`](crate::StorageError::Poisoned)).
     ///
     /// ```
     /// use keepsake::{DedupMode, Outcome, SessionOptions, Store, UploadStart};
@@ -373,7 +387,7 @@ impl User {
     /// assert_eq!(ann.append(id, 20_000, &video[20_000..]).unwrap(), 50_000);
     /// assert_eq!(ann.finish(id).unwrap().outcome, Outcome::Stored);
     /// ```
-    pub fn begin_upload(&self, options: SessionOptions) -> Result<UploadStart> {
+    pub fn begin_upload(&self, options: SessionOptions) -> Result<UploadStart, SessionError> {
         let SessionOptions {
             album,
             name,
@@ -382,7 +396,7 @@ impl User {
             expected_hash,
             metadata,
         } = options;
-        check_file_name(&name)?;
+        check_file_name(&name).map_err(Fault::from)?;
         self.inner().health.check()?;
         let metadata = check_metadata(metadata)?;
         if let Some(hash) = expected_hash {
@@ -392,10 +406,10 @@ impl User {
                 hash,
                 mode,
             };
-            match self.link(&known) {
+            match self.link_hashed(&known) {
                 Ok(report) => return Ok(UploadStart::Done(report)),
-                Err(Error::ContentRequired) => {}
-                Err(e) => return Err(e),
+                Err(Fault::ContentRequired) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         let now = self.inner().now_ms();
@@ -410,10 +424,10 @@ impl User {
             expires_ms: now.saturating_add(self.inner().upload_expiry_ms()),
             metadata,
         };
-        let missing = Error::UnknownAlbum(album.to_string());
+        let missing = Fault::UnknownAlbum(album.to_string());
         let (uid, id) = self.commit_existing(missing, move |txn, uid| {
             if load_album(txn, uid, rec.album)?.is_none() {
-                return Err(Error::UnknownAlbum(album.to_string()));
+                return Err(Fault::UnknownAlbum(album.to_string()));
             }
             if let Some(length) = rec.declared {
                 check_declared(txn, uid, length, rec.expected)?;
@@ -427,21 +441,37 @@ impl User {
         if let Err(e) = created {
             // No bytes can be taken without the file: the session goes too.
             self.inner().drop_session(uid, id)?;
-            return Err(e);
+            return Err(e.into());
         }
         Ok(UploadStart::Session(UploadId::new(id)))
     }
 
     /// Appends `bytes` at `offset`, which must be the session's durable
-    /// length (else [`Error::OffsetMismatch`], which names it). Returns the
+    /// length (else [`SessionError::OffsetMismatch`], which names it). Returns the
     /// new durable offset once the bytes are synced and the offset
     /// committed. Bytes past a declared length are refused
-    /// ([`Error::LengthExceeded`]); a concurrent request on the same
-    /// session gets [`Error::UploadBusy`]. Each append renews the session's
+    /// ([`SessionError::LengthExceeded`]); a concurrent request on the same
+    /// session gets [`SessionError::UploadBusy`]. Each append renews the session's
     /// expiry.
     ///
+    /// # Errors
+    ///
+    /// - [`SessionError::UnknownUpload`] if the user has no such session: it never
+    ///   existed, was finished, aborted or expired, or is another user's.
+    /// - [`SessionError::UploadBusy`] while another append, finish or abort of the
+    ///   session is in progress.
+    /// - [`SessionError::OffsetMismatch`] if `offset` is not the session's durable
+    ///   length; `expected` is where to resume (tus's 409 with `Upload-Offset`).
+    /// - [`SessionError::LengthExceeded`] if the bytes would run past the declared
+    ///   length.
+    /// - [`SessionError::Storage`] if writing or syncing the bytes fails
+    ///   ([`StorageError::Io`](crate::StorageError::Io); nothing is acknowledged, and the
+    ///   next append from the same offset overwrites them), the metadata database fails,
+    ///   or the store refuses writes after a failed sync
+    ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)).
+    ///
     /// ```
-    /// use keepsake::{DedupMode, Error, SessionOptions, Store, UploadStart};
+    /// use keepsake::{DedupMode, SessionError, SessionOptions, Store, UploadStart};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
     /// let ann = store.user("ann").unwrap();
@@ -451,19 +481,19 @@ impl User {
     /// else { unreachable!() };
     /// ann.append(id, 0, b"first").unwrap();
     /// // A retry of a piece that did arrive: the error says where to resume.
-    /// assert!(matches!(ann.append(id, 0, b"first"), Err(Error::OffsetMismatch { expected: 5 })));
+    /// assert!(matches!(ann.append(id, 0, b"first"), Err(SessionError::OffsetMismatch { expected: 5 })));
     /// ```
-    pub fn append(&self, id: UploadId, offset: u64, bytes: &[u8]) -> Result<u64> {
+    pub fn append(&self, id: UploadId, offset: u64, bytes: &[u8]) -> Result<u64, SessionError> {
         let id = id.get();
         let inner = self.inner();
         inner.health.check()?;
-        inner.with_session(self.name(), id, |slot, uid, rec| {
+        Ok(inner.with_session(self.name(), id, |slot, uid, rec| {
             if offset != rec.offset {
-                return Err(Error::OffsetMismatch { expected: rec.offset });
+                return Err(Fault::OffsetMismatch { expected: rec.offset });
             }
             let end = offset + bytes.len() as u64;
             if let Some(declared) = rec.declared.filter(|&d| end > d) {
-                return Err(Error::LengthExceeded { declared });
+                return Err(Fault::LengthExceeded { declared });
             }
             if bytes.is_empty() {
                 return Ok(offset);
@@ -474,7 +504,7 @@ impl User {
                 // Unacknowledged: the next append overwrites these bytes and
                 // syncs them again, through a fresh handle.
                 slot.file = None;
-                return Err(Error::io(format!("writing upload {id}"), e));
+                return Err(Fault::io(format!("writing upload {id}"), e));
             }
             let expires_ms = inner.now_ms().saturating_add(inner.upload_expiry_ms());
             inner.commit(move |txn| {
@@ -482,7 +512,7 @@ impl User {
                 let mut rec = txn
                     .get::<UploadRecord>(Cf::Uploads, &key)?
                     .filter(|r| r.offset == offset)
-                    .ok_or(Error::UnknownUpload(UploadId::new(id)))?;
+                    .ok_or(Fault::UnknownUpload(UploadId::new(id)))?;
                 rec.offset = end;
                 rec.expires_ms = expires_ms;
                 txn.put(Cf::Uploads, key, &rec);
@@ -498,12 +528,26 @@ impl User {
                 (h, end)
             });
             Ok(end)
-        })
+        })?)
     }
 
     /// Declares the length of a session begun without one. It can be set
     /// once (setting the same value again is accepted), not below the bytes
     /// already received, and is checked against the quota.
+    ///
+    /// # Errors
+    ///
+    /// - [`SessionError::UnknownUpload`] if the user has no such session: it never
+    ///   existed, was finished, aborted or expired, or is another user's.
+    /// - [`SessionError::UploadBusy`] while another append, finish or abort of the
+    ///   session is in progress.
+    /// - [`SessionError::InvalidLength`] if the session's length was already declared
+    ///   as another value, or `length` is below the bytes already received.
+    /// - [`SessionError::Upload`] with [`UploadError::QuotaExceeded`](crate::UploadError::QuotaExceeded) if `length` would take the user past their
+    ///   quota.
+    /// - [`SessionError::Storage`] if the disk or the metadata database fails, or the
+    ///   store refuses writes after a failed sync
+    ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)).
     ///
     /// ```
     /// use keepsake::{DedupMode, SessionOptions, Store, UploadStart};
@@ -519,12 +563,12 @@ impl User {
     /// ann.append(id, 3, b"def").unwrap();
     /// assert!(ann.upload_status(id).unwrap().complete);
     /// ```
-    pub fn set_upload_length(&self, id: UploadId, length: u64) -> Result<()> {
+    pub fn set_upload_length(&self, id: UploadId, length: u64) -> Result<(), SessionError> {
         let id = id.get();
         let inner = self.inner();
-        inner.with_session(self.name(), id, |_, uid, rec| {
+        Ok(inner.with_session(self.name(), id, |_, uid, rec| {
             let refuse = |reason| {
-                Err(Error::InvalidLength {
+                Err(Fault::InvalidLength {
                     requested: length,
                     reason,
                 })
@@ -539,20 +583,27 @@ impl User {
                 let key = keys::upload(uid, id);
                 let mut rec = txn
                     .get::<UploadRecord>(Cf::Uploads, &key)?
-                    .ok_or(Error::UnknownUpload(UploadId::new(id)))?;
+                    .ok_or(Fault::UnknownUpload(UploadId::new(id)))?;
                 check_declared(txn, uid, length, rec.expected)?;
                 rec.declared = Some(length);
                 txn.put(Cf::Uploads, key, &rec);
                 Ok(())
             })
-        })
+        })?)
     }
 
     /// The state of one of the user's sessions.
     ///
+    /// # Errors
+    ///
+    /// - [`SessionError::UnknownUpload`] if the user has no such session: it never
+    ///   existed, was finished, aborted or expired, or is another user's.
+    /// - [`SessionError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
+    ///
     /// ```
     /// use std::collections::BTreeMap;
-    /// use keepsake::{DedupMode, Error, SessionOptions, Store, UploadStart};
+    /// use keepsake::{DedupMode, SessionError, SessionOptions, Store, UploadStart};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
     /// let ann = store.user("ann").unwrap();
@@ -567,15 +618,20 @@ impl User {
     /// assert_eq!(status.metadata, meta);
     /// // Sessions are per user.
     /// bob.ensure_album("Videos").unwrap();
-    /// assert!(matches!(bob.upload_status(id), Err(Error::UnknownUpload(_))));
+    /// assert!(matches!(bob.upload_status(id), Err(SessionError::UnknownUpload(_))));
     /// ```
-    pub fn upload_status(&self, id: UploadId) -> Result<UploadStatus> {
+    pub fn upload_status(&self, id: UploadId) -> Result<UploadStatus, SessionError> {
         let id = id.get();
         let (_, rec) = self.inner().session(self.name(), id)?;
         Ok(status(id, rec))
     }
 
     /// The user's unexpired sessions, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// - [`SessionError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
     ///
     /// ```
     /// use keepsake::{DedupMode, SessionOptions, Store};
@@ -588,7 +644,7 @@ impl User {
     /// assert_eq!(ann.uploads().unwrap().len(), 1);
     /// assert!(nobody.uploads().unwrap().is_empty());
     /// ```
-    pub fn uploads(&self) -> Result<Vec<UploadStatus>> {
+    pub fn uploads(&self) -> Result<Vec<UploadStatus>, SessionError> {
         let Some(uid) = self.id()? else {
             return Ok(Vec::new());
         };
@@ -607,13 +663,37 @@ impl User {
     /// the same bytes would ([`User::upload`]: same duplicate rules, same
     /// report, quota checked by the same commit), and ends the session. A
     /// declared length must have arrived in full
-    /// ([`Error::UploadIncomplete`]); a deferred one becomes the bytes
+    /// ([`SessionError::UploadIncomplete`]); a deferred one becomes the bytes
     /// received. If the bytes do not hash to the declared hash the session
-    /// is discarded and [`Error::HashMismatch`] returned; other failures
+    /// is discarded and [`SessionError::Upload`] with [`UploadError::HashMismatch`](crate::UploadError::HashMismatch) returned; other failures
     /// (the quota, say) leave the session to be finished again.
     ///
+    /// # Errors
+    ///
+    /// - [`SessionError::UnknownUpload`] if the user has no such session: it never
+    ///   existed, was finished, aborted or expired, or is another user's.
+    /// - [`SessionError::UploadBusy`] while another append, finish or abort of the
+    ///   session is in progress.
+    /// - [`SessionError::UploadIncomplete`] if fewer bytes than the declared length
+    ///   arrived.
+    /// - [`SessionError::Upload`] with [`UploadError::HashMismatch`](crate::UploadError::HashMismatch) if the bytes do not hash to `expected_hash`;
+    ///   the session is gone.
+    /// - [`SessionError::Upload`] with [`UploadError::UnknownAlbum`](crate::UploadError::UnknownAlbum) if the album was deleted since the session
+    ///   began.
+    /// - [`SessionError::Upload`] with [`UploadError::QuotaExceeded`](crate::UploadError::QuotaExceeded) if storing the content would take the user past
+    ///   their quota.
+    /// - [`SessionError::Upload`] with [`UploadError::ContentChanged`](crate::UploadError::ContentChanged) if the staged bytes changed while they were
+    ///   stored.
+    /// - [`SessionError::Storage`] if the disk or the metadata database fails, the store
+    ///   refuses writes after a failed sync
+    ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)), or the upload lost
+    ///   a race with `gc` three times
+    ///   ([`StorageError::Contended`](crate::StorageError::Contended)). If only removing
+    ///   the staged bytes fails ([`StorageError::Io`](crate::StorageError::Io)), the
+    ///   file is stored and the session ended; the next open removes them.
+    ///
     /// ```
-    /// use keepsake::{ContentHash, DedupMode, Error, SessionOptions, Store, UploadStart};
+    /// use keepsake::{ContentHash, DedupMode, SessionError, SessionOptions, Store, UploadError, UploadStart};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
     /// let ann = store.user("ann").unwrap();
@@ -623,16 +703,16 @@ impl User {
     ///     ann.begin_upload(SessionOptions { expected_hash: claimed, ..SessionOptions::new(album, "v.mp4", DedupMode::Hash) }).unwrap()
     /// else { unreachable!() };
     /// ann.append(id, 0, b"what arrived").unwrap();
-    /// assert!(matches!(ann.finish(id), Err(Error::HashMismatch { .. })));
+    /// assert!(matches!(ann.finish(id), Err(SessionError::Upload(UploadError::HashMismatch(_)))));
     /// assert!(ann.files().unwrap().is_empty());
     /// ```
-    pub fn finish(&self, id: UploadId) -> Result<UploadReport> {
+    pub fn finish(&self, id: UploadId) -> Result<UploadReport, SessionError> {
         let id = id.get();
         let inner = self.inner();
         inner.health.check()?;
-        inner.with_session(self.name(), id, |slot, uid, rec| {
+        Ok(inner.with_session(self.name(), id, |slot, uid, rec| {
             if let Some(declared) = rec.declared.filter(|&d| d != rec.offset) {
-                return Err(Error::UploadIncomplete {
+                return Err(Fault::UploadIncomplete {
                     offset: rec.offset,
                     declared,
                 });
@@ -645,11 +725,11 @@ impl User {
             let file = inner.staged_file(slot, id)?;
             let hash = match tracked {
                 Some(h) => h,
-                None => hash_staged(file, rec.offset).map_err(|e| Error::io(format!("reading upload {id}"), e))?,
+                None => hash_staged(file, rec.offset).map_err(|e| Fault::io(format!("reading upload {id}"), e))?,
             };
             if let Some(expected) = rec.expected.filter(|&e| e != hash) {
                 inner.drop_session(uid, id)?;
-                return Err(Error::HashMismatch { expected, actual: hash });
+                return Err(Fault::HashMismatch(HashMismatch { expected, actual: hash }));
             }
             let file = slot.file.take().expect("opened above");
             let report = inner.upload_staged(
@@ -668,13 +748,25 @@ impl User {
             doomed.session(id);
             inner.delete(doomed)?;
             Ok(report)
-        })
+        })?)
     }
 
     /// Ends a session without storing anything, removing its staged bytes.
     ///
+    /// # Errors
+    ///
+    /// - [`SessionError::UnknownUpload`] if the user has no such session: it never
+    ///   existed, was finished, aborted or expired, or is another user's.
+    /// - [`SessionError::UploadBusy`] while another append, finish or abort of the
+    ///   session is in progress.
+    /// - [`SessionError::Storage`] if the disk or the metadata database fails, or the
+    ///   store refuses writes after a failed sync
+    ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)). If only removing
+    ///   the staged bytes fails ([`StorageError::Io`](crate::StorageError::Io)), the
+    ///   session is ended; the next open removes them.
+    ///
     /// ```
-    /// use keepsake::{DedupMode, Error, SessionOptions, Store, UploadStart};
+    /// use keepsake::{DedupMode, SessionError, SessionOptions, Store, UploadStart};
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = Store::open(dir.path()).unwrap();
     /// let ann = store.user("ann").unwrap();
@@ -683,11 +775,11 @@ impl User {
     ///     ann.begin_upload(SessionOptions::new(album, "v.mp4", DedupMode::Hash)).unwrap()
     /// else { unreachable!() };
     /// ann.abort(id).unwrap();
-    /// assert!(matches!(ann.append(id, 0, b"late"), Err(Error::UnknownUpload(_))));
+    /// assert!(matches!(ann.append(id, 0, b"late"), Err(SessionError::UnknownUpload(_))));
     /// ```
-    pub fn abort(&self, id: UploadId) -> Result<()> {
+    pub fn abort(&self, id: UploadId) -> Result<(), SessionError> {
         let id = id.get();
         let inner = self.inner();
-        inner.with_session(self.name(), id, |_, uid, _| inner.drop_session(uid, id))
+        Ok(inner.with_session(self.name(), id, |_, uid, _| inner.drop_session(uid, id))?)
     }
 }

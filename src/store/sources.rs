@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use super::ledger::user_id;
 use super::{FileInfo, Outcome, UploadReport, User};
-use crate::error::Result;
+use crate::error::{LibraryError, Result};
 use crate::ids::{AlbumId, FileId};
 use crate::meta::records::{FileRecord, SourceRecord};
 use crate::meta::{keys, Cf, Meta};
@@ -101,6 +101,12 @@ impl User {
     /// recorded it with the size, modification time and inode `meta` shows
     /// and that file is still live in the album. `None` means "read and
     /// upload it". `path` should be absolute: records are keyed by it.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
+    ///
     /// ```
     /// use keepsake::{Content, DedupMode, Outcome, Store};
     /// use std::time::{Duration, SystemTime};
@@ -119,8 +125,13 @@ impl User {
     /// let again = u.unchanged_source(album, &path, &meta).unwrap().unwrap();
     /// assert_eq!((again.file_id, again.outcome), (r.file_id, Outcome::Skipped));
     /// ```
-    pub fn unchanged_source(&self, album: AlbumId, path: &Path, meta: &Metadata) -> Result<Option<UploadReport>> {
-        unchanged(&self.inner().meta, self.name(), album, path, meta)
+    pub fn unchanged_source(
+        &self,
+        album: AlbumId,
+        path: &Path,
+        meta: &Metadata,
+    ) -> Result<Option<UploadReport>, LibraryError> {
+        Ok(unchanged(&self.inner().meta, self.name(), album, path, meta)?)
     }
 
     /// Records, in one durable commit, that each `(path, meta, file)` was
@@ -128,12 +139,18 @@ impl User {
     /// durable. A file modified less than 2 s before `scan_start` is not
     /// recorded (its old record is dropped): an edit within the same
     /// timestamp tick would not show, so it is read again next time.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::Storage`] if the disk or the metadata database fails, or the
+    ///   store refuses writes after a failed sync
+    ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)).
     pub fn record_sources(
         &self,
         album: AlbumId,
         sources: &[(PathBuf, Metadata, FileId)],
         scan_start: SystemTime,
-    ) -> Result<()> {
+    ) -> Result<(), LibraryError> {
         if sources.is_empty() {
             return Ok(());
         }
@@ -144,7 +161,7 @@ impl User {
                 (path.clone(), settled.then(|| record(meta, file.0)))
             })
             .collect();
-        self.commit_creating(move |txn, uid| {
+        Ok(self.commit_creating(move |txn, uid| {
             for (path, rec) in entries {
                 match rec {
                     Some(rec) => txn.put(Cf::Sources, key(uid, album, &path), &rec),
@@ -152,13 +169,19 @@ impl User {
                 }
             }
             Ok(())
-        })
+        })?)
     }
 
     /// Drops the records of `album` for files under `root` (or `root`
     /// itself) that are not in `seen`: after a complete walk of `root`, those
     /// files are gone from disk. The files stored from them are untouched.
-    pub fn forget_sources(&self, album: AlbumId, root: &Path, seen: &HashSet<PathBuf>) -> Result<()> {
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::Storage`] if the disk or the metadata database fails, or the
+    ///   store refuses writes after a failed sync
+    ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)).
+    pub fn forget_sources(&self, album: AlbumId, root: &Path, seen: &HashSet<PathBuf>) -> Result<(), LibraryError> {
         let inner = self.inner();
         let Some(uid) = self.id()? else {
             return Ok(());
@@ -167,12 +190,12 @@ impl User {
         if gone.is_empty() {
             return Ok(());
         }
-        inner.commit(move |txn| {
+        Ok(inner.commit(move |txn| {
             for k in gone {
                 txn.delete(Cf::Sources, k);
             }
             Ok(())
-        })
+        })?)
     }
 }
 

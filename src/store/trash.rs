@@ -7,7 +7,7 @@ use super::ledger::{
     trash_file, txn_user_id,
 };
 use super::{FileInfo, Store, User};
-use crate::error::{Error, Result};
+use crate::error::{Fault, LibraryError, Result, StorageError};
 use crate::ids::{AlbumId, FileId};
 use crate::meta::keys;
 use crate::meta::Cf;
@@ -35,6 +35,14 @@ impl User {
     /// counting toward the quota until the trash is emptied or the retention
     /// period ends.
     ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::UnknownFile`] if the user has no such file (another user's
+    ///   file id is unknown too).
+    /// - [`LibraryError::FileTrashed`] if the file is already in the trash.
+    /// - [`LibraryError::Storage`] if the disk or the metadata database fails, or the
+    ///   store refuses writes after a failed sync ([`StorageError::Poisoned`]).
+    ///
     /// ```
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
@@ -47,21 +55,29 @@ impl User {
     /// assert!(u.album_files(a).unwrap().is_empty() && u.album_files(b).unwrap().is_empty());
     /// assert_eq!(u.trash().unwrap()[0].id, f);
     /// ```
-    pub fn delete(&self, file: FileId) -> Result<()> {
+    pub fn delete(&self, file: FileId) -> Result<(), LibraryError> {
         let now = self.inner().now_ms();
-        self.commit_existing(Error::UnknownFile(file), move |txn, uid| {
+        Ok(self.commit_existing(Fault::UnknownFile(file), move |txn, uid| {
             let mut f = live_file(txn, uid, file)?;
             let mut u = load_user(txn, uid)?;
             trash_file(txn, uid, &mut u, file.0, &mut f, now)?;
             save_file(txn, uid, file.0, &f);
             save_user(txn, uid, &u);
             Ok(())
-        })
+        })?)
     }
 
     /// Restores a trashed file into the albums it was in (those that still
     /// exist). Returns those albums; if none is left, the file returns to
     /// the library only.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::UnknownFile`] if the user has no such file (another user's
+    ///   file id is unknown too, and so is a file purged from the trash).
+    /// - [`LibraryError::NotTrashed`] if the file is not in the trash.
+    /// - [`LibraryError::Storage`] if the disk or the metadata database fails, or the
+    ///   store refuses writes after a failed sync ([`StorageError::Poisoned`]).
     ///
     /// ```
     /// use keepsake::{Content, DedupMode, Store};
@@ -73,10 +89,10 @@ impl User {
     /// u.delete(f).unwrap();
     /// assert_eq!(u.restore(f).unwrap(), vec![a]);
     /// ```
-    pub fn restore(&self, file: FileId) -> Result<Vec<AlbumId>> {
-        self.commit_existing(Error::UnknownFile(file), move |txn, uid| {
-            let mut f = load_file(txn, uid, file.0)?.ok_or(Error::UnknownFile(file))?;
-            let at = f.trashed_ms.ok_or(Error::NotTrashed(file))?;
+    pub fn restore(&self, file: FileId) -> Result<Vec<AlbumId>, LibraryError> {
+        Ok(self.commit_existing(Fault::UnknownFile(file), move |txn, uid| {
+            let mut f = load_file(txn, uid, file.0)?.ok_or(Fault::UnknownFile(file))?;
+            let at = f.trashed_ms.ok_or(Fault::NotTrashed(file))?;
             let mut u = load_user(txn, uid)?;
             txn.delete(Cf::Trash, keys::trash(uid, at, file.0));
             f.trashed_ms = None;
@@ -91,10 +107,15 @@ impl User {
             save_file(txn, uid, file.0, &f);
             save_user(txn, uid, &u);
             Ok(f.albums.iter().copied().map(AlbumId).collect())
-        })
+        })?)
     }
 
     /// The user's trashed files, oldest deletion first.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record.
     ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
@@ -102,7 +123,7 @@ impl User {
     /// let nobody = store.user("nobody").unwrap();
     /// assert!(nobody.trash().unwrap().is_empty());
     /// ```
-    pub fn trash(&self) -> Result<Vec<FileInfo>> {
+    pub fn trash(&self) -> Result<Vec<FileInfo>, LibraryError> {
         let inner = self.inner();
         let Some(uid) = self.id()? else {
             return Ok(Vec::new());
@@ -119,6 +140,11 @@ impl User {
     /// Permanently deletes everything in the user's trash. Blobs no longer
     /// referenced by anyone become garbage that [`Store::gc`] reclaims.
     ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::Storage`] if the disk or the metadata database fails, or the
+    ///   store refuses writes after a failed sync ([`StorageError::Poisoned`]).
+    ///
     /// ```
     /// use keepsake::{Content, DedupMode, Store};
     /// let dir = tempfile::tempdir().unwrap();
@@ -131,9 +157,9 @@ impl User {
     /// assert_eq!(u.empty_trash().unwrap().bytes_freed, 9000);
     /// assert_eq!(u.usage().unwrap().unique_bytes, 0);
     /// ```
-    pub fn empty_trash(&self) -> Result<PurgeReport> {
+    pub fn empty_trash(&self) -> Result<PurgeReport, LibraryError> {
         let (user, now) = (self.name().to_string(), self.inner().now_ms());
-        self.inner().commit(move |txn| {
+        Ok(self.inner().commit(move |txn| {
             let mut report = PurgeReport::default();
             let Some(uid) = txn_user_id(txn, &user)? else {
                 return Ok(report);
@@ -145,7 +171,7 @@ impl User {
             }
             save_user(txn, uid, &u);
             Ok(report)
-        })
+        })?)
     }
 }
 
@@ -153,12 +179,21 @@ impl Store {
     /// Permanently deletes every user's files that have been in the trash
     /// longer than the retention period. [`Store::gc`] calls this first.
     ///
+    /// # Errors
+    ///
+    /// - [`StorageError::Database`] if the metadata database fails, and
+    ///   [`StorageError::Corrupt`] if it holds a record that cannot be decoded.
+    /// - [`StorageError::Poisoned`] if the store refuses writes after a failed sync.
+    ///
+    /// Expired files are purged in commits of up to a thousand; those committed before
+    /// a failure stay purged, and the next call carries on.
+    ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = keepsake::Store::open(dir.path()).unwrap();
     /// assert_eq!(store.purge_expired_trash().unwrap().files, 0);
     /// ```
-    pub fn purge_expired_trash(&self) -> Result<PurgeReport> {
+    pub fn purge_expired_trash(&self) -> Result<PurgeReport, StorageError> {
         let inner = &self.inner;
         let now = inner.now_ms();
         let cutoff = now.saturating_sub(inner.options.trash_retention.as_millis() as u64);

@@ -193,9 +193,10 @@ impl Upload {
         }
     }
 
-    /// Refuses the upload with [`Error::HashMismatch`] unless the content
-    /// hashes to `hash`: a client that declared a hash gets exactly what it
-    /// declared or nothing.
+    /// Refuses the upload with
+    /// [`UploadError::HashMismatch`](crate::UploadError::HashMismatch) unless
+    /// the content hashes to `hash`: a client that declared a hash gets
+    /// exactly what it declared or nothing.
     pub fn expect_hash(mut self, hash: ContentHash) -> Self {
         self.expected = Some(hash);
         self

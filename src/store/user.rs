@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::ledger::{ensure_user, txn_user_id, user_id};
 use super::{Inner, Store};
-use crate::error::{Error, Result};
+use crate::error::{Fault, NameError, Result};
 use crate::meta::txn::Txn;
 use crate::names::check_user_name;
 
@@ -57,18 +57,18 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidName`] if `name` is empty, longer than
-    /// [`MAX_NAME_BYTES`](crate::MAX_NAME_BYTES), or holds a control
-    /// character.
+    /// - [`NameError`] if `name` is empty, only white space, longer than
+    ///   [`MAX_NAME_BYTES`](crate::MAX_NAME_BYTES), or holds a control
+    ///   character.
     ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = keepsake::Store::open(dir.path()).unwrap();
     /// let ann = store.user("ann").unwrap();
     /// assert_eq!(ann.name(), "ann");
-    /// assert!(matches!(store.user(""), Err(keepsake::Error::InvalidName { .. })));
+    /// assert!(matches!(store.user(""), Err(keepsake::NameError { .. })));
     /// ```
-    pub fn user(&self, name: &str) -> Result<User> {
+    pub fn user(&self, name: &str) -> Result<User, NameError> {
         check_user_name(name)?;
         Ok(User {
             store: self.clone(),
@@ -101,7 +101,7 @@ impl User {
     /// Runs `work` as a durable transaction on behalf of the user, who must
     /// exist: a user who never stored anything fails with `missing`, the
     /// same error an unknown (or another user's) id gives.
-    pub(crate) fn commit_existing<R, F>(&self, missing: Error, work: F) -> Result<R>
+    pub(crate) fn commit_existing<R, F>(&self, missing: Fault, work: F) -> Result<R>
     where
         R: Send + 'static,
         F: for<'m> FnOnce(&mut Txn<'m>, u64) -> Result<R> + Send + 'static,

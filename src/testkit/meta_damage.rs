@@ -8,7 +8,7 @@
 
 use rocksdb::WriteBatch;
 
-use crate::error::Result;
+use crate::error::StorageError;
 use crate::meta::Cf;
 use crate::Store;
 
@@ -25,7 +25,18 @@ fn family(name: &str) -> Cf {
         .unwrap_or_else(|| panic!("no column family {name:?}"))
 }
 
+/// One raw entry of a column family: its key and value bytes.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Every entry of the column family `name`, in key order.
+///
+/// # Errors
+///
+/// [`StorageError::Database`] if the metadata database fails.
+///
+/// # Panics
+///
+/// If no family is called `name`.
 ///
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
@@ -34,12 +45,20 @@ fn family(name: &str) -> Cf {
 /// let names = keepsake::testkit::meta_damage::entries(&store, "user_names").unwrap();
 /// assert_eq!(names[0].0, b"ann");
 /// ```
-pub fn entries(store: &Store, name: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    store.inner.meta.scan_all(family(name), &[])
+pub fn entries(store: &Store, name: &str) -> Result<Vec<Entry>, StorageError> {
+    Ok(store.inner.meta.scan_all(family(name), &[])?)
 }
 
 /// Sets `key` in the column family `name` to `value`, or deletes it for
 /// `None`, in one synced write outside any transaction.
+///
+/// # Errors
+///
+/// [`StorageError::Database`] if the write fails.
+///
+/// # Panics
+///
+/// If no family is called `name`.
 ///
 /// ```
 /// use keepsake::testkit::meta_damage::{entries, set};
@@ -49,12 +68,12 @@ pub fn entries(store: &Store, name: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
 /// set(&store, "user_names", b"ann", None).unwrap();
 /// assert!(entries(&store, "user_names").unwrap().is_empty());
 /// ```
-pub fn set(store: &Store, name: &str, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+pub fn set(store: &Store, name: &str, key: &[u8], value: Option<&[u8]>) -> Result<(), StorageError> {
     let meta = &store.inner.meta;
     let mut batch = WriteBatch::default();
     match value {
         Some(v) => meta.batch_put(&mut batch, family(name), key, v),
         None => meta.batch_delete(&mut batch, family(name), key),
     }
-    meta.write(batch)
+    Ok(meta.write(batch)?)
 }

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::error::{Error, NameKind, OpenError};
+use crate::error::{LibraryError, NameError, NameKind, OpenError, QuotaExceeded, StorageError, UploadError};
 use crate::names::{check_album_name, check_file_name, check_user_name};
 use crate::{
     AlbumDeletion, AlbumId, AlbumInfo, Clock, Content, ContentHash, DedupMode, FileId, FileInfo, HashedUpload, Outcome,
@@ -115,40 +115,40 @@ pub struct Query {
 /// One operation on the store, as the model and the harness both take it.
 #[derive(Debug, Clone)]
 pub enum Op {
-    /// [`User::ensure_album`].
+    /// [`User::ensure_album`](crate::User::ensure_album).
     EnsureAlbum {
         /// The user.
         user: String,
         /// The album's name.
         name: String,
     },
-    /// [`User::create_album`] (fails if the name is taken).
+    /// [`User::create_album`](crate::User::create_album) (fails if the name is taken).
     CreateAlbum {
         /// The user.
         user: String,
         /// The album's name.
         name: String,
     },
-    /// [`User::upload`] of one item.
+    /// [`User::upload`](crate::User::upload) of one item.
     Upload {
         /// The user.
         user: String,
         /// The upload.
         item: Item,
     },
-    /// [`User::upload_batch`]: one commit, each item judged after the
-    /// items before it.
+    /// [`User::upload_batch`](crate::User::upload_batch): one commit, each
+    /// item judged after the items before it.
     UploadBatch {
         /// The user.
         user: String,
         /// The uploads, in order.
         items: Vec<Item>,
     },
-    /// [`User::check`]: what an upload of this hash would do.
+    /// [`User::check`](crate::User::check): what an upload of this hash would do.
     Check(Query),
-    /// [`User::link`]: an upload completed from its hash alone.
+    /// [`User::link`](crate::User::link): an upload completed from its hash alone.
     Link(Query),
-    /// [`User::add_to_album`].
+    /// [`User::add_to_album`](crate::User::add_to_album).
     AddToAlbum {
         /// The user.
         user: String,
@@ -157,7 +157,7 @@ pub enum Op {
         /// The album.
         album: AlbumId,
     },
-    /// [`User::remove_from_album`].
+    /// [`User::remove_from_album`](crate::User::remove_from_album).
     RemoveFromAlbum {
         /// The user.
         user: String,
@@ -166,7 +166,7 @@ pub enum Op {
         /// The album.
         album: AlbumId,
     },
-    /// [`User::move_file`].
+    /// [`User::move_file`](crate::User::move_file).
     MoveFile {
         /// The user.
         user: String,
@@ -177,28 +177,28 @@ pub enum Op {
         /// The album it joins.
         to: AlbumId,
     },
-    /// [`User::delete`]: to the trash.
+    /// [`User::delete`](crate::User::delete): to the trash.
     Delete {
         /// The user.
         user: String,
         /// The file.
         file: FileId,
     },
-    /// [`User::restore`].
+    /// [`User::restore`](crate::User::restore).
     Restore {
         /// The user.
         user: String,
         /// The file.
         file: FileId,
     },
-    /// [`User::empty_trash`].
+    /// [`User::empty_trash`](crate::User::empty_trash).
     EmptyTrash {
         /// The user.
         user: String,
     },
     /// [`Store::purge_expired_trash`].
     PurgeExpiredTrash,
-    /// [`User::delete_album`].
+    /// [`User::delete_album`](crate::User::delete_album).
     DeleteAlbum {
         /// The user.
         user: String,
@@ -207,7 +207,7 @@ pub enum Op {
         /// What happens to its files.
         deletion: AlbumDeletion,
     },
-    /// [`User::set_quota`].
+    /// [`User::set_quota`](crate::User::set_quota).
     SetQuota {
         /// The user.
         user: String,
@@ -257,30 +257,32 @@ pub enum Reply {
     Done,
 }
 
-/// An error as the model predicts it: the store's [`Error`] without the
-/// parts (messages, I/O sources) that the model has no opinion on.
+/// An error as the model predicts it: the store's error families without
+/// the parts (messages, I/O sources) that the model has no opinion on, and
+/// without the family (each operation has one; the model predicts the
+/// variant).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// [`Error::InvalidName`], by kind.
+    /// `InvalidName`, by kind.
     InvalidName(NameKind),
-    /// [`Error::UnknownFile`].
+    /// `UnknownFile`.
     UnknownFile(FileId),
-    /// [`Error::UnknownAlbum`].
+    /// `UnknownAlbum`.
     UnknownAlbum(String),
-    /// [`Error::AlbumExists`].
+    /// [`LibraryError::AlbumExists`].
     AlbumExists(String),
-    /// [`Error::FileTrashed`].
+    /// [`LibraryError::FileTrashed`].
     FileTrashed(FileId),
-    /// [`Error::NotTrashed`].
+    /// [`LibraryError::NotTrashed`].
     NotTrashed(FileId),
-    /// [`Error::NotInAlbum`].
+    /// [`LibraryError::NotInAlbum`].
     NotInAlbum {
         /// The file.
         file: FileId,
         /// The album.
         album: AlbumId,
     },
-    /// [`Error::QuotaExceeded`].
+    /// `QuotaExceeded`.
     QuotaExceeded {
         /// The limit.
         limit: u64,
@@ -289,27 +291,55 @@ pub enum Refusal {
         /// What the upload would charge.
         needed: u64,
     },
-    /// [`Error::ContentRequired`].
+    /// [`UploadError::ContentRequired`].
     ContentRequired,
     /// Any other error: the model never predicts one, so it is always a
     /// divergence.
     Unexpected(String),
 }
 
-impl From<Error> for Refusal {
-    fn from(e: Error) -> Self {
+impl From<NameError> for Refusal {
+    fn from(e: NameError) -> Self {
+        Refusal::InvalidName(e.kind)
+    }
+}
+
+impl From<QuotaExceeded> for Refusal {
+    fn from(QuotaExceeded { limit, used, needed }: QuotaExceeded) -> Self {
+        Refusal::QuotaExceeded { limit, used, needed }
+    }
+}
+
+impl From<UploadError> for Refusal {
+    fn from(e: UploadError) -> Self {
         match e {
-            Error::InvalidName { kind, .. } => Refusal::InvalidName(kind),
-            Error::UnknownFile(f) => Refusal::UnknownFile(f),
-            Error::UnknownAlbum(a) => Refusal::UnknownAlbum(a),
-            Error::AlbumExists(a) => Refusal::AlbumExists(a),
-            Error::FileTrashed(f) => Refusal::FileTrashed(f),
-            Error::NotTrashed(f) => Refusal::NotTrashed(f),
-            Error::NotInAlbum { file, album } => Refusal::NotInAlbum { file, album },
-            Error::QuotaExceeded { limit, used, needed } => Refusal::QuotaExceeded { limit, used, needed },
-            Error::ContentRequired => Refusal::ContentRequired,
+            UploadError::InvalidName(n) => n.into(),
+            UploadError::UnknownAlbum(a) => Refusal::UnknownAlbum(a),
+            UploadError::QuotaExceeded(q) => q.into(),
+            UploadError::ContentRequired => Refusal::ContentRequired,
             other => Refusal::Unexpected(other.to_string()),
         }
+    }
+}
+
+impl From<LibraryError> for Refusal {
+    fn from(e: LibraryError) -> Self {
+        match e {
+            LibraryError::InvalidName(n) => n.into(),
+            LibraryError::UnknownFile(f) => Refusal::UnknownFile(f),
+            LibraryError::UnknownAlbum(a) => Refusal::UnknownAlbum(a),
+            LibraryError::AlbumExists(a) => Refusal::AlbumExists(a),
+            LibraryError::FileTrashed(f) => Refusal::FileTrashed(f),
+            LibraryError::NotTrashed(f) => Refusal::NotTrashed(f),
+            LibraryError::NotInAlbum { file, album } => Refusal::NotInAlbum { file, album },
+            other => Refusal::Unexpected(other.to_string()),
+        }
+    }
+}
+
+impl From<StorageError> for Refusal {
+    fn from(e: StorageError) -> Self {
+        Refusal::Unexpected(e.to_string())
     }
 }
 
@@ -797,6 +827,10 @@ impl Model {
 /// and for every user their usage, albums (with their counters and
 /// members), library, trash, the exact bytes of every file record, and
 /// finally a full `verify` with scrub. Returns the first difference.
+///
+/// # Errors
+///
+/// The first difference, described; a store operation that fails is one too.
 pub fn check_store(store: &Store, model: &Model) -> Result<(), String> {
     fn same<T: PartialEq + fmt::Debug>(what: &str, got: T, want: T) -> Result<(), String> {
         match got == want {
@@ -804,7 +838,7 @@ pub fn check_store(store: &Store, model: &Model) -> Result<(), String> {
             false => Err(format!("{what}: the store shows {got:#?}\nthe model expects {want:#?}")),
         }
     }
-    fn fail(what: &'static str) -> impl Fn(Error) -> String {
+    fn fail<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
         move |e| format!("{what} failed: {e}")
     }
 
@@ -951,6 +985,10 @@ pub struct Harness {
 impl Harness {
     /// Opens the store in `dir` with `options`, its clock replaced by one at
     /// [`START_MS`] that only [`Op::AdvanceClock`] moves.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Store::open_with`].
     pub fn open(dir: impl Into<PathBuf>, options: StoreOptions) -> Result<Harness, OpenError> {
         let dir = dir.into();
         let clock = Arc::new(HandClock(AtomicU64::new(START_MS)));
@@ -976,6 +1014,10 @@ impl Harness {
     /// Closes the store, runs `between` (say, replacing the disk with what a
     /// power cut leaves: see `testkit::sim_fs`), and opens it again. After
     /// an error the harness has no store until a later call succeeds.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Store::open_with`].
     pub fn reopen_after(&mut self, between: impl FnOnce()) -> Result<(), OpenError> {
         // The old store must be closed (its lock released) first.
         self.store = None;

@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use keepsake::fs::{Fs, FsFile, OsFs};
-use keepsake::{AlbumId, Clock, Content, DedupMode, Error, Store, StoreOptions, UploadReport};
+use keepsake::{
+    AlbumId, Clock, Content, DedupMode, Error, LibraryError, ReadError, SessionError, Store, StoreOptions, UploadError,
+    UploadReport,
+};
 
 /// Above the default 4096-byte inline threshold, so blobs go to segments.
 pub const BIG: usize = 10 * 1024;
@@ -71,7 +74,7 @@ pub fn put_all(store: &Store, user: &str, album: AlbumId, contents: &[Vec<u8>]) 
 }
 
 /// Like [`put`], but returns the error the upload is expected to fail with.
-pub fn put_err(store: &Store, user: &str, album: AlbumId, name: &str, bytes: &[u8], mode: DedupMode) -> Error {
+pub fn put_err(store: &Store, user: &str, album: AlbumId, name: &str, bytes: &[u8], mode: DedupMode) -> UploadError {
     match store
         .user(user)
         .unwrap()
@@ -80,6 +83,22 @@ pub fn put_err(store: &Store, user: &str, album: AlbumId, name: &str, bytes: &[u
         Ok(r) => panic!("upload of {name} by {user} should have failed, got {r:?}"),
         Err(e) => e,
     }
+}
+
+/// Whether `r` failed because the user has no file `id` (whichever family
+/// the operation's error is: a read's or the library's).
+pub fn is_unknown_file<T>(r: Result<T, Error>, id: keepsake::FileId) -> bool {
+    matches!(r, Err(Error::Library(LibraryError::UnknownFile(f)) | Error::Read(ReadError::UnknownFile(f))) if f == id)
+}
+
+/// Whether `r` failed because the user has no such album.
+pub fn is_unknown_album<T>(r: Result<T, Error>) -> bool {
+    matches!(
+        r,
+        Err(Error::Library(LibraryError::UnknownAlbum(_))
+            | Error::Upload(UploadError::UnknownAlbum(_))
+            | Error::Session(SessionError::Upload(UploadError::UnknownAlbum(_))))
+    )
 }
 
 /// Asserts that a full verification with scrub finds no problem.

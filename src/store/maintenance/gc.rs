@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use crate::blob::format::{scan_records, SEGMENT_HEADER_LEN};
 use crate::blob::{Location, RecordData, Written};
-use crate::error::Result;
+use crate::error::{Result, StorageError};
 use crate::hash::ContentHash;
 use crate::meta::keys;
 use crate::meta::records::{BlobRecord, Place, SegmentRecord};
@@ -52,13 +52,26 @@ const GC_CHUNK: usize = 1000;
 
 impl Store {
     /// Runs a full collection with the store's configured grace period.
-    pub fn gc(&self) -> Result<GcReport> {
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Store::gc_with_grace`].
+    pub fn gc(&self) -> Result<GcReport, StorageError> {
         self.gc_with_grace(self.inner.options.gc_grace)
     }
 
     /// Runs a full collection, removing blobs unreferenced for at least
     /// `grace`. Safe to run while uploads go on, and to interrupt: each step
     /// commits on its own and the next run carries on.
+    ///
+    /// # Errors
+    ///
+    /// - [`StorageError::Poisoned`] if the store refuses writes after a failed sync.
+    /// - [`StorageError::Io`] if compaction cannot write or sync its copies, or a
+    ///   segment or staged file cannot be removed (what was committed stays; the next
+    ///   open removes the file).
+    /// - [`StorageError::Database`] if the metadata database fails, and
+    ///   [`StorageError::Corrupt`] if it holds a record that cannot be decoded.
     ///
     /// ```
     /// use std::time::Duration;
@@ -72,7 +85,7 @@ impl Store {
     /// u.empty_trash().unwrap();
     /// assert_eq!(store.gc_with_grace(Duration::ZERO).unwrap().blobs_removed, 1);
     /// ```
-    pub fn gc_with_grace(&self, grace: Duration) -> Result<GcReport> {
+    pub fn gc_with_grace(&self, grace: Duration) -> Result<GcReport, StorageError> {
         let inner = &*self.inner;
         let _one_gc = inner.gc_lock.lock();
         inner.health.check()?;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::verify::{survey, Problem, Survey};
 use crate::blob::format::scan_records;
 use crate::blob::Location;
-use crate::error::{Error, Result};
+use crate::error::{Fault, Result, StorageError};
 use crate::hash::ContentHash;
 use crate::meta::records::{BlobRecord, Place, SegmentRecord};
 use crate::meta::txn::Txn;
@@ -61,13 +61,22 @@ impl Store {
     /// record points at is ever deleted, and no data is invented: what
     /// cannot be rebuilt is reported in [`RepairReport::unrepaired`].
     ///
+    /// # Errors
+    ///
+    /// On any error nothing was written.
+    ///
+    /// - [`StorageError::Poisoned`] if the store refuses writes after a failed sync.
+    /// - [`StorageError::Database`] if the metadata database fails.
+    /// - [`StorageError::Corrupt`] if it holds a record that cannot be decoded, or the
+    ///   repairs do not settle (a bug in them).
+    ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = keepsake::Store::open(dir.path()).unwrap();
     /// let report = store.repair(true).unwrap();
     /// assert!(report.ok && report.repaired.is_empty());
     /// ```
-    pub fn repair(&self, scrub: bool) -> Result<RepairReport> {
+    pub fn repair(&self, scrub: bool) -> Result<RepairReport, StorageError> {
         // Compaction moves blobs and removes segments; the copies found
         // below must stay where they are until the commit.
         let _no_gc = self.inner.gc_lock.lock();
@@ -152,7 +161,7 @@ fn rebuild(
             return Ok((repaired, s));
         }
     }
-    Err(Error::Corrupt(format!(
+    Err(Fault::Corrupt(format!(
         "repair did not settle after {MAX_PASSES} passes; nothing was written"
     )))
 }

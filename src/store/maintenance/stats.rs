@@ -2,7 +2,7 @@
 //! for compaction.
 
 use crate::blob::format::SEGMENT_HEADER_LEN;
-use crate::error::Result;
+use crate::error::{Result, StorageError};
 use crate::meta::records::{BlobRecord, Place, SegmentRecord, UserRecord};
 use crate::meta::{decode, Cf, Meta};
 use crate::store::Store;
@@ -36,13 +36,18 @@ pub struct Stats {
 impl Store {
     /// Store-wide statistics, computed by a scan of the metadata.
     ///
+    /// # Errors
+    ///
+    /// - [`StorageError::Database`] if the metadata database fails.
+    /// - [`StorageError::Corrupt`] if it holds a record that cannot be decoded.
+    ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = keepsake::Store::open(dir.path()).unwrap();
     /// assert_eq!(store.stats().unwrap().blobs, 0);
     /// ```
-    pub fn stats(&self) -> Result<Stats> {
-        stats(&self.inner.meta)
+    pub fn stats(&self) -> Result<Stats, StorageError> {
+        Ok(stats(&self.inner.meta)?)
     }
 }
 

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::blob::format::{SegmentHeader, SEGMENT_HEADER_LEN};
-use crate::error::Result;
+use crate::error::{Result, StorageError};
 use crate::hash::ContentHash;
 use crate::ids::FileId;
 use crate::meta::records::{
@@ -620,12 +620,20 @@ impl Store {
     /// damaged is remembered as such (as a failed read does), so that the
     /// next upload of the content heals it.
     ///
+    /// # Errors
+    ///
+    /// Inconsistencies and damage are [`VerifyReport::problems`], not errors. It fails
+    /// only if the metadata cannot be read:
+    ///
+    /// - [`StorageError::Database`] if the metadata database fails.
+    /// - [`StorageError::Corrupt`] if it holds a record that cannot be decoded.
+    ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
     /// let store = keepsake::Store::open(dir.path()).unwrap();
     /// assert!(store.verify(true).unwrap().ok);
     /// ```
-    pub fn verify(&self, scrub: bool) -> Result<VerifyReport> {
+    pub fn verify(&self, scrub: bool) -> Result<VerifyReport, StorageError> {
         let inner = &*self.inner;
         // Compaction moves blobs; holding the GC lock keeps segments still.
         let _no_gc = inner.gc_lock.lock();
