@@ -40,7 +40,7 @@
 
 #![warn(missing_docs)]
 
-pub mod blob;
+mod blob;
 mod clock;
 mod commit;
 mod error;
