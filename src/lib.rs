@@ -41,8 +41,11 @@
 //! `DESIGN.md` for the formats and the argument.
 
 #![warn(missing_docs)]
+// A storage engine reports failures as errors; a panic is a decision the code
+// states with `expect` and a reason. Unit tests may unwrap (clippy.toml).
+#![deny(clippy::unwrap_used)]
 
-pub mod blob;
+mod blob;
 mod clock;
 mod commit;
 mod error;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{data, knob, put, put_all, segment_files, BIG};
-use keepsake::blob::format::{scan_records, RECORD_HEADER_LEN, REC_HASH_AT, REC_LENGTH_AT, SEGMENT_HEADER_LEN};
+use keepsake::testkit::format::{scan_records, RECORD_HEADER_LEN, REC_HASH_AT, REC_LENGTH_AT, SEGMENT_HEADER_LEN};
 use keepsake::{
     AlbumId, Content, ContentHash, DedupMode, FileId, HashedUpload, Outcome, Preflight, ReadError, Store, StoreOptions,
     UploadError,

@@ -10,7 +10,7 @@ use common::{
     assert_verified, damaged_files, data, fresh_store, open, options_with_clock, put, put_all, segment_files,
     store_with_album, ManualClock, BIG,
 };
-use keepsake::blob::format::RECORD_HEADER_LEN;
+use keepsake::testkit::format::RECORD_HEADER_LEN;
 use keepsake::{AlbumDeletion, Content, DedupMode, FileId, OpenError, Outcome, ReadError, Store, StoreOptions, Upload};
 
 const RECORD: u64 = (BIG + RECORD_HEADER_LEN) as u64;

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{data, fresh_store, put, segment_files, BIG};
-use keepsake::blob::format::{scan_records, RECORD_HEADER_LEN};
+use keepsake::testkit::format::{scan_records, RECORD_HEADER_LEN};
 use keepsake::testkit::meta_damage::{entries, set};
 use keepsake::{
     AlbumId, ContentHash, DedupMode, FileId, HashedUpload, Outcome, Preflight, RepairReport, Store, StoreOptions,

@@ -6,7 +6,7 @@
 
 #![no_main]
 
-use keepsake::blob::format::{scan_records, RecordHeader, SegmentHeader, SEGMENT_HEADER_LEN};
+use keepsake::testkit::format::{scan_records, RecordHeader, SegmentHeader, SEGMENT_HEADER_LEN};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

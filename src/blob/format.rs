@@ -26,7 +26,7 @@
 //! check the index without the metadata.
 //!
 //! ```
-//! use keepsake::blob::format::{RecordHeader, RECORD_HEADER_LEN};
+//! use keepsake::testkit::format::{RecordHeader, RECORD_HEADER_LEN};
 //! use keepsake::ContentHash;
 //! let h = RecordHeader { segment: 3, offset: 32, length: 5, hash: ContentHash::of(b"hello") };
 //! let bytes = h.encode();
@@ -199,7 +199,7 @@ impl RecordHeader {
 /// offset; it never panics on arbitrary input.
 ///
 /// ```
-/// use keepsake::blob::format::{scan_records, SegmentHeader};
+/// use keepsake::testkit::format::{scan_records, SegmentHeader};
 /// let seg = SegmentHeader { id: 1 }.encode();
 /// let (records, end) = scan_records(&seg, 1);
 /// assert!(records.is_empty());

@@ -427,8 +427,10 @@ impl BlobLog {
             .view(loc.segment, loc.end())
             .map_err(|detail| Fault::Integrity { hash, detail })?;
         let integrity = |detail: String| Fault::Integrity { hash, detail };
-        let start = loc.offset as usize;
-        let header = RecordHeader::decode(&view[start..])
+        // Only the record's own bytes are ever looked at (not the view's
+        // tail, which may be an append in flight): see `view`.
+        let record = view.slice(loc.offset as usize..loc.end() as usize);
+        let header = RecordHeader::decode(&record)
             .map_err(|e| integrity(format!("record header in segment {}: {e}", loc.segment)))?;
         let expected = RecordHeader {
             segment: loc.segment,
@@ -442,7 +444,7 @@ impl BlobLog {
                 loc.segment, loc.offset
             )));
         }
-        let data = view.slice(start + RECORD_HEADER_LEN..loc.end() as usize);
+        let data = record.slice(RECORD_HEADER_LEN..);
         let actual = ContentHash::of(&data);
         if actual != hash {
             return Err(integrity(format!("data hashes to {actual}")));
@@ -456,10 +458,21 @@ impl BlobLog {
             return Ok(v.clone());
         }
         let path = self.path(id);
-        let v = self
-            .fs
-            .map(&path)
-            .map_err(|e| format!("cannot map segment {id}: {e}"))?;
+        // SAFETY: `Fs::map` requires that no byte read through the view is
+        // modified or truncated away while the view lives. Every read through
+        // a view stops at `need`, the end of a record whose location the
+        // metadata gave: `read` slices out that one record, `segment_bytes`
+        // the segment's committed part. Those bytes are final: a segment is
+        // append-only below its committed length, each record is written
+        // once, before the commit that makes its location known, and removing
+        // a compacted segment leaves existing maps valid. A segment is only
+        // ever truncated by recovery at open (past its committed length) and
+        // by a failed append (back to the offset that append started at, the
+        // end of every record written before it); both cut only bytes past
+        // every record anyone was given. A view taken while an append is in
+        // flight does cover that append's first bytes, which a failure cuts
+        // off again, but nothing reads them.
+        let v = unsafe { self.fs.map(&path) }.map_err(|e| format!("cannot map segment {id}: {e}"))?;
         if (v.len() as u64) < need {
             return Err(format!("segment {id} is {} bytes, the record ends at {need}", v.len()));
         }

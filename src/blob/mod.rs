@@ -4,7 +4,9 @@
 //! makes them durable, serves verified zero-copy reads, and recovers the
 //! segment directory at open.
 
-pub mod format;
+// Crate-private: the engine's own format. Tests and fuzz targets that build
+// or damage segment bytes reach it as `testkit::format`.
+pub(crate) mod format;
 mod log;
 
 pub(crate) use log::{BlobLog, Location, Pin, RecordData, Recovery, Written};

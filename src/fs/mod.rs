@@ -12,11 +12,15 @@
 //! ```
 //! use keepsake::fs::{Fs, OsFs};
 //! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("x");
 //! let fs = OsFs;
-//! let f = fs.create(&dir.path().join("x")).unwrap();
+//! let f = fs.create(&path).unwrap();
 //! f.write_all_at(0, b"hello").unwrap();
 //! f.sync_data().unwrap();
-//! assert_eq!(&fs.map(&dir.path().join("x")).unwrap()[..], b"hello");
+//! // SAFETY: nothing writes to or truncates the file while `view` lives:
+//! // `f` is not used again and the directory is this example's own.
+//! let view = unsafe { fs.map(&path) }.unwrap();
+//! assert_eq!(&view[..], b"hello");
 //! ```
 
 mod os;
@@ -41,7 +45,20 @@ pub trait Fs: Send + Sync + Debug {
     fn open(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
     /// A read-only, zero-copy view of the whole file as it is now. The view
     /// stays valid after the file is removed; it does not see later appends.
-    fn map(&self, path: &Path) -> io::Result<Bytes>;
+    ///
+    /// # Safety
+    ///
+    /// The view may be a memory map of the file itself (it is, for
+    /// [`OsFs`]). While the returned `Bytes`, or any slice of it, lives, the
+    /// caller must ensure that the bytes read through it are not modified
+    /// (the bytes behind a `&[u8]` must not change) and that the file is not
+    /// truncated below them (reading a page that truncation took away raises
+    /// `SIGBUS`). Appending to the file and removing it are fine. The blob
+    /// log meets this with the segment contract: readers read only committed
+    /// records, whose bytes are written once, before any reader learns where
+    /// they are, and which no truncation reaches (recovery at open cuts only
+    /// past the committed length, a failed append only its own bytes).
+    unsafe fn map(&self, path: &Path) -> io::Result<Bytes>;
     /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes the creation and removal of entries in `dir` durable.

@@ -1,20 +1,24 @@
 //! [`Fs`] over the operating system's file system.
 //!
-//! This module holds the crate's only `unsafe` code: memory-mapping segment
-//! files in [`OsFs::map`].
+//! This module holds the crate's one `unsafe` operation: memory-mapping
+//! segment files in [`OsFs::map`]. Calling it is `unsafe` (see
+//! [`Fs::map`]'s `# Safety`); its one caller is the blob log's read path.
 //!
 //! # The mapping contract
 //!
 //! A mapped file may change underneath the mapping, which Rust's aliasing
 //! rules do not allow for a `&[u8]`, and truncation turns reads of the lost
-//! pages into `SIGBUS`. keepsake keeps both from happening to the files it
-//! maps:
+//! pages into `SIGBUS`. keepsake keeps both from happening to the bytes it
+//! reads through a map:
 //!
 //! - it only maps segment files, and never writes to bytes of a segment below
 //!   its committed length: records are append-only and a record's bytes are
 //!   final before any reader can learn its location;
-//! - it only truncates a segment during recovery at open, before anything is
-//!   mapped, and only past the committed length, which no reader ever maps;
+//! - it reads through a map only records whose location the metadata gave,
+//!   all below the committed length;
+//! - it truncates a segment only past the end of every record anyone was
+//!   given: during recovery at open (past the committed length) and when an
+//!   append fails (back to where that append started);
 //! - it removes whole segment files (after compaction), which on Unix leaves
 //!   existing mappings valid;
 //! - one process at a time owns a store (an exclusive lock at open).
@@ -60,16 +64,19 @@ impl Fs for OsFs {
         Ok(Box::new(OsFile(f)))
     }
 
-    fn map(&self, path: &Path) -> io::Result<Bytes> {
+    unsafe fn map(&self, path: &Path) -> io::Result<Bytes> {
         let file = File::open(path)?;
         if file.metadata()?.len() == 0 {
             // mmap of length 0 is an error on Linux.
             return Ok(Bytes::new());
         }
-        // SAFETY: segment files are append-only below their committed length
-        // and are never truncated while the store is open (see the module's
-        // mapping contract), so the mapped bytes that callers slice never
-        // change or disappear while the `Bytes` lives.
+        // SAFETY: `Mmap::map` is unsafe because the mapped file may change or
+        // shrink while the map lives. The map lives exactly as long as the
+        // returned `Bytes` and its slices (`from_owner` owns it), and this
+        // function's caller guarantees that for that time the bytes read
+        // through them are neither modified nor truncated away (the
+        // `# Safety` contract of `Fs::map`, which the blob log meets with the
+        // segment contract in this module's documentation).
         let map = unsafe { memmap2::Mmap::map(&file)? };
         Ok(Bytes::from_owner(map))
     }

@@ -50,9 +50,11 @@
 //! # Maps
 //!
 //! [`Fs::map`] returns a copy of the live bytes: a snapshot that later writes
-//! do not change. The real map is shared with the file, but the engine never
-//! writes below a segment's committed length nor truncates a mapped segment
-//! (see `fs/os.rs`), so the engine cannot tell the two apart.
+//! do not change. The real map is shared with the file, but the engine only
+//! reads bytes that are never written again nor truncated while it may read
+//! them (the `# Safety` contract of [`Fs::map`]; see `fs/os.rs`), so it
+//! cannot tell the two apart. A copy makes the contract moot here: calling
+//! this `map` is always sound.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -503,7 +505,9 @@ impl Fs for SimFs {
         }
     }
 
-    fn map(&self, path: &Path) -> io::Result<Bytes> {
+    /// A copy of the live bytes: sound to call whatever happens to the file
+    /// afterwards (the trait's contract binds callers of real maps).
+    unsafe fn map(&self, path: &Path) -> io::Result<Bytes> {
         let rel = self.shared.rel(path)?;
         match lock(&self.shared.tree).live.get(&rel) {
             Some(Node::File(inode)) => Ok(Bytes::copy_from_slice(&lock(&inode.0).live)),
@@ -652,7 +656,9 @@ mod tests {
         fs.sync_dir(Path::new("/store/seg")).unwrap();
         f.write_all_at(5, b" world").unwrap();
         assert_eq!(image_of(&fs, Tear::None, "seg/a").unwrap(), b"hello");
-        assert_eq!(&fs.map(Path::new("/store/seg/a")).unwrap()[..], b"hello world");
+        // SAFETY: a SimFs map is a copy of the bytes: nothing can invalidate it.
+        let view = unsafe { fs.map(Path::new("/store/seg/a")) }.unwrap();
+        assert_eq!(&view[..], b"hello world");
     }
 
     #[test]
@@ -709,7 +715,9 @@ mod tests {
         assert_eq!(f.len().unwrap(), 0);
         let e = f.write_all_at(0, b"abcd").unwrap_err();
         assert_eq!(e.raw_os_error(), Some(ENOSPC));
-        assert_eq!(&fs.map(Path::new("/store/seg/a")).unwrap()[..], b"ab");
+        // SAFETY: a SimFs map is a copy of the bytes: nothing can invalidate it.
+        let view = unsafe { fs.map(Path::new("/store/seg/a")) }.unwrap();
+        assert_eq!(&view[..], b"ab");
         f.write_all_at(2, b"cd").unwrap();
         assert_eq!(fs.ops(), next + 2);
     }
@@ -730,7 +738,9 @@ mod tests {
         let fs = sim();
         let f = fs.create(Path::new("/store/seg/a")).unwrap();
         f.write_all_at(0, b"abc").unwrap();
-        let view = fs.map(Path::new("/store/seg/a")).unwrap();
+        // SAFETY: a SimFs map is a copy of the bytes, which is what this test
+        // checks: the writes and the removal below cannot invalidate it.
+        let view = unsafe { fs.map(Path::new("/store/seg/a")) }.unwrap();
         f.write_all_at(3, b"def").unwrap();
         fs.remove_file(Path::new("/store/seg/a")).unwrap();
         assert_eq!(&view[..], b"abc");

@@ -228,8 +228,9 @@ impl Fs for TestFs {
     fn open(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
         Ok(self.wrap(OsFs.open(path)?))
     }
-    fn map(&self, path: &Path) -> io::Result<Bytes> {
-        OsFs.map(path)
+    unsafe fn map(&self, path: &Path) -> io::Result<Bytes> {
+        // SAFETY: the caller's contract (`Fs::map`) is passed on unchanged.
+        unsafe { OsFs.map(path) }
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         OsFs.remove_file(path)
