@@ -27,3 +27,15 @@ impl Clock for SystemClock {
             .unwrap_or(0)
     }
 }
+
+/// A clock the unit tests set by hand (`0.store(ms)`).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct ManualClock(pub(crate) std::sync::atomic::AtomicU64);
+
+#[cfg(test)]
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -432,9 +432,26 @@ impl Fault {
             source,
         }
     }
-}
 
-impl Fault {
+    /// The same failure again, for each of several callers one failure
+    /// answers (the uploads of a batch whose one commit failed). Only the
+    /// storage failures a commit can end with keep their variant; the I/O
+    /// error keeps its kind and message.
+    pub(crate) fn replicate(&self) -> Fault {
+        match self {
+            Fault::Io { context, source } => Fault::Io {
+                context: context.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            Fault::Database(m) => Fault::Database(m.clone()),
+            Fault::Corrupt(m) => Fault::Corrupt(m.clone()),
+            Fault::Poisoned(m) => Fault::Poisoned(m.clone()),
+            Fault::CommitPanicked(m) => Fault::CommitPanicked(m.clone()),
+            Fault::Contended(m) => Fault::Contended(m.clone()),
+            other => Fault::Database(other.to_string()),
+        }
+    }
+
     /// Whether this is a failure of the storage rather than a refusal.
     fn is_storage(&self) -> bool {
         matches!(
@@ -643,6 +660,19 @@ mod tests {
             Error::from(ReadError::from(panicked())).storage(),
             Some(StorageError::CommitPanicked(_))
         ));
+    }
+
+    /// One failed commit answers every upload of its batch with a failure
+    /// of the same kind, not a generic database error.
+    #[test]
+    fn a_failure_replicated_for_a_batch_keeps_its_kind() {
+        assert!(matches!(Fault::Poisoned("fsync".into()).replicate(), Fault::Poisoned(m) if m == "fsync"));
+        assert!(matches!(
+            Fault::CommitPanicked("boom".into()).replicate(),
+            Fault::CommitPanicked(_)
+        ));
+        let io = Fault::io("writing", io::ErrorKind::StorageFull.into()).replicate();
+        assert!(matches!(io, Fault::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull));
     }
 
     /// An error no operation of the family returns is reported as a bug in

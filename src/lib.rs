@@ -20,7 +20,6 @@
 //! let dir = tempfile::tempdir().unwrap();
 //! let store = Store::open(dir.path()).unwrap();
 //! let alice = store.user("alice").unwrap();
-//! let alice = store.user("alice").unwrap();
 //! let camera = alice.ensure_album("Camera").unwrap();
 //! let trip = alice.ensure_album("Trip").unwrap();
 //!

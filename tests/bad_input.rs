@@ -326,6 +326,46 @@ fn source_changing_while_being_read_is_refused() {
     assert_verified(&store);
 }
 
+/// A read the system cannot serve now (here `EMFILE`: the process is out
+/// of file descriptors) is an I/O error for the caller and nothing more:
+/// only a header or hash mismatch, or a segment that is gone, is evidence
+/// of damage. Recording it as damage would make every user's healthy copy
+/// of that content ask to be uploaded again.
+#[test]
+fn a_read_that_fails_with_an_io_error_is_never_recorded_as_damage() {
+    let fs = TestFs::default();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), StoreOptions::default().fs(Arc::new(fs.clone()))).unwrap();
+    let ann = store.user("ann").unwrap();
+    let album = ann.ensure_album("A").unwrap();
+    let photo = data(14, BIG);
+    let f = put(&store, "ann", album, "p.jpg", &photo, DedupMode::Hash).file_id;
+    drop(store.user("ann").unwrap().read(f).unwrap());
+    // A fresh store, so that no map of the segment is cached.
+    drop(ann);
+    drop(store);
+    let store = Store::open_with(dir.path(), StoreOptions::default().fs(Arc::new(fs.clone()))).unwrap();
+    let ann = store.user("ann").unwrap();
+
+    fs.fail_map.store(true, Ordering::SeqCst);
+    match ann.read(f) {
+        Err(ReadError::Storage(StorageError::Io { source, .. })) => assert_eq!(source.raw_os_error(), Some(24)),
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+    fs.fail_map.store(false, Ordering::SeqCst);
+
+    assert_eq!(ann.read(f).unwrap(), photo);
+    let known = HashedUpload {
+        album,
+        name: "p.jpg".into(),
+        hash: keepsake::ContentHash::of(&photo),
+        mode: DedupMode::Hash,
+    };
+    // Damage would answer `Upload`: the content asked for again.
+    assert_eq!(ann.check(&known).unwrap(), keepsake::Preflight::Skip(f));
+    assert_verified(&store);
+}
+
 #[test]
 fn store_refuses_writes_after_fsync_failure_until_reopened() {
     let dir = tempfile::tempdir().unwrap();

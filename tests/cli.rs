@@ -256,6 +256,45 @@ fn album_membership_trash_and_get_round_trip() {
     }
 }
 
+/// `get -o` writes the output whole or not at all, and never through a
+/// name it did not create: a file where the old fixed temporary name was,
+/// and a symlink at the output path, are left as they are (the symlink is
+/// replaced, its target untouched), and no temporary file is left behind.
+#[test]
+fn get_to_a_path_replaces_it_whole_and_writes_through_no_existing_name() {
+    let cli = Cli::new();
+    let a = cli.file("a.jpg", &photo(8, 20_000));
+    let (lines, _) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    let id = id_of(&lines, "a.jpg");
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("out.jpg");
+    let bystander = out_dir.path().join("out.keepsake-partial");
+    fs::write(&bystander, b"not keepsake's").unwrap();
+    let target = out_dir.path().join("secret.txt");
+    fs::write(&target, b"keep me").unwrap();
+    std::os::unix::fs::symlink(&target, &out).unwrap();
+
+    let got = cli.run(&["get", &id, "-o", out.to_str().unwrap()]);
+    assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
+    assert!(
+        !fs::symlink_metadata(&out).unwrap().file_type().is_symlink(),
+        "written through the symlink"
+    );
+    assert_eq!(fs::read(&out).unwrap(), fs::read(&a).unwrap());
+    assert_eq!(fs::read(&target).unwrap(), b"keep me");
+    assert_eq!(fs::read(&bystander).unwrap(), b"not keepsake's");
+    let mut names: Vec<_> = fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["out.jpg", "out.keepsake-partial", "secret.txt"],
+        "a temporary file was left"
+    );
+}
+
 #[test]
 fn exit_statuses_are_meaningful() {
     let cli = Cli::new();

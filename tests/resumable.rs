@@ -358,6 +358,34 @@ fn expected_hash_of_a_duplicate_completes_at_begin_without_bytes() {
     }
 }
 
+/// A declared length is a number from the client: near `u64::MAX`, added
+/// to the user's usage, it must be past the limit, not wrap to a small sum
+/// that fits (or panic inside the commit).
+#[test]
+fn a_declared_length_near_u64_max_is_past_the_quota_not_a_wrapped_sum() {
+    let (_dir, store, album) = store_with_album("ann", "Videos");
+    let ann = store.user("ann").unwrap();
+    put(&store, "ann", album, "first.jpg", &data(13, BIG), DedupMode::Hash);
+    ann.set_quota(Some(100 * BIG as u64)).unwrap();
+    for length in [u64::MAX, u64::MAX - BIG as u64 + 1] {
+        let refused = ann.begin_upload(SessionOptions {
+            length: Some(length),
+            ..SessionOptions::new(album, "huge.mp4", DedupMode::Hash)
+        });
+        assert!(
+            matches!(refused, Err(SessionError::Upload(UploadError::QuotaExceeded(q))) if q.needed == length),
+            "{refused:?}"
+        );
+    }
+    let id = begin(&store, "ann", album, "later.mp4", None, None);
+    assert!(matches!(
+        ann.set_upload_length(id, u64::MAX),
+        Err(SessionError::Upload(UploadError::QuotaExceeded(_)))
+    ));
+    assert_eq!(ann.uploads().unwrap().len(), 1, "only the deferred session");
+    assert_verified(&store);
+}
+
 #[test]
 fn quota_is_checked_at_begin_for_the_declared_length_and_again_at_finish() {
     let (_dir, store, album) = store_with_album("ann", "Videos");

@@ -2,7 +2,7 @@
 //! reading them back through memory maps, and recovering at open.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -43,6 +43,14 @@ impl Location {
     pub(crate) fn end(&self) -> u64 {
         self.offset + self.record_len()
     }
+}
+
+/// Why a segment could not be viewed: its bytes are lost (the file is
+/// gone or shorter than the metadata says, which is damage), or the system
+/// could not map it now (which is not).
+enum ViewError {
+    Lost(String),
+    Io(String, io::Error),
 }
 
 /// The records one batch appended and has not synced yet: per segment, the
@@ -284,9 +292,13 @@ impl BlobLog {
         self.pins.lock().contains_key(&segment)
     }
 
-    /// The segment new records currently go to, if one is open.
-    pub(crate) fn active_id(&self) -> Option<u64> {
-        self.active.lock().as_ref().map(|a| a.id)
+    /// The lowest segment id that may still take records: the active
+    /// segment's, or the next one's while none is open. Ids only grow, so
+    /// every segment below it is sealed for good.
+    pub(crate) fn sealed_below(&self) -> u64 {
+        // The active lock first: a roll holds it while it takes the next id.
+        let active = self.active.lock();
+        active.as_ref().map_or_else(|| *self.next_id.lock(), |a| a.id)
     }
 
     /// Starts a new segment: header written and synced, directory entry
@@ -423,9 +435,10 @@ impl BlobLog {
     /// (magic, checksum, its own place, length, hash) and the BLAKE3 hash of
     /// the data. The returned `Bytes` borrows the segment's memory map.
     pub(crate) fn read(&self, loc: Location, hash: ContentHash) -> Result<Bytes> {
-        let view = self
-            .view(loc.segment, loc.end())
-            .map_err(|detail| Fault::Integrity { hash, detail })?;
+        let view = self.view(loc.segment, loc.end()).map_err(|e| match e {
+            ViewError::Lost(detail) => Fault::Integrity { hash, detail },
+            ViewError::Io(context, source) => Fault::Io { context, source },
+        })?;
         let integrity = |detail: String| Fault::Integrity { hash, detail };
         // Only the record's own bytes are ever looked at (not the view's
         // tail, which may be an append in flight): see `view`.
@@ -453,7 +466,7 @@ impl BlobLog {
     }
 
     /// A view of segment `id` covering at least `need` bytes.
-    fn view(&self, id: u64, need: u64) -> std::result::Result<Bytes, String> {
+    fn view(&self, id: u64, need: u64) -> std::result::Result<Bytes, ViewError> {
         if let Some(v) = self.views.read().get(&id).filter(|v| v.len() as u64 >= need) {
             return Ok(v.clone());
         }
@@ -472,9 +485,18 @@ impl BlobLog {
         // every record anyone was given. A view taken while an append is in
         // flight does cover that append's first bytes, which a failure cuts
         // off again, but nothing reads them.
-        let v = unsafe { self.fs.map(&path) }.map_err(|e| format!("cannot map segment {id}: {e}"))?;
+        let v = unsafe { self.fs.map(&path) }.map_err(|e| match e.kind() {
+            // The file is gone: what it held is lost, as damage is.
+            io::ErrorKind::NotFound => ViewError::Lost(format!("segment {id} is missing")),
+            // Anything else (too many open files, no memory, an I/O error)
+            // says nothing about the bytes: the next read may succeed.
+            _ => ViewError::Io(format!("mapping segment {id}"), e),
+        })?;
         if (v.len() as u64) < need {
-            return Err(format!("segment {id} is {} bytes, the record ends at {need}", v.len()));
+            return Err(ViewError::Lost(format!(
+                "segment {id} is {} bytes, the record ends at {need}",
+                v.len()
+            )));
         }
         let mut views = self.views.write();
         if views.len() >= MAX_VIEWS && !views.contains_key(&id) {
@@ -489,7 +511,11 @@ impl BlobLog {
 
     /// The whole committed part of a segment, for compaction and scrubbing.
     pub(crate) fn segment_bytes(&self, id: u64, committed: u64) -> std::result::Result<Bytes, String> {
-        Ok(self.view(id, committed)?.slice(..committed as usize))
+        match self.view(id, committed) {
+            Ok(v) => Ok(v.slice(..committed as usize)),
+            Err(ViewError::Lost(detail)) => Err(detail),
+            Err(ViewError::Io(context, e)) => Err(format!("{context}: {e}")),
+        }
     }
 
     /// Removes a segment file whose removal from the metadata has committed.

@@ -274,8 +274,12 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
     for note in store.recovery_notes() {
         let _ = writeln!(io::stderr(), "keepsake: recovery: {note}");
     }
+    let Some(command) = store_command(&store, cli.command, out)? else {
+        return Ok(());
+    };
+    // Only a command run for a user needs (and checks) the user's name.
     let user = store.user(user_name)?;
-    match cli.command {
+    match command {
         Command::Backup {
             paths: _,
             album,
@@ -390,23 +394,6 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
                 None => format!("quota of {user_name} cleared"),
             })?;
         }
-        Command::Gc { grace } => {
-            let r = match grace {
-                Some(s) => store.gc_with_grace(Duration::from_secs(s))?,
-                None => store.gc()?,
-            };
-            out.show(&r, || {
-                format!(
-                    "{} expired trash file(s) purged, {} blob(s) removed, {} segment(s) compacted, {} reclaimed, \
-                     {} expired upload session(s) removed",
-                    r.trash_purged,
-                    r.blobs_removed,
-                    r.segments_compacted,
-                    bytes(r.bytes_reclaimed),
-                    r.uploads_expired
-                )
-            })?;
-        }
         Command::Uploads { action: None } => {
             let sessions = user.uploads()?;
             out.show(&sessions, || {
@@ -429,7 +416,49 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
             }
             out.show(&Aborted { aborted: id }, || format!("upload session {id} aborted"))?;
         }
-        Command::Verify { scrub, repair: true } => repair(&store, scrub, out)?,
+        Command::Duplicates => duplicates::list(&user, out)?,
+        Command::Dedupe {
+            dry_run,
+            keep_oldest: _,
+            keep_newest,
+            keep_name,
+        } => {
+            let keep = match (keep_newest, keep_name) {
+                (true, _) => duplicates::Keep::Newest,
+                (false, Some(glob)) => duplicates::Keep::Name(glob),
+                (false, None) => duplicates::Keep::Oldest,
+            };
+            duplicates::dedupe(&user, &keep, dry_run, out)?;
+        }
+        Command::Gc { .. } | Command::Verify { .. } | Command::Stats => {
+            unreachable!("store-wide commands are run by store_command")
+        }
+    }
+    Ok(())
+}
+
+/// Runs `command` if it is store-wide (`gc`, `verify`, `stats`: no user's
+/// name is involved); gives any other command back.
+fn store_command(store: &Store, command: Command, out: &Output) -> Result<Option<Command>, Failure> {
+    match command {
+        Command::Gc { grace } => {
+            let r = match grace {
+                Some(s) => store.gc_with_grace(Duration::from_secs(s))?,
+                None => store.gc()?,
+            };
+            out.show(&r, || {
+                format!(
+                    "{} expired trash file(s) purged, {} blob(s) removed, {} segment(s) compacted, {} reclaimed, \
+                     {} expired upload session(s) removed",
+                    r.trash_purged,
+                    r.blobs_removed,
+                    r.segments_compacted,
+                    bytes(r.bytes_reclaimed),
+                    r.uploads_expired
+                )
+            })?;
+        }
+        Command::Verify { scrub, repair: true } => repair(store, scrub, out)?,
         Command::Verify { scrub, repair: false } => {
             let r = store.verify(scrub)?;
             out.show(&r, || {
@@ -451,20 +480,6 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
                 return Err(Failure::Status(1));
             }
         }
-        Command::Duplicates => duplicates::list(&user, out)?,
-        Command::Dedupe {
-            dry_run,
-            keep_oldest: _,
-            keep_newest,
-            keep_name,
-        } => {
-            let keep = match (keep_newest, keep_name) {
-                (true, _) => duplicates::Keep::Newest,
-                (false, Some(glob)) => duplicates::Keep::Name(glob),
-                (false, None) => duplicates::Keep::Oldest,
-            };
-            duplicates::dedupe(&user, &keep, dry_run, out)?;
-        }
         Command::Stats => {
             let s = store.stats()?;
             out.show(&s, || {
@@ -483,8 +498,9 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
                 )
             })?;
         }
+        other => return Ok(Some(other)),
     }
-    Ok(())
+    Ok(None)
 }
 
 fn album_command(user: &User, action: AlbumAction, out: &Output) -> Result<(), Failure> {
@@ -579,6 +595,34 @@ fn repair(store: &Store, scrub: bool, out: &Output) -> Result<(), Failure> {
     }
 }
 
+/// Writes `content` to `path` whole or not at all: into a new file of an
+/// unpredictable name beside it, created exclusively (`O_EXCL`: it never
+/// opens, follows or truncates anything already there, a symlink planted
+/// under a guessed name included), synced, then renamed over `path` (which
+/// replaces a symlink at `path` rather than writing through it), and the
+/// directory synced.
+fn write_new_file(path: &Path, content: &mut impl io::Read) -> io::Result<()> {
+    use std::hash::{BuildHasher, Hasher};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map_or_else(Default::default, |n| n.to_string_lossy());
+    // Two draws of the standard library's per-process random hash keys:
+    // 128 bits no other process can predict.
+    let draw = || std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let tmp = dir.join(format!(".{name}.{:016x}{:016x}.keepsake-partial", draw(), draw()));
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    let written = io::copy(content, &mut file)
+        .and_then(|_| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .and_then(|()| std::fs::File::open(dir)?.sync_all());
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 fn get(user: &User, file: FileId, output: Option<&Path>) -> Result<(), Failure> {
     let mut reader = user.open_file(file)?;
     match output {
@@ -586,12 +630,7 @@ fn get(user: &User, file: FileId, output: Option<&Path>) -> Result<(), Failure> 
             io::copy(&mut reader, &mut io::stdout().lock())?;
         }
         Some(path) => {
-            let tmp = path.with_extension("keepsake-partial");
-            let written = std::fs::File::create(&tmp)
-                .and_then(|mut f| io::copy(&mut reader, &mut f).and_then(|_| f.sync_all()))
-                .and_then(|()| std::fs::rename(&tmp, path));
-            if let Err(e) = written {
-                let _ = std::fs::remove_file(&tmp);
+            if let Err(e) = write_new_file(path, &mut reader) {
                 return Err(Failure::Store {
                     message: format!("writing {}: {e}", path.display()),
                     status: 1,

@@ -6,6 +6,7 @@
 //! never panics on arbitrary bytes: it returns [`DecodeError`], which the
 //! store reports as corruption.
 
+use crate::blob::format::RECORD_HEADER_LEN;
 use crate::blob::Location;
 use crate::hash::ContentHash;
 
@@ -282,15 +283,32 @@ impl Record for BlobRecord {
                 }
                 Place::Inline(data.to_vec())
             }
-            1 => Place::Segment(Location {
-                segment: d.u64()?,
-                offset: d.u64()?,
-                length: size,
-            }),
+            1 => {
+                let (segment, offset) = (d.u64()?, d.u64()?);
+                Place::Segment(location(&d, segment, offset, size)?)
+            }
             _ => return Err(d.err("bad place tag")),
         };
         d.finish(BlobRecord { size, refs, place })
     }
+}
+
+/// A record's place in a segment, refused if the record would end past
+/// `u64::MAX`: no segment is that long, and every read computes the end, so
+/// a damaged size must be a decoding error, not an overflow.
+fn location(d: &Dec<'_>, segment: u64, offset: u64, length: u64) -> Result<Location, DecodeError> {
+    let fits = offset
+        .checked_add(RECORD_HEADER_LEN as u64)
+        .and_then(|header_end| header_end.checked_add(length))
+        .is_some();
+    if !fits {
+        return Err(d.err("record would end past the largest offset"));
+    }
+    Ok(Location {
+        segment,
+        offset,
+        length,
+    })
 }
 
 /// One user's references to one blob.
@@ -375,11 +393,10 @@ impl Record for DamageRecord {
         let detected_ms = d.u64()?;
         let at = match d.u8()? {
             0 => None,
-            1 => Some(Location {
-                segment: d.u64()?,
-                offset: d.u64()?,
-                length: d.u64()?,
-            }),
+            1 => {
+                let (segment, offset, length) = (d.u64()?, d.u64()?, d.u64()?);
+                Some(location(&d, segment, offset, length)?)
+            }
             _ => return Err(d.err("bad place tag")),
         };
         d.finish(DamageRecord { at, detected_ms })
@@ -627,6 +644,41 @@ mod tests {
             file: 3,
         });
         round_trip(42u64);
+    }
+
+    /// A damaged size or offset that would put a record's end past
+    /// `u64::MAX` is refused when decoding: reads compute that end.
+    #[test]
+    fn a_segment_place_ending_past_the_largest_offset_does_not_decode() {
+        let huge = BlobRecord {
+            size: u64::MAX - 10,
+            refs: 1,
+            place: Place::Segment(Location {
+                segment: 1,
+                offset: 4096,
+                length: u64::MAX - 10,
+            }),
+        };
+        assert!(BlobRecord::decode(&huge.encode()).is_err());
+        let damage = DamageRecord {
+            at: Some(Location {
+                segment: 1,
+                offset: u64::MAX - 1,
+                length: 1,
+            }),
+            detected_ms: 0,
+        };
+        assert!(DamageRecord::decode(&damage.encode()).is_err());
+        let fine = BlobRecord {
+            size: 10,
+            refs: 1,
+            place: Place::Segment(Location {
+                segment: 1,
+                offset: 4096,
+                length: 10,
+            }),
+        };
+        assert_eq!(BlobRecord::decode(&fine.encode()).unwrap(), fine);
     }
 
     proptest! {

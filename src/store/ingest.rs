@@ -23,6 +23,7 @@
 //! retried from step 2 with its bytes written. If two uploads write the same
 //! new content at once, the first commit creates the blob and the second
 //! finds it and becomes a plain reference; its written copy is garbage that
+//! compaction reclaims.
 
 use std::collections::HashMap;
 use std::fs::Metadata;
@@ -640,9 +641,11 @@ impl Inner {
                     }
                 }
                 Err(e) => {
-                    let msg = e.to_string();
+                    // The batch's one commit failed: every upload of it gets
+                    // the same failure, of the same kind (a poisoned store
+                    // is `Poisoned`, a panic `CommitPanicked`).
                     for (i, _, _) in &prepared {
-                        results[*i].get_or_insert_with(|| Err(Fault::Database(msg.clone())));
+                        results[*i].get_or_insert_with(|| Err(e.replicate()));
                     }
                 }
             }

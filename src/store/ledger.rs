@@ -66,10 +66,12 @@ pub(crate) fn save_user(txn: &mut Txn<'_>, uid: u64, rec: &UserRecord) {
 /// The quota rule: an upload is refused only if it would *charge* bytes
 /// past the limit. What charges nothing (a duplicate, content the user
 /// already references) always passes, even when a lowered limit is below
-/// current usage.
+/// current usage. `charged` may come from a client (a declared length): a
+/// sum past `u64::MAX` is past any limit, never a wrapped small number.
 pub(crate) fn check_quota(user: &UserRecord, charged: u64) -> Result<()> {
+    let past = |limit: u64| user.unique_bytes.checked_add(charged).is_none_or(|total| total > limit);
     match user.limit {
-        Some(limit) if charged > 0 && user.unique_bytes + charged > limit => Err(Fault::QuotaExceeded(QuotaExceeded {
+        Some(limit) if charged > 0 && past(limit) => Err(Fault::QuotaExceeded(QuotaExceeded {
             limit,
             used: user.unique_bytes,
             needed: charged,

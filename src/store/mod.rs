@@ -27,7 +27,7 @@
 mod damage;
 mod delete_set;
 mod ingest;
-pub(crate) mod ledger;
+mod ledger;
 mod library;
 mod maintenance;
 mod merge;
@@ -373,7 +373,7 @@ impl Inner {
 }
 
 /// Takes the store's exclusive lock, held as long as the returned file is
-/// open: one process (and one `Store` or `SourceIndex`) at a time.
+/// open: one process (and one `Store` or `ReadOnlyStore`) at a time.
 pub(crate) fn lock(root: &Path) -> Result<File, OpenError> {
     let lock_path = root.join("keepsake.lock");
     let io = |what: &str| {

@@ -45,7 +45,6 @@ use crate::names::{check_album_name, check_user_name};
 /// }
 /// let store = ReadOnlyStore::open(&root).unwrap().expect("a store is there");
 /// let u = store.user("u").unwrap();
-/// let u = store.user("u").unwrap();
 /// let album = u.find_album("A").unwrap().unwrap().id;
 /// assert!(u.unchanged_source(album, &path, &meta).unwrap().is_some());
 /// assert_eq!(u.usage().unwrap().unique_bytes, 6);
@@ -235,6 +234,7 @@ mod tests {
         assert!(!root.exists(), "looking for a store must not create one");
         drop(Store::open(&root).unwrap());
         let index = ReadOnlyStore::open(&root).unwrap().unwrap();
+        assert!(index.user("").is_err(), "a read-only handle for an invalid name");
         assert!(matches!(Store::open(&root), Err(OpenError::InUse { .. })));
         drop(index);
         Store::open(&root).unwrap();

@@ -491,7 +491,9 @@ impl User {
             if offset != rec.offset {
                 return Err(Fault::OffsetMismatch { expected: rec.offset });
             }
-            let end = offset + bytes.len() as u64;
+            let Some(end) = offset.checked_add(bytes.len() as u64) else {
+                return Err(Fault::LengthExceeded { declared: u64::MAX });
+            };
             if let Some(declared) = rec.declared.filter(|&d| end > d) {
                 return Err(Fault::LengthExceeded { declared });
             }

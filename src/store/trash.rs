@@ -228,19 +228,12 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
     use super::*;
-    use crate::{Clock, Content, DedupMode, StoreOptions};
-
-    #[derive(Debug, Default)]
-    struct Manual(AtomicU64);
-    impl Clock for Manual {
-        fn now_ms(&self) -> u64 {
-            self.0.load(Ordering::SeqCst)
-        }
-    }
+    use crate::clock::ManualClock as Manual;
+    use crate::{Content, DedupMode, StoreOptions};
 
     /// The expiry scan and the purge are separate steps; a file restored and
     /// trashed again between them is a new deletion and must survive.

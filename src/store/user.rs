@@ -18,9 +18,15 @@ use crate::names::check_user_name;
 /// sessions and duplicates. Made by [`Store::user`].
 ///
 /// A handle is cheap to clone and may outlive the `Store` value it came
-/// from (it shares the open store). A user exists once something was
-/// written for them; until then every read answers empty, never with an
-/// error that would tell "no such user" from "no such file".
+/// from: it shares the open store, and so keeps it open (and its lock
+/// held, so that a reopen meanwhile fails with `InUse`) until the last
+/// handle and the last `Store` clone are dropped. A user exists once
+/// something was written for them; until then every read answers empty,
+/// never with an error that would tell "no such user" from "no such file".
+///
+/// A handle reaches only its own user's records; it is not a way to reach
+/// the store (there is no accessor back to it), so a server may hand one to
+/// code that should act for that user alone.
 ///
 /// ```
 /// use keepsake::{Content, DedupMode, Store};
@@ -28,7 +34,6 @@ use crate::names::check_user_name;
 /// let store = Store::open(dir.path()).unwrap();
 /// let ann = store.user("ann").unwrap();
 /// let bob = store.user("bob").unwrap();
-/// let ann = store.user("ann").unwrap();
 /// let camera = ann.ensure_album("Camera").unwrap();
 /// ann.upload(camera, "IMG_1.JPG", Content::from(&b"pixels"[..]), DedupMode::Hash).unwrap();
 /// assert_eq!(ann.files().unwrap().len(), 1);
@@ -81,11 +86,6 @@ impl User {
     /// The user's name, as given to [`Store::user`].
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// The store this user lives in.
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 
     pub(crate) fn inner(&self) -> &Inner {

@@ -595,8 +595,10 @@ impl Model {
     }
 
     fn album(&mut self, user: &str, name: &str, create: bool) -> Result<AlbumId, Refusal> {
-        check_album_name(name)?;
+        // The user's name first: the store makes the user's handle before it
+        // looks at anything else.
         check_user_name(user)?;
+        check_album_name(name)?;
         let now = self.now_ms;
         let u = self.users.entry(user.to_string()).or_insert_with(UserModel::new);
         if let Some((&id, _)) = u.albums.iter().find(|(_, a)| a.name == name) {
@@ -672,8 +674,8 @@ impl Model {
 
     /// [`Model::plan`] for a client that sends only the hash.
     fn preflight(&self, q: &Query) -> Result<Preflight, Refusal> {
-        check_file_name(&q.name)?;
         check_user_name(&q.user)?;
+        check_file_name(&q.name)?;
         self.plan(&q.user, q.album, &q.name, &q.hash, q.mode)
     }
 

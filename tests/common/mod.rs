@@ -161,11 +161,13 @@ pub fn options_with_clock(clock: &Arc<ManualClock>) -> StoreOptions {
 /// `ENOSPC` after writing half their bytes while `disk_full` is set, as a
 /// filling disk does; and `sync_data` pausing once, on request, until
 /// released (to hold an upload between writing its bytes and committing
-/// them).
+/// them); and mapping a file failing with `EMFILE` (too many open files)
+/// while `fail_map` is set.
 #[derive(Debug, Clone, Default)]
 pub struct TestFs {
     pub fail_sync: Arc<AtomicBool>,
     pub disk_full: Arc<AtomicBool>,
+    pub fail_map: Arc<AtomicBool>,
     gate: Arc<SyncGate>,
 }
 
@@ -229,6 +231,9 @@ impl Fs for TestFs {
         Ok(self.wrap(OsFs.open(path)?))
     }
     unsafe fn map(&self, path: &Path) -> io::Result<Bytes> {
+        if self.fail_map.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(24));
+        }
         // SAFETY: the caller's contract (`Fs::map`) is passed on unchanged.
         unsafe { OsFs.map(path) }
     }

@@ -103,17 +103,39 @@ impl Store {
 impl Inner {
     fn remove_unreferenced(&self, grace: Duration, report: &mut GcReport) -> Result<()> {
         let cutoff = self.now_ms().saturating_sub(grace.as_millis() as u64);
+        let due = self.gc_candidates(cutoff)?;
+        self.remove_candidates(&due, cutoff, report)
+    }
+
+    /// The GC candidates whose last reference went at or before `cutoff`,
+    /// as the committed metadata shows them now. Only a hint: each is
+    /// checked again inside the transaction that would remove it.
+    fn gc_candidates(&self, cutoff: u64) -> Result<Vec<Vec<u8>>> {
         let mut due = Vec::new();
         for (k, v) in self.meta.scan_all(Cf::Gc, &[])? {
             if decode::<u64>(&v)? <= cutoff {
                 due.push(k);
             }
         }
+        Ok(due)
+    }
+
+    /// Removes the blobs of `due` that are, inside the serialised
+    /// transaction, still unreferenced and unreferenced since `cutoff` or
+    /// earlier. A candidate whose count went up and down again after the
+    /// scan has a newer stamp, and its grace starts over.
+    fn remove_candidates(&self, due: &[Vec<u8>], cutoff: u64, report: &mut GcReport) -> Result<()> {
         for chunk in due.chunks(GC_CHUNK) {
             let chunk = chunk.to_vec();
             let (removed, freed) = self.commit(move |txn| {
                 let (mut removed, mut freed) = (0u64, 0u64);
                 for key in chunk {
+                    match txn.get::<u64>(Cf::Gc, &key)? {
+                        Some(since) if since <= cutoff => {}
+                        // Referenced again since the scan, or unreferenced
+                        // again later: not due (yet).
+                        _ => continue,
+                    }
                     txn.delete(Cf::Gc, key.clone());
                     let Some(blob) = txn.get::<BlobRecord>(Cf::Blobs, &key)? else {
                         continue;
@@ -140,14 +162,23 @@ impl Inner {
     }
 
     fn compact_segments(&self, report: &mut GcReport) -> Result<()> {
-        let active = self.blobs.active_id();
+        self.compact_segments_below(self.blobs.sealed_below(), report)
+    }
+
+    /// Compacts the segments below `frontier` that are worth it. Segment
+    /// ids only grow and a segment takes records only while it is the
+    /// active one, so every segment below the frontier read before the scan
+    /// is sealed for good: a segment rolled to while the scan runs (and
+    /// committed into, so that it shows in the scan) is at or above it, and
+    /// is never compacted into itself or removed while in use.
+    fn compact_segments_below(&self, frontier: u64, report: &mut GcReport) -> Result<()> {
         let threshold = self.options.compact_threshold;
         for (k, v) in self.meta.scan_all(Cf::Segments, &[])? {
             let id = keys::last_u64(&k);
             let seg: SegmentRecord = decode(&v)?;
             // A sealed segment takes no new records, so once it is unpinned
             // every record written to it has been committed or abandoned.
-            if Some(id) == active || self.recovery.damaged_segments.contains(&id) || self.blobs.is_pinned(id) {
+            if id >= frontier || self.recovery.damaged_segments.contains(&id) || self.blobs.is_pinned(id) {
                 continue;
             }
             let payload = seg.committed_len.saturating_sub(SEGMENT_HEADER_LEN as u64);
@@ -229,5 +260,104 @@ impl Inner {
         })?;
         drop(pins);
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::ManualClock as Manual;
+    use crate::{Content, DedupMode, StoreOptions};
+
+    const PHOTO: usize = 40 << 10;
+
+    fn open(dir: &std::path::Path, clock: Arc<Manual>) -> Store {
+        let options = StoreOptions::default().segment_size(64 << 10).clock(clock);
+        Store::open_with(dir, options).unwrap()
+    }
+
+    /// The interleaving that once lost every blob of a segment: gc reads
+    /// which segment is active, an upload then opens a new one and commits
+    /// into it, and the scan finds the new segment full of garbage. Taking
+    /// the frontier first and the uploads after is that interleaving.
+    #[test]
+    fn a_segment_opened_after_gc_read_the_frontier_is_never_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(Manual::default());
+        let store = open(dir.path(), clock.clone());
+        let frontier = store.inner.blobs.sealed_below();
+
+        // Meanwhile: a photo lands in a new segment and becomes garbage.
+        let u = store.user("u").unwrap();
+        let album = u.ensure_album("A").unwrap();
+        let gone = u
+            .upload(album, "gone.jpg", Content::from(vec![1u8; PHOTO]), DedupMode::Hash)
+            .unwrap();
+        u.delete(gone.file_id).unwrap();
+        u.empty_trash().unwrap();
+        let mut report = GcReport::default();
+        store.inner.remove_unreferenced(Duration::ZERO, &mut report).unwrap();
+        assert_eq!(report.blobs_removed, 1);
+        let active = store.inner.blobs.sealed_below();
+        assert!(active >= frontier, "segment ids only grow");
+
+        store.inner.compact_segments_below(frontier, &mut report).unwrap();
+        assert_eq!(report.segments_compacted, 0, "the segment in use was compacted");
+        let kept = u
+            .upload(album, "kept.jpg", Content::from(vec![2u8; PHOTO / 2]), DedupMode::Hash)
+            .unwrap();
+        drop(u);
+        drop(store);
+        let store = open(dir.path(), clock);
+        let u = store.user("u").unwrap();
+        assert_eq!(u.read(kept.file_id).unwrap(), vec![2u8; PHOTO / 2]);
+        assert!(store.verify(true).unwrap().ok);
+    }
+
+    /// The other interleaving: gc lists a blob as due, then the blob is
+    /// referenced again and dropped again (a fresh stamp) before gc's
+    /// transaction runs. Its grace starts over; gc must not take it.
+    #[test]
+    fn a_candidate_unreferenced_again_after_the_scan_keeps_its_new_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(Manual::default());
+        let store = open(dir.path(), clock.clone());
+        let u = store.user("u").unwrap();
+        let album = u.ensure_album("A").unwrap();
+        let photo = vec![3u8; PHOTO];
+        let trash_it = |at: u64| {
+            clock.0.store(at, Ordering::SeqCst);
+            let r = u
+                .upload(album, "p.jpg", Content::from(photo.clone()), DedupMode::Hash)
+                .unwrap();
+            u.delete(r.file_id).unwrap();
+            u.empty_trash().unwrap();
+        };
+        trash_it(1_000);
+        clock.0.store(10_000, Ordering::SeqCst);
+        let cutoff = 5_000;
+        let due = store.inner.gc_candidates(cutoff).unwrap();
+        assert_eq!(due.len(), 1, "unreferenced since 1000, due at cutoff 5000");
+
+        // Between the scan and gc's transaction: referenced and dropped again.
+        trash_it(10_000);
+        let mut report = GcReport::default();
+        store.inner.remove_candidates(&due, cutoff, &mut report).unwrap();
+        assert_eq!(
+            report.blobs_removed, 0,
+            "a blob unreferenced at 10000 was taken at cutoff 5000"
+        );
+        assert_eq!(
+            store.inner.gc_candidates(10_000).unwrap(),
+            due,
+            "still a candidate, with its new stamp"
+        );
+        // Once its new grace has passed, it goes.
+        store.inner.remove_candidates(&due, 10_000, &mut report).unwrap();
+        assert_eq!(report.blobs_removed, 1);
+        assert!(store.verify(true).unwrap().ok);
     }
 }

@@ -53,53 +53,51 @@ impl Store {
 
 /// The store's statistics from one snapshot of its committed metadata.
 pub(crate) fn stats(meta: &Meta) -> Result<Stats> {
-    {
-        let snap = meta.snapshot();
-        let mut s = Stats {
-            users: 0,
-            files: 0,
-            blobs: 0,
-            physical_bytes: 0,
-            disk_bytes: 0,
-            logical_bytes: 0,
-            dedup_ratio: 1.0,
-            segments: 0,
-            garbage_bytes: 0,
-            gc_candidates: 0,
-        };
-        snap.for_each(Cf::Users, |_, v| {
-            let u: UserRecord = decode(v)?;
-            s.users += 1;
-            s.files += u.live_files + u.trashed_files;
-            s.logical_bytes += u.logical_bytes;
-            Ok(())
-        })?;
-        snap.for_each(Cf::Blobs, |_, v| {
-            let b: BlobRecord = decode(v)?;
-            s.blobs += 1;
-            s.physical_bytes += b.size;
-            if let Place::Inline(d) = b.place {
-                s.disk_bytes += d.len() as u64;
-            }
-            Ok(())
-        })?;
-        snap.for_each(Cf::Segments, |_, v| {
-            let seg: SegmentRecord = decode(v)?;
-            s.segments += 1;
-            s.disk_bytes += seg.committed_len;
-            s.garbage_bytes += seg
-                .committed_len
-                .saturating_sub(SEGMENT_HEADER_LEN as u64)
-                .saturating_sub(seg.live_bytes);
-            Ok(())
-        })?;
-        snap.for_each(Cf::Gc, |_, _| {
-            s.gc_candidates += 1;
-            Ok(())
-        })?;
-        if s.physical_bytes > 0 {
-            s.dedup_ratio = s.logical_bytes as f64 / s.physical_bytes as f64;
+    let snap = meta.snapshot();
+    let mut s = Stats {
+        users: 0,
+        files: 0,
+        blobs: 0,
+        physical_bytes: 0,
+        disk_bytes: 0,
+        logical_bytes: 0,
+        dedup_ratio: 1.0,
+        segments: 0,
+        garbage_bytes: 0,
+        gc_candidates: 0,
+    };
+    snap.for_each(Cf::Users, |_, v| {
+        let u: UserRecord = decode(v)?;
+        s.users += 1;
+        s.files += u.live_files + u.trashed_files;
+        s.logical_bytes += u.logical_bytes;
+        Ok(())
+    })?;
+    snap.for_each(Cf::Blobs, |_, v| {
+        let b: BlobRecord = decode(v)?;
+        s.blobs += 1;
+        s.physical_bytes += b.size;
+        if let Place::Inline(d) = b.place {
+            s.disk_bytes += d.len() as u64;
         }
-        Ok(s)
+        Ok(())
+    })?;
+    snap.for_each(Cf::Segments, |_, v| {
+        let seg: SegmentRecord = decode(v)?;
+        s.segments += 1;
+        s.disk_bytes += seg.committed_len;
+        s.garbage_bytes += seg
+            .committed_len
+            .saturating_sub(SEGMENT_HEADER_LEN as u64)
+            .saturating_sub(seg.live_bytes);
+        Ok(())
+    })?;
+    snap.for_each(Cf::Gc, |_, _| {
+        s.gc_candidates += 1;
+        Ok(())
+    })?;
+    if s.physical_bytes > 0 {
+        s.dedup_ratio = s.logical_bytes as f64 / s.physical_bytes as f64;
     }
+    Ok(s)
 }
