@@ -276,6 +276,14 @@ pub enum SessionError {
         /// The declared length.
         declared: u64,
     },
+    /// The user already has as many unexpired sessions open as the store
+    /// allows ([`StoreOptions::max_sessions_per_user`](crate::StoreOptions::max_sessions_per_user)):
+    /// finish or abort one first, or let one expire.
+    #[error("too many upload sessions open: at most {limit} per user")]
+    TooManySessions {
+        /// The most sessions a user may have open.
+        limit: usize,
+    },
     /// An upload session's client metadata is larger than the store keeps.
     #[error("upload metadata too large: at most {max_entries} entries of {max_bytes} bytes in all")]
     MetadataTooLarge {
@@ -403,6 +411,8 @@ pub(crate) enum Fault {
     UploadIncomplete { offset: u64, declared: u64 },
     #[error("upload metadata too large")]
     MetadataTooLarge { max_entries: usize, max_bytes: usize },
+    #[error("too many upload sessions open: at most {limit} per user")]
+    TooManySessions { limit: usize },
     #[error("{0} changed while it was being read")]
     ContentChanged(String),
     #[error("integrity error in blob {hash}: {detail}")]
@@ -513,6 +523,7 @@ impl From<Fault> for SessionError {
             Fault::MetadataTooLarge { max_entries, max_bytes } => {
                 SessionError::MetadataTooLarge { max_entries, max_bytes }
             }
+            Fault::TooManySessions { limit } => SessionError::TooManySessions { limit },
             storage if storage.is_storage() => SessionError::Storage(storage.into()),
             other => SessionError::Upload(other.into()),
         }

@@ -358,6 +358,44 @@ fn expected_hash_of_a_duplicate_completes_at_begin_without_bytes() {
     }
 }
 
+/// One account cannot open sessions without end: past the limit, begin is
+/// refused and nothing is created; finishing, aborting or expiry makes room;
+/// other users are not affected.
+#[test]
+fn a_user_cannot_open_more_sessions_than_the_limit_and_others_are_unaffected() {
+    let clock = common::ManualClock::new();
+    let options = common::options_with_clock(&clock)
+        .max_sessions_per_user(3)
+        .upload_expiry(std::time::Duration::from_secs(60));
+    let (_dir, store) = common::fresh_store(options);
+    let (ann, bob) = (store.user("ann").unwrap(), store.user("bob").unwrap());
+    let (album, bobs) = (ann.ensure_album("Videos").unwrap(), bob.ensure_album("Videos").unwrap());
+    let begin =
+        |user: &keepsake::User, album, name: &str| user.begin_upload(SessionOptions::new(album, name, DedupMode::Hash));
+    let ids: Vec<UploadId> = (0..3)
+        .map(|i| match begin(&ann, album, &format!("{i}.mp4")).unwrap() {
+            UploadStart::Session(id) => id,
+            done => panic!("{done:?}"),
+        })
+        .collect();
+    let refused = begin(&ann, album, "3.mp4");
+    assert!(
+        matches!(refused, Err(SessionError::TooManySessions { limit: 3 })),
+        "{refused:?}"
+    );
+    assert_eq!(ann.uploads().unwrap().len(), 3, "the refused begin created nothing");
+    assert!(
+        begin(&bob, bobs, "mine.mp4").is_ok(),
+        "another user's sessions do not count"
+    );
+
+    ann.abort(ids[0]).unwrap();
+    assert!(begin(&ann, album, "3.mp4").is_ok(), "an aborted session makes room");
+    clock.advance(std::time::Duration::from_secs(120));
+    assert!(begin(&ann, album, "4.mp4").is_ok(), "expired sessions do not count");
+    assert_verified(&store);
+}
+
 /// A declared length is a number from the client: near `u64::MAX`, added
 /// to the user's usage, it must be past the limit, not wrap to a small sum
 /// that fits (or panic inside the commit).

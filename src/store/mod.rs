@@ -91,6 +91,7 @@ pub struct StoreOptions {
     pub(crate) gc_grace: Duration,
     pub(crate) compact_threshold: f64,
     pub(crate) upload_expiry: Duration,
+    pub(crate) max_sessions_per_user: usize,
     pub(crate) fs: Arc<dyn Fs>,
     pub(crate) clock: Arc<dyn Clock>,
 }
@@ -104,6 +105,7 @@ impl Default for StoreOptions {
             gc_grace: Duration::from_secs(15 * 60),
             compact_threshold: 0.3,
             upload_expiry: Duration::from_secs(7 * 24 * 3600),
+            max_sessions_per_user: 100,
             fs: Arc::new(OsFs),
             clock: Arc::new(SystemClock),
         }
@@ -159,6 +161,22 @@ impl StoreOptions {
     /// ```
     pub fn upload_expiry(mut self, d: Duration) -> Self {
         self.upload_expiry = d;
+        self
+    }
+
+    /// The most unexpired upload sessions one user may have open at once
+    /// (default 100); `begin_upload` past it fails with
+    /// [`SessionError::TooManySessions`](crate::SessionError::TooManySessions).
+    /// Each session costs a record, a staged file and a synced commit, and
+    /// sessions are reachable from the network: one account must not be
+    /// able to open them without end.
+    ///
+    /// ```
+    /// let opts = keepsake::StoreOptions::default().max_sessions_per_user(10);
+    /// # let _ = opts;
+    /// ```
+    pub fn max_sessions_per_user(mut self, n: usize) -> Self {
+        self.max_sessions_per_user = n;
         self
     }
 

@@ -362,6 +362,9 @@ impl User {
     ///   ([`NameError`](crate::NameError) says why).
     /// - [`SessionError::MetadataTooLarge`] if `metadata` has more entries or bytes than
     ///   a session keeps.
+    /// - [`SessionError::TooManySessions`] if the user already has
+    ///   [`StoreOptions::max_sessions_per_user`](crate::StoreOptions::max_sessions_per_user)
+    ///   sessions open.
     /// - [`SessionError::Upload`] with [`UploadError::UnknownAlbum`](crate::UploadError::UnknownAlbum) if the user has no such album (another user's
     ///   album id is unknown too).
     /// - [`SessionError::Upload`] with [`UploadError::QuotaExceeded`](crate::UploadError::QuotaExceeded) if a declared length would take the user past
@@ -425,9 +428,21 @@ impl User {
             metadata,
         };
         let missing = Fault::UnknownAlbum(album.to_string());
+        let limit = self.inner().options.max_sessions_per_user;
         let (uid, id) = self.commit_existing(missing, move |txn, uid| {
             if load_album(txn, uid, rec.album)?.is_none() {
                 return Err(Fault::UnknownAlbum(album.to_string()));
+            }
+            // Counted inside the commit, so that concurrent begins cannot
+            // together pass the limit. Expired sessions are unknown already.
+            let mut open = 0;
+            for (_, value) in txn.scan(Cf::Uploads, &keys::u64_key(uid))? {
+                if decode::<UploadRecord>(&value)?.expires_ms > now {
+                    open += 1;
+                }
+            }
+            if open >= limit {
+                return Err(Fault::TooManySessions { limit });
             }
             if let Some(length) = rec.declared {
                 check_declared(txn, uid, length, rec.expected)?;
