@@ -866,3 +866,44 @@ fn an_upload_to_a_new_store_survives_a_power_cut() {
         PHOTO_1.bytes()
     );
 }
+
+/// A new store's `uploads/` directory entry must be durable before the
+/// first session acknowledges bytes: a power cut right after an append must
+/// leave the session at its acknowledged offset with its staged bytes, not
+/// restart it from 0 because its directory vanished.
+#[test]
+fn a_new_stores_first_session_survives_a_power_cut_after_an_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let sim = SimFs::new(&root);
+    let store = Store::open_with(&root, options(&sim)).unwrap();
+    let ann = store.user("ann").unwrap();
+    let album = ann.ensure_album("Videos").unwrap();
+    let video = PHOTO_1.bytes();
+    let options = keepsake::SessionOptions {
+        length: Some(video.len() as u64),
+        ..keepsake::SessionOptions::new(album, "VID.MP4", DedupMode::Hash)
+    };
+    let keepsake::UploadStart::Session(id) = ann.begin_upload(options).unwrap() else {
+        panic!("new content needs its bytes")
+    };
+    let half = video.len() / 2;
+    assert_eq!(ann.append(id, 0, &video[..half]).unwrap(), half as u64);
+    let meta = dir.path().join("checkpoint");
+    store.checkpoint_metadata(&meta).unwrap();
+    let reopened = reopen(&meta, &sim.crash_image(Tear::None)).unwrap();
+    assert!(
+        reopened.store.recovery_notes().is_empty(),
+        "{:?}",
+        reopened.store.recovery_notes()
+    );
+    let ann = reopened.store.user("ann").unwrap();
+    assert_eq!(
+        ann.upload_status(id).unwrap().offset,
+        half as u64,
+        "acknowledged bytes lost"
+    );
+    ann.append(id, half as u64, &video[half..]).unwrap();
+    let r = ann.finish(id).unwrap();
+    assert_eq!(ann.read(r.file_id).unwrap(), video);
+}

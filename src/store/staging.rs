@@ -17,7 +17,9 @@
 //!   session names is removed.
 //!
 //! Both run before the store serves anything ([`recover`]), and fail with
-//! the typed I/O error of the file operation that failed.
+//! the typed I/O error of the file operation that failed. A directory
+//! created at open has its entry in the store root synced at once, before
+//! any session can acknowledge bytes in it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -99,6 +101,23 @@ pub(crate) fn recover(fs: &dyn Fs, root: &Path, meta: &Meta) -> Result<Vec<Strin
     recover_sessions(fs, root, meta)
 }
 
+/// Makes `root/name` exist, its entry in `root` durable when it had to be
+/// created: a staged file a session acknowledged bytes in must not vanish
+/// with a directory that a power cut forgot.
+fn ensure_dir(fs: &dyn Fs, root: &Path, name: &str) -> std::io::Result<PathBuf> {
+    let dir = root.join(name);
+    let missing = match fs.list(&dir) {
+        Ok(_) => false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(e),
+    };
+    fs.create_dir_all(&dir)?;
+    if missing {
+        fs.sync_dir(root)?;
+    }
+    Ok(dir)
+}
+
 fn io_error(what: &str, dir: &Path) -> impl Fn(std::io::Error) -> OpenError {
     let context = format!("{what} {}", dir.display());
     move |source| OpenError::Io {
@@ -110,9 +129,8 @@ fn io_error(what: &str, dir: &Path) -> impl Fn(std::io::Error) -> OpenError {
 /// Removes spooled streams left by a crash: they belong to uploads that
 /// were never acknowledged.
 fn clear_streams(fs: &dyn Fs, root: &Path) -> Result<(), OpenError> {
-    let dir = root.join(STAGING_DIR);
-    let io = io_error("clearing", &dir);
-    fs.create_dir_all(&dir).map_err(&io)?;
+    let io = io_error("clearing", &root.join(STAGING_DIR));
+    let dir = ensure_dir(fs, root, STAGING_DIR).map_err(&io)?;
     for name in fs.list(&dir).map_err(&io)? {
         fs.remove_file(&dir.join(name)).map_err(&io)?;
     }
@@ -120,9 +138,8 @@ fn clear_streams(fs: &dyn Fs, root: &Path) -> Result<(), OpenError> {
 }
 
 fn recover_sessions(fs: &dyn Fs, root: &Path, meta: &Meta) -> Result<Vec<String>, OpenError> {
-    let dir = sessions_dir(root);
-    let io = io_error("recovering", &dir);
-    fs.create_dir_all(&dir).map_err(&io)?;
+    let io = io_error("recovering", &sessions_dir(root));
+    let dir = ensure_dir(fs, root, UPLOADS_DIR).map_err(&io)?;
     let mut unclaimed: HashSet<String> = fs.list(&dir).map_err(&io)?.into_iter().collect();
     let mut txn = Txn::new(meta);
     let mut notes = Vec::new();
