@@ -21,7 +21,14 @@
 //! - `big_file`: one 2 GiB file into an empty store (peak memory printed);
 //! - `read`: every stored photo read back, verified;
 //! - `store_open`: opening that store to write, and read-only (what a
-//!   backup re-run with nothing to do pays instead).
+//!   backup re-run with nothing to do pays instead);
+//! - `cross_user_8mib`, `cross_user_64mib`: bob's one-shot upload of new
+//!   content into a fresh store where alice holds the same content (`held`)
+//!   or other bytes of the same size (`absent`); `cross_user_session_256mib`:
+//!   the `finish` of bob's resumable upload, its bytes already appended, in
+//!   the same two worlds. The ratio held / absent should be 1.0 within
+//!   noise: the work done for a user must not tell them what another user
+//!   stores (`DESIGN.md` §1, "Privacy between users").
 //!
 //! Uploads go through `upload_batch` in batches of 256 files, as
 //! `keepsake backup` sends them, from paths (`Content::Path`).
@@ -31,10 +38,11 @@ use std::hint::black_box;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use criterion::{BatchSize, BenchmarkGroup, Criterion, Throughput};
-use keepsake::{AlbumId, Content, DedupMode, FileId, ReadOnlyStore, Store, Upload};
+use bytes::Bytes;
+use criterion::{BatchSize, BenchmarkGroup, Criterion, SamplingMode, Throughput};
+use keepsake::{AlbumId, Content, DedupMode, FileId, ReadOnlyStore, SessionOptions, Store, Upload, UploadStart};
 use tempfile::TempDir;
 
 const BATCH: usize = 256;
@@ -47,6 +55,8 @@ struct Scale {
     thumbs: usize,
     thumb: usize,
     big: u64,
+    /// The cross-user scenarios: (group, content length, through a session).
+    cross_user: [(&'static str, usize, bool); 3],
 }
 
 fn full() -> bool {
@@ -61,6 +71,11 @@ fn scale() -> Scale {
             thumbs: 20_000,
             thumb: 16 << 10,
             big: 2 << 30,
+            cross_user: [
+                ("cross_user_8mib", 8 << 20, false),
+                ("cross_user_64mib", 64 << 20, false),
+                ("cross_user_session_256mib", 256 << 20, true),
+            ],
         }
     } else {
         Scale {
@@ -69,6 +84,11 @@ fn scale() -> Scale {
             thumbs: 100,
             thumb: 16 << 10,
             big: 64 << 20,
+            cross_user: [
+                ("cross_user_8mib", 1 << 20, false),
+                ("cross_user_64mib", 2 << 20, false),
+                ("cross_user_session_256mib", 4 << 20, true),
+            ],
         }
     }
 }
@@ -291,6 +311,92 @@ fn rereads(c: &mut Criterion, photos: &Folder) {
     g.finish();
 }
 
+/// A fresh store where alice holds `theirs`, and bob's album.
+fn alice_holds(theirs: &Bytes) -> (TempDir, Store, AlbumId) {
+    let (dir, store) = new_store();
+    let alice = store.user("alice").unwrap();
+    let a = alice.ensure_album("A").unwrap();
+    alice
+        .upload(a, "x.mp4", Content::from(theirs.clone()), DedupMode::Hash)
+        .unwrap();
+    let album = store.user("bob").unwrap().ensure_album("B").unwrap();
+    // Nothing of the previous iteration's writeback left to compete with
+    // the timed upload, in either world.
+    assert!(Command::new("sync").status().unwrap().success());
+    (dir, store, album)
+}
+
+/// Bob's upload of `content`, timed alone: a one-shot upload, or the
+/// `finish` of a session whose bytes are appended before the clock starts.
+fn bobs_upload(store: &Store, album: AlbumId, content: &Bytes, session: bool) -> Duration {
+    let bob = store.user("bob").unwrap();
+    if !session {
+        let start = Instant::now();
+        black_box(
+            bob.upload(album, "x.mp4", Content::from(content.clone()), DedupMode::Hash)
+                .unwrap(),
+        );
+        return start.elapsed();
+    }
+    let options = SessionOptions {
+        length: Some(content.len() as u64),
+        ..SessionOptions::new(album, "x.mp4", DedupMode::Hash)
+    };
+    let UploadStart::Session(id) = bob.begin_upload(options).unwrap() else {
+        panic!("content new to bob needs its bytes");
+    };
+    for (i, chunk) in content.chunks(8 << 20).enumerate() {
+        bob.append(id, (i * (8 << 20)) as u64, chunk).unwrap();
+    }
+    let start = Instant::now();
+    black_box(bob.finish(id).unwrap());
+    start.elapsed()
+}
+
+fn cross_user(c: &mut Criterion, scale: &Scale) {
+    for (name, len, session) in scale.cross_user {
+        let content = |seed| {
+            let mut b = vec![0u8; len];
+            fill(seed, &mut b);
+            Bytes::from(b)
+        };
+        let (bobs, other) = (content(1 << 50), content(1 << 51));
+        let mut g = c.benchmark_group(name);
+        g.sample_size(if session { 10 } else { 30 })
+            .sampling_mode(SamplingMode::Flat)
+            .warm_up_time(Duration::from_secs(1))
+            .throughput(Throughput::Bytes(len as u64));
+        let theirs = |world| if world == "held" { &bobs } else { &other };
+        for timed in ["absent", "held"] {
+            g.bench_function(timed, |b| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|i| {
+                            // Both worlds every iteration, in turns, so that
+                            // neither runs on a disk the other left busier;
+                            // only one is timed.
+                            let mut order = ["absent", "held"];
+                            if i % 2 == 1 {
+                                order.reverse();
+                            }
+                            let mut took = Duration::ZERO;
+                            for world in order {
+                                let (_dir, store, album) = alice_holds(theirs(world));
+                                let t = bobs_upload(&store, album, &bobs, session);
+                                if world == timed {
+                                    took = t;
+                                }
+                            }
+                            took
+                        })
+                        .sum()
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
 /// Set in a child process of this benchmark: back up the folder it names
 /// into a new store and print the process's peak resident memory.
 const PEAK_OF: &str = "KEEPSAKE_BENCH_PEAK_OF";
@@ -368,6 +474,13 @@ fn summary(rows: &[(&str, &Folder, &str, &str)], big_peak: Option<f64>, run_star
     if let Some(peak) = big_peak {
         println!("\nbig_file: peak resident memory of a process backing it up: {peak:.0} MiB");
     }
+    println!("\n| bob's upload | alice holds other bytes (absent) | alice holds the content (held) | held / absent |");
+    println!("|---|---:|---:|---:|");
+    for (group, ..) in scale().cross_user {
+        if let (Some(a), Some(h)) = (median(group, "absent"), median(group, "held")) {
+            println!("| {group} | {:.1} ms | {:.1} ms | {:.2} |", a * 1e3, h * 1e3, h / a);
+        }
+    }
 }
 
 fn main() {
@@ -387,6 +500,7 @@ fn main() {
     rereads(&mut c, &photos);
     unique(&mut c, &thumbs, "thumbnails");
     unique(&mut c, &big, "big_file");
+    cross_user(&mut c, &scale);
     c.final_summary();
     if !full {
         return;

@@ -35,7 +35,9 @@ fn records(dir: &Path) -> BTreeMap<ContentHash, (PathBuf, usize)> {
         let (headers, end) = scan_records(&bytes, id);
         assert!(end.error.is_none(), "pristine segment {id}: {:?}", end.error);
         for h in headers {
-            out.insert(h.hash, (path.clone(), h.offset as usize));
+            // The first copy of a content is the live one; a later copy
+            // (another user's upload of it) is garbage.
+            out.entry(h.hash).or_insert((path.clone(), h.offset as usize));
         }
     }
     out

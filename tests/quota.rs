@@ -178,7 +178,7 @@ fn another_users_copy_does_not_lower_the_charge() {
 
     bob.set_quota(Some(B)).unwrap();
     let r = put(&store, "bob", b, "x.jpg", &x, DedupMode::Hash);
-    assert_eq!((r.outcome, r.charged_bytes, r.bytes_written), (Outcome::Stored, B, 0));
+    assert_eq!((r.outcome, r.charged_bytes, r.bytes_written), (Outcome::Stored, B, B));
     assert_eq!(bob.usage().unwrap().unique_bytes, B);
     assert_eq!(store.user("alice").unwrap().usage().unwrap().unique_bytes, B);
     assert_eq!(store.stats().unwrap().physical_bytes, B);

@@ -61,21 +61,20 @@ pub(crate) fn is_damaged(txn: &Txn<'_>, hash: &ContentHash) -> Result<bool> {
 }
 
 /// If blob `hash` is damaged, makes the fresh, synced copy at `fresh` its
-/// place and returns the bytes that took; otherwise changes nothing and
-/// returns zero (the fresh copy is then garbage, as any copy that lost a
-/// race is).
-pub(crate) fn heal(txn: &mut Txn<'_>, hash: &ContentHash, fresh: Place) -> Result<u64> {
+/// place; otherwise changes nothing (the fresh copy is then garbage, as any
+/// copy of content the store already had is).
+pub(crate) fn heal(txn: &mut Txn<'_>, hash: &ContentHash, fresh: Place) -> Result<()> {
     if !is_damaged(txn, hash)? {
-        return Ok(0);
+        return Ok(());
     }
     let key = hash.as_bytes().to_vec();
     let Some(mut blob) = txn.get::<BlobRecord>(Cf::Blobs, &key)? else {
-        return Ok(0);
+        return Ok(());
     };
     release(txn, &blob.place)?;
     occupy(txn, &fresh)?;
     blob.place = fresh;
     txn.put(Cf::Blobs, key.clone(), &blob);
     txn.delete(Cf::Damaged, key);
-    Ok(blob.size)
+    Ok(())
 }

@@ -5,9 +5,12 @@
 //! the serialised commit and nothing is acknowledged before it is durable:
 //!
 //! 1. **Hash** each content (no lock held).
-//! 2. **Write** the content of every blob the store does not have yet to the
-//!    active segment (or keep it for inlining), then `fdatasync` once for the
-//!    whole batch. A large file or a staged stream is re-hashed as it is
+//! 2. **Write** every content new to the *user* to the active segment (or
+//!    keep it for inlining), then `fdatasync` once for the whole batch. What
+//!    other users hold never spares the write: the work done for a user,
+//!    and so its time, must not tell them what others store (`DESIGN.md`
+//!    §1, "Privacy between users"); a copy of content the store already
+//!    had is garbage from its commit on, and compaction reclaims it. A large file or a staged stream is re-hashed as it is
 //!    written, since it may have changed since step 1; bytes in memory
 //!    (given, or a file of at most [`READ_WHOLE`] bytes read whole in step 1
 //!    and checked unchanged by size and modification time) are written as
@@ -21,11 +24,11 @@
 //! Step 3 re-checks everything step 2 assumed. If a blob that step 2 found
 //! (and so did not write) has been collected by GC in between, the upload is
 //! retried from step 2 with its bytes written. If two uploads write the same
-//! new content at once, the first commit creates the blob and the second
-//! finds it and becomes a plain reference; its written copy is garbage that
-//! compaction reclaims.
+//! new content (two users, or one user's two concurrent uploads), the first
+//! commit creates the blob and the second finds it and becomes a plain
+//! reference; its written copy is garbage that compaction reclaims.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::Metadata;
 use std::io::{self, Read};
 use std::num::NonZeroUsize;
@@ -35,7 +38,7 @@ use bytes::Bytes;
 
 use super::damage::is_damaged;
 use super::delete_set::DeleteSet;
-use super::ledger::{check_quota, ensure_user, load_user};
+use super::ledger::{check_quota, cover, ensure_user, load_user};
 use super::pipeline::{ordered_map, BufferPool};
 use super::rules::{apply, Applied, NewCopy, Pending};
 use super::{staging, Content, DedupMode, Inner, Upload, UploadReport, User};
@@ -44,6 +47,8 @@ use crate::error::{Fault, HashMismatch, Result, UploadError};
 use crate::fs::FsFile;
 use crate::hash::{read_full, ContentHash, Hasher, HASH_CHUNK};
 use crate::ids::AlbumId;
+use crate::meta::keys;
+use crate::meta::records::UserBlobRecord;
 use crate::meta::txn::Txn;
 use crate::meta::Cf;
 use crate::names::check_file_name;
@@ -93,13 +98,6 @@ struct Prepared {
     source: Source,
     /// How errors name the content.
     what: String,
-}
-
-/// What the store has of an upload's content before the write step.
-enum BlobState {
-    Absent,
-    Damaged,
-    Sound,
 }
 
 /// Reads of a staged stream, sequentially through [`FsFile`].
@@ -247,28 +245,26 @@ impl Inner {
         let _ = self.delete(spooled);
     }
 
-    /// Whether an upload of `hash` must write its bytes: the store lacks the
-    /// blob, or its copy is damaged and this upload is the cure.
-    fn blob_state(&self, hash: &ContentHash) -> Result<BlobState> {
-        let txn = Txn::new(&self.meta);
-        Ok(if !txn.exists(Cf::Blobs, hash.as_bytes())? {
-            BlobState::Absent
-        } else if is_damaged(&txn, hash)? {
-            BlobState::Damaged
-        } else {
-            BlobState::Sound
-        })
-    }
-
-    /// Whether an upload of content new to the store would take the user
-    /// past their quota as it stands committed: its bytes could then never
-    /// commit, so they are not written. Only the commit step refuses, exactly.
-    fn past_quota(&self, user: &str, size: u64) -> Result<bool> {
+    /// Whether an upload of `size` bytes of `hash` by `user` must write its
+    /// bytes. Only the user's own holdings decide, never the store's: content
+    /// the user holds (live or in the trash) is written only to heal a
+    /// damaged copy; content new to the user is written whether or not the
+    /// store has it for someone else, unless it would take the user past
+    /// their quota as it stands committed (its bytes could then never
+    /// commit; the commit step refuses it, exactly).
+    fn must_write(&self, user: &str, hash: &ContentHash, size: u64) -> Result<bool> {
         let Some(uid) = self.user_id(user)? else {
-            return Ok(false);
+            return Ok(true);
         };
-        // Content new to the store is new to the user: it charges its size.
-        Ok(check_quota(&load_user(&Txn::new(&self.meta), uid)?, size).is_err())
+        let txn = Txn::new(&self.meta);
+        let held = txn
+            .get::<UserBlobRecord>(Cf::UserBlobs, &keys::user_hash(uid, hash))?
+            .is_some_and(|ub| ub.refs > 0);
+        if held {
+            is_damaged(&txn, hash)
+        } else {
+            Ok(check_quota(&load_user(&txn, uid)?, size).is_ok())
+        }
     }
 
     fn append_verified(&self, p: &Prepared, data: &[u8]) -> Result<(NewCopy, Option<Pin<'_>>)> {
@@ -488,7 +484,7 @@ impl Inner {
     }
 
     /// Step 2 for one hashed upload: the copy of its bytes that the commit
-    /// will point at, if the store needs one. `copies` holds the copies this
+    /// will point at, if the user's holdings call for one. `copies` holds the copies this
     /// batch wrote, so that a content repeated in a batch is written once;
     /// `force` (a retry after the blob vanished) writes whatever the store
     /// seemed to have.
@@ -503,17 +499,9 @@ impl Inner {
         if let Some(c) = copies.get(&p.hash) {
             return Ok(Some(c.clone()));
         }
-        let skip = match self.blob_state(&p.hash)? {
-            BlobState::Sound => !force,
-            // New content past the quota is not written, and the commit
-            // refuses it just as it refuses content other users hold (also
-            // not written): the error, and the usage it reports, must not
-            // depend on other users' content. A heal charges nothing; a
-            // retry writes, the commit found room.
-            BlobState::Absent => !force && self.past_quota(user, p.size)?,
-            BlobState::Damaged => false,
-        };
-        if skip {
+        // A retry writes whatever the store seemed to have: the commit found
+        // the blob gone.
+        if !force && !self.must_write(user, &p.hash, p.size)? {
             return Ok(None);
         }
         let (copy, pin) = self.write_copy(p)?;
@@ -543,6 +531,7 @@ impl Inner {
         let mut results: Vec<Option<Result<UploadReport>>> = (0..count).map(|_| None).collect();
         let mut prepared: Vec<(usize, Upload, Prepared)> = Vec::new();
         let mut copies: HashMap<ContentHash, NewCopy> = HashMap::new();
+        let mut reported: HashSet<ContentHash> = HashSet::new();
         // Held until every commit of this batch has finished.
         let mut pins = Vec::new();
         let mut hashed = Some(hashed.into_iter());
@@ -610,6 +599,7 @@ impl Inner {
             let applied = inner.commit(move |txn| {
                 let before_user = txn.savepoint();
                 let uid = ensure_user(txn, &user_name)?;
+                let fresh: Vec<_> = pending.iter().filter_map(|p| p.copy.clone()).collect();
                 let applied: Vec<_> = pending
                     .into_iter()
                     .map(|p| {
@@ -625,7 +615,15 @@ impl Inner {
                 // user.
                 if !applied.iter().any(|(_, a)| matches!(a, Applied::Done(Ok(_)))) {
                     txn.rollback_to(before_user);
-                } else if let Some(session) = retire {
+                    return Ok(applied);
+                }
+                // Every copy this batch wrote is inside its segment's
+                // committed length from now on, live or garbage, so that
+                // recovery keeps it and compaction counts it.
+                for copy in &fresh {
+                    cover(txn, &copy.place())?;
+                }
+                if let Some(session) = retire {
                     txn.delete(Cf::Uploads, session);
                 }
                 Ok(applied)
@@ -635,7 +633,16 @@ impl Inner {
                 Ok(applied) => {
                     for (k, out) in applied {
                         match out {
-                            Applied::Done(r) => results[prepared[k].0] = Some(r),
+                            Applied::Done(r) => {
+                                // What this upload wrote: the copy's bytes,
+                                // reported once per batch.
+                                let r = r.map(|mut r| {
+                                    let wrote = copies.contains_key(&r.hash) && reported.insert(r.hash);
+                                    r.bytes_written = if wrote { r.size } else { 0 };
+                                    r
+                                });
+                                results[prepared[k].0] = Some(r);
+                            }
                             Applied::NeedBytes => todo.push(k),
                         }
                     }

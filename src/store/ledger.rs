@@ -288,11 +288,25 @@ pub(crate) fn save_file(txn: &mut Txn<'_>, uid: u64, fid: u64, file: &FileRecord
 /// Counts a blob copy at `place` as live in its segment, and extends what
 /// the segment's committed length vouches for to cover it.
 pub(crate) fn occupy(txn: &mut Txn<'_>, place: &Place) -> Result<()> {
+    adjust_segment(txn, place, true)
+}
+
+/// Takes the copy at `place` into its segment's committed length without
+/// making it live: a copy this commit wrote but no blob points at (its
+/// content was in the store already) is garbage, kept by recovery and
+/// counted by compaction like any other.
+pub(crate) fn cover(txn: &mut Txn<'_>, place: &Place) -> Result<()> {
+    adjust_segment(txn, place, false)
+}
+
+fn adjust_segment(txn: &mut Txn<'_>, place: &Place, live: bool) -> Result<()> {
     if let Place::Segment(loc) = place {
         let key = keys::u64_key(loc.segment);
         let mut seg: SegmentRecord = txn.get(Cf::Segments, &key)?.unwrap_or_default();
         seg.committed_len = seg.committed_len.max(loc.end());
-        seg.live_bytes += loc.record_len();
+        if live {
+            seg.live_bytes += loc.record_len();
+        }
         txn.put(Cf::Segments, key, &seg);
     }
     Ok(())

@@ -232,10 +232,13 @@ fn link_existing(txn: &mut Txn<'_>, uid: u64, album: u64, fid: FileId) -> Result
     duplicate_report(txn, uid, fid, Outcome::Linked)
 }
 
+/// The commit step for one upload. Its report's `bytes_written` is the
+/// caller's to fill in: what the upload wrote does not depend on what the
+/// commit found.
 pub(crate) fn apply(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Applied {
     let reported = |txn: &mut Txn<'_>, r: Result<UploadReport>| {
-        let mut r = r?;
-        r.bytes_written = heal_with(txn, p)?;
+        let r = r?;
+        heal_with(txn, p)?;
         Ok(r)
     };
     match plan(txn, uid, p.album, &p.name, &p.hash, p.mode) {
@@ -257,12 +260,11 @@ pub(crate) fn apply(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Appli
 }
 
 /// Heals the blob with the copy this upload wrote, if it is damaged. Any
-/// other copy an upload of existing content wrote lost a race and is
-/// garbage. Returns the bytes the blob took from this upload.
-fn heal_with(txn: &mut Txn<'_>, p: &Pending) -> Result<u64> {
+/// other copy of content the store already had is garbage.
+fn heal_with(txn: &mut Txn<'_>, p: &Pending) -> Result<()> {
     match &p.copy {
         Some(copy) => heal(txn, &p.hash, copy.place()),
-        None => Ok(0),
+        None => Ok(()),
     }
 }
 
@@ -276,8 +278,8 @@ fn store_new(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Result<Optio
     let charged = if ub.refs > 0 { 0 } else { p.size };
     check_quota(&user, charged)?;
     let blob_key = p.hash.as_bytes().to_vec();
-    let bytes_written = if txn.exists(Cf::Blobs, &blob_key)? {
-        heal_with(txn, p)?
+    if txn.exists(Cf::Blobs, &blob_key)? {
+        heal_with(txn, p)?;
     } else {
         let Some(copy) = &p.copy else {
             return Ok(None);
@@ -293,8 +295,7 @@ fn store_new(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Result<Optio
                 place,
             },
         );
-        p.size
-    };
+    }
     let fid = user.next_file;
     user.next_file += 1;
     let mut file = FileRecord {
@@ -315,7 +316,7 @@ fn store_new(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Result<Optio
         outcome: Outcome::Stored,
         hash: p.hash,
         size: p.size,
-        bytes_written,
+        bytes_written: 0,
         charged_bytes: charged,
     }))
 }

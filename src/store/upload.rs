@@ -64,14 +64,17 @@ pub struct UploadReport {
     pub hash: ContentHash,
     /// The content's size.
     pub size: u64,
-    /// Blob bytes physically written by this upload: the size for new
-    /// content, zero when the blob already existed, for whatever reason.
-    /// This is an operator's figure; see [`charged_bytes`](Self::charged_bytes)
-    /// for what a multi-user server may show its users.
+    /// Blob bytes this upload wrote (and synced) for the content: its size
+    /// when the content is new to *this user*, or when it heals a damaged
+    /// copy; zero when the user already held it. In a batch the bytes of a
+    /// content repeated are reported once, on its first successful upload.
+    /// Whether any other user holds the content changes neither this figure
+    /// nor the work behind it (`DESIGN.md` §1, "Privacy between users"):
+    /// content the store had already is written anyway, and compaction
+    /// reclaims the second copy.
     pub bytes_written: u64,
     /// What this upload added to the user's quota: the size when the content
-    /// is new *to this user*, else zero. Unlike `bytes_written` it reveals
-    /// nothing about other users' content.
+    /// is new *to this user*, else zero.
     pub charged_bytes: u64,
 }
 

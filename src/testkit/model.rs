@@ -690,8 +690,9 @@ impl Model {
     }
 
     /// A new file record. The user is charged the size unless one of their
-    /// records (live or trashed) already holds the content; bytes are
-    /// written only if the store lacks the blob (whoever held it).
+    /// records (live or trashed) already holds the content, and the bytes
+    /// are written exactly when charged: whether the store had the blob for
+    /// someone else never shows.
     fn store_new(&mut self, user: &str, item: &Item, hash: ContentHash) -> Result<UploadReport, Refusal> {
         let now = self.now_ms;
         let size = item.data.size();
@@ -721,26 +722,22 @@ impl Model {
             trashed_ms: None,
         };
         u.files.insert(id, file);
-        let bytes_written = match self.blobs.get_mut(&hash) {
-            Some(blob) => {
-                blob.orphaned_ms = None;
-                0
-            }
+        match self.blobs.get_mut(&hash) {
+            Some(blob) => blob.orphaned_ms = None,
             None => {
                 let blob = BlobModel {
                     data: item.data.clone(),
                     orphaned_ms: None,
                 };
                 self.blobs.insert(hash, blob);
-                size
             }
-        };
+        }
         Ok(UploadReport {
             file_id: FileId(id),
             outcome: Outcome::Stored,
             hash,
             size,
-            bytes_written,
+            bytes_written: charged,
             charged_bytes: charged,
         })
     }

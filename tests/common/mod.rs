@@ -168,7 +168,27 @@ pub struct TestFs {
     pub fail_sync: Arc<AtomicBool>,
     pub disk_full: Arc<AtomicBool>,
     pub fail_map: Arc<AtomicBool>,
+    pub io: Arc<IoCounts>,
     gate: Arc<SyncGate>,
+}
+
+/// Work done on files through a [`TestFs`].
+#[derive(Debug, Default)]
+pub struct IoCounts {
+    pub bytes_written: AtomicU64,
+    pub syncs: AtomicU64,
+    pub creates: AtomicU64,
+}
+
+impl IoCounts {
+    /// (bytes written, syncs of files and directories, files created) so far.
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.bytes_written.load(Ordering::SeqCst),
+            self.syncs.load(Ordering::SeqCst),
+            self.creates.load(Ordering::SeqCst),
+        )
+    }
 }
 
 #[derive(Debug, Default)]
@@ -225,6 +245,7 @@ impl Fs for TestFs {
         OsFs.list(dir)
     }
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        self.io.creates.fetch_add(1, Ordering::SeqCst);
         Ok(self.wrap(OsFs.create(path)?))
     }
     fn open(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
@@ -241,6 +262,7 @@ impl Fs for TestFs {
         OsFs.remove_file(path)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.io.syncs.fetch_add(1, Ordering::SeqCst);
         OsFs.sync_dir(dir)
     }
 }
@@ -251,6 +273,7 @@ impl FsFile for TestFile {
             self.inner.write_all_at(offset, &buf[..buf.len() / 2])?;
             return Err(io::Error::from_raw_os_error(28));
         }
+        self.fs.io.bytes_written.fetch_add(buf.len() as u64, Ordering::SeqCst);
         self.inner.write_all_at(offset, buf)
     }
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -266,6 +289,7 @@ impl FsFile for TestFile {
         if self.fs.fail_sync.load(Ordering::SeqCst) {
             return Err(io::Error::other("injected fsync failure"));
         }
+        self.fs.io.syncs.fetch_add(1, Ordering::SeqCst);
         let gate = &self.fs.gate;
         let mut s = gate.state.lock().unwrap();
         if s.armed {

@@ -6,7 +6,7 @@
 //! whose record is gone but whose bytes are still in a segment. The rules for
 //! what the file records cannot rebuild are in `DESIGN.md` §8.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::verify::{survey, Problem, Survey};
@@ -29,10 +29,14 @@ pub struct RepairReport {
     /// record now agrees with the file records. A blob re-indexed from its
     /// copy in a segment is a repaired `missing-blob`.
     pub repaired: Vec<Problem>,
-    /// Copies of blobs in segments that no blob record points at
-    /// (`orphan-record`): bytes written but never committed, or copies
-    /// replaced since. They are garbage, which the segment accounting counts
-    /// and compaction reclaims; nothing is changed for them.
+    /// Copies in segments of content that has no blob record
+    /// (`orphan-record`): bytes written whose commit never happened, or
+    /// whose blob was collected. They are garbage, which the segment
+    /// accounting counts and compaction reclaims; nothing is changed for
+    /// them. Second copies of content that has a blob are not listed: every
+    /// upload of content new to its user writes one (`DESIGN.md` §1,
+    /// "Privacy between users"), so they are the normal state of a shared
+    /// store, and just as much garbage.
     pub orphans: Vec<Problem>,
     /// What could not be repaired: referenced blobs with no record and no
     /// intact copy in any segment (`lost-blob`), damaged blobs found by the
@@ -204,24 +208,16 @@ fn reindex(
     any
 }
 
-/// The copies no blob record points at.
+/// The copies of content that has no blob record.
 fn orphans(copies: &BTreeMap<ContentHash, Vec<Location>>, survey: &Survey) -> Vec<Problem> {
-    let pointed: HashSet<(u64, u64)> = survey
-        .blobs
-        .values()
-        .filter_map(|b| match b.place {
-            Place::Segment(loc) => Some((loc.segment, loc.offset)),
-            Place::Inline(_) => None,
-        })
-        .collect();
     copies
         .iter()
+        .filter(|(hash, _)| !survey.blobs.contains_key(hash))
         .flat_map(|(hash, locs)| locs.iter().map(move |loc| (hash, loc)))
-        .filter(|(_, loc)| !pointed.contains(&(loc.segment, loc.offset)))
         .map(|(hash, loc)| Problem {
             kind: "orphan-record",
             detail: format!(
-                "segment {} offset {}: a copy of blob {hash} ({} bytes) that no blob record points at, garbage for compaction",
+                "segment {} offset {}: a copy of content {hash} ({} bytes) that no blob record holds, garbage for compaction",
                 loc.segment, loc.offset, loc.length
             ),
             files: Vec::new(),
