@@ -696,7 +696,7 @@ mod tests {
             "{foreign:?}"
         );
         assert!(matches!(
-            UploadError::from(Fault::UnknownUpload(UploadId::new(3))),
+            UploadError::from(Fault::UnknownUpload(UploadId::from_bytes([3; 16]))),
             UploadError::Storage(StorageError::Bug(_))
         ));
     }

@@ -64,7 +64,7 @@ pub use error::{
     StorageError, UploadError,
 };
 pub use hash::{ContentHash, ParseHashError};
-pub use ids::{AlbumId, FileId, UploadId};
+pub use ids::{AlbumId, FileId, InvalidUploadId, UploadId};
 pub use names::MAX_NAME_BYTES;
 pub use store::{
     AffectedFile, AlbumDeletion, AlbumInfo, Content, DedupMode, DuplicateGroup, FileInfo, FileReader, GcReport,

@@ -85,8 +85,9 @@ fn finish_exact(store: &Store, id: UploadId, bytes: &[u8]) -> UploadReport {
     report
 }
 
+/// The staged file of ann's session `id` (while the store has its record).
 fn staged(store: &Store, id: UploadId) -> PathBuf {
-    store.path().join("uploads").join(format!("{id}.part"))
+    keepsake::testkit::staged::staged_path(store, "ann", id).expect("a session record")
 }
 
 #[test]
@@ -202,13 +203,14 @@ fn session_resumes_after_reopen_and_finish_rehashes_the_staged_file() {
     assert_eq!((status.offset, status.metadata), (2 * BIG as u64, meta));
     assert_eq!(store.user("ann").unwrap().uploads().unwrap().len(), 1);
     send(&store, "ann", id, &video, BIG);
+    let path = staged(&store, id);
     let report = finish_exact(&store, id, &video);
     assert_eq!(
         (report.outcome, report.hash),
         (Outcome::Stored, ContentHash::of(&video))
     );
     assert!(store.user("ann").unwrap().uploads().unwrap().is_empty());
-    assert!(!staged(&store, id).exists());
+    assert!(!path.exists());
     assert_verified(&store);
 }
 
@@ -228,6 +230,7 @@ fn hash_mismatch_at_finish_stores_nothing_and_ends_the_session() {
         Some(ContentHash::of(&meant)),
     );
     send(&store, "ann", id, &arrived, 4000);
+    let path = staged(&store, id);
     let finished = ann.finish(id);
     assert!(
         matches!(finished, Err(SessionError::Upload(UploadError::HashMismatch(HashMismatch { expected, actual })))
@@ -238,7 +241,7 @@ fn hash_mismatch_at_finish_stores_nothing_and_ends_the_session() {
     assert_eq!(ann.usage().unwrap().unique_bytes, 0);
     assert_eq!(store.stats().unwrap().blobs, 0);
     assert!(matches!(ann.upload_status(id), Err(SessionError::UnknownUpload(_))));
-    assert!(!staged(&store, id).exists());
+    assert!(!path.exists());
     assert_verified(&store);
 }
 
@@ -492,10 +495,11 @@ fn expired_sessions_are_unknown_and_gc_removes_them_and_their_staged_files() {
         ann.uploads().unwrap().iter().map(|s| s.id).collect::<Vec<_>>(),
         vec![busy]
     );
-    assert!(staged(&store, idle).exists(), "gc, not the lookup, removes it");
+    let idle_path = staged(&store, idle);
+    assert!(idle_path.exists(), "gc, not the lookup, removes it");
 
     assert_eq!(store.gc().unwrap().uploads_expired, 1);
-    assert!(!staged(&store, idle).exists());
+    assert!(!idle_path.exists());
     assert!(staged(&store, busy).exists());
     send(&store, "ann", busy, &video, BIG);
     ann.finish(busy).unwrap();
@@ -508,8 +512,9 @@ fn abort_removes_the_session_and_its_staged_bytes() {
     let ann = store.user("ann").unwrap();
     let id = begin(&store, "ann", album, "VID.MP4", None, None);
     ann.append(id, 0, &data(14, BIG)).unwrap();
+    let path = staged(&store, id);
     ann.abort(id).unwrap();
-    assert!(!staged(&store, id).exists());
+    assert!(!path.exists());
     assert!(matches!(ann.upload_status(id), Err(SessionError::UnknownUpload(_))));
     assert!(matches!(ann.abort(id), Err(SessionError::UnknownUpload(_))));
     assert!(ann.files().unwrap().is_empty());
@@ -573,6 +578,53 @@ fn another_users_upload_id_is_unknown_to_them() {
     // Bob's own sessions get ids of their own.
     assert_ne!(begin(&store, "bob", bobs, "VID.MP4", None, None), id);
     assert_eq!(ann.upload_status(id).unwrap().offset, BIG as u64);
+    assert_verified(&store);
+}
+
+#[test]
+fn upload_ids_are_random_url_safe_strings_and_near_misses_are_unknown() {
+    let (_dir, store, album) = store_with_album("ann", "Videos");
+    let ann = store.user("ann").unwrap();
+    let ids: Vec<UploadId> = (0..50)
+        .map(|i| begin(&store, "ann", album, &format!("{i}.mp4"), None, None))
+        .collect();
+    let texts: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    for t in &texts {
+        assert!(
+            t.len() == 32 && t.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+            "{t}"
+        );
+        assert_eq!(t.parse::<UploadId>().unwrap().to_string(), *t);
+    }
+    let distinct: std::collections::BTreeSet<&String> = texts.iter().collect();
+    assert_eq!(distinct.len(), ids.len());
+    // Consecutive sessions share no run of digits that would count them:
+    // ids of a counter differ in their last digits only.
+    let shared_prefix = |a: &str, b: &str| a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    assert!(texts.windows(2).all(|w| shared_prefix(&w[0], &w[1]) < 8), "{texts:?}");
+    // One digit off is another id, unknown like any other.
+    let mut near = texts[0].clone().into_bytes();
+    near[31] = if near[31] == b'0' { b'1' } else { b'0' };
+    let near: UploadId = String::from_utf8(near).unwrap().parse().unwrap();
+    assert!(matches!(ann.upload_status(near), Err(SessionError::UnknownUpload(i)) if i == near));
+    assert!(matches!(ann.append(near, 0, b"x"), Err(SessionError::UnknownUpload(_))));
+    // Text that is not an id never becomes one: no spelling but the one.
+    let upper = texts[0].to_uppercase();
+    let long = format!("{}0", texts[0]);
+    let slash = format!("{}/", &texts[0][..31]);
+    for bad in [
+        "",
+        "12",
+        "-1",
+        upper.as_str(),
+        long.as_str(),
+        slash.as_str(),
+        "../../etc/passwd",
+    ] {
+        if bad != texts[0] {
+            assert!(bad.parse::<UploadId>().is_err(), "{bad:?}");
+        }
+    }
     assert_verified(&store);
 }
 
@@ -731,6 +783,8 @@ fn env_u64(name: &str) -> Option<u64> {
 /// One upload under repeated `kill -9`: its session and content.
 struct Victim {
     id: UploadId,
+    /// Its staged file.
+    path: PathBuf,
     seed: u64,
     content: Vec<u8>,
 }
@@ -743,7 +797,13 @@ impl Victim {
         let (len, hash) = (content.len() as u64, ContentHash::of(&content));
         let name = format!("VID_{seed}.MP4");
         let id = begin(&store, "ann", album, &name, Some(len), Some(hash));
-        Victim { id, seed, content }
+        let path = staged(&store, id);
+        Victim {
+            id,
+            path,
+            seed,
+            content,
+        }
     }
 
     /// Sends what is left, finishes, and checks the stored bytes.
@@ -818,8 +878,7 @@ fn upload_progress_survives_kill_9_at_random_moments() {
         acknowledged = heard.try_iter().last().unwrap_or(acknowledged);
         killed_idle += u64::from(acknowledged == at_start);
 
-        let path = dir.join("uploads").join(format!("{}.part", victim.id));
-        let staged_len = std::fs::metadata(&path).unwrap().len();
+        let staged_len = std::fs::metadata(&victim.path).unwrap().len();
         let store = open(&dir);
         let offset = store.user("ann").unwrap().upload_status(victim.id).unwrap().offset;
         tails_truncated += u64::from(staged_len > offset);
@@ -836,7 +895,7 @@ fn upload_progress_survives_kill_9_at_random_moments() {
             store.recovery_notes()
         );
         assert!(
-            std::fs::read(&path).unwrap() == victim.content[..offset as usize],
+            std::fs::read(&victim.path).unwrap() == victim.content[..offset as usize],
             "{context}: staged bytes differ"
         );
         acknowledged = offset;

@@ -6,6 +6,7 @@
 //! data is one contiguous range of each family.
 
 use crate::hash::ContentHash;
+use crate::ids::UploadId;
 
 pub(crate) const FORMAT: &[u8] = b"format";
 pub(crate) const NEXT_USER: &[u8] = b"next_user";
@@ -73,10 +74,15 @@ pub(crate) fn by_name(user: u64, hash: &ContentHash, name: &str, file: u64) -> V
     k
 }
 
-/// `user | upload id`, in `uploads`: a user's sessions are one range, and
-/// another user's id is simply not found.
-pub(crate) fn upload(user: u64, id: u64) -> Vec<u8> {
-    join(&[&user.to_be_bytes(), &id.to_be_bytes()])
+/// `user | upload id (16 bytes)`, in `uploads`: a user's sessions are one
+/// range, and another user's id is simply not found.
+pub(crate) fn upload(user: u64, id: &UploadId) -> Vec<u8> {
+    join(&[&user.to_be_bytes(), id.as_bytes()])
+}
+
+/// The upload id of an `uploads` key.
+pub(crate) fn upload_id(key: &[u8]) -> Option<UploadId> {
+    Some(UploadId::from_bytes(key.get(8..24)?.try_into().ok()?))
 }
 
 /// `user | album | source path bytes`, in `sources`. A folder's records are

@@ -24,6 +24,7 @@
 //! `WriteBatch`: a logical operation is all or nothing.
 
 pub(crate) mod keys;
+mod migrate;
 pub(crate) mod records;
 pub(crate) mod txn;
 
@@ -105,8 +106,9 @@ impl Cf {
     }
 }
 
-/// The metadata format version this build writes and reads.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+/// The metadata format version this build writes and reads. Format 1
+/// (sequential upload ids) is migrated at open ([`migrate`]).
+pub(crate) const FORMAT_VERSION: u64 = 2;
 
 pub(crate) struct Meta {
     db: DB,
@@ -184,12 +186,17 @@ impl Meta {
         Ok(meta)
     }
 
-    /// Refuses a format this build does not know. New metadata gets this
-    /// build's version, unless it is opened read-only: then it is refused.
+    /// Refuses a format this build does not know, and migrates an older
+    /// one it does. New metadata gets this build's version, unless it is
+    /// opened read-only: then it is refused. Read-only, format 1 is read as
+    /// it is: only its upload sessions differ, which read-only access never
+    /// reads.
     fn check_format(&self, path: &Path, access: Access) -> Result<(), OpenError> {
         let corrupt = |e: Fault| OpenError::Corrupt(e.to_string());
         match self.get::<u64>(Cf::Meta, keys::FORMAT).map_err(corrupt)? {
             Some(FORMAT_VERSION) => Ok(()),
+            Some(1) if access == Access::ReadOnly => Ok(()),
+            Some(1) => migrate::from_v1(self),
             Some(found) => Err(OpenError::UnsupportedFormat {
                 path: path.to_path_buf(),
                 found: found as u32,

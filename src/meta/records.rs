@@ -10,8 +10,11 @@ use crate::blob::format::RECORD_HEADER_LEN;
 use crate::blob::Location;
 use crate::hash::ContentHash;
 
-/// The only record version so far.
+/// The version of every record but one.
 const V1: u8 = 1;
+/// The version of [`UploadRecord`] since metadata format 2 (the staged file
+/// number added, the key holding a random id).
+const V2: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot decode {what}: {why}")]
@@ -25,6 +28,9 @@ pub(crate) struct Enc(Vec<u8>);
 impl Enc {
     fn new() -> Self {
         Enc(vec![V1])
+    }
+    fn versioned(version: u8) -> Self {
+        Enc(vec![version])
     }
     fn u8(mut self, v: u8) -> Self {
         self.0.push(v);
@@ -58,9 +64,12 @@ pub(crate) struct Dec<'a> {
 
 impl<'a> Dec<'a> {
     fn new(what: &'static str, b: &'a [u8]) -> Result<Self, DecodeError> {
+        Self::versioned(what, b, V1)
+    }
+    fn versioned(what: &'static str, b: &'a [u8], version: u8) -> Result<Self, DecodeError> {
         let mut d = Dec { what, rest: b };
         match d.u8()? {
-            V1 => Ok(d),
+            v if v == version => Ok(d),
             _ => Err(d.err("unknown record version")),
         }
     }
@@ -421,11 +430,14 @@ pub(crate) struct UploadRecord {
     pub expires_ms: u64,
     /// Client metadata, sorted by key (bounded in size at begin).
     pub metadata: Vec<(String, String)>,
+    /// The number of the staged file, `uploads/<file>.part`: a store-wide
+    /// counter, never shown (the session's id is its key).
+    pub file: u64,
 }
 
 impl Record for UploadRecord {
     fn encode(&self) -> Vec<u8> {
-        let mut e = Enc::new()
+        let mut e = Enc::versioned(V2)
             .u64(self.album)
             .bytes(self.name.as_bytes())
             .u8(self.mode)
@@ -442,10 +454,27 @@ impl Record for UploadRecord {
         for (k, v) in &self.metadata {
             e = e.bytes(k.as_bytes()).bytes(v.as_bytes());
         }
-        e.0
+        e.u64(self.file).0
     }
     fn decode(b: &[u8]) -> Result<Self, DecodeError> {
-        let mut d = Dec::new("upload record", b)?;
+        let mut d = Dec::versioned("upload record", b, V2)?;
+        let mut rec = UploadRecord::fields(&mut d)?;
+        rec.file = d.u64()?;
+        d.finish(rec)
+    }
+}
+
+impl UploadRecord {
+    /// A record of metadata format 1, whose staged file was named by the
+    /// session's (sequential) id, `file`.
+    pub(crate) fn decode_v1(b: &[u8], file: u64) -> Result<Self, DecodeError> {
+        let mut d = Dec::new("upload record of format 1", b)?;
+        let rec = UploadRecord::fields(&mut d)?;
+        d.finish(UploadRecord { file, ..rec })
+    }
+
+    /// The fields both versions share, in order; `file` is left 0.
+    fn fields(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
         let album = d.u64()?;
         let name = d.string()?;
         let mode = d.u8()?;
@@ -469,7 +498,7 @@ impl Record for UploadRecord {
         let metadata = (0..n)
             .map(|_| Ok((d.string()?, d.string()?)))
             .collect::<Result<_, DecodeError>>()?;
-        d.finish(UploadRecord {
+        Ok(UploadRecord {
             album,
             name,
             mode,
@@ -479,6 +508,7 @@ impl Record for UploadRecord {
             created_ms,
             expires_ms,
             metadata,
+            file: 0,
         })
     }
 }
@@ -625,6 +655,7 @@ mod tests {
             created_ms: 5,
             expires_ms: 6,
             metadata: vec![("filetype".into(), "video/mp4".into())],
+            file: 12,
         });
         round_trip(UploadRecord {
             album: 1,
@@ -636,6 +667,7 @@ mod tests {
             created_ms: 0,
             expires_ms: 0,
             metadata: Vec::new(),
+            file: 1,
         });
         round_trip(SourceRecord {
             size: 7,
@@ -644,6 +676,30 @@ mod tests {
             file: 3,
         });
         round_trip(42u64);
+    }
+
+    /// A format-1 upload record is the format-2 one without the staged file
+    /// number, which its key held; each format refuses the other's bytes.
+    #[test]
+    fn an_upload_record_of_format_1_decodes_with_its_file_number() {
+        let rec = UploadRecord {
+            album: 3,
+            name: "VID.MP4".into(),
+            mode: 0,
+            declared: None,
+            offset: 7,
+            expected: None,
+            created_ms: 5,
+            expires_ms: 6,
+            metadata: vec![("k".into(), "v".into())],
+            file: 41,
+        };
+        let mut v1 = rec.encode();
+        v1[0] = V1;
+        v1.truncate(v1.len() - 8);
+        assert_eq!(UploadRecord::decode_v1(&v1, 41).unwrap(), rec);
+        assert!(UploadRecord::decode(&v1).is_err());
+        assert!(UploadRecord::decode_v1(&rec.encode(), 41).is_err());
     }
 
     /// A damaged size or offset that would put a record's end past

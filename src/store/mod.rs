@@ -38,7 +38,7 @@ mod read_only;
 mod rules;
 mod session;
 mod sources;
-mod staging;
+pub(crate) mod staging;
 mod trash;
 mod upload;
 mod user;

@@ -3,10 +3,11 @@
 //! one-shot upload of the same bytes would be.
 //!
 //! A session is a record in the `uploads` column family (keyed by user and
-//! id) and a staged file `uploads/<id>.part` written through [`Fs`]. Upload
-//! ids are global (the staged file is named by id alone) but a session is
-//! found only through its owner: another user's id is
-//! [`SessionError::UnknownUpload`], exactly like an id that never existed.
+//! id, 128 random bits) and a staged file `uploads/<n>.part` written through
+//! [`Fs`], `n` a store-wide number kept in the record and never shown. A
+//! session is found only through its owner: another user's id is
+//! [`SessionError::UnknownUpload`], exactly like an id that never existed
+//! (or a malformed one, which never parses).
 //!
 //! The protocol is one of offsets, which tus 1.0 and the IETF
 //! resumable-upload draft both speak:
@@ -226,9 +227,9 @@ fn check_declared(txn: &Txn<'_>, uid: u64, length: u64, expected: Option<Content
     check_quota(&load_user(txn, uid)?, if held { 0 } else { length })
 }
 
-fn status(id: u64, rec: UploadRecord) -> UploadStatus {
+fn status(id: UploadId, rec: UploadRecord) -> UploadStatus {
     UploadStatus {
-        id: UploadId::new(id),
+        id,
         album: AlbumId(rec.album),
         mode: mode_of(rec.mode),
         offset: rec.offset,
@@ -247,19 +248,19 @@ impl Inner {
         self.options.upload_expiry.as_millis() as u64
     }
 
-    fn slot(&self, id: u64) -> Arc<Mutex<Slot>> {
-        self.sessions.slot(id)
+    fn slot(&self, rec: &UploadRecord) -> Arc<Mutex<Slot>> {
+        self.sessions.slot(rec.file)
     }
 
     /// The user's live session `id`. Expired sessions are unknown even
     /// before `gc` removes them.
-    fn session(&self, user: &str, id: u64) -> Result<(u64, UploadRecord)> {
-        let uid = self.user_id(user)?.ok_or(Fault::UnknownUpload(UploadId::new(id)))?;
+    fn session(&self, user: &str, id: UploadId) -> Result<(u64, UploadRecord)> {
+        let uid = self.user_id(user)?.ok_or(Fault::UnknownUpload(id))?;
         let rec = self
             .meta
-            .get::<UploadRecord>(Cf::Uploads, &keys::upload(uid, id))?
+            .get::<UploadRecord>(Cf::Uploads, &keys::upload(uid, &id))?
             .filter(|r| r.expires_ms > self.now_ms())
-            .ok_or(Fault::UnknownUpload(UploadId::new(id)))?;
+            .ok_or(Fault::UnknownUpload(id))?;
         Ok((uid, rec))
     }
 
@@ -269,46 +270,46 @@ impl Inner {
     fn with_session<R>(
         &self,
         user: &str,
-        id: u64,
+        id: UploadId,
         work: impl FnOnce(&mut Slot, u64, UploadRecord) -> Result<R>,
     ) -> Result<R> {
-        self.session(user, id)?;
-        let cell = self.slot(id);
-        let mut slot = cell.try_lock().ok_or(Fault::UploadBusy(UploadId::new(id)))?;
+        let (_, rec) = self.session(user, id)?;
+        let cell = self.slot(&rec);
+        let mut slot = cell.try_lock().ok_or(Fault::UploadBusy(id))?;
         // Again under the lock: the previous writer may have moved the
         // offset or ended the session.
         let (uid, rec) = self.session(user, id)?;
         work(&mut slot, uid, rec)
     }
 
-    /// The session's staged file, created if a crash came between the
-    /// session's commit and the file's creation.
-    fn staged_file<'s>(&self, slot: &'s mut Slot, id: u64) -> Result<&'s dyn FsFile> {
-        if slot.file.is_none() {
-            let fs = &*self.options.fs;
-            let path = staging::session_path(&self.root, id);
-            let io = |e| Fault::io(format!("opening {}", path.display()), e);
-            let file = match fs.open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    let f = fs.create(&path).map_err(io)?;
-                    fs.sync_dir(&staging::sessions_dir(&self.root)).map_err(io)?;
-                    f
-                }
-                Err(e) => return Err(io(e)),
-            };
-            slot.file = Some(file);
+    /// The session's staged file, opened for one request and closed with
+    /// it: no descriptor stays open between requests, so the number of
+    /// sessions (each user's, everyone's) never bounds what the process can
+    /// open. Created if a crash came between the session's commit and the
+    /// file's creation.
+    fn staged_file(&self, rec: &UploadRecord) -> Result<Box<dyn FsFile>> {
+        let fs = &*self.options.fs;
+        let path = staging::session_path(&self.root, rec.file);
+        let io = |e| Fault::io(format!("opening {}", path.display()), e);
+        match fs.open(&path) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let f = fs.create(&path).map_err(io)?;
+                fs.sync_dir(&staging::sessions_dir(&self.root)).map_err(io)?;
+                Ok(f)
+            }
+            Err(e) => Err(io(e)),
         }
-        Ok(&**slot.file.as_ref().expect("opened above"))
     }
 
     /// Drops a session: its record first, then (once nothing names it) its
     /// staged file. A crash in between leaves a file that the next open
     /// removes.
-    fn drop_session(&self, uid: u64, id: u64) -> Result<()> {
+    fn drop_session(&self, uid: u64, id: UploadId, rec: &UploadRecord) -> Result<()> {
+        let file = rec.file;
         self.commit_then_delete(move |txn, doomed| {
-            txn.delete(Cf::Uploads, keys::upload(uid, id));
-            doomed.session(id);
+            txn.delete(Cf::Uploads, keys::upload(uid, &id));
+            doomed.session(file);
             Ok(())
         })
     }
@@ -319,11 +320,11 @@ impl Inner {
         let now = self.now_ms();
         let mut expired = 0;
         for (key, value) in self.meta.scan_all(Cf::Uploads, &[])? {
-            if decode::<UploadRecord>(&value)?.expires_ms > now {
+            let rec = decode::<UploadRecord>(&value)?;
+            if rec.expires_ms > now {
                 continue;
             }
-            let id = keys::u64_at(&key, 8).ok_or_else(|| Fault::Corrupt("bad upload key".into()))?;
-            let cell = self.slot(id);
+            let cell = self.slot(&rec);
             let Some(_writer) = cell.try_lock() else {
                 continue;
             };
@@ -331,7 +332,7 @@ impl Inner {
                 self.commit_then_delete(move |txn, doomed| match txn.get::<UploadRecord>(Cf::Uploads, &key)? {
                     Some(rec) if rec.expires_ms <= now => {
                         txn.delete(Cf::Uploads, key);
-                        doomed.session(id);
+                        doomed.session(rec.file);
                         Ok(true)
                     }
                     _ => Ok(false),
@@ -426,10 +427,13 @@ impl User {
             created_ms: now,
             expires_ms: now.saturating_add(self.inner().upload_expiry_ms()),
             metadata,
+            // Numbered in the commit.
+            file: 0,
         };
         let missing = Fault::UnknownAlbum(album.to_string());
         let limit = self.inner().options.max_sessions_per_user;
-        let (uid, id) = self.commit_existing(missing, move |txn, uid| {
+        let id = UploadId::random().map_err(|e| Fault::io("drawing an upload id", e))?;
+        let (uid, rec) = self.commit_existing(missing, move |txn, uid| {
             if load_album(txn, uid, rec.album)?.is_none() {
                 return Err(Fault::UnknownAlbum(album.to_string()));
             }
@@ -447,18 +451,25 @@ impl User {
             if let Some(length) = rec.declared {
                 check_declared(txn, uid, length, rec.expected)?;
             }
-            let id = txn.get::<u64>(Cf::Meta, keys::NEXT_UPLOAD)?.unwrap_or(1);
-            txn.put(Cf::Meta, keys::NEXT_UPLOAD.to_vec(), &(id + 1));
-            txn.put(Cf::Uploads, keys::upload(uid, id), &rec);
-            Ok((uid, id))
+            let file = txn.get::<u64>(Cf::Meta, keys::NEXT_UPLOAD)?.unwrap_or(1);
+            txn.put(Cf::Meta, keys::NEXT_UPLOAD.to_vec(), &(file + 1));
+            let rec = UploadRecord { file, ..rec };
+            let key = keys::upload(uid, &id);
+            if txn.exists(Cf::Uploads, &key)? {
+                return Err(Fault::Contended(
+                    "the random upload id drawn is taken; trying again draws another".into(),
+                ));
+            }
+            txn.put(Cf::Uploads, key, &rec);
+            Ok((uid, rec))
         })?;
-        let created = self.inner().staged_file(&mut Slot::default(), id).map(|_| ());
+        let created = self.inner().staged_file(&rec).map(drop);
         if let Err(e) = created {
             // No bytes can be taken without the file: the session goes too.
-            self.inner().drop_session(uid, id)?;
+            self.inner().drop_session(uid, id, &rec)?;
             return Err(e.into());
         }
-        Ok(UploadStart::Session(UploadId::new(id)))
+        Ok(UploadStart::Session(id))
     }
 
     /// Appends `bytes` at `offset`, which must be the session's durable
@@ -499,7 +510,6 @@ impl User {
     /// assert!(matches!(ann.append(id, 0, b"first"), Err(SessionError::OffsetMismatch { expected: 5 })));
     /// ```
     pub fn append(&self, id: UploadId, offset: u64, bytes: &[u8]) -> Result<u64, SessionError> {
-        let id = id.get();
         let inner = self.inner();
         inner.health.check()?;
         Ok(inner.with_session(self.name(), id, |slot, uid, rec| {
@@ -515,21 +525,21 @@ impl User {
             if bytes.is_empty() {
                 return Ok(offset);
             }
-            let file = inner.staged_file(slot, id)?;
+            let file = inner.staged_file(&rec)?;
             let written = file.write_all_at(offset, bytes).and_then(|()| file.sync_data());
+            drop(file);
             if let Err(e) = written {
                 // Unacknowledged: the next append overwrites these bytes and
                 // syncs them again, through a fresh handle.
-                slot.file = None;
                 return Err(Fault::io(format!("writing upload {id}"), e));
             }
             let expires_ms = inner.now_ms().saturating_add(inner.upload_expiry_ms());
             inner.commit(move |txn| {
-                let key = keys::upload(uid, id);
+                let key = keys::upload(uid, &id);
                 let mut rec = txn
                     .get::<UploadRecord>(Cf::Uploads, &key)?
                     .filter(|r| r.offset == offset)
-                    .ok_or(Fault::UnknownUpload(UploadId::new(id)))?;
+                    .ok_or(Fault::UnknownUpload(id))?;
                 rec.offset = end;
                 rec.expires_ms = expires_ms;
                 txn.put(Cf::Uploads, key, &rec);
@@ -581,7 +591,6 @@ impl User {
     /// assert!(ann.upload_status(id).unwrap().complete);
     /// ```
     pub fn set_upload_length(&self, id: UploadId, length: u64) -> Result<(), SessionError> {
-        let id = id.get();
         let inner = self.inner();
         Ok(inner.with_session(self.name(), id, |_, uid, rec| {
             let refuse = |reason| {
@@ -597,10 +606,10 @@ impl User {
                 None => {}
             }
             inner.commit(move |txn| {
-                let key = keys::upload(uid, id);
+                let key = keys::upload(uid, &id);
                 let mut rec = txn
                     .get::<UploadRecord>(Cf::Uploads, &key)?
-                    .ok_or(Fault::UnknownUpload(UploadId::new(id)))?;
+                    .ok_or(Fault::UnknownUpload(id))?;
                 check_declared(txn, uid, length, rec.expected)?;
                 rec.declared = Some(length);
                 txn.put(Cf::Uploads, key, &rec);
@@ -638,7 +647,6 @@ impl User {
     /// assert!(matches!(bob.upload_status(id), Err(SessionError::UnknownUpload(_))));
     /// ```
     pub fn upload_status(&self, id: UploadId) -> Result<UploadStatus, SessionError> {
-        let id = id.get();
         let (_, rec) = self.inner().session(self.name(), id)?;
         Ok(status(id, rec))
     }
@@ -669,10 +677,13 @@ impl User {
         let mut out = Vec::new();
         for (key, value) in self.inner().meta.scan_all(Cf::Uploads, &keys::u64_key(uid))? {
             let rec: UploadRecord = decode(&value)?;
+            let id = keys::upload_id(&key).ok_or_else(|| Fault::Corrupt("bad upload key".into()))?;
             if rec.expires_ms > now {
-                out.push(status(keys::last_u64(&key), rec));
+                out.push(status(id, rec));
             }
         }
+        // Oldest first: ids are random, so their order says nothing.
+        out.sort_by_key(|s| s.created_ms);
         Ok(out)
     }
 
@@ -724,7 +735,6 @@ impl User {
     /// assert!(ann.files().unwrap().is_empty());
     /// ```
     pub fn finish(&self, id: UploadId) -> Result<UploadReport, SessionError> {
-        let id = id.get();
         let inner = self.inner();
         inner.health.check()?;
         Ok(inner.with_session(self.name(), id, |slot, uid, rec| {
@@ -739,16 +749,15 @@ impl User {
                 .as_ref()
                 .filter(|(_, at)| *at == rec.offset)
                 .map(|(h, _)| h.finalize());
-            let file = inner.staged_file(slot, id)?;
+            let file = inner.staged_file(&rec)?;
             let hash = match tracked {
                 Some(h) => h,
-                None => hash_staged(file, rec.offset).map_err(|e| Fault::io(format!("reading upload {id}"), e))?,
+                None => hash_staged(&*file, rec.offset).map_err(|e| Fault::io(format!("reading upload {id}"), e))?,
             };
             if let Some(expected) = rec.expected.filter(|&e| e != hash) {
-                inner.drop_session(uid, id)?;
+                inner.drop_session(uid, id, &rec)?;
                 return Err(Fault::HashMismatch(HashMismatch { expected, actual: hash }));
             }
-            let file = slot.file.take().expect("opened above");
             let report = inner.upload_staged(
                 self.name(),
                 AlbumId(rec.album),
@@ -757,12 +766,12 @@ impl User {
                 hash,
                 rec.offset,
                 file,
-                keys::upload(uid, id),
+                keys::upload(uid, &id),
             )?;
             // The commit that stored the file dropped the session record;
             // the staged bytes go only now.
             let mut doomed = DeleteSet::default();
-            doomed.session(id);
+            doomed.session(rec.file);
             inner.delete(doomed)?;
             Ok(report)
         })?)
@@ -795,8 +804,7 @@ impl User {
     /// assert!(matches!(ann.append(id, 0, b"late"), Err(SessionError::UnknownUpload(_))));
     /// ```
     pub fn abort(&self, id: UploadId) -> Result<(), SessionError> {
-        let id = id.get();
         let inner = self.inner();
-        Ok(inner.with_session(self.name(), id, |_, uid, _| inner.drop_session(uid, id))?)
+        Ok(inner.with_session(self.name(), id, |_, uid, rec| inner.drop_session(uid, id, &rec))?)
     }
 }

@@ -9,7 +9,7 @@
 //!   an upload that has not been acknowledged, so every one found at open is
 //!   removed.
 //! - `uploads/`: a resumable upload session's received bytes
-//!   (`<id>.part`). At open each is brought in line with its committed
+//!   (`<n>.part`, `n` the staged file number in the session's record). At open each is brought in line with its committed
 //!   session: bytes past the committed offset were never acknowledged and
 //!   are cut; a file *shorter* than its offset lost acknowledged bytes, and
 //!   nothing in it can be vouched for (there is no checksum per piece), so
@@ -29,7 +29,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::error::OpenError;
-use crate::fs::{Fs, FsFile};
+use crate::fs::Fs;
 use crate::hash::Hasher;
 use crate::meta::records::UploadRecord;
 use crate::meta::txn::Txn;
@@ -54,9 +54,10 @@ pub(crate) fn sessions_dir(root: &Path) -> PathBuf {
     root.join(UPLOADS_DIR)
 }
 
-/// Where session `id` keeps its received bytes.
-pub(crate) fn session_path(root: &Path, id: u64) -> PathBuf {
-    sessions_dir(root).join(format!("{id}.part"))
+/// Where the session with staged file number `file` keeps its received
+/// bytes.
+pub(crate) fn session_path(root: &Path, file: u64) -> PathBuf {
+    sessions_dir(root).join(format!("{file}.part"))
 }
 
 /// The in-process side of the sessions: one slot per session in use, whose
@@ -64,11 +65,10 @@ pub(crate) fn session_path(root: &Path, id: u64) -> PathBuf {
 #[derive(Default)]
 pub(crate) struct Sessions(Mutex<HashMap<u64, Arc<Mutex<Slot>>>>);
 
-/// What this process holds of one session between its requests.
+/// What this process holds of one session between its requests: no open
+/// file (each request opens the staged file and closes it).
 #[derive(Default)]
 pub(crate) struct Slot {
-    /// The staged file, open.
-    pub(crate) file: Option<Box<dyn FsFile>>,
     /// The hash of the bytes up to the offset it is paired with, while this
     /// process has seen every append since offset 0.
     pub(crate) hasher: Option<(Hasher, u64)>,
@@ -80,8 +80,7 @@ impl Sessions {
         self.0.lock().entry(id).or_default().clone()
     }
 
-    /// Forgets session `id`'s slot (its file handle closes with the last
-    /// holder).
+    /// Forgets session `id`'s slot.
     pub(crate) fn forget(&self, id: u64) {
         self.0.lock().remove(&id);
     }
@@ -144,11 +143,11 @@ fn recover_sessions(fs: &dyn Fs, root: &Path, meta: &Meta) -> Result<Vec<String>
     let mut txn = Txn::new(meta);
     let mut notes = Vec::new();
     for (key, value) in meta.scan_all(Cf::Uploads, &[])? {
-        let id = keys::u64_at(&key, 8).ok_or_else(|| OpenError::Corrupt("bad upload key".into()))?;
+        let id = keys::upload_id(&key).ok_or_else(|| OpenError::Corrupt("bad upload key".into()))?;
         let mut rec: UploadRecord = decode(&value)?;
-        let len = match unclaimed.remove(&format!("{id}.part")) {
+        let len = match unclaimed.remove(&format!("{}.part", rec.file)) {
             true => {
-                let file = fs.open(&session_path(root, id)).map_err(&io)?;
+                let file = fs.open(&session_path(root, rec.file)).map_err(&io)?;
                 let len = file.len().map_err(&io)?;
                 // Bytes past the offset were never acknowledged; bytes short
                 // of it cannot be vouched for, so none are kept.

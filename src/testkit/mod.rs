@@ -17,3 +17,4 @@ pub mod format {
 pub mod meta_damage;
 pub mod model;
 pub mod sim_fs;
+pub mod staged;
