@@ -284,6 +284,15 @@ pub enum SessionError {
         /// The most sessions a user may have open.
         limit: usize,
     },
+    /// All users' sessions together already stage as many bytes as the store
+    /// allows ([`StoreOptions::max_staged_bytes`](crate::StoreOptions::max_staged_bytes)):
+    /// try again once sessions have finished. It says how busy the store is,
+    /// never what anyone stores.
+    #[error("the store's staging space is full: at most {limit} bytes in all sessions; try again later")]
+    StagingFull {
+        /// The most bytes all sessions may stage.
+        limit: u64,
+    },
     /// An upload session's client metadata is larger than the store keeps.
     #[error("upload metadata too large: at most {max_entries} entries of {max_bytes} bytes in all")]
     MetadataTooLarge {
@@ -413,6 +422,8 @@ pub(crate) enum Fault {
     MetadataTooLarge { max_entries: usize, max_bytes: usize },
     #[error("too many upload sessions open: at most {limit} per user")]
     TooManySessions { limit: usize },
+    #[error("the store's staging space is full: at most {limit} bytes in all sessions; try again later")]
+    StagingFull { limit: u64 },
     #[error("{0} changed while it was being read")]
     ContentChanged(String),
     #[error("integrity error in blob {hash}: {detail}")]
@@ -524,6 +535,7 @@ impl From<Fault> for SessionError {
                 SessionError::MetadataTooLarge { max_entries, max_bytes }
             }
             Fault::TooManySessions { limit } => SessionError::TooManySessions { limit },
+            Fault::StagingFull { limit } => SessionError::StagingFull { limit },
             storage if storage.is_storage() => SessionError::Storage(storage.into()),
             other => SessionError::Upload(other.into()),
         }

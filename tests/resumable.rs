@@ -13,45 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    assert_verified, data, fresh_store, knob, open, options_with_clock, put, store_with_album, ManualClock, TestFs, BIG,
+    assert_verified, begin, begin_mode, data, fresh_store, knob, open, options_with_clock, put, store_with_album,
+    ManualClock, TestFs, BIG,
 };
 use keepsake::{
-    AlbumId, ContentHash, DedupMode, HashMismatch, Outcome, SessionError, SessionOptions, Store, StoreOptions,
+    AlbumId, Content, ContentHash, DedupMode, HashMismatch, Outcome, SessionError, SessionOptions, Store, StoreOptions,
     UploadError, UploadId, UploadReport, UploadStart,
 };
 
 const MODES: [DedupMode; 2] = [DedupMode::Hash, DedupMode::NameAndHash];
-
-/// Begins a session that needs bytes, returning its id.
-fn begin(
-    store: &Store,
-    user: &str,
-    album: AlbumId,
-    name: &str,
-    length: Option<u64>,
-    expected: Option<ContentHash>,
-) -> UploadId {
-    begin_mode(store, user, album, name, DedupMode::Hash, length, expected)
-}
-
-fn begin_mode(
-    store: &Store,
-    user: &str,
-    album: AlbumId,
-    name: &str,
-    mode: DedupMode,
-    length: Option<u64>,
-    expected: Option<ContentHash>,
-) -> UploadId {
-    match store.user(user).unwrap().begin_upload(SessionOptions {
-        length,
-        expected_hash: expected,
-        ..SessionOptions::new(album, name, mode)
-    }) {
-        Ok(UploadStart::Session(id)) => id,
-        other => panic!("begin_upload of {name} should open a session, got {other:?}"),
-    }
-}
 
 /// Appends `bytes` from the session's current offset in pieces of `piece`.
 fn send(store: &Store, user: &str, id: UploadId, bytes: &[u8], piece: usize) {
@@ -449,25 +419,30 @@ fn quota_is_checked_at_begin_for_the_declared_length_and_again_at_finish() {
         Err(SessionError::Upload(UploadError::QuotaExceeded(_)))
     ));
 
-    // Room at begin, none left at finish: the session stays to be finished
-    // once there is room again.
+    // The declared length is reserved: what it holds is not there for a
+    // one-shot upload meanwhile.
     let video = data(11, 2 * BIG);
     ann.set_upload_length(id, video.len() as u64).unwrap();
     send(&store, "ann", id, &video, 6000);
-    put(
-        &store,
-        "ann",
+    let meanwhile = ann.upload(
         album,
         "meanwhile.jpg",
-        &data(12, 2 * BIG),
+        Content::from(data(12, 2 * BIG)),
         DedupMode::Hash,
     );
+    assert!(
+        matches!(&meanwhile, Err(UploadError::QuotaExceeded(q)) if q.used == 2 * BIG as u64),
+        "{meanwhile:?}"
+    );
+    // A limit lowered below the reservation: finish is refused and the
+    // session stays, to be finished once there is room again.
+    ann.set_quota(Some(BIG as u64)).unwrap();
     assert!(matches!(
         ann.finish(id),
         Err(SessionError::Upload(UploadError::QuotaExceeded(_)))
     ));
     assert!(ann.upload_status(id).unwrap().complete);
-    assert_eq!(ann.usage().unwrap().files, 1);
+    assert_eq!(ann.usage().unwrap().files, 0);
     ann.set_quota(Some(4 * BIG as u64)).unwrap();
     finish_exact(&store, id, &video);
     assert_verified(&store);

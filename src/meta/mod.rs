@@ -188,15 +188,13 @@ impl Meta {
 
     /// Refuses a format this build does not know, and migrates an older
     /// one it does. New metadata gets this build's version, unless it is
-    /// opened read-only: then it is refused. Read-only, format 1 is read as
-    /// it is: only its upload sessions differ, which read-only access never
-    /// reads.
+    /// opened read-only: then it is refused, as is an older format (a
+    /// writable open migrates it first).
     fn check_format(&self, path: &Path, access: Access) -> Result<(), OpenError> {
         let corrupt = |e: Fault| OpenError::Corrupt(e.to_string());
         match self.get::<u64>(Cf::Meta, keys::FORMAT).map_err(corrupt)? {
             Some(FORMAT_VERSION) => Ok(()),
-            Some(1) if access == Access::ReadOnly => Ok(()),
-            Some(1) => migrate::from_v1(self),
+            Some(1) if access == Access::Write => migrate::from_v1(self),
             Some(found) => Err(OpenError::UnsupportedFormat {
                 path: path.to_path_buf(),
                 found: found as u32,

@@ -38,8 +38,9 @@ use bytes::Bytes;
 
 use super::damage::is_damaged;
 use super::delete_set::DeleteSet;
-use super::ledger::{check_quota, cover, ensure_user, load_user};
+use super::ledger::{cover, ensure_user, holds};
 use super::pipeline::{ordered_map, BufferPool};
+use super::reservation::Hold;
 use super::rules::{apply, Applied, NewCopy, Pending};
 use super::{staging, Content, DedupMode, Inner, Upload, UploadReport, User};
 use crate::blob::{Pin, RecordData, Written};
@@ -47,8 +48,6 @@ use crate::error::{Fault, HashMismatch, Result, UploadError};
 use crate::fs::FsFile;
 use crate::hash::{read_full, ContentHash, Hasher, HASH_CHUNK};
 use crate::ids::AlbumId;
-use crate::meta::keys;
-use crate::meta::records::UserBlobRecord;
 use crate::meta::txn::Txn;
 use crate::meta::Cf;
 use crate::names::check_file_name;
@@ -246,24 +245,42 @@ impl Inner {
     }
 
     /// Whether an upload of `size` bytes of `hash` by `user` must write its
-    /// bytes. Only the user's own holdings decide, never the store's: content
-    /// the user holds (live or in the trash) is written only to heal a
-    /// damaged copy; content new to the user is written whether or not the
-    /// store has it for someone else, unless it would take the user past
-    /// their quota as it stands committed (its bytes could then never
-    /// commit; the commit step refuses it, exactly).
-    fn must_write(&self, user: &str, hash: &ContentHash, size: u64) -> Result<bool> {
+    /// bytes, with the quota it holds for them until its commit. Only the
+    /// user's own holdings decide, never the store's: content the user holds
+    /// (live or in the trash) is written only to heal a damaged copy;
+    /// content new to the user is written whether or not the store has it
+    /// for someone else, unless it does not fit the user's quota beside
+    /// what is committed, reserved by their sessions (but `except`, the
+    /// session being finished) and held by their other writes in flight
+    /// (its bytes could then never commit; the commit step refuses it,
+    /// exactly).
+    ///
+    /// A `retry` comes after a commit that found no blob to refer to: gc
+    /// collected the one the user held (so the bytes are written), or the
+    /// first pass did not write for the quota that other writes held. With
+    /// `wait` (a retry that holds nothing yet), it then waits for those
+    /// writes before it decides, so that it neither overtakes them nor
+    /// gives up while they are in flight.
+    fn must_write(
+        &self,
+        user: &str,
+        hash: &ContentHash,
+        size: u64,
+        except: Option<&[u8]>,
+        retry: bool,
+        wait: bool,
+    ) -> Result<(bool, Option<Hold<'_>>)> {
         let Some(uid) = self.user_id(user)? else {
-            return Ok(true);
+            return Ok((true, None));
         };
         let txn = Txn::new(&self.meta);
-        let held = txn
-            .get::<UserBlobRecord>(Cf::UserBlobs, &keys::user_hash(uid, hash))?
-            .is_some_and(|ub| ub.refs > 0);
-        if held {
-            is_damaged(&txn, hash)
-        } else {
-            Ok(check_quota(&load_user(&txn, uid)?, size).is_ok())
+        if holds(&txn, uid, hash)? {
+            return Ok((retry || is_damaged(&txn, hash)?, None));
+        }
+        match self.hold_quota(uid, size, wait, except) {
+            Ok(hold) => Ok((true, hold)),
+            Err(Fault::QuotaExceeded(_)) => Ok((false, None)),
+            Err(e) => Err(e),
         }
     }
 
@@ -486,22 +503,30 @@ impl Inner {
     /// Step 2 for one hashed upload: the copy of its bytes that the commit
     /// will point at, if the user's holdings call for one. `copies` holds the copies this
     /// batch wrote, so that a content repeated in a batch is written once;
-    /// `force` (a retry after the blob vanished) writes whatever the store
-    /// seemed to have.
+    /// `force` marks a retry (see [`Inner::must_write`]).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the batch loop's state, borrowed for one upload"
+    )]
     fn copy_for<'a>(
         &'a self,
         user: &str,
         p: &Prepared,
         force: bool,
+        except: Option<&[u8]>,
         copies: &mut HashMap<ContentHash, NewCopy>,
         pins: &mut Vec<Pin<'a>>,
+        holds: &mut Vec<Hold<'a>>,
     ) -> Result<Option<NewCopy>> {
         if let Some(c) = copies.get(&p.hash) {
             return Ok(Some(c.clone()));
         }
-        // A retry writes whatever the store seemed to have: the commit found
-        // the blob gone.
-        if !force && !self.must_write(user, &p.hash, p.size)? {
+        // Only a retry that holds nothing may wait: a writer that holds
+        // quota and waits for another could be waited for in turn.
+        let wait = force && holds.is_empty();
+        let (write, hold) = self.must_write(user, &p.hash, p.size, except, force, wait)?;
+        holds.extend(hold);
+        if !write {
             return Ok(None);
         }
         let (copy, pin) = self.write_copy(p)?;
@@ -534,31 +559,39 @@ impl Inner {
         let mut reported: HashSet<ContentHash> = HashSet::new();
         // Held until every commit of this batch has finished.
         let mut pins = Vec::new();
+        let mut holds = Vec::new();
         let mut hashed = Some(hashed.into_iter());
         let mut todo: Vec<usize> = Vec::new();
         for attempt in 0..3 {
             let force = attempt > 0;
             let mut pending = Vec::new();
             let mut written = Written::default();
-            let mut step2 =
-                |k: usize, p: &Prepared, up: &Upload| match inner.copy_for(user, p, force, &mut copies, &mut pins) {
-                    Ok(copy) => {
-                        if let Some(NewCopy::Segment(loc)) = &copy {
-                            written.add(*loc);
-                        }
-                        pending.push(Pending {
-                            index: k,
-                            album: up.album.0,
-                            name: up.name.clone(),
-                            mode: up.mode,
-                            hash: p.hash,
-                            size: p.size,
-                            copy,
-                        });
-                        None
+            let mut step2 = |k: usize, p: &Prepared, up: &Upload| match inner.copy_for(
+                user,
+                p,
+                force,
+                retire.as_deref(),
+                &mut copies,
+                &mut pins,
+                &mut holds,
+            ) {
+                Ok(copy) => {
+                    if let Some(NewCopy::Segment(loc)) = &copy {
+                        written.add(*loc);
                     }
-                    Err(e) => Some(e),
-                };
+                    pending.push(Pending {
+                        index: k,
+                        album: up.album.0,
+                        name: up.name.clone(),
+                        mode: up.mode,
+                        hash: p.hash,
+                        size: p.size,
+                        copy,
+                    });
+                    None
+                }
+                Err(e) => Some(e),
+            };
             if let Some(first) = hashed.take() {
                 for (i, item) in first {
                     match item {
@@ -599,6 +632,11 @@ impl Inner {
             let applied = inner.commit(move |txn| {
                 let before_user = txn.savepoint();
                 let uid = ensure_user(txn, &user_name)?;
+                // The session goes first, so that the quota no longer counts
+                // what it reserved when its file is charged.
+                if let Some(session) = &retire {
+                    txn.delete(Cf::Uploads, session.clone());
+                }
                 let fresh: Vec<_> = pending.iter().filter_map(|p| p.copy.clone()).collect();
                 let applied: Vec<_> = pending
                     .into_iter()
@@ -623,11 +661,10 @@ impl Inner {
                 for copy in &fresh {
                     cover(txn, &copy.place())?;
                 }
-                if let Some(session) = retire {
-                    txn.delete(Cf::Uploads, session);
-                }
                 Ok(applied)
             });
+            // What the holds kept room for is committed now, or failed.
+            holds.clear();
             todo.clear();
             match applied {
                 Ok(applied) => {
@@ -662,7 +699,7 @@ impl Inner {
                 "the blob this upload relied on was collected by a concurrent gc three times".into(),
             )));
         }
-        drop(pins);
+        drop((pins, holds));
         inner.discard(prepared.iter().map(|(_, _, p)| p));
         results
             .into_iter()

@@ -17,9 +17,11 @@ use crate::error::{Fault, QuotaExceeded, Result};
 use crate::hash::ContentHash;
 use crate::ids::{AlbumId, FileId};
 use crate::meta::keys;
-use crate::meta::records::{AlbumRecord, BlobRecord, FileRecord, Place, SegmentRecord, UserBlobRecord, UserRecord};
+use crate::meta::records::{
+    AlbumRecord, BlobRecord, FileRecord, Place, SegmentRecord, UploadRecord, UserBlobRecord, UserRecord,
+};
 use crate::meta::txn::Txn;
-use crate::meta::{Cf, Meta};
+use crate::meta::{decode, Cf, Meta};
 use crate::names::check_user_name;
 
 /// The id of `user` in the committed metadata, or `None`: reads never
@@ -63,17 +65,68 @@ pub(crate) fn save_user(txn: &mut Txn<'_>, uid: u64, rec: &UserRecord) {
     txn.put(Cf::Users, keys::u64_key(uid), rec);
 }
 
+/// What a session reserves of its user's quota while it is open: its
+/// declared length, or the bytes received while the length is deferred;
+/// nothing when the user already holds the content it declared (its finish
+/// charges nothing).
+pub(crate) fn session_reservation(txn: &Txn<'_>, uid: u64, rec: &UploadRecord) -> Result<u64> {
+    match &rec.expected {
+        Some(h) if holds(txn, uid, h)? => Ok(0),
+        _ => Ok(rec.declared.unwrap_or(rec.offset)),
+    }
+}
+
+/// Whether the user holds content `hash`: a file record of theirs, live or
+/// in the trash, refers to it. Content the user holds charges nothing.
+pub(crate) fn holds(txn: &Txn<'_>, uid: u64, hash: &ContentHash) -> Result<bool> {
+    Ok(txn
+        .get::<UserBlobRecord>(Cf::UserBlobs, &keys::user_hash(uid, hash))?
+        .is_some_and(|ub| ub.refs > 0))
+}
+
+/// What the user's unexpired upload sessions reserve of the quota, but the
+/// session keyed `except` (the one being finished).
+pub(crate) fn staged_bytes(txn: &Txn<'_>, uid: u64, now: u64, except: Option<&[u8]>) -> Result<u64> {
+    let mut total = 0u64;
+    for (key, value) in txn.scan(Cf::Uploads, &keys::u64_key(uid))? {
+        let rec: UploadRecord = decode(&value)?;
+        if rec.expires_ms > now && except != Some(key.as_slice()) {
+            total = total.saturating_add(session_reservation(txn, uid, &rec)?);
+        }
+    }
+    Ok(total)
+}
+
 /// The quota rule: an upload is refused only if it would *charge* bytes
-/// past the limit. What charges nothing (a duplicate, content the user
-/// already references) always passes, even when a lowered limit is below
-/// current usage. `charged` may come from a client (a declared length): a
-/// sum past `u64::MAX` is past any limit, never a wrapped small number.
-pub(crate) fn check_quota(user: &UserRecord, charged: u64) -> Result<()> {
-    let past = |limit: u64| user.unique_bytes.checked_add(charged).is_none_or(|total| total > limit);
+/// past the limit, beside what is used: the unique bytes charged and what
+/// the user's sessions reserve (`staged`, from [`staged_bytes`]). What
+/// charges nothing (a duplicate, content the user already references)
+/// always passes, even when a lowered limit is below current usage.
+/// `charged` may come from a client (a declared length): a sum past
+/// `u64::MAX` is past any limit, never a wrapped small number.
+/// [`check_quota`] as a commit applies it, reading what the user's sessions
+/// (but the one keyed `except`) reserve only when there is a limit to pass.
+pub(crate) fn check_user_quota(
+    txn: &Txn<'_>,
+    uid: u64,
+    user: &UserRecord,
+    charged: u64,
+    now: u64,
+    except: Option<&[u8]>,
+) -> Result<()> {
+    if user.limit.is_none() || charged == 0 {
+        return Ok(());
+    }
+    check_quota(user, staged_bytes(txn, uid, now, except)?, charged)
+}
+
+pub(crate) fn check_quota(user: &UserRecord, staged: u64, charged: u64) -> Result<()> {
+    let used = user.unique_bytes.saturating_add(staged);
+    let past = |limit: u64| used.checked_add(charged).is_none_or(|total| total > limit);
     match user.limit {
         Some(limit) if charged > 0 && past(limit) => Err(Fault::QuotaExceeded(QuotaExceeded {
             limit,
-            used: user.unique_bytes,
+            used,
             needed: charged,
         })),
         _ => Ok(()),

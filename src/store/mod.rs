@@ -16,6 +16,7 @@
 //! | `library` | albums and the files in them |
 //! | `trash` | delete, restore, empty and expire the trash |
 //! | `quota` | usage figures and the limit |
+//! | `reservation` | quota held for writes in flight, before a byte is written |
 //! | `merge` | finding and merging the duplicates a user already has |
 //! | `damage` | damaged blobs, and healing them from a re-upload |
 //! | `read` | verified reads of a file's bytes |
@@ -35,6 +36,7 @@ mod pipeline;
 mod quota;
 mod read;
 mod read_only;
+mod reservation;
 mod rules;
 mod session;
 mod sources;
@@ -92,6 +94,7 @@ pub struct StoreOptions {
     pub(crate) compact_threshold: f64,
     pub(crate) upload_expiry: Duration,
     pub(crate) max_sessions_per_user: usize,
+    pub(crate) max_staged_bytes: u64,
     pub(crate) fs: Arc<dyn Fs>,
     pub(crate) clock: Arc<dyn Clock>,
 }
@@ -106,6 +109,7 @@ impl Default for StoreOptions {
             compact_threshold: 0.3,
             upload_expiry: Duration::from_secs(7 * 24 * 3600),
             max_sessions_per_user: 100,
+            max_staged_bytes: 64 << 30,
             fs: Arc::new(OsFs),
             clock: Arc::new(SystemClock),
         }
@@ -180,6 +184,23 @@ impl StoreOptions {
         self
     }
 
+    /// The most bytes all users' upload sessions together may stage
+    /// (default 64 GiB): declared lengths, and the bytes received while a
+    /// length is deferred. Beyond it, a begin, an append or a length is
+    /// refused with [`SessionError::StagingFull`](crate::SessionError::StagingFull)
+    /// until sessions finish, are aborted or expire. Per-user quotas bound
+    /// each user's share of it (staged bytes count against the quota); this
+    /// bounds the disk when users have no quota.
+    ///
+    /// ```
+    /// let opts = keepsake::StoreOptions::default().max_staged_bytes(8 << 30);
+    /// # let _ = opts;
+    /// ```
+    pub fn max_staged_bytes(mut self, bytes: u64) -> Self {
+        self.max_staged_bytes = bytes;
+        self
+    }
+
     /// The file system for blob data (default: the real one). Tests use this
     /// to inject I/O faults and simulated power loss.
     pub fn fs(mut self, fs: Arc<dyn Fs>) -> Self {
@@ -240,6 +261,8 @@ pub(crate) struct Inner {
     pub(crate) gc_lock: Mutex<()>,
     pub(crate) recovery: Recovery,
     pub(crate) sessions: staging::Sessions,
+    /// Quota held for writes in flight.
+    pub(crate) holds: reservation::Holds,
     /// Held for the store's lifetime: the lock that keeps a second process
     /// out.
     _lock: File,
@@ -306,7 +329,8 @@ impl Store {
             Fault::Io { context, source } => OpenError::Io { context, source },
             other => OpenError::Corrupt(other.to_string()),
         })?;
-        recovery.notes.extend(staging::recover(&*options.fs, &root, &meta)?);
+        let staged = staging::recover(&*options.fs, &root, &meta)?;
+        recovery.notes.extend(staged.notes);
         Ok(Store {
             inner: Arc::new(Inner {
                 root,
@@ -317,7 +341,8 @@ impl Store {
                 options,
                 gc_lock: Mutex::new(()),
                 recovery,
-                sessions: Default::default(),
+                sessions: staging::Sessions::new(staged.bytes),
+                holds: Default::default(),
                 _lock: lock,
             }),
         })

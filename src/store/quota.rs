@@ -6,7 +6,7 @@
 //! user's charge (each pays for what they keep), even though it is stored
 //! once.
 
-use super::ledger::{load_user, save_user, user_id};
+use super::ledger::{load_user, save_user, staged_bytes, user_id};
 use super::User;
 use crate::error::{LibraryError, Result};
 use crate::meta::txn::Txn;
@@ -33,15 +33,21 @@ pub struct Usage {
     /// What emptying the trash would free: the sizes of the blobs that only
     /// trashed files reference.
     pub trash_bytes: u64,
+    /// What the user's unexpired upload sessions reserve: declared lengths,
+    /// and the bytes received while a length is deferred (nothing for a
+    /// session whose declared content the user already holds). The limit
+    /// applies to `unique_bytes + staged_bytes`.
+    pub staged_bytes: u64,
     /// The limit on `unique_bytes`, if one is set.
     pub limit: Option<u64>,
 }
 
 /// The usage of the user called `name`, in committed metadata: zero for a
 /// user who never stored anything.
-pub(crate) fn usage(meta: &Meta, name: &str) -> Result<Usage> {
-    let rec = match user_id(meta, name)? {
-        Some(uid) => load_user(&Txn::new(meta), uid)?,
+pub(crate) fn usage(meta: &Meta, name: &str, now: u64) -> Result<Usage> {
+    let txn = Txn::new(meta);
+    let (rec, staged) = match user_id(meta, name)? {
+        Some(uid) => (load_user(&txn, uid)?, staged_bytes(&txn, uid, now, None)?),
         None => Default::default(),
     };
     Ok(Usage {
@@ -52,6 +58,7 @@ pub(crate) fn usage(meta: &Meta, name: &str) -> Result<Usage> {
         trashed_files: rec.trashed_files,
         blobs: rec.blobs,
         trash_bytes: rec.trash_bytes,
+        staged_bytes: staged,
         limit: rec.limit,
     })
 }
@@ -77,7 +84,7 @@ impl User {
     /// assert_eq!((usage.unique_bytes, usage.logical_bytes, usage.files), (5000, 10000, 2));
     /// ```
     pub fn usage(&self) -> Result<Usage, LibraryError> {
-        Ok(usage(&self.inner().meta, self.name())?)
+        Ok(usage(&self.inner().meta, self.name(), self.inner().now_ms())?)
     }
 
     /// Sets (`Some`) or clears (`None`) the user's limit on unique bytes.

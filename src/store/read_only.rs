@@ -19,6 +19,7 @@ use super::maintenance::stats;
 use super::quota::usage;
 use super::sources::{stale, unchanged};
 use super::{lock, AlbumInfo, Stats, Store, UploadReport, Usage};
+use crate::clock::{Clock, SystemClock};
 use crate::error::{LibraryError, NameError, OpenError, Result, StorageError};
 use crate::ids::AlbumId;
 use crate::meta::Meta;
@@ -178,7 +179,7 @@ impl ReadOnlyUser<'_> {
     /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
     ///   record.
     pub fn usage(&self) -> Result<Usage, LibraryError> {
-        Ok(usage(self.meta, &self.name)?)
+        Ok(usage(self.meta, &self.name, SystemClock.now_ms())?)
     }
 
     /// What [`User::unchanged_source`](crate::User::unchanged_source)

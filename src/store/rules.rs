@@ -18,7 +18,7 @@
 
 use super::damage::{heal, is_damaged};
 use super::ledger::{
-    add_member, check_quota, index_live, load_album, load_file, load_user, occupy, reference_new_file, save_file,
+    add_member, check_user_quota, index_live, load_album, load_file, load_user, occupy, reference_new_file, save_file,
     save_user,
 };
 use super::{DedupMode, HashedUpload, Outcome, Preflight, UploadReport, User};
@@ -276,7 +276,7 @@ fn store_new(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Result<Optio
         .get(Cf::UserBlobs, &keys::user_hash(uid, &p.hash))?
         .unwrap_or_default();
     let charged = if ub.refs > 0 { 0 } else { p.size };
-    check_quota(&user, charged)?;
+    check_user_quota(txn, uid, &user, charged, now, None)?;
     let blob_key = p.hash.as_bytes().to_vec();
     if txn.exists(Cf::Blobs, &blob_key)? {
         heal_with(txn, p)?;

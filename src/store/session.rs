@@ -34,25 +34,32 @@
 //!   after their last append; an expired session is unknown, and `gc`
 //!   removes its record and then its staged file.
 //!
-//! Staged bytes count toward neither quota nor deduplication until finished;
-//! a declared length is checked against the quota when it is declared.
+//! Staged bytes count against the user's quota from the moment they are
+//! promised: a declared length when it is declared, bytes of a deferred
+//! length as they arrive (held before they are written:
+//! [`reservation`](super::reservation)), until the session is finished
+//! (its reservation becomes the file's charge in the same commit), aborted
+//! or expired. All sessions together stage at most
+//! [`StoreOptions::max_staged_bytes`](crate::StoreOptions::max_staged_bytes).
+//! No session keeps a file descriptor between requests.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use super::delete_set::DeleteSet;
 use super::ingest::hash_staged;
-use super::ledger::{check_quota, load_album, load_user};
+use super::ledger::{check_user_quota, holds, load_album, load_user};
 use super::staging::{self, Slot};
 use super::{DedupMode, HashedUpload, Inner, UploadReport, User};
 use crate::error::{Fault, HashMismatch, Result, SessionError};
 use crate::fs::FsFile;
 use crate::hash::{ContentHash, Hasher};
 use crate::ids::{AlbumId, UploadId};
-use crate::meta::records::{UploadRecord, UserBlobRecord};
+use crate::meta::records::UploadRecord;
 use crate::meta::txn::Txn;
 use crate::meta::{decode, keys, Cf};
 use crate::names::check_file_name;
@@ -214,17 +221,41 @@ fn check_metadata(metadata: BTreeMap<String, String>) -> Result<Vec<(String, Str
     Ok(metadata.into_iter().collect())
 }
 
-/// Refuses a declared length the user's quota cannot take. Content the user
-/// already holds (known from the declared hash) charges nothing, as at
-/// commit.
-fn check_declared(txn: &Txn<'_>, uid: u64, length: u64, expected: Option<ContentHash>) -> Result<()> {
-    let held = match expected {
-        Some(h) => txn
-            .get::<UserBlobRecord>(Cf::UserBlobs, &keys::user_hash(uid, &h))?
-            .is_some_and(|ub| ub.refs > 0),
-        None => false,
-    };
-    check_quota(&load_user(txn, uid)?, if held { 0 } else { length })
+/// What `bytes` more of a session charge its user's quota: nothing when
+/// the user holds the content it declared (its finish charges nothing),
+/// else the bytes.
+fn charge(txn: &Txn<'_>, uid: u64, expected: Option<ContentHash>, bytes: u64) -> Result<u64> {
+    match expected {
+        Some(h) if holds(txn, uid, &h)? => Ok(0),
+        _ => Ok(bytes),
+    }
+}
+
+/// Refuses a session's reservation growing to `length` (all its bytes) if
+/// the user's quota cannot take it beside everything else it counts; the
+/// session keyed `this` (if it exists yet) is counted as `length`.
+fn check_declared(
+    txn: &Txn<'_>,
+    uid: u64,
+    length: u64,
+    expected: Option<ContentHash>,
+    now: u64,
+    this: Option<&[u8]>,
+) -> Result<()> {
+    let charged = charge(txn, uid, expected, length)?;
+    check_user_quota(txn, uid, &load_user(txn, uid)?, charged, now, this)
+}
+
+/// Raises the bytes all sessions stage by `bytes`, or refuses if that would
+/// pass the store's limit. Called last in a commit: the commit then cannot
+/// fail after it (short of a failed write, which refuses all writes).
+fn stage(staged: &AtomicU64, limit: u64, bytes: u64) -> Result<()> {
+    let total = staged.load(Ordering::SeqCst);
+    if total.checked_add(bytes).is_none_or(|t| t > limit) {
+        return Err(Fault::StagingFull { limit });
+    }
+    staged.fetch_add(bytes, Ordering::SeqCst);
+    Ok(())
 }
 
 fn status(id: UploadId, rec: UploadRecord) -> UploadStatus {
@@ -311,7 +342,19 @@ impl Inner {
             txn.delete(Cf::Uploads, keys::upload(uid, &id));
             doomed.session(file);
             Ok(())
-        })
+        })?;
+        self.unstage(rec);
+        Ok(())
+    }
+
+    /// Lowers the bytes all sessions stage by what the ended session `rec`
+    /// staged, once the commit that ended it has returned.
+    fn unstage(&self, rec: &UploadRecord) {
+        let bytes = rec.declared.unwrap_or(rec.offset);
+        let _ = self
+            .sessions
+            .staged
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(t.saturating_sub(bytes)));
     }
 
     /// Removes the sessions that expired, for `gc`. A session busy with an
@@ -333,11 +376,14 @@ impl Inner {
                     Some(rec) if rec.expires_ms <= now => {
                         txn.delete(Cf::Uploads, key);
                         doomed.session(rec.file);
-                        Ok(true)
+                        Ok(Some(rec))
                     }
-                    _ => Ok(false),
+                    _ => Ok(None),
                 })?;
-            expired += u64::from(gone);
+            if let Some(rec) = &gone {
+                self.unstage(rec);
+            }
+            expired += u64::from(gone.is_some());
         }
         Ok(expired)
     }
@@ -369,7 +415,10 @@ impl User {
     /// - [`SessionError::Upload`] with [`UploadError::UnknownAlbum`](crate::UploadError::UnknownAlbum) if the user has no such album (another user's
     ///   album id is unknown too).
     /// - [`SessionError::Upload`] with [`UploadError::QuotaExceeded`](crate::UploadError::QuotaExceeded) if a declared length would take the user past
-    ///   their quota (content the user holds, known by `expected_hash`, charges nothing).
+    ///   their quota, counting what their files and other sessions use (content the
+    ///   user holds, known by `expected_hash`, charges nothing).
+    /// - [`SessionError::StagingFull`] if the declared length would take all sessions
+    ///   past [`StoreOptions::max_staged_bytes`](crate::StoreOptions::max_staged_bytes).
     /// - [`SessionError::Storage`] if the disk or the metadata database fails (creating
     ///   the staged file, say: the session is then dropped), or the store refuses writes
     ///   after a failed sync ([`StorageError::Poisoned`](crate::StorageError::Poisoned)).
@@ -433,6 +482,17 @@ impl User {
         let missing = Fault::UnknownAlbum(album.to_string());
         let limit = self.inner().options.max_sessions_per_user;
         let id = UploadId::random().map_err(|e| Fault::io("drawing an upload id", e))?;
+        let inner = self.inner();
+        // The declared length is held before the commit, so that uploads
+        // in flight and this reservation cannot together pass the quota.
+        let _hold = match (self.id()?, declared_length) {
+            (Some(uid), Some(length)) => {
+                let charged = charge(&Txn::new(&inner.meta), uid, expected_hash, length)?;
+                inner.hold_quota(uid, charged, true, None)?
+            }
+            _ => None,
+        };
+        let (staged, staging_limit) = (inner.sessions.staged.clone(), inner.options.max_staged_bytes);
         let (uid, rec) = self.commit_existing(missing, move |txn, uid| {
             if load_album(txn, uid, rec.album)?.is_none() {
                 return Err(Fault::UnknownAlbum(album.to_string()));
@@ -449,7 +509,7 @@ impl User {
                 return Err(Fault::TooManySessions { limit });
             }
             if let Some(length) = rec.declared {
-                check_declared(txn, uid, length, rec.expected)?;
+                check_declared(txn, uid, length, rec.expected, now, None)?;
             }
             let file = txn.get::<u64>(Cf::Meta, keys::NEXT_UPLOAD)?.unwrap_or(1);
             txn.put(Cf::Meta, keys::NEXT_UPLOAD.to_vec(), &(file + 1));
@@ -461,6 +521,7 @@ impl User {
                 ));
             }
             txn.put(Cf::Uploads, key, &rec);
+            stage(&staged, staging_limit, rec.declared.unwrap_or(0))?;
             Ok((uid, rec))
         })?;
         let created = self.inner().staged_file(&rec).map(drop);
@@ -490,6 +551,12 @@ impl User {
     ///   length; `expected` is where to resume (tus's 409 with `Upload-Offset`).
     /// - [`SessionError::LengthExceeded`] if the bytes would run past the declared
     ///   length.
+    /// - [`SessionError::Upload`] with [`UploadError::QuotaExceeded`](crate::UploadError::QuotaExceeded)
+    ///   if the length is deferred and the bytes would take the user past their quota;
+    ///   nothing is written.
+    /// - [`SessionError::StagingFull`] if the length is deferred and the bytes would take
+    ///   all sessions past [`StoreOptions::max_staged_bytes`](crate::StoreOptions::max_staged_bytes);
+    ///   nothing is written.
     /// - [`SessionError::Storage`] if writing or syncing the bytes fails
     ///   ([`StorageError::Io`](crate::StorageError::Io); nothing is acknowledged, and the
     ///   next append from the same offset overwrites them), the metadata database fails,
@@ -525,6 +592,25 @@ impl User {
             if bytes.is_empty() {
                 return Ok(offset);
             }
+            // A deferred length reserves the bytes as they arrive: held
+            // before they are written, checked again by the commit, and
+            // counted against the store's staging limit there.
+            let n = bytes.len() as u64;
+            let deferred = rec.declared.is_none();
+            let charged = match deferred {
+                true => charge(&Txn::new(&inner.meta), uid, rec.expected, n)?,
+                false => 0,
+            };
+            let _hold = inner.hold_quota(uid, charged, true, None)?;
+            let (staged, staging_limit) = (inner.sessions.staged.clone(), inner.options.max_staged_bytes);
+            if deferred
+                && staged
+                    .load(Ordering::SeqCst)
+                    .checked_add(n)
+                    .is_none_or(|t| t > staging_limit)
+            {
+                return Err(Fault::StagingFull { limit: staging_limit });
+            }
             let file = inner.staged_file(&rec)?;
             let written = file.write_all_at(offset, bytes).and_then(|()| file.sync_data());
             drop(file);
@@ -533,16 +619,21 @@ impl User {
                 // syncs them again, through a fresh handle.
                 return Err(Fault::io(format!("writing upload {id}"), e));
             }
-            let expires_ms = inner.now_ms().saturating_add(inner.upload_expiry_ms());
+            let now = inner.now_ms();
+            let expires_ms = now.saturating_add(inner.upload_expiry_ms());
             inner.commit(move |txn| {
                 let key = keys::upload(uid, &id);
                 let mut rec = txn
                     .get::<UploadRecord>(Cf::Uploads, &key)?
                     .filter(|r| r.offset == offset)
                     .ok_or(Fault::UnknownUpload(id))?;
+                check_user_quota(txn, uid, &load_user(txn, uid)?, charged, now, None)?;
                 rec.offset = end;
                 rec.expires_ms = expires_ms;
                 txn.put(Cf::Uploads, key, &rec);
+                if deferred {
+                    stage(&staged, staging_limit, n)?;
+                }
                 Ok(())
             })?;
             let tracked = match slot.hasher.take() {
@@ -572,6 +663,8 @@ impl User {
     ///   as another value, or `length` is below the bytes already received.
     /// - [`SessionError::Upload`] with [`UploadError::QuotaExceeded`](crate::UploadError::QuotaExceeded) if `length` would take the user past their
     ///   quota.
+    /// - [`SessionError::StagingFull`] if `length` would take all sessions past
+    ///   [`StoreOptions::max_staged_bytes`](crate::StoreOptions::max_staged_bytes).
     /// - [`SessionError::Storage`] if the disk or the metadata database fails, or the
     ///   store refuses writes after a failed sync
     ///   ([`StorageError::Poisoned`](crate::StorageError::Poisoned)).
@@ -605,15 +698,21 @@ impl User {
                 None if length < rec.offset => return refuse("more bytes than that were already received"),
                 None => {}
             }
+            // The reservation grows from the bytes received to the length.
+            let more = length - rec.offset;
+            let charged = charge(&Txn::new(&inner.meta), uid, rec.expected, more)?;
+            let _hold = inner.hold_quota(uid, charged, true, None)?;
+            let (staged, staging_limit) = (inner.sessions.staged.clone(), inner.options.max_staged_bytes);
+            let now = inner.now_ms();
             inner.commit(move |txn| {
                 let key = keys::upload(uid, &id);
                 let mut rec = txn
                     .get::<UploadRecord>(Cf::Uploads, &key)?
                     .ok_or(Fault::UnknownUpload(id))?;
-                check_declared(txn, uid, length, rec.expected)?;
+                check_declared(txn, uid, length, rec.expected, now, Some(&key))?;
                 rec.declared = Some(length);
                 txn.put(Cf::Uploads, key, &rec);
-                Ok(())
+                stage(&staged, staging_limit, more)
             })
         })?)
     }
@@ -770,6 +869,7 @@ impl User {
             )?;
             // The commit that stored the file dropped the session record;
             // the staged bytes go only now.
+            inner.unstage(&rec);
             let mut doomed = DeleteSet::default();
             doomed.session(rec.file);
             inner.delete(doomed)?;

@@ -61,9 +61,17 @@ pub(crate) fn session_path(root: &Path, file: u64) -> PathBuf {
 }
 
 /// The in-process side of the sessions: one slot per session in use, whose
-/// lock makes a session have one writer at a time.
-#[derive(Default)]
-pub(crate) struct Sessions(Mutex<HashMap<u64, Arc<Mutex<Slot>>>>);
+/// lock makes a session have one writer at a time, and the bytes all
+/// sessions stage.
+pub(crate) struct Sessions {
+    slots: Mutex<HashMap<u64, Arc<Mutex<Slot>>>>,
+    /// What all sessions stage: declared lengths, and bytes received while
+    /// a length is deferred. Counted at open; raised inside the commit that
+    /// raises it (commits run one at a time, so a check against the limit
+    /// there is exact); lowered once the commit that ends a session has
+    /// returned (so for an instant it is high, never low).
+    pub(crate) staged: Arc<AtomicU64>,
+}
 
 /// What this process holds of one session between its requests: no open
 /// file (each request opens the staged file and closes it).
@@ -75,27 +83,41 @@ pub(crate) struct Slot {
 }
 
 impl Sessions {
-    /// The slot of session `id`, made if it has none.
-    pub(crate) fn slot(&self, id: u64) -> Arc<Mutex<Slot>> {
-        self.0.lock().entry(id).or_default().clone()
+    pub(crate) fn new(staged: u64) -> Self {
+        Sessions {
+            slots: Mutex::default(),
+            staged: Arc::new(AtomicU64::new(staged)),
+        }
     }
 
-    /// Forgets session `id`'s slot.
-    pub(crate) fn forget(&self, id: u64) {
-        self.0.lock().remove(&id);
+    /// The slot of the session with staged file `file`, made if it has none.
+    pub(crate) fn slot(&self, file: u64) -> Arc<Mutex<Slot>> {
+        self.slots.lock().entry(file).or_default().clone()
+    }
+
+    /// Forgets the slot of the session with staged file `file`.
+    pub(crate) fn forget(&self, file: u64) {
+        self.slots.lock().remove(&file);
     }
 }
 
+/// What recovery found of the sessions.
+pub(crate) struct Recovered {
+    /// One note per session that lost acknowledged bytes.
+    pub(crate) notes: Vec<String>,
+    /// What all sessions stage, as [`Sessions::staged`] counts it.
+    pub(crate) bytes: u64,
+}
+
 /// Brings both staging directories in line with the committed metadata, at
-/// open (see the module documentation for the rules). Returns one note per
-/// session that lost acknowledged bytes.
+/// open (see the module documentation for the rules).
 ///
 /// # Errors
 ///
 /// [`OpenError::Io`] for a file operation that failed, with the directory in
 /// its context; [`OpenError::Database`] or [`OpenError::Corrupt`] for
 /// session records that cannot be read or updated.
-pub(crate) fn recover(fs: &dyn Fs, root: &Path, meta: &Meta) -> Result<Vec<String>, OpenError> {
+pub(crate) fn recover(fs: &dyn Fs, root: &Path, meta: &Meta) -> Result<Recovered, OpenError> {
     clear_streams(fs, root)?;
     recover_sessions(fs, root, meta)
 }
@@ -136,12 +158,13 @@ fn clear_streams(fs: &dyn Fs, root: &Path) -> Result<(), OpenError> {
     Ok(())
 }
 
-fn recover_sessions(fs: &dyn Fs, root: &Path, meta: &Meta) -> Result<Vec<String>, OpenError> {
+fn recover_sessions(fs: &dyn Fs, root: &Path, meta: &Meta) -> Result<Recovered, OpenError> {
     let io = io_error("recovering", &sessions_dir(root));
     let dir = ensure_dir(fs, root, UPLOADS_DIR).map_err(&io)?;
     let mut unclaimed: HashSet<String> = fs.list(&dir).map_err(&io)?.into_iter().collect();
     let mut txn = Txn::new(meta);
     let mut notes = Vec::new();
+    let mut bytes = 0u64;
     for (key, value) in meta.scan_all(Cf::Uploads, &[])? {
         let id = keys::upload_id(&key).ok_or_else(|| OpenError::Corrupt("bad upload key".into()))?;
         let mut rec: UploadRecord = decode(&value)?;
@@ -167,6 +190,7 @@ fn recover_sessions(fs: &dyn Fs, root: &Path, meta: &Meta) -> Result<Vec<String>
             rec.offset = 0;
             txn.put(Cf::Uploads, key, &rec);
         }
+        bytes = bytes.saturating_add(rec.declared.unwrap_or(rec.offset));
     }
     for orphan in &unclaimed {
         fs.remove_file(&dir.join(orphan)).map_err(&io)?;
@@ -174,5 +198,5 @@ fn recover_sessions(fs: &dyn Fs, root: &Path, meta: &Meta) -> Result<Vec<String>
     if !txn.is_empty() {
         meta.write(txn.into_batch()).map_err(OpenError::from)?;
     }
-    Ok(notes)
+    Ok(Recovered { notes, bytes })
 }

@@ -427,6 +427,7 @@ impl UserModel {
             trashed_files: self.files.len() as u64 - live,
             blobs: holdings.len() as u64,
             trash_bytes: holdings.values().filter(|(_, live)| !live).map(|(size, _)| size).sum(),
+            staged_bytes: 0,
             limit: self.limit,
         }
     }

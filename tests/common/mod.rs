@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use keepsake::fs::{Fs, FsFile, OsFs};
 use keepsake::{
-    AlbumId, Clock, Content, DedupMode, Error, LibraryError, ReadError, SessionError, Store, StoreOptions, UploadError,
-    UploadReport,
+    AlbumId, Clock, Content, ContentHash, DedupMode, Error, LibraryError, ReadError, SessionError, SessionOptions,
+    Store, StoreOptions, UploadError, UploadId, UploadReport, UploadStart,
 };
 
 /// Above the default 4096-byte inline threshold, so blobs go to segments.
@@ -324,5 +324,36 @@ pub fn knob(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
         Ok(v) => v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
         Err(_) => default,
+    }
+}
+
+/// Begins a session that needs bytes, returning its id.
+pub fn begin(
+    store: &Store,
+    user: &str,
+    album: AlbumId,
+    name: &str,
+    length: Option<u64>,
+    expected: Option<ContentHash>,
+) -> UploadId {
+    begin_mode(store, user, album, name, DedupMode::Hash, length, expected)
+}
+
+pub fn begin_mode(
+    store: &Store,
+    user: &str,
+    album: AlbumId,
+    name: &str,
+    mode: DedupMode,
+    length: Option<u64>,
+    expected: Option<ContentHash>,
+) -> UploadId {
+    match store.user(user).unwrap().begin_upload(SessionOptions {
+        length,
+        expected_hash: expected,
+        ..SessionOptions::new(album, name, mode)
+    }) {
+        Ok(UploadStart::Session(id)) => id,
+        other => panic!("begin_upload of {name} should open a session, got {other:?}"),
     }
 }
