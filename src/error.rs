@@ -71,7 +71,9 @@ pub struct NameError {
 pub struct QuotaExceeded {
     /// The user's limit in bytes.
     pub limit: u64,
-    /// Unique bytes already charged.
+    /// Bytes already counted against the limit: the unique bytes charged,
+    /// what the user's upload sessions reserve, and (for a refusal before
+    /// any byte was written) what the user's other writes in flight hold.
     pub used: u64,
     /// Bytes this upload would add.
     pub needed: u64,
@@ -99,7 +101,9 @@ pub enum OpenError {
         /// The store directory.
         path: PathBuf,
     },
-    /// The store was written by a newer, incompatible version of keepsake.
+    /// The store was written by a newer, incompatible version of keepsake,
+    /// or (read-only) by an older one that a writable open must migrate
+    /// first.
     #[error("store {path} has format version {found}; this keepsake supports version {supported}")]
     UnsupportedFormat {
         /// The store directory.

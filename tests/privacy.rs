@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::{assert_verified, data, TestFs, BIG};
 use keepsake::{
-    Content, ContentHash, DedupMode, HashedUpload, SessionOptions, Store, StoreOptions, Upload, UploadReport,
+    AlbumId, Content, ContentHash, DedupMode, HashedUpload, SessionOptions, Store, StoreOptions, Upload, UploadReport,
     UploadStart,
 };
 
@@ -42,7 +42,9 @@ fn bobs_turn(world: World) -> Trace {
     let alice = store.user("alice").unwrap();
     let album = alice.ensure_album("A").unwrap();
     let shot = data(7, PHOTO);
+    let probe = data(10, PHOTO);
     for (name, content, other) in [
+        ("probe.jpg", &probe, data(11, PHOTO)),
         ("p.jpg", &photo, data(3, PHOTO)),
         ("v.mp4", &video, data(4, VIDEO)),
         ("s.jpg", &shot, data(8, PHOTO)),
@@ -109,6 +111,28 @@ fn bobs_turn(world: World) -> Trace {
     ]);
     let batch: Vec<_> = batch.iter().map(|r| r.as_ref().map(shown).unwrap()).collect();
     step("batch", format!("{batch:?}"));
+
+    // A decoy that holds quota in the write step and then fails at the
+    // commit (no such album): the probe beside it, which did not fit
+    // beside the decoy's hold, is stored from its own copy in every world.
+    let used = bob.usage().unwrap();
+    let room = used.unique_bytes + used.staged_bytes + PHOTO as u64 + PHOTO as u64 / 2;
+    bob.set_quota(Some(room)).unwrap();
+    let batch = bob.upload_batch(vec![
+        Upload::new(
+            AlbumId(999_999),
+            "decoy.jpg",
+            Content::from(data(12, PHOTO)),
+            DedupMode::Hash,
+        ),
+        Upload::new(album, "probe.jpg", Content::from(probe.clone()), DedupMode::Hash),
+    ]);
+    let batch: Vec<_> = batch
+        .iter()
+        .map(|r| r.as_ref().map(shown).map_err(ToString::to_string))
+        .collect();
+    step("decoy batch", format!("{batch:?}"));
+    bob.set_quota(None).unwrap();
 
     // A resumable session: finish is where present content used to cost
     // nothing and new content a copy and a sync of everything.

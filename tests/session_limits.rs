@@ -91,6 +91,18 @@ fn a_declared_length_reserves_the_quota_until_the_session_ends() {
     assert_eq!((r.outcome, r.charged_bytes), (Outcome::Stored, 600_000));
     let usage = ann.usage().unwrap();
     assert_eq!((usage.unique_bytes, usage.staged_bytes), (600_000, 0));
+    // Declaring content the user holds reserves the length all the same:
+    // staged bytes take disk whatever they are.
+    ann.delete(r.file_id).unwrap();
+    let held = ann.begin_upload(keepsake::SessionOptions {
+        length: Some(2 * MB),
+        expected_hash: Some(keepsake::ContentHash::of(&video)),
+        ..keepsake::SessionOptions::new(album, "again.mp4", DedupMode::Hash)
+    });
+    assert!(
+        matches!(&held, Err(SessionError::Upload(UploadError::QuotaExceeded(_)))),
+        "{held:?}"
+    );
     assert_verified(&store);
 }
 

@@ -525,11 +525,12 @@ impl Inner {
         // quota and waits for another could be waited for in turn.
         let wait = force && holds.is_empty();
         let (write, hold) = self.must_write(user, &p.hash, p.size, except, force, wait)?;
-        holds.extend(hold);
         if !write {
             return Ok(None);
         }
+        // A write that fails gives its hold back at once.
         let (copy, pin) = self.write_copy(p)?;
+        holds.extend(hold);
         pins.extend(pin);
         copies.insert(p.hash, copy.clone());
         Ok(Some(copy))

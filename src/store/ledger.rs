@@ -65,17 +65,6 @@ pub(crate) fn save_user(txn: &mut Txn<'_>, uid: u64, rec: &UserRecord) {
     txn.put(Cf::Users, keys::u64_key(uid), rec);
 }
 
-/// What a session reserves of its user's quota while it is open: its
-/// declared length, or the bytes received while the length is deferred;
-/// nothing when the user already holds the content it declared (its finish
-/// charges nothing).
-pub(crate) fn session_reservation(txn: &Txn<'_>, uid: u64, rec: &UploadRecord) -> Result<u64> {
-    match &rec.expected {
-        Some(h) if holds(txn, uid, h)? => Ok(0),
-        _ => Ok(rec.declared.unwrap_or(rec.offset)),
-    }
-}
-
 /// Whether the user holds content `hash`: a file record of theirs, live or
 /// in the trash, refers to it. Content the user holds charges nothing.
 pub(crate) fn holds(txn: &Txn<'_>, uid: u64, hash: &ContentHash) -> Result<bool> {
@@ -91,7 +80,9 @@ pub(crate) fn staged_bytes(txn: &Txn<'_>, uid: u64, now: u64, except: Option<&[u
     for (key, value) in txn.scan(Cf::Uploads, &keys::u64_key(uid))? {
         let rec: UploadRecord = decode(&value)?;
         if rec.expires_ms > now && except != Some(key.as_slice()) {
-            total = total.saturating_add(session_reservation(txn, uid, &rec)?);
+            // Staged bytes take disk whatever their content: reserved even
+            // when the user holds what the session declared.
+            total = total.saturating_add(rec.declared.unwrap_or(rec.offset));
         }
     }
     Ok(total)

@@ -14,6 +14,7 @@ use crate::meta::Meta;
 
 /// A user's storage figures.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct Usage {
     /// The user.
     pub user: String,
@@ -35,10 +36,9 @@ pub struct Usage {
     pub trash_bytes: u64,
     /// What the user's unexpired upload sessions reserve: declared lengths,
     /// and the bytes received while a length is deferred (nothing for a
-    /// session whose declared content the user already holds). The limit
-    /// applies to `unique_bytes + staged_bytes`.
+    /// The limit applies to `unique_bytes + staged_bytes`.
     pub staged_bytes: u64,
-    /// The limit on `unique_bytes`, if one is set.
+    /// The limit on `unique_bytes + staged_bytes`, if one is set.
     pub limit: Option<u64>,
 }
 
@@ -87,7 +87,8 @@ impl User {
         Ok(usage(&self.inner().meta, self.name(), self.inner().now_ms())?)
     }
 
-    /// Sets (`Some`) or clears (`None`) the user's limit on unique bytes.
+    /// Sets (`Some`) or clears (`None`) the user's limit on unique bytes
+    /// plus the bytes their upload sessions reserve.
     /// Lowering it below current usage deletes nothing; it only refuses
     /// uploads that would charge more.
     ///

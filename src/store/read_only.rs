@@ -89,7 +89,8 @@ impl ReadOnlyStore {
     ///
     /// - [`OpenError::InUse`] while another process (or a `Store` or
     ///   `ReadOnlyStore` in this one) has it open.
-    /// - [`OpenError::UnsupportedFormat`] for a store of a newer format.
+    /// - [`OpenError::UnsupportedFormat`] for a store of a newer format, or of an
+    ///   older one (a writable [`Store::open`] migrates it).
     /// - [`OpenError::Io`] if the lock file cannot be opened or locked.
     /// - [`OpenError::Database`] if the metadata database cannot be opened.
     /// - [`OpenError::Corrupt`] if the metadata has no format version, or it cannot be
@@ -172,7 +173,8 @@ impl ReadOnlyUser<'_> {
         }
     }
 
-    /// What [`User::usage`](crate::User::usage) answers.
+    /// What [`User::usage`](crate::User::usage) answers (sessions expire by
+    /// the system clock here: a read-only handle has no store options).
     ///
     /// # Errors
     ///

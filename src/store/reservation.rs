@@ -1,7 +1,8 @@
 //! Quota held for writes in flight: bytes an upload or an append is about
 //! to write, counted against its user's limit before a byte is written, so
-//! that concurrent uploads that each fit alone but not together never
-//! write bytes that can never commit.
+//! that concurrent uploads that each fit alone but not together do not both
+//! write (what the quota alone decides; an upload can still fail at its
+//! commit for another reason, an album deleted meanwhile, after writing).
 //!
 //! The commit stays the exact judge (it re-checks the quota against the
 //! committed records); a hold only keeps a write from starting that the
@@ -18,6 +19,7 @@
 //! Users without a limit take no hold: nothing to count.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -26,9 +28,23 @@ use super::Inner;
 use crate::error::{Fault, Result};
 use crate::meta::txn::Txn;
 
+/// The longest a write waits for its user's other writes before it
+/// refuses: a batch of large files may hold its quota for as long as it
+/// takes to write them all.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Users are spread over this many locks, so that one user's checks (which
+/// read the metadata under the lock) do not queue another's.
+const SHARDS: usize = 16;
+
 /// The bytes held per user id.
 #[derive(Default)]
 pub(crate) struct Holds {
+    shards: [Shard; SHARDS],
+}
+
+#[derive(Default)]
+struct Shard {
     held: Mutex<HashMap<u64, u64>>,
     released: Condvar,
 }
@@ -36,7 +52,7 @@ pub(crate) struct Holds {
 /// Bytes of one user's quota held until this is dropped.
 #[must_use = "a hold is released when dropped"]
 pub(crate) struct Hold<'h> {
-    holds: &'h Holds,
+    shard: &'h Shard,
     uid: u64,
     bytes: u64,
 }
@@ -46,23 +62,26 @@ impl Holds {
     /// bytes fit beside `others`, the bytes other writes of the user hold
     /// (including the caller's own earlier holds). `check` fails with
     /// [`Fault::QuotaExceeded`] when they do not; with `wait`, that failure
-    /// waits first until no other hold stands in the way.
+    /// waits first until no other hold stands in the way (at most
+    /// [`MAX_WAIT`], then it stands).
     ///
-    /// `check` reads the committed usage; it runs under the holds' lock.
+    /// `check` reads the committed usage; it runs under the user's lock.
     pub(crate) fn hold(&self, uid: u64, bytes: u64, wait: bool, check: impl Fn(u64) -> Result<()>) -> Result<Hold<'_>> {
-        let mut held = self.held.lock();
+        let shard = &self.shards[(uid % SHARDS as u64) as usize];
+        let deadline = Instant::now() + MAX_WAIT;
+        let mut held = shard.held.lock();
         loop {
             let others = held.get(&uid).copied().unwrap_or(0);
             match check(others) {
                 Ok(()) => {
                     *held.entry(uid).or_default() += bytes;
-                    return Ok(Hold {
-                        holds: self,
-                        uid,
-                        bytes,
-                    });
+                    return Ok(Hold { shard, uid, bytes });
                 }
-                Err(Fault::QuotaExceeded(_)) if wait && others > 0 => self.released.wait(&mut held),
+                Err(Fault::QuotaExceeded(q)) if wait && others > 0 => {
+                    if shard.released.wait_until(&mut held, deadline).timed_out() {
+                        return Err(Fault::QuotaExceeded(q));
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -104,14 +123,14 @@ impl Inner {
 
 impl Drop for Hold<'_> {
     fn drop(&mut self) {
-        let mut held = self.holds.held.lock();
+        let mut held = self.shard.held.lock();
         if let Some(v) = held.get_mut(&self.uid) {
             *v -= self.bytes;
             if *v == 0 {
                 held.remove(&self.uid);
             }
         }
-        self.holds.released.notify_all();
+        self.shard.released.notify_all();
     }
 }
 

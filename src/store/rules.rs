@@ -269,7 +269,8 @@ fn heal_with(txn: &mut Txn<'_>, p: &Pending) -> Result<()> {
 }
 
 /// Creates the new file record, and the blob if the store lacks it. Returns
-/// `None` when the blob is missing and this upload wrote no copy.
+/// `None` when the upload needs its bytes written: the blob is missing, or
+/// the content is new to the user and this upload wrote no copy.
 fn store_new(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Result<Option<UploadReport>> {
     let mut user = load_user(txn, uid)?;
     let ub: UserBlobRecord = txn
@@ -277,6 +278,13 @@ fn store_new(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Result<Optio
         .unwrap_or_default();
     let charged = if ub.refs > 0 { 0 } else { p.size };
     check_user_quota(txn, uid, &user, charged, now, None)?;
+    // Content new to the user is stored from its own copy, or not at all:
+    // if the write step did not write one (the quota that the user's other
+    // writes held), the upload is retried with its bytes, whether or not
+    // the store has the blob for someone else.
+    if charged > 0 && p.copy.is_none() {
+        return Ok(None);
+    }
     let blob_key = p.hash.as_bytes().to_vec();
     if txn.exists(Cf::Blobs, &blob_key)? {
         heal_with(txn, p)?;

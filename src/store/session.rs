@@ -52,7 +52,7 @@ use parking_lot::Mutex;
 
 use super::delete_set::DeleteSet;
 use super::ingest::hash_staged;
-use super::ledger::{check_user_quota, holds, load_album, load_user};
+use super::ledger::{check_user_quota, load_album, load_user};
 use super::staging::{self, Slot};
 use super::{DedupMode, HashedUpload, Inner, UploadReport, User};
 use crate::error::{Fault, HashMismatch, Result, SessionError};
@@ -211,7 +211,9 @@ fn mode_of(code: u8) -> DedupMode {
 }
 
 fn check_metadata(metadata: BTreeMap<String, String>) -> Result<Vec<(String, String)>> {
-    let bytes: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let bytes = metadata
+        .iter()
+        .fold(0usize, |n, (k, v)| n.saturating_add(k.len()).saturating_add(v.len()));
     if metadata.len() > MAX_UPLOAD_METADATA_ENTRIES || bytes > MAX_UPLOAD_METADATA_BYTES {
         return Err(Fault::MetadataTooLarge {
             max_entries: MAX_UPLOAD_METADATA_ENTRIES,
@@ -221,29 +223,14 @@ fn check_metadata(metadata: BTreeMap<String, String>) -> Result<Vec<(String, Str
     Ok(metadata.into_iter().collect())
 }
 
-/// What `bytes` more of a session charge its user's quota: nothing when
-/// the user holds the content it declared (its finish charges nothing),
-/// else the bytes.
-fn charge(txn: &Txn<'_>, uid: u64, expected: Option<ContentHash>, bytes: u64) -> Result<u64> {
-    match expected {
-        Some(h) if holds(txn, uid, &h)? => Ok(0),
-        _ => Ok(bytes),
-    }
-}
-
 /// Refuses a session's reservation growing to `length` (all its bytes) if
 /// the user's quota cannot take it beside everything else it counts; the
-/// session keyed `this` (if it exists yet) is counted as `length`.
-fn check_declared(
-    txn: &Txn<'_>,
-    uid: u64,
-    length: u64,
-    expected: Option<ContentHash>,
-    now: u64,
-    this: Option<&[u8]>,
-) -> Result<()> {
-    let charged = charge(txn, uid, expected, length)?;
-    check_user_quota(txn, uid, &load_user(txn, uid)?, charged, now, this)
+/// session keyed `this` (if it exists yet) is counted as `length`. Staged
+/// bytes take disk whatever their content, so they are reserved even when
+/// the user holds the declared content (whose finish then charges
+/// nothing).
+fn check_declared(txn: &Txn<'_>, uid: u64, length: u64, now: u64, this: Option<&[u8]>) -> Result<()> {
+    check_user_quota(txn, uid, &load_user(txn, uid)?, length, now, this)
 }
 
 /// Raises the bytes all sessions stage by `bytes`, or refuses if that would
@@ -337,14 +324,22 @@ impl Inner {
     /// staged file. A crash in between leaves a file that the next open
     /// removes.
     fn drop_session(&self, uid: u64, id: UploadId, rec: &UploadRecord) -> Result<()> {
-        let file = rec.file;
-        self.commit_then_delete(move |txn, doomed| {
+        self.commit(move |txn| {
             txn.delete(Cf::Uploads, keys::upload(uid, &id));
-            doomed.session(file);
             Ok(())
         })?;
+        self.end_session(rec)
+    }
+
+    /// What follows the commit that ended session `rec`: its bytes no longer
+    /// count as staged (first, so that a failed removal cannot leave them
+    /// counted), then its staged file goes (or, if removing it fails, at
+    /// the next open).
+    fn end_session(&self, rec: &UploadRecord) -> Result<()> {
         self.unstage(rec);
-        Ok(())
+        let mut doomed = DeleteSet::default();
+        doomed.session(rec.file);
+        self.delete(doomed)
     }
 
     /// Lowers the bytes all sessions stage by what the ended session `rec`
@@ -371,19 +366,19 @@ impl Inner {
             let Some(_writer) = cell.try_lock() else {
                 continue;
             };
-            let gone =
-                self.commit_then_delete(move |txn, doomed| match txn.get::<UploadRecord>(Cf::Uploads, &key)? {
-                    Some(rec) if rec.expires_ms <= now => {
-                        txn.delete(Cf::Uploads, key);
-                        doomed.session(rec.file);
-                        Ok(Some(rec))
-                    }
-                    _ => Ok(None),
-                })?;
+            let gone = self.commit(move |txn| match txn.get::<UploadRecord>(Cf::Uploads, &key)? {
+                Some(rec) if rec.expires_ms <= now => {
+                    txn.delete(Cf::Uploads, key);
+                    Ok(Some(rec))
+                }
+                _ => Ok(None),
+            })?;
             if let Some(rec) = &gone {
-                self.unstage(rec);
+                // A file that cannot be removed now goes at the next open;
+                // the other sessions still expire.
+                let _ = self.end_session(rec);
+                expired += 1;
             }
-            expired += u64::from(gone.is_some());
         }
         Ok(expired)
     }
@@ -486,10 +481,7 @@ impl User {
         // The declared length is held before the commit, so that uploads
         // in flight and this reservation cannot together pass the quota.
         let _hold = match (self.id()?, declared_length) {
-            (Some(uid), Some(length)) => {
-                let charged = charge(&Txn::new(&inner.meta), uid, expected_hash, length)?;
-                inner.hold_quota(uid, charged, true, None)?
-            }
+            (Some(uid), Some(length)) => inner.hold_quota(uid, length, true, None)?,
             _ => None,
         };
         let (staged, staging_limit) = (inner.sessions.staged.clone(), inner.options.max_staged_bytes);
@@ -509,7 +501,7 @@ impl User {
                 return Err(Fault::TooManySessions { limit });
             }
             if let Some(length) = rec.declared {
-                check_declared(txn, uid, length, rec.expected, now, None)?;
+                check_declared(txn, uid, length, now, None)?;
             }
             let file = txn.get::<u64>(Cf::Meta, keys::NEXT_UPLOAD)?.unwrap_or(1);
             txn.put(Cf::Meta, keys::NEXT_UPLOAD.to_vec(), &(file + 1));
@@ -556,7 +548,8 @@ impl User {
     ///   nothing is written.
     /// - [`SessionError::StagingFull`] if the length is deferred and the bytes would take
     ///   all sessions past [`StoreOptions::max_staged_bytes`](crate::StoreOptions::max_staged_bytes);
-    ///   nothing is written.
+    ///   nothing is acknowledged (the bytes are normally not even written; if the
+    ///   total filled up while they were, the next append overwrites them).
     /// - [`SessionError::Storage`] if writing or syncing the bytes fails
     ///   ([`StorageError::Io`](crate::StorageError::Io); nothing is acknowledged, and the
     ///   next append from the same offset overwrites them), the metadata database fails,
@@ -597,10 +590,7 @@ impl User {
             // counted against the store's staging limit there.
             let n = bytes.len() as u64;
             let deferred = rec.declared.is_none();
-            let charged = match deferred {
-                true => charge(&Txn::new(&inner.meta), uid, rec.expected, n)?,
-                false => 0,
-            };
+            let charged = if deferred { n } else { 0 };
             let _hold = inner.hold_quota(uid, charged, true, None)?;
             let (staged, staging_limit) = (inner.sessions.staged.clone(), inner.options.max_staged_bytes);
             if deferred
@@ -623,9 +613,10 @@ impl User {
             let expires_ms = now.saturating_add(inner.upload_expiry_ms());
             inner.commit(move |txn| {
                 let key = keys::upload(uid, &id);
+                // Expired meanwhile: unknown, not renewed.
                 let mut rec = txn
                     .get::<UploadRecord>(Cf::Uploads, &key)?
-                    .filter(|r| r.offset == offset)
+                    .filter(|r| r.offset == offset && r.expires_ms > now)
                     .ok_or(Fault::UnknownUpload(id))?;
                 check_user_quota(txn, uid, &load_user(txn, uid)?, charged, now, None)?;
                 rec.offset = end;
@@ -700,8 +691,7 @@ impl User {
             }
             // The reservation grows from the bytes received to the length.
             let more = length - rec.offset;
-            let charged = charge(&Txn::new(&inner.meta), uid, rec.expected, more)?;
-            let _hold = inner.hold_quota(uid, charged, true, None)?;
+            let _hold = inner.hold_quota(uid, more, true, None)?;
             let (staged, staging_limit) = (inner.sessions.staged.clone(), inner.options.max_staged_bytes);
             let now = inner.now_ms();
             inner.commit(move |txn| {
@@ -709,7 +699,7 @@ impl User {
                 let mut rec = txn
                     .get::<UploadRecord>(Cf::Uploads, &key)?
                     .ok_or(Fault::UnknownUpload(id))?;
-                check_declared(txn, uid, length, rec.expected, now, Some(&key))?;
+                check_declared(txn, uid, length, now, Some(&key))?;
                 rec.declared = Some(length);
                 txn.put(Cf::Uploads, key, &rec);
                 stage(&staged, staging_limit, more)
@@ -869,10 +859,7 @@ impl User {
             )?;
             // The commit that stored the file dropped the session record;
             // the staged bytes go only now.
-            inner.unstage(&rec);
-            let mut doomed = DeleteSet::default();
-            doomed.session(rec.file);
-            inner.delete(doomed)?;
+            inner.end_session(&rec)?;
             Ok(report)
         })?)
     }
