@@ -177,6 +177,62 @@ fn writes_that_fit_alone_but_not_together_never_write_what_cannot_commit() {
     assert_verified(&store);
 }
 
+/// A batch from one device while another device of the same user uploads:
+/// whatever the interleaving, nothing is refused as contended, what is
+/// stored fits the quota, and only what is stored was written.
+#[test]
+fn a_batch_racing_another_writer_of_its_user_settles_every_upload() {
+    let fs = TestFs::default();
+    let (_dir, store) = fresh_store(StoreOptions::default().fs(Arc::new(fs.clone())));
+    let ann = store.user("ann").unwrap();
+    let album = ann.ensure_album("Phone").unwrap();
+    for round in 0..10u64 {
+        ann.set_quota(Some(ann.usage().unwrap().unique_bytes + MB)).unwrap();
+        let before = fs.io.snapshot().0;
+        let barrier = Barrier::new(2);
+        let (batch, other) = std::thread::scope(|s| {
+            let (store, barrier) = (&store, &barrier);
+            let batch = s.spawn(move || {
+                let uploads = (0..5u64)
+                    .map(|i| {
+                        let content = Content::from(data(1000 * round + i, 100_000));
+                        keepsake::Upload::new(album, format!("{round}-{i}.jpg"), content, DedupMode::Hash)
+                    })
+                    .collect();
+                barrier.wait();
+                store.user("ann").unwrap().upload_batch(uploads)
+            });
+            let other = s.spawn(move || {
+                let content = Content::from(data(1000 * round + 999, 600_000));
+                barrier.wait();
+                store
+                    .user("ann")
+                    .unwrap()
+                    .upload(album, &format!("{round}-video.mp4"), content, DedupMode::Hash)
+            });
+            (batch.join().unwrap(), other.join().unwrap())
+        });
+        let mut stored = 0;
+        for r in batch.iter().chain([&other]) {
+            match r {
+                Ok(r) => {
+                    assert_eq!(r.bytes_written, r.size);
+                    stored += r.size;
+                }
+                Err(UploadError::QuotaExceeded(_)) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert!((500_000..=MB).contains(&stored), "round {round}: {stored}");
+        let written = fs.io.snapshot().0 - before;
+        assert!(
+            written >= stored && written < stored + 10_000,
+            "round {round}: {written} bytes written for {stored} stored"
+        );
+    }
+    assert_verified(&store);
+}
+
 #[test]
 fn all_sessions_together_stage_no_more_than_the_store_allows() {
     let dir = tempfile::tempdir().unwrap();

@@ -279,7 +279,10 @@ impl Inner {
         }
         match self.hold_quota(uid, size, wait, except) {
             Ok(hold) => Ok((true, hold)),
-            Err(Fault::QuotaExceeded(_)) => Ok((false, None)),
+            // Without waiting, a guess the commit settles; after waiting,
+            // the answer (the user's other writes are done, or have held
+            // the room for longer than a wait lasts).
+            Err(Fault::QuotaExceeded(_)) if !wait => Ok((false, None)),
             Err(e) => Err(e),
         }
     }
@@ -563,8 +566,15 @@ impl Inner {
         let mut holds = Vec::new();
         let mut hashed = Some(hashed.into_iter());
         let mut todo: Vec<usize> = Vec::new();
-        for attempt in 0..3 {
+        // Retries go on while each settles at least one upload (each lets
+        // its first upload wait for the user's other holds, so each does);
+        // three in a row that settle none (a gc collecting, again and
+        // again, what the uploads relied on) end them.
+        let (mut attempt, mut stalls) = (0, 0);
+        loop {
             let force = attempt > 0;
+            attempt += 1;
+            let tried = todo.len();
             let mut pending = Vec::new();
             let mut written = Written::default();
             let mut step2 = |k: usize, p: &Prepared, up: &Upload| match inner.copy_for(
@@ -694,10 +704,18 @@ impl Inner {
                     }
                 }
             }
+            if force && todo.len() >= tried {
+                stalls += 1;
+                if stalls == 3 {
+                    break;
+                }
+            } else {
+                stalls = 0;
+            }
         }
         for k in todo {
             results[prepared[k].0] = Some(Err(Fault::Contended(
-                "the blob this upload relied on was collected by a concurrent gc three times".into(),
+                "three retries in a row found the blob this upload relied on collected by a concurrent gc".into(),
             )));
         }
         drop((pins, holds));

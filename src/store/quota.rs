@@ -35,8 +35,8 @@ pub struct Usage {
     /// trashed files reference.
     pub trash_bytes: u64,
     /// What the user's unexpired upload sessions reserve: declared lengths,
-    /// and the bytes received while a length is deferred (nothing for a
-    /// The limit applies to `unique_bytes + staged_bytes`.
+    /// and the bytes received while a length is deferred, whatever their
+    /// content. The limit applies to `unique_bytes + staged_bytes`.
     pub staged_bytes: u64,
     /// The limit on `unique_bytes + staged_bytes`, if one is set.
     pub limit: Option<u64>,

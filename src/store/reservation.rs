@@ -11,10 +11,10 @@
 //! so for an instant a committed write is counted twice (committed and
 //! held). An operation that holds nothing else (an append, a session's
 //! begin or length) therefore waits for the other holds of its user before
-//! it refuses: the answer is then exact. A batch never waits, since it may
-//! already hold (two batches waiting on each other would deadlock); an
-//! upload it does not write is decided by its commit, which writes the
-//! bytes on a retry if they fit after all.
+//! it refuses: the answer is then exact. A batch's first pass never waits,
+//! since it may already hold (two batches waiting on each other would
+//! deadlock); an upload it does not write is decided by its commit, or
+//! retried with its bytes, and a retry that holds nothing waits.
 //!
 //! Users without a limit take no hold: nothing to count.
 

@@ -410,8 +410,8 @@ impl User {
     /// - [`SessionError::Upload`] with [`UploadError::UnknownAlbum`](crate::UploadError::UnknownAlbum) if the user has no such album (another user's
     ///   album id is unknown too).
     /// - [`SessionError::Upload`] with [`UploadError::QuotaExceeded`](crate::UploadError::QuotaExceeded) if a declared length would take the user past
-    ///   their quota, counting what their files and other sessions use (content the
-    ///   user holds, known by `expected_hash`, charges nothing).
+    ///   their quota, counting what their files and other sessions use (staged bytes
+    ///   are reserved even for content the user holds).
     /// - [`SessionError::StagingFull`] if the declared length would take all sessions
     ///   past [`StoreOptions::max_staged_bytes`](crate::StoreOptions::max_staged_bytes).
     /// - [`SessionError::Storage`] if the disk or the metadata database fails (creating
@@ -698,6 +698,7 @@ impl User {
                 let key = keys::upload(uid, &id);
                 let mut rec = txn
                     .get::<UploadRecord>(Cf::Uploads, &key)?
+                    .filter(|r| r.expires_ms > now)
                     .ok_or(Fault::UnknownUpload(id))?;
                 check_declared(txn, uid, length, now, Some(&key))?;
                 rec.declared = Some(length);
