@@ -218,6 +218,12 @@ pub enum UploadError {
     /// and the writing pass.
     #[error("{0} changed while it was being read; nothing was stored")]
     ContentChanged(String),
+    /// A [`Content::Path`](crate::Content::Path) is not a regular file: a
+    /// symbolic link (never followed, not even one swapped in after a walk
+    /// saw a file), a FIFO, a socket or a device. Nothing was read from it,
+    /// and opening it did not block.
+    #[error("{0} is not a regular file (symbolic links are never followed); nothing was stored")]
+    NotAFile(String),
     /// [`User::link`](crate::User::link) was asked to complete an upload
     /// that needs the content: only a duplicate of the user's own live file
     /// can be completed from its hash alone.
@@ -430,6 +436,8 @@ pub(crate) enum Fault {
     StagingFull { limit: u64 },
     #[error("{0} changed while it was being read")]
     ContentChanged(String),
+    #[error("{0} is not a regular file")]
+    NotAFile(String),
     #[error("integrity error in blob {hash}: {detail}")]
     Integrity { hash: ContentHash, detail: String },
     #[error("store refuses writes after an earlier failure ({0})")]
@@ -520,6 +528,7 @@ impl From<Fault> for UploadError {
             Fault::QuotaExceeded(q) => UploadError::QuotaExceeded(q),
             Fault::HashMismatch(h) => UploadError::HashMismatch(h),
             Fault::ContentChanged(what) => UploadError::ContentChanged(what),
+            Fault::NotAFile(what) => UploadError::NotAFile(what),
             Fault::ContentRequired => UploadError::ContentRequired,
             other => UploadError::Storage(other.into()),
         }

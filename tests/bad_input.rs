@@ -496,3 +496,40 @@ fn a_full_disk_fails_the_upload_cleanly_and_the_store_goes_on_when_space_returns
     assert_eq!(store.user("u").unwrap().read(r.file_id).unwrap(), big);
     assert_verified(&store);
 }
+
+/// A path that is not a regular file is refused, never followed, and never
+/// waited on: a symbolic link (to a file the user could not otherwise
+/// name), a FIFO (which would block a plain open until a writer came) and a
+/// device.
+#[test]
+fn a_source_that_is_a_symlink_fifo_or_device_is_refused_without_following_or_blocking() {
+    let (dir, store, album) = store_with_album("ann", "A");
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, b"not for the backup").unwrap();
+    let link = dir.path().join("photo.jpg");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let fifo = dir.path().join("pipe.jpg");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for path in [link, fifo, std::path::PathBuf::from("/dev/null")] {
+        let ann = store.user("ann").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let source = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(ann.upload(album, "x.jpg", Content::Path(source), DedupMode::Hash));
+        });
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("the upload of {} blocked", path.display()));
+        assert!(
+            matches!(&r, Err(UploadError::NotAFile(what)) if what.contains(path.to_str().unwrap())),
+            "{}: {r:?}",
+            path.display()
+        );
+    }
+    assert!(store.user("ann").unwrap().files().unwrap().is_empty());
+    assert_verified(&store);
+}

@@ -32,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::Metadata;
 use std::io::{self, Read};
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
@@ -115,6 +115,34 @@ impl Read for StagedReader<'_> {
     }
 }
 
+/// Opens a source file to read it, and its metadata: never through a
+/// symbolic link (`O_NOFOLLOW`, so not even one swapped in after a walk saw
+/// a file), never blocking (`O_NONBLOCK`: a FIFO or a device swapped in
+/// does not hang the upload), and only if the open descriptor is a regular
+/// file (`fstat` on it, not on the path).
+///
+/// # Errors
+///
+/// [`Fault::NotAFile`] for a symbolic link, FIFO, socket or device;
+/// [`Fault::Io`] if opening or `fstat` fails otherwise.
+fn open_source(path: &Path, what: &str) -> Result<(std::fs::File, Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let not_a_file = || Fault::NotAFile(what.to_string());
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => not_a_file(),
+            _ => Fault::io(format!("opening {what}"), e),
+        })?;
+    let meta = f.metadata().map_err(|e| Fault::io(format!("reading {what}"), e))?;
+    if !meta.is_file() {
+        return Err(not_a_file());
+    }
+    Ok((f, meta))
+}
+
 /// Hashes the first `len` bytes of a staged file.
 pub(crate) fn hash_staged(file: &dyn FsFile, len: u64) -> io::Result<ContentHash> {
     let (hash, _) = crate::hash::hash_reader(&mut StagedReader { file, at: 0, len })?;
@@ -133,8 +161,7 @@ impl Inner {
             Content::Path(p) => {
                 let what = p.display().to_string();
                 let read = |e| Fault::io(format!("reading {what}"), e);
-                let mut f = std::fs::File::open(&p).map_err(|e| Fault::io(format!("opening {what}"), e))?;
-                let before = f.metadata().map_err(read)?;
+                let (mut f, before) = open_source(&p, &what)?;
                 if before.len() <= READ_WHOLE as u64 {
                     // Read once, so what is stored is what was hashed; but a
                     // file being written meanwhile would be stored torn. A
@@ -304,9 +331,7 @@ impl Inner {
             Source::Read { data, .. } if inline => return Ok((NewCopy::Inline(data.clone()), None)),
             Source::Memory(b) => return self.append_verified(p, b),
             Source::Read { data, .. } => return self.append_verified(p, data),
-            Source::File(path) => {
-                Box::new(std::fs::File::open(path).map_err(|e| Fault::io(format!("reading {}", path.display()), e))?)
-            }
+            Source::File(path) => Box::new(open_source(path, &p.what)?.0),
             Source::Staged(_, f) | Source::Session(f) => Box::new(StagedReader {
                 file: &**f,
                 at: 0,
@@ -346,6 +371,8 @@ impl User {
     ///   album id is unknown too).
     /// - [`UploadError::QuotaExceeded`] if storing the content would take the user past
     ///   their quota (content the user already holds charges nothing).
+    /// - [`UploadError::NotAFile`] if a [`Content::Path`] is a symbolic link (never
+    ///   followed), a FIFO, a socket or a device.
     /// - [`UploadError::ContentChanged`] if a [`Content::Path`] file changed while it
     ///   was read: its size or modification time moved, or its bytes differ between
     ///   the hashing pass and the writing pass.
@@ -387,6 +414,8 @@ impl User {
     ///   their quota (content the user already holds charges nothing).
     /// - [`UploadError::HashMismatch`] if the content does not hash to the one declared
     ///   with [`Upload::expect_hash`].
+    /// - [`UploadError::NotAFile`] if a [`Content::Path`] is a symbolic link (never
+    ///   followed), a FIFO, a socket or a device.
     /// - [`UploadError::ContentChanged`] if a [`Content::Path`] file changed while it
     ///   was read: its size or modification time moved, or its bytes differ between
     ///   the hashing pass and the writing pass.

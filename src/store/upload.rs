@@ -124,9 +124,11 @@ pub struct HashedUpload {
 pub enum Content {
     /// Bytes in memory.
     Bytes(Bytes),
-    /// A file, read twice (hashing, then writing if the blob is new) and
-    /// never memory-mapped, so a file that changes in between is detected
-    /// rather than mis-stored.
+    /// A regular file, read twice (hashing, then writing if the blob is new)
+    /// and never memory-mapped, so a file that changes in between is
+    /// detected rather than mis-stored. It is opened without following a
+    /// symbolic link and without blocking, and must be a regular file when
+    /// open; anything else is [`UploadError::NotAFile`](crate::UploadError::NotAFile).
     Path(PathBuf),
     /// A stream, read once: small streams are held in memory, larger ones
     /// spooled to the store's staging directory.
