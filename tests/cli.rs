@@ -339,8 +339,15 @@ fn quota_refuses_new_bytes_but_not_duplicates() {
     cli.file("b/two.jpg", &photo(10, 10_000));
     let b = cli.data.path().join("b");
     let (lines, out) = cli.backup(&[b.to_str().unwrap(), "--album", "A"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(4), "only quota refusals: the quota status");
     assert!(lines[0]["error"].as_str().unwrap().contains("quota exceeded"));
+    assert_eq!(lines.last().unwrap()["quota_refused"], 1);
+    // Another failure beside it comes first: status 1.
+    cli.file("c/three.jpg", &photo(11, 10_000));
+    let c = cli.data.path().join("c");
+    let missing = cli.data.path().join("no-such-folder");
+    let (_, out) = cli.backup(&[c.to_str().unwrap(), missing.to_str().unwrap(), "--album", "A"]);
+    assert_eq!(out.status.code(), Some(1));
     // The same content into another album still works at the limit.
     let (lines, out) = cli.backup(&[a.to_str().unwrap(), "--album", "B"]);
     assert!(out.status.success());

@@ -8,9 +8,10 @@ const EXIT_CODES: &str = "\
 Exit status:
   0  success
   1  failure, or a check that found problems (verify), or a backup with files that failed
+     for any reason but the quota
   2  bad usage or invalid input (names, ids, sizes)
   3  no such store, file, album or trashed file
-  4  quota exceeded
+  4  quota exceeded (for a backup: every file that failed, failed on the quota)
   5  the store is in use by another process
   6  stored data failed its integrity check
 

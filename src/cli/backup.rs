@@ -7,7 +7,7 @@ use std::path::{self, Path, PathBuf};
 use std::time::SystemTime;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use keepsake::{AlbumId, Content, DedupMode, ReadOnlyStore, Upload, UploadReport, User};
+use keepsake::{AlbumId, Content, DedupMode, ReadOnlyStore, Upload, UploadError, UploadReport, User};
 use serde::Serialize;
 
 use super::output::{bytes, Output};
@@ -28,6 +28,21 @@ pub(crate) struct Summary {
     pub bytes_written: u64,
     pub bytes_deduplicated: u64,
     pub errors: u64,
+    /// Of the errors, the uploads the quota refused.
+    pub quota_refused: u64,
+}
+
+impl Summary {
+    /// The exit status of a backup with errors: 4 when the quota refused
+    /// every file that failed (the user's remedy is the quota), 1 when
+    /// anything else failed too (that failure comes first).
+    pub(crate) fn failure_status(&self) -> Option<u8> {
+        match self.errors {
+            0 => None,
+            n if n == self.quota_refused => Some(4),
+            _ => Some(1),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -255,7 +270,10 @@ pub(crate) fn run(
                     print_file(&mut summary, &f.path, &r, false, out, &bar);
                     durable.push((source, f.meta.clone(), r.file_id));
                 }
-                Err(e) => bar.suspend(|| report_error(&mut summary, &f.path, e.to_string())),
+                Err(e) => {
+                    summary.quota_refused += u64::from(matches!(e, UploadError::QuotaExceeded(_)));
+                    bar.suspend(|| report_error(&mut summary, &f.path, e.to_string()));
+                }
             }
         }
         user.record_sources(album, &durable, scan_start)?;

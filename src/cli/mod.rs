@@ -293,8 +293,8 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
             let album = user.ensure_album(&album)?;
             let scan = scan.expect("walked above");
             let summary = backup::run(&user, album, scan, mode, rehash, out)?;
-            if summary.errors > 0 {
-                return Err(Failure::Status(1));
+            if let Some(status) = summary.failure_status() {
+                return Err(Failure::Status(status));
             }
         }
         Command::Albums => {
