@@ -330,6 +330,7 @@ impl Store {
             other => OpenError::Corrupt(other.to_string()),
         })?;
         let staged = staging::recover(&*options.fs, &root, &meta)?;
+        let staging_limit = options.max_staged_bytes;
         recovery.notes.extend(staged.notes);
         Ok(Store {
             inner: Arc::new(Inner {
@@ -341,7 +342,7 @@ impl Store {
                 options,
                 gc_lock: Mutex::new(()),
                 recovery,
-                sessions: staging::Sessions::new(staged.bytes),
+                sessions: staging::Sessions::new(staged.bytes, staging_limit),
                 holds: Default::default(),
                 _lock: lock,
             }),

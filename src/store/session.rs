@@ -45,7 +45,6 @@
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -233,18 +232,6 @@ fn check_declared(txn: &Txn<'_>, uid: u64, length: u64, now: u64, this: Option<&
     check_user_quota(txn, uid, &load_user(txn, uid)?, length, now, this)
 }
 
-/// Raises the bytes all sessions stage by `bytes`, or refuses if that would
-/// pass the store's limit. Called last in a commit: the commit then cannot
-/// fail after it (short of a failed write, which refuses all writes).
-fn stage(staged: &AtomicU64, limit: u64, bytes: u64) -> Result<()> {
-    let total = staged.load(Ordering::SeqCst);
-    if total.checked_add(bytes).is_none_or(|t| t > limit) {
-        return Err(Fault::StagingFull { limit });
-    }
-    staged.fetch_add(bytes, Ordering::SeqCst);
-    Ok(())
-}
-
 fn status(id: UploadId, rec: UploadRecord) -> UploadStatus {
     UploadStatus {
         id,
@@ -345,11 +332,7 @@ impl Inner {
     /// Lowers the bytes all sessions stage by what the ended session `rec`
     /// staged, once the commit that ended it has returned.
     fn unstage(&self, rec: &UploadRecord) {
-        let bytes = rec.declared.unwrap_or(rec.offset);
-        let _ = self
-            .sessions
-            .staged
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(t.saturating_sub(bytes)));
+        self.sessions.staged.lower(rec.declared.unwrap_or(rec.offset));
     }
 
     /// Removes the sessions that expired, for `gc`. A session busy with an
@@ -484,7 +467,7 @@ impl User {
             (Some(uid), Some(length)) => inner.hold_quota(uid, length, true, None)?,
             _ => None,
         };
-        let (staged, staging_limit) = (inner.sessions.staged.clone(), inner.options.max_staged_bytes);
+        let staged = inner.sessions.staged.clone();
         let (uid, rec) = self.commit_existing(missing, move |txn, uid| {
             if load_album(txn, uid, rec.album)?.is_none() {
                 return Err(Fault::UnknownAlbum(album.to_string()));
@@ -513,7 +496,7 @@ impl User {
                 ));
             }
             txn.put(Cf::Uploads, key, &rec);
-            stage(&staged, staging_limit, rec.declared.unwrap_or(0))?;
+            staged.raise(rec.declared.unwrap_or(0))?;
             Ok((uid, rec))
         })?;
         let created = self.inner().staged_file(&rec).map(drop);
@@ -592,14 +575,9 @@ impl User {
             let deferred = rec.declared.is_none();
             let charged = if deferred { n } else { 0 };
             let _hold = inner.hold_quota(uid, charged, true, None)?;
-            let (staged, staging_limit) = (inner.sessions.staged.clone(), inner.options.max_staged_bytes);
-            if deferred
-                && staged
-                    .load(Ordering::SeqCst)
-                    .checked_add(n)
-                    .is_none_or(|t| t > staging_limit)
-            {
-                return Err(Fault::StagingFull { limit: staging_limit });
+            let staged = inner.sessions.staged.clone();
+            if deferred {
+                staged.check(n)?;
             }
             let file = inner.staged_file(&rec)?;
             let written = file.write_all_at(offset, bytes).and_then(|()| file.sync_data());
@@ -623,7 +601,7 @@ impl User {
                 rec.expires_ms = expires_ms;
                 txn.put(Cf::Uploads, key, &rec);
                 if deferred {
-                    stage(&staged, staging_limit, n)?;
+                    staged.raise(n)?;
                 }
                 Ok(())
             })?;
@@ -692,7 +670,7 @@ impl User {
             // The reservation grows from the bytes received to the length.
             let more = length - rec.offset;
             let _hold = inner.hold_quota(uid, more, true, None)?;
-            let (staged, staging_limit) = (inner.sessions.staged.clone(), inner.options.max_staged_bytes);
+            let staged = inner.sessions.staged.clone();
             let now = inner.now_ms();
             inner.commit(move |txn| {
                 let key = keys::upload(uid, &id);
@@ -703,7 +681,7 @@ impl User {
                 check_declared(txn, uid, length, now, Some(&key))?;
                 rec.declared = Some(length);
                 txn.put(Cf::Uploads, key, &rec);
-                stage(&staged, staging_limit, more)
+                staged.raise(more)
             })
         })?)
     }

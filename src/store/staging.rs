@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::error::OpenError;
+use crate::error::{Fault, OpenError};
 use crate::fs::Fs;
 use crate::hash::Hasher;
 use crate::meta::records::UploadRecord;
@@ -65,12 +65,52 @@ pub(crate) fn session_path(root: &Path, file: u64) -> PathBuf {
 /// sessions stage.
 pub(crate) struct Sessions {
     slots: Mutex<HashMap<u64, Arc<Mutex<Slot>>>>,
-    /// What all sessions stage: declared lengths, and bytes received while
-    /// a length is deferred. Counted at open; raised inside the commit that
-    /// raises it (commits run one at a time, so a check against the limit
-    /// there is exact); lowered once the commit that ends a session has
-    /// returned (so for an instant it is high, never low).
-    pub(crate) staged: Arc<AtomicU64>,
+    /// What all sessions stage.
+    pub(crate) staged: StagedBytes,
+}
+
+/// What all sessions stage (declared lengths, and bytes received while a
+/// length is deferred) against the store's limit. Counted at open; raised
+/// inside the commit that raises it (commits run one at a time, so the
+/// check there is exact); lowered once the commit that ends a session has
+/// returned (so for an instant it is high, never low). Cloned into commit
+/// closures.
+#[derive(Clone)]
+pub(crate) struct StagedBytes {
+    total: Arc<AtomicU64>,
+    limit: u64,
+}
+
+impl StagedBytes {
+    /// Refuses `bytes` more if they would take the total past the limit.
+    ///
+    /// # Errors
+    ///
+    /// [`Fault::StagingFull`].
+    pub(crate) fn check(&self, bytes: u64) -> Result<(), Fault> {
+        let total = self.total.load(Ordering::SeqCst);
+        match total.checked_add(bytes) {
+            Some(t) if t <= self.limit => Ok(()),
+            _ => Err(Fault::StagingFull { limit: self.limit }),
+        }
+    }
+
+    /// [`check`](Self::check)s `bytes` and adds them. Called last in a
+    /// commit closure: the commit then cannot fail after it (short of a
+    /// failed write, which refuses all writes until a reopen recounts).
+    pub(crate) fn raise(&self, bytes: u64) -> Result<(), Fault> {
+        self.check(bytes)?;
+        self.total.fetch_add(bytes, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Takes `bytes` off, once the commit that ended their session has
+    /// returned.
+    pub(crate) fn lower(&self, bytes: u64) {
+        let _ = self
+            .total
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(t.saturating_sub(bytes)));
+    }
 }
 
 /// What this process holds of one session between its requests: no open
@@ -83,10 +123,14 @@ pub(crate) struct Slot {
 }
 
 impl Sessions {
-    pub(crate) fn new(staged: u64) -> Self {
+    /// Sessions that stage `staged` bytes at open, of at most `limit`.
+    pub(crate) fn new(staged: u64, limit: u64) -> Self {
         Sessions {
             slots: Mutex::default(),
-            staged: Arc::new(AtomicU64::new(staged)),
+            staged: StagedBytes {
+                total: Arc::new(AtomicU64::new(staged)),
+                limit,
+            },
         }
     }
 
