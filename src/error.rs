@@ -212,10 +212,12 @@ pub enum UploadError {
     /// The content's hash is not the one the caller declared.
     #[error(transparent)]
     HashMismatch(HashMismatch),
-    /// The source changed while it was being read: its size or modification
-    /// time changed during the read, what was read disagrees with its size,
-    /// or (a file read twice) its content differs between the hashing pass
-    /// and the writing pass.
+    /// The source changed while it was being read: its size, modification
+    /// time or change time moved during the read, what was read disagrees
+    /// with its size, (a file read twice) its content differs between the
+    /// hashing pass and the writing pass, or (with
+    /// [`Upload::expect_source`](crate::Upload::expect_source)) it is not the
+    /// file, or not the version of it, that the caller saw.
     #[error("{0} changed while it was being read; nothing was stored")]
     ContentChanged(String),
     /// A [`Content::Path`](crate::Content::Path) is not a regular file: a

@@ -54,6 +54,7 @@ mod health;
 mod ids;
 mod meta;
 mod names;
+mod stamp;
 mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;

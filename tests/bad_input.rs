@@ -11,7 +11,7 @@ use std::sync::Arc;
 use common::{assert_verified, data, open, put, put_err, store_with_album, TestFs, BIG};
 use keepsake::{
     AlbumDeletion, AlbumId, Content, ContentHash, DedupMode, Error, FileId, HashedUpload, LibraryError, NameError,
-    NameKind, Outcome, ReadError, SessionError, StorageError, Store, StoreOptions, UploadError,
+    NameKind, Outcome, ReadError, SessionError, StorageError, Store, StoreOptions, Upload, UploadError,
 };
 
 fn assert_invalid<E: Into<Error>>(result: Result<impl std::fmt::Debug, E>, kind: NameKind, what: &str) {
@@ -531,5 +531,49 @@ fn a_source_that_is_a_symlink_fifo_or_device_is_refused_without_following_or_blo
         );
     }
     assert!(store.user("ann").unwrap().files().unwrap().is_empty());
+    assert_verified(&store);
+}
+
+/// A file replaced since the caller looked at it (another file renamed into
+/// its place), or written since, is not read: what a backup decided to read
+/// from its walk is that file in that version, or nothing.
+#[test]
+fn a_source_replaced_or_written_since_it_was_seen_is_not_read() {
+    let (dir, store, album) = store_with_album("ann", "A");
+    let photo = dir.path().join("photo.jpg");
+    std::fs::write(&photo, b"the photo the walk saw").unwrap();
+    let seen = std::fs::symlink_metadata(&photo).unwrap();
+    let other = dir.path().join("other");
+    std::fs::write(&other, b"another file, renamed over it").unwrap();
+    std::fs::rename(&other, &photo).unwrap();
+    let ann = store.user("ann").unwrap();
+    let up = |seen: &std::fs::Metadata| {
+        let content = Content::Path(photo.clone());
+        ann.upload_batch(vec![
+            Upload::new(album, "photo.jpg", content, DedupMode::Hash).expect_source(seen)
+        ])
+        .pop()
+        .unwrap()
+    };
+    assert!(matches!(up(&seen), Err(UploadError::ContentChanged(_))), "replaced");
+
+    let seen = std::fs::symlink_metadata(&photo).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&photo)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b", and more"))
+        .unwrap();
+    assert!(
+        matches!(up(&seen), Err(UploadError::ContentChanged(_))),
+        "written since"
+    );
+    assert!(ann.files().unwrap().is_empty());
+
+    let seen = std::fs::symlink_metadata(&photo).unwrap();
+    let r = up(&seen).unwrap();
+    assert_eq!(
+        ann.read(r.file_id).unwrap(),
+        b"another file, renamed over it, and more"[..]
+    );
     assert_verified(&store);
 }

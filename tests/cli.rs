@@ -51,10 +51,13 @@ impl Cli {
         (lines, out)
     }
 
+    /// Writes a file dated an hour back: a backup reads it at once, rather
+    /// than waiting for a file so recently modified to settle.
     fn file(&self, rel: &str, bytes: &[u8]) -> PathBuf {
         let p = self.data.path().join(rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(&p, bytes).unwrap();
+        set_mtime(&p, std::time::SystemTime::now() - std::time::Duration::from_secs(3600));
         p
     }
 
@@ -181,13 +184,204 @@ fn unreadable_file_is_reported_and_backup_goes_on() {
     assert_eq!((s["stored"].as_u64(), s["errors"].as_u64()), (Some(1), Some(1)));
 }
 
+/// The `ignored` lines of a backup: (file name, reason).
+fn ignored(lines: &[Value]) -> Vec<(String, String)> {
+    let mut v: Vec<_> = lines
+        .iter()
+        .filter(|l| l["outcome"] == "ignored")
+        .map(|l| {
+            let path = PathBuf::from(l["path"].as_str().unwrap());
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            (name, l["reason"].as_str().unwrap().to_string())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
-fn symlinks_inside_folders_are_not_followed() {
+fn links_fifos_sockets_devices_and_the_store_itself_are_not_backed_up_and_are_said() {
     let cli = Cli::new();
-    let target = cli.file("real.jpg", &photo(5, 6_000));
-    std::os::unix::fs::symlink(&target, cli.data.path().join("link.jpg")).unwrap();
-    let (lines, _) = cli.backup(&[cli.dir(), "--album", "A"]);
-    assert_eq!(outcomes(&lines), vec![("real.jpg".into(), "stored".into())]);
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.jpg");
+    fs::write(&secret, photo(5, 6_000)).unwrap();
+    fs::create_dir_all(outside.path().join("Photos")).unwrap();
+    let data = cli.data.path();
+    std::os::unix::fs::symlink(&secret, data.join("link.jpg")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("Photos"), data.join("linked-folder")).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(data.join("pipe"))
+        .status()
+        .unwrap()
+        .success());
+    let _socket = std::os::unix::net::UnixListener::bind(data.join("socket")).unwrap();
+    cli.file("real.jpg", &photo(6, 6_000));
+    // The store inside the folder backed up (as the default store is inside
+    // a backup of `~`), reached through another path too.
+    let store = data.join("library").join("store");
+    std::os::unix::fs::symlink(&store, data.join("store-link")).unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_keepsake"))
+            .arg("--store")
+            .arg(&store)
+            .args([&["backup", "--json", "--album", "A"], extra].concat())
+            .env_remove("KEEPSAKE_STORE")
+            .output()
+            .unwrap();
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (lines, out)
+    };
+    let (first, out) = run(&[cli.dir()]);
+    assert!(out.status.success());
+    for (lines, store_seen) in [(first, false), (run(&[cli.dir()]).0, true)] {
+        assert_eq!(outcomes_of_files(&lines), ["real.jpg"]);
+        let mut expected = vec![
+            ("link.jpg".to_string(), "symbolic link (not followed)".to_string()),
+            ("linked-folder".into(), "symbolic link (not followed)".into()),
+            ("pipe".into(), "FIFO".into()),
+            ("socket".into(), "socket".into()),
+            ("store-link".into(), "symbolic link (not followed)".into()),
+        ];
+        if store_seen {
+            expected.push(("store".into(), "the store's own directory (never backed up)".into()));
+            expected.sort();
+        }
+        assert_eq!(ignored(&lines), expected);
+        assert_eq!(summary(&lines)["ignored"], expected.len());
+    }
+    // Named, the store is still not backed up, whatever path leads to it.
+    let named = data.join("store-link").join("segments");
+    let (lines, out) = run(&[named.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(summary(&lines)["files"], 0);
+    assert_eq!(
+        ignored(&lines),
+        [("segments".into(), "the store's own directory (never backed up)".into())]
+    );
+    let human = Command::new(env!("CARGO_BIN_EXE_keepsake"))
+        .arg("--store")
+        .arg(&store)
+        .args(["backup", "--album", "A", cli.dir()])
+        .env_remove("KEEPSAKE_STORE")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("pipe: FIFO"), "{text}");
+    assert!(text.contains(", 6 ignored;"), "{text}");
+}
+
+/// The names of the files a backup reported (not the ignored entries).
+fn outcomes_of_files(lines: &[Value]) -> Vec<String> {
+    let mut v: Vec<_> = lines
+        .iter()
+        .filter_map(|l| l["name"].as_str().map(String::from))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_named_path_that_cannot_be_backed_up_is_an_error_and_alone_creates_nothing() {
+    let cli = Cli::new();
+    let fresh = cli.store.path().join("new-store");
+    let fresh = fresh.to_str().unwrap();
+    let missing = cli.data.path().join("no-such-folder");
+    for named in ["/dev/null", missing.to_str().unwrap()] {
+        let out = Command::new(env!("CARGO_BIN_EXE_keepsake"))
+            .args(["--store", fresh, "backup", "--json", "--album", "A", named])
+            .env_remove("KEEPSAKE_STORE")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{named}");
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            (lines[0]["path"].as_str(), &lines[0]["outcome"]),
+            (Some(named), &Value::from("error"))
+        );
+        assert_eq!(summary(&lines)["errors"], 1);
+        assert!(!std::path::Path::new(fresh).exists(), "no store is created for {named}");
+    }
+    // Next to a readable path, the mistake is an error line, and the rest is
+    // backed up.
+    cli.file("a.jpg", &photo(1, 1_000));
+    let (lines, out) = cli.backup(&["/dev/null", cli.dir(), "--album", "A"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        outcomes(&lines),
+        [("".into(), "error".into()), ("a.jpg".into(), "stored".into())]
+    );
+    assert!(lines[0]["error"].as_str().unwrap().contains("a device"), "{}", lines[0]);
+}
+
+#[test]
+fn a_photo_still_being_written_is_stored_whole_or_reported_never_torn() {
+    use std::io::Write;
+    let cli = Cli::new();
+    cli.file("done.jpg", &photo(1, 10_000));
+    let whole: Vec<u8> = (0..64).flat_map(|i| photo(i, 64 << 10)).collect();
+    // A camera import writing a 4 MiB photo in pieces, and one that never
+    // stops writing within the backup's patience.
+    let growing = cli.data.path().join("importing.jpg");
+    let endless = cli.data.path().join("endless.jpg");
+    let (a, b) = (fs::File::create(&growing).unwrap(), fs::File::create(&endless).unwrap());
+    let chunks = whole.clone();
+    let writer = std::thread::spawn(move || {
+        let (mut a, mut b) = (a, b);
+        for (i, chunk) in chunks.chunks(64 << 10).enumerate() {
+            a.write_all(chunk).unwrap();
+            b.write_all(&chunk[..16]).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(if i < 8 { 60 } else { 15 }));
+        }
+        for _ in 0..140 {
+            b.write_all(b"more").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let (lines, out) = cli.backup(&[cli.dir(), "--album", "A"]);
+    writer.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "the endless one is an error");
+    let line = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["path"].as_str().unwrap().ends_with(name))
+            .unwrap()
+    };
+    assert_eq!(line("done.jpg")["outcome"], "stored");
+    let imported = line("importing.jpg");
+    assert_eq!(imported["outcome"], "stored", "{imported}");
+    assert_eq!(
+        get_bytes(&cli, &imported["file_id"].to_string()),
+        whole,
+        "stored whole, not torn"
+    );
+    let endless_line = line("endless.jpg");
+    assert_eq!(endless_line["outcome"], "error");
+    assert!(
+        endless_line["error"].as_str().unwrap().contains("still being written"),
+        "{endless_line}"
+    );
+    assert_eq!(summary(&lines)["stored"], 2);
+}
+
+#[test]
+fn an_edit_that_keeps_the_modification_time_is_seen_by_the_change_time() {
+    let cli = Cli::new();
+    let a = settled_file(&cli, "a.jpg", &photo(1, 100_000));
+    let (first, _) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    // `dd conv=notrunc` then `touch -d`: size, inode and mtime unchanged.
+    tamper_keeping_stamp(&a, &photo(9, 100_000));
+    let (again, out) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    assert!(out.status.success());
+    assert_eq!(outcomes(&again), [("a.jpg".into(), "stored".into())]);
+    assert_ne!(id_of(&again, "a.jpg"), id_of(&first, "a.jpg"));
+    assert_eq!(get_bytes(&cli, &id_of(&again, "a.jpg")), photo(9, 100_000));
 }
 
 fn id_of(lines: &[Value], name: &str) -> String {
@@ -401,6 +595,110 @@ fn verify_exits_1_and_names_the_file_when_a_blob_is_damaged() {
     assert!(got.stdout.is_empty());
 }
 
+/// How a store loses a photo's bytes: its segment file gone, or a bit of
+/// it flipped.
+#[derive(Debug, Clone, Copy)]
+enum Loss {
+    SegmentFile,
+    FlippedBit,
+}
+
+/// Loses the bytes of the store's only segment, runs `verify --scrub` and
+/// `verify --repair --scrub` (both exit 1: the bytes are gone), then the
+/// ordinary re-run of the backup, which must heal every file; then the lost
+/// segment is retired by `retire` and `verify` is clean.
+fn heal_on_the_ordinary_rerun(loss: Loss, retire: &[&str]) {
+    let cli = Cli::new();
+    // Not periodic, so that a window of one photo is found in no other.
+    let photos: Vec<Vec<u8>> = (1..4u64)
+        .map(|seed| {
+            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            (0..200_000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        })
+        .collect();
+    for (i, p) in photos.iter().enumerate() {
+        cli.file(&format!("p{i}.jpg"), p);
+    }
+    let (first, _) = cli.backup(&[cli.dir(), "--album", "A"]);
+    let seg_dir = cli.store.path().join("segments");
+    let seg: PathBuf = fs::read_dir(&seg_dir).unwrap().next().unwrap().unwrap().path();
+    match loss {
+        Loss::SegmentFile => fs::remove_file(&seg).unwrap(),
+        Loss::FlippedBit => {
+            let mut bytes = fs::read(&seg).unwrap();
+            for p in &photos {
+                let at = find(&bytes, &p[1000..1064]).unwrap();
+                bytes[at] ^= 0x40;
+            }
+            fs::write(&seg, &bytes).unwrap();
+        }
+    }
+    assert_eq!(cli.run(&["verify", "--scrub"]).status.code(), Some(1), "{loss:?}");
+    assert_eq!(
+        cli.run(&["verify", "--repair", "--scrub"]).status.code(),
+        Some(1),
+        "{loss:?}"
+    );
+
+    let (again, out) = cli.backup(&[cli.dir(), "--album", "A"]);
+    assert!(
+        out.status.success(),
+        "{loss:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        again.iter().all(|l| l.get("unchanged").is_none()),
+        "{loss:?}: nothing is trusted unread"
+    );
+    assert_eq!(
+        summary(&again)["bytes_written"],
+        600_000,
+        "{loss:?}: every photo written again"
+    );
+    for (i, p) in photos.iter().enumerate() {
+        let name = format!("p{i}.jpg");
+        assert_eq!(id_of(&again, &name), id_of(&first, &name), "{loss:?}: the same files");
+        assert_eq!(&get_bytes(&cli, &id_of(&first, &name)), p, "{loss:?}: healed");
+    }
+    for args in [retire, &["verify"]] {
+        let out = cli.run(args);
+        assert!(
+            out.status.success(),
+            "{loss:?}: {args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert_verify_ok(&cli);
+    let (third, out) = cli.backup(&[cli.dir(), "--album", "A"]);
+    assert!(out.status.success());
+    assert!(
+        third[..3].iter().all(|l| l["unchanged"] == true),
+        "{loss:?}: trusted again once whole"
+    );
+}
+
+#[test]
+fn a_lost_segment_file_is_healed_by_the_ordinary_rerun_and_retired_by_repair() {
+    heal_on_the_ordinary_rerun(Loss::SegmentFile, &["verify", "--repair"]);
+}
+
+#[test]
+fn a_lost_segment_file_is_healed_by_the_ordinary_rerun_and_retired_by_gc() {
+    heal_on_the_ordinary_rerun(Loss::SegmentFile, &["gc"]);
+}
+
+#[test]
+fn damaged_blobs_found_by_scrub_are_healed_by_the_ordinary_rerun() {
+    heal_on_the_ordinary_rerun(Loss::FlippedBit, &["gc"]);
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -541,13 +839,10 @@ fn dedupe_refuses_two_keep_rules_and_changes_nothing() {
     assert_eq!(listing(&cli), before);
 }
 
-/// Writes `bytes` over `rel` in place (same inode), then dates it an hour
-/// back: old enough that a backup records it rather than treating it as
-/// racy.
+/// Writes `bytes` over `rel` in place (same inode), dated an hour back: old
+/// enough that a backup records it rather than treating it as racy.
 fn settled_file(cli: &Cli, rel: &str, bytes: &[u8]) -> PathBuf {
-    let p = cli.file(rel, bytes);
-    set_mtime(&p, std::time::SystemTime::now() - std::time::Duration::from_secs(3600));
-    p
+    cli.file(rel, bytes)
 }
 
 fn set_mtime(path: &PathBuf, t: std::time::SystemTime) {
@@ -560,7 +855,8 @@ fn set_mtime(path: &PathBuf, t: std::time::SystemTime) {
 }
 
 /// Replaces a file's bytes by others of the same size in place, keeping its
-/// inode and modification time: only reading it can tell.
+/// inode and modification time: only reading it, or its change time, can
+/// tell.
 fn tamper_keeping_stamp(path: &PathBuf, bytes: &[u8]) {
     let mtime = fs::metadata(path).unwrap().modified().unwrap();
     fs::write(path, bytes).unwrap();
@@ -580,13 +876,10 @@ fn assert_verify_ok(cli: &Cli) {
 #[test]
 fn rerun_of_an_unchanged_folder_trusts_every_file_unread() {
     let cli = Cli::new();
-    let a = settled_file(&cli, "a.jpg", &photo(1, 100_000));
+    settled_file(&cli, "a.jpg", &photo(1, 100_000));
     settled_file(&cli, "sub/b.jpg", &photo(2, 50_000));
     let (first, _) = cli.backup(&[cli.dir(), "--album", "Camera"]);
     let stats = cli.json(&["stats"]);
-    // Running as root, permissions cannot prove a file went unread; content
-    // swapped under an unchanged stamp can: a read would hash it and store it.
-    tamper_keeping_stamp(&a, &photo(9, 100_000));
 
     let (again, out) = cli.backup(&[cli.dir(), "--album", "Camera"]);
     assert!(out.status.success());
@@ -748,4 +1041,23 @@ fn a_new_file_in_an_unchanged_folder_is_stored() {
         [("a.jpg".into(), "skipped".into()), ("b.jpg".into(), "stored".into())]
     );
     assert_verify_ok(&cli);
+}
+
+#[test]
+fn the_photos_date_is_recorded_listed_and_restored() {
+    let cli = Cli::new();
+    let p = cli.file("IMG_1.JPG", &photo(3, 20_000));
+    let taken = std::time::UNIX_EPOCH + std::time::Duration::new(1_556_714_096, 789_000_001);
+    set_mtime(&p, taken);
+    let (lines, _) = cli.backup(&[cli.dir(), "--album", "A"]);
+    let id = id_of(&lines, "IMG_1.JPG");
+    let listed = cli.json(&["ls"]);
+    assert_eq!(listed[0]["modified"], "2019-05-01T12:34:56.789000001Z", "{listed}");
+    let human = cli.run(&["ls"]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("2019-05-01 12:34:56"));
+    let restored = cli.data.path().join("restored.jpg");
+    let out = cli.run(&["get", &id, "-o", restored.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(fs::metadata(&restored).unwrap().modified().unwrap(), taken);
+    assert_eq!(fs::read(&restored).unwrap(), photo(3, 20_000));
 }

@@ -581,6 +581,14 @@ mod parent {
             let seed = rng.below(CONTENTS);
             let path = source.join(&name);
             std::fs::write(&path, content(seed)).expect("source file");
+            // Dated back, so the backup reads it at once instead of waiting
+            // for a file so recently modified to settle.
+            let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(long_ago))
+                .expect("dating the source file");
             state.paths.insert(path.display().to_string(), items.len());
             items.push(Item { name, seed });
         }

@@ -141,20 +141,38 @@ impl Known {
     }
 }
 
-/// An upload before its album is resolved: album, name, content, mode.
-type ItemSpec = (Target, usize, usize, DedupMode);
+/// An upload before its album is resolved: album, name, content, mode,
+/// modification time (an index into [`TIMES`]).
+type ItemSpec = (Target, usize, usize, DedupMode, Option<usize>);
+
+/// Source modification times: one before 1970 (old cameras write those),
+/// one to the nanosecond.
+const TIMES: [(i64, u32); 2] = [(-86_400 * 400, 0), (1_700_000_000, 123_456_789)];
 
 fn item_spec() -> impl Strategy<Value = ItemSpec> {
     let mode = prop_oneof![Just(DedupMode::Hash), Just(DedupMode::NameAndHash)];
-    (target(), 0..NAMES.len(), 0..SIZES.len(), mode)
+    let time = proptest::option::of(0..TIMES.len());
+    (target(), 0..NAMES.len(), 0..SIZES.len(), mode, time)
 }
 
-fn item(known: &Known, (album, name, content, mode): &ItemSpec) -> Item {
+fn time(i: usize) -> std::time::SystemTime {
+    let (secs, nanos) = TIMES[i];
+    let epoch = std::time::UNIX_EPOCH;
+    let d = std::time::Duration::new(secs.unsigned_abs(), nanos);
+    if secs < 0 {
+        epoch - d
+    } else {
+        epoch + d
+    }
+}
+
+fn item(known: &Known, (album, name, content, mode, modified): &ItemSpec) -> Item {
     Item {
         album: known.album(album),
         name: NAMES[*name].to_string(),
         data: pool()[*content].clone(),
         mode: *mode,
+        modified: modified.map(time),
     }
 }
 
@@ -374,6 +392,7 @@ fn upload(user: &str, album: u64, content: usize) -> Op {
             name: NAMES[0].to_string(),
             data: pool()[content].clone(),
             mode: DedupMode::Hash,
+            modified: None,
         },
     }
 }
@@ -439,6 +458,7 @@ fn a_quota_refusal_in_a_batch_counts_the_batch_so_far_whoever_holds_the_content(
                 name: NAMES[2].to_string(),
                 data: pool()[content].clone(),
                 mode: DedupMode::Hash,
+                modified: None,
             })
             .to_vec(),
     };

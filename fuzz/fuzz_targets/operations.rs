@@ -99,6 +99,13 @@ impl Pick<'_, '_> {
             name: self.u.choose(&NAMES)?.to_string(),
             data: payload(self.u.choose_index(SIZES.len())?),
             mode: self.mode()?,
+            modified: if self.u.arbitrary()? {
+                let ns: i64 = self.u.arbitrary()?;
+                let d = std::time::Duration::from_nanos(ns.unsigned_abs());
+                Some(if ns < 0 { std::time::UNIX_EPOCH - d } else { std::time::UNIX_EPOCH + d })
+            } else {
+                None
+            },
         })
     }
     fn query(&mut self, user: String) -> Result<Query> {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -148,6 +148,15 @@ impl Drop for Pin<'_> {
 fn segment_name(id: u64) -> String {
     format!("{id:020}.seg")
 }
+
+/// The path of segment `id` of the store at `root`, for a reader that has
+/// no blob log (a read-only open checks that every segment is whole).
+pub(crate) fn segment_file(root: &Path, id: u64) -> PathBuf {
+    root.join(SEGMENTS_DIR).join(segment_name(id))
+}
+
+/// The store's directory of segment files.
+pub(crate) const SEGMENTS_DIR: &str = "segments";
 
 fn parse_segment_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".seg")?;
@@ -518,12 +527,20 @@ impl BlobLog {
         }
     }
 
-    /// Removes a segment file whose removal from the metadata has committed.
+    /// Removes a segment file whose removal from the metadata has committed;
+    /// a file already gone (a lost segment retired) is not an error.
     pub(crate) fn remove_segment(&self, id: u64) -> Result<()> {
         self.views.write().remove(&id);
         let path = self.path(id);
         self.fs
             .remove_file(&path)
+            .or_else(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
             .and_then(|()| self.fs.sync_dir(&self.dir))
             .map_err(|e| Fault::io(format!("removing {}", path.display()), e))
     }

@@ -9,4 +9,4 @@
 pub(crate) mod format;
 mod log;
 
-pub(crate) use log::{BlobLog, Location, Pin, RecordData, Recovery, Written};
+pub(crate) use log::{segment_file, BlobLog, Location, Pin, RecordData, Recovery, Written, SEGMENTS_DIR};

@@ -55,8 +55,18 @@ pub(crate) enum Mode {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Back up files and folders (recursively) into an album
+    ///
+    /// Only regular files are backed up. Symbolic links inside folders
+    /// (at any depth, even one swapped in while the backup runs), FIFOs,
+    /// sockets, devices and the store's own directory are not: each is
+    /// an "ignored" line with its reason, and counted. A file modified in
+    /// the last 2 s is read once it has held still for 2 s (10 s at most,
+    /// then it is an error line); a file written while read is read again
+    /// the same way, never stored torn. A named path that is missing or is
+    /// not a file or folder is an error; if no named path can be read,
+    /// nothing is created, not the album, not the store.
     Backup {
-        /// Files or folders; symbolic links inside folders are not followed
+        /// Files or folders (a named symbolic link is followed)
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// The album (created if missing)
@@ -65,7 +75,7 @@ pub(crate) enum Command {
         /// Duplicate rule
         #[arg(long, value_enum, default_value = "name-hash")]
         mode: Mode,
-        /// Read and hash every file, even those unchanged (same size, mtime, inode) since the last backup
+        /// Read and hash every file, even those unchanged (same device, inode, size, mtime, ctime) since the last backup
         #[arg(long)]
         rehash: bool,
     },
@@ -76,7 +86,7 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: AlbumAction,
     },
-    /// List live files, of one album or all
+    /// List live files, of one album or all, with the photo's modification time (UTC)
     Ls {
         /// Only this album
         #[arg(long)]
@@ -115,7 +125,7 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: Option<TrashAction>,
     },
-    /// Write a file's bytes to stdout or a path
+    /// Write a file's bytes to stdout or a path (a path gets the photo's recorded modification time)
     Get {
         #[arg(value_name = "FILE_ID")]
         file: u64,

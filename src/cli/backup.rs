@@ -3,20 +3,33 @@
 
 use std::collections::HashSet;
 use std::fs::{self, Metadata};
+use std::os::unix::fs::MetadataExt;
 use std::path::{self, Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use keepsake::{AlbumId, Content, DedupMode, ReadOnlyStore, Upload, UploadError, UploadReport, User};
 use serde::Serialize;
 
 use super::output::{bytes, Output};
+use super::walk::{Found, StoreDirs, Walk};
 use super::Failure;
 
 /// A batch is committed (one segment sync, one metadata sync) once it holds
 /// this many files or bytes; each file's line is printed after its batch.
 const BATCH_FILES: usize = 256;
 const BATCH_BYTES: u64 = 256 << 20;
+
+/// A file modified less than this long before the backup looks at it may
+/// still be being written (a camera import, a sync client): it is read only
+/// once its stamp has held still this long. (A writer that restores the
+/// modification time afterwards, "preserve file date", does so once it has
+/// finished writing.)
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// How long a backup waits, in all, for files still being written (or that
+/// changed while read) to settle, before it reports them as errors.
+const SETTLE_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default, Serialize)]
 pub(crate) struct Summary {
@@ -30,6 +43,8 @@ pub(crate) struct Summary {
     pub errors: u64,
     /// Of the errors, the uploads the quota refused.
     pub quota_refused: u64,
+    /// Entries not backed up: links, FIFOs, sockets, devices, the store.
+    pub ignored: u64,
 }
 
 impl Summary {
@@ -66,67 +81,119 @@ struct ErrorLine<'a> {
     error: String,
 }
 
-/// A regular file found by the walk.
-struct Found {
-    path: PathBuf,
-    meta: Metadata,
-}
-
-/// Collects regular files under `root`. A root that is a symbolic link is
-/// followed (the user named it); links inside folders are not. Entries are
-/// sorted, so a backup's order (and which of two duplicates is "first") is
-/// reproducible.
-fn walk(root: &Path, found: &mut Vec<Found>, errors: &mut Vec<(PathBuf, String)>) {
-    let meta = match fs::metadata(root) {
-        Ok(m) => m,
-        Err(e) => return errors.push((root.to_path_buf(), e.to_string())),
-    };
-    let mut stack = vec![(root.to_path_buf(), meta)];
-    while let Some((path, meta)) = stack.pop() {
-        if meta.is_file() {
-            found.push(Found { path, meta });
-        } else if meta.is_dir() {
-            let entries = match fs::read_dir(&path).and_then(|rd| rd.collect::<Result<Vec<_>, _>>()) {
-                Ok(e) => e,
-                Err(e) => {
-                    errors.push((path, e.to_string()));
-                    continue;
-                }
-            };
-            let mut children: Vec<_> = entries.into_iter().map(|e| e.path()).collect();
-            children.sort();
-            for child in children.into_iter().rev() {
-                match fs::symlink_metadata(&child) {
-                    Ok(m) if m.file_type().is_symlink() => {}
-                    Ok(m) => stack.push((child, m)),
-                    Err(e) => errors.push((child, e.to_string())),
-                }
-            }
-        }
-    }
+#[derive(Serialize)]
+struct IgnoredLine<'a> {
+    path: &'a str,
+    outcome: &'static str,
+    reason: &'static str,
 }
 
 /// What the walk of a backup's paths found.
 pub(crate) struct Scan {
     roots: Vec<PathBuf>,
-    start: SystemTime,
-    found: Vec<Found>,
-    errors: Vec<(PathBuf, String)>,
+    walk: Walk,
 }
 
-/// Walks `paths`.
-pub(crate) fn scan(paths: &[PathBuf]) -> Scan {
-    let start = SystemTime::now();
-    let mut found = Vec::new();
-    let mut errors = Vec::new();
+/// Walks `paths`, never into the store at `store_dir`.
+pub(crate) fn scan(paths: &[PathBuf], store_dir: &Path) -> Scan {
+    let store = StoreDirs::of(store_dir);
+    let mut walk = Walk::default();
     for p in paths {
-        walk(p, &mut found, &mut errors);
+        walk.add(p, &store);
     }
     Scan {
         roots: paths.to_vec(),
-        start,
-        found,
-        errors,
+        walk,
+    }
+}
+
+impl Scan {
+    /// Whether nothing named could be backed up, so that nothing (no album,
+    /// no store) is to be created.
+    pub(crate) fn nothing_readable(&self) -> bool {
+        !self.walk.readable
+    }
+}
+
+/// Whether two looks at a file saw the same file in the same version.
+fn same_version(a: &Metadata, b: &Metadata) -> bool {
+    let stamp = |m: &Metadata| {
+        (
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+    };
+    stamp(a) == stamp(b)
+}
+
+/// Whether `meta` says the file was modified less than [`SETTLE`] before
+/// `now` (or after it: a clock ahead is no proof of rest).
+fn recent(meta: &Metadata, now: SystemTime) -> bool {
+    meta.modified().map_or(true, |m| m + SETTLE > now)
+}
+
+/// The printing and counting of a backup's lines.
+struct Report<'a> {
+    out: &'a Output,
+    summary: Summary,
+    bar: ProgressBar,
+}
+
+impl<'a> Report<'a> {
+    fn new(out: &'a Output, bar: ProgressBar) -> Self {
+        Report {
+            out,
+            summary: Summary {
+                summary: true,
+                ..Default::default()
+            },
+            bar,
+        }
+    }
+
+    fn error(&mut self, path: &Path, error: String) {
+        self.summary.errors += 1;
+        let path = path.display().to_string();
+        let line = ErrorLine {
+            path: &path,
+            outcome: "error",
+            error: error.clone(),
+        };
+        let out = self.out;
+        self.bar.suspend(|| {
+            let _ = out.show(&line, String::new);
+            if !out.json {
+                eprintln!("keepsake: {path}: {error}");
+            }
+        });
+    }
+
+    /// The walk's findings that are not files to read.
+    fn walk(&mut self, walk: &Walk) {
+        for &(ref path, reason) in &walk.ignored {
+            self.summary.ignored += 1;
+            let path = path.display().to_string();
+            let line = IgnoredLine {
+                path: &path,
+                outcome: "ignored",
+                reason,
+            };
+            let _ = self
+                .out
+                .show(&line, || format!("{:<7} {:>8}  {path}: {reason}", "ignored", ""));
+        }
+        for (path, e) in &walk.errors {
+            self.error(path, e.clone());
+        }
+    }
+
+    fn file(&mut self, path: &Path, r: &UploadReport, unchanged: bool) {
+        print_file(&mut self.summary, path, r, unchanged, self.out, &self.bar);
     }
 }
 
@@ -144,12 +211,12 @@ pub(crate) fn run_unchanged(dir: &Path, user: &str, album: &str, scan: &Scan, ou
     let Some(album) = index.find_album(album)?.map(|a| a.id) else {
         return Ok(false);
     };
-    if !scan.errors.is_empty() {
+    if !scan.walk.errors.is_empty() {
         return Ok(false);
     }
     let mut seen = HashSet::new();
-    let mut reports = Vec::with_capacity(scan.found.len());
-    for f in &scan.found {
+    let mut reports = Vec::with_capacity(scan.walk.found.len());
+    for f in &scan.walk.found {
         let Ok(source) = path::absolute(&f.path) else {
             return Ok(false);
         };
@@ -167,16 +234,136 @@ pub(crate) fn run_unchanged(dir: &Path, user: &str, album: &str, scan: &Scan, ou
             return Ok(false);
         }
     }
-    let mut summary = Summary {
-        summary: true,
-        ..Default::default()
-    };
-    let bar = ProgressBar::hidden();
+    let mut report = Report::new(out, ProgressBar::hidden());
+    report.walk(&scan.walk);
     for (path, r) in reports {
-        print_file(&mut summary, path, &r, true, out, &bar);
+        report.file(path, &r, true);
     }
-    show_summary(&summary, out)?;
+    show_summary(&report.summary, out)?;
     Ok(true)
+}
+
+/// A backup in which nothing named could be read: its errors and notices,
+/// and a summary; nothing is created.
+pub(crate) fn run_nothing(scan: Scan, out: &Output) -> Result<Summary, Failure> {
+    let mut report = Report::new(out, ProgressBar::hidden());
+    report.walk(&scan.walk);
+    show_summary(&report.summary, out)?;
+    Ok(report.summary)
+}
+
+/// A backup's uploads: the files to read, in batches, and those waiting
+/// for their writer to finish.
+struct Uploads<'a> {
+    user: &'a User,
+    album: AlbumId,
+    mode: DedupMode,
+    report: Report<'a>,
+}
+
+impl Uploads<'_> {
+    /// Uploads `files` in durable batches. `settled` says that each was
+    /// seen [`SETTLE`] ago as it was (so a recent modification time is no
+    /// reason to wait again). A file replaced since it was seen is an error;
+    /// one written since, or too recently, or changed while read goes to
+    /// `waiting`, with what was seen of it now.
+    fn store(
+        &mut self,
+        files: Vec<(Found, PathBuf)>,
+        settled: bool,
+        waiting: &mut Vec<(Found, PathBuf)>,
+    ) -> Result<(), Failure> {
+        let mut files = files.into_iter().peekable();
+        while files.peek().is_some() {
+            let mut batch = Vec::new();
+            let mut batch_bytes = 0;
+            while let Some(f) = files.next_if(|_| batch.len() < BATCH_FILES && batch_bytes < BATCH_BYTES) {
+                batch_bytes += f.0.meta.len();
+                batch.push(f);
+            }
+            self.store_batch(batch, settled, waiting)?;
+        }
+        Ok(())
+    }
+
+    fn store_batch(
+        &mut self,
+        batch: Vec<(Found, PathBuf)>,
+        settled: bool,
+        waiting: &mut Vec<(Found, PathBuf)>,
+    ) -> Result<(), Failure> {
+        // Taken before the files are looked at again: a file modified
+        // within 2 s of it is not recorded for the re-scan.
+        let now = SystemTime::now();
+        let mut uploads = Vec::new();
+        let mut slots = Vec::new();
+        for (f, source) in batch {
+            let fresh = match fs::symlink_metadata(&f.path) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.report.error(&f.path, e.to_string());
+                    continue;
+                }
+            };
+            if !fresh.is_file() || (fresh.dev(), fresh.ino()) != (f.meta.dev(), f.meta.ino()) {
+                self.report.error(
+                    &f.path,
+                    "was replaced since the walk found it; nothing was stored".into(),
+                );
+                continue;
+            }
+            if !same_version(&fresh, &f.meta) || (!settled && recent(&fresh, now)) {
+                waiting.push((
+                    Found {
+                        path: f.path,
+                        meta: fresh,
+                    },
+                    source,
+                ));
+                continue;
+            }
+            match f.path.file_name().and_then(|n| n.to_str()) {
+                Some(name) => {
+                    let content = Content::Path(f.path.clone());
+                    let mut up = Upload::new(self.album, name, content, self.mode).expect_source(&fresh);
+                    if let Ok(t) = fresh.modified() {
+                        up = up.modified(t);
+                    }
+                    uploads.push(up);
+                    slots.push((
+                        Found {
+                            path: f.path,
+                            meta: fresh,
+                        },
+                        source,
+                    ));
+                }
+                None => self.report.error(&f.path, "file name is not valid UTF-8".into()),
+            }
+        }
+        let mut durable = Vec::new();
+        for ((f, source), result) in slots.into_iter().zip(self.user.upload_batch(uploads)) {
+            match result {
+                Ok(r) => {
+                    self.report.bar.inc(f.meta.len());
+                    self.report.file(&f.path, &r, false);
+                    durable.push((source, f.meta, r.file_id));
+                }
+                // Written while read: read again once it holds still.
+                Err(UploadError::ContentChanged(_)) => match fs::symlink_metadata(&f.path) {
+                    Ok(meta) => waiting.push((Found { path: f.path, meta }, source)),
+                    Err(e) => self.report.error(&f.path, e.to_string()),
+                },
+                Err(e) => {
+                    self.report.bar.inc(f.meta.len());
+                    self.report.summary.quota_refused += u64::from(matches!(e, UploadError::QuotaExceeded(_)));
+                    self.report.error(&f.path, e.to_string());
+                }
+            }
+        }
+        self.user.record_sources(self.album, &durable, now)?;
+        Ok(())
+    }
 }
 
 pub(crate) fn run(
@@ -187,36 +374,8 @@ pub(crate) fn run(
     rehash: bool,
     out: &Output,
 ) -> Result<Summary, Failure> {
-    let Scan {
-        roots: paths,
-        start: scan_start,
-        found,
-        errors: walk_errors,
-    } = scan;
-    let mut summary = Summary {
-        summary: true,
-        ..Default::default()
-    };
-    let report_error = |summary: &mut Summary, path: &Path, error: String| {
-        summary.errors += 1;
-        let path = path.display().to_string();
-        let line = ErrorLine {
-            path: &path,
-            outcome: "error",
-            error: error.clone(),
-        };
-        let _ = out.show(&line, String::new);
-        if !out.json {
-            eprintln!("keepsake: {path}: {error}");
-        }
-    };
-    // Only a walk that saw every entry may conclude that a file is gone.
-    let complete = walk_errors.is_empty();
-    let mut seen = HashSet::new();
-    for (path, e) in walk_errors {
-        report_error(&mut summary, &path, e);
-    }
-    let total: u64 = found.iter().map(|f| f.meta.len()).sum();
+    let Scan { roots, walk } = scan;
+    let total: u64 = walk.found.iter().map(|f| f.meta.len()).sum();
     let bar = if out.progress_allowed() {
         let bar = ProgressBar::new(total);
         bar.set_style(
@@ -227,77 +386,79 @@ pub(crate) fn run(
     } else {
         ProgressBar::hidden()
     };
-    let mut start = 0;
-    while start < found.len() {
-        let mut end = start;
-        let mut batch_bytes = 0;
-        while end < found.len() && end - start < BATCH_FILES && (end == start || batch_bytes < BATCH_BYTES) {
-            batch_bytes += found[end].meta.len();
-            end += 1;
-        }
-        let batch = &found[start..end];
-        let mut uploads = Vec::new();
-        let mut slots = Vec::new();
-        for f in batch {
-            let source = match path::absolute(&f.path) {
-                Ok(p) => p,
-                Err(e) => {
-                    report_error(&mut summary, &f.path, e.to_string());
-                    continue;
-                }
-            };
-            seen.insert(source.clone());
-            if !rehash {
-                if let Some(r) = user.unchanged_source(album, &source, &f.meta)? {
-                    bar.inc(f.meta.len());
-                    print_file(&mut summary, &f.path, &r, true, out, &bar);
-                    continue;
-                }
+    let mut report = Report::new(out, bar);
+    // Only a walk that saw every entry may conclude that a file is gone.
+    let complete = walk.errors.is_empty();
+    report.walk(&walk);
+    let mut seen = HashSet::new();
+    let mut to_read = Vec::new();
+    for f in walk.found {
+        let source = match path::absolute(&f.path) {
+            Ok(p) => p,
+            Err(e) => {
+                report.error(&f.path, e.to_string());
+                continue;
             }
-            match f.path.file_name().and_then(|n| n.to_str()) {
-                Some(name) => {
-                    uploads.push(Upload::new(album, name, Content::Path(f.path.clone()), mode));
-                    slots.push((f, source));
-                }
-                None => report_error(&mut summary, &f.path, "file name is not valid UTF-8".into()),
+        };
+        seen.insert(source.clone());
+        if !rehash {
+            if let Some(r) = user.unchanged_source(album, &source, &f.meta)? {
+                report.bar.inc(f.meta.len());
+                report.file(&f.path, &r, true);
+                continue;
             }
         }
-        let mut durable = Vec::new();
-        for ((f, source), result) in slots.into_iter().zip(user.upload_batch(uploads)) {
-            bar.inc(f.meta.len());
-            match result {
-                Ok(r) => {
-                    print_file(&mut summary, &f.path, &r, false, out, &bar);
-                    durable.push((source, f.meta.clone(), r.file_id));
-                }
-                Err(e) => {
-                    summary.quota_refused += u64::from(matches!(e, UploadError::QuotaExceeded(_)));
-                    bar.suspend(|| report_error(&mut summary, &f.path, e.to_string()));
-                }
-            }
-        }
-        user.record_sources(album, &durable, scan_start)?;
-        start = end;
+        to_read.push((f, source));
     }
-    bar.finish_and_clear();
+    let mut uploads = Uploads {
+        user,
+        album,
+        mode,
+        report,
+    };
+    let mut waiting = Vec::new();
+    uploads.store(to_read, false, &mut waiting)?;
+    let deadline = Instant::now() + SETTLE_WAIT;
+    while !waiting.is_empty() {
+        if Instant::now() + SETTLE > deadline {
+            for (f, _) in waiting.drain(..) {
+                uploads.report.bar.inc(f.meta.len());
+                uploads.report.error(
+                    &f.path,
+                    format!(
+                        "is still being written (it changed within {} s, for {} s); nothing was stored, back it up again once it is complete",
+                        SETTLE.as_secs(),
+                        SETTLE_WAIT.as_secs()
+                    ),
+                );
+            }
+            break;
+        }
+        std::thread::sleep(SETTLE);
+        let again = std::mem::take(&mut waiting);
+        uploads.store(again, true, &mut waiting)?;
+    }
+    let report = uploads.report;
+    report.bar.finish_and_clear();
     if complete {
-        for root in paths.iter().filter_map(|p| path::absolute(p).ok()) {
+        for root in roots.iter().filter_map(|p| path::absolute(p).ok()) {
             user.forget_sources(album, &root, &seen)?;
         }
     }
-    show_summary(&summary, out)?;
-    Ok(summary)
+    show_summary(&report.summary, out)?;
+    Ok(report.summary)
 }
 
 fn show_summary(summary: &Summary, out: &Output) -> Result<(), Failure> {
     out.show(summary, || {
         format!(
-            "{} files: {} stored, {} linked, {} skipped, {} errors; {} written, {} deduplicated",
+            "{} files: {} stored, {} linked, {} skipped, {} errors, {} ignored; {} written, {} deduplicated",
             summary.files,
             summary.stored,
             summary.linked,
             summary.skipped,
             summary.errors,
+            summary.ignored,
             bytes(summary.bytes_written),
             bytes(summary.bytes_deduplicated)
         )

@@ -4,6 +4,7 @@ mod args;
 mod backup;
 mod duplicates;
 mod output;
+mod walk;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -175,6 +176,14 @@ struct Listed {
     albums: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     trashed_ms: Option<u64>,
+    /// The source's modification time, RFC 3339 in UTC, to the nanosecond.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    modified: Option<String>,
+}
+
+/// `time` as RFC 3339 in UTC (`2024-05-01T10:00:00.5Z`).
+fn rfc3339(time: std::time::SystemTime) -> Option<String> {
+    jiff::Timestamp::try_from(time).ok().map(|t| t.to_string())
 }
 
 fn listed(files: Vec<FileInfo>, albums: &[AlbumInfo]) -> Vec<Listed> {
@@ -188,6 +197,7 @@ fn listed(files: Vec<FileInfo>, albums: &[AlbumInfo]) -> Vec<Listed> {
             albums: f.albums.iter().filter_map(|a| name_of(*a)).collect(),
             name: f.name,
             trashed_ms: f.trashed_ms,
+            modified: f.modified.and_then(rfc3339),
         })
         .collect()
 }
@@ -197,10 +207,13 @@ fn show_listing(out: &Output, files: &[Listed]) -> io::Result<()> {
         files
             .iter()
             .map(|f| {
+                // The date and time to the second, as a listing shows it.
+                let modified = f.modified.as_deref().map_or("", |m| m.get(..19).unwrap_or(m));
                 format!(
-                    "{:>8}  {:>10}  {}  [{}]\n",
+                    "{:>8}  {:>10}  {:<19}  {}  [{}]\n",
                     f.file_id,
                     bytes(f.size),
+                    modified.replace('T', " "),
                     f.name,
                     f.albums.join(", ")
                 )
@@ -264,7 +277,13 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
         paths, album, rehash, ..
     } = &cli.command
     {
-        let walked = backup::scan(paths);
+        let walked = backup::scan(paths, &dir);
+        // A mistake (a path that does not exist, `/dev/null`) creates no
+        // album and no store.
+        if walked.nothing_readable() {
+            let summary = backup::run_nothing(walked, out)?;
+            return summary.failure_status().map_or(Ok(()), |s| Err(Failure::Status(s)));
+        }
         if !rehash && backup::run_unchanged(&dir, user_name, album, &walked, out)? {
             return Ok(());
         }
@@ -601,7 +620,9 @@ fn repair(store: &Store, scrub: bool, out: &Output) -> Result<(), Failure> {
 /// under a guessed name included), synced, then renamed over `path` (which
 /// replaces a symlink at `path` rather than writing through it), and the
 /// directory synced.
-fn write_new_file(path: &Path, content: &mut impl io::Read) -> io::Result<()> {
+/// Writes `content` to a new file at `path`, dated `modified` if given,
+/// and renames it over `path` only once it is whole and synced.
+fn write_new_file(path: &Path, content: &mut impl io::Read, modified: Option<std::time::SystemTime>) -> io::Result<()> {
     use std::hash::{BuildHasher, Hasher};
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -614,7 +635,8 @@ fn write_new_file(path: &Path, content: &mut impl io::Read) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.{:016x}{:016x}.keepsake-partial", draw(), draw()));
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
     let written = io::copy(content, &mut file)
-        .and_then(|_| file.sync_all())
+        .and_then(|_| modified.map_or(Ok(()), |t| file.set_modified(t)))
+        .and_then(|()| file.sync_all())
         .and_then(|()| std::fs::rename(&tmp, path))
         .and_then(|()| std::fs::File::open(dir)?.sync_all());
     if written.is_err() {
@@ -630,7 +652,9 @@ fn get(user: &User, file: FileId, output: Option<&Path>) -> Result<(), Failure> 
             io::copy(&mut reader, &mut io::stdout().lock())?;
         }
         Some(path) => {
-            if let Err(e) = write_new_file(path, &mut reader) {
+            // The photo keeps its date: photo apps sort by it.
+            let modified = user.file(file)?.modified;
+            if let Err(e) = write_new_file(path, &mut reader, modified) {
                 return Err(Failure::Store {
                     message: format!("writing {}: {e}", path.display()),
                     status: 1,

@@ -9,11 +9,14 @@
 use crate::blob::format::RECORD_HEADER_LEN;
 use crate::blob::Location;
 use crate::hash::ContentHash;
+use crate::stamp::Stamp;
 
 /// The version of every record but one.
 const V1: u8 = 1;
 /// The version of [`UploadRecord`] since metadata format 2 (the staged file
-/// number added, the key holding a random id).
+/// number added, the key holding a random id), of [`SourceRecord`] since it
+/// keeps the whole [`Stamp`], and of a [`FileRecord`] with a modification
+/// time (version-1 source and file records still decode).
 const V2: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,9 +70,13 @@ impl<'a> Dec<'a> {
         Self::versioned(what, b, V1)
     }
     fn versioned(what: &'static str, b: &'a [u8], version: u8) -> Result<Self, DecodeError> {
+        Ok(Self::any(what, b, &[version])?.0)
+    }
+    /// A decoder of a record of any of `versions`, and its version.
+    fn any(what: &'static str, b: &'a [u8], versions: &[u8]) -> Result<(Self, u8), DecodeError> {
         let mut d = Dec { what, rest: b };
         match d.u8()? {
-            v if v == version => Ok(d),
+            v if versions.contains(&v) => Ok((d, v)),
             _ => Err(d.err("unknown record version")),
         }
     }
@@ -216,11 +223,17 @@ pub(crate) struct FileRecord {
     /// that restoring puts it back.
     pub albums: Vec<u64>,
     pub trashed_ms: Option<u64>,
+    /// The source's modification time, nanoseconds since the epoch (two's
+    /// complement), if the upload gave one. A record without one is written
+    /// as version 1, a record with one as version 2, so every record of
+    /// either version re-encodes to its own bytes.
+    pub modified_ns: Option<u64>,
 }
 
 impl Record for FileRecord {
     fn encode(&self) -> Vec<u8> {
-        let mut e = Enc::new()
+        let version = if self.modified_ns.is_some() { V2 } else { V1 };
+        let mut e = Enc::versioned(version)
             .bytes(self.name.as_bytes())
             .hash(&self.hash)
             .u64(self.size)
@@ -230,10 +243,13 @@ impl Record for FileRecord {
         for a in &self.albums {
             e = e.u64(*a);
         }
-        e.0
+        match self.modified_ns {
+            Some(t) => e.u64(t).0,
+            None => e.0,
+        }
     }
     fn decode(b: &[u8]) -> Result<Self, DecodeError> {
-        let mut d = Dec::new("file record", b)?;
+        let (mut d, version) = Dec::any("file record", b, &[V1, V2])?;
         let name = d.string()?;
         let hash = d.hash()?;
         let size = d.u64()?;
@@ -244,6 +260,10 @@ impl Record for FileRecord {
             return Err(d.err("album count exceeds the record"));
         }
         let albums = (0..n).map(|_| d.u64()).collect::<Result<_, _>>()?;
+        let modified_ns = match version {
+            V1 => None,
+            _ => Some(d.u64()?),
+        };
         d.finish(FileRecord {
             name,
             hash,
@@ -251,6 +271,7 @@ impl Record for FileRecord {
             created_ms,
             albums,
             trashed_ms,
+            modified_ns,
         })
     }
 }
@@ -517,32 +538,52 @@ impl UploadRecord {
 /// the file still shows the same stamp, it is trusted unread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SourceRecord {
-    pub size: u64,
-    /// Modification time in nanoseconds since the epoch (two's complement:
-    /// only ever compared for equality).
-    pub mtime_ns: u64,
-    pub inode: u64,
+    pub seen: Seen,
     pub file: u64,
+}
+
+/// A source record's view of its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// Version 1: size, modification time and inode, without the change
+    /// time. Kept only to be re-encoded as it was; never trusted, because
+    /// an edit that restores the modification time would not show (the
+    /// file is read again once, and its record rewritten).
+    Legacy([u64; 3]),
+    /// Version 2: the whole stamp.
+    Stamp(Stamp),
 }
 
 impl Record for SourceRecord {
     fn encode(&self) -> Vec<u8> {
-        Enc::new()
-            .u64(self.size)
-            .u64(self.mtime_ns)
-            .u64(self.inode)
-            .u64(self.file)
-            .0
+        match self.seen {
+            Seen::Legacy([size, mtime_ns, inode]) => Enc::new().u64(size).u64(mtime_ns).u64(inode).u64(self.file).0,
+            Seen::Stamp(s) => {
+                Enc::versioned(V2)
+                    .u64(s.size)
+                    .u64(s.mtime_ns)
+                    .u64(s.ino)
+                    .u64(self.file)
+                    .u64(s.dev)
+                    .u64(s.ctime_ns)
+                    .0
+            }
+        }
     }
     fn decode(b: &[u8]) -> Result<Self, DecodeError> {
-        let mut d = Dec::new("source record", b)?;
-        let r = SourceRecord {
-            size: d.u64()?,
-            mtime_ns: d.u64()?,
-            inode: d.u64()?,
-            file: d.u64()?,
+        let (mut d, version) = Dec::any("source record", b, &[V1, V2])?;
+        let (size, mtime_ns, ino, file) = (d.u64()?, d.u64()?, d.u64()?, d.u64()?);
+        let seen = match version {
+            V1 => Seen::Legacy([size, mtime_ns, ino]),
+            _ => Seen::Stamp(Stamp {
+                dev: d.u64()?,
+                ino,
+                size,
+                mtime_ns,
+                ctime_ns: d.u64()?,
+            }),
         };
-        d.finish(r)
+        d.finish(SourceRecord { seen, file })
     }
 }
 
@@ -603,6 +644,16 @@ mod tests {
             created_ms: 4,
             albums: vec![1, 9],
             trashed_ms: Some(5),
+            modified_ns: None,
+        });
+        round_trip(FileRecord {
+            name: "IMG.JPG".into(),
+            hash: ContentHash::of(b"a"),
+            size: 3,
+            created_ms: 4,
+            albums: vec![],
+            trashed_ms: None,
+            modified_ns: Some((-7i64) as u64),
         });
         round_trip(BlobRecord {
             size: 2,
@@ -670,9 +721,17 @@ mod tests {
             file: 1,
         });
         round_trip(SourceRecord {
-            size: 7,
-            mtime_ns: (-5i64) as u64,
-            inode: 9,
+            seen: Seen::Legacy([7, (-5i64) as u64, 9]),
+            file: 3,
+        });
+        round_trip(SourceRecord {
+            seen: Seen::Stamp(Stamp {
+                dev: 2,
+                ino: 9,
+                size: 7,
+                mtime_ns: (-5i64) as u64,
+                ctime_ns: 11,
+            }),
             file: 3,
         });
         round_trip(42u64);

@@ -12,6 +12,10 @@
 //! a heal (or anything else that moved the blob) is never taken for damage
 //! of the new copy.
 //!
+//! A segment file found missing or short when the store opens marks every
+//! blob it should hold in the same way, so the ordinary re-run of a backup
+//! heals what a lost file took.
+//!
 //! [`User::check`]: crate::User::check
 //! [`User::link`]: crate::User::link
 
@@ -45,6 +49,48 @@ impl Inner {
             }
             Ok(())
         });
+    }
+}
+
+impl Inner {
+    /// Marks damaged every blob whose copy lies, wholly or in part, past
+    /// the end of a segment file that recovery found missing or short, in
+    /// one commit at open. From then on the store asks for that content
+    /// ([`User::check`] answers `Upload`, a re-scan does not trust the file
+    /// it came from), and the next upload of it heals it. Returns how many
+    /// blobs were newly marked.
+    pub(crate) fn note_lost_copies(&self) -> Result<u64> {
+        let lost: Vec<(u64, u64)> = self
+            .recovery
+            .damaged_segments
+            .iter()
+            .map(|&id| (id, self.blobs.file_len(id).unwrap_or(0)))
+            .collect();
+        if lost.is_empty() {
+            return Ok(0);
+        }
+        let mut marked = Vec::new();
+        self.meta.scan(Cf::Blobs, &[], |k, v| {
+            let blob: BlobRecord = crate::meta::decode(v)?;
+            if let Place::Segment(loc) = blob.place {
+                if lost.iter().any(|&(id, len)| id == loc.segment && loc.end() > len) {
+                    marked.push((k.to_vec(), loc));
+                }
+            }
+            Ok(std::ops::ControlFlow::Continue(()))
+        })?;
+        let detected_ms = self.now_ms();
+        self.commit(move |txn| {
+            let mut n = 0;
+            for (key, loc) in marked {
+                if !txn.exists(Cf::Damaged, &key)? {
+                    let at = Some(loc);
+                    txn.put(Cf::Damaged, key, &DamageRecord { at, detected_ms });
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
     }
 }
 

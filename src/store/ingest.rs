@@ -29,10 +29,9 @@
 //! reference; its written copy is garbage that compaction reclaims.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::Metadata;
 use std::io::{self, Read};
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 
@@ -42,6 +41,7 @@ use super::ledger::{cover, ensure_user, holds};
 use super::pipeline::{ordered_map, BufferPool};
 use super::reservation::Hold;
 use super::rules::{apply, Applied, NewCopy, Pending};
+use super::source_file;
 use super::{staging, Content, DedupMode, Inner, Upload, UploadReport, User};
 use crate::blob::{Pin, RecordData, Written};
 use crate::error::{Fault, HashMismatch, Result, UploadError};
@@ -51,6 +51,7 @@ use crate::ids::AlbumId;
 use crate::meta::txn::Txn;
 use crate::meta::Cf;
 use crate::names::check_file_name;
+use crate::stamp::Stamp;
 
 /// Streams at most this large are held in memory instead of staged on disk.
 const IN_MEMORY_STREAM: usize = 16 << 20;
@@ -67,13 +68,6 @@ const READ_WHOLE: usize = 16 << 20;
 /// the pipeline to `(READ_AHEAD + 1) x 16 MiB`: those being read or
 /// waiting, and the one being written.
 const READ_AHEAD: NonZeroUsize = NonZeroUsize::new(4).expect("not zero");
-
-/// Whether a file read whole was left alone while it was read: `read`
-/// bytes came out, as many as its size said, and its size and modification
-/// time are what they were before the read. A write moves one of them.
-fn undisturbed(before: &Metadata, after: &Metadata, read: usize) -> bool {
-    read as u64 == before.len() && after.len() == before.len() && after.modified().ok() == before.modified().ok()
-}
 
 enum Source {
     Memory(Bytes),
@@ -115,34 +109,6 @@ impl Read for StagedReader<'_> {
     }
 }
 
-/// Opens a source file to read it, and its metadata: never through a
-/// symbolic link (`O_NOFOLLOW`, so not even one swapped in after a walk saw
-/// a file), never blocking (`O_NONBLOCK`: a FIFO or a device swapped in
-/// does not hang the upload), and only if the open descriptor is a regular
-/// file (`fstat` on it, not on the path).
-///
-/// # Errors
-///
-/// [`Fault::NotAFile`] for a symbolic link, FIFO, socket or device;
-/// [`Fault::Io`] if opening or `fstat` fails otherwise.
-fn open_source(path: &Path, what: &str) -> Result<(std::fs::File, Metadata)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let not_a_file = || Fault::NotAFile(what.to_string());
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => not_a_file(),
-            _ => Fault::io(format!("opening {what}"), e),
-        })?;
-    let meta = f.metadata().map_err(|e| Fault::io(format!("reading {what}"), e))?;
-    if !meta.is_file() {
-        return Err(not_a_file());
-    }
-    Ok((f, meta))
-}
-
 /// Hashes the first `len` bytes of a staged file.
 pub(crate) fn hash_staged(file: &dyn FsFile, len: u64) -> io::Result<ContentHash> {
     let (hash, _) = crate::hash::hash_reader(&mut StagedReader { file, at: 0, len })?;
@@ -150,7 +116,7 @@ pub(crate) fn hash_staged(file: &dyn FsFile, len: u64) -> io::Result<ContentHash
 }
 
 impl Inner {
-    fn prepare(&self, content: Content, name: &str, buffers: &BufferPool) -> Result<Prepared> {
+    fn prepare(&self, content: Content, name: &str, seen: Option<Stamp>, buffers: &BufferPool) -> Result<Prepared> {
         match content {
             Content::Bytes(b) => Ok(Prepared {
                 hash: ContentHash::of(&b),
@@ -161,7 +127,7 @@ impl Inner {
             Content::Path(p) => {
                 let what = p.display().to_string();
                 let read = |e| Fault::io(format!("reading {what}"), e);
-                let (mut f, before) = open_source(&p, &what)?;
+                let (mut f, before) = source_file::open(&p, &what, seen)?;
                 if before.len() <= READ_WHOLE as u64 {
                     // Read once, so what is stored is what was hashed; but a
                     // file being written meanwhile would be stored torn. A
@@ -171,7 +137,7 @@ impl Inner {
                     let mut data = buffers.take(before.len() as usize + 1);
                     let got = (&mut f).take(before.len() + 1).read_to_end(&mut data);
                     let checked = match (got, f.metadata()) {
-                        (Ok(_), Ok(after)) if undisturbed(&before, &after, data.len()) => {
+                        (Ok(_), Ok(after)) if source_file::undisturbed(&before, &after, data.len()) => {
                             Ok(ContentHash::of_on_this_thread(&data))
                         }
                         (Ok(_), Ok(_)) => Err(Fault::ContentChanged(what.clone())),
@@ -203,7 +169,7 @@ impl Inner {
                 let n = read_full(&mut r, &mut head).map_err(|e| Fault::io(format!("reading {name}"), e))?;
                 if n <= IN_MEMORY_STREAM {
                     head.truncate(n);
-                    return self.prepare(Content::Bytes(head.into()), name, buffers);
+                    return self.prepare(Content::Bytes(head.into()), name, None, buffers);
                 }
                 self.stage(&head, &mut r, name)
             }
@@ -331,7 +297,7 @@ impl Inner {
             Source::Read { data, .. } if inline => return Ok((NewCopy::Inline(data.clone()), None)),
             Source::Memory(b) => return self.append_verified(p, b),
             Source::Read { data, .. } => return self.append_verified(p, data),
-            Source::File(path) => Box::new(open_source(path, &p.what)?.0),
+            Source::File(path) => Box::new(source_file::open(path, &p.what, None)?.0),
             Source::Staged(_, f) | Source::Session(f) => Box::new(StagedReader {
                 file: &**f,
                 at: 0,
@@ -374,8 +340,8 @@ impl User {
     /// - [`UploadError::NotAFile`] if a [`Content::Path`] is a symbolic link (never
     ///   followed), a FIFO, a socket or a device.
     /// - [`UploadError::ContentChanged`] if a [`Content::Path`] file changed while it
-    ///   was read: its size or modification time moved, or its bytes differ between
-    ///   the hashing pass and the writing pass.
+    ///   was read: its size, modification or change time moved, or its bytes differ
+    ///   between the hashing pass and the writing pass.
     /// - [`UploadError::Storage`] if reading the content fails
     ///   ([`StorageError::Io`](crate::StorageError::Io)), the disk or the metadata
     ///   database fails, the store refuses writes after a failed sync
@@ -417,8 +383,9 @@ impl User {
     /// - [`UploadError::NotAFile`] if a [`Content::Path`] is a symbolic link (never
     ///   followed), a FIFO, a socket or a device.
     /// - [`UploadError::ContentChanged`] if a [`Content::Path`] file changed while it
-    ///   was read: its size or modification time moved, or its bytes differ between
-    ///   the hashing pass and the writing pass.
+    ///   was read: its size, modification or change time moved, or its bytes differ
+    ///   between the hashing pass and the writing pass; or it is not the file
+    ///   [`Upload::expect_source`] describes.
     /// - [`UploadError::Storage`] if reading the content fails
     ///   ([`StorageError::Io`](crate::StorageError::Io)), the disk or the metadata
     ///   database fails, the store refuses writes after a failed sync
@@ -481,7 +448,7 @@ impl Inner {
         check_file_name(&up.name)?;
         self.health.check()?;
         let content = std::mem::replace(&mut up.content, Content::Bytes(Bytes::new()));
-        let p = self.prepare(content, &up.name, buffers)?;
+        let p = self.prepare(content, &up.name, up.seen, buffers)?;
         match up.expected {
             Some(expected) if expected != p.hash => {
                 self.discard([&p]);
@@ -627,6 +594,7 @@ impl Inner {
                         hash: p.hash,
                         size: p.size,
                         copy,
+                        modified_ns: up.modified.map(crate::clock::to_ns),
                     });
                     None
                 }
@@ -777,31 +745,11 @@ mod tests {
     fn hashed_path(inner: &Inner, file: &Path) -> Prepared {
         let buffers = BufferPool::default();
         let mut prepared = inner
-            .prepare(Content::Path(file.to_path_buf()), "IMG.JPG", &buffers)
+            .prepare(Content::Path(file.to_path_buf()), "IMG.JPG", None, &buffers)
             .unwrap();
         Inner::release(&mut prepared, &buffers);
         assert!(matches!(prepared.source, Source::File(_)));
         prepared
-    }
-
-    #[test]
-    fn a_file_read_whole_counts_as_disturbed_if_its_size_time_or_length_read_moved() {
-        let (_dir, _store, file) = setup();
-        let before = std::fs::metadata(&file).unwrap();
-        let len = before.len() as usize;
-        assert!(undisturbed(&before, &std::fs::metadata(&file).unwrap(), len));
-        // Fewer or more bytes than the size said: written meanwhile.
-        assert!(!undisturbed(&before, &before, len - 1));
-        assert!(!undisturbed(&before, &before, len + 1));
-        // A write that keeps the size moves the modification time.
-        let f = std::fs::File::options().write(true).open(&file).unwrap();
-        f.set_modified(before.modified().unwrap() + std::time::Duration::from_secs(1))
-            .unwrap();
-        assert!(!undisturbed(&before, &std::fs::metadata(&file).unwrap(), len));
-        // An append moves the size, whatever the time says.
-        f.set_len(before.len() + 1).unwrap();
-        f.set_modified(before.modified().unwrap()).unwrap();
-        assert!(!undisturbed(&before, &std::fs::metadata(&file).unwrap(), len));
     }
 
     /// A file edited between the hashing pass and the writing pass is

@@ -53,6 +53,10 @@ pub struct FileInfo {
     pub albums: Vec<AlbumId>,
     /// When it was moved to the trash, if it is there.
     pub trashed_ms: Option<u64>,
+    /// The source's modification time, to the nanosecond, if its upload
+    /// gave one ([`Upload::modified`](crate::Upload::modified); the CLI's
+    /// backup takes each file's mtime): what photo apps sort by.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 impl FileInfo {
@@ -65,6 +69,7 @@ impl FileInfo {
             created_ms: f.created_ms,
             albums: f.albums.into_iter().map(AlbumId).collect(),
             trashed_ms: f.trashed_ms,
+            modified: f.modified_ns.map(crate::clock::from_ns),
         }
     }
 }

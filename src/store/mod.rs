@@ -39,6 +39,7 @@ mod read_only;
 mod reservation;
 mod rules;
 mod session;
+mod source_file;
 mod sources;
 pub(crate) mod staging;
 mod trash;
@@ -320,7 +321,7 @@ impl Store {
         let health = Arc::new(Health::default());
         let (blobs, mut recovery) = BlobLog::open(
             options.fs.clone(),
-            root.join("segments"),
+            root.join(crate::blob::SEGMENTS_DIR),
             &committed,
             options.segment_size,
             health.clone(),
@@ -332,7 +333,7 @@ impl Store {
         let staged = staging::recover(&*options.fs, &root, &meta)?;
         let staging_limit = options.max_staged_bytes;
         recovery.notes.extend(staged.notes);
-        Ok(Store {
+        let mut store = Store {
             inner: Arc::new(Inner {
                 root,
                 meta,
@@ -346,7 +347,19 @@ impl Store {
                 holds: Default::default(),
                 _lock: lock,
             }),
-        })
+        };
+        let marked = store.inner.note_lost_copies().map_err(|e| match e {
+            Fault::Io { context, source } => OpenError::Io { context, source },
+            other => OpenError::Corrupt(other.to_string()),
+        })?;
+        if marked > 0 {
+            // Notes are read-only once the store is shared; it is not yet.
+            let inner = Arc::get_mut(&mut store.inner).expect("not yet shared");
+            inner.recovery.notes.push(format!(
+                "{marked} blobs of missing or short segments marked damaged: the next upload of their content heals them (`verify --scrub` names the files)"
+            ));
+        }
+        Ok(store)
     }
 
     /// Whether `dir` holds a store (without opening or creating it).

@@ -19,10 +19,12 @@ use super::maintenance::stats;
 use super::quota::usage;
 use super::sources::{stale, unchanged};
 use super::{lock, AlbumInfo, Stats, Store, UploadReport, Usage};
+use crate::blob::segment_file;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{LibraryError, NameError, OpenError, Result, StorageError};
 use crate::ids::AlbumId;
-use crate::meta::Meta;
+use crate::meta::records::SegmentRecord;
+use crate::meta::{decode, keys, Cf, Meta};
 use crate::names::{check_album_name, check_user_name};
 
 /// A store opened for reading only. It holds the store's lock, as a
@@ -53,6 +55,10 @@ use crate::names::{check_album_name, check_user_name};
 pub struct ReadOnlyStore {
     root: PathBuf,
     meta: Meta,
+    /// Whether every segment file is there, as long as its record says. If
+    /// one is not, no source is trusted from here: the write open that
+    /// follows marks the copies it lost damaged, and the backup heals them.
+    segments_whole: bool,
     _lock: File,
 }
 
@@ -69,6 +75,7 @@ impl std::fmt::Debug for ReadOnlyStore {
 pub struct ReadOnlyUser<'s> {
     meta: &'s Meta,
     name: String,
+    segments_whole: bool,
 }
 
 impl std::fmt::Debug for ReadOnlyUser<'_> {
@@ -102,9 +109,20 @@ impl ReadOnlyStore {
         }
         let lock = lock(root)?;
         let meta = Meta::open_read_only(&root.join("meta"))?;
+        let mut segments_whole = true;
+        for (k, v) in meta
+            .scan_all(Cf::Segments, &[])
+            .map_err(|e| OpenError::Corrupt(e.to_string()))?
+        {
+            let id = keys::u64_at(&k, 0).ok_or_else(|| OpenError::Corrupt("bad segment key".into()))?;
+            let rec: SegmentRecord = decode(&v).map_err(|e| OpenError::Corrupt(e.to_string()))?;
+            let len = std::fs::metadata(segment_file(root, id)).map_or(0, |m| m.len());
+            segments_whole &= len >= rec.committed_len;
+        }
         Ok(Some(ReadOnlyStore {
             root: root.to_path_buf(),
             meta,
+            segments_whole,
             _lock: lock,
         }))
     }
@@ -125,6 +143,7 @@ impl ReadOnlyStore {
         Ok(ReadOnlyUser {
             meta: &self.meta,
             name: name.to_string(),
+            segments_whole: self.segments_whole,
         })
     }
 
@@ -185,7 +204,8 @@ impl ReadOnlyUser<'_> {
     }
 
     /// What [`User::unchanged_source`](crate::User::unchanged_source)
-    /// answers.
+    /// answers; `None` for every file while a segment file is missing or
+    /// shorter than its record (only a write open marks what it lost).
     ///
     /// # Errors
     ///
@@ -197,6 +217,9 @@ impl ReadOnlyUser<'_> {
         path: &Path,
         meta: &Metadata,
     ) -> Result<Option<UploadReport>, LibraryError> {
+        if !self.segments_whole {
+            return Ok(None);
+        }
         Ok(unchanged(self.meta, &self.name, album, path, meta)?)
     }
 

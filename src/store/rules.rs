@@ -57,6 +57,8 @@ pub(crate) struct Pending {
     pub(crate) hash: ContentHash,
     pub(crate) size: u64,
     pub(crate) copy: Option<NewCopy>,
+    /// The source's modification time ([`crate::clock::to_ns`]).
+    pub(crate) modified_ns: Option<u64>,
 }
 
 /// How the commit step ended for one upload.
@@ -313,6 +315,7 @@ fn store_new(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Result<Optio
         created_ms: now,
         albums: Vec::new(),
         trashed_ms: None,
+        modified_ns: p.modified_ns,
     };
     reference_new_file(txn, uid, &mut user, &file, now)?;
     add_member(txn, uid, p.album, fid, &mut file)?;

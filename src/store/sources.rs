@@ -1,5 +1,6 @@
 //! Source records for incremental backups: what a backup saw of each file on
-//! disk (size, modification time, inode) and the file it became, so that a
+//! disk (its [`Stamp`]: device, inode, size, modification and change time)
+//! and the file it became, so that a
 //! re-run trusts an unchanged file without reading it, as restic does with its
 //! parent snapshot.
 //!
@@ -11,31 +12,22 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::ledger::user_id;
 use super::{FileInfo, Outcome, UploadReport, User};
 use crate::error::{LibraryError, Result};
+use crate::hash::ContentHash;
 use crate::ids::{AlbumId, FileId};
-use crate::meta::records::{FileRecord, SourceRecord};
+use crate::meta::records::{BlobRecord, DamageRecord, FileRecord, Seen, SourceRecord};
 use crate::meta::{keys, Cf, Meta};
+use crate::stamp::Stamp;
 
 /// A file modified less than this long before the scan started is not
 /// recorded: a later edit within the same timestamp tick would leave its
 /// stamp unchanged (the "racy" case git and restic guard against).
 const RACY: Duration = Duration::from_secs(2);
-
-fn record(meta: &Metadata, file: u64) -> SourceRecord {
-    let mtime_ns = meta.mtime().wrapping_mul(1_000_000_000).wrapping_add(meta.mtime_nsec());
-    SourceRecord {
-        size: meta.size(),
-        mtime_ns: mtime_ns as u64,
-        inode: meta.ino(),
-        file,
-    }
-}
 
 fn key(uid: u64, album: AlbumId, path: &Path) -> Vec<u8> {
     keys::source(uid, album.0, path.as_os_str().as_bytes())
@@ -55,21 +47,42 @@ pub(crate) fn unchanged(
     let Some(rec) = meta.get::<SourceRecord>(Cf::Sources, &key(uid, album, path))? else {
         return Ok(None);
     };
-    if rec != record(seen, rec.file) {
+    if rec.seen != Seen::Stamp(Stamp::of(seen)) {
         return Ok(None);
     }
-    Ok(meta
+    let Some(file) = meta
         .get::<FileRecord>(Cf::Files, &keys::file(uid, rec.file))?
         .map(|f| FileInfo::new(rec.file, f))
         .filter(|f| f.trashed_ms.is_none() && f.albums.contains(&album))
-        .map(|f| UploadReport {
-            file_id: FileId(rec.file),
-            outcome: Outcome::Skipped,
-            hash: f.hash,
-            size: f.size,
-            bytes_written: 0,
-            charged_bytes: 0,
-        }))
+    else {
+        return Ok(None);
+    };
+    if !intact(meta, &file.hash)? {
+        return Ok(None);
+    }
+    Ok(Some(UploadReport {
+        file_id: FileId(rec.file),
+        outcome: Outcome::Skipped,
+        hash: file.hash,
+        size: file.size,
+        bytes_written: 0,
+        charged_bytes: 0,
+    }))
+}
+
+/// Whether the store holds content `hash` whole as far as it knows without
+/// reading it: its blob has a record, and no damage is known of the copy the
+/// record names (a read or a scrub that failed its hash, or a segment file
+/// found missing or short at open). A file whose content is not whole is
+/// read again, so that the ordinary re-run of a backup heals it, as
+/// restic's backup re-reads files whose stored data is missing.
+fn intact(meta: &Meta, hash: &ContentHash) -> Result<bool> {
+    let key = hash.as_bytes();
+    let Some(blob) = meta.get::<BlobRecord>(Cf::Blobs, key)? else {
+        return Ok(false);
+    };
+    let damage = meta.get::<DamageRecord>(Cf::Damaged, key)?;
+    Ok(!damage.is_some_and(|d| d.is_about(&blob.place)))
 }
 
 /// The keys of the records of `album` for files under `root` (or `root`
@@ -98,9 +111,14 @@ pub(crate) fn stale(
 impl User {
     /// The file a previous backup stored from `path` into `album`, reported
     /// as [`Outcome::Skipped`], if [`record_sources`](Self::record_sources)
-    /// recorded it with the size, modification time and inode `meta` shows
-    /// and that file is still live in the album. `None` means "read and
-    /// upload it". `path` should be absolute: records are keyed by it.
+    /// recorded it with the device, inode, size, modification time and change
+    /// time `meta` shows and that file is still live in the album. `None`
+    /// means "read and upload it"; so does content the store does not hold
+    /// whole (its blob damaged, or in a segment found missing or short), so
+    /// that the ordinary re-run heals it. `path` should be absolute: records
+    /// are keyed by it. The change time is what catches an edit that kept the
+    /// modification time (restic and git compare it too); a record written
+    /// before change times were kept is never trusted.
     ///
     /// # Errors
     ///
@@ -158,7 +176,13 @@ impl User {
             .iter()
             .map(|(path, meta, file)| {
                 let settled = meta.modified().is_ok_and(|m| m + RACY <= scan_start);
-                (path.clone(), settled.then(|| record(meta, file.0)))
+                (
+                    path.clone(),
+                    settled.then(|| SourceRecord {
+                        seen: Seen::Stamp(Stamp::of(meta)),
+                        file: file.0,
+                    }),
+                )
             })
             .collect();
         Ok(self.commit_creating(move |txn, uid| {

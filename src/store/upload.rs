@@ -7,8 +7,10 @@
 //! themselves.
 
 use std::fmt;
+use std::fs::Metadata;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 
@@ -16,6 +18,7 @@ use bytes::Bytes;
 use super::User;
 use crate::hash::ContentHash;
 use crate::ids::{AlbumId, FileId};
+use crate::stamp::Stamp;
 
 /// Which files count as duplicates of an upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -184,6 +187,8 @@ pub struct Upload {
     pub(crate) content: Content,
     pub(crate) mode: DedupMode,
     pub(crate) expected: Option<ContentHash>,
+    pub(crate) seen: Option<Stamp>,
+    pub(crate) modified: Option<SystemTime>,
 }
 
 impl Upload {
@@ -195,6 +200,8 @@ impl Upload {
             content,
             mode,
             expected: None,
+            seen: None,
+            modified: None,
         }
     }
 
@@ -204,6 +211,31 @@ impl Upload {
     /// exactly what it declared or nothing.
     pub fn expect_hash(mut self, hash: ContentHash) -> Self {
         self.expected = Some(hash);
+        self
+    }
+
+    /// Refuses a [`Content::Path`] upload with
+    /// [`UploadError::ContentChanged`](crate::UploadError::ContentChanged)
+    /// unless the file it opens is the one `seen` describes (the metadata a
+    /// directory walk took with `symlink_metadata`): the same device and
+    /// inode, so not another file moved or linked into its place, and the
+    /// same size, modification time and change time, so not a version
+    /// written since. A backup that decided to read a file from what it saw
+    /// reads that file or nothing. Other contents ignore it.
+    pub fn expect_source(mut self, seen: &Metadata) -> Self {
+        self.seen = Some(Stamp::of(seen));
+        self
+    }
+
+    /// Records `time` as the photo's modification time (the source file's
+    /// mtime: what photo apps sort by, and what a restore sets again) with
+    /// the file this upload stores, to the nanosecond. An upload that finds
+    /// a duplicate changes nothing, so the time of the file already there
+    /// stays. Without it the file has no such time
+    /// ([`FileInfo::modified`](crate::FileInfo::modified) is `None`); a
+    /// [`Content::Path`] does not imply its file's time.
+    pub fn modified(mut self, time: SystemTime) -> Self {
+        self.modified = Some(time);
         self
     }
 }

@@ -94,6 +94,24 @@ pub struct Item {
     pub data: Payload,
     /// Which files count as duplicates.
     pub mode: DedupMode,
+    /// The source's modification time, if the upload gives one.
+    pub modified: Option<std::time::SystemTime>,
+}
+
+impl Item {
+    /// The upload of this item.
+    fn upload(&self) -> Upload {
+        let up = Upload::new(
+            self.album,
+            self.name.clone(),
+            Content::Bytes(self.data.0.clone()),
+            self.mode,
+        );
+        match self.modified {
+            Some(t) => up.modified(t),
+            None => up,
+        }
+    }
 }
 
 /// An upload announced by its hash alone, as [`Op::Check`] and [`Op::Link`]
@@ -356,6 +374,7 @@ struct FileModel {
     /// was in (some may be gone since).
     albums: Vec<u64>,
     trashed_ms: Option<u64>,
+    modified: Option<std::time::SystemTime>,
 }
 
 impl FileModel {
@@ -372,6 +391,7 @@ impl FileModel {
             created_ms: self.created_ms,
             albums: self.albums.iter().copied().map(AlbumId).collect(),
             trashed_ms: self.trashed_ms,
+            modified: self.modified,
         }
     }
 }
@@ -721,6 +741,7 @@ impl Model {
             created_ms: now,
             albums: vec![item.album.0],
             trashed_ms: None,
+            modified: item.modified,
         };
         u.files.insert(id, file);
         match self.blobs.get_mut(&hash) {
@@ -1029,18 +1050,15 @@ impl Harness {
     /// Runs `op` against the store.
     pub fn run(&mut self, op: &Op) -> Answer {
         let s = self.store();
-        let content = |item: &Item| Content::Bytes(item.data.0.clone());
         Ok(match op {
             Op::EnsureAlbum { user, name } => Reply::Album(s.user(user)?.ensure_album(name)?),
             Op::CreateAlbum { user, name } => Reply::Album(s.user(user)?.create_album(name)?),
             Op::Upload { user, item } => {
-                Reply::Upload(s.user(user)?.upload(item.album, &item.name, content(item), item.mode)?)
+                let mut results = s.user(user)?.upload_batch(vec![item.upload()]);
+                Reply::Upload(results.pop().expect("one result per upload")?)
             }
             Op::UploadBatch { user, items } => {
-                let uploads = items
-                    .iter()
-                    .map(|i| Upload::new(i.album, i.name.clone(), content(i), i.mode))
-                    .collect();
+                let uploads = items.iter().map(Item::upload).collect();
                 let results = s.user(user)?.upload_batch(uploads);
                 Reply::Uploads(results.into_iter().map(|r| r.map_err(Refusal::from)).collect())
             }

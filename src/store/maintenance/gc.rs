@@ -178,7 +178,12 @@ impl Inner {
             let seg: SegmentRecord = decode(&v)?;
             // A sealed segment takes no new records, so once it is unpinned
             // every record written to it has been committed or abandoned.
-            if id >= frontier || self.recovery.damaged_segments.contains(&id) || self.blobs.is_pinned(id) {
+            // A damaged segment is never compacted (what is readable in it
+            // stays where verify and repair can find it), but once no blob
+            // is left in it (each healed by a re-upload, or collected), it
+            // is retired.
+            let damaged = self.recovery.damaged_segments.contains(&id);
+            if id >= frontier || (damaged && seg.live_bytes > 0) || self.blobs.is_pinned(id) {
                 continue;
             }
             let payload = seg.committed_len.saturating_sub(SEGMENT_HEADER_LEN as u64);
@@ -186,7 +191,10 @@ impl Inner {
             let worth_it = seg.live_bytes == 0 || (payload > 0 && garbage as f64 / payload as f64 >= threshold);
             if worth_it && self.compact(id, seg)? {
                 report.segments_compacted += 1;
-                report.bytes_reclaimed += seg.committed_len.saturating_sub(seg.live_bytes);
+                // A lost segment's bytes were gone already.
+                if !damaged {
+                    report.bytes_reclaimed += seg.committed_len.saturating_sub(seg.live_bytes);
+                }
             }
         }
         Ok(())

@@ -460,7 +460,14 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
                 Some(fixed.encode()),
             );
         }
-        match inner.blobs.file_len(*id) {
+        let len = inner.blobs.file_len(*id);
+        match len {
+            // Lost, but no blob needs it any more (each was healed by a
+            // re-upload, or collected): repair retires its record.
+            _ if want == 0 && len.is_none_or(|len| len < s.committed_len) => {
+                let detail = format!("segment {id} file is missing or short, and no blob is left in it");
+                c.fixable("lost-segment", detail, Cf::Segments, keys::u64_key(*id), None);
+            }
             None => c.problem("damaged-segment", format!("segment {id} file is missing")),
             Some(len) if len < s.committed_len => c.problem(
                 "damaged-segment",
