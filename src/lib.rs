@@ -11,6 +11,9 @@
 //! - re-uploading what is already in the album is [`Outcome::Skipped`];
 //! - uploading what the user has in another album is [`Outcome::Linked`]
 //!   (added to this album, no bytes sent);
+//! - uploading what the user has only in the trash is [`Outcome::Restored`]
+//!   (back into this album, no bytes sent), so that no album ever shows one
+//!   photo twice;
 //! - [`DedupMode::Hash`] (mobile) matches on content alone,
 //!   [`DedupMode::NameAndHash`] (desktop/web) on name and content.
 //!

@@ -1061,3 +1061,23 @@ fn the_photos_date_is_recorded_listed_and_restored() {
     assert_eq!(fs::metadata(&restored).unwrap().modified().unwrap(), taken);
     assert_eq!(fs::read(&restored).unwrap(), photo(3, 20_000));
 }
+
+#[test]
+fn backing_up_a_deleted_photo_again_restores_it_and_the_summary_says_so() {
+    let cli = Cli::new();
+    cli.file("a.jpg", &photo(4, 9_000));
+    let (first, _) = cli.backup(&[cli.dir(), "--album", "A", "--rehash"]);
+    let id = id_of(&first, "a.jpg");
+    assert!(cli.run(&["delete", &id]).status.success());
+    let (again, out) = cli.backup(&[cli.dir(), "--album", "A"]);
+    assert!(out.status.success());
+    assert_eq!(outcomes(&again), [("a.jpg".into(), "restored".into())]);
+    assert_eq!(id_of(&again, "a.jpg"), id);
+    assert_eq!(summary(&again)["restored"], 1);
+    assert_eq!(cli.json(&["ls", "--album", "A"]).as_array().unwrap().len(), 1);
+    assert_eq!(
+        cli.run(&["trash", "restore", &id]).status.code(),
+        Some(3),
+        "nothing left to restore"
+    );
+}

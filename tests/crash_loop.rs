@@ -799,10 +799,13 @@ mod parent {
     ) {
         let key = (user.to_string(), fid);
         let hash = contents.get(item.seed).1;
-        let duplicate = |k: &Known| !k.trashed && k.seed == item.seed && (mode == Mode::Hash || k.name == item.name);
+        let matches = |k: &Known| k.seed == item.seed && (mode == Mode::Hash || k.name == item.name);
+        let duplicate = |k: &Known| !k.trashed && matches(k);
         match (outcome, known.get_mut(&key)) {
             ("stored", None) => {
-                let dup = known.iter().find(|((u, _), k)| u == user && duplicate(k));
+                // Not beside a live duplicate, nor one in the trash (which
+                // the upload restores instead).
+                let dup = known.iter().find(|((u, _), k)| u == user && matches(k));
                 assert!(
                     dup.is_none(),
                     "{context}: {item:?} stored as {fid} beside duplicate {dup:?}"
@@ -823,6 +826,10 @@ mod parent {
                 k.albums.insert(album.to_string());
             }
             ("skipped", Some(k)) if duplicate(k) && k.albums.contains(album) => {}
+            ("restored", Some(k)) if k.trashed && matches(k) => {
+                k.trashed = false;
+                k.albums = BTreeSet::from([album.to_string()]);
+            }
             (_, k) => panic!("{context}: {item:?} ({hash}) into {album} {outcome} as file {fid}, known as {k:?}"),
         }
     }
@@ -884,6 +891,16 @@ mod parent {
                         let mut linked = k.clone();
                         linked.albums.insert(album.clone());
                         Some(linked)
+                    })
+                    .collect(),
+                // Restored into the upload's album, and only that one.
+                Some(k) if k.trashed => items
+                    .iter()
+                    .filter(|i| i.seed == k.seed && (*mode == Mode::Hash || i.name == k.name))
+                    .map(|_| {
+                        let mut restored = k.clone();
+                        (restored.trashed, restored.albums) = (false, BTreeSet::from([album.clone()]));
+                        Some(restored)
                     })
                     .collect(),
                 Some(_) => Vec::new(),

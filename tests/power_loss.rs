@@ -161,6 +161,11 @@ impl Library {
                 let file = self.files.get_mut(&(user, r.file_id));
                 file.expect("a link names an acknowledged file").albums.insert(album);
             }
+            Outcome::Restored => {
+                let file = self.files.get_mut(&(user, r.file_id));
+                let file = file.expect("a restore names an acknowledged file");
+                (file.trashed, file.albums) = (false, BTreeSet::from([album]));
+            }
             Outcome::Skipped => {}
         }
     }

@@ -38,6 +38,8 @@ pub(crate) struct Summary {
     pub stored: u64,
     pub linked: u64,
     pub skipped: u64,
+    /// Files brought back from the trash: their content was uploaded again.
+    pub restored: u64,
     pub bytes_written: u64,
     pub bytes_deduplicated: u64,
     pub errors: u64,
@@ -452,11 +454,12 @@ pub(crate) fn run(
 fn show_summary(summary: &Summary, out: &Output) -> Result<(), Failure> {
     out.show(summary, || {
         format!(
-            "{} files: {} stored, {} linked, {} skipped, {} errors, {} ignored; {} written, {} deduplicated",
+            "{} files: {} stored, {} linked, {} skipped, {} restored, {} errors, {} ignored; {} written, {} deduplicated",
             summary.files,
             summary.stored,
             summary.linked,
             summary.skipped,
+            summary.restored,
             summary.errors,
             summary.ignored,
             bytes(summary.bytes_written),
@@ -472,6 +475,7 @@ fn print_file(summary: &mut Summary, path: &Path, r: &UploadReport, unchanged: b
         keepsake::Outcome::Stored => summary.stored += 1,
         keepsake::Outcome::Linked => summary.linked += 1,
         keepsake::Outcome::Skipped => summary.skipped += 1,
+        keepsake::Outcome::Restored => summary.restored += 1,
     }
     summary.bytes_written += r.bytes_written;
     summary.bytes_deduplicated += r.size - r.bytes_written;

@@ -389,6 +389,37 @@ pub(crate) fn trash_file(
     Ok(())
 }
 
+/// Takes a trashed file out of the trash, live again and back in the
+/// duplicate indexes, in no album yet. Returns the albums it was in, for the
+/// caller to put it back into those it chooses.
+pub(crate) fn untrash_file(
+    txn: &mut Txn<'_>,
+    uid: u64,
+    user: &mut UserRecord,
+    fid: u64,
+    file: &mut FileRecord,
+    at: u64,
+) -> Result<Vec<u64>> {
+    txn.delete(Cf::Trash, keys::trash(uid, at, fid));
+    file.trashed_ms = None;
+    set_liveness(txn, uid, user, file, true)?;
+    index_live(txn, uid, fid, file);
+    Ok(std::mem::take(&mut file.albums))
+}
+
+/// Whether `album` shows a live file other than `fid` with the same name
+/// and content as `file`: a duplicate under either rule, which restoring
+/// `file` into the album would show twice.
+pub(crate) fn shows_duplicate(txn: &Txn<'_>, uid: u64, album: u64, fid: u64, file: &FileRecord) -> Result<bool> {
+    for (k, _) in txn.scan(Cf::ByName, &keys::by_name_prefix(uid, &file.hash, &file.name))? {
+        let other = keys::last_u64(&k);
+        if other != fid && txn.exists(Cf::Members, &keys::member(uid, album, other))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Deletes for good the file trashed at `at`, dropping its references, and
 /// returns the bytes by which the user's usage went down. A file restored
 /// since, or restored and trashed again later, is not this deletion and is

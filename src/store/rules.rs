@@ -8,6 +8,9 @@
 //! - a match already in the album: [`Outcome::Skipped`], nothing changes;
 //! - a match in other albums only: [`Outcome::Linked`], the oldest match is
 //!   added to the album, no bytes needed;
+//! - no live match but one in the trash: [`Outcome::Restored`], the oldest
+//!   trashed match comes back into the album (and no other), no bytes
+//!   needed;
 //! - no match: [`Outcome::Stored`], a new file record (and the blob, if the
 //!   store lacks it), charged to the quota if the content is new to the
 //!   user.
@@ -19,7 +22,7 @@
 use super::damage::{heal, is_damaged};
 use super::ledger::{
     add_member, check_user_quota, index_live, load_album, load_file, load_user, occupy, reference_new_file, save_file,
-    save_user,
+    save_user, untrash_file,
 };
 use super::{DedupMode, HashedUpload, Outcome, Preflight, UploadReport, User};
 use crate::blob::Location;
@@ -70,7 +73,7 @@ pub(crate) enum Applied {
 
 impl User {
     /// What uploading content with this hash as `name` into `album` would
-    /// do, without sending it. Only the user's own live files are considered,
+    /// do, without sending it. Only the user's own files are considered,
     /// so the answer never depends on other users' content. A duplicate whose
     /// blob a read or scrub found damaged answers `Upload`: the upload of the
     /// content heals it (see [`Store::verify`](crate::Store::verify)).
@@ -112,9 +115,10 @@ impl User {
     }
 
     /// Completes an upload from its hash alone when [`check`](Self::check)
-    /// says `Skip` or `Link`: the duplicate must be one of the user's own
-    /// live files. Otherwise fails with [`UploadError::ContentRequired`] and
-    /// changes nothing: across users, content must be sent in full.
+    /// says `Skip`, `Link` or `Restore`: the duplicate must be one of the
+    /// user's own files, live or in the trash. Otherwise fails with
+    /// [`UploadError::ContentRequired`] and changes nothing: across users,
+    /// content must be sent in full.
     ///
     /// # Errors
     ///
@@ -122,7 +126,7 @@ impl User {
     ///   ([`NameError`](crate::NameError) says why).
     /// - [`UploadError::UnknownAlbum`] if the user has no such album (another user's
     ///   album id is unknown too).
-    /// - [`UploadError::ContentRequired`] if no live file of the user matches, or the
+    /// - [`UploadError::ContentRequired`] if no file of the user matches, or the
     ///   match's blob is damaged: [`check`](Self::check) says `Upload`, and the bytes
     ///   must be sent.
     /// - [`UploadError::Storage`] if the disk or the metadata database fails, or the
@@ -161,6 +165,7 @@ impl User {
         )? {
             Preflight::Skip(f) => duplicate_report(txn, uid, f, Outcome::Skipped),
             Preflight::Link(f) => link_existing(txn, uid, album.0, f),
+            Preflight::Restore(f) => restore_into(txn, uid, album.0, f),
             Preflight::Upload => Err(Fault::ContentRequired),
         })
     }
@@ -180,7 +185,8 @@ fn matches(txn: &Txn<'_>, uid: u64, hash: &ContentHash, name: &str, mode: DedupM
 }
 
 /// Skip if any duplicate is already in the album (the oldest such), else
-/// link the oldest duplicate, else upload. Checking every duplicate, not
+/// link the oldest duplicate, else restore the oldest trashed one, else
+/// upload. Checking every duplicate, not
 /// just the oldest, matters once restores leave several live duplicates:
 /// an album must never show the same photo twice because of a re-upload.
 fn plan(txn: &Txn<'_>, uid: u64, album: u64, name: &str, hash: &ContentHash, mode: DedupMode) -> Result<Preflight> {
@@ -193,7 +199,45 @@ fn plan(txn: &Txn<'_>, uid: u64, album: u64, name: &str, hash: &ContentHash, mod
             return Ok(Preflight::Skip(FileId(f)));
         }
     }
-    Ok(dups.first().map_or(Preflight::Upload, |&f| Preflight::Link(FileId(f))))
+    if let Some(&f) = dups.first() {
+        return Ok(Preflight::Link(FileId(f)));
+    }
+    Ok(trashed_match(txn, uid, hash, name, mode)?.map_or(Preflight::Upload, |f| Preflight::Restore(FileId(f))))
+}
+
+/// The oldest of the user's trashed files that matches an upload under
+/// `mode`. It costs a scan of the user's trash, made only when a trashed
+/// file holds the content (the user's count for the blob says so).
+fn trashed_match(txn: &Txn<'_>, uid: u64, hash: &ContentHash, name: &str, mode: DedupMode) -> Result<Option<u64>> {
+    let held = txn.get::<UserBlobRecord>(Cf::UserBlobs, &keys::user_hash(uid, hash))?;
+    if held.is_none_or(|b| b.refs == b.live) {
+        return Ok(None);
+    }
+    let mut oldest: Option<u64> = None;
+    for (k, _) in txn.scan(Cf::Trash, &keys::u64_key(uid))? {
+        let fid = keys::last_u64(&k);
+        let Some(f) = load_file(txn, uid, fid)? else { continue };
+        if f.hash == *hash && (mode == DedupMode::Hash || f.name == name) {
+            oldest = Some(oldest.map_or(fid, |o| o.min(fid)));
+        }
+    }
+    Ok(oldest)
+}
+
+/// Restores the trashed file `fid` into `album` only: an upload of its
+/// content asked for it there.
+fn restore_into(txn: &mut Txn<'_>, uid: u64, album: u64, fid: FileId) -> Result<UploadReport> {
+    let mut file =
+        load_file(txn, uid, fid.0)?.ok_or_else(|| Fault::Corrupt(format!("trashed file {fid} has no record")))?;
+    let at = file
+        .trashed_ms
+        .ok_or_else(|| Fault::Corrupt(format!("trash entry of live file {fid}")))?;
+    let mut user = load_user(txn, uid)?;
+    untrash_file(txn, uid, &mut user, fid.0, &mut file, at)?;
+    add_member(txn, uid, album, fid.0, &mut file)?;
+    save_file(txn, uid, fid.0, &file);
+    save_user(txn, uid, &user);
+    duplicate_report(txn, uid, fid, Outcome::Restored)
 }
 
 /// [`plan`] as a client sees it: a duplicate whose blob is damaged wants the
@@ -250,6 +294,10 @@ pub(crate) fn apply(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Appli
         }
         Ok(Preflight::Link(f)) => {
             let r = link_existing(txn, uid, p.album, f);
+            Applied::Done(reported(txn, r))
+        }
+        Ok(Preflight::Restore(f)) => {
+            let r = restore_into(txn, uid, p.album, f);
             Applied::Done(reported(txn, r))
         }
         Ok(Preflight::Upload) => match store_new(txn, uid, p, now) {

@@ -1,10 +1,13 @@
 //! The trash: deleting a file takes it out of every album at once; it keeps
 //! counting toward the quota until it is purged (by emptying the trash or
-//! after the retention period), and it is never a duplicate of an upload.
+//! after the retention period). A trashed file is never a duplicate an
+//! upload skips or links; an upload of its content (under the upload's rule)
+//! that finds no live duplicate restores it instead (`rules`), and
+//! restoring never puts a file into an album that shows a duplicate of it.
 
 use super::ledger::{
-    add_member, index_live, live_file, load_album, load_file, load_user, purge, save_file, save_user, set_liveness,
-    trash_file, txn_user_id,
+    add_member, live_file, load_album, load_file, load_user, purge, save_file, save_user, shows_duplicate, trash_file,
+    txn_user_id, untrash_file,
 };
 use super::{FileInfo, Store, User};
 use crate::error::{Fault, LibraryError, Result, StorageError};
@@ -68,8 +71,10 @@ impl User {
     }
 
     /// Restores a trashed file into the albums it was in (those that still
-    /// exist). Returns those albums; if none is left, the file returns to
-    /// the library only.
+    /// exist), except an album that shows, meanwhile, a live file with the
+    /// same name and content (a duplicate under either rule): no album shows
+    /// the same photo twice. Returns the albums it went back into; if none,
+    /// the file returns to the library only.
     ///
     /// # Errors
     ///
@@ -94,13 +99,8 @@ impl User {
             let mut f = load_file(txn, uid, file.0)?.ok_or(Fault::UnknownFile(file))?;
             let at = f.trashed_ms.ok_or(Fault::NotTrashed(file))?;
             let mut u = load_user(txn, uid)?;
-            txn.delete(Cf::Trash, keys::trash(uid, at, file.0));
-            f.trashed_ms = None;
-            set_liveness(txn, uid, &mut u, &f, true)?;
-            index_live(txn, uid, file.0, &f);
-            let was_in = std::mem::take(&mut f.albums);
-            for album in was_in {
-                if load_album(txn, uid, album)?.is_some() {
+            for album in untrash_file(txn, uid, &mut u, file.0, &mut f, at)? {
+                if load_album(txn, uid, album)?.is_some() && !shows_duplicate(txn, uid, album, file.0, &f)? {
                     add_member(txn, uid, album, file.0, &mut f)?;
                 }
             }

@@ -43,6 +43,12 @@ pub enum Outcome {
     Linked,
     /// A new file record was created.
     Stored,
+    /// The user's only duplicates were in the trash: the oldest was restored
+    /// into the target album (and no other), no bytes written. So a backup
+    /// re-run after a deletion brings the photo back, and a later restore of
+    /// it from the trash cannot make the album show it twice (Immich
+    /// restores a trashed asset on re-upload the same way).
+    Restored,
 }
 
 impl fmt::Display for Outcome {
@@ -51,6 +57,7 @@ impl fmt::Display for Outcome {
             Outcome::Skipped => "skipped",
             Outcome::Linked => "linked",
             Outcome::Stored => "stored",
+            Outcome::Restored => "restored",
         })
     }
 }
@@ -58,8 +65,8 @@ impl fmt::Display for Outcome {
 /// The result of one upload, reported once it is durable.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UploadReport {
-    /// The file now in the album: the duplicate for `Skipped` and `Linked`,
-    /// the new file for `Stored`.
+    /// The file now in the album: the duplicate for `Skipped`, `Linked` and
+    /// `Restored`, the new file for `Stored`.
     pub file_id: FileId,
     /// What happened.
     pub outcome: Outcome,
@@ -91,6 +98,9 @@ pub enum Preflight {
     /// A duplicate of the user's is in other albums: [`User::link`] adds it
     /// to this album, nothing to send.
     Link(FileId),
+    /// The only duplicates of the user's are in the trash: [`User::link`]
+    /// restores the oldest into this album, nothing to send.
+    Restore(FileId),
     /// The content must be uploaded. This says nothing about whether the
     /// store, or another user, already has the bytes.
     Upload,

@@ -568,11 +568,26 @@ impl Model {
             }
             Op::Restore { user, file } => {
                 let u = self.user_mut(user, Refusal::UnknownFile(*file))?;
-                let f = u.files.get_mut(&file.0).ok_or(Refusal::UnknownFile(*file))?;
-                if f.trashed_ms.take().is_none() {
+                let f = u.files.get(&file.0).ok_or(Refusal::UnknownFile(*file))?;
+                if f.live() {
                     return Err(Refusal::NotTrashed(*file));
                 }
-                f.albums.retain(|a| u.albums.contains_key(a));
+                // Not into an album that shows a live file of the same
+                // name and content: no album shows the same photo twice.
+                let shown_twice = |a: &u64| {
+                    u.files.iter().any(|(id, g)| {
+                        id != &file.0 && g.live() && g.hash == f.hash && g.name == f.name && g.albums.contains(a)
+                    })
+                };
+                let back: Vec<u64> = f
+                    .albums
+                    .iter()
+                    .copied()
+                    .filter(|a| u.albums.contains_key(a) && !shown_twice(a))
+                    .collect();
+                let f = u.files.get_mut(&file.0).expect("found above");
+                f.trashed_ms = None;
+                f.albums = back;
                 Ok(Reply::Restored(f.albums.iter().copied().map(AlbumId).collect()))
             }
             Op::EmptyTrash { user } => {
@@ -663,9 +678,14 @@ impl Model {
         if let Some((id, _)) = dups.iter().find(|(_, f)| f.albums.contains(&album.0)) {
             return Ok(Preflight::Skip(FileId(*id)));
         }
-        Ok(dups
-            .first()
-            .map_or(Preflight::Upload, |(id, _)| Preflight::Link(FileId(*id))))
+        if let Some((id, _)) = dups.first() {
+            return Ok(Preflight::Link(FileId(*id)));
+        }
+        // No live duplicate: the oldest trashed one comes back.
+        Ok(u.files
+            .iter()
+            .find(|(_, f)| !f.live() && f.hash == *hash && (mode == DedupMode::Hash || f.name == name))
+            .map_or(Preflight::Upload, |(&id, _)| Preflight::Restore(FileId(id))))
     }
 
     /// Carries out a `Skip` or `Link` plan: nothing written, nothing charged.
@@ -673,6 +693,7 @@ impl Model {
         let (file, outcome) = match plan {
             Preflight::Skip(f) => (f, Outcome::Skipped),
             Preflight::Link(f) => (f, Outcome::Linked),
+            Preflight::Restore(f) => (f, Outcome::Restored),
             Preflight::Upload => return Err(Refusal::ContentRequired),
         };
         let f = self
@@ -680,8 +701,14 @@ impl Model {
             .get_mut(user)
             .and_then(|u| u.files.get_mut(&file.0))
             .expect("a planned duplicate exists");
-        if outcome == Outcome::Linked {
-            f.albums.push(album.0);
+        match outcome {
+            Outcome::Linked => f.albums.push(album.0),
+            // Into the upload's album only.
+            Outcome::Restored => {
+                f.trashed_ms = None;
+                f.albums = vec![album.0];
+            }
+            _ => {}
         }
         Ok(UploadReport {
             file_id: file,
