@@ -313,6 +313,17 @@ pub enum SessionError {
         /// The most bytes of keys and values accepted, in all.
         max_bytes: usize,
     },
+    /// An upload session's client metadata has a key or a value that could
+    /// forge a header line or be misread: a key that is empty or holds a
+    /// space, a comma or a control character (the tus protocol's
+    /// `Upload-Metadata` rule), a value with CR, LF or NUL.
+    #[error("upload metadata \"{key}\": {reason}")]
+    InvalidMetadata {
+        /// The entry's key, escaped for display.
+        key: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The storage failed.
     #[error(transparent)]
     Storage(StorageError),
@@ -432,6 +443,8 @@ pub(crate) enum Fault {
     UploadIncomplete { offset: u64, declared: u64 },
     #[error("upload metadata too large")]
     MetadataTooLarge { max_entries: usize, max_bytes: usize },
+    #[error("upload metadata \"{key}\": {reason}")]
+    InvalidMetadata { key: String, reason: &'static str },
     #[error("too many upload sessions open: at most {limit} per user")]
     TooManySessions { limit: usize },
     #[error("the store's staging space is full: at most {limit} bytes in all sessions; try again later")]
@@ -549,6 +562,7 @@ impl From<Fault> for SessionError {
             Fault::MetadataTooLarge { max_entries, max_bytes } => {
                 SessionError::MetadataTooLarge { max_entries, max_bytes }
             }
+            Fault::InvalidMetadata { key, reason } => SessionError::InvalidMetadata { key, reason },
             Fault::TooManySessions { limit } => SessionError::TooManySessions { limit },
             Fault::StagingFull { limit } => SessionError::StagingFull { limit },
             storage if storage.is_storage() => SessionError::Storage(storage.into()),

@@ -69,7 +69,7 @@ pub use error::{
 };
 pub use hash::{ContentHash, ParseHashError};
 pub use ids::{AlbumId, FileId, InvalidUploadId, UploadId};
-pub use names::MAX_NAME_BYTES;
+pub use names::{FileName, MAX_NAME_BYTES};
 pub use store::{
     AffectedFile, AlbumDeletion, AlbumInfo, Content, DedupMode, DuplicateGroup, FileInfo, FileReader, GcReport,
     HashedUpload, MergeReport, Outcome, Preflight, Problem, PurgeReport, ReadOnlyStore, ReadOnlyUser, RepairReport,

@@ -37,23 +37,9 @@ fn hostile_file_names_are_refused_and_nothing_is_stored() {
     let ann = store.user("ann").unwrap();
     let long_ascii = "x".repeat(256);
     let long_utf8 = "é".repeat(128); // 256 bytes
-    let hostile = [
-        "",
-        "a/b",
-        "/etc/passwd",
-        "..",
-        ".",
-        "x\0y",
-        "line\nbreak",
-        "cr\rname",
-        "\\x",
-        "a\\b",
-        " ",
-        "\t",
-        "\u{1b}[2J",
-        &long_ascii,
-        &long_utf8,
-    ];
+                                     // What cannot be one path component; everything else the disk allows is
+                                     // a name (`every_name_the_disk_allows_is_backed_up_and_kept_exactly`).
+    let hostile = ["", "a/b", "/etc/passwd", "..", ".", "x\0y", &long_ascii, &long_utf8];
     let h = ContentHash::of(b"x");
     for name in hostile {
         for mode in [DedupMode::Hash, DedupMode::NameAndHash] {
@@ -66,7 +52,7 @@ fn hostile_file_names_are_refused_and_nothing_is_stored() {
             assert_invalid(
                 ann.check(&HashedUpload {
                     album,
-                    name: name.to_owned(),
+                    name: name.into(),
                     hash: h,
                     mode,
                 }),
@@ -76,7 +62,7 @@ fn hostile_file_names_are_refused_and_nothing_is_stored() {
             assert_invalid(
                 ann.link(&HashedUpload {
                     album,
-                    name: name.to_owned(),
+                    name: name.into(),
                     hash: h,
                     mode,
                 }),
@@ -124,8 +110,29 @@ fn hostile_album_and_user_names_are_refused() {
         assert_invalid(ann.rename_album(album, name), NameKind::Album, &what);
         assert_invalid(ann.find_album(name), NameKind::Album, &what);
     }
+    // Names a person cannot tell apart from others: refused where an album is
+    // named, though a lookup by such a name (an album named before the rule)
+    // is allowed and simply finds nothing.
+    for name in [
+        "Summer\u{202e}gpj.exe",
+        "Sum\u{200b}mer",
+        "a\u{2028}b",
+        "\u{feff}Summer",
+        " Summer",
+        "Summer ",
+        "\u{2066}x\u{2069}",
+    ] {
+        let what = format!("album {name:?}");
+        assert_invalid(ann.create_album(name), NameKind::Album, &what);
+        assert_invalid(ann.ensure_album(name), NameKind::Album, &what);
+        assert_invalid(ann.rename_album(album, name), NameKind::Album, &what);
+        assert!(ann.find_album(name).unwrap().is_none());
+    }
     let names: Vec<String> = ann.albums().unwrap().into_iter().map(|a| a.name).collect();
     assert_eq!(names, vec!["A"]);
+    // Emoji sequences and scripts that need the zero-width joiners are fine.
+    ann.create_album("👨\u{200d}👩\u{200d}👧 Family").unwrap();
+    ann.create_album("\u{645}\u{200c}\u{6cc}").unwrap();
     // Slashes are fine in album names: they never become paths.
     ann.create_album("2024/Summer").unwrap();
 
@@ -575,5 +582,74 @@ fn a_source_replaced_or_written_since_it_was_seen_is_not_read() {
         ann.read(r.file_id).unwrap(),
         b"another file, renamed over it, and more"[..]
     );
+    assert_verified(&store);
+}
+
+/// Names that are valid on Linux and macOS are stored exactly, whatever
+/// bytes they hold: not UTF-8 (Latin-1 from an old camera), a newline, a
+/// tab, a backslash, an escape sequence, only white space.
+#[test]
+fn every_name_the_disk_allows_is_stored_and_kept_exactly() {
+    let (_dir, store, album) = store_with_album("ann", "A");
+    let ann = store.user("ann").unwrap();
+    let names: [&[u8]; 7] = [
+        b"Caf\xe9 cr\xe8me.jpg",
+        b"line\nbreak.jpg",
+        b"tab\there.jpg",
+        b"a\\b.jpg",
+        b"\x1b[2J.jpg",
+        b" ",
+        b"\t",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let name = keepsake::FileName::from(name.to_vec());
+        let r = ann
+            .upload(album, &name, Content::from(data(i as u64, 100)), DedupMode::NameAndHash)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let f = ann.file(r.file_id).unwrap();
+        assert_eq!(f.name.as_bytes(), name.as_bytes(), "kept exactly");
+        let again = ann.upload(album, &name, Content::from(data(i as u64, 100)), DedupMode::NameAndHash);
+        assert_eq!(again.unwrap().outcome, Outcome::Skipped, "{name}: the same name");
+    }
+    assert_eq!(
+        ann.files().unwrap()[0].name.to_string(),
+        r"Caf\xe9 cr\xe8me.jpg",
+        "shown escaped"
+    );
+    assert_verified(&store);
+}
+
+/// Two album names that print the same (NFC and NFD) are one album, which
+/// keeps the name it was given first.
+#[test]
+fn album_names_that_print_alike_are_one_album() {
+    let (_dir, store, _) = store_with_album("ann", "A");
+    let ann = store.user("ann").unwrap();
+    let nfc = ann.create_album("Caf\u{e9} Cr\u{e8}me").unwrap();
+    let nfd = "Cafe\u{301} Cre\u{300}me";
+    assert!(matches!(ann.create_album(nfd), Err(LibraryError::AlbumExists(_))));
+    assert_eq!(ann.ensure_album(nfd).unwrap(), nfc);
+    assert_eq!(ann.find_album(nfd).unwrap().unwrap().name, "Caf\u{e9} Cr\u{e8}me");
+    let other = ann.create_album("B").unwrap();
+    assert!(matches!(
+        ann.rename_album(other, nfd),
+        Err(LibraryError::AlbumExists(_))
+    ));
+    assert_verified(&store);
+}
+
+/// The desktop rule compares names as people see them: the same photo named
+/// on Linux (NFC) and on macOS (NFD) is one file, which keeps the bytes of
+/// its first name.
+#[test]
+fn the_same_name_in_nfc_and_nfd_is_one_name_under_the_desktop_rule() {
+    let (_dir, store, album) = store_with_album("ann", "A");
+    let ann = store.user("ann").unwrap();
+    let photo = data(3, 1000);
+    let first = put(&store, "ann", album, "Caf\u{e9}.jpg", &photo, DedupMode::NameAndHash);
+    let again = put(&store, "ann", album, "Cafe\u{301}.jpg", &photo, DedupMode::NameAndHash);
+    assert_eq!((again.outcome, again.file_id), (Outcome::Skipped, first.file_id));
+    assert_eq!(ann.files().unwrap().len(), 1);
+    assert_eq!(ann.file(first.file_id).unwrap().name, "Caf\u{e9}.jpg");
     assert_verified(&store);
 }

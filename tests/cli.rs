@@ -169,19 +169,45 @@ fn backup_into_another_album_links_and_hash_mode_ignores_names() {
 }
 
 #[test]
-fn unreadable_file_is_reported_and_backup_goes_on() {
+fn names_that_are_not_utf8_or_hold_a_newline_are_backed_up_and_shown_escaped() {
     use std::os::unix::ffi::OsStrExt;
     let cli = Cli::new();
     cli.file("good.jpg", &photo(4, 5_000));
-    let bad = cli.data.path().join(std::ffi::OsStr::from_bytes(b"bad\xff.jpg"));
-    fs::write(&bad, b"not utf-8 name").unwrap();
+    let latin1 = cli.data.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9.jpg"));
+    fs::write(&latin1, photo(5, 5_000)).unwrap();
+    set_mtime(
+        &latin1,
+        std::time::SystemTime::now() - std::time::Duration::from_secs(3600),
+    );
+    cli.file("two\nlines.jpg", &photo(6, 5_000));
     let (lines, out) = cli.backup(&[cli.dir(), "--album", "A"]);
-    assert_eq!(out.status.code(), Some(1), "partial backup exits 1");
-    let errors: Vec<_> = lines.iter().filter(|l| l["outcome"] == "error").collect();
-    assert_eq!(errors.len(), 1);
-    assert!(errors[0]["error"].as_str().unwrap().contains("UTF-8"));
-    let s = summary(&lines);
-    assert_eq!((s["stored"].as_u64(), s["errors"].as_u64()), (Some(1), Some(1)));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(summary(&lines)["stored"], 3);
+    let line = lines.iter().find(|l| l["name_hex"].is_string()).unwrap();
+    assert_eq!(
+        (&line["name"], &line["name_hex"]),
+        (&Value::from(r"caf\xe9.jpg"), &Value::from("636166e92e6a7067"))
+    );
+    assert!(
+        lines.iter().any(|l| l["name"] == "two\nlines.jpg"),
+        "JSON carries the name itself"
+    );
+    // The human output escapes, so no name can forge a line.
+    let human = cli.run(&["ls"]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(
+        text.contains(r"two\nlines.jpg") && text.contains(r"caf\xe9.jpg"),
+        "{text}"
+    );
+    // Restored under its exact bytes.
+    let id = line["file_id"].to_string();
+    let restored = cli.data.path().join("restored");
+    assert!(cli
+        .run(&["get", &id, "-o", restored.to_str().unwrap()])
+        .status
+        .success());
+    assert_eq!(fs::read(&restored).unwrap(), photo(5, 5_000));
 }
 
 /// The `ignored` lines of a backup: (file name, reason).

@@ -41,7 +41,7 @@ fn same_new_content_uploaded_by_eight_threads_is_stored_once() {
                 .unwrap()
                 .upload(
                     album,
-                    &format!("IMG_{t}.JPG"),
+                    format!("IMG_{t}.JPG"),
                     Content::from(p.to_vec()),
                     DedupMode::Hash,
                 )
@@ -94,7 +94,7 @@ fn same_content_under_different_names_by_eight_threads_shares_one_blob() {
             .unwrap()
             .upload(
                 album,
-                &format!("{t}.jpg"),
+                format!("{t}.jpg"),
                 Content::from(p.to_vec()),
                 DedupMode::NameAndHash,
             )
@@ -141,12 +141,7 @@ fn eight_threads_uploading_distinct_and_shared_content_stay_consistent() {
                 let r = s
                     .user("ann")
                     .unwrap()
-                    .upload(
-                        album,
-                        &format!("{i}.jpg"),
-                        Content::from(content(t, i)),
-                        DedupMode::Hash,
-                    )
+                    .upload(album, format!("{i}.jpg"), Content::from(content(t, i)), DedupMode::Hash)
                     .unwrap();
                 out.push((i, r));
             }
@@ -246,7 +241,7 @@ fn gc_and_compaction_during_uploads_never_lose_referenced_bytes() {
                         .unwrap()
                         .upload(
                             album,
-                            &format!("{i}.jpg"),
+                            format!("{i}.jpg"),
                             Content::from(pool[i].clone()),
                             DedupMode::Hash,
                         )

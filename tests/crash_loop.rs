@@ -987,7 +987,7 @@ mod parent {
                 .chain(store.user(user).unwrap().trash().expect("trash"));
             for f in files {
                 let entry = Listed {
-                    name: f.name,
+                    name: f.name.to_string(),
                     hash: f.hash,
                     size: f.size,
                     albums: f.albums.iter().map(|a| albums[a].clone()).collect(),

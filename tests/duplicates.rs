@@ -47,7 +47,11 @@ fn desktop_copies_under_other_names_across_albums_form_one_group() {
     let g = &groups[0];
     assert_eq!((g.hash, g.size), (ContentHash::of(&photo), BIG as u64));
     assert_eq!(ids(&g.files), vec![first, copy]);
-    let names: Vec<_> = g.files.iter().map(|f| (f.name.as_str(), f.albums.clone())).collect();
+    let names: Vec<_> = g
+        .files
+        .iter()
+        .map(|f| (f.name.to_str().unwrap(), f.albums.clone()))
+        .collect();
     assert_eq!(names, vec![("IMG_1.JPG", vec![camera]), ("IMG_1 (1).JPG", vec![trip])]);
     assert_eq!(g.logical_bytes(), BIG as u64);
     assert_verified(&store);

@@ -302,7 +302,7 @@ fn listing(store: &Store) -> Result<Listing, LibraryError> {
             .chain(store.user(user).unwrap().trash()?)
         {
             let listed = Listed {
-                name: f.name,
+                name: f.name.to_string(),
                 hash: f.hash,
                 albums: f.albums.into_iter().collect(),
                 trashed: f.trashed_ms.is_some(),

@@ -313,7 +313,11 @@ fn deleted_blob_record_is_reindexed_from_its_copy_in_a_segment() {
     let found = lib.store.verify(false).unwrap();
     let missing = found.problems.iter().find(|p| p.kind == "missing-blob").unwrap();
     assert_eq!(
-        missing.files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+        missing
+            .files
+            .iter()
+            .map(|f| f.name.to_str().unwrap())
+            .collect::<Vec<_>>(),
         ["b.jpg"]
     );
 

@@ -630,6 +630,34 @@ fn client_metadata_beyond_the_bound_is_refused() {
     assert!(ann.uploads().unwrap().is_empty());
 }
 
+/// Metadata comes back to clients in headers (tus's `Upload-Metadata`): no
+/// value may carry a line break that would forge one, no key a space or a
+/// comma that would split it.
+#[test]
+fn client_metadata_that_could_forge_a_header_is_refused() {
+    let (_dir, store, album) = store_with_album("ann", "Videos");
+    let ann = store.user("ann").unwrap();
+    for (k, v) in [
+        ("filename", "a.mp4\r\nX-Evil: 1"),
+        ("filename", "a\nb"),
+        ("filename", "a\0b"),
+        ("file name", "a.mp4"),
+        ("a,b", "x"),
+        ("", "x"),
+        ("k\u{7}", "x"),
+    ] {
+        let refused = ann.begin_upload(SessionOptions {
+            metadata: BTreeMap::from([(k.to_string(), v.to_string())]),
+            ..SessionOptions::new(album, "VID.MP4", DedupMode::Hash)
+        });
+        assert!(
+            matches!(refused, Err(SessionError::InvalidMetadata { .. })),
+            "{k:?}={v:?}: {refused:?}"
+        );
+    }
+    assert!(ann.uploads().unwrap().is_empty());
+}
+
 /// A store in `dir`, closed with one session that has the first `BIG`
 /// bytes of `video`: the session's id and staged file.
 fn closed_after_first_piece(dir: &Path, video: &[u8]) -> (UploadId, PathBuf) {

@@ -157,7 +157,7 @@ fn writes_that_fit_alone_but_not_together_never_write_what_cannot_commit() {
                         store
                             .user("ann")
                             .unwrap()
-                            .upload(album, &format!("{round}-{i}.jpg"), content, DedupMode::Hash)
+                            .upload(album, format!("{round}-{i}.jpg"), content, DedupMode::Hash)
                     })
                 })
                 .collect();
@@ -208,7 +208,7 @@ fn a_batch_racing_another_writer_of_its_user_settles_every_upload() {
                 store
                     .user("ann")
                     .unwrap()
-                    .upload(album, &format!("{round}-video.mp4"), content, DedupMode::Hash)
+                    .upload(album, format!("{round}-video.mp4"), content, DedupMode::Hash)
             });
             (batch.join().unwrap(), other.join().unwrap())
         });

@@ -26,7 +26,7 @@ use libfuzzer_sys::fuzz_target;
 
 const USERS: [&str; 2] = ["ann", "bob"];
 const ALBUMS: [&str; 3] = ["Camera", "Trip", "2024/Summer"];
-const NAMES: [&str; 3] = ["a.jpg", "b.jpg", "IMG_0001.HEIC"];
+const NAMES: [&str; 5] = ["a.jpg", "b.jpg", "IMG_0001.HEIC", "caf\u{e9}.jpg", "cafe\u{301}.jpg"];
 /// Around the inline threshold and the segment size chosen below, so that
 /// inline blobs, segment records and segment roll-over all occur.
 const SIZES: [usize; 6] = [0, 10, 64, 65, 3000, 9000];
@@ -96,7 +96,7 @@ impl Pick<'_, '_> {
     fn item(&mut self, user: &str) -> Result<Item> {
         Ok(Item {
             album: self.album(user)?,
-            name: self.u.choose(&NAMES)?.to_string(),
+            name: self.u.choose(&NAMES)?.to_string().into(),
             data: payload(self.u.choose_index(SIZES.len())?),
             mode: self.mode()?,
             modified: if self.u.arbitrary()? {
@@ -111,7 +111,7 @@ impl Pick<'_, '_> {
     fn query(&mut self, user: String) -> Result<Query> {
         Ok(Query {
             album: self.album(&user)?,
-            name: self.u.choose(&NAMES)?.to_string(),
+            name: self.u.choose(&NAMES)?.to_string().into(),
             hash: payload(self.u.choose_index(SIZES.len())?).hash(),
             mode: self.mode()?,
             user,

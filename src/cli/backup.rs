@@ -8,10 +8,10 @@ use std::path::{self, Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use keepsake::{AlbumId, Content, DedupMode, ReadOnlyStore, Upload, UploadError, UploadReport, User};
+use keepsake::{AlbumId, Content, DedupMode, FileName, ReadOnlyStore, Upload, UploadError, UploadReport, User};
 use serde::Serialize;
 
-use super::output::{bytes, Output};
+use super::output::{bytes, shown, JsonName, Output};
 use super::walk::{Found, StoreDirs, Walk};
 use super::Failure;
 
@@ -66,7 +66,8 @@ impl Summary {
 struct FileLine<'a> {
     path: &'a str,
     file_id: u64,
-    name: &'a str,
+    #[serde(flatten)]
+    name: JsonName,
     hash: String,
     size: u64,
     outcome: String,
@@ -160,9 +161,8 @@ impl<'a> Report<'a> {
 
     fn error(&mut self, path: &Path, error: String) {
         self.summary.errors += 1;
-        let path = path.display().to_string();
         let line = ErrorLine {
-            path: &path,
+            path: &json_path(path),
             outcome: "error",
             error: error.clone(),
         };
@@ -170,7 +170,7 @@ impl<'a> Report<'a> {
         self.bar.suspend(|| {
             let _ = out.show(&line, String::new);
             if !out.json {
-                eprintln!("keepsake: {path}: {error}");
+                eprintln!("keepsake: {}: {error}", shown(path));
             }
         });
     }
@@ -179,15 +179,14 @@ impl<'a> Report<'a> {
     fn walk(&mut self, walk: &Walk) {
         for &(ref path, reason) in &walk.ignored {
             self.summary.ignored += 1;
-            let path = path.display().to_string();
             let line = IgnoredLine {
-                path: &path,
+                path: &json_path(path),
                 outcome: "ignored",
                 reason,
             };
-            let _ = self
-                .out
-                .show(&line, || format!("{:<7} {:>8}  {path}: {reason}", "ignored", ""));
+            let _ = self.out.show(&line, || {
+                format!("{:<7} {:>8}  {}: {reason}", "ignored", "", shown(path))
+            });
         }
         for (path, e) in &walk.errors {
             self.error(path, e.clone());
@@ -324,7 +323,7 @@ impl Uploads<'_> {
                 ));
                 continue;
             }
-            match f.path.file_name().and_then(|n| n.to_str()) {
+            match f.path.file_name().map(FileName::from) {
                 Some(name) => {
                     let content = Content::Path(f.path.clone());
                     let mut up = Upload::new(self.album, name, content, self.mode).expect_source(&fresh);
@@ -340,7 +339,7 @@ impl Uploads<'_> {
                         source,
                     ));
                 }
-                None => self.report.error(&f.path, "file name is not valid UTF-8".into()),
+                None => self.report.error(&f.path, "has no file name".into()),
             }
         }
         let mut durable = Vec::new();
@@ -469,6 +468,15 @@ fn show_summary(summary: &Summary, out: &Output) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A path as a JSON line carries it: exact when it is UTF-8, else escaped
+/// (the file's own name is exact in `name_hex`).
+fn json_path(path: &Path) -> String {
+    match path.to_str() {
+        Some(p) => p.to_string(),
+        None => shown(path),
+    }
+}
+
 fn print_file(summary: &mut Summary, path: &Path, r: &UploadReport, unchanged: bool, out: &Output, bar: &ProgressBar) {
     summary.files += 1;
     match r.outcome {
@@ -479,12 +487,11 @@ fn print_file(summary: &mut Summary, path: &Path, r: &UploadReport, unchanged: b
     }
     summary.bytes_written += r.bytes_written;
     summary.bytes_deduplicated += r.size - r.bytes_written;
-    let path_s = path.display().to_string();
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = FileName::from(path.file_name().unwrap_or_default());
     let line = FileLine {
-        path: &path_s,
+        path: &json_path(path),
         file_id: r.file_id.0,
-        name,
+        name: JsonName::of(&name),
         hash: r.hash.to_string(),
         size: r.size,
         outcome: r.outcome.to_string(),
@@ -493,7 +500,7 @@ fn print_file(summary: &mut Summary, path: &Path, r: &UploadReport, unchanged: b
     };
     bar.suspend(|| {
         let _ = out.show(&line, || {
-            format!("{:<7} {:>8}  {path_s}", r.outcome.to_string(), r.file_id)
+            format!("{:<7} {:>8}  {}", r.outcome.to_string(), r.file_id, shown(path))
         });
     });
 }

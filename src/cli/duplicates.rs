@@ -10,7 +10,7 @@ use std::ops::ControlFlow;
 use keepsake::{AlbumId, DuplicateGroup, FileId, LibraryError, MergeReport, StorageError, User};
 use serde::Serialize;
 
-use super::output::{bytes, Output};
+use super::output::{bytes, JsonName, Output};
 use super::Failure;
 
 /// Which file of each group survives `dedupe`.
@@ -46,7 +46,8 @@ impl AlbumNames {
 #[derive(Serialize)]
 struct ListedFile {
     file_id: FileId,
-    name: String,
+    #[serde(flatten)]
+    name: JsonName,
     albums: Vec<String>,
 }
 
@@ -76,7 +77,7 @@ pub(crate) fn list(user: &User, out: &Output) -> Result<(), Failure> {
                     .iter()
                     .map(|f| ListedFile {
                         file_id: f.id,
-                        name: f.name.clone(),
+                        name: JsonName::of(&f.name),
                         albums: names.of(&f.albums),
                     })
                     .collect(),
@@ -155,7 +156,7 @@ fn choose(group: &DuplicateGroup, keep: &Keep) -> (Option<FileId>, bool) {
             group.files.iter().max_by_key(|f| (f.created_ms, f.id)).map(|f| f.id),
             false,
         ),
-        Keep::Name(glob) => match group.files.iter().find(|f| glob_match(glob, &f.name)) {
+        Keep::Name(glob) => match group.files.iter().find(|f| glob_match(glob, &f.name.to_string_lossy())) {
             Some(f) => (Some(f.id), false),
             None => (None, true),
         },
@@ -163,19 +164,22 @@ fn choose(group: &DuplicateGroup, keep: &Keep) -> (Option<FileId>, bool) {
 }
 
 #[derive(Serialize)]
-struct NamedFile<'a> {
+struct NamedFile {
     file_id: FileId,
-    name: &'a str,
+    #[serde(flatten)]
+    name: JsonName,
+    #[serde(skip)]
+    shown: String,
 }
 
 #[derive(Serialize)]
-struct GroupLine<'a> {
+struct GroupLine {
     hash: String,
     dry_run: bool,
-    kept: NamedFile<'a>,
+    kept: NamedFile,
     /// The name pattern matched no file, so the oldest was kept.
     fallback_to_oldest: bool,
-    trashed: Vec<NamedFile<'a>>,
+    trashed: Vec<NamedFile>,
     albums_added: Vec<String>,
     logical_bytes: u64,
 }
@@ -196,16 +200,19 @@ struct Summary {
     failed: u64,
 }
 
-fn group_line<'a>(
-    g: &'a DuplicateGroup,
-    r: &MergeReport,
-    names: &AlbumNames,
-    dry_run: bool,
-    fallback: bool,
-) -> GroupLine<'a> {
-    let named = |id: FileId| NamedFile {
-        file_id: id,
-        name: g.files.iter().find(|f| f.id == id).map_or("", |f| f.name.as_str()),
+fn group_line(g: &DuplicateGroup, r: &MergeReport, names: &AlbumNames, dry_run: bool, fallback: bool) -> GroupLine {
+    let named = |id: FileId| {
+        let name = g
+            .files
+            .iter()
+            .find(|f| f.id == id)
+            .map(|f| f.name.clone())
+            .unwrap_or_default();
+        NamedFile {
+            file_id: id,
+            name: JsonName::of(&name),
+            shown: name.to_string(),
+        }
     };
     GroupLine {
         hash: g.hash.to_string(),
@@ -218,16 +225,16 @@ fn group_line<'a>(
     }
 }
 
-fn human(line: &GroupLine<'_>) -> String {
+fn human(line: &GroupLine) -> String {
     let verb = if line.dry_run { "would keep" } else { "kept" };
-    let mut s = format!("{}: {verb} {} {:?}", line.hash, line.kept.file_id, line.kept.name);
+    let mut s = format!("{}: {verb} {} \"{}\"", line.hash, line.kept.file_id, line.kept.shown);
     if line.fallback_to_oldest {
         s += " (the oldest: no name matched)";
     }
     let trashed: Vec<String> = line
         .trashed
         .iter()
-        .map(|f| format!("{} {:?}", f.file_id, f.name))
+        .map(|f| format!("{} \"{}\"", f.file_id, f.shown))
         .collect();
     s += &format!(
         "; {} {}",

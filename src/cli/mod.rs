@@ -170,7 +170,10 @@ fn album_by_name(user: &User, name: &str) -> Result<AlbumInfo, Failure> {
 #[derive(Serialize)]
 struct Listed {
     file_id: FileId,
-    name: String,
+    #[serde(flatten)]
+    name: output::JsonName,
+    #[serde(skip)]
+    shown: String,
     hash: String,
     size: u64,
     albums: Vec<String>,
@@ -195,7 +198,8 @@ fn listed(files: Vec<FileInfo>, albums: &[AlbumInfo]) -> Vec<Listed> {
             hash: f.hash.to_string(),
             size: f.size,
             albums: f.albums.iter().filter_map(|a| name_of(*a)).collect(),
-            name: f.name,
+            name: output::JsonName::of(&f.name),
+            shown: f.name.to_string(),
             trashed_ms: f.trashed_ms,
             modified: f.modified.and_then(rfc3339),
         })
@@ -214,7 +218,7 @@ fn show_listing(out: &Output, files: &[Listed]) -> io::Result<()> {
                     f.file_id,
                     bytes(f.size),
                     modified.replace('T', " "),
-                    f.name,
+                    f.shown,
                     f.albums.join(", ")
                 )
             })
@@ -580,7 +584,7 @@ fn album_command(user: &User, action: AlbumAction, out: &Output) -> Result<(), F
 fn problem_lines(prefix: &str, p: &Problem) -> String {
     let mut s = format!("{prefix}{}: {}\n", p.kind, p.detail);
     for f in &p.files {
-        s += &format!("  affects file {} {:?} of user {}\n", f.file_id, f.name, f.user);
+        s += &format!("  affects file {} \"{}\" of user {}\n", f.file_id, f.name, f.user);
     }
     s
 }

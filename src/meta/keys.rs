@@ -7,6 +7,7 @@
 
 use crate::hash::ContentHash;
 use crate::ids::UploadId;
+use crate::names::{comparable, FileName};
 
 pub(crate) const FORMAT: &[u8] = b"format";
 pub(crate) const NEXT_USER: &[u8] = b"next_user";
@@ -28,9 +29,9 @@ pub(crate) fn album(user: u64, album: u64) -> Vec<u8> {
     join(&[&user.to_be_bytes(), &album.to_be_bytes()])
 }
 
-/// `user | name`, in `album_names`.
+/// `user | name in NFC`, in `album_names`: names that print alike are one.
 pub(crate) fn album_name(user: u64, name: &str) -> Vec<u8> {
-    join(&[&user.to_be_bytes(), name.as_bytes()])
+    join(&[&user.to_be_bytes(), comparable(name).as_bytes()])
 }
 
 /// `user | file`, in `files`.
@@ -54,21 +55,18 @@ pub(crate) fn by_hash(user: u64, hash: &ContentHash, file: u64) -> Vec<u8> {
     join(&[&user.to_be_bytes(), hash.as_bytes(), &file.to_be_bytes()])
 }
 
-/// `user | hash | name length (u16) | name`: the prefix of `by_name` keys of
-/// files with exactly this name and content. The length keeps one name from
-/// being a prefix of another.
-pub(crate) fn by_name_prefix(user: u64, hash: &ContentHash, name: &str) -> Vec<u8> {
-    let len = u16::try_from(name.len()).expect("names are at most 255 bytes");
-    join(&[
-        &user.to_be_bytes(),
-        hash.as_bytes(),
-        &len.to_be_bytes(),
-        name.as_bytes(),
-    ])
+/// `user | hash | name length (u16) | name in NFC`: the prefix of `by_name`
+/// keys of files with this name (as the duplicate rules compare names) and
+/// content. The length keeps one name from being a prefix of another.
+pub(crate) fn by_name_prefix(user: u64, hash: &ContentHash, name: &FileName) -> Vec<u8> {
+    let name = name.comparable();
+    // NFC can lengthen a name, at most threefold: 765 bytes.
+    let len = u16::try_from(name.len()).expect("names are at most 255 bytes before NFC");
+    join(&[&user.to_be_bytes(), hash.as_bytes(), &len.to_be_bytes(), &name])
 }
 
 /// `user | hash | name length | name | file`, in `by_name`.
-pub(crate) fn by_name(user: u64, hash: &ContentHash, name: &str, file: u64) -> Vec<u8> {
+pub(crate) fn by_name(user: u64, hash: &ContentHash, name: &FileName, file: u64) -> Vec<u8> {
     let mut k = by_name_prefix(user, hash, name);
     k.extend_from_slice(&file.to_be_bytes());
     k
@@ -117,9 +115,9 @@ mod tests {
     #[test]
     fn one_name_is_never_the_prefix_of_another() {
         let h = ContentHash::of(b"x");
-        let a = by_name(1, &h, "IMG_1.JPG", 5);
-        assert!(!a.starts_with(&by_name_prefix(1, &h, "IMG_1")));
-        assert!(a.starts_with(&by_name_prefix(1, &h, "IMG_1.JPG")));
+        let a = by_name(1, &h, &"IMG_1.JPG".into(), 5);
+        assert!(!a.starts_with(&by_name_prefix(1, &h, &"IMG_1".into())));
+        assert!(a.starts_with(&by_name_prefix(1, &h, &"IMG_1.JPG".into())));
         assert_eq!(last_u64(&a), 5);
     }
 

@@ -11,11 +11,18 @@
 //! they are. Clients of a session begun under format 1 lose its id (they
 //! begin again, as after an expiry): the old id cannot be kept, being the
 //! guessable thing.
+//!
+//! Format 2 → 3: names are compared in Unicode NFC. The `by_name` keys of
+//! live files and the `album_names` keys held the names' bytes as given; a
+//! name that is not in NFC (typed on macOS) gets its key in NFC. Two albums
+//! of one user whose names were told apart only by normalisation are one
+//! name now: the later keeps its files and is renamed `name (album N)`,
+//! with `N` its id, so that none is lost and the user sees which.
 
 use rocksdb::WriteBatch;
 
 use super::keys;
-use super::records::{Record, UploadRecord};
+use super::records::{AlbumRecord, FileRecord, Record, UploadRecord};
 use super::{Cf, Meta};
 use crate::error::OpenError;
 use crate::ids::UploadId;
@@ -41,11 +48,76 @@ pub(super) fn from_v1(meta: &Meta) -> Result<(), OpenError> {
     meta.write(b).map_err(|e| corrupt(&e.to_string()))
 }
 
+/// Rewrites the name keys that NFC changes, and marks the metadata format
+/// 3, in one batch.
+pub(super) fn from_v2(meta: &Meta) -> Result<(), OpenError> {
+    let corrupt = |what: &str| OpenError::Corrupt(format!("migrating from format 2: {what}"));
+    let scan = |cf| meta.scan_all(cf, &[]).map_err(|e| corrupt(&e.to_string()));
+    let mut b = WriteBatch::default();
+    for (key, value) in scan(Cf::Files)? {
+        let (Some(user), Some(file)) = (keys::u64_at(&key, 0), keys::u64_at(&key, 8)) else {
+            return Err(corrupt("a file key is not user and id"));
+        };
+        let rec = FileRecord::decode(&value).map_err(|e| corrupt(&e.to_string()))?;
+        if rec.trashed_ms.is_some() {
+            continue;
+        }
+        let new = keys::by_name(user, &rec.hash, &rec.name, file);
+        let raw = rec.name.as_bytes();
+        let len = u16::try_from(raw.len()).map_err(|_| corrupt("a file name is too long"))?;
+        let old = [
+            &user.to_be_bytes()[..],
+            rec.hash.as_bytes(),
+            &len.to_be_bytes(),
+            raw,
+            &file.to_be_bytes(),
+        ]
+        .concat();
+        if old != new {
+            meta.batch_delete(&mut b, Cf::ByName, &old);
+            meta.batch_put(&mut b, Cf::ByName, &new, &[]);
+        }
+    }
+    let mut taken = std::collections::HashSet::new();
+    let mut renames = Vec::new();
+    for (key, value) in scan(Cf::Albums)? {
+        let (Some(user), Some(album)) = (keys::u64_at(&key, 0), keys::u64_at(&key, 8)) else {
+            return Err(corrupt("an album key is not user and id"));
+        };
+        let rec = AlbumRecord::decode(&value).map_err(|e| corrupt(&e.to_string()))?;
+        let old = [&user.to_be_bytes()[..], rec.name.as_bytes()].concat();
+        let new = keys::album_name(user, &rec.name);
+        if taken.insert(new.clone()) {
+            if old != new {
+                meta.batch_delete(&mut b, Cf::AlbumNames, &old);
+                meta.batch_put(&mut b, Cf::AlbumNames, &new, &album.encode());
+            }
+        } else {
+            renames.push((key, rec, old, user, album));
+        }
+    }
+    for (key, mut rec, old, user, album) in renames {
+        rec.name = format!("{} (album {album})", rec.name);
+        let new = keys::album_name(user, &rec.name);
+        if !taken.insert(new.clone()) {
+            return Err(corrupt("an album cannot be given a name of its own"));
+        }
+        // Its old key may be the very key its twin now holds.
+        if !taken.contains(&old) {
+            meta.batch_delete(&mut b, Cf::AlbumNames, &old);
+        }
+        meta.batch_put(&mut b, Cf::AlbumNames, &new, &album.encode());
+        meta.batch_put(&mut b, Cf::Albums, &key, &rec.encode());
+    }
+    meta.batch_put(&mut b, Cf::Meta, keys::FORMAT, &3u64.encode());
+    meta.write(b).map_err(|e| corrupt(&e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use rocksdb::WriteBatch;
 
-    use crate::meta::records::{Record, UploadRecord};
+    use crate::meta::records::{AlbumRecord, Record, UploadRecord};
     use crate::meta::{keys, Cf, Meta};
     use crate::{Content, DedupMode, Outcome, SessionOptions, Store, UploadStart};
 
@@ -97,9 +169,9 @@ mod tests {
             (Outcome::Stored, video.clone())
         );
         drop((ann, store));
-        // Migrated once: the next open finds format 2.
+        // Migrated once, through format 2: the next open finds format 3.
         let meta = Meta::open(&dir.path().join("meta")).unwrap();
-        assert_eq!(meta.get::<u64>(Cf::Meta, keys::FORMAT).unwrap(), Some(2));
+        assert_eq!(meta.get::<u64>(Cf::Meta, keys::FORMAT).unwrap(), Some(3));
         drop(meta);
         let store = Store::open(dir.path()).unwrap();
         let ann = store.user("ann").unwrap();
@@ -110,5 +182,76 @@ mod tests {
             DedupMode::Hash,
         );
         assert_eq!(again.unwrap().outcome, Outcome::Skipped);
+    }
+
+    /// A store as format 2 wrote it, with names not in NFC: a file named on
+    /// macOS (NFD) and two albums whose names differ only by normalisation.
+    #[test]
+    fn names_not_in_nfc_get_nfc_keys_and_an_album_that_became_a_twin_is_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (nfd, nfc) = ("Cafe\u{301}", "Caf\u{e9}");
+        let photo = b"the same photo".to_vec();
+        let (a1, a2, f) = {
+            let store = Store::open(dir.path()).unwrap();
+            let ann = store.user("ann").unwrap();
+            let a1 = ann.ensure_album(nfd).unwrap();
+            let a2 = ann.ensure_album("placeholder").unwrap();
+            let name = format!("{nfd}.jpg");
+            let f = ann.upload(a1, name.as_str(), Content::from(photo.clone()), DedupMode::NameAndHash);
+            (a1, a2, f.unwrap().file_id)
+        };
+        {
+            // Format 2: keys of the names' bytes as given; the second album
+            // renamed to the NFC twin of the first.
+            let meta = Meta::open(&dir.path().join("meta")).unwrap();
+            let mut b = WriteBatch::default();
+            let user = 1u64.to_be_bytes();
+            for (k, _) in meta.scan_all(Cf::ByName, &[]).unwrap() {
+                meta.batch_delete(&mut b, Cf::ByName, &k);
+                let name = format!("{nfd}.jpg");
+                let len = (name.len() as u16).to_be_bytes();
+                let raw = [&k[..40], &len, name.as_bytes(), &f.0.to_be_bytes()].concat();
+                meta.batch_put(&mut b, Cf::ByName, &raw, &[]);
+            }
+            for (k, _) in meta.scan_all(Cf::AlbumNames, &[]).unwrap() {
+                meta.batch_delete(&mut b, Cf::AlbumNames, &k);
+            }
+            meta.batch_put(
+                &mut b,
+                Cf::AlbumNames,
+                &[&user, nfd.as_bytes()].concat(),
+                &a1.0.encode(),
+            );
+            meta.batch_put(
+                &mut b,
+                Cf::AlbumNames,
+                &[&user, nfc.as_bytes()].concat(),
+                &a2.0.encode(),
+            );
+            let key = keys::album(1, a2.0);
+            let mut rec = meta.get::<AlbumRecord>(Cf::Albums, &key).unwrap().unwrap();
+            rec.name = nfc.to_string();
+            meta.batch_put(&mut b, Cf::Albums, &key, &rec.encode());
+            meta.batch_put(&mut b, Cf::Meta, keys::FORMAT, &2u64.encode());
+            meta.write(b).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let ann = store.user("ann").unwrap();
+        let again = ann.upload(a1, format!("{nfc}.jpg"), Content::from(photo), DedupMode::NameAndHash);
+        assert_eq!(again.unwrap().outcome, Outcome::Skipped, "the NFC name is the NFD one");
+        assert_eq!(
+            ann.find_album(nfc).unwrap().unwrap().id,
+            a1,
+            "the older album keeps the name"
+        );
+        let renamed = ann.albums().unwrap().into_iter().find(|a| a.id == a2).unwrap();
+        assert_eq!(renamed.name, format!("{nfc} (album {})", a2.0));
+        assert_eq!(
+            ann.file(f).unwrap().name,
+            format!("{nfd}.jpg"),
+            "the name is kept as given"
+        );
+        let report = store.verify(false).unwrap();
+        assert!(report.problems.is_empty(), "{report:?}");
     }
 }

@@ -108,7 +108,7 @@ impl Cf {
 
 /// The metadata format version this build writes and reads. Format 1
 /// (sequential upload ids) is migrated at open ([`migrate`]).
-pub(crate) const FORMAT_VERSION: u64 = 2;
+pub(crate) const FORMAT_VERSION: u64 = 3;
 
 pub(crate) struct Meta {
     db: DB,
@@ -194,7 +194,11 @@ impl Meta {
         let corrupt = |e: Fault| OpenError::Corrupt(e.to_string());
         match self.get::<u64>(Cf::Meta, keys::FORMAT).map_err(corrupt)? {
             Some(FORMAT_VERSION) => Ok(()),
-            Some(1) if access == Access::Write => migrate::from_v1(self),
+            Some(1) if access == Access::Write => {
+                migrate::from_v1(self)?;
+                migrate::from_v2(self)
+            }
+            Some(2) if access == Access::Write => migrate::from_v2(self),
             Some(found) => Err(OpenError::UnsupportedFormat {
                 path: path.to_path_buf(),
                 found: found as u32,

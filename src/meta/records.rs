@@ -9,6 +9,7 @@
 use crate::blob::format::RECORD_HEADER_LEN;
 use crate::blob::Location;
 use crate::hash::ContentHash;
+use crate::names::FileName;
 use crate::stamp::Stamp;
 
 /// The version of every record but one.
@@ -215,7 +216,7 @@ impl Record for AlbumRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FileRecord {
-    pub name: String,
+    pub name: FileName,
     pub hash: ContentHash,
     pub size: u64,
     pub created_ms: u64,
@@ -250,7 +251,7 @@ impl Record for FileRecord {
     }
     fn decode(b: &[u8]) -> Result<Self, DecodeError> {
         let (mut d, version) = Dec::any("file record", b, &[V1, V2])?;
-        let name = d.string()?;
+        let name = FileName::from(d.bytes()?.to_vec());
         let hash = d.hash()?;
         let size = d.u64()?;
         let created_ms = d.u64()?;
@@ -439,7 +440,7 @@ impl Record for DamageRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UploadRecord {
     pub album: u64,
-    pub name: String,
+    pub name: FileName,
     /// 0: `DedupMode::Hash`, 1: `DedupMode::NameAndHash`.
     pub mode: u8,
     /// `None` while the length is deferred.
@@ -497,7 +498,7 @@ impl UploadRecord {
     /// The fields both versions share, in order; `file` is left 0.
     fn fields(d: &mut Dec<'_>) -> Result<Self, DecodeError> {
         let album = d.u64()?;
-        let name = d.string()?;
+        let name = FileName::from(d.bytes()?.to_vec());
         let mode = d.u8()?;
         if mode > 1 {
             return Err(d.err("bad dedup mode"));

@@ -50,7 +50,7 @@ use crate::hash::{read_full, ContentHash, Hasher, HASH_CHUNK};
 use crate::ids::AlbumId;
 use crate::meta::txn::Txn;
 use crate::meta::Cf;
-use crate::names::check_file_name;
+use crate::names::{check_file_name, FileName};
 use crate::stamp::Stamp;
 
 /// Streams at most this large are held in memory instead of staged on disk.
@@ -352,7 +352,7 @@ impl User {
     pub fn upload(
         &self,
         album: AlbumId,
-        name: &str,
+        name: impl Into<FileName>,
         content: Content,
         mode: DedupMode,
     ) -> Result<UploadReport, UploadError> {
@@ -448,7 +448,7 @@ impl Inner {
         check_file_name(&up.name)?;
         self.health.check()?;
         let content = std::mem::replace(&mut up.content, Content::Bytes(Bytes::new()));
-        let p = self.prepare(content, &up.name, up.seen, buffers)?;
+        let p = self.prepare(content, &up.name.to_string(), up.seen, buffers)?;
         match up.expected {
             Some(expected) if expected != p.hash => {
                 self.discard([&p]);
@@ -473,7 +473,7 @@ impl Inner {
         &self,
         user: &str,
         album: AlbumId,
-        name: &str,
+        name: &FileName,
         mode: DedupMode,
         hash: ContentHash,
         size: u64,

@@ -18,7 +18,7 @@ use crate::meta::keys;
 use crate::meta::records::{AlbumRecord, FileRecord};
 use crate::meta::txn::Txn;
 use crate::meta::{decode, Cf, Meta};
-use crate::names::check_album_name;
+use crate::names::{check_album_lookup, check_album_name, FileName};
 
 /// An album as listed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -40,8 +40,8 @@ pub struct AlbumInfo {
 pub struct FileInfo {
     /// Its id.
     pub id: FileId,
-    /// Its name.
-    pub name: String,
+    /// Its name, exactly as uploaded.
+    pub name: FileName,
     /// Its content's hash.
     pub hash: ContentHash,
     /// Its size in bytes.
@@ -231,7 +231,7 @@ impl User {
     /// assert!(store.user("someone else").unwrap().find_album("Trip").unwrap().is_none());
     /// ```
     pub fn find_album(&self, name: &str) -> Result<Option<AlbumInfo>, LibraryError> {
-        check_album_name(name)?;
+        check_album_lookup(name)?;
         match self.id()? {
             Some(uid) => Ok(find_album(&self.inner().meta, uid, name)?),
             None => Ok(None),

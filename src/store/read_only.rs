@@ -25,7 +25,7 @@ use crate::error::{LibraryError, NameError, OpenError, Result, StorageError};
 use crate::ids::AlbumId;
 use crate::meta::records::SegmentRecord;
 use crate::meta::{decode, keys, Cf, Meta};
-use crate::names::{check_album_name, check_user_name};
+use crate::names::{check_album_lookup, check_user_name};
 
 /// A store opened for reading only. It holds the store's lock, as a
 /// [`Store`] does (one opener at a time, in any process): drop it before
@@ -172,7 +172,7 @@ impl ReadOnlyUser<'_> {
     /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
     ///   record.
     pub fn find_album(&self, name: &str) -> Result<Option<AlbumInfo>, LibraryError> {
-        check_album_name(name)?;
+        check_album_lookup(name)?;
         match user_id(self.meta, &self.name)? {
             Some(uid) => Ok(find_album(self.meta, uid, name)?),
             None => Ok(None),

@@ -33,7 +33,7 @@ use crate::meta::keys;
 use crate::meta::records::{BlobRecord, FileRecord, Place, UserBlobRecord};
 use crate::meta::txn::Txn;
 use crate::meta::Cf;
-use crate::names::check_file_name;
+use crate::names::{check_file_name, FileName};
 
 /// A blob copy written for this batch and not yet committed.
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ impl NewCopy {
 pub(crate) struct Pending {
     pub(crate) index: usize,
     pub(crate) album: u64,
-    pub(crate) name: String,
+    pub(crate) name: FileName,
     pub(crate) mode: DedupMode,
     pub(crate) hash: ContentHash,
     pub(crate) size: u64,
@@ -172,7 +172,7 @@ impl User {
 }
 
 /// The user's live files that match an upload under `mode`, oldest first.
-fn matches(txn: &Txn<'_>, uid: u64, hash: &ContentHash, name: &str, mode: DedupMode) -> Result<Vec<u64>> {
+fn matches(txn: &Txn<'_>, uid: u64, hash: &ContentHash, name: &FileName, mode: DedupMode) -> Result<Vec<u64>> {
     let (cf, prefix) = match mode {
         DedupMode::Hash => (Cf::ByHash, keys::user_hash(uid, hash)),
         DedupMode::NameAndHash => (Cf::ByName, keys::by_name_prefix(uid, hash, name)),
@@ -186,10 +186,17 @@ fn matches(txn: &Txn<'_>, uid: u64, hash: &ContentHash, name: &str, mode: DedupM
 
 /// Skip if any duplicate is already in the album (the oldest such), else
 /// link the oldest duplicate, else restore the oldest trashed one, else
-/// upload. Checking every duplicate, not
-/// just the oldest, matters once restores leave several live duplicates:
-/// an album must never show the same photo twice because of a re-upload.
-fn plan(txn: &Txn<'_>, uid: u64, album: u64, name: &str, hash: &ContentHash, mode: DedupMode) -> Result<Preflight> {
+/// upload. Checking every duplicate, not just the oldest, matters where
+/// several are live: an album must never show the same photo twice because
+/// of a re-upload.
+fn plan(
+    txn: &Txn<'_>,
+    uid: u64,
+    album: u64,
+    name: &FileName,
+    hash: &ContentHash,
+    mode: DedupMode,
+) -> Result<Preflight> {
     if load_album(txn, uid, album)?.is_none() {
         return Err(Fault::UnknownAlbum(album.to_string()));
     }
@@ -208,7 +215,7 @@ fn plan(txn: &Txn<'_>, uid: u64, album: u64, name: &str, hash: &ContentHash, mod
 /// The oldest of the user's trashed files that matches an upload under
 /// `mode`. It costs a scan of the user's trash, made only when a trashed
 /// file holds the content (the user's count for the blob says so).
-fn trashed_match(txn: &Txn<'_>, uid: u64, hash: &ContentHash, name: &str, mode: DedupMode) -> Result<Option<u64>> {
+fn trashed_match(txn: &Txn<'_>, uid: u64, hash: &ContentHash, name: &FileName, mode: DedupMode) -> Result<Option<u64>> {
     let held = txn.get::<UserBlobRecord>(Cf::UserBlobs, &keys::user_hash(uid, hash))?;
     if held.is_none_or(|b| b.refs == b.live) {
         return Ok(None);
@@ -217,7 +224,7 @@ fn trashed_match(txn: &Txn<'_>, uid: u64, hash: &ContentHash, name: &str, mode: 
     for (k, _) in txn.scan(Cf::Trash, &keys::u64_key(uid))? {
         let fid = keys::last_u64(&k);
         let Some(f) = load_file(txn, uid, fid)? else { continue };
-        if f.hash == *hash && (mode == DedupMode::Hash || f.name == name) {
+        if f.hash == *hash && (mode == DedupMode::Hash || f.name.same_as(name)) {
             oldest = Some(oldest.map_or(fid, |o| o.min(fid)));
         }
     }
@@ -246,7 +253,7 @@ fn preflight(
     txn: &Txn<'_>,
     uid: u64,
     album: u64,
-    name: &str,
+    name: &FileName,
     hash: &ContentHash,
     mode: DedupMode,
 ) -> Result<Preflight> {

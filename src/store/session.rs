@@ -61,7 +61,7 @@ use crate::ids::{AlbumId, UploadId};
 use crate::meta::records::UploadRecord;
 use crate::meta::txn::Txn;
 use crate::meta::{decode, keys, Cf};
-use crate::names::check_file_name;
+use crate::names::{check_file_name, FileName};
 
 /// The most client metadata entries a session keeps; more are refused
 /// with [`SessionError::MetadataTooLarge`].
@@ -96,7 +96,7 @@ pub struct SessionOptions {
     /// The album the file goes into; it must exist.
     pub album: AlbumId,
     /// The file's name.
-    pub name: String,
+    pub name: FileName,
     /// The duplicate rule `finish` applies.
     pub mode: DedupMode,
     /// The content's length in bytes, or `None` to declare it later with
@@ -116,7 +116,7 @@ pub struct SessionOptions {
 impl SessionOptions {
     /// A session for `name` into `album` under `mode`, with its length
     /// deferred, no expected hash and no metadata.
-    pub fn new(album: AlbumId, name: impl Into<String>, mode: DedupMode) -> Self {
+    pub fn new(album: AlbumId, name: impl Into<FileName>, mode: DedupMode) -> Self {
         SessionOptions {
             album,
             name: name.into(),
@@ -176,7 +176,7 @@ pub struct UploadStatus {
     /// Where the file will go.
     pub album: AlbumId,
     /// The file's name.
-    pub name: String,
+    pub name: FileName,
     /// The duplicate rule `finish` applies.
     pub mode: DedupMode,
     /// Bytes received and durable: the next append starts here.
@@ -218,6 +218,19 @@ fn check_metadata(metadata: BTreeMap<String, String>) -> Result<Vec<(String, Str
             max_entries: MAX_UPLOAD_METADATA_ENTRIES,
             max_bytes: MAX_UPLOAD_METADATA_BYTES,
         });
+    }
+    for (k, v) in &metadata {
+        let invalid = |reason| {
+            let mut key = String::new();
+            let _ = crate::names::write_escaped(&mut key, k.as_bytes());
+            Err(Fault::InvalidMetadata { key, reason })
+        };
+        if k.is_empty() || k.chars().any(|c| c == ' ' || c == ',' || c.is_control()) {
+            return invalid("a key must be non-empty, without spaces, commas or control characters");
+        }
+        if v.contains(['\r', '\n', '\0']) {
+            return invalid("a value must not contain CR, LF or NUL");
+        }
     }
     Ok(metadata.into_iter().collect())
 }
@@ -387,6 +400,8 @@ impl User {
     ///   ([`NameError`](crate::NameError) says why).
     /// - [`SessionError::MetadataTooLarge`] if `metadata` has more entries or bytes than
     ///   a session keeps.
+    /// - [`SessionError::InvalidMetadata`] if a key is empty or holds a space, a comma
+    ///   or a control character, or a value holds CR, LF or NUL.
     /// - [`SessionError::TooManySessions`] if the user already has
     ///   [`StoreOptions::max_sessions_per_user`](crate::StoreOptions::max_sessions_per_user)
     ///   sessions open.

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use super::User;
 use crate::hash::ContentHash;
 use crate::ids::{AlbumId, FileId};
+use crate::names::FileName;
 use crate::stamp::Stamp;
 
 /// Which files count as duplicates of an upload.
@@ -126,7 +127,7 @@ pub struct HashedUpload {
     /// The album the file is to go into.
     pub album: AlbumId,
     /// The file's name.
-    pub name: String,
+    pub name: FileName,
     /// The BLAKE3 hash of its content.
     pub hash: ContentHash,
     /// The duplicate rule to apply.
@@ -193,7 +194,7 @@ impl From<&Path> for Content {
 #[derive(Debug)]
 pub struct Upload {
     pub(crate) album: AlbumId,
-    pub(crate) name: String,
+    pub(crate) name: FileName,
     pub(crate) content: Content,
     pub(crate) mode: DedupMode,
     pub(crate) expected: Option<ContentHash>,
@@ -203,7 +204,7 @@ pub struct Upload {
 
 impl Upload {
     /// An upload of `content` as `name` into `album`.
-    pub fn new(album: AlbumId, name: impl Into<String>, content: Content, mode: DedupMode) -> Self {
+    pub fn new(album: AlbumId, name: impl Into<FileName>, content: Content, mode: DedupMode) -> Self {
         Upload {
             album,
             name: name.into(),

@@ -44,7 +44,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::error::{LibraryError, NameError, NameKind, OpenError, QuotaExceeded, StorageError, UploadError};
-use crate::names::{check_album_name, check_file_name, check_user_name};
+use crate::names::{check_album_name, check_file_name, check_user_name, comparable, FileName};
 use crate::{
     AlbumDeletion, AlbumId, AlbumInfo, Clock, Content, ContentHash, DedupMode, FileId, FileInfo, HashedUpload, Outcome,
     Preflight, PurgeReport, Store, StoreOptions, Upload, UploadReport, Usage,
@@ -89,7 +89,7 @@ pub struct Item {
     /// The target album.
     pub album: AlbumId,
     /// The file's name.
-    pub name: String,
+    pub name: FileName,
     /// The content.
     pub data: Payload,
     /// Which files count as duplicates.
@@ -123,7 +123,7 @@ pub struct Query {
     /// The target album.
     pub album: AlbumId,
     /// The file's name.
-    pub name: String,
+    pub name: FileName,
     /// The content's hash.
     pub hash: ContentHash,
     /// Which files count as duplicates.
@@ -366,7 +366,7 @@ pub type Answer = Result<Reply, Refusal>;
 
 #[derive(Debug, Clone)]
 struct FileModel {
-    name: String,
+    name: FileName,
     hash: ContentHash,
     size: u64,
     created_ms: u64,
@@ -576,7 +576,7 @@ impl Model {
                 // name and content: no album shows the same photo twice.
                 let shown_twice = |a: &u64| {
                     u.files.iter().any(|(id, g)| {
-                        id != &file.0 && g.live() && g.hash == f.hash && g.name == f.name && g.albums.contains(a)
+                        id != &file.0 && g.live() && g.hash == f.hash && g.name.same_as(&f.name) && g.albums.contains(a)
                     })
                 };
                 let back: Vec<u64> = f
@@ -637,7 +637,7 @@ impl Model {
         check_album_name(name)?;
         let now = self.now_ms;
         let u = self.users.entry(user.to_string()).or_insert_with(UserModel::new);
-        if let Some((&id, _)) = u.albums.iter().find(|(_, a)| a.name == name) {
+        if let Some((&id, _)) = u.albums.iter().find(|(_, a)| comparable(&a.name) == comparable(name)) {
             return match create {
                 true => Err(Refusal::AlbumExists(name.to_string())),
                 false => Ok(AlbumId(id)),
@@ -660,7 +660,7 @@ impl Model {
         &self,
         user: &str,
         album: AlbumId,
-        name: &str,
+        name: &FileName,
         hash: &ContentHash,
         mode: DedupMode,
     ) -> Result<Preflight, Refusal> {
@@ -672,7 +672,7 @@ impl Model {
         let dups: Vec<(u64, &FileModel)> = u
             .files
             .iter()
-            .filter(|(_, f)| f.live() && f.hash == *hash && (mode == DedupMode::Hash || f.name == name))
+            .filter(|(_, f)| f.live() && f.hash == *hash && (mode == DedupMode::Hash || f.name.same_as(name)))
             .map(|(&id, f)| (id, f))
             .collect();
         if let Some((id, _)) = dups.iter().find(|(_, f)| f.albums.contains(&album.0)) {
@@ -684,7 +684,7 @@ impl Model {
         // No live duplicate: the oldest trashed one comes back.
         Ok(u.files
             .iter()
-            .find(|(_, f)| !f.live() && f.hash == *hash && (mode == DedupMode::Hash || f.name == name))
+            .find(|(_, f)| !f.live() && f.hash == *hash && (mode == DedupMode::Hash || f.name.same_as(name)))
             .map_or(Preflight::Upload, |(&id, _)| Preflight::Restore(FileId(id))))
     }
 

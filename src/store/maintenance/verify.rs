@@ -22,6 +22,7 @@ use crate::meta::records::{
 };
 use crate::meta::txn::Txn;
 use crate::meta::{decode, keys, Cf, Snapshot};
+use crate::names::FileName;
 use crate::store::{Inner, Store};
 
 /// One file affected by a problem.
@@ -32,7 +33,7 @@ pub struct AffectedFile {
     /// Its id.
     pub file_id: FileId,
     /// Its name.
-    pub name: String,
+    pub name: FileName,
 }
 
 /// One inconsistency or damage found by [`Store::verify`].
@@ -110,7 +111,7 @@ impl Source for Txn<'_> {
 #[derive(Default)]
 struct Holders {
     names: HashMap<u64, String>,
-    files: HashMap<ContentHash, Vec<(u64, u64, String)>>,
+    files: HashMap<ContentHash, Vec<(u64, u64, FileName)>>,
 }
 
 impl Holders {
