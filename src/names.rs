@@ -34,8 +34,9 @@ pub const MAX_NAME_BYTES: usize = 255;
 /// shows it escaped, so that no name can confuse a terminal or a line of
 /// output: `\\` for a backslash, `\n`, `\t`, `\r`, `\xNN` for another
 /// control character or a byte that is not UTF-8, `\u{NNNN}` for an
-/// invisible or bidirectional formatting character. With `serde`, a UTF-8
-/// name is a string and any other name an array of its bytes.
+/// invisible or bidirectional formatting character. With `serde`, a name is
+/// a string: itself when it is UTF-8, else its escaped form (the exact
+/// bytes are [`as_bytes`](Self::as_bytes)).
 ///
 /// Names compare equal only when their bytes are equal; the store's
 /// duplicate rules compare them after normalisation to Unicode NFC, so that
@@ -195,7 +196,7 @@ impl serde::Serialize for FileName {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.to_str() {
             Some(name) => s.serialize_str(name),
-            None => s.serialize_bytes(&self.0),
+            None => s.serialize_str(&self.to_string()),
         }
     }
 }

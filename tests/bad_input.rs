@@ -635,6 +635,9 @@ fn album_names_that_print_alike_are_one_album() {
         ann.rename_album(other, nfd),
         Err(LibraryError::AlbumExists(_))
     ));
+    // Another spelling of its own name is a rename, not a clash.
+    ann.rename_album(nfc, nfd).unwrap();
+    assert_eq!(ann.find_album("Caf\u{e9} Cr\u{e8}me").unwrap().unwrap().name, nfd);
     assert_verified(&store);
 }
 

@@ -1107,3 +1107,36 @@ fn backing_up_a_deleted_photo_again_restores_it_and_the_summary_says_so() {
         "nothing left to restore"
     );
 }
+
+/// The store's own path may be a link (to a bigger disk): a backup of the
+/// folder that holds its target still never ingests it.
+#[test]
+fn a_store_reached_through_a_link_is_still_never_backed_up() {
+    let cli = Cli::new();
+    cli.file("a.jpg", &photo(1, 1_000));
+    let real = cli.data.path().join("disk").join("store");
+    fs::create_dir_all(&real).unwrap();
+    let link = cli.store.path().join("linked-store");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let backup = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_keepsake"))
+            .arg("--store")
+            .arg(&link)
+            .args(["backup", "--json", "--album", "A", cli.dir()])
+            .env_remove("KEEPSAKE_STORE")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect::<Vec<Value>>()
+    };
+    backup();
+    let again = backup();
+    assert_eq!(outcomes_of_files(&again), ["a.jpg"], "{again:?}");
+    assert_eq!(
+        ignored(&again),
+        [("store".into(), "the store's own directory (never backed up)".into())]
+    );
+}

@@ -62,7 +62,7 @@ pub(crate) enum Command {
     /// an "ignored" line with its reason, and counted. A file modified in
     /// the last 2 s is read once it has held still for 2 s (10 s at most,
     /// then it is an error line); a file written while read is read again
-    /// the same way, never stored torn. A named path that is missing or is
+    /// the same way (a writer pausing longer than 2 s looks finished). A named path that is missing or is
     /// not a file or folder is an error; if no named path can be read,
     /// nothing is created, not the album, not the store.
     Backup {

@@ -352,7 +352,13 @@ impl Uploads<'_> {
                 }
                 // Written while read: read again once it holds still.
                 Err(UploadError::ContentChanged(_)) => match fs::symlink_metadata(&f.path) {
-                    Ok(meta) => waiting.push((Found { path: f.path, meta }, source)),
+                    Ok(meta) if (meta.dev(), meta.ino()) == (f.meta.dev(), f.meta.ino()) => {
+                        waiting.push((Found { path: f.path, meta }, source))
+                    }
+                    Ok(_) => self.report.error(
+                        &f.path,
+                        "was replaced since the walk found it; nothing was stored".into(),
+                    ),
                     Err(e) => self.report.error(&f.path, e.to_string()),
                 },
                 Err(e) => {

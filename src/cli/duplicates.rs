@@ -121,6 +121,11 @@ pub(crate) fn list(user: &User, out: &Output) -> Result<(), Failure> {
 /// Whether `name` matches `pattern`, where `*` is any run of characters and
 /// `?` any one character. Backtracks only to the last `*`, which is enough:
 /// an earlier star could only match less.
+/// `s` in Unicode NFC, the form names are compared in.
+fn nfc(s: &str) -> String {
+    unicode_normalization::UnicodeNormalization::nfc(s).collect()
+}
+
 fn glob_match(pattern: &str, name: &str) -> bool {
     let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
     let (mut pi, mut ni) = (0, 0);
@@ -156,7 +161,13 @@ fn choose(group: &DuplicateGroup, keep: &Keep) -> (Option<FileId>, bool) {
             group.files.iter().max_by_key(|f| (f.created_ms, f.id)).map(|f| f.id),
             false,
         ),
-        Keep::Name(glob) => match group.files.iter().find(|f| glob_match(glob, &f.name.to_string_lossy())) {
+        // Both in NFC, as names are compared: a pattern typed on Linux matches
+        // a name written on macOS.
+        Keep::Name(glob) => match group
+            .files
+            .iter()
+            .find(|f| glob_match(&nfc(glob), &nfc(&f.name.to_string_lossy())))
+        {
             Some(f) => (Some(f.id), false),
             None => (None, true),
         },

@@ -623,9 +623,8 @@ fn repair(store: &Store, scrub: bool, out: &Output) -> Result<(), Failure> {
 /// opens, follows or truncates anything already there, a symlink planted
 /// under a guessed name included), synced, then renamed over `path` (which
 /// replaces a symlink at `path` rather than writing through it), and the
-/// directory synced.
-/// Writes `content` to a new file at `path`, dated `modified` if given,
-/// and renames it over `path` only once it is whole and synced.
+/// directory synced. The file is dated `modified` first, if given: the
+/// photo's own time, not the restore's.
 fn write_new_file(path: &Path, content: &mut impl io::Read, modified: Option<std::time::SystemTime>) -> io::Result<()> {
     use std::hash::{BuildHasher, Hasher};
     let dir = match path.parent() {

@@ -9,10 +9,10 @@
 
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
-use std::fs::{self, File, Metadata};
+use std::fs::{self, Metadata};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -53,7 +53,14 @@ impl StoreDirs {
         let mut ids = HashSet::new();
         let mut stack = vec![dir.to_path_buf()];
         while let Some(d) = stack.pop() {
-            let Ok(m) = fs::symlink_metadata(&d) else { continue };
+            // The store's own path may be a link (to a bigger disk): it is
+            // followed; links inside the store are not.
+            let m = if d == dir {
+                fs::metadata(&d)
+            } else {
+                fs::symlink_metadata(&d)
+            };
+            let Ok(m) = m else { continue };
             if m.is_dir() && ids.insert((m.dev(), m.ino())) {
                 let entries = fs::read_dir(&d).into_iter().flatten().flatten();
                 stack.extend(entries.map(|e| e.path()));
@@ -88,7 +95,7 @@ fn reason(t: FileType) -> &'static str {
         FileType::Fifo => "FIFO",
         FileType::Socket => "socket",
         FileType::BlockDevice | FileType::CharacterDevice => "device",
-        _ => "not a regular file",
+        _ => "file of an unknown kind",
     }
 }
 
@@ -119,7 +126,6 @@ impl Walk {
         if store.contains(root) {
             return self.ignored.push((root.to_path_buf(), STORE_ITSELF));
         }
-        let t = meta.file_type();
         if meta.is_file() {
             // A named link is followed: its target is what the user meant,
             // and reading it by its own path opens no link.
@@ -136,24 +142,26 @@ impl Walk {
             };
         }
         if !meta.is_dir() {
-            let what = if t.is_fifo() {
-                "a FIFO"
-            } else if t.is_socket() {
-                "a socket"
-            } else {
-                "a device"
-            };
+            let what = reason(FileType::from_raw_mode(meta.mode()));
             return self.errors.push((
                 root.to_path_buf(),
-                format!("is {what}, not a regular file or a folder; nothing was backed up from it"),
+                format!("is a {what}, not a regular file or a folder; nothing was backed up from it"),
             ));
         }
-        let dir = match File::open(root) {
-            Ok(f) => OwnedFd::from(f),
-            Err(e) => return self.errors.push((root.to_path_buf(), e.to_string())),
-        };
-        self.readable = true;
-        self.list(root, dir, store);
+        // Without blocking, and only the folder just looked at: a root
+        // swapped for a FIFO meanwhile must not hang the backup.
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let opened = rustix::fs::open(root, flags, Mode::empty())
+            .map_err(std::io::Error::from)
+            .and_then(|fd| Ok((rustix::fs::fstat(&fd)?, fd)));
+        match opened {
+            Ok((st, fd)) if identity(&st) == (meta.dev(), meta.ino()) => {
+                self.readable = true;
+                self.list(root, fd, store);
+            }
+            Ok(_) => self.errors.push((root.to_path_buf(), "changed during the walk".into())),
+            Err(e) => self.errors.push((root.to_path_buf(), e.to_string())),
+        }
     }
 
     /// Lists the folder open as `dir` at `path`, and everything under it.

@@ -26,6 +26,7 @@ use super::records::{AlbumRecord, FileRecord, Record, UploadRecord};
 use super::{Cf, Meta};
 use crate::error::OpenError;
 use crate::ids::UploadId;
+use crate::names::MAX_NAME_BYTES;
 
 /// Rewrites every format-1 session record under a random id, and marks the
 /// metadata format 2, in one batch.
@@ -97,11 +98,9 @@ pub(super) fn from_v2(meta: &Meta) -> Result<(), OpenError> {
         }
     }
     for (key, mut rec, old, user, album) in renames {
-        rec.name = format!("{} (album {album})", rec.name);
+        rec.name = free_name(&rec.name, album, |n| !taken.contains(&keys::album_name(user, n)));
         let new = keys::album_name(user, &rec.name);
-        if !taken.insert(new.clone()) {
-            return Err(corrupt("an album cannot be given a name of its own"));
-        }
+        taken.insert(new.clone());
         // Its old key may be the very key its twin now holds.
         if !taken.contains(&old) {
             meta.batch_delete(&mut b, Cf::AlbumNames, &old);
@@ -111,6 +110,27 @@ pub(super) fn from_v2(meta: &Meta) -> Result<(), OpenError> {
     }
     meta.batch_put(&mut b, Cf::Meta, keys::FORMAT, &3u64.encode());
     meta.write(b).map_err(|e| corrupt(&e.to_string()))
+}
+
+/// A name for album `album`, whose `name` its twin keeps: `name (album N)`,
+/// then `name (album N, 2)` and on until `free` says it is free; the name
+/// is shortened, at a character boundary, so that the whole stays within
+/// [`MAX_NAME_BYTES`].
+fn free_name(name: &str, album: u64, free: impl Fn(&str) -> bool) -> String {
+    (1u64..)
+        .map(|n| {
+            let tail = match n {
+                1 => format!(" (album {album})"),
+                n => format!(" (album {album}, {n})"),
+            };
+            let mut head = name.len().min(MAX_NAME_BYTES.saturating_sub(tail.len()));
+            while !name.is_char_boundary(head) {
+                head -= 1;
+            }
+            format!("{}{tail}", name[..head].trim_end())
+        })
+        .find(|n| free(n))
+        .expect("the counter finds a free name")
 }
 
 #[cfg(test)]
@@ -253,5 +273,19 @@ mod tests {
         );
         let report = store.verify(false).unwrap();
         assert!(report.problems.is_empty(), "{report:?}");
+    }
+
+    #[test]
+    fn a_twin_gets_a_free_name_within_the_length_limit() {
+        let long = "\u{e9}".repeat(127);
+        let n = super::free_name(&long, 7, |_| true);
+        assert!(
+            n.len() <= crate::names::MAX_NAME_BYTES && n.ends_with(" (album 7)"),
+            "{n}"
+        );
+        assert_eq!(
+            super::free_name("Trip", 7, |n| n != "Trip (album 7)"),
+            "Trip (album 7, 2)"
+        );
     }
 }

@@ -83,7 +83,12 @@ impl Inner {
         self.commit(move |txn| {
             let mut n = 0;
             for (key, loc) in marked {
-                if !txn.exists(Cf::Damaged, &key)? {
+                let here = Place::Segment(loc);
+                // A record about an older copy says nothing of this one.
+                if !txn
+                    .get::<DamageRecord>(Cf::Damaged, &key)?
+                    .is_some_and(|d| d.is_about(&here))
+                {
                     let at = Some(loc);
                     txn.put(Cf::Damaged, key, &DamageRecord { at, detected_ms });
                     n += 1;

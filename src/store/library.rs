@@ -200,10 +200,12 @@ impl User {
     /// assert_eq!(u.ensure_album("Camera").unwrap(), a);
     /// ```
     pub fn ensure_album(&self, name: &str) -> Result<AlbumId, LibraryError> {
-        check_album_name(name)?;
+        // An album named before the stricter rules is still found (a
+        // nightly backup into it goes on); only a new name must meet them.
         if let Some(a) = self.find_album(name)? {
             return Ok(a.id);
         }
+        check_album_name(name)?;
         let (name, now) = (name.to_string(), self.inner().now_ms());
         Ok(self.commit_creating(move |txn, uid| {
             match txn.get::<u64>(Cf::AlbumNames, &keys::album_name(uid, &name))? {
@@ -266,14 +268,15 @@ impl User {
         Ok(
             self.commit_existing(Fault::UnknownAlbum(album.to_string()), move |txn, uid| {
                 let mut rec = require_album(txn, uid, album)?;
-                if rec.name == new_name {
-                    return Ok(());
+                let (old_key, new_key) = (keys::album_name(uid, &rec.name), keys::album_name(uid, &new_name));
+                // Another spelling of its own name (NFD to NFC) keeps its key.
+                if old_key != new_key {
+                    if txn.exists(Cf::AlbumNames, &new_key)? {
+                        return Err(Fault::AlbumExists(new_name));
+                    }
+                    txn.delete(Cf::AlbumNames, old_key);
+                    txn.put(Cf::AlbumNames, new_key, &album.0);
                 }
-                if txn.exists(Cf::AlbumNames, &keys::album_name(uid, &new_name))? {
-                    return Err(Fault::AlbumExists(new_name));
-                }
-                txn.delete(Cf::AlbumNames, keys::album_name(uid, &rec.name));
-                txn.put(Cf::AlbumNames, keys::album_name(uid, &new_name), &album.0);
                 rec.name = new_name;
                 txn.put(Cf::Albums, keys::album(uid, album.0), &rec);
                 Ok(())

@@ -348,16 +348,20 @@ impl Store {
                 _lock: lock,
             }),
         };
-        let marked = store.inner.note_lost_copies().map_err(|e| match e {
-            Fault::Io { context, source } => OpenError::Io { context, source },
-            other => OpenError::Corrupt(other.to_string()),
-        })?;
-        if marked > 0 {
+        // Best effort, as noting damage always is: a store that cannot
+        // record it (a full disk) still opens, so that what is left can be
+        // read, collected and repaired.
+        let note = match store.inner.note_lost_copies() {
+            Ok(0) => None,
+            Ok(marked) => Some(format!(
+                "{marked} blobs of missing or short segments marked damaged: the next upload of their content heals them (`verify --scrub` names the files)"
+            )),
+            Err(e) => Some(format!("could not mark the blobs of missing or short segments damaged: {e}")),
+        };
+        if let Some(note) = note {
             // Notes are read-only once the store is shared; it is not yet.
             let inner = Arc::get_mut(&mut store.inner).expect("not yet shared");
-            inner.recovery.notes.push(format!(
-                "{marked} blobs of missing or short segments marked damaged: the next upload of their content heals them (`verify --scrub` names the files)"
-            ));
+            inner.recovery.notes.push(note);
         }
         Ok(store)
     }

@@ -9,7 +9,7 @@
 //! it reads is committed metadata, which recovery never changes, so a store
 //! left by a crash reads the same here as after the next [`Store::open`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, Metadata};
 use std::path::{Path, PathBuf};
 
@@ -19,7 +19,7 @@ use super::maintenance::stats;
 use super::quota::usage;
 use super::sources::{stale, unchanged};
 use super::{lock, AlbumInfo, Stats, Store, UploadReport, Usage};
-use crate::blob::segment_file;
+use crate::blob::{segment_file, Location};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{LibraryError, NameError, OpenError, Result, StorageError};
 use crate::ids::AlbumId;
@@ -55,10 +55,10 @@ use crate::names::{check_album_lookup, check_user_name};
 pub struct ReadOnlyStore {
     root: PathBuf,
     meta: Meta,
-    /// Whether every segment file is there, as long as its record says. If
-    /// one is not, no source is trusted from here: the write open that
-    /// follows marks the copies it lost damaged, and the backup heals them.
-    segments_whole: bool,
+    /// The segment files shorter than their records say (missing: 0), and
+    /// their lengths: a source whose content lies past the end of one is
+    /// not trusted from here, so that the backup reads and heals it.
+    short_segments: HashMap<u64, u64>,
     _lock: File,
 }
 
@@ -75,7 +75,7 @@ impl std::fmt::Debug for ReadOnlyStore {
 pub struct ReadOnlyUser<'s> {
     meta: &'s Meta,
     name: String,
-    segments_whole: bool,
+    short_segments: &'s HashMap<u64, u64>,
 }
 
 impl std::fmt::Debug for ReadOnlyUser<'_> {
@@ -109,7 +109,7 @@ impl ReadOnlyStore {
         }
         let lock = lock(root)?;
         let meta = Meta::open_read_only(&root.join("meta"))?;
-        let mut segments_whole = true;
+        let mut short_segments = HashMap::new();
         for (k, v) in meta
             .scan_all(Cf::Segments, &[])
             .map_err(|e| OpenError::Corrupt(e.to_string()))?
@@ -117,12 +117,14 @@ impl ReadOnlyStore {
             let id = keys::u64_at(&k, 0).ok_or_else(|| OpenError::Corrupt("bad segment key".into()))?;
             let rec: SegmentRecord = decode(&v).map_err(|e| OpenError::Corrupt(e.to_string()))?;
             let len = std::fs::metadata(segment_file(root, id)).map_or(0, |m| m.len());
-            segments_whole &= len >= rec.committed_len;
+            if len < rec.committed_len {
+                short_segments.insert(id, len);
+            }
         }
         Ok(Some(ReadOnlyStore {
             root: root.to_path_buf(),
             meta,
-            segments_whole,
+            short_segments,
             _lock: lock,
         }))
     }
@@ -143,7 +145,7 @@ impl ReadOnlyStore {
         Ok(ReadOnlyUser {
             meta: &self.meta,
             name: name.to_string(),
-            segments_whole: self.segments_whole,
+            short_segments: &self.short_segments,
         })
     }
 
@@ -204,8 +206,8 @@ impl ReadOnlyUser<'_> {
     }
 
     /// What [`User::unchanged_source`](crate::User::unchanged_source)
-    /// answers; `None` for every file while a segment file is missing or
-    /// shorter than its record (only a write open marks what it lost).
+    /// answers, a segment file found missing or short at this open
+    /// included.
     ///
     /// # Errors
     ///
@@ -217,10 +219,12 @@ impl ReadOnlyUser<'_> {
         path: &Path,
         meta: &Metadata,
     ) -> Result<Option<UploadReport>, LibraryError> {
-        if !self.segments_whole {
-            return Ok(None);
-        }
-        Ok(unchanged(self.meta, &self.name, album, path, meta)?)
+        let lost = |loc: &Location| {
+            self.short_segments
+                .get(&loc.segment)
+                .is_some_and(|&len| len < loc.end())
+        };
+        Ok(unchanged(self.meta, &lost, &self.name, album, path, meta)?)
     }
 
     /// Whether [`User::forget_sources`](crate::User::forget_sources) would

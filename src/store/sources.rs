@@ -17,10 +17,11 @@ use std::time::{Duration, SystemTime};
 
 use super::ledger::user_id;
 use super::{FileInfo, Outcome, UploadReport, User};
+use crate::blob::Location;
 use crate::error::{LibraryError, Result};
 use crate::hash::ContentHash;
 use crate::ids::{AlbumId, FileId};
-use crate::meta::records::{BlobRecord, DamageRecord, FileRecord, Seen, SourceRecord};
+use crate::meta::records::{BlobRecord, DamageRecord, FileRecord, Place, Seen, SourceRecord};
 use crate::meta::{keys, Cf, Meta};
 use crate::stamp::Stamp;
 
@@ -36,6 +37,7 @@ fn key(uid: u64, album: AlbumId, path: &Path) -> Vec<u8> {
 /// [`User::unchanged_source`] over committed metadata.
 pub(crate) fn unchanged(
     meta: &Meta,
+    lost: &dyn Fn(&Location) -> bool,
     user: &str,
     album: AlbumId,
     path: &Path,
@@ -57,7 +59,7 @@ pub(crate) fn unchanged(
     else {
         return Ok(None);
     };
-    if !intact(meta, &file.hash)? {
+    if !intact(meta, lost, &file.hash)? {
         return Ok(None);
     }
     Ok(Some(UploadReport {
@@ -71,16 +73,22 @@ pub(crate) fn unchanged(
 }
 
 /// Whether the store holds content `hash` whole as far as it knows without
-/// reading it: its blob has a record, and no damage is known of the copy the
-/// record names (a read or a scrub that failed its hash, or a segment file
-/// found missing or short at open). A file whose content is not whole is
+/// reading it: its blob has a record, no damage is known of the copy the
+/// record names (a read or a scrub that failed its hash, a segment file
+/// found missing or short at open), and `lost` does not say its copy lies
+/// past the end of its segment file. A file whose content is not whole is
 /// read again, so that the ordinary re-run of a backup heals it, as
 /// restic's backup re-reads files whose stored data is missing.
-fn intact(meta: &Meta, hash: &ContentHash) -> Result<bool> {
+fn intact(meta: &Meta, lost: &dyn Fn(&Location) -> bool, hash: &ContentHash) -> Result<bool> {
     let key = hash.as_bytes();
     let Some(blob) = meta.get::<BlobRecord>(Cf::Blobs, key)? else {
         return Ok(false);
     };
+    if let Place::Segment(loc) = &blob.place {
+        if lost(loc) {
+            return Ok(false);
+        }
+    }
     let damage = meta.get::<DamageRecord>(Cf::Damaged, key)?;
     Ok(!damage.is_some_and(|d| d.is_about(&blob.place)))
 }
@@ -149,7 +157,12 @@ impl User {
         path: &Path,
         meta: &Metadata,
     ) -> Result<Option<UploadReport>, LibraryError> {
-        Ok(unchanged(&self.inner().meta, self.name(), album, path, meta)?)
+        let inner = self.inner();
+        let lost = |loc: &Location| {
+            inner.recovery.damaged_segments.contains(&loc.segment)
+                && inner.blobs.file_len(loc.segment).unwrap_or(0) < loc.end()
+        };
+        Ok(unchanged(&inner.meta, &lost, self.name(), album, path, meta)?)
     }
 
     /// Records, in one durable commit, that each `(path, meta, file)` was
