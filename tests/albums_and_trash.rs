@@ -8,7 +8,8 @@ use common::{
     album_ids, assert_verified, data, fresh_store, open, options_with_clock, put, store_with_album, ManualClock, BIG,
 };
 use keepsake::{
-    AlbumDeletion, AlbumId, Clock, DedupMode, FileId, LibraryError, QuotaExceeded, ReadError, Store, UploadError,
+    AlbumDeletion, AlbumId, Clock, DedupMode, FileEdit, FileId, LibraryError, QuotaExceeded, ReadError, Store,
+    UploadError,
 };
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -352,5 +353,86 @@ fn trashed_files_count_toward_quota_until_purged() {
     let r = put(&store, "ann", a, "q.jpg", &next, DedupMode::Hash);
     assert_eq!(r.charged_bytes, BIG as u64);
     assert_eq!(ann.usage().unwrap().unique_bytes, BIG as u64);
+    assert_verified(&store);
+}
+
+/// Many edits, one commit: each succeeds or fails on its own, a failed one
+/// changes nothing, and each sees the ones before it.
+#[test]
+fn a_batch_of_edits_applies_each_on_its_own_in_order() {
+    let (_dir, store, a) = store_with_album("ann", "A");
+    let ann = store.user("ann").unwrap();
+    let (b, c) = (ann.ensure_album("B").unwrap(), ann.ensure_album("C").unwrap());
+    let f: Vec<FileId> = (0..4)
+        .map(|i| put(&store, "ann", a, &format!("{i}.jpg"), &data(i, BIG), DedupMode::Hash).file_id)
+        .collect();
+    // File ids are per user: bob's only file is number 1, which to ann is
+    // her own first file; his file 5 is nothing of hers.
+    let bob_album = store.user("bob").unwrap().ensure_album("A").unwrap();
+    for i in 0..5 {
+        put(
+            &store,
+            "bob",
+            bob_album,
+            &format!("{i}.jpg"),
+            &data(20 + i, BIG),
+            DedupMode::Hash,
+        );
+    }
+    let bob_file = FileId(5);
+    let before = ann.usage().unwrap();
+    let results = ann
+        .edit_files(vec![
+            FileEdit::AddToAlbum { file: f[0], album: b },
+            FileEdit::Move {
+                file: f[1],
+                from: b,
+                to: c,
+            }, // not in B
+            FileEdit::Move {
+                file: f[1],
+                from: a,
+                to: c,
+            },
+            FileEdit::Delete(f[2]),
+            FileEdit::Restore(f[2]), // sees the delete before it
+            FileEdit::Delete(f[3]),
+            FileEdit::RemoveFromAlbum { file: f[3], album: a }, // trashed by then
+            FileEdit::Delete(FileId(1_000)),
+            FileEdit::Delete(bob_file), // another user's id is unknown
+            FileEdit::AddToAlbum {
+                file: f[0],
+                album: AlbumId(77),
+            },
+        ])
+        .unwrap();
+    let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
+    assert_eq!(ok, [true, false, true, true, true, true, false, false, false, false]);
+    assert!(matches!(results[1], Err(LibraryError::NotInAlbum { .. })));
+    assert!(matches!(results[6], Err(LibraryError::FileTrashed(_))));
+    assert!(matches!(results[7], Err(LibraryError::UnknownFile(_))));
+    assert!(matches!(results[8], Err(LibraryError::UnknownFile(_))));
+    assert!(matches!(results[9], Err(LibraryError::UnknownAlbum(_))));
+    assert_eq!(ann.file(f[0]).unwrap().albums, vec![a, b]);
+    assert_eq!(
+        ann.file(f[1]).unwrap().albums,
+        vec![c],
+        "the failed move changed nothing"
+    );
+    assert_eq!(ann.file(f[2]).unwrap().albums, vec![a]);
+    assert_eq!(
+        ann.trash().unwrap().iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![f[3]]
+    );
+    let after = ann.usage().unwrap();
+    assert_eq!((after.files, after.trashed_files), (before.files - 1, 1));
+    assert_eq!(store.user("bob").unwrap().files().unwrap().len(), 5);
+    // A user who never wrote anything has no files to edit.
+    let nobody = store
+        .user("nobody")
+        .unwrap()
+        .edit_files(vec![FileEdit::Delete(f[0])])
+        .unwrap();
+    assert!(matches!(nobody[0], Err(LibraryError::UnknownFile(_))));
     assert_verified(&store);
 }

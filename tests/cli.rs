@@ -1140,3 +1140,19 @@ fn a_store_reached_through_a_link_is_still_never_backed_up() {
         [("store".into(), "the store's own directory (never backed up)".into())]
     );
 }
+
+#[test]
+fn delete_of_many_ids_edits_every_one_it_can_and_names_the_others() {
+    let cli = Cli::new();
+    for i in 0..3u8 {
+        cli.file(&format!("{i}.jpg"), &photo(i, 2_000));
+    }
+    cli.backup(&[cli.dir(), "--album", "A"]);
+    let out = cli.run(&["delete", "1", "999", "3", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "the unknown id sets the status");
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["files"], serde_json::json!([1, 3]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("file 999"));
+    let trash = cli.json(&["trash"]);
+    assert_eq!(trash.as_array().unwrap().len(), 2);
+}

@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use keepsake::testkit::model::{check_store, Answer, Harness, Item, Model, Op, Payload, Query, Refusal, Reply};
-use keepsake::{AlbumDeletion, AlbumId, DedupMode, FileId, StoreOptions};
+use keepsake::{AlbumDeletion, AlbumId, DedupMode, FileEdit, FileId, StoreOptions};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::FileFailurePersistence;
@@ -200,6 +200,8 @@ enum Draw {
     Ask(usize, ItemSpec, bool),
     /// On a file, with an album and a second album for moves.
     Edit(usize, Edit, Target, Target, Target),
+    /// Several edits of files in one commit.
+    Edits(usize, Vec<(Edit, Target, Target, Target)>),
     Ready(Op),
 }
 
@@ -229,6 +231,20 @@ impl Draw {
                     false => Op::Check(query),
                 }
             }
+            Draw::Edits(u, edits) => Op::EditFiles {
+                user: name(u),
+                edits: edits
+                    .into_iter()
+                    .map(|(e, f, a, to)| match Draw::Edit(u, e, f, a, to).resolve(known) {
+                        Op::AddToAlbum { file, album, .. } => FileEdit::AddToAlbum { file, album },
+                        Op::RemoveFromAlbum { file, album, .. } => FileEdit::RemoveFromAlbum { file, album },
+                        Op::MoveFile { file, from, to, .. } => FileEdit::Move { file, from, to },
+                        Op::Delete { file, .. } => FileEdit::Delete(file),
+                        Op::Restore { file, .. } => FileEdit::Restore(file),
+                        other => unreachable!("not a file edit: {other:?}"),
+                    })
+                    .collect(),
+            },
             Draw::Edit(u, edit, f, a, to) => {
                 let (user, known) = (name(u), &known[u]);
                 let (file, album) = (known.file(&f), known.album(&a));
@@ -252,6 +268,17 @@ impl Draw {
             Draw::Ready(op) => op,
         }
     }
+}
+
+/// The edits [`keepsake::User::edit_files`] takes: those of one file.
+fn file_edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        Just(Edit::Add),
+        Just(Edit::Remove),
+        Just(Edit::Move),
+        Just(Edit::Delete),
+        Just(Edit::Restore),
+    ]
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
@@ -290,6 +317,8 @@ impl ReferenceStateMachine for StoreRules {
             3 => (user(), prop::collection::vec(item_spec(), 1..5)).prop_map(|(u, items)| Draw::Batch(u, items)),
             3 => (user(), item_spec(), any::<bool>()).prop_map(|(u, i, link)| Draw::Ask(u, i, link)),
             15 => (user(), edit(), target(), target(), target()).prop_map(|(u, e, f, a, to)| Draw::Edit(u, e, f, a, to)),
+            3 => (user(), prop::collection::vec((file_edit(), target(), target(), target()), 1..6))
+                .prop_map(|(u, edits)| Draw::Edits(u, edits)),
             2 => user().prop_map(move |u| ready(Op::EmptyTrash { user: name(u) })),
             1 => Just(ready(Op::PurgeExpiredTrash)),
             2 => (user(), prop::sample::select(&ALBUM_NAMES[..]), any::<bool>()).prop_map(move |(u, a, create)| {

@@ -116,6 +116,10 @@ pub(crate) enum Command {
         to: String,
     },
     /// Move files to the trash, out of every album
+    ///
+    /// Like add, remove, move and trash restore, it edits every file it can,
+    /// in durable commits of 4096; each file that cannot be edited is an
+    /// error line, and the first decides the exit status.
     Delete {
         #[arg(required = true, value_name = "FILE_ID")]
         files: Vec<u64>,

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use keepsake::{
-    AlbumDeletion, AlbumId, AlbumInfo, DedupMode, FileId, FileInfo, LibraryError, NameError, OpenError, Problem,
-    ReadError, SessionError, StorageError, Store, UploadError, User,
+    AlbumDeletion, AlbumId, AlbumInfo, DedupMode, FileEdit, FileId, FileInfo, LibraryError, NameError, OpenError,
+    Problem, ReadError, SessionError, StorageError, Store, UploadError, User,
 };
 use serde::Serialize;
 
@@ -226,23 +226,34 @@ fn show_listing(out: &Output, files: &[Listed]) -> io::Result<()> {
     })
 }
 
-/// Applies `op` to each id, stopping at the first failure (earlier ones are
-/// already durable), and reports what was done.
+/// How many edits go into one durable commit: one synced write each, and
+/// a bounded batch in memory.
+const EDIT_BATCH: usize = 4096;
+
+/// Applies the edit `edit` makes of each id, in durable batches of
+/// [`EDIT_BATCH`]. Every edit that can apply does (each succeeds or fails on
+/// its own, as `User::edit_files` says); each failure is one line on
+/// stderr, and the first decides the exit status.
 fn each_file(
     out: &Output,
+    user: &User,
     verb: &str,
     ids: &[u64],
-    mut op: impl FnMut(FileId) -> Result<(), LibraryError>,
+    edit: impl Fn(FileId) -> FileEdit,
 ) -> Result<(), Failure> {
     let mut done = Vec::new();
-    for &id in ids {
-        if let Err(e) = op(FileId(id)) {
-            if !done.is_empty() {
-                let _ = writeln!(io::stderr(), "keepsake: {verb} {} file(s) before the error", done.len());
+    let mut first_failure = None;
+    for chunk in ids.chunks(EDIT_BATCH) {
+        let results = user.edit_files(chunk.iter().map(|&id| edit(FileId(id))).collect())?;
+        for (&id, r) in chunk.iter().zip(results) {
+            match r {
+                Ok(()) => done.push(id),
+                Err(e) => {
+                    let _ = writeln!(io::stderr(), "keepsake: file {id}: {e}");
+                    first_failure.get_or_insert(e);
+                }
             }
-            return Err(e.into());
         }
-        done.push(id);
     }
     #[derive(Serialize)]
     struct Done<'a> {
@@ -256,7 +267,10 @@ fn each_file(
         },
         || format!("{verb} {} file(s)", done.len()),
     )?;
-    Ok(())
+    match first_failure {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
@@ -353,25 +367,28 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
         }
         Command::Add { files, album } => {
             let album = album_by_name(&user, &album)?.id;
-            each_file(out, "added", &files, |f| user.add_to_album(f, album).map(drop))?;
+            each_file(out, &user, "added", &files, |file| FileEdit::AddToAlbum { file, album })?;
         }
         Command::Remove { files, album } => {
             let album = album_by_name(&user, &album)?.id;
-            each_file(out, "removed", &files, |f| user.remove_from_album(f, album))?;
+            each_file(out, &user, "removed", &files, |file| FileEdit::RemoveFromAlbum {
+                file,
+                album,
+            })?;
         }
         Command::Move { files, from, to } => {
             let from = album_by_name(&user, &from)?.id;
             let to = album_by_name(&user, &to)?.id;
-            each_file(out, "moved", &files, |f| user.move_file(f, from, to))?;
+            each_file(out, &user, "moved", &files, |file| FileEdit::Move { file, from, to })?;
         }
-        Command::Delete { files } => each_file(out, "deleted", &files, |f| user.delete(f))?,
+        Command::Delete { files } => each_file(out, &user, "deleted", &files, FileEdit::Delete)?,
         Command::Trash { action: None } => {
             let albums = user.albums()?;
             show_listing(out, &listed(user.trash()?, &albums))?;
         }
         Command::Trash {
             action: Some(TrashAction::Restore { files }),
-        } => each_file(out, "restored", &files, |f| user.restore(f).map(drop))?,
+        } => each_file(out, &user, "restored", &files, FileEdit::Restore)?,
         Command::Trash {
             action: Some(TrashAction::Empty),
         } => {

@@ -135,6 +135,43 @@ pub(crate) fn find_album(meta: &Meta, uid: u64, name: &str) -> Result<Option<Alb
         .map(|r| album_info(id, r)))
 }
 
+/// [`User::add_to_album`] inside a transaction.
+pub(crate) fn add_in(txn: &mut Txn<'_>, uid: u64, file: FileId, album: AlbumId) -> Result<bool> {
+    let mut f = live_file(txn, uid, file)?;
+    require_album(txn, uid, album)?;
+    let added = add_member(txn, uid, album.0, file.0, &mut f)?;
+    save_file(txn, uid, file.0, &f);
+    Ok(added)
+}
+
+/// Takes a live file out of `from` and puts it into `to` (either may be
+/// absent), inside a transaction: [`User::remove_from_album`] and
+/// [`User::move_file`].
+pub(crate) fn move_in(
+    txn: &mut Txn<'_>,
+    uid: u64,
+    file: FileId,
+    from: Option<AlbumId>,
+    to: Option<AlbumId>,
+) -> Result<()> {
+    let mut f = live_file(txn, uid, file)?;
+    if let Some(to) = to {
+        require_album(txn, uid, to)?;
+    }
+    if let Some(from) = from {
+        require_album(txn, uid, from)?;
+        if !remove_member(txn, uid, from.0, file.0, f.size)? {
+            return Err(Fault::NotInAlbum { file, album: from });
+        }
+        f.albums.retain(|a| *a != from.0);
+    }
+    if let Some(to) = to {
+        add_member(txn, uid, to.0, file.0, &mut f)?;
+    }
+    save_file(txn, uid, file.0, &f);
+    Ok(())
+}
+
 /// User `uid`'s albums, oldest first, in committed metadata.
 pub(crate) fn albums(meta: &Meta, uid: u64) -> Result<Vec<AlbumInfo>> {
     list(meta, Cf::Albums, &keys::u64_key(uid), |k, v| {
@@ -498,13 +535,7 @@ impl User {
     /// assert_eq!(u.usage().unwrap().unique_bytes, 8000);
     /// ```
     pub fn add_to_album(&self, file: FileId, album: AlbumId) -> Result<bool, LibraryError> {
-        Ok(self.commit_existing(Fault::UnknownFile(file), move |txn, uid| {
-            let mut f = live_file(txn, uid, file)?;
-            require_album(txn, uid, album)?;
-            let added = add_member(txn, uid, album.0, file.0, &mut f)?;
-            save_file(txn, uid, file.0, &f);
-            Ok(added)
-        })?)
+        Ok(self.commit_existing(Fault::UnknownFile(file), move |txn, uid| add_in(txn, uid, file, album))?)
     }
 
     /// Removes a file from one album; it stays in its other albums, and in
@@ -567,22 +598,7 @@ impl User {
 
     fn move_between(&self, file: FileId, from: Option<AlbumId>, to: Option<AlbumId>) -> Result<()> {
         self.commit_existing(Fault::UnknownFile(file), move |txn, uid| {
-            let mut f = live_file(txn, uid, file)?;
-            if let Some(to) = to {
-                require_album(txn, uid, to)?;
-            }
-            if let Some(from) = from {
-                require_album(txn, uid, from)?;
-                if !remove_member(txn, uid, from.0, file.0, f.size)? {
-                    return Err(Fault::NotInAlbum { file, album: from });
-                }
-                f.albums.retain(|a| *a != from.0);
-            }
-            if let Some(to) = to {
-                add_member(txn, uid, to.0, file.0, &mut f)?;
-            }
-            save_file(txn, uid, file.0, &f);
-            Ok(())
+            move_in(txn, uid, file, from, to)
         })
     }
 }

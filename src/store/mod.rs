@@ -27,6 +27,7 @@
 
 mod damage;
 mod delete_set;
+mod edits;
 mod ingest;
 mod ledger;
 mod library;
@@ -66,6 +67,7 @@ use crate::meta::records::SegmentRecord;
 use crate::meta::txn::Txn;
 use crate::meta::{decode, keys, Cf, Meta};
 
+pub use edits::FileEdit;
 pub use library::{AlbumDeletion, AlbumInfo, FileInfo};
 pub use maintenance::{AffectedFile, GcReport, Problem, RepairReport, Stats, VerifyReport};
 pub use merge::{DuplicateGroup, MergeReport};

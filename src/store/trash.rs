@@ -13,6 +13,7 @@ use super::{FileInfo, Store, User};
 use crate::error::{Fault, LibraryError, Result, StorageError};
 use crate::ids::{AlbumId, FileId};
 use crate::meta::keys;
+use crate::meta::txn::Txn;
 use crate::meta::Cf;
 
 /// What a purge of the trash did.
@@ -31,6 +32,31 @@ impl PurgeReport {
             self.bytes_freed += freed;
         }
     }
+}
+
+/// [`User::delete`] inside a transaction.
+pub(crate) fn delete_in(txn: &mut Txn<'_>, uid: u64, file: FileId, now: u64) -> Result<()> {
+    let mut f = live_file(txn, uid, file)?;
+    let mut u = load_user(txn, uid)?;
+    trash_file(txn, uid, &mut u, file.0, &mut f, now)?;
+    save_file(txn, uid, file.0, &f);
+    save_user(txn, uid, &u);
+    Ok(())
+}
+
+/// [`User::restore`] inside a transaction.
+pub(crate) fn restore_in(txn: &mut Txn<'_>, uid: u64, file: FileId) -> Result<Vec<AlbumId>> {
+    let mut f = load_file(txn, uid, file.0)?.ok_or(Fault::UnknownFile(file))?;
+    let at = f.trashed_ms.ok_or(Fault::NotTrashed(file))?;
+    let mut u = load_user(txn, uid)?;
+    for album in untrash_file(txn, uid, &mut u, file.0, &mut f, at)? {
+        if load_album(txn, uid, album)?.is_some() && !shows_duplicate(txn, uid, album, file.0, &f)? {
+            add_member(txn, uid, album, file.0, &mut f)?;
+        }
+    }
+    save_file(txn, uid, file.0, &f);
+    save_user(txn, uid, &u);
+    Ok(f.albums.iter().copied().map(AlbumId).collect())
 }
 
 impl User {
@@ -60,14 +86,7 @@ impl User {
     /// ```
     pub fn delete(&self, file: FileId) -> Result<(), LibraryError> {
         let now = self.inner().now_ms();
-        Ok(self.commit_existing(Fault::UnknownFile(file), move |txn, uid| {
-            let mut f = live_file(txn, uid, file)?;
-            let mut u = load_user(txn, uid)?;
-            trash_file(txn, uid, &mut u, file.0, &mut f, now)?;
-            save_file(txn, uid, file.0, &f);
-            save_user(txn, uid, &u);
-            Ok(())
-        })?)
+        Ok(self.commit_existing(Fault::UnknownFile(file), move |txn, uid| delete_in(txn, uid, file, now))?)
     }
 
     /// Restores a trashed file into the albums it was in (those that still
@@ -95,19 +114,7 @@ impl User {
     /// assert_eq!(u.restore(f).unwrap(), vec![a]);
     /// ```
     pub fn restore(&self, file: FileId) -> Result<Vec<AlbumId>, LibraryError> {
-        Ok(self.commit_existing(Fault::UnknownFile(file), move |txn, uid| {
-            let mut f = load_file(txn, uid, file.0)?.ok_or(Fault::UnknownFile(file))?;
-            let at = f.trashed_ms.ok_or(Fault::NotTrashed(file))?;
-            let mut u = load_user(txn, uid)?;
-            for album in untrash_file(txn, uid, &mut u, file.0, &mut f, at)? {
-                if load_album(txn, uid, album)?.is_some() && !shows_duplicate(txn, uid, album, file.0, &f)? {
-                    add_member(txn, uid, album, file.0, &mut f)?;
-                }
-            }
-            save_file(txn, uid, file.0, &f);
-            save_user(txn, uid, &u);
-            Ok(f.albums.iter().copied().map(AlbumId).collect())
-        })?)
+        Ok(self.commit_existing(Fault::UnknownFile(file), move |txn, uid| restore_in(txn, uid, file))?)
     }
 
     /// The user's trashed files, oldest deletion first.

@@ -45,6 +45,7 @@ use bytes::Bytes;
 
 use crate::error::{LibraryError, NameError, NameKind, OpenError, QuotaExceeded, StorageError, UploadError};
 use crate::names::{check_album_name, check_file_name, check_user_name, comparable, FileName};
+use crate::store::FileEdit;
 use crate::{
     AlbumDeletion, AlbumId, AlbumInfo, Clock, Content, ContentHash, DedupMode, FileId, FileInfo, HashedUpload, Outcome,
     Preflight, PurgeReport, Store, StoreOptions, Upload, UploadReport, Usage,
@@ -209,6 +210,14 @@ pub enum Op {
         /// The file.
         file: FileId,
     },
+    /// [`User::edit_files`](crate::User::edit_files): many edits, one
+    /// commit, each on its own.
+    EditFiles {
+        /// The user.
+        user: String,
+        /// The edits, in order.
+        edits: Vec<FileEdit>,
+    },
     /// [`User::empty_trash`](crate::User::empty_trash).
     EmptyTrash {
         /// The user.
@@ -258,6 +267,8 @@ pub enum Reply {
     Added(bool),
     /// The albums [`Op::Restore`] put the file back into.
     Restored(Vec<AlbumId>),
+    /// Each edit's result, for [`Op::EditFiles`].
+    Edited(Vec<Result<(), Refusal>>),
     /// The files [`Op::DeleteAlbum`] moved to the trash.
     Trashed(Vec<FileId>),
     /// What a purge of the trash did.
@@ -358,6 +369,18 @@ impl From<LibraryError> for Refusal {
 impl From<StorageError> for Refusal {
     fn from(e: StorageError) -> Self {
         Refusal::Unexpected(e.to_string())
+    }
+}
+
+/// The one-file operation an edit of [`Op::EditFiles`] is.
+fn single_edit(user: &str, edit: FileEdit) -> Op {
+    let user = user.to_string();
+    match edit {
+        FileEdit::AddToAlbum { file, album } => Op::AddToAlbum { user, file, album },
+        FileEdit::RemoveFromAlbum { file, album } => Op::RemoveFromAlbum { user, file, album },
+        FileEdit::Move { file, from, to } => Op::MoveFile { user, file, from, to },
+        FileEdit::Delete(file) => Op::Delete { user, file },
+        FileEdit::Restore(file) => Op::Restore { user, file },
     }
 }
 
@@ -546,6 +569,12 @@ impl Model {
                 let plan = self.preflight(q)?;
                 self.reuse(&q.user, q.album, plan).map(Reply::Upload)
             }
+            Op::EditFiles { user, edits } => Ok(Reply::Edited(
+                edits
+                    .iter()
+                    .map(|&e| self.apply(&single_edit(user, e)).map(drop))
+                    .collect(),
+            )),
             Op::AddToAlbum { user, file, album } => {
                 let u = self.user_mut(user, Refusal::UnknownFile(*file))?;
                 u.live_file(*file)?;
@@ -1101,6 +1130,13 @@ impl Harness {
                 hash: q.hash,
                 mode: q.mode,
             })?),
+            Op::EditFiles { user, edits } => Reply::Edited(
+                s.user(user)?
+                    .edit_files(edits.clone())?
+                    .into_iter()
+                    .map(|r| r.map_err(Refusal::from))
+                    .collect(),
+            ),
             Op::AddToAlbum { user, file, album } => Reply::Added(s.user(user)?.add_to_album(*file, *album)?),
             Op::RemoveFromAlbum { user, file, album } => {
                 s.user(user)?.remove_from_album(*file, *album)?;
