@@ -493,20 +493,24 @@ fn print_file(summary: &mut Summary, path: &Path, r: &UploadReport, unchanged: b
     }
     summary.bytes_written += r.bytes_written;
     summary.bytes_deduplicated += r.size - r.bytes_written;
-    let name = FileName::from(path.file_name().unwrap_or_default());
-    let line = FileLine {
-        path: &json_path(path),
-        file_id: r.file_id.0,
-        name: JsonName::of(&name),
-        hash: r.hash.to_string(),
-        size: r.size,
-        outcome: r.outcome.to_string(),
-        bytes_written: r.bytes_written,
-        unchanged,
-    };
+    // The JSON line is made only for JSON: the hash's hex costs, over a
+    // re-run of many files, more than the lookups that trust them.
     bar.suspend(|| {
-        let _ = out.show(&line, || {
-            format!("{:<7} {:>8}  {}", r.outcome.to_string(), r.file_id, shown(path))
-        });
+        let _ = if out.json {
+            let name = FileName::from(path.file_name().unwrap_or_default());
+            let line = FileLine {
+                path: &json_path(path),
+                file_id: r.file_id.0,
+                name: JsonName::of(&name),
+                hash: r.hash.to_string(),
+                size: r.size,
+                outcome: r.outcome.to_string(),
+                bytes_written: r.bytes_written,
+                unchanged,
+            };
+            out.show(&line, String::new)
+        } else {
+            out.show(&(), || format!("{:<7} {:>8}  {}", r.outcome, r.file_id, shown(path)))
+        };
     });
 }

@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, Metadata};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::ledger::user_id;
 use super::library::{albums, find_album};
@@ -76,6 +77,9 @@ pub struct ReadOnlyUser<'s> {
     meta: &'s Meta,
     name: String,
     short_segments: &'s HashMap<u64, u64>,
+    /// The user's id, looked up once (nothing changes under a read-only
+    /// open).
+    id: OnceLock<Option<u64>>,
 }
 
 impl std::fmt::Debug for ReadOnlyUser<'_> {
@@ -146,6 +150,7 @@ impl ReadOnlyStore {
             meta: &self.meta,
             name: name.to_string(),
             short_segments: &self.short_segments,
+            id: OnceLock::new(),
         })
     }
 
@@ -161,6 +166,15 @@ impl ReadOnlyStore {
 }
 
 impl ReadOnlyUser<'_> {
+    fn id(&self) -> Result<Option<u64>> {
+        if let Some(&id) = self.id.get() {
+            return Ok(id);
+        }
+        let id = user_id(self.meta, &self.name)?;
+        let _ = self.id.set(id);
+        Ok(id)
+    }
+
     /// The user's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -224,7 +238,7 @@ impl ReadOnlyUser<'_> {
                 .get(&loc.segment)
                 .is_some_and(|&len| len < loc.end())
         };
-        Ok(unchanged(self.meta, &lost, &self.name, album, path, meta)?)
+        Ok(unchanged(self.meta, &lost, self.id()?, album, path, meta)?)
     }
 
     /// Whether [`User::forget_sources`](crate::User::forget_sources) would

@@ -15,7 +15,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::ledger::user_id;
 use super::{FileInfo, Outcome, UploadReport, User};
 use crate::blob::Location;
 use crate::error::{LibraryError, Result};
@@ -38,12 +37,12 @@ fn key(uid: u64, album: AlbumId, path: &Path) -> Vec<u8> {
 pub(crate) fn unchanged(
     meta: &Meta,
     lost: &dyn Fn(&Location) -> bool,
-    user: &str,
+    uid: Option<u64>,
     album: AlbumId,
     path: &Path,
     seen: &Metadata,
 ) -> Result<Option<UploadReport>> {
-    let Some(uid) = user_id(meta, user)? else {
+    let Some(uid) = uid else {
         return Ok(None);
     };
     let Some(rec) = meta.get::<SourceRecord>(Cf::Sources, &key(uid, album, path))? else {
@@ -162,7 +161,7 @@ impl User {
             inner.recovery.damaged_segments.contains(&loc.segment)
                 && inner.blobs.file_len(loc.segment).unwrap_or(0) < loc.end()
         };
-        Ok(unchanged(&inner.meta, &lost, self.name(), album, path, meta)?)
+        Ok(unchanged(&inner.meta, &lost, self.id()?, album, path, meta)?)
     }
 
     /// Records, in one durable commit, that each `(path, meta, file)` was

@@ -6,7 +6,7 @@
 //! name is checked once, when the handle is made, and every key the
 //! operations read or write starts with that user's id.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::ledger::{ensure_user, txn_user_id, user_id};
 use super::{Inner, Store};
@@ -44,6 +44,9 @@ use crate::names::check_user_name;
 pub struct User {
     store: Store,
     name: Arc<str>,
+    /// The user's id once the user exists: ids are never reused or
+    /// removed, so it is looked up once per handle, not once per call.
+    id: Arc<OnceLock<u64>>,
 }
 
 impl std::fmt::Debug for User {
@@ -78,6 +81,7 @@ impl Store {
         Ok(User {
             store: self.clone(),
             name: name.into(),
+            id: Arc::default(),
         })
     }
 }
@@ -95,7 +99,14 @@ impl User {
     /// The user's id in the committed metadata, or `None` for a user who
     /// never stored anything.
     pub(crate) fn id(&self) -> Result<Option<u64>> {
-        user_id(&self.inner().meta, &self.name)
+        if let Some(&id) = self.id.get() {
+            return Ok(Some(id));
+        }
+        let found = user_id(&self.inner().meta, &self.name)?;
+        if let Some(id) = found {
+            let _ = self.id.set(id);
+        }
+        Ok(found)
     }
 
     /// Runs `work` as a durable transaction on behalf of the user, who must
