@@ -21,13 +21,7 @@ impl Cli {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_keepsake"))
-            .arg("--store")
-            .arg(self.store.path())
-            .args(args)
-            .env_remove("KEEPSAKE_STORE")
-            .output()
-            .unwrap()
+        keepsake_at(self.store.path(), args)
     }
 
     /// Runs with `--json`, expects success, parses the single object.
@@ -43,12 +37,7 @@ impl Cli {
 
     /// Runs `backup --json`, returning its lines.
     fn backup(&self, args: &[&str]) -> (Vec<Value>, Output) {
-        let out = self.run(&[&["backup", "--json"], args].concat());
-        let lines = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        (lines, out)
+        backup_at(self.store.path(), args)
     }
 
     /// Writes a file dated an hour back: a backup reads it at once, rather
@@ -64,6 +53,28 @@ impl Cli {
     fn dir(&self) -> &str {
         self.data.path().to_str().unwrap()
     }
+}
+
+/// The `keepsake` command with `--store store`, whatever the environment
+/// says.
+fn keepsake_at(store: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keepsake"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("KEEPSAKE_STORE")
+        .output()
+        .unwrap()
+}
+
+/// `backup --json` into `store`: its lines, and the process's output.
+fn backup_at(store: &std::path::Path, args: &[&str]) -> (Vec<Value>, Output) {
+    let out = keepsake_at(store, &[&["backup", "--json"], args].concat());
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (lines, out)
 }
 
 fn photo(seed: u8, len: usize) -> Vec<u8> {
@@ -101,12 +112,33 @@ fn backup_reports_each_file_and_a_summary_then_skips_on_rerun() {
     let (lines, out) = cli.backup(&[cli.dir(), "--album", "Camera"]);
     assert!(out.status.success());
     assert_eq!(lines.len(), 4);
+    // The lines' shapes, exactly: a field added or renamed is a contract
+    // changed.
+    let keys = |l: &Value| l.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     for l in &lines[..3] {
-        for key in ["path", "file_id", "name", "hash", "size", "outcome", "bytes_written"] {
-            assert!(l.get(key).is_some(), "{key} missing in {l}");
-        }
+        assert_eq!(
+            keys(l),
+            ["bytes_written", "file_id", "hash", "name", "outcome", "path", "size"],
+            "{l}"
+        );
         assert_eq!(l["hash"].as_str().unwrap().len(), 64);
     }
+    assert_eq!(
+        keys(&lines[3]),
+        [
+            "bytes_deduplicated",
+            "bytes_written",
+            "errors",
+            "files",
+            "ignored",
+            "linked",
+            "quota_refused",
+            "restored",
+            "skipped",
+            "stored",
+            "summary"
+        ]
+    );
     let s = summary(&lines);
     assert_eq!(
         (s["files"].as_u64(), s["stored"].as_u64(), s["errors"].as_u64()),
@@ -246,20 +278,7 @@ fn links_fifos_sockets_devices_and_the_store_itself_are_not_backed_up_and_are_sa
     // a backup of `~`), reached through another path too.
     let store = data.join("library").join("store");
     std::os::unix::fs::symlink(&store, data.join("store-link")).unwrap();
-    let run = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_keepsake"))
-            .arg("--store")
-            .arg(&store)
-            .args([&["backup", "--json", "--album", "A"], extra].concat())
-            .env_remove("KEEPSAKE_STORE")
-            .output()
-            .unwrap();
-        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        (lines, out)
-    };
+    let run = |extra: &[&str]| backup_at(&store, &[&["--album", "A"], extra].concat());
     let (first, out) = run(&[cli.dir()]);
     assert!(out.status.success());
     for (lines, store_seen) in [(first, false), (run(&[cli.dir()]).0, true)] {
@@ -277,6 +296,9 @@ fn links_fifos_sockets_devices_and_the_store_itself_are_not_backed_up_and_are_sa
         }
         assert_eq!(ignored(&lines), expected);
         assert_eq!(summary(&lines)["ignored"], expected.len());
+        let line = lines.iter().find(|l| l["outcome"] == "ignored").unwrap();
+        let keys: Vec<_> = line.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["outcome", "path", "reason"], "{line}");
     }
     // Named, the store is still not backed up, whatever path leads to it.
     let named = data.join("store-link").join("segments");
@@ -287,13 +309,7 @@ fn links_fifos_sockets_devices_and_the_store_itself_are_not_backed_up_and_are_sa
         ignored(&lines),
         [("segments".into(), "the store's own directory (never backed up)".into())]
     );
-    let human = Command::new(env!("CARGO_BIN_EXE_keepsake"))
-        .arg("--store")
-        .arg(&store)
-        .args(["backup", "--album", "A", cli.dir()])
-        .env_remove("KEEPSAKE_STORE")
-        .output()
-        .unwrap();
+    let human = keepsake_at(&store, &["backup", "--album", "A", cli.dir()]);
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(text.contains("pipe: FIFO"), "{text}");
     assert!(text.contains(", 6 ignored;"), "{text}");
@@ -313,25 +329,18 @@ fn outcomes_of_files(lines: &[Value]) -> Vec<String> {
 fn a_named_path_that_cannot_be_backed_up_is_an_error_and_alone_creates_nothing() {
     let cli = Cli::new();
     let fresh = cli.store.path().join("new-store");
-    let fresh = fresh.to_str().unwrap();
     let missing = cli.data.path().join("no-such-folder");
     for named in ["/dev/null", missing.to_str().unwrap()] {
-        let out = Command::new(env!("CARGO_BIN_EXE_keepsake"))
-            .args(["--store", fresh, "backup", "--json", "--album", "A", named])
-            .env_remove("KEEPSAKE_STORE")
-            .output()
-            .unwrap();
+        let (lines, out) = backup_at(&fresh, &["--album", "A", named]);
         assert_eq!(out.status.code(), Some(1), "{named}");
-        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
         assert_eq!(
             (lines[0]["path"].as_str(), &lines[0]["outcome"]),
             (Some(named), &Value::from("error"))
         );
         assert_eq!(summary(&lines)["errors"], 1);
-        assert!(!std::path::Path::new(fresh).exists(), "no store is created for {named}");
+        let keys: Vec<_> = lines[0].as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["error", "outcome", "path"]);
+        assert!(!fresh.exists(), "no store is created for {named}");
     }
     // Next to a readable path, the mistake is an error line, and the rest is
     // backed up.
@@ -1119,18 +1128,9 @@ fn a_store_reached_through_a_link_is_still_never_backed_up() {
     let link = cli.store.path().join("linked-store");
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let backup = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_keepsake"))
-            .arg("--store")
-            .arg(&link)
-            .args(["backup", "--json", "--album", "A", cli.dir()])
-            .env_remove("KEEPSAKE_STORE")
-            .output()
-            .unwrap();
+        let (lines, out) = backup_at(&link, &["--album", "A", cli.dir()]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect::<Vec<Value>>()
+        lines
     };
     backup();
     let again = backup();
