@@ -436,3 +436,48 @@ fn a_batch_of_edits_applies_each_on_its_own_in_order() {
     assert!(matches!(nobody[0], Err(LibraryError::UnknownFile(_))));
     assert_verified(&store);
 }
+
+fn replaced(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("the name is there");
+    [&bytes[..at], to, &bytes[at + from.len()..]].concat()
+}
+
+/// Restoring never puts a file into an album that shows, meanwhile, a live
+/// file with the same name and content. The store's own uploads can no
+/// longer make that situation (an upload restores the trashed file
+/// instead), so it is made here as a store written before that rule left it:
+/// two live files of one name and content in one album, by renaming the
+/// second file's record (and its name index) in place.
+#[test]
+fn restore_skips_an_album_that_shows_a_live_duplicate_meanwhile() {
+    use keepsake::testkit::meta_damage::{entries, set};
+    let (_dir, store, a) = store_with_album("ann", "A");
+    let ann = store.user("ann").unwrap();
+    let b = ann.ensure_album("B").unwrap();
+    let photo = data(3, BIG);
+    let first = put(&store, "ann", a, "a.jpg", &photo, DedupMode::NameAndHash).file_id;
+    ann.add_to_album(first, b).unwrap();
+    let second = put(&store, "ann", a, "z.jpg", &photo, DedupMode::NameAndHash).file_id;
+    // "z.jpg" becomes "a.jpg": the same length, so the bytes swap in place.
+    for (k, v) in entries(&store, "files").unwrap() {
+        if k.ends_with(&second.0.to_be_bytes()) {
+            set(&store, "files", &k, Some(&replaced(&v, b"z.jpg", b"a.jpg"))).unwrap();
+        }
+    }
+    for (k, _) in entries(&store, "by_name").unwrap() {
+        if k.ends_with(&second.0.to_be_bytes()) {
+            set(&store, "by_name", &k, None).unwrap();
+            set(&store, "by_name", &replaced(&k, b"z.jpg", b"a.jpg"), Some(&[])).unwrap();
+        }
+    }
+    assert_verified(&store);
+
+    ann.delete(first).unwrap();
+    assert_eq!(ann.restore(first).unwrap(), vec![b], "A shows the live duplicate");
+    assert_eq!(album_ids(&store, "ann", a), vec![second.0]);
+    assert_eq!(album_ids(&store, "ann", b), vec![first.0]);
+    assert_verified(&store);
+}
