@@ -118,22 +118,6 @@ impl Scan {
     }
 }
 
-/// Whether two looks at a file saw the same file in the same version.
-fn same_version(a: &Metadata, b: &Metadata) -> bool {
-    let stamp = |m: &Metadata| {
-        (
-            m.dev(),
-            m.ino(),
-            m.size(),
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec(),
-        )
-    };
-    stamp(a) == stamp(b)
-}
-
 /// Whether `meta` says the file was modified less than [`SETTLE`] before
 /// `now` (or after it: a clock ahead is no proof of rest).
 fn recent(meta: &Metadata, now: SystemTime) -> bool {
@@ -313,7 +297,10 @@ impl Uploads<'_> {
                 );
                 continue;
             }
-            if !same_version(&fresh, &f.meta) || (!settled && recent(&fresh, now)) {
+            // A version written since the last look is refused by the
+            // upload itself (`expect_source` compares the whole stamp), and
+            // then waits like one written while read.
+            if !settled && recent(&fresh, now) {
                 waiting.push((
                     Found {
                         path: f.path,
@@ -326,18 +313,12 @@ impl Uploads<'_> {
             match f.path.file_name().map(FileName::from) {
                 Some(name) => {
                     let content = Content::Path(f.path.clone());
-                    let mut up = Upload::new(self.album, name, content, self.mode).expect_source(&fresh);
-                    if let Ok(t) = fresh.modified() {
+                    let mut up = Upload::new(self.album, name, content, self.mode).expect_source(&f.meta);
+                    if let Ok(t) = f.meta.modified() {
                         up = up.modified(t);
                     }
                     uploads.push(up);
-                    slots.push((
-                        Found {
-                            path: f.path,
-                            meta: fresh,
-                        },
-                        source,
-                    ));
+                    slots.push((f, source));
                 }
                 None => self.report.error(&f.path, "has no file name".into()),
             }
