@@ -187,17 +187,22 @@ fn backup_into_another_album_links_and_hash_mode_ignores_names() {
     let usage = cli.json(&["usage"]);
     assert_eq!(usage["unique_bytes"], 20_000);
     assert_eq!(usage["logical_bytes"], 40_000);
-    for key in [
-        "user",
-        "unique_bytes",
-        "logical_bytes",
-        "files",
-        "blobs",
-        "trash_bytes",
-        "limit",
-    ] {
-        assert!(usage.get(key).is_some(), "{key} missing");
-    }
+    let keys: Vec<_> = usage.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(
+        keys,
+        [
+            "blobs",
+            "files",
+            "limit",
+            "logical_bytes",
+            "staged_bytes",
+            "trash_bytes",
+            "trashed_files",
+            "unique_bytes",
+            "user"
+        ],
+        "{usage}"
+    );
 }
 
 #[test]
