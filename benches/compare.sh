@@ -24,20 +24,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 runs="${KEEPSAKE_COMPARE_RUNS:-3}"
 only="${KEEPSAKE_COMPARE_ONLY:-photos rerun album thumbs big}"
 
-need=()
-command -v restic >/dev/null || need+=(restic)
-command -v borg >/dev/null || need+=(borgbackup)
-command -v git-annex >/dev/null || need+=(git-annex)
-command -v b3sum >/dev/null || need+=(b3sum)
-[ -x /usr/bin/time ] || need+=(time)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "Installing ${need[*]}..." >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-"$root/scripts/setup"
-(cd "$root" && cargo build --release --quiet --bin keepsake)
-ks="${CARGO_TARGET_DIR:-$root/target}/release/keepsake"
+# shellcheck source=benches/measure.sh
+source "$root/benches/measure.sh"
+prepare restic=restic borg=borgbackup git-annex=git-annex
 
 work="$(mktemp -d "${TMPDIR:-/var/tmp}/keepsake-compare.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
@@ -68,32 +57,6 @@ make("thumbs", 20_000, 16 << 10, 2)
 make("big", 1, 2 << 30, 3)
 EOF
 sync
-
-# measure SCENARIO TOOL SETUP COMMAND: runs SETUP (untimed) and then COMMAND
-# followed by sync (timed), KEEPSAKE_COMPARE_RUNS times; records the median
-# seconds and the largest peak RSS. SETUP and COMMAND are shell snippets.
-measure() {
-    local scenario="$1" tool="$2" setup="$3" cmd="$4" times=() rss=0
-    for ((i = 0; i < runs; i++)); do
-        eval "$setup"
-        local t0 t1 r
-        t0=$(date +%s%N)
-        /usr/bin/time -f %M -o "$work/rss" bash -c "$cmd" >/dev/null 2>"$work/err" || {
-            cat "$work/err" >&2
-            echo "$tool failed on $scenario" >&2
-            exit 1
-        }
-        sync
-        t1=$(date +%s%N)
-        times+=("$(((t1 - t0) / 1000000))")
-        r=$(tail -n 1 "$work/rss")
-        [ "$r" -gt "$rss" ] && rss=$r
-    done
-    local median
-    median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(((runs + 1) / 2))p")
-    echo "$scenario $tool $median $rss ${times[*]}" >>"$results"
-    printf '%-7s %-18s median %6d ms  peak RSS %7d KiB  runs: %s\n' "$scenario" "$tool" "$median" "$rss" "${times[*]}" >&2
-}
 
 wants() { [[ " $only " == *" $1 "* ]]; }
 

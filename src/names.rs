@@ -102,17 +102,27 @@ impl FileName {
 /// visible UTF-8 as it is, everything else as an escape.
 pub(crate) fn write_escaped(f: &mut impl fmt::Write, bytes: &[u8]) -> fmt::Result {
     for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
+        // Runs of characters shown as they are go out as one slice: a
+        // listing of many names spends its time here.
+        let valid = chunk.valid();
+        let mut plain = 0;
+        for (at, c) in valid.char_indices() {
+            let escaped = matches!(c, '\\' | '\n' | '\t' | '\r') || c.is_control() || is_invisible(c);
+            if !escaped {
+                continue;
+            }
+            f.write_str(&valid[plain..at])?;
+            plain = at + c.len_utf8();
             match c {
                 '\\' => f.write_str("\\\\")?,
                 '\n' => f.write_str("\\n")?,
                 '\t' => f.write_str("\\t")?,
                 '\r' => f.write_str("\\r")?,
                 c if c.is_control() => write!(f, "\\x{:02x}", c as u32)?,
-                c if is_invisible(c) => write!(f, "\\u{{{:04x}}}", c as u32)?,
-                c => f.write_char(c)?,
+                c => write!(f, "\\u{{{:04x}}}", c as u32)?,
             }
         }
+        f.write_str(&valid[plain..])?;
         for b in chunk.invalid() {
             write!(f, "\\x{b:02x}")?;
         }

@@ -1161,3 +1161,42 @@ fn delete_of_many_ids_edits_every_one_it_can_and_names_the_others() {
     let trash = cli.json(&["trash"]);
     assert_eq!(trash.as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn ids_on_stdin_join_those_on_the_command_line_and_a_word_that_is_no_id_edits_nothing() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let cli = Cli::new();
+    for i in 0..4u8 {
+        cli.file(&format!("{i}.jpg"), &photo(i, 2_000));
+    }
+    cli.backup(&[cli.dir(), "--album", "A"]);
+    let with_stdin = |args: &[&str], input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keepsake"))
+            .arg("--store")
+            .arg(cli.store.path())
+            .args(args)
+            .env_remove("KEEPSAKE_STORE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let bad = with_stdin(&["delete", "--stdin", "--json"], "1\n2 x\n");
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"x\" on stdin is not a file id"));
+    assert!(
+        cli.json(&["trash"]).as_array().unwrap().is_empty(),
+        "nothing was deleted"
+    );
+
+    let out = with_stdin(&["delete", "4", "--stdin", "--json"], "1\n 3\t\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["files"], serde_json::json!([4, 1, 3]));
+    assert_eq!(cli.json(&["trash"]).as_array().unwrap().len(), 3);
+    assert_eq!(cli.run(&["delete"]).status.code(), Some(2), "no id at all is bad usage");
+}

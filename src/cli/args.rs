@@ -94,22 +94,22 @@ pub(crate) enum Command {
     },
     /// Add files to an album (no data is copied)
     Add {
-        #[arg(required = true, value_name = "FILE_ID")]
-        files: Vec<u64>,
+        #[command(flatten)]
+        files: FileIds,
         #[arg(long)]
         album: String,
     },
     /// Remove files from an album (they stay in their other albums)
     Remove {
-        #[arg(required = true, value_name = "FILE_ID")]
-        files: Vec<u64>,
+        #[command(flatten)]
+        files: FileIds,
         #[arg(long)]
         album: String,
     },
     /// Move files from one album to another
     Move {
-        #[arg(required = true, value_name = "FILE_ID")]
-        files: Vec<u64>,
+        #[command(flatten)]
+        files: FileIds,
         #[arg(long)]
         from: String,
         #[arg(long)]
@@ -121,8 +121,8 @@ pub(crate) enum Command {
     /// in durable commits of 4096; each file that cannot be edited is an
     /// error line, and the first decides the exit status.
     Delete {
-        #[arg(required = true, value_name = "FILE_ID")]
-        files: Vec<u64>,
+        #[command(flatten)]
+        files: FileIds,
     },
     /// List the trash, restore from it, or empty it
     Trash {
@@ -205,8 +205,8 @@ pub(crate) enum AlbumAction {
 pub(crate) enum TrashAction {
     /// Put files back into the albums they were in
     Restore {
-        #[arg(required = true, value_name = "FILE_ID")]
-        files: Vec<u64>,
+        #[command(flatten)]
+        files: FileIds,
     },
     /// Delete everything in the trash for good
     Empty,
@@ -268,4 +268,14 @@ mod tests {
         assert!(parse_size("5XB").is_err());
         assert!(parse_size("99999999999T").is_err());
     }
+}
+
+/// The files a command edits: ids on the command line, more on stdin.
+#[derive(Debug, Args)]
+pub(crate) struct FileIds {
+    #[arg(value_name = "FILE_ID", required_unless_present = "stdin")]
+    pub ids: Vec<u64>,
+    /// Also read file ids from standard input, separated by white space (for more ids than a command line holds)
+    #[arg(long)]
+    pub stdin: bool,
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, Metadata};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{self, Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -151,9 +152,10 @@ impl<'a> Report<'a> {
             error: error.clone(),
         };
         let out = self.out;
-        self.bar.suspend(|| {
+        above(&self.bar, || {
             let _ = out.show(&line, String::new);
             if !out.json {
+                let _ = out.flush();
                 eprintln!("keepsake: {}: {error}", shown(path));
             }
         });
@@ -199,18 +201,27 @@ pub(crate) fn run_unchanged(dir: &Path, user: &str, album: &str, scan: &Scan, ou
     if !scan.walk.errors.is_empty() {
         return Ok(false);
     }
-    let mut seen = HashSet::new();
+    let Ok(sources) = absolute_all(scan.walk.found.iter().map(|f| f.path.as_path()))
+        .into_iter()
+        .collect::<io::Result<Vec<_>>>()
+    else {
+        return Ok(false);
+    };
     let mut reports = Vec::with_capacity(scan.walk.found.len());
-    for f in &scan.walk.found {
-        let Ok(source) = path::absolute(&f.path) else {
-            return Ok(false);
-        };
-        let Some(r) = index.unchanged_source(album, &source, &f.meta)? else {
-            return Ok(false);
-        };
-        seen.insert(source);
-        reports.push((&f.path, r));
+    for (found, sources) in scan.walk.found.chunks(LOOKUP_BATCH).zip(sources.chunks(LOOKUP_BATCH)) {
+        let files: Vec<_> = sources
+            .iter()
+            .map(PathBuf::as_path)
+            .zip(found.iter().map(|f| &f.meta))
+            .collect();
+        for (f, r) in found.iter().zip(index.unchanged_sources(album, &files)?) {
+            let Some(r) = r else {
+                return Ok(false);
+            };
+            reports.push((&f.path, r));
+        }
     }
+    let seen: HashSet<PathBuf> = sources.into_iter().collect();
     for root in &scan.roots {
         let Ok(root) = path::absolute(root) else {
             return Ok(false);
@@ -350,6 +361,8 @@ impl Uploads<'_> {
             }
         }
         self.user.record_sources(self.album, &durable, now)?;
+        // This batch's lines are durable: a reader may see them now.
+        let _ = self.report.out.flush();
         Ok(())
     }
 }
@@ -379,24 +392,36 @@ pub(crate) fn run(
     let complete = walk.errors.is_empty();
     report.walk(&walk);
     let mut seen = HashSet::new();
-    let mut to_read = Vec::new();
-    for f in walk.found {
-        let source = match path::absolute(&f.path) {
-            Ok(p) => p,
-            Err(e) => {
-                report.error(&f.path, e.to_string());
-                continue;
+    let mut listed = Vec::with_capacity(walk.found.len());
+    let sources = absolute_all(walk.found.iter().map(|f| f.path.as_path()));
+    for (f, source) in walk.found.into_iter().zip(sources) {
+        match source {
+            Ok(source) => {
+                seen.insert(source.clone());
+                listed.push((f, source));
             }
-        };
-        seen.insert(source.clone());
-        if !rehash {
-            if let Some(r) = user.unchanged_source(album, &source, &f.meta)? {
-                report.bar.inc(f.meta.len());
-                report.file(&f.path, &r, true);
-                continue;
+            Err(e) => report.error(&f.path, e.to_string()),
+        }
+    }
+    let mut to_read = Vec::new();
+    if rehash {
+        to_read = listed;
+    } else {
+        let mut listed = listed.into_iter().peekable();
+        while listed.peek().is_some() {
+            let chunk: Vec<_> = listed.by_ref().take(LOOKUP_BATCH).collect();
+            let files: Vec<_> = chunk.iter().map(|(f, source)| (source.as_path(), &f.meta)).collect();
+            let answers = user.unchanged_sources(album, &files)?;
+            for ((f, source), r) in chunk.into_iter().zip(answers) {
+                match r {
+                    Some(r) => {
+                        report.bar.inc(f.meta.len());
+                        report.file(&f.path, &r, true);
+                    }
+                    None => to_read.push((f, source)),
+                }
             }
         }
-        to_read.push((f, source));
     }
     let mut uploads = Uploads {
         user,
@@ -437,6 +462,23 @@ pub(crate) fn run(
     Ok(report.summary)
 }
 
+/// How many files one lookup of source records asks about: enough that the
+/// batched reads share their blocks, few enough that the answers stay small.
+const LOOKUP_BATCH: usize = 4096;
+
+/// The absolute form of each path, as [`path::absolute`] gives it, with the
+/// working directory read once rather than once per file.
+fn absolute_all<'a>(paths: impl Iterator<Item = &'a Path>) -> Vec<io::Result<PathBuf>> {
+    let cwd = std::env::current_dir();
+    paths
+        .map(|p| match &cwd {
+            _ if p.is_absolute() => path::absolute(p),
+            Ok(cwd) => path::absolute(cwd.join(p)),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        })
+        .collect()
+}
+
 fn show_summary(summary: &Summary, out: &Output) -> Result<(), Failure> {
     out.show(summary, || {
         format!(
@@ -457,6 +499,17 @@ fn show_summary(summary: &Summary, out: &Output) -> Result<(), Failure> {
 
 /// A path as a JSON line carries it: exact when it is UTF-8, else escaped
 /// (the file's own name is exact in `name_hex`).
+/// Runs `print` with the progress bar, if one is drawn, cleared above it.
+/// A hidden bar is not asked: its lock and redraw check, once per file,
+/// cost a re-run of many files more than its lookups.
+fn above(bar: &ProgressBar, print: impl FnOnce()) {
+    if bar.is_hidden() {
+        print()
+    } else {
+        bar.suspend(print)
+    }
+}
+
 fn json_path(path: &Path) -> String {
     match path.to_str() {
         Some(p) => p.to_string(),
@@ -476,7 +529,7 @@ fn print_file(summary: &mut Summary, path: &Path, r: &UploadReport, unchanged: b
     summary.bytes_deduplicated += r.size - r.bytes_written;
     // The JSON line is made only for JSON: the hash's hex costs, over a
     // re-run of many files, more than the lookups that trust them.
-    bar.suspend(|| {
+    above(bar, || {
         let _ = if out.json {
             let name = FileName::from(path.file_name().unwrap_or_default());
             let line = FileLine {

@@ -6,7 +6,7 @@ mod duplicates;
 mod output;
 mod walk;
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use keepsake::{
 };
 use serde::Serialize;
 
-use args::{AlbumAction, Cli, Command, Mode, QuotaAction, TrashAction, UploadsAction};
+use args::{AlbumAction, Cli, Command, FileIds, Mode, QuotaAction, TrashAction, UploadsAction};
 use output::{bytes, Output};
 
 /// Why a command failed, with the exit status it maps to.
@@ -133,8 +133,14 @@ impl From<io::Error> for Failure {
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
-    let out = Output { json: cli.global.json };
-    match run(cli, &out) {
+    let out = Output::new(cli.global.json);
+    let ran = run(cli, &out);
+    // A reader that stopped reading (`keepsake ls | head`) wanted no more.
+    let flushed = out.flush().or_else(|e| match e.kind() {
+        io::ErrorKind::BrokenPipe => Ok(()),
+        _ => Err(Failure::from(e)),
+    });
+    match ran.and(flushed) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             let (msg, code) = match f {
@@ -238,9 +244,20 @@ fn each_file(
     out: &Output,
     user: &User,
     verb: &str,
-    ids: &[u64],
+    files: &FileIds,
     edit: impl Fn(FileId) -> FileEdit,
 ) -> Result<(), Failure> {
+    let mut ids = files.ids.clone();
+    if files.stdin {
+        let mut text = String::new();
+        io::stdin().read_to_string(&mut text)?;
+        for word in text.split_whitespace() {
+            let id = word
+                .parse()
+                .map_err(|_| Failure::Usage(format!("{word:?} on stdin is not a file id")))?;
+            ids.push(id);
+        }
+    }
     let mut done = Vec::new();
     let mut first_failure = None;
     for chunk in ids.chunks(EDIT_BATCH) {

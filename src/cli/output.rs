@@ -1,35 +1,76 @@
 //! How results are shown: one JSON object with `--json`, readable lines
 //! otherwise.
 
+use std::cell::RefCell;
 use std::io::{self, IsTerminal, Write};
 
 use serde::Serialize;
 
 /// Where and how a command prints.
+///
+/// Lines are buffered and written in blocks when stdout is not a terminal,
+/// as `find` and `grep` do: Rust's stdout writes each line with its own
+/// system call, which over a backup of many files costs more than the
+/// lookups behind the lines. A terminal gets each line as it comes.
+/// [`flush`](Self::flush) writes what is buffered: a backup calls it after
+/// each commit, so that a reader of the output sees each batch once it is
+/// durable, and before each message on stderr, so that the two streams
+/// keep their order.
 pub(crate) struct Output {
     pub json: bool,
+    terminal: bool,
+    buffered: RefCell<Vec<u8>>,
 }
 
+/// Written out once this much is buffered.
+const BLOCK: usize = 64 << 10;
+
 impl Output {
+    pub fn new(json: bool) -> Self {
+        Output {
+            json,
+            terminal: io::stdout().is_terminal(),
+            buffered: RefCell::new(Vec::new()),
+        }
+    }
+
     /// Prints `value` as one JSON line, or `human` when not in JSON mode.
     pub fn show<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) -> io::Result<()> {
-        let mut out = io::stdout().lock();
+        let mut out = self.buffered.borrow_mut();
         if self.json {
-            serde_json::to_writer(&mut out, value)?;
-            writeln!(out)
+            serde_json::to_writer(&mut *out, value)?;
+            writeln!(out)?;
         } else {
             let text = human();
             if text.is_empty() {
                 return Ok(());
             }
-            writeln!(out, "{}", text.trim_end())
+            writeln!(out, "{}", text.trim_end())?;
         }
+        let full = self.terminal || out.len() >= BLOCK;
+        drop(out);
+        if full {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes out what [`show`](Self::show) buffered.
+    pub fn flush(&self) -> io::Result<()> {
+        let mut out = self.buffered.borrow_mut();
+        if out.is_empty() {
+            return Ok(());
+        }
+        let mut stdout = io::stdout().lock();
+        let written = stdout.write_all(&out).and_then(|()| stdout.flush());
+        out.clear();
+        written
     }
 
     /// Whether progress bars may be drawn: never in JSON mode, never when
     /// stdout is not a terminal.
     pub fn progress_allowed(&self) -> bool {
-        !self.json && io::stdout().is_terminal()
+        !self.json && self.terminal
     }
 }
 

@@ -2,10 +2,13 @@
 //! which entries are not and why, and which paths could not be read.
 //!
 //! Folders are listed through descriptors: each subfolder is opened relative
-//! to its parent's descriptor with `O_NOFOLLOW | O_DIRECTORY`, and each entry
-//! is examined with `fstatat(AT_SYMLINK_NOFOLLOW)`. So no symbolic link is
-//! followed at any depth, not even one swapped in for a folder while the walk
-//! runs. Only the paths the user named are followed if they are links.
+//! to its parent's descriptor with `O_NOFOLLOW | O_DIRECTORY`; each entry is
+//! known by its listing's type and inode, or examined with
+//! `fstatat(AT_SYMLINK_NOFOLLOW)` where the listing does not say; and each
+//! file's path must still lead to the inode the listing named. So no
+//! symbolic link is followed at any depth, not even one swapped in for a
+//! folder while the walk runs, and a file costs one `lstat`. Only the paths
+//! the user named are followed if they are links.
 
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
@@ -112,8 +115,36 @@ struct Pending {
 /// listing of the tree prints them; so a backup's order (and which of two
 /// duplicates is "first") is reproducible.
 enum Entry {
-    File(PathBuf, (u64, u64)),
+    File(Listed),
     Folder(Pending),
+}
+
+/// A file as its folder's listing showed it: the folder's descriptor, its
+/// name there, and the device and inode the listing gave.
+struct Listed {
+    dir: Rc<OwnedFd>,
+    name: CString,
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl Listed {
+    /// The file's `lstat` metadata, if its path still leads to the file the
+    /// descriptor walk saw, through no folder swapped for a link since. One
+    /// `lstat` of the path answers it when the listing's inode (`d_ino`) is
+    /// the file's; where it is not (a file bind-mounted over another,
+    /// overlayfs), `fstatat` through the folder's descriptor decides.
+    fn metadata(&self) -> Result<Metadata, String> {
+        let meta = fs::symlink_metadata(&self.path).map_err(|e| e.to_string())?;
+        let id = (meta.dev(), meta.ino());
+        if id == self.id {
+            return Ok(meta);
+        }
+        match rustix::fs::statat(&*self.dir, self.name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && identity(&st) == id => Ok(meta),
+            _ => Err("changed during the walk".into()),
+        }
+    }
 }
 
 impl Walk {
@@ -157,7 +188,7 @@ impl Walk {
         match opened {
             Ok((st, fd)) if identity(&st) == (meta.dev(), meta.ino()) => {
                 self.readable = true;
-                self.list(root, fd, store);
+                self.list(root, fd, meta.dev(), store);
             }
             Ok(_) => self.errors.push((root.to_path_buf(), "changed during the walk".into())),
             Err(e) => self.errors.push((root.to_path_buf(), e.to_string())),
@@ -165,17 +196,14 @@ impl Walk {
     }
 
     /// Lists the folder open as `dir` at `path`, and everything under it.
-    fn list(&mut self, path: &Path, dir: OwnedFd, store: &StoreDirs) {
+    fn list(&mut self, path: &Path, dir: OwnedFd, dev: u64, store: &StoreDirs) {
         let mut stack = Vec::new();
-        self.push_entries(path, Rc::new(dir), store, &mut stack);
+        self.push_entries(path, Rc::new(dir), dev, store, &mut stack);
         while let Some(entry) = stack.pop() {
             match entry {
-                Entry::File(path, id) => match fs::symlink_metadata(&path) {
-                    // The path must still lead to the file the descriptor
-                    // walk saw, through no folder swapped for a link since.
-                    Ok(meta) if (meta.dev(), meta.ino()) == id => self.found.push(Found { path, meta }),
-                    Ok(_) => self.errors.push((path, "changed during the walk".into())),
-                    Err(e) => self.errors.push((path, e.to_string())),
+                Entry::File(file) => match file.metadata() {
+                    Ok(meta) => self.found.push(Found { path: file.path, meta }),
+                    Err(e) => self.errors.push((file.path, e)),
                 },
                 Entry::Folder(p) => {
                     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -184,7 +212,7 @@ impl Walk {
                         .and_then(|fd| Ok((rustix::fs::fstat(&fd)?, fd)));
                     match opened {
                         Ok((st, fd)) if identity(&st) == p.id => {
-                            self.push_entries(&p.path, Rc::new(fd), store, &mut stack)
+                            self.push_entries(&p.path, Rc::new(fd), p.id.0, store, &mut stack)
                         }
                         Ok(_) => self.errors.push((p.path, "changed during the walk".into())),
                         Err(e) => self.errors.push((p.path, e.to_string())),
@@ -194,16 +222,20 @@ impl Walk {
         }
     }
 
-    /// Pushes the entries of the folder `dir` (at `path`) on `stack`, the
-    /// first on top, and notes those not backed up.
-    fn push_entries(&mut self, path: &Path, dir: Rc<OwnedFd>, store: &StoreDirs, stack: &mut Vec<Entry>) {
+    /// Pushes the entries of the folder `dir` (at `path`, on device `dev`)
+    /// on `stack`, the first on top, and notes those not backed up. A
+    /// regular file is known from the listing (`d_type`, `d_ino`); its path
+    /// is checked against it when it is taken off the stack
+    /// ([`Listed::metadata`]). Anything else, or an entry whose listing
+    /// does not say its type, is examined with `fstatat`.
+    fn push_entries(&mut self, path: &Path, dir: Rc<OwnedFd>, dev: u64, store: &StoreDirs, stack: &mut Vec<Entry>) {
         let names = Dir::read_from(&*dir).and_then(|d| {
             d.filter_map(|e| match e {
                 Ok(e) if matches!(e.file_name().to_bytes(), b"." | b"..") => None,
-                Ok(e) => Some(Ok(e.file_name().to_owned())),
+                Ok(e) => Some(Ok((e.file_name().to_owned(), e.file_type(), e.ino()))),
                 Err(e) => Some(Err(e)),
             })
-            .collect::<Result<Vec<CString>, _>>()
+            .collect::<Result<Vec<_>, _>>()
         });
         let mut names = match names {
             Ok(n) => n,
@@ -213,10 +245,19 @@ impl Walk {
                     .push((path.to_path_buf(), std::io::Error::from(e).to_string()))
             }
         };
-        names.sort();
+        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut entries = Vec::new();
-        for name in names {
+        for (name, listed_type, ino) in names {
             let child = path.join(OsStr::from_bytes(name.to_bytes()));
+            if listed_type == FileType::RegularFile {
+                entries.push(Entry::File(Listed {
+                    dir: Rc::clone(&dir),
+                    name,
+                    path: child,
+                    id: (dev, ino),
+                }));
+                continue;
+            }
             let st = match rustix::fs::statat(&*dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(e) => {
@@ -226,7 +267,12 @@ impl Walk {
             };
             let id = identity(&st);
             match FileType::from_raw_mode(st.st_mode) {
-                FileType::RegularFile => entries.push(Entry::File(child, id)),
+                FileType::RegularFile => entries.push(Entry::File(Listed {
+                    dir: Rc::clone(&dir),
+                    name,
+                    path: child,
+                    id,
+                })),
                 FileType::Directory if store.holds(id.0, id.1) => self.ignored.push((child, STORE_ITSELF)),
                 FileType::Directory => entries.push(Entry::Folder(Pending {
                     parent: Rc::clone(&dir),

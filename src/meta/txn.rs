@@ -10,7 +10,8 @@
 //! committer (see `commit.rs`), so reads see every committed change and no
 //! other writer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 
 use rocksdb::WriteBatch;
 
@@ -18,13 +19,24 @@ use super::records::Record;
 use super::{decode, Cf, Meta};
 use crate::error::Result;
 
-type Key = (Cf, Vec<u8>);
+/// A write's value: `None` deletes.
+type Value = Option<Vec<u8>>;
+
+/// One column family's writes.
+type Writes = BTreeMap<Vec<u8>, Value>;
 
 pub(crate) struct Txn<'m> {
     meta: &'m Meta,
-    writes: BTreeMap<Key, Option<Vec<u8>>>,
-    /// The overlay's previous entry for each write, newest last.
-    undo: Vec<(Key, Option<Option<Vec<u8>>>)>,
+    /// The writes, one map per column family (indexed by `Cf as usize`),
+    /// so that a read looks a key up by its bytes without building an
+    /// owned key first.
+    writes: Vec<Writes>,
+    /// Committed values read ahead by [`prefetch`](Self::prefetch). They
+    /// stay true for the transaction's life: no other writer runs while it
+    /// does.
+    read: Vec<HashMap<Vec<u8>, Value>>,
+    /// The overlay's previous entry (if any) for each write, newest last.
+    undo: Vec<(Cf, Vec<u8>, Option<Value>)>,
 }
 
 /// A point to roll a transaction back to.
@@ -35,13 +47,17 @@ impl<'m> Txn<'m> {
     pub(crate) fn new(meta: &'m Meta) -> Self {
         Txn {
             meta,
-            writes: BTreeMap::new(),
+            writes: Cf::ALL.iter().map(|_| Writes::new()).collect(),
+            read: Cf::ALL.iter().map(|_| HashMap::new()).collect(),
             undo: Vec::new(),
         }
     }
 
     pub(crate) fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.writes.get(&(cf, key.to_vec())) {
+        if let Some(v) = self.writes[cf as usize].get(key) {
+            return Ok(v.clone());
+        }
+        match self.read[cf as usize].get(key) {
             Some(v) => Ok(v.clone()),
             None => self.meta.get_raw(cf, key),
         }
@@ -55,10 +71,27 @@ impl<'m> Txn<'m> {
         Ok(self.get_raw(cf, key)?.is_some())
     }
 
+    /// Reads the committed values at `keys` in one batched lookup, so that
+    /// the gets of a batch of work that follow are answered from memory:
+    /// a commit of thousands of files then makes one pass over the
+    /// database per kind of record instead of a point read per file and
+    /// kind. `near` says the keys lie close together (see
+    /// [`Meta::get_near`]).
+    pub(crate) fn prefetch(&mut self, cf: Cf, keys: Vec<Vec<u8>>, near: bool) -> Result<()> {
+        let read = &mut self.read[cf as usize];
+        let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| !read.contains_key(k)).collect();
+        let values = if near {
+            self.meta.get_near_raw(cf, &keys)?
+        } else {
+            self.meta.multi_get_raw(cf, &keys)?
+        };
+        read.extend(keys.into_iter().zip(values));
+        Ok(())
+    }
+
     pub(crate) fn set(&mut self, cf: Cf, key: Vec<u8>, value: Option<Vec<u8>>) {
-        let k = (cf, key);
-        let prev = self.writes.insert(k.clone(), value);
-        self.undo.push((k, prev));
+        let prev = self.writes[cf as usize].insert(key.clone(), value);
+        self.undo.push((cf, key, prev));
     }
 
     pub(crate) fn put<R: Record>(&mut self, cf: Cf, key: Vec<u8>, value: &R) {
@@ -78,11 +111,8 @@ impl<'m> Txn<'m> {
     /// transaction's writes, in key order.
     pub(crate) fn scan(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self.meta.scan_all(cf, prefix)?.into_iter().collect();
-        for ((_, k), v) in self
-            .writes
-            .range((cf, prefix.to_vec())..)
-            .take_while(|((c, k), _)| *c == cf && k.starts_with(prefix))
-        {
+        let ours = self.writes[cf as usize].range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded));
+        for (k, v) in ours.take_while(|(k, _)| k.starts_with(prefix)) {
             match v {
                 Some(v) => merged.insert(k.clone(), v.clone()),
                 None => merged.remove(k),
@@ -97,26 +127,61 @@ impl<'m> Txn<'m> {
 
     pub(crate) fn rollback_to(&mut self, sp: Savepoint) {
         while self.undo.len() > sp.0 {
-            let (k, prev) = self.undo.pop().expect("length checked");
+            let (cf, k, prev) = self.undo.pop().expect("length checked");
+            let writes = &mut self.writes[cf as usize];
             match prev {
-                Some(v) => self.writes.insert(k, v),
-                None => self.writes.remove(&k),
+                Some(v) => writes.insert(k, v),
+                None => writes.remove(&k),
             };
         }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.writes.is_empty()
+        self.writes.iter().all(BTreeMap::is_empty)
     }
 
     pub(crate) fn into_batch(self) -> WriteBatch {
         let mut b = WriteBatch::default();
-        for ((cf, k), v) in &self.writes {
-            match v {
-                Some(v) => self.meta.batch_put(&mut b, *cf, k, v),
-                None => self.meta.batch_delete(&mut b, *cf, k),
+        for (cf, writes) in Cf::ALL.iter().zip(&self.writes) {
+            for (k, v) in writes {
+                match v {
+                    Some(v) => self.meta.batch_put(&mut b, *cf, k, v),
+                    None => self.meta.batch_delete(&mut b, *cf, k),
+                }
             }
         }
         b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::keys;
+
+    /// What was read ahead answers reads only where the transaction has not
+    /// written since, and a rollback brings the read-ahead value back.
+    #[test]
+    fn read_ahead_values_yield_to_the_transactions_own_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(dir.path()).unwrap();
+        let (a, b, gone) = (keys::u64_key(1), keys::u64_key(2), keys::u64_key(3));
+        let mut batch = WriteBatch::default();
+        meta.batch_put(&mut batch, Cf::Files, &a, b"a0");
+        meta.batch_put(&mut batch, Cf::Files, &b, b"b0");
+        meta.write(batch).unwrap();
+        let mut txn = Txn::new(&meta);
+        let sp = txn.savepoint();
+        txn.set(Cf::Files, b.clone(), Some(b"b1".to_vec()));
+        txn.prefetch(Cf::Files, vec![a.clone(), b.clone(), gone.clone()], true)
+            .unwrap();
+        txn.delete(Cf::Files, a.clone());
+        assert_eq!(txn.get_raw(Cf::Files, &a).unwrap(), None);
+        assert_eq!(txn.get_raw(Cf::Files, &b).unwrap(), Some(b"b1".to_vec()));
+        assert_eq!(txn.get_raw(Cf::Files, &gone).unwrap(), None);
+        txn.rollback_to(sp);
+        assert_eq!(txn.get_raw(Cf::Files, &a).unwrap(), Some(b"a0".to_vec()));
+        assert_eq!(txn.get_raw(Cf::Files, &b).unwrap(), Some(b"b0".to_vec()));
+        assert!(txn.is_empty());
     }
 }

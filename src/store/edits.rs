@@ -6,11 +6,14 @@
 //! what makes deleting or re-filing tens of thousands of photos take
 //! seconds rather than minutes.
 
+use super::ledger::load_file;
 use super::library::{add_in, move_in};
 use super::trash::{delete_in, restore_in};
 use super::User;
-use crate::error::{LibraryError, StorageError};
+use crate::error::{LibraryError, Result, StorageError};
 use crate::ids::{AlbumId, FileId};
+use crate::meta::txn::Txn;
+use crate::meta::{keys, Cf};
 
 /// One change to one of the user's files, for [`User::edit_files`]. Each
 /// does what the method of the same name does.
@@ -107,6 +110,7 @@ impl User {
         let missing = crate::error::Fault::UnknownFile(edits.first().map_or(FileId(0), FileEdit::file));
         let all = edits.clone();
         let committed = self.commit_existing(missing, move |txn, uid| {
+            prefetch(txn, uid, &edits)?;
             let mut results = Vec::with_capacity(edits.len());
             for edit in edits {
                 let sp = txn.savepoint();
@@ -132,4 +136,33 @@ impl User {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Reads ahead, in one pass per kind of record, what the edits will ask
+/// for: their files (whose ids lie close together), then the memberships
+/// they may change and the user's counts for their contents.
+fn prefetch(txn: &mut Txn<'_>, uid: u64, edits: &[FileEdit]) -> Result<()> {
+    let ids: Vec<u64> = edits.iter().map(|e| e.file().0).collect();
+    txn.prefetch(Cf::Files, ids.iter().map(|&f| keys::file(uid, f)).collect(), true)?;
+    let (mut members, mut counts) = (Vec::new(), Vec::new());
+    for edit in edits {
+        let fid = edit.file().0;
+        let Some(file) = load_file(txn, uid, fid)? else {
+            continue;
+        };
+        let target = match *edit {
+            FileEdit::AddToAlbum { album, .. } | FileEdit::Move { to: album, .. } => Some(album.0),
+            _ => None,
+        };
+        members.extend(
+            file.albums
+                .iter()
+                .copied()
+                .chain(target)
+                .map(|a| keys::member(uid, a, fid)),
+        );
+        counts.push(keys::user_hash(uid, &file.hash));
+    }
+    txn.prefetch(Cf::Members, members, false)?;
+    txn.prefetch(Cf::UserBlobs, counts, false)
 }

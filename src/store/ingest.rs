@@ -40,7 +40,7 @@ use super::delete_set::DeleteSet;
 use super::ledger::{cover, ensure_user, holds};
 use super::pipeline::{ordered_map, BufferPool};
 use super::reservation::Hold;
-use super::rules::{apply, Applied, NewCopy, Pending};
+use super::rules::{apply, prefetch, Applied, NewCopy, Pending};
 use super::source_file;
 use super::{staging, Content, DedupMode, Inner, Upload, UploadReport, User};
 use crate::blob::{Pin, RecordData, Written};
@@ -645,6 +645,7 @@ impl Inner {
                 if let Some(session) = &retire {
                     txn.delete(Cf::Uploads, session.clone());
                 }
+                prefetch(txn, uid, &pending)?;
                 let fresh: Vec<_> = pending.iter().filter_map(|p| p.copy.clone()).collect();
                 let applied: Vec<_> = pending
                     .into_iter()

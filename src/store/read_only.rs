@@ -50,7 +50,7 @@ use crate::names::{check_album_lookup, check_user_name};
 /// let store = ReadOnlyStore::open(&root).unwrap().expect("a store is there");
 /// let u = store.user("u").unwrap();
 /// let album = u.find_album("A").unwrap().unwrap().id;
-/// assert!(u.unchanged_source(album, &path, &meta).unwrap().is_some());
+/// assert!(u.unchanged_sources(album, &[(&path, &meta)]).unwrap()[0].is_some());
 /// assert_eq!(u.usage().unwrap().unique_bytes, 6);
 /// ```
 pub struct ReadOnlyStore {
@@ -219,7 +219,7 @@ impl ReadOnlyUser<'_> {
         Ok(usage(self.meta, &self.name, SystemClock.now_ms())?)
     }
 
-    /// What [`User::unchanged_source`](crate::User::unchanged_source)
+    /// What [`User::unchanged_sources`](crate::User::unchanged_sources)
     /// answers, a segment file found missing or short at this open
     /// included.
     ///
@@ -227,18 +227,17 @@ impl ReadOnlyUser<'_> {
     ///
     /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
     ///   record.
-    pub fn unchanged_source(
+    pub fn unchanged_sources(
         &self,
         album: AlbumId,
-        path: &Path,
-        meta: &Metadata,
-    ) -> Result<Option<UploadReport>, LibraryError> {
+        files: &[(&Path, &Metadata)],
+    ) -> Result<Vec<Option<UploadReport>>, LibraryError> {
         let lost = |loc: &Location| {
             self.short_segments
                 .get(&loc.segment)
                 .is_some_and(|&len| len < loc.end())
         };
-        Ok(unchanged(self.meta, &lost, self.id()?, album, path, meta)?)
+        Ok(unchanged(self.meta, &lost, self.id()?, album, files)?)
     }
 
     /// Whether [`User::forget_sources`](crate::User::forget_sources) would
@@ -309,17 +308,12 @@ mod tests {
         let later = SystemTime::now() + Duration::from_secs(60);
         store.user("u").unwrap().record_sources(album, &sources, later).unwrap();
         std::fs::write(&paths[1], [9u8; 11]).unwrap();
-        let answers = |f: &dyn Fn(&Path, &Metadata) -> Option<FileId>| -> Vec<Option<FileId>> {
-            paths.iter().map(|p| f(p, &std::fs::metadata(p).unwrap())).collect()
+        let metas: Vec<Metadata> = paths.iter().map(|p| std::fs::metadata(p).unwrap()).collect();
+        let files: Vec<(&Path, &Metadata)> = paths.iter().map(PathBuf::as_path).zip(&metas).collect();
+        let ids = |r: Vec<Option<UploadReport>>| -> Vec<Option<FileId>> {
+            r.into_iter().map(|r| r.map(|r| r.file_id)).collect()
         };
-        let from_store = answers(&|p, m| {
-            store
-                .user("u")
-                .unwrap()
-                .unchanged_source(album, p, m)
-                .unwrap()
-                .map(|r| r.file_id)
-        });
+        let from_store = ids(store.user("u").unwrap().unchanged_sources(album, &files).unwrap());
         drop(store);
         let store_ro = ReadOnlyStore::open(&root).unwrap().unwrap();
         let index = store_ro.user("u").unwrap();
@@ -329,7 +323,7 @@ mod tests {
         );
         assert_eq!(store_ro.user("u").unwrap().find_album("B").unwrap(), None);
         assert_eq!(store_ro.user("nobody").unwrap().find_album("A").unwrap(), None);
-        let from_index = answers(&|p, m| index.unchanged_source(album, p, m).unwrap().map(|r| r.file_id));
+        let from_index = ids(index.unchanged_sources(album, &files).unwrap());
         assert_eq!(from_index, from_store);
         assert_eq!(from_index, [Some(sources[0].2), None, None]);
         let seen = HashSet::from([paths[0].clone(), paths[1].clone()]);

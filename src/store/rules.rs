@@ -21,8 +21,8 @@
 
 use super::damage::{heal, is_damaged};
 use super::ledger::{
-    add_member, check_user_quota, index_live, load_album, load_file, load_user, occupy, reference_new_file, save_file,
-    save_user, untrash_file,
+    add_member, check_user_quota, holds, index_live, load_album, load_file, load_user, occupy, reference_new_file,
+    save_file, save_user, untrash_file,
 };
 use super::{DedupMode, HashedUpload, Outcome, Preflight, UploadReport, User};
 use crate::blob::Location;
@@ -200,6 +200,12 @@ fn plan(
     if load_album(txn, uid, album)?.is_none() {
         return Err(Fault::UnknownAlbum(album.to_string()));
     }
+    // The user's count for the blob exists while any file of theirs, live
+    // or trashed, holds the content: new content (most of a first backup)
+    // costs this one lookup, which a batch reads ahead, and no scan.
+    if !holds(txn, uid, hash)? {
+        return Ok(Preflight::Upload);
+    }
     let dups = matches(txn, uid, hash, name, mode)?;
     for &f in &dups {
         if txn.exists(Cf::Members, &keys::member(uid, album, f))? {
@@ -314,6 +320,15 @@ pub(crate) fn apply(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Appli
         },
         Err(e) => Applied::Done(Err(e)),
     }
+}
+
+/// Reads ahead, in one batched lookup per kind, the records the commit step
+/// of these uploads asks for by hash: the user's counts and the blobs.
+pub(crate) fn prefetch(txn: &mut Txn<'_>, uid: u64, pending: &[Pending]) -> Result<()> {
+    let counts = pending.iter().map(|p| keys::user_hash(uid, &p.hash)).collect();
+    txn.prefetch(Cf::UserBlobs, counts, false)?;
+    let blobs = pending.iter().map(|p| p.hash.as_bytes().to_vec()).collect();
+    txn.prefetch(Cf::Blobs, blobs, false)
 }
 
 /// Heals the blob with the copy this upload wrote, if it is damaged. Any

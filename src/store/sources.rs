@@ -9,8 +9,8 @@
 //! then costs no write open at all.
 
 use std::collections::HashSet;
-use std::ffi::OsStr;
 use std::fs::Metadata;
+use std::ops::ControlFlow;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime};
 use super::{FileInfo, Outcome, UploadReport, User};
 use crate::blob::Location;
 use crate::error::{LibraryError, Result};
-use crate::hash::ContentHash;
 use crate::ids::{AlbumId, FileId};
 use crate::meta::records::{BlobRecord, DamageRecord, FileRecord, Place, Seen, SourceRecord};
 use crate::meta::{keys, Cf, Meta};
@@ -33,63 +32,79 @@ fn key(uid: u64, album: AlbumId, path: &Path) -> Vec<u8> {
     keys::source(uid, album.0, path.as_os_str().as_bytes())
 }
 
-/// [`User::unchanged_source`] over committed metadata.
+/// [`User::unchanged_sources`] over committed metadata. Each step reads
+/// what all the files it still trusts need in one batched lookup (the
+/// source records and their file records, close together, by one forward
+/// iteration each; their blobs, and damage only if any is recorded, by
+/// batched lookups), rather than four point reads per file.
 pub(crate) fn unchanged(
     meta: &Meta,
     lost: &dyn Fn(&Location) -> bool,
     uid: Option<u64>,
     album: AlbumId,
-    path: &Path,
-    seen: &Metadata,
-) -> Result<Option<UploadReport>> {
+    files: &[(&Path, &Metadata)],
+) -> Result<Vec<Option<UploadReport>>> {
+    let mut out: Vec<Option<UploadReport>> = files.iter().map(|_| None).collect();
     let Some(uid) = uid else {
-        return Ok(None);
+        return Ok(out);
     };
-    let Some(rec) = meta.get::<SourceRecord>(Cf::Sources, &key(uid, album, path))? else {
-        return Ok(None);
+    let keys: Vec<_> = files.iter().map(|(path, _)| key(uid, album, path)).collect();
+    let seen: Vec<(usize, u64)> = meta
+        .get_near::<SourceRecord>(Cf::Sources, &keys)?
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, rec)| {
+            rec.filter(|r| r.seen == Seen::Stamp(Stamp::of(files[i].1)))
+                .map(|r| (i, r.file))
+        })
+        .collect();
+    let keys: Vec<_> = seen.iter().map(|&(_, fid)| keys::file(uid, fid)).collect();
+    let live: Vec<(usize, FileInfo)> = meta
+        .get_near::<FileRecord>(Cf::Files, &keys)?
+        .into_iter()
+        .zip(seen)
+        .filter_map(|(rec, (i, fid))| {
+            rec.map(|f| FileInfo::new(fid, f))
+                .filter(|f| f.trashed_ms.is_none() && f.albums.contains(&album))
+                .map(|f| (i, f))
+        })
+        .collect();
+    let keys: Vec<_> = live.iter().map(|(_, f)| f.hash.as_bytes().to_vec()).collect();
+    let blobs = meta.multi_get::<BlobRecord>(Cf::Blobs, &keys)?;
+    let damage = if meta.is_empty(Cf::Damaged)? {
+        keys.iter().map(|_| None).collect()
+    } else {
+        meta.multi_get::<DamageRecord>(Cf::Damaged, &keys)?
     };
-    if rec.seen != Seen::Stamp(Stamp::of(seen)) {
-        return Ok(None);
-    }
-    let Some(file) = meta
-        .get::<FileRecord>(Cf::Files, &keys::file(uid, rec.file))?
-        .map(|f| FileInfo::new(rec.file, f))
-        .filter(|f| f.trashed_ms.is_none() && f.albums.contains(&album))
-    else {
-        return Ok(None);
-    };
-    if !intact(meta, lost, &file.hash)? {
-        return Ok(None);
-    }
-    Ok(Some(UploadReport {
-        file_id: FileId(rec.file),
-        outcome: Outcome::Skipped,
-        hash: file.hash,
-        size: file.size,
-        bytes_written: 0,
-        charged_bytes: 0,
-    }))
-}
-
-/// Whether the store holds content `hash` whole as far as it knows without
-/// reading it: its blob has a record, no damage is known of the copy the
-/// record names (a read or a scrub that failed its hash, a segment file
-/// found missing or short at open), and `lost` does not say its copy lies
-/// past the end of its segment file. A file whose content is not whole is
-/// read again, so that the ordinary re-run of a backup heals it, as
-/// restic's backup re-reads files whose stored data is missing.
-fn intact(meta: &Meta, lost: &dyn Fn(&Location) -> bool, hash: &ContentHash) -> Result<bool> {
-    let key = hash.as_bytes();
-    let Some(blob) = meta.get::<BlobRecord>(Cf::Blobs, key)? else {
-        return Ok(false);
-    };
-    if let Place::Segment(loc) = &blob.place {
-        if lost(loc) {
-            return Ok(false);
+    for (((i, file), blob), damage) in live.into_iter().zip(blobs).zip(damage) {
+        if blob.is_some_and(|b| intact(lost, &b, damage.as_ref())) {
+            out[i] = Some(UploadReport {
+                file_id: file.id,
+                outcome: Outcome::Skipped,
+                hash: file.hash,
+                size: file.size,
+                bytes_written: 0,
+                charged_bytes: 0,
+            });
         }
     }
-    let damage = meta.get::<DamageRecord>(Cf::Damaged, key)?;
-    Ok(!damage.is_some_and(|d| d.is_about(&blob.place)))
+    Ok(out)
+}
+
+/// Whether the store holds a blob whole as far as it knows without reading
+/// it: no damage is known of the copy its record names (a read or a scrub
+/// that failed its hash, a segment file found missing or short at open),
+/// and `lost` does not say its copy lies past the end of its segment file.
+/// A file whose content is not whole (or has no blob record) is read again,
+/// so that the ordinary re-run of a backup heals it, as restic's backup
+/// re-reads files whose stored data is missing.
+fn intact(lost: &dyn Fn(&Location) -> bool, blob: &BlobRecord, damage: Option<&DamageRecord>) -> bool {
+    if let Place::Segment(loc) = &blob.place {
+        if lost(loc) {
+            return false;
+        }
+    }
+    !damage.is_some_and(|d| d.is_about(&blob.place))
 }
 
 /// The keys of the records of `album` for files under `root` (or `root`
@@ -103,29 +118,39 @@ pub(crate) fn stale(
 ) -> Result<Vec<Vec<u8>>> {
     let prefix = key(uid, album, root);
     let path_at = key(uid, album, Path::new("")).len();
+    // Sorted bytes, searched by plain comparisons: hashing a `Path` walks
+    // its components, which over a large folder cost more than the scan.
+    let mut seen: Vec<&[u8]> = seen.iter().map(|p| p.as_os_str().as_bytes()).collect();
+    seen.sort_unstable();
     let mut gone = Vec::new();
-    for (k, _) in meta.scan_all(Cf::Sources, &prefix)? {
+    meta.scan(Cf::Sources, &prefix, |k, _| {
         // `/a/bc` shares the prefix of root `/a/b` without being under it.
         let rest = &k[prefix.len()..];
         let under = rest.is_empty() || rest[0] == b'/' || prefix.ends_with(b"/");
-        if under && !seen.contains(Path::new(OsStr::from_bytes(&k[path_at..]))) {
-            gone.push(k);
+        if under && seen.binary_search(&&k[path_at..]).is_err() {
+            gone.push(k.to_vec());
         }
-    }
+        Ok(ControlFlow::Continue(()))
+    })?;
     Ok(gone)
 }
 
 impl User {
-    /// The file a previous backup stored from `path` into `album`, reported
-    /// as [`Outcome::Skipped`], if [`record_sources`](Self::record_sources)
-    /// recorded it with the device, inode, size, modification time and change
-    /// time `meta` shows and that file is still live in the album. `None`
-    /// means "read and upload it"; so does content the store does not hold
-    /// whole (its blob damaged, or in a segment found missing or short), so
-    /// that the ordinary re-run heals it. `path` should be absolute: records
-    /// are keyed by it. The change time is what catches an edit that kept the
-    /// modification time (restic and git compare it too); a record written
-    /// before change times were kept is never trusted.
+    /// For each `(path, meta)` of `files`, the file a previous backup stored
+    /// from `path` into `album`, reported as [`Outcome::Skipped`], if
+    /// [`record_sources`](Self::record_sources) recorded it with the device,
+    /// inode, size, modification time and change time `meta` shows and that
+    /// file is still live in the album. `None` means "read and upload it";
+    /// so does content the store does not hold whole (its blob damaged, or
+    /// in a segment found missing or short), so that the ordinary re-run
+    /// heals it. Paths should be absolute: records are keyed by them. The
+    /// change time is what catches an edit that kept the modification time
+    /// (restic and git compare it too); a record written before change
+    /// times were kept is never trusted.
+    ///
+    /// The answers come in the order of `files`, from one batched lookup
+    /// per kind of record: asking for a few thousand files at a time is
+    /// what makes a re-run over a large library cheap.
     ///
     /// # Errors
     ///
@@ -142,26 +167,25 @@ impl User {
     /// let path = dir.path().join("IMG_1.JPG");
     /// std::fs::write(&path, b"pixels").unwrap();
     /// let meta = std::fs::metadata(&path).unwrap();
-    /// assert!(u.unchanged_source(album, &path, &meta).unwrap().is_none());
+    /// assert!(u.unchanged_sources(album, &[(&path, &meta)]).unwrap()[0].is_none());
     /// let r = u.upload(album, "IMG_1.JPG", Content::Path(path.clone()), DedupMode::NameAndHash).unwrap();
     /// // As if the scan had started a minute later: the file is not racy.
     /// let scan_start = SystemTime::now() + Duration::from_secs(60);
     /// u.record_sources(album, &[(path.clone(), meta.clone(), r.file_id)], scan_start).unwrap();
-    /// let again = u.unchanged_source(album, &path, &meta).unwrap().unwrap();
+    /// let again = u.unchanged_sources(album, &[(&path, &meta)]).unwrap().remove(0).unwrap();
     /// assert_eq!((again.file_id, again.outcome), (r.file_id, Outcome::Skipped));
     /// ```
-    pub fn unchanged_source(
+    pub fn unchanged_sources(
         &self,
         album: AlbumId,
-        path: &Path,
-        meta: &Metadata,
-    ) -> Result<Option<UploadReport>, LibraryError> {
+        files: &[(&Path, &Metadata)],
+    ) -> Result<Vec<Option<UploadReport>>, LibraryError> {
         let inner = self.inner();
         let lost = |loc: &Location| {
             inner.recovery.damaged_segments.contains(&loc.segment)
                 && inner.blobs.file_len(loc.segment).unwrap_or(0) < loc.end()
         };
-        Ok(unchanged(&inner.meta, &lost, self.id()?, album, path, meta)?)
+        Ok(unchanged(&inner.meta, &lost, self.id()?, album, files)?)
     }
 
     /// Records, in one durable commit, that each `(path, meta, file)` was
@@ -270,14 +294,7 @@ mod tests {
             .unwrap();
         let trusted: Vec<bool> = sources
             .iter()
-            .map(|(p, m, _)| {
-                store
-                    .user("u")
-                    .unwrap()
-                    .unchanged_source(album, p, m)
-                    .unwrap()
-                    .is_some()
-            })
+            .map(|(p, m, _)| store.user("u").unwrap().unchanged_sources(album, &[(p, m)]).unwrap()[0].is_some())
             .collect();
         assert_eq!(trusted, [true, false, true], "`rx` is a sibling of `r`, not under it");
     }
@@ -304,8 +321,8 @@ mod tests {
         assert!(store
             .user("u")
             .unwrap()
-            .unchanged_source(album, &path, &meta)
-            .unwrap()
+            .unchanged_sources(album, &[(&path, &meta)])
+            .unwrap()[0]
             .is_none());
     }
 }
