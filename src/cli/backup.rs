@@ -18,7 +18,10 @@ use super::Failure;
 
 /// A batch is committed (one segment sync, one metadata sync) once it holds
 /// this many files or bytes; each file's line is printed after its batch.
-const BATCH_FILES: usize = 256;
+/// Over 100,000 files of 8 KiB, batches of 4,096 files took a first backup
+/// from 17.0 s to 14.0 s against batches of 256 (the syncs and per-batch
+/// work amortised); the byte bound keeps a batch of photos in memory small.
+const BATCH_FILES: usize = 4096;
 const BATCH_BYTES: u64 = 256 << 20;
 
 /// A file modified less than this long before the backup looks at it may
