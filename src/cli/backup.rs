@@ -297,31 +297,12 @@ impl Uploads<'_> {
         let mut uploads = Vec::new();
         let mut slots = Vec::new();
         for (f, source) in batch {
-            let fresh = match fs::symlink_metadata(&f.path) {
-                Ok(m) => m,
-                Err(e) => {
-                    self.report.error(&f.path, e.to_string());
-                    continue;
-                }
-            };
-            if !fresh.is_file() || (fresh.dev(), fresh.ino()) != (f.meta.dev(), f.meta.ino()) {
-                self.report.error(
-                    &f.path,
-                    "was replaced since the walk found it; nothing was stored".into(),
-                );
-                continue;
-            }
-            // A version written since the last look is refused by the
-            // upload itself (`expect_source` compares the whole stamp), and
-            // then waits like one written while read.
-            if !settled && recent(&fresh, now) {
-                waiting.push((
-                    Found {
-                        path: f.path,
-                        meta: fresh,
-                    },
-                    source,
-                ));
+            // A version written since the walk looked, or a file replaced
+            // since, is refused by the upload itself (`expect_source`
+            // compares the whole stamp, device and inode included), and is
+            // then looked at again below: no second look is needed here.
+            if !settled && recent(&f.meta, now) {
+                waiting.push((f, source));
                 continue;
             }
             match f.path.file_name().map(FileName::from) {

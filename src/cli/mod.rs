@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use keepsake::{
-    AlbumDeletion, AlbumId, AlbumInfo, DedupMode, FileEdit, FileId, FileInfo, LibraryError, NameError, OpenError,
-    Problem, ReadError, SessionError, StorageError, Store, UploadError, User,
+    AlbumDeletion, AlbumId, AlbumInfo, Cursor, DedupMode, FileEdit, FileId, FileInfo, LibraryError, NameError,
+    OpenError, Page, Problem, ReadError, SessionError, StorageError, Store, UploadError, User, MAX_PAGE,
 };
 use serde::Serialize;
 
@@ -212,24 +212,48 @@ fn listed(files: Vec<FileInfo>, albums: &[AlbumInfo]) -> Vec<Listed> {
         .collect()
 }
 
-fn show_listing(out: &Output, files: &[Listed]) -> io::Result<()> {
-    out.show(&files, || {
-        files
-            .iter()
-            .map(|f| {
+/// Prints a listing page by page, so that a library of any size is listed
+/// in the memory of one page: with `--json` one array, written element by
+/// element as the pages come.
+fn show_pages(
+    out: &Output,
+    albums: &[AlbumInfo],
+    mut page: impl FnMut(Option<&Cursor>) -> Result<Page<FileInfo>, LibraryError>,
+) -> Result<(), Failure> {
+    let (mut after, mut first) = (None, true);
+    if out.json {
+        out.raw(b"[")?;
+    }
+    loop {
+        let Page { items, next, .. } = page(after.as_ref())?;
+        for f in listed(items, albums) {
+            if out.json {
+                out.raw(if first { b"\n" } else { b",\n" })?;
+                out.raw(&serde_json::to_vec(&f).map_err(io::Error::from)?)?;
+            } else {
                 // The date and time to the second, as a listing shows it.
                 let modified = f.modified.as_deref().map_or("", |m| m.get(..19).unwrap_or(m));
-                format!(
+                let line = format!(
                     "{:>8}  {:>10}  {:<19}  {}  [{}]\n",
                     f.file_id,
                     bytes(f.size),
                     modified.replace('T', " "),
                     f.shown,
                     f.albums.join(", ")
-                )
-            })
-            .collect()
-    })
+                );
+                out.raw(line.as_bytes())?;
+            }
+            first = false;
+        }
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    if out.json {
+        out.raw(b"\n]\n")?;
+    }
+    Ok(())
 }
 
 /// How many edits go into one durable commit: one synced write each, and
@@ -376,11 +400,13 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
         Command::Album { action } => album_command(&user, action, out)?,
         Command::Ls { album } => {
             let albums = user.albums()?;
-            let files = match album {
-                Some(name) => user.album_files(album_by_name(&user, &name)?.id)?,
-                None => user.files()?,
-            };
-            show_listing(out, &listed(files, &albums))?;
+            match album {
+                Some(name) => {
+                    let album = album_by_name(&user, &name)?.id;
+                    show_pages(out, &albums, |after| user.album_files_page(album, after, MAX_PAGE))?
+                }
+                None => show_pages(out, &albums, |after| user.files_page(after, MAX_PAGE))?,
+            }
         }
         Command::Add { files, album } => {
             let album = album_by_name(&user, &album)?.id;
@@ -401,7 +427,7 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
         Command::Delete { files } => each_file(out, &user, "deleted", &files, FileEdit::Delete)?,
         Command::Trash { action: None } => {
             let albums = user.albums()?;
-            show_listing(out, &listed(user.trash()?, &albums))?;
+            show_pages(out, &albums, |after| user.trash_page(after, MAX_PAGE))?;
         }
         Command::Trash {
             action: Some(TrashAction::Restore { files }),

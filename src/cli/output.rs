@@ -55,6 +55,19 @@ impl Output {
         Ok(())
     }
 
+    /// Prints `text` as it is, in both modes (a listing written piece by
+    /// piece).
+    pub fn raw(&self, text: &[u8]) -> io::Result<()> {
+        let mut out = self.buffered.borrow_mut();
+        out.extend_from_slice(text);
+        let full = out.len() >= BLOCK || (self.terminal && text.ends_with(b"\n"));
+        drop(out);
+        if full {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     /// Writes out what [`show`](Self::show) buffered.
     pub fn flush(&self) -> io::Result<()> {
         let mut out = self.buffered.borrow_mut();

@@ -326,11 +326,33 @@ impl Meta {
         self.scan_at(None, cf, prefix, f)
     }
 
+    /// [`scan`](Self::scan) from `start` (a key at or after `prefix`) on.
+    pub(crate) fn scan_from(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        start: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        self.scan_range(None, cf, prefix, start, f)
+    }
+
     fn scan_at(
         &self,
         snapshot: Option<&rocksdb::Snapshot<'_>>,
         cf: Cf,
         prefix: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        self.scan_range(snapshot, cf, prefix, prefix, f)
+    }
+
+    fn scan_range(
+        &self,
+        snapshot: Option<&rocksdb::Snapshot<'_>>,
+        cf: Cf,
+        prefix: &[u8],
+        start: &[u8],
         mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
     ) -> Result<()> {
         let mut ro = ReadOptions::default();
@@ -341,7 +363,7 @@ impl Meta {
         ro.fill_cache(!prefix.is_empty());
         let iter = self
             .db
-            .iterator_cf_opt(self.cf(cf), ro, IteratorMode::From(prefix, Direction::Forward));
+            .iterator_cf_opt(self.cf(cf), ro, IteratorMode::From(start, Direction::Forward));
         for item in iter {
             let (k, v) = item?;
             if !k.starts_with(prefix) || f(&k, &v)?.is_break() {
@@ -418,8 +440,18 @@ pub(crate) struct Snapshot<'a> {
 
 impl Snapshot<'_> {
     /// Calls `f` with every entry of `cf`, decoding nothing.
-    pub(crate) fn for_each(&self, cf: Cf, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
-        self.meta.scan_at(Some(&self.snap), cf, &[], |k, v| {
+    pub(crate) fn for_each(&self, cf: Cf, f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        self.for_each_under(cf, &[], f)
+    }
+
+    /// Calls `f` with every entry of `cf` under `prefix`, decoding nothing.
+    pub(crate) fn for_each_under(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.meta.scan_at(Some(&self.snap), cf, prefix, |k, v| {
             f(k, v)?;
             Ok(ControlFlow::Continue(()))
         })

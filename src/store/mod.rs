@@ -31,6 +31,7 @@ mod edits;
 mod ingest;
 mod ledger;
 mod library;
+mod listing;
 mod maintenance;
 mod merge;
 mod pipeline;
@@ -69,6 +70,7 @@ use crate::meta::{decode, keys, Cf, Meta};
 
 pub use edits::FileEdit;
 pub use library::{AlbumDeletion, AlbumInfo, FileInfo};
+pub use listing::{Cursor, InvalidCursor, Page, MAX_PAGE};
 pub use maintenance::{AffectedFile, GcReport, Problem, RepairReport, Stats, VerifyReport};
 pub use merge::{DuplicateGroup, MergeReport};
 pub use quota::Usage;

@@ -94,7 +94,7 @@ impl Store {
         })?;
         let mut unrepaired = survey.missing_blob_problems("lost-blob", ", and no segment holds an intact copy");
         if scrub {
-            unrepaired.extend(survey.scrub(&self.inner).1);
+            unrepaired.extend(survey.scrub(&self.inner)?.1);
         }
         unrepaired.extend(survey.findings.into_iter().map(|f| f.problem));
         Ok(RepairReport {

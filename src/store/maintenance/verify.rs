@@ -11,7 +11,7 @@
 //! write that would make the derived record agree with the file records;
 //! `verify` only reports, `repair.rs` applies those writes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::blob::format::{SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::error::{Result, StorageError};
@@ -88,26 +88,35 @@ pub(crate) type Visit<'f> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'f;
 /// Where a survey reads the metadata: a snapshot (`verify`) or the
 /// transaction of a repair, which must see its own earlier fixes.
 pub(crate) trait Source {
-    fn each(&self, cf: Cf, f: &mut Visit<'_>) -> Result<()>;
+    /// Calls `f` with each entry of `cf` whose key starts with `prefix`.
+    fn each_under(&self, cf: Cf, prefix: &[u8], f: &mut Visit<'_>) -> Result<()>;
+
+    /// Calls `f` with each entry of `cf`.
+    fn each(&self, cf: Cf, f: &mut Visit<'_>) -> Result<()> {
+        self.each_under(cf, &[], f)
+    }
 }
 
 impl Source for Snapshot<'_> {
-    fn each(&self, cf: Cf, f: &mut Visit<'_>) -> Result<()> {
-        self.for_each(cf, f)
+    fn each_under(&self, cf: Cf, prefix: &[u8], f: &mut Visit<'_>) -> Result<()> {
+        self.for_each_under(cf, prefix, f)
     }
 }
 
 impl Source for Txn<'_> {
-    fn each(&self, cf: Cf, f: &mut Visit<'_>) -> Result<()> {
-        for (k, v) in self.scan(cf, &[])? {
+    fn each_under(&self, cf: Cf, prefix: &[u8], f: &mut Visit<'_>) -> Result<()> {
+        for (k, v) in self.scan(cf, prefix)? {
             f(&k, &v)?;
         }
         Ok(())
     }
 }
 
-/// Which files hold each content, to name the files a damaged or lost blob
-/// affects.
+/// Which files hold each content of interest (blobs found lost or
+/// damaged), to name the files a problem affects. Only those contents are
+/// collected, by a pass over the file records made when there are any:
+/// holding every file's name for the rare problem made a survey's memory
+/// grow with the library.
 #[derive(Default)]
 struct Holders {
     names: HashMap<u64, String>,
@@ -115,6 +124,21 @@ struct Holders {
 }
 
 impl Holders {
+    /// Adds the holders of each content in `wanted`.
+    fn collect(&mut self, src: &impl Source, wanted: &HashSet<ContentHash>) -> Result<()> {
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        src.each(Cf::Files, &mut |k, v| {
+            let f: FileRecord = decode(v)?;
+            if wanted.contains(&f.hash) {
+                let (uid, fid) = (keys::u64_at(k, 0).unwrap_or(0), keys::last_u64(k));
+                self.files.entry(f.hash).or_default().push((uid, fid, f.name));
+            }
+            Ok(())
+        })
+    }
+
     fn affected(&self, hash: &ContentHash) -> Vec<AffectedFile> {
         self.files
             .get(hash)
@@ -145,7 +169,8 @@ pub(crate) struct Survey {
 }
 
 impl Survey {
-    /// The files whose bytes are blob `hash`.
+    /// The files whose bytes are blob `hash`, one the survey found missing
+    /// or misplaced (the only ones it collects holders for).
     pub(crate) fn affected(&self, hash: &ContentHash) -> Vec<AffectedFile> {
         self.holders.affected(hash)
     }
@@ -167,20 +192,29 @@ impl Survey {
     /// `damaged-blob` problem for each blob that fails. A failing read
     /// records the damage (see `store/damage.rs`), so that the next upload
     /// of the content heals it.
-    pub(crate) fn scrub(&self, inner: &Inner) -> (u64, Vec<Problem>) {
+    pub(crate) fn scrub(&self, inner: &Inner) -> Result<(u64, Vec<Problem>)> {
         let mut scrubbed = 0u64;
-        let mut damaged = Vec::new();
+        let mut failed = Vec::new();
         for hash in self.blobs.keys() {
             match inner.read_blob(hash) {
                 Ok(b) => scrubbed += b.len() as u64,
-                Err(e) => damaged.push(Problem {
-                    kind: "damaged-blob",
-                    detail: e.to_string(),
-                    files: self.affected(hash),
-                }),
+                Err(e) => failed.push((*hash, e.to_string())),
             }
         }
-        (scrubbed, damaged)
+        let mut holders = Holders {
+            names: self.holders.names.clone(),
+            files: HashMap::new(),
+        };
+        holders.collect(&inner.meta.snapshot(), &failed.iter().map(|(h, _)| *h).collect())?;
+        let damaged = failed
+            .into_iter()
+            .map(|(hash, detail)| Problem {
+                kind: "damaged-blob",
+                detail,
+                files: holders.affected(&hash),
+            })
+            .collect();
+        Ok((scrubbed, damaged))
     }
 }
 
@@ -262,6 +296,69 @@ fn records<K: Ord, R: Record>(src: &impl Source, cf: Cf, key_of: impl Fn(&[u8]) 
     Ok(out)
 }
 
+/// The index families derived from the file records, as reports name them.
+const INDEXES: [(Cf, &str); 4] = [
+    (Cf::Members, "album membership"),
+    (Cf::ByHash, "hash index"),
+    (Cf::ByName, "name index"),
+    (Cf::Trash, "trash index"),
+];
+
+/// The index entries file `fid` of user `uid` implies: while live, its
+/// memberships of the albums that `exists` (a membership of a deleted
+/// album cannot be rebuilt, so it is not expected) and its two
+/// duplicate-index entries; while trashed, its trash entry.
+fn implied_entries(uid: u64, fid: u64, f: &FileRecord, exists: impl Fn(u64) -> bool) -> Vec<(Cf, Vec<u8>)> {
+    match f.trashed_ms {
+        Some(at) => vec![(Cf::Trash, keys::trash(uid, at, fid))],
+        None => f
+            .albums
+            .iter()
+            .filter(|&&a| exists(a))
+            .map(|&a| (Cf::Members, keys::member(uid, a, fid)))
+            .chain([
+                (Cf::ByHash, keys::by_hash(uid, &f.hash, fid)),
+                (Cf::ByName, keys::by_name(uid, &f.hash, &f.name, fid)),
+            ])
+            .collect(),
+    }
+}
+
+/// For each index family and user, a digest of a set of keys that does not
+/// depend on their order: how many, and the sum of their hashes (the first
+/// 16 bytes of each key's BLAKE3 hash, as a number, wrapping). Equal digests
+/// mean equal sets but for a chance of 2^-128 per pair; the sets whose
+/// digests differ are compared key by key. So a survey keeps a few numbers
+/// per user, not every index key of the store, whatever the library's size.
+#[derive(Default)]
+struct IndexDigests(HashMap<(Cf, u64), (u64, u128)>);
+
+impl IndexDigests {
+    fn add(&mut self, cf: Cf, uid: u64, key: &[u8]) {
+        let hash = blake3::hash(key);
+        let mut low = [0u8; 16];
+        low.copy_from_slice(&hash.as_bytes()[..16]);
+        let d = self.0.entry((cf, uid)).or_default();
+        d.0 += 1;
+        d.1 = d.1.wrapping_add(u128::from_le_bytes(low));
+    }
+
+    /// The users whose keys of `cf` differ between `self` and `other`.
+    fn differing(&self, other: &IndexDigests, cf: Cf) -> BTreeSet<u64> {
+        let users = |d: &IndexDigests| {
+            d.0.keys()
+                .filter(|(c, _)| *c == cf)
+                .map(|&(_, u)| u)
+                .collect::<Vec<_>>()
+        };
+        users(self)
+            .into_iter()
+            .chain(users(other))
+            .filter(|u| self.0.get(&(cf, *u)) != other.0.get(&(cf, *u)))
+            .collect()
+    }
+}
+
 fn hash_of(key: &[u8]) -> ContentHash {
     ContentHash::from_bytes(key.try_into().unwrap_or([0; 32]))
 }
@@ -310,8 +407,7 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
     let mut expected: BTreeMap<u64, Expected> = BTreeMap::new();
     let mut blob_refs: BTreeMap<ContentHash, u64> = BTreeMap::new();
     let mut album_counts: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
-    let (mut members, mut by_hash, mut by_name, mut trash) =
-        (BTreeSet::new(), BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    let mut implied = IndexDigests::default();
     let mut file_count = 0u64;
     // Each user's files at or above their next file id, and their highest.
     let mut bad_ids: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
@@ -330,17 +426,14 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
         let ub = e.blobs.entry(f.hash).or_default();
         ub.refs += 1;
         *blob_refs.entry(f.hash).or_default() += 1;
-        holders
-            .files
-            .entry(f.hash)
-            .or_default()
-            .push((uid, fid, f.name.clone()));
+        let exists = |a: u64| albums.contains_key(&(uid, a));
+        for (cf, key) in implied_entries(uid, fid, &f, exists) {
+            implied.add(cf, uid, &key);
+        }
         match f.trashed_ms {
             None => {
                 ub.live += 1;
                 e.user.live_files += 1;
-                by_hash.insert(keys::by_hash(uid, &f.hash, fid));
-                by_name.insert(keys::by_name(uid, &f.hash, &f.name, fid));
                 // Membership of an album that is gone cannot be rebuilt: the
                 // repair drops it from the file, so it is not expected.
                 let gone: Vec<u64> = f
@@ -355,16 +448,12 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
                     c.fixable("dangling-reference", detail, Cf::Files, k.to_vec(), Some(f.encode()));
                 }
                 for &a in &f.albums {
-                    members.insert(keys::member(uid, a, fid));
                     let ac = album_counts.entry((uid, a)).or_default();
                     ac.0 += 1;
                     ac.1 += f.size;
                 }
             }
-            Some(at) => {
-                e.user.trashed_files += 1;
-                trash.insert(keys::trash(uid, at, fid));
-            }
+            Some(_) => e.user.trashed_files += 1,
         }
         Ok(())
     })?;
@@ -384,6 +473,9 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
         .map(|(hash, refs)| (*hash, *refs))
         .collect();
     let mut seg_live: BTreeMap<u64, u64> = BTreeMap::new();
+    // Blobs whose place cannot hold them, and why: damage, reported with
+    // the files it affects once those are collected.
+    let mut misplaced: Vec<(ContentHash, String)> = Vec::new();
     for (hash, blob) in &blobs {
         let key = hash.as_bytes().to_vec();
         let want = blob_refs.get(hash).copied().unwrap_or(0);
@@ -414,17 +506,17 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
         if let Place::Segment(loc) = blob.place {
             *seg_live.entry(loc.segment).or_default() += loc.record_len();
             match segments.get(&loc.segment) {
-                None => c.damaged(
+                None => misplaced.push((
+                    *hash,
                     format!(
                         "blob {hash} is in segment {}, which the store does not have",
                         loc.segment
                     ),
-                    holders.affected(hash),
-                ),
-                Some(s) if loc.end() > s.committed_len => c.damaged(
+                )),
+                Some(s) if loc.end() > s.committed_len => misplaced.push((
+                    *hash,
                     format!("blob {hash} ends past the committed length of segment {}", loc.segment),
-                    holders.affected(hash),
-                ),
+                )),
                 Some(_) => {}
             }
         }
@@ -595,19 +687,41 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
         }
     }
 
-    // Index families against what the files imply.
-    for (cf, what, want) in [
-        (Cf::Members, "album membership", &members),
-        (Cf::ByHash, "hash index", &by_hash),
-        (Cf::ByName, "name index", &by_name),
-        (Cf::Trash, "trash index", &trash),
-    ] {
-        let mut got = BTreeSet::new();
+    // Index families against what the files imply: digests per user and
+    // family, and the exact comparison only where they differ.
+    for (cf, what) in INDEXES {
+        let mut found = IndexDigests::default();
         src.each(cf, &mut |k, _| {
-            got.insert(k.to_vec());
+            found.add(cf, keys::u64_at(k, 0).unwrap_or(0), k);
             Ok(())
         })?;
-        c.compare_sets(what, cf, want, &got);
+        for uid in implied.differing(&found, cf) {
+            let user = keys::u64_key(uid);
+            let mut want = BTreeSet::new();
+            src.each_under(Cf::Files, &user, &mut |k, v| {
+                let f: FileRecord = decode(v)?;
+                let exists = |a: u64| albums.contains_key(&(uid, a));
+                let entries = implied_entries(uid, keys::last_u64(k), &f, exists);
+                want.extend(entries.into_iter().filter(|(c, _)| *c == cf).map(|(_, key)| key));
+                Ok(())
+            })?;
+            let mut got = BTreeSet::new();
+            src.each_under(cf, &user, &mut |k, _| {
+                got.insert(k.to_vec());
+                Ok(())
+            })?;
+            c.compare_sets(what, cf, &want, &got);
+        }
+    }
+
+    let wanted = missing_blobs
+        .keys()
+        .chain(misplaced.iter().map(|(h, _)| h))
+        .copied()
+        .collect();
+    holders.collect(src, &wanted)?;
+    for (hash, detail) in misplaced {
+        c.damaged(detail, holders.affected(&hash));
     }
 
     Ok(Survey {
@@ -646,7 +760,7 @@ impl Store {
         // Compaction moves blobs; holding the GC lock keeps segments still.
         let _no_gc = inner.gc_lock.lock();
         let survey = survey(&inner.meta.snapshot(), inner, scrub, inner.now_ms())?;
-        let (scrubbed, damaged) = if scrub { survey.scrub(inner) } else { (0, Vec::new()) };
+        let (scrubbed, damaged) = if scrub { survey.scrub(inner)? } else { (0, Vec::new()) };
         let mut problems = survey.missing_blob_problems("missing-blob", "");
         problems.extend(damaged);
         problems.extend(survey.findings.into_iter().map(|f| f.problem));
