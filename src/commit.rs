@@ -134,11 +134,11 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::meta::Cf;
+    use crate::meta::{Cf, DEFAULT_CACHE};
 
     fn setup() -> (tempfile::TempDir, Arc<Meta>, Arc<Health>, Arc<Committer>) {
         let dir = tempfile::tempdir().unwrap();
-        let meta = Arc::new(Meta::open(dir.path()).unwrap());
+        let meta = Arc::new(Meta::open(dir.path(), DEFAULT_CACHE).unwrap());
         (dir, meta, Arc::default(), Arc::default())
     }
 

@@ -138,13 +138,13 @@ mod tests {
     use rocksdb::WriteBatch;
 
     use crate::meta::records::{AlbumRecord, Record, UploadRecord};
-    use crate::meta::{keys, Cf, Meta};
+    use crate::meta::{keys, Cf, Meta, DEFAULT_CACHE};
     use crate::{Content, DedupMode, Outcome, SessionOptions, Store, UploadStart};
 
     /// Rewrites a store's metadata as format 1 wrote it: sessions keyed by
     /// their staged file's number, records without it.
     fn make_format_1(root: &std::path::Path) {
-        let meta = Meta::open(&root.join("meta")).unwrap();
+        let meta = Meta::open(&root.join("meta"), DEFAULT_CACHE).unwrap();
         let mut b = WriteBatch::default();
         for (key, value) in meta.scan_all(Cf::Uploads, &[]).unwrap() {
             let rec = UploadRecord::decode(&value).unwrap();
@@ -190,7 +190,7 @@ mod tests {
         );
         drop((ann, store));
         // Migrated once, through format 2: the next open finds format 3.
-        let meta = Meta::open(&dir.path().join("meta")).unwrap();
+        let meta = Meta::open(&dir.path().join("meta"), DEFAULT_CACHE).unwrap();
         assert_eq!(meta.get::<u64>(Cf::Meta, keys::FORMAT).unwrap(), Some(3));
         drop(meta);
         let store = Store::open(dir.path()).unwrap();
@@ -223,7 +223,7 @@ mod tests {
         {
             // Format 2: keys of the names' bytes as given; the second album
             // renamed to the NFC twin of the first.
-            let meta = Meta::open(&dir.path().join("meta")).unwrap();
+            let meta = Meta::open(&dir.path().join("meta"), DEFAULT_CACHE).unwrap();
             let mut b = WriteBatch::default();
             let user = 1u64.to_be_bytes();
             for (k, _) in meta.scan_all(Cf::ByName, &[]).unwrap() {

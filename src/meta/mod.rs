@@ -130,6 +130,11 @@ impl Drop for Meta {
     }
 }
 
+/// The block cache a store gets unless its options say otherwise (see
+/// `StoreOptions::metadata_cache`): index, filter and data blocks, shared
+/// by all column families.
+pub(crate) const DEFAULT_CACHE: usize = 256 << 20;
+
 /// RocksDB info logs (`meta/LOG*`) kept across opens: enough to look back
 /// over a few restarts when something went wrong.
 const KEEP_INFO_LOGS: usize = 5;
@@ -158,17 +163,19 @@ enum Access {
 }
 
 impl Meta {
-    pub(crate) fn open(path: &Path) -> Result<Meta, OpenError> {
-        Meta::open_as(path, Access::Write)
+    /// Opens (creating if missing) the metadata at `path`, keeping up to
+    /// `cache` bytes of its blocks in memory.
+    pub(crate) fn open(path: &Path, cache: usize) -> Result<Meta, OpenError> {
+        Meta::open_as(path, Access::Write, cache)
     }
 
     /// Opens existing metadata for reading only (see [`Access::ReadOnly`]).
-    pub(crate) fn open_read_only(path: &Path) -> Result<Meta, OpenError> {
-        Meta::open_as(path, Access::ReadOnly)
+    pub(crate) fn open_read_only(path: &Path, cache: usize) -> Result<Meta, OpenError> {
+        Meta::open_as(path, Access::ReadOnly, cache)
     }
 
-    fn open_as(path: &Path, access: Access) -> Result<Meta, OpenError> {
-        let cache = Cache::new_lru_cache(64 << 20);
+    fn open_as(path: &Path, access: Access, cache: usize) -> Result<Meta, OpenError> {
+        let cache = Cache::new_lru_cache(cache);
         let mut opts = db_options(&cache);
         // RocksDB opens each column family's table files with this many
         // threads, started per column family: its default of 16 costs 17 x 16
@@ -468,7 +475,7 @@ mod tests {
     #[test]
     fn batched_reads_answer_what_point_reads_answer() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = Meta::open(dir.path()).unwrap();
+        let meta = Meta::open(dir.path(), DEFAULT_CACHE).unwrap();
         let mut b = WriteBatch::default();
         let key = |i: u64| keys::u64_key(i);
         for i in (0..300).filter(|i| i % 3 == 0 || (100..140).contains(i)) {
@@ -493,12 +500,12 @@ mod tests {
     #[test]
     fn a_store_of_a_newer_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = Meta::open(dir.path()).unwrap();
+        let meta = Meta::open(dir.path(), DEFAULT_CACHE).unwrap();
         let mut b = WriteBatch::default();
         meta.batch_put(&mut b, Cf::Meta, keys::FORMAT, &(FORMAT_VERSION + 1).encode());
         meta.write(b).unwrap();
         drop(meta);
-        match Meta::open(dir.path()) {
+        match Meta::open(dir.path(), DEFAULT_CACHE) {
             Err(OpenError::UnsupportedFormat { found, supported, .. }) => {
                 assert_eq!((found as u64, supported as u64), (FORMAT_VERSION + 1, FORMAT_VERSION));
             }

@@ -157,14 +157,14 @@ impl<'m> Txn<'m> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::keys;
+    use crate::meta::{keys, DEFAULT_CACHE};
 
     /// What was read ahead answers reads only where the transaction has not
     /// written since, and a rollback brings the read-ahead value back.
     #[test]
     fn read_ahead_values_yield_to_the_transactions_own_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = Meta::open(dir.path()).unwrap();
+        let meta = Meta::open(dir.path(), DEFAULT_CACHE).unwrap();
         let (a, b, gone) = (keys::u64_key(1), keys::u64_key(2), keys::u64_key(3));
         let mut batch = WriteBatch::default();
         meta.batch_put(&mut batch, Cf::Files, &a, b"a0");

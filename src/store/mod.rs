@@ -100,6 +100,7 @@ pub struct StoreOptions {
     pub(crate) upload_expiry: Duration,
     pub(crate) max_sessions_per_user: usize,
     pub(crate) max_staged_bytes: u64,
+    pub(crate) metadata_cache: usize,
     pub(crate) fs: Arc<dyn Fs>,
     pub(crate) clock: Arc<dyn Clock>,
 }
@@ -115,6 +116,7 @@ impl Default for StoreOptions {
             upload_expiry: Duration::from_secs(7 * 24 * 3600),
             max_sessions_per_user: 100,
             max_staged_bytes: 64 << 30,
+            metadata_cache: crate::meta::DEFAULT_CACHE,
             fs: Arc::new(OsFs),
             clock: Arc::new(SystemClock),
         }
@@ -203,6 +205,22 @@ impl StoreOptions {
     /// ```
     pub fn max_staged_bytes(mut self, bytes: u64) -> Self {
         self.max_staged_bytes = bytes;
+        self
+    }
+
+    /// The memory, in bytes, that the metadata database may keep of its
+    /// blocks (default 256 MiB; filled only as blocks are read). Every
+    /// lookup whose block is not kept reads it again and checks its
+    /// checksum: on a store of a million files, where the metadata is about
+    /// 600 MB, a `--rehash` re-run of 50,000 files took 19.5 s with 64 MiB
+    /// and 4.1 s with 256 MiB.
+    ///
+    /// ```
+    /// let opts = keepsake::StoreOptions::default().metadata_cache(1 << 30);
+    /// # let _ = opts;
+    /// ```
+    pub fn metadata_cache(mut self, bytes: usize) -> Self {
+        self.metadata_cache = bytes;
         self
     }
 
@@ -315,7 +333,7 @@ impl Store {
         };
         std::fs::create_dir_all(&root).map_err(io("creating", &root))?;
         let lock = lock(&root)?;
-        let meta = Meta::open(&root.join("meta"))?;
+        let meta = Meta::open(&root.join("meta"), options.metadata_cache)?;
         let mut committed = BTreeMap::new();
         for (k, v) in meta.scan_all(Cf::Segments, &[])? {
             let id = keys::u64_at(&k, 0).ok_or_else(|| OpenError::Corrupt("bad segment key".into()))?;

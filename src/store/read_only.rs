@@ -112,7 +112,7 @@ impl ReadOnlyStore {
             return Ok(None);
         }
         let lock = lock(root)?;
-        let meta = Meta::open_read_only(&root.join("meta"))?;
+        let meta = Meta::open_read_only(&root.join("meta"), crate::meta::DEFAULT_CACHE)?;
         let mut short_segments = HashMap::new();
         for (k, v) in meta
             .scan_all(Cf::Segments, &[])
