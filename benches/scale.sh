@@ -133,9 +133,10 @@ done
 
 echo "== results" >&2
 cat "$results" >&2
-python3 - "$results" "$root/BENCHMARKS.md" "$runs" "$sizes" <<'EOF'
+commit=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
+python3 - "$results" "$root/BENCHMARKS.md" "$runs" "$sizes" "$commit" <<'EOF'
 import os, platform, sys
-results, doc, runs, sizes = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].split()
+results, doc, runs, sizes, commit = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].split(), sys.argv[5]
 rows = {}
 for line in open(results):
     parts = line.split()
@@ -171,7 +172,7 @@ row("`verify --scrub`", lambda n: f"{ms(t(f'verify-{n}', 'keepsake --scrub'))} (
 row("`verify`, `verify --scrub`: peak anonymous memory", lambda n: f"{rows[(f'verify-{n}', 'keepsake-anon')][1] // 1024} MiB, {rows[(f'verify-{n}', 'keepsake --scrub-anon')][1] // 1024} MiB")
 row("metadata bytes per file", lambda n: f"{t(f'meta-{n}', 'bytes')}")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-text = (f"Measured by `benches/scale.sh` ({runs} runs per row, median; delete one run), "
+text = (f"Measured by `benches/scale.sh` at `{commit}` ({runs} runs per row, median; delete one run), "
         f"on {os.cpu_count()} cores ({cpu}), Linux {platform.release()}. "
         f"Every time includes the harness's {harness} ms and a `sync`; "
         "ratios are against the limit measured in the same run.\n\n" + "\n".join(out) + "\n")
