@@ -172,7 +172,8 @@ row("`verify --scrub`", lambda n: f"{ms(t(f'verify-{n}', 'keepsake --scrub'))} (
 row("`verify`, `verify --scrub`: peak anonymous memory", lambda n: f"{rows[(f'verify-{n}', 'keepsake-anon')][1] // 1024} MiB, {rows[(f'verify-{n}', 'keepsake --scrub-anon')][1] // 1024} MiB")
 row("metadata bytes per file", lambda n: f"{t(f'meta-{n}', 'bytes')}")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-text = (f"Measured by `benches/scale.sh` at `{commit}` ({runs} runs per row, median; delete one run), "
+per_row = "1 run per row" if runs == 1 else f"{runs} runs per row, median"
+text = (f"Measured by `benches/scale.sh` at `{commit}` ({per_row}; delete one run), "
         f"on {os.cpu_count()} cores ({cpu}), Linux {platform.release()}. "
         f"Every time includes the harness's {harness} ms and a `sync`; "
         "ratios are against the limit measured in the same run.\n\n" + "\n".join(out) + "\n")
