@@ -92,33 +92,33 @@ pub struct Page<T> {
     pub next: Option<Cursor>,
 }
 
-/// Up to `limit` entries of `cf` under `prefix` strictly after `after`
-/// (which is below `prefix`), each key passed through `take`, which may
-/// leave an entry out; the cursor is set when the page is full.
-fn page_of(
+/// Up to `limit` items made by `take` from the entries of `cf` under
+/// `prefix` strictly after `after` (a position below `prefix`); `take` may
+/// leave an entry out. The cursor is set when the page is full.
+fn page_of<T>(
     meta: &Meta,
     cf: Cf,
     prefix: &[u8],
     after: Option<&Cursor>,
     limit: usize,
-    mut take: impl FnMut(&[u8], &[u8]) -> Result<Option<u64>>,
-) -> Result<(Vec<u64>, Option<Cursor>)> {
+    mut take: impl FnMut(&[u8], &[u8]) -> Result<Option<T>>,
+) -> Result<(Vec<T>, Option<Cursor>)> {
     let limit = limit.clamp(1, MAX_PAGE);
     let start = [prefix, after.map_or(&[][..], |c| &c.0)].concat();
-    let mut ids = Vec::new();
+    let mut items = Vec::new();
     let mut next = None;
     meta.scan_from(cf, prefix, &start, |k, v| {
         if after.is_some() && k == start.as_slice() {
             return Ok(ControlFlow::Continue(()));
         }
-        ids.extend(take(k, v)?);
-        if ids.len() == limit {
+        items.extend(take(k, v)?);
+        if items.len() == limit {
             next = Some(Cursor(k[prefix.len()..].to_vec()));
             return Ok(ControlFlow::Break(()));
         }
         Ok(ControlFlow::Continue(()))
     })?;
-    Ok((ids, next))
+    Ok((items, next))
 }
 
 /// The files `ids` of user `uid`, in that order, read in one pass; an id
@@ -171,15 +171,9 @@ impl User {
                 next: None,
             });
         };
-        let mut items = Vec::new();
-        let (_, next) = page_of(meta, Cf::Files, &keys::u64_key(uid), after, limit, |k, v| {
+        let (items, next) = page_of(meta, Cf::Files, &keys::u64_key(uid), after, limit, |k, v| {
             let f: FileRecord = decode(v)?;
-            let id = keys::last_u64(k);
-            let live = f.trashed_ms.is_none();
-            if live {
-                items.push(FileInfo::new(id, f));
-            }
-            Ok(live.then_some(id))
+            Ok(f.trashed_ms.is_none().then(|| FileInfo::new(keys::last_u64(k), f)))
         })?;
         Ok(Page { items, next })
     }
