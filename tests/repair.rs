@@ -258,6 +258,9 @@ fn missing_and_stray_index_entries_are_rebuilt_in_every_index() {
         let stray = [&key[..key.len() - 8], &999u64.to_be_bytes()].concat();
         set(&lib.store, family, &stray, Some(&[])).unwrap();
         assert_repairs(&lib, "stray-index-entry");
+        // An entry too short to name a user: no digest holds it.
+        set(&lib.store, family, &[7, 7, 7], Some(&[])).unwrap();
+        assert_repairs(&lib, "stray-index-entry");
     }
     // The duplicate indexes work again: re-uploading is skipped.
     let camera = lib.store.user("ann").unwrap().find_album("Camera").unwrap().unwrap().id;

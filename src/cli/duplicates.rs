@@ -292,6 +292,7 @@ pub(crate) fn dedupe(user: &User, keep: &Keep, dry_run: bool, out: &Output) -> R
                 if out.json {
                     out.show(&line, String::new).map_err(output_error)?;
                 } else {
+                    let _ = out.flush();
                     let _ = writeln!(io::stderr(), "keepsake: group {}: {}", line.hash, line.error);
                 }
             }

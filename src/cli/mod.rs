@@ -135,11 +135,7 @@ pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     let out = Output::new(cli.global.json);
     let ran = run(cli, &out);
-    // A reader that stopped reading (`keepsake ls | head`) wanted no more.
-    let flushed = out.flush().or_else(|e| match e.kind() {
-        io::ErrorKind::BrokenPipe => Ok(()),
-        _ => Err(Failure::from(e)),
-    });
+    let flushed = out.flush().map_err(Failure::from);
     match ran.and(flushed) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -274,7 +270,10 @@ fn each_file(
     let mut ids = files.ids.clone();
     if files.stdin {
         let mut text = String::new();
-        io::stdin().read_to_string(&mut text)?;
+        io::stdin().read_to_string(&mut text).map_err(|e| Failure::Store {
+            message: format!("reading file ids from stdin: {e}"),
+            status: 1,
+        })?;
         for word in text.split_whitespace() {
             let id = word
                 .parse()

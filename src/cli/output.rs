@@ -1,7 +1,7 @@
 //! How results are shown: one JSON object with `--json`, readable lines
 //! otherwise.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, IsTerminal, Write};
 
 use serde::Serialize;
@@ -20,6 +20,9 @@ pub(crate) struct Output {
     pub json: bool,
     terminal: bool,
     buffered: RefCell<Vec<u8>>,
+    /// The reader went away (`keepsake ls | head`): it wanted no more, and
+    /// the command goes on without printing.
+    closed: Cell<bool>,
 }
 
 /// Written out once this much is buffered.
@@ -31,6 +34,7 @@ impl Output {
             json,
             terminal: io::stdout().is_terminal(),
             buffered: RefCell::new(Vec::new()),
+            closed: Cell::new(false),
         }
     }
 
@@ -68,16 +72,24 @@ impl Output {
         Ok(())
     }
 
-    /// Writes out what [`show`](Self::show) buffered.
+    /// Writes out what [`show`](Self::show) buffered. A reader that went
+    /// away is not an error: what follows is dropped.
     pub fn flush(&self) -> io::Result<()> {
         let mut out = self.buffered.borrow_mut();
-        if out.is_empty() {
+        if out.is_empty() || self.closed.get() {
+            out.clear();
             return Ok(());
         }
         let mut stdout = io::stdout().lock();
         let written = stdout.write_all(&out).and_then(|()| stdout.flush());
         out.clear();
-        written
+        match written {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed.set(true);
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Whether progress bars may be drawn: never in JSON mode, never when

@@ -5,7 +5,9 @@
 //! to its parent's descriptor with `O_NOFOLLOW | O_DIRECTORY`; each entry is
 //! known by its listing's type and inode, or examined with
 //! `fstatat(AT_SYMLINK_NOFOLLOW)` where the listing does not say; and each
-//! file's path must still lead to the inode the listing named. So no
+//! file's path must still lead to the inode the listing named (or, where the
+//! listing's inode is not the file's own, to the file `fstatat` sees through
+//! the folder's descriptor). So no
 //! symbolic link is followed at any depth, not even one swapped in for a
 //! folder while the walk runs, and a file costs one `lstat`. Only the paths
 //! the user named are followed if they are links.
@@ -129,20 +131,26 @@ struct Listed {
 }
 
 impl Listed {
-    /// The file's `lstat` metadata, if its path still leads to the file the
-    /// descriptor walk saw, through no folder swapped for a link since. One
-    /// `lstat` of the path answers it when the listing's inode (`d_ino`) is
-    /// the file's; where it is not (a file bind-mounted over another,
-    /// overlayfs), `fstatat` through the folder's descriptor decides.
+    /// The file's `lstat` metadata, if its path leads, through no folder
+    /// swapped for a link, to a regular file in the folder the descriptor
+    /// walk listed. One `lstat` of the path answers it when the listing's
+    /// inode (`d_ino`) is the file's. Where it is not (a file bind-mounted
+    /// over another, overlayfs, or one renamed over since the listing),
+    /// `fstatat` through the folder's descriptor must see the same regular
+    /// file as the path: then it is the file in that folder now, and that
+    /// file is what the upload opens and checks (device and inode included).
     fn metadata(&self) -> Result<Metadata, String> {
         let meta = fs::symlink_metadata(&self.path).map_err(|e| e.to_string())?;
         let id = (meta.dev(), meta.ino());
         if id == self.id {
             return Ok(meta);
         }
-        match rustix::fs::statat(&*self.dir, self.name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && identity(&st) == id => Ok(meta),
-            _ => Err("changed during the walk".into()),
+        let st = rustix::fs::statat(&*self.dir, self.name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| std::io::Error::from(e).to_string())?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && identity(&st) == id {
+            Ok(meta)
+        } else {
+            Err("changed during the walk".into())
         }
     }
 }

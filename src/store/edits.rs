@@ -147,7 +147,9 @@ fn prefetch(txn: &mut Txn<'_>, uid: u64, edits: &[FileEdit]) -> Result<()> {
     let (mut members, mut counts) = (Vec::new(), Vec::new());
     for edit in edits {
         let fid = edit.file().0;
-        let Some(file) = load_file(txn, uid, fid)? else {
+        // A record that does not decode is the edit's own error to report,
+        // not the batch's: it is only not read ahead.
+        let Ok(Some(file)) = load_file(txn, uid, fid) else {
             continue;
         };
         let target = match *edit {

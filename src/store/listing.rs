@@ -39,6 +39,7 @@ pub const MAX_PAGE: usize = 10_000;
 /// let c: Cursor = "00000000000000ff".parse().unwrap();
 /// assert_eq!(c.to_string(), "00000000000000ff");
 /// assert!("not hex".parse::<Cursor>().is_err());
+/// assert!("00000000000000FF".parse::<Cursor>().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Cursor(Vec<u8>);
@@ -49,8 +50,8 @@ impl fmt::Display for Cursor {
     }
 }
 
-/// A cursor's text that is not one: not an even number of hex digits, or
-/// longer than any position a listing gives out.
+/// A cursor's text that is not one: not an even number of lower-case hex
+/// digits, or longer than any position a listing gives out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidCursor;
 
@@ -73,7 +74,12 @@ impl FromStr for Cursor {
         if !s.len().is_multiple_of(2) || s.len() > 2 * MAX_CURSOR {
             return Err(InvalidCursor);
         }
-        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8).ok_or(InvalidCursor);
+        // Lower-case only, as `Display` writes it: one spelling per cursor.
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(InvalidCursor),
+        };
         s.as_bytes()
             .chunks(2)
             .map(|pair| Ok((digit(pair[0])? << 4) | digit(pair[1])?))
@@ -88,7 +94,8 @@ impl FromStr for Cursor {
 pub struct Page<T> {
     /// The entries, in the listing's order.
     pub items: Vec<T>,
-    /// Where the next page starts; `None` when this page ends the listing.
+    /// Where the next page starts: `Some` whenever this page is full (the
+    /// next may then be empty), `None` when this page ends the listing.
     pub next: Option<Cursor>,
 }
 

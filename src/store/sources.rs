@@ -235,6 +235,8 @@ impl User {
     /// Drops the records of `album` for files under `root` (or `root`
     /// itself) that are not in `seen`: after a complete walk of `root`, those
     /// files are gone from disk. The files stored from them are untouched.
+    /// Paths are compared byte for byte, as records are keyed: pass them in
+    /// the form they were recorded in (the CLI passes `std::path::absolute`'s).
     ///
     /// # Errors
     ///

@@ -692,7 +692,14 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
     for (cf, what) in INDEXES {
         let mut found = IndexDigests::default();
         src.each(cf, &mut |k, _| {
-            found.add(cf, keys::u64_at(k, 0).unwrap_or(0), k);
+            match keys::u64_at(k, 0) {
+                Some(uid) => found.add(cf, uid, k),
+                // Too short to name a user: no file implies it.
+                None => {
+                    let detail = format!("{what}: entry {} matches no file", hex(k));
+                    c.fixable("stray-index-entry", detail, cf, k.to_vec(), None);
+                }
+            }
             Ok(())
         })?;
         for uid in implied.differing(&found, cf) {
