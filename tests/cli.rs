@@ -1200,3 +1200,30 @@ fn ids_on_stdin_join_those_on_the_command_line_and_a_word_that_is_no_id_edits_no
     assert_eq!(cli.json(&["trash"]).as_array().unwrap().len(), 3);
     assert_eq!(cli.run(&["delete"]).status.code(), Some(2), "no id at all is bad usage");
 }
+
+#[test]
+fn a_reader_that_stops_reading_ends_the_listing_quietly() {
+    use std::process::Stdio;
+    let cli = Cli::new();
+    for i in 0..3u8 {
+        cli.file(&format!("{i}.jpg"), &photo(i, 2_000));
+    }
+    cli.backup(&[cli.dir(), "--album", "A"]);
+    for args in [&["ls"][..], &["ls", "--json"], &["trash"]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keepsake"))
+            .arg("--store")
+            .arg(cli.store.path())
+            .args(args)
+            .env_remove("KEEPSAKE_STORE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The read end closes before the store is even open: every write
+        // meets a closed pipe (`keepsake ls | head -0`).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?}: {:?}", out.status);
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
+    }
+}

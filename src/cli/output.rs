@@ -40,23 +40,17 @@ impl Output {
 
     /// Prints `value` as one JSON line, or `human` when not in JSON mode.
     pub fn show<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) -> io::Result<()> {
-        let mut out = self.buffered.borrow_mut();
-        if self.json {
-            serde_json::to_writer(&mut *out, value)?;
-            writeln!(out)?;
+        let mut line = if self.json {
+            serde_json::to_vec(value)?
         } else {
             let text = human();
             if text.is_empty() {
                 return Ok(());
             }
-            writeln!(out, "{}", text.trim_end())?;
-        }
-        let full = self.terminal || out.len() >= BLOCK;
-        drop(out);
-        if full {
-            self.flush()?;
-        }
-        Ok(())
+            text.trim_end().as_bytes().to_vec()
+        };
+        line.push(b'\n');
+        self.raw(&line)
     }
 
     /// Prints `text` as it is, in both modes (a listing written piece by

@@ -99,6 +99,16 @@ pub struct Page<T> {
     pub next: Option<Cursor>,
 }
 
+impl<T> Page<T> {
+    /// The whole listing of a user the store does not know yet.
+    fn empty() -> Self {
+        Page {
+            items: Vec::new(),
+            next: None,
+        }
+    }
+}
+
 /// Up to `limit` items made by `take` from the entries of `cf` under
 /// `prefix` strictly after `after` (a position below `prefix`); `take` may
 /// leave an entry out. The cursor is set when the page is full.
@@ -173,10 +183,7 @@ impl User {
     pub fn files_page(&self, after: Option<&Cursor>, limit: usize) -> Result<Page<FileInfo>, LibraryError> {
         let meta = &self.inner().meta;
         let Some(uid) = self.id()? else {
-            return Ok(Page {
-                items: Vec::new(),
-                next: None,
-            });
+            return Ok(Page::empty());
         };
         let (items, next) = page_of(meta, Cf::Files, &keys::u64_key(uid), after, limit, |k, v| {
             let f: FileRecord = decode(v)?;
@@ -226,10 +233,7 @@ impl User {
     pub fn trash_page(&self, after: Option<&Cursor>, limit: usize) -> Result<Page<FileInfo>, LibraryError> {
         let meta = &self.inner().meta;
         let Some(uid) = self.id()? else {
-            return Ok(Page {
-                items: Vec::new(),
-                next: None,
-            });
+            return Ok(Page::empty());
         };
         let (ids, next) = page_of(meta, Cf::Trash, &keys::u64_key(uid), after, limit, |k, _| {
             Ok(Some(keys::last_u64(k)))
