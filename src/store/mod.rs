@@ -101,6 +101,7 @@ pub struct StoreOptions {
     pub(crate) max_sessions_per_user: usize,
     pub(crate) max_staged_bytes: u64,
     pub(crate) metadata_cache: usize,
+    pub(crate) verify_range: u64,
     pub(crate) fs: Arc<dyn Fs>,
     pub(crate) clock: Arc<dyn Clock>,
 }
@@ -117,6 +118,7 @@ impl Default for StoreOptions {
             max_sessions_per_user: 100,
             max_staged_bytes: 64 << 30,
             metadata_cache: crate::meta::DEFAULT_CACHE,
+            verify_range: 1 << 18,
             fs: Arc::new(OsFs),
             clock: Arc::new(SystemClock),
         }
@@ -221,6 +223,22 @@ impl StoreOptions {
     /// ```
     pub fn metadata_cache(mut self, bytes: usize) -> Self {
         self.metadata_cache = bytes;
+        self
+    }
+
+    /// The most blobs that [`Store::verify`] and [`Store::repair`]
+    /// recompute at once (default 262,144; at least 1). Each costs a few
+    /// hundred bytes, so the default keeps a survey's recomputed maps under
+    /// about 100 MiB. A store with more blobs is surveyed one hash range at
+    /// a time, each range one more pass over the file records: a smaller
+    /// value trades time for memory, never findings.
+    ///
+    /// ```
+    /// let opts = keepsake::StoreOptions::default().verify_range(1 << 16);
+    /// # let _ = opts;
+    /// ```
+    pub fn verify_range(mut self, blobs: u64) -> Self {
+        self.verify_range = blobs.max(1);
         self
     }
 

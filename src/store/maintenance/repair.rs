@@ -89,7 +89,7 @@ impl Store {
         let now = self.inner.now_ms();
         let (repaired, orphans, survey) = self.inner.commit(move |txn| {
             let (repaired, survey) = rebuild(txn, &inner, &copies, scrub, now)?;
-            let orphans = orphans(&copies, &survey);
+            let orphans = orphans(txn, &copies)?;
             Ok((repaired, orphans, survey))
         })?;
         let mut unrepaired = survey.missing_blob_problems("lost-blob", ", and no segment holds an intact copy");
@@ -208,19 +208,22 @@ fn reindex(
     any
 }
 
-/// The copies of content that has no blob record.
-fn orphans(copies: &BTreeMap<ContentHash, Vec<Location>>, survey: &Survey) -> Vec<Problem> {
-    copies
-        .iter()
-        .filter(|(hash, _)| !survey.blobs.contains_key(hash))
-        .flat_map(|(hash, locs)| locs.iter().map(move |loc| (hash, loc)))
-        .map(|(hash, loc)| Problem {
+/// The copies of content that has no blob record (after the repair's own
+/// writes, which `txn` holds).
+fn orphans(txn: &Txn<'_>, copies: &BTreeMap<ContentHash, Vec<Location>>) -> Result<Vec<Problem>> {
+    let mut out = Vec::new();
+    for (hash, locs) in copies {
+        if txn.get_raw(Cf::Blobs, hash.as_bytes())?.is_some() {
+            continue;
+        }
+        out.extend(locs.iter().map(|loc| Problem {
             kind: "orphan-record",
             detail: format!(
                 "segment {} offset {}: a copy of content {hash} ({} bytes) that no blob record holds, garbage for compaction",
                 loc.segment, loc.offset, loc.length
             ),
             files: Vec::new(),
-        })
-        .collect()
+        }));
+    }
+    Ok(out)
 }

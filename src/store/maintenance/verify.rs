@@ -161,7 +161,8 @@ pub(crate) struct Survey {
     /// Blobs that file records refer to but that have no record, with the
     /// number of file records referring to each.
     pub missing_blobs: BTreeMap<ContentHash, u64>,
-    pub blobs: BTreeMap<ContentHash, BlobRecord>,
+    /// Blob records surveyed.
+    pub blobs: u64,
     holders: Holders,
     users: u64,
     files: u64,
@@ -188,19 +189,41 @@ impl Survey {
             .collect()
     }
 
-    /// Reads every blob and checks its hash, returning the bytes read and a
-    /// `damaged-blob` problem for each blob that fails. A failing read
-    /// records the damage (see `store/damage.rs`), so that the next upload
-    /// of the content heals it.
+    /// Reads every blob the store has now and checks its hash, returning
+    /// the bytes read and a `damaged-blob` problem for each blob that
+    /// fails. A failing read records the damage (see `store/damage.rs`), so
+    /// that the next upload of the content heals it.
+    ///
+    /// The blob records are read in batches of [`SCRUB_BATCH`], and each
+    /// batch in the order of its places, so that memory stays bounded and
+    /// the segments are read mostly forwards. The caller holds the GC lock:
+    /// nothing else moves or removes a blob.
     pub(crate) fn scrub(&self, inner: &Inner) -> Result<(u64, Vec<Problem>)> {
         let mut scrubbed = 0u64;
         let mut failed = Vec::new();
-        for hash in self.blobs.keys() {
-            match inner.read_blob(hash) {
-                Ok(b) => scrubbed += b.len() as u64,
-                Err(e) => failed.push((*hash, e.to_string())),
+        let mut batch: Vec<((u64, u64), ContentHash)> = Vec::with_capacity(SCRUB_BATCH);
+        let mut read = |batch: &mut Vec<((u64, u64), ContentHash)>| {
+            batch.sort_unstable();
+            for (_, hash) in batch.drain(..) {
+                match inner.read_blob(&hash) {
+                    Ok(b) => scrubbed += b.len() as u64,
+                    Err(e) => failed.push((hash, e.to_string())),
+                }
             }
-        }
+        };
+        inner.meta.snapshot().for_each_under(Cf::Blobs, &[], |k, v| {
+            let blob: BlobRecord = decode(v)?;
+            let at = match blob.place {
+                Place::Segment(loc) => (loc.segment, loc.offset),
+                Place::Inline(_) => (0, 0),
+            };
+            batch.push((at, hash_of(k)));
+            if batch.len() == SCRUB_BATCH {
+                read(&mut batch);
+            }
+            Ok(())
+        })?;
+        read(&mut batch);
         let mut holders = Holders {
             names: self.holders.names.clone(),
             files: HashMap::new(),
@@ -218,11 +241,8 @@ impl Survey {
     }
 }
 
-#[derive(Default)]
-struct Expected {
-    user: UserRecord,
-    blobs: BTreeMap<ContentHash, UserBlobRecord>,
-}
+/// How many blob records a scrub sorts by place at a time.
+const SCRUB_BATCH: usize = 1 << 16;
 
 #[derive(Default)]
 struct Checker {
@@ -359,6 +379,255 @@ impl IndexDigests {
     }
 }
 
+/// Which of `ranges` equal slices of the hash space `hash` falls in. The
+/// hash's leading bytes are uniform, so the slices hold about as many
+/// blobs each.
+fn range_of(hash: &ContentHash, ranges: u64) -> u64 {
+    let mut lead = [0u8; 8];
+    lead.copy_from_slice(&hash.as_bytes()[..8]);
+    ((u128::from(u64::from_be_bytes(lead)) * u128::from(ranges)) >> 64) as u64
+}
+
+/// What the file records imply apart from the blob side: the per-user
+/// counters a file adds to, album counts, id order and index digests. All
+/// of it is a few numbers per user and album.
+#[derive(Default)]
+struct FileFacts {
+    count: u64,
+    /// Each user's counters as the files give them; the blob side adds the
+    /// ones that count distinct blobs.
+    per_user: BTreeMap<u64, UserRecord>,
+    album_counts: BTreeMap<(u64, u64), (u64, u64)>,
+    implied: IndexDigests,
+    /// Each user's files at or above their next file id.
+    bad_ids: BTreeMap<u64, Vec<u64>>,
+    /// Each user's highest file id.
+    top_file: BTreeMap<u64, u64>,
+}
+
+impl FileFacts {
+    /// Adds file record `f`, stored at `key`.
+    fn add(
+        &mut self,
+        c: &mut Checker,
+        key: &[u8],
+        mut f: FileRecord,
+        users: &BTreeMap<u64, UserRecord>,
+        albums: &BTreeMap<(u64, u64), AlbumRecord>,
+    ) {
+        let (uid, fid) = (keys::u64_at(key, 0).unwrap_or(0), keys::last_u64(key));
+        self.count += 1;
+        if fid >= users.get(&uid).map_or(0, |u| u.next_file) {
+            self.bad_ids.entry(uid).or_default().push(fid);
+        }
+        let top = self.top_file.entry(uid).or_default();
+        *top = (*top).max(fid);
+        let user = self.per_user.entry(uid).or_default();
+        user.logical_bytes += f.size;
+        let exists = |a: u64| albums.contains_key(&(uid, a));
+        for (cf, k) in implied_entries(uid, fid, &f, exists) {
+            self.implied.add(cf, uid, &k);
+        }
+        if f.trashed_ms.is_some() {
+            user.trashed_files += 1;
+            return;
+        }
+        user.live_files += 1;
+        // Membership of an album that is gone cannot be rebuilt: the repair
+        // drops it from the file, so it is not expected.
+        let gone: Vec<u64> = f.albums.iter().copied().filter(|&a| !exists(a)).collect();
+        f.albums.retain(|a| !gone.contains(a));
+        for a in gone {
+            let detail = format!("file {fid} of user {uid} is in missing album {a}");
+            c.fixable("dangling-reference", detail, Cf::Files, key.to_vec(), Some(f.encode()));
+        }
+        for &a in &f.albums {
+            let ac = self.album_counts.entry((uid, a)).or_default();
+            ac.0 += 1;
+            ac.1 += f.size;
+        }
+    }
+}
+
+/// The blob side of one hash range as the file records in it imply it.
+/// Each content costs a few hundred bytes here, which is what
+/// `StoreOptions::verify_range` bounds.
+#[derive(Default)]
+struct BlobRange {
+    /// The file records holding each content.
+    refs: BTreeMap<ContentHash, u64>,
+    /// Each user's count of each content.
+    user_blobs: BTreeMap<(u64, ContentHash), UserBlobRecord>,
+}
+
+/// What the ranges add up to, and the damage they found.
+#[derive(Default)]
+struct BlobTally {
+    blobs: u64,
+    /// Each segment's bytes that blob records point at.
+    seg_live: BTreeMap<u64, u64>,
+    /// Referenced contents without a blob record, and their references.
+    missing: BTreeMap<ContentHash, u64>,
+    /// Blobs whose place cannot hold them, and why: damage, reported with
+    /// the files it affects once those are collected.
+    misplaced: Vec<(ContentHash, String)>,
+}
+
+impl BlobRange {
+    /// Adds file record `f` of user `uid`.
+    fn add(&mut self, uid: u64, f: &FileRecord) {
+        *self.refs.entry(f.hash).or_default() += 1;
+        let ub = self.user_blobs.entry((uid, f.hash)).or_default();
+        ub.refs += 1;
+        if f.trashed_ms.is_none() {
+            ub.live += 1;
+        }
+    }
+
+    /// Compares the stored blob side of the range (`in_range` says which
+    /// hashes are in it) with what the files imply: reference counts,
+    /// places, GC candidacy, damage records and per-user counts. Adds the
+    /// distinct-blob counters to `per_user`, and the range's totals to
+    /// `tally`. A GC candidate found missing would be stamped `now_ms`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site, in the survey, which owns every argument"
+    )]
+    fn check(
+        self,
+        src: &impl Source,
+        c: &mut Checker,
+        in_range: &impl Fn(&ContentHash) -> bool,
+        segments: &BTreeMap<u64, SegmentRecord>,
+        per_user: &mut BTreeMap<u64, UserRecord>,
+        tally: &mut BlobTally,
+        now_ms: u64,
+    ) -> Result<()> {
+        let mut blobs: BTreeMap<ContentHash, BlobRecord> = BTreeMap::new();
+        src.each(Cf::Blobs, &mut |k, v| {
+            let hash = hash_of(k);
+            if in_range(&hash) {
+                blobs.insert(hash, decode(v)?);
+            }
+            Ok(())
+        })?;
+        let mut gc = BTreeSet::new();
+        src.each(Cf::Gc, &mut |k, _| {
+            if in_range(&hash_of(k)) {
+                gc.insert(k.to_vec());
+            }
+            Ok(())
+        })?;
+        tally.blobs += blobs.len() as u64;
+        tally.missing.extend(
+            self.refs
+                .iter()
+                .filter(|(hash, _)| !blobs.contains_key(hash))
+                .map(|(hash, refs)| (*hash, *refs)),
+        );
+        for (hash, blob) in &blobs {
+            let key = hash.as_bytes().to_vec();
+            let want = self.refs.get(hash).copied().unwrap_or(0);
+            if blob.refs != want {
+                let fixed = BlobRecord {
+                    refs: want,
+                    ..blob.clone()
+                };
+                let detail = format!("blob {hash} counts {} references, files hold {want}", blob.refs);
+                c.fixable(
+                    "refcount-mismatch",
+                    detail,
+                    Cf::Blobs,
+                    key.clone(),
+                    Some(fixed.encode()),
+                );
+            }
+            // Judged by the files' count, not the stored one: a referenced
+            // blob that is a GC candidate is one a wrong count would let GC
+            // remove.
+            let candidate = gc.contains(&key);
+            if want == 0 && !candidate {
+                let detail = format!("blob {hash} has no reference and is not a GC candidate");
+                c.fixable("leaked-blob", detail, Cf::Gc, key, Some(now_ms.encode()));
+            } else if want > 0 && candidate {
+                let detail = format!("blob {hash} is referenced but is a GC candidate");
+                c.fixable("stray-index-entry", detail, Cf::Gc, key, None);
+            }
+            if let Place::Segment(loc) = blob.place {
+                *tally.seg_live.entry(loc.segment).or_default() += loc.record_len();
+                match segments.get(&loc.segment) {
+                    None => tally.misplaced.push((
+                        *hash,
+                        format!(
+                            "blob {hash} is in segment {}, which the store does not have",
+                            loc.segment
+                        ),
+                    )),
+                    Some(s) if loc.end() > s.committed_len => tally.misplaced.push((
+                        *hash,
+                        format!("blob {hash} ends past the committed length of segment {}", loc.segment),
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        for k in &gc {
+            let hash = hash_of(k);
+            if !blobs.contains_key(&hash) {
+                let detail = format!("GC candidate {hash} has no blob");
+                c.fixable("stray-index-entry", detail, Cf::Gc, k.clone(), None);
+            }
+        }
+        // GC drops a damage record with its blob, in the same commit.
+        src.each(Cf::Damaged, &mut |k, v| {
+            let hash = hash_of(k);
+            if !in_range(&hash) {
+                return Ok(());
+            }
+            decode::<DamageRecord>(v)?;
+            if !blobs.contains_key(&hash) {
+                let detail = format!("damage record {hash} has no blob");
+                c.fixable("stray-index-entry", detail, Cf::Damaged, k.to_vec(), None);
+            }
+            Ok(())
+        })?;
+
+        let mut stored_ub: BTreeMap<(u64, ContentHash), UserBlobRecord> = BTreeMap::new();
+        src.each(Cf::UserBlobs, &mut |k, v| {
+            let hash = hash_of(k.get(8..40).unwrap_or_default());
+            if in_range(&hash) {
+                stored_ub.insert((keys::u64_at(k, 0).unwrap_or(0), hash), decode(v)?);
+            }
+            Ok(())
+        })?;
+        for ((uid, hash), ub) in &self.user_blobs {
+            let size = blobs.get(hash).map_or(0, |b| b.size);
+            let user = per_user.entry(*uid).or_default();
+            user.unique_bytes += size;
+            user.blobs += 1;
+            if ub.live == 0 {
+                user.trash_bytes += size;
+            }
+            if stored_ub.remove(&(*uid, *hash)) != Some(*ub) {
+                let detail = format!("user {uid}'s count of blob {hash} differs from the files");
+                let key = keys::user_hash(*uid, hash);
+                c.fixable("refcount-mismatch", detail, Cf::UserBlobs, key, Some(ub.encode()));
+            }
+        }
+        for (uid, hash) in stored_ub.keys() {
+            let detail = format!("user {uid} counts blob {hash}, which no file of theirs holds");
+            c.fixable(
+                "stray-index-entry",
+                detail,
+                Cf::UserBlobs,
+                keys::user_hash(*uid, hash),
+                None,
+            );
+        }
+        Ok(())
+    }
+}
+
 fn hash_of(key: &[u8]) -> ContentHash {
     ContentHash::from_bytes(key.try_into().unwrap_or([0; 32]))
 }
@@ -403,145 +672,43 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
         }
     }
 
-    // Everything derived from the file records.
-    let mut expected: BTreeMap<u64, Expected> = BTreeMap::new();
-    let mut blob_refs: BTreeMap<ContentHash, u64> = BTreeMap::new();
-    let mut album_counts: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
-    let mut implied = IndexDigests::default();
-    let mut file_count = 0u64;
-    // Each user's files at or above their next file id, and their highest.
-    let mut bad_ids: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    let mut top_file: BTreeMap<u64, u64> = BTreeMap::new();
-    src.each(Cf::Files, &mut |k, v| {
-        let (uid, fid) = (keys::u64_at(k, 0).unwrap_or(0), keys::last_u64(k));
-        let mut f: FileRecord = decode(v)?;
-        file_count += 1;
-        let e = expected.entry(uid).or_default();
-        if fid >= users.get(&uid).map_or(0, |u| u.next_file) {
-            bad_ids.entry(uid).or_default().push(fid);
-        }
-        let top = top_file.entry(uid).or_default();
-        *top = (*top).max(fid);
-        e.user.logical_bytes += f.size;
-        let ub = e.blobs.entry(f.hash).or_default();
-        ub.refs += 1;
-        *blob_refs.entry(f.hash).or_default() += 1;
-        let exists = |a: u64| albums.contains_key(&(uid, a));
-        for (cf, key) in implied_entries(uid, fid, &f, exists) {
-            implied.add(cf, uid, &key);
-        }
-        match f.trashed_ms {
-            None => {
-                ub.live += 1;
-                e.user.live_files += 1;
-                // Membership of an album that is gone cannot be rebuilt: the
-                // repair drops it from the file, so it is not expected.
-                let gone: Vec<u64> = f
-                    .albums
-                    .iter()
-                    .copied()
-                    .filter(|a| !albums.contains_key(&(uid, *a)))
-                    .collect();
-                f.albums.retain(|a| !gone.contains(a));
-                for a in gone {
-                    let detail = format!("file {fid} of user {uid} is in missing album {a}");
-                    c.fixable("dangling-reference", detail, Cf::Files, k.to_vec(), Some(f.encode()));
-                }
-                for &a in &f.albums {
-                    let ac = album_counts.entry((uid, a)).or_default();
-                    ac.0 += 1;
-                    ac.1 += f.size;
-                }
-            }
-            Some(_) => e.user.trashed_files += 1,
-        }
-        Ok(())
-    })?;
-
-    let blobs: BTreeMap<ContentHash, BlobRecord> = records(src, Cf::Blobs, hash_of)?;
+    // What the file records imply, gathered in the first pass over them.
+    // The blob side is recomputed one hash range at a time, each range
+    // taking a pass of its own, so that a survey holds one range's blobs
+    // rather than every blob of the store. The stored counters pick the
+    // number of ranges; wrong ones cost memory or time, never findings.
+    let stored_files: u64 = users.values().map(|u| u.live_files + u.trashed_files).sum();
+    let ranges = stored_files.div_ceil(inner.options.verify_range).max(1);
     let segments: BTreeMap<u64, SegmentRecord> = records(src, Cf::Segments, keys::last_u64)?;
-    let mut gc = BTreeSet::new();
-    src.each(Cf::Gc, &mut |k, _| {
-        gc.insert(k.to_vec());
-        Ok(())
-    })?;
-
-    // Blobs: reference counts, places, GC candidacy.
-    let missing_blobs: BTreeMap<ContentHash, u64> = blob_refs
-        .iter()
-        .filter(|(hash, _)| !blobs.contains_key(hash))
-        .map(|(hash, refs)| (*hash, *refs))
-        .collect();
-    let mut seg_live: BTreeMap<u64, u64> = BTreeMap::new();
-    // Blobs whose place cannot hold them, and why: damage, reported with
-    // the files it affects once those are collected.
-    let mut misplaced: Vec<(ContentHash, String)> = Vec::new();
-    for (hash, blob) in &blobs {
-        let key = hash.as_bytes().to_vec();
-        let want = blob_refs.get(hash).copied().unwrap_or(0);
-        if blob.refs != want {
-            let fixed = BlobRecord {
-                refs: want,
-                ..blob.clone()
-            };
-            let detail = format!("blob {hash} counts {} references, files hold {want}", blob.refs);
-            c.fixable(
-                "refcount-mismatch",
-                detail,
-                Cf::Blobs,
-                key.clone(),
-                Some(fixed.encode()),
-            );
-        }
-        // Judged by the files' count, not the stored one: a referenced blob
-        // that is a GC candidate is one a wrong count would let GC remove.
-        let candidate = gc.contains(&key);
-        if want == 0 && !candidate {
-            let detail = format!("blob {hash} has no reference and is not a GC candidate");
-            c.fixable("leaked-blob", detail, Cf::Gc, key, Some(now_ms.encode()));
-        } else if want > 0 && candidate {
-            let detail = format!("blob {hash} is referenced but is a GC candidate");
-            c.fixable("stray-index-entry", detail, Cf::Gc, key, None);
-        }
-        if let Place::Segment(loc) = blob.place {
-            *seg_live.entry(loc.segment).or_default() += loc.record_len();
-            match segments.get(&loc.segment) {
-                None => misplaced.push((
-                    *hash,
-                    format!(
-                        "blob {hash} is in segment {}, which the store does not have",
-                        loc.segment
-                    ),
-                )),
-                Some(s) if loc.end() > s.committed_len => misplaced.push((
-                    *hash,
-                    format!("blob {hash} ends past the committed length of segment {}", loc.segment),
-                )),
-                Some(_) => {}
+    let mut facts = FileFacts::default();
+    let mut tally = BlobTally::default();
+    for range in 0..ranges {
+        let in_range = |hash: &ContentHash| range_of(hash, ranges) == range;
+        let mut implied_blobs = BlobRange::default();
+        src.each(Cf::Files, &mut |k, v| {
+            let f: FileRecord = decode(v)?;
+            if in_range(&f.hash) {
+                implied_blobs.add(keys::u64_at(k, 0).unwrap_or(0), &f);
             }
-        }
+            if range == 0 {
+                facts.add(&mut c, k, f, &users, &albums);
+            }
+            Ok(())
+        })?;
+        implied_blobs.check(
+            src,
+            &mut c,
+            &in_range,
+            &segments,
+            &mut facts.per_user,
+            &mut tally,
+            now_ms,
+        )?;
     }
-    for k in &gc {
-        let hash = hash_of(k);
-        if !blobs.contains_key(&hash) {
-            let detail = format!("GC candidate {hash} has no blob");
-            c.fixable("stray-index-entry", detail, Cf::Gc, k.clone(), None);
-        }
-    }
-    // GC drops a damage record with its blob, in the same commit.
-    src.each(Cf::Damaged, &mut |k, v| {
-        let hash = hash_of(k);
-        decode::<DamageRecord>(v)?;
-        if !blobs.contains_key(&hash) {
-            let detail = format!("damage record {hash} has no blob");
-            c.fixable("stray-index-entry", detail, Cf::Damaged, k.to_vec(), None);
-        }
-        Ok(())
-    })?;
 
     // Segments: accounting and file lengths.
     for (id, s) in &segments {
-        let want = seg_live.get(id).copied().unwrap_or(0);
+        let want = tally.seg_live.get(id).copied().unwrap_or(0);
         if s.live_bytes != want {
             let fixed = SegmentRecord { live_bytes: want, ..*s };
             let detail = format!("segment {id} counts {} live bytes, blobs hold {want}", s.live_bytes);
@@ -582,7 +749,7 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
             Some(_) => {}
         }
     }
-    for id in seg_live.keys() {
+    for id in tally.seg_live.keys() {
         if !segments.contains_key(id) {
             c.problem(
                 "damaged-segment",
@@ -591,40 +758,17 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
         }
     }
 
-    // Per-user counters and per-user blob counts.
-    let mut actual_ub: BTreeMap<(u64, ContentHash), UserBlobRecord> = records(src, Cf::UserBlobs, |k| {
-        (
-            keys::u64_at(k, 0).unwrap_or(0),
-            hash_of(k.get(8..40).unwrap_or_default()),
-        )
-    })?;
-    for (uid, e) in &mut expected {
-        for (hash, ub) in &e.blobs {
-            let size = blobs.get(hash).map_or(0, |b| b.size);
-            e.user.unique_bytes += size;
-            e.user.blobs += 1;
-            if ub.live == 0 {
-                e.user.trash_bytes += size;
-            }
-            if actual_ub.remove(&(*uid, *hash)) != Some(*ub) {
-                let detail = format!("user {uid}'s count of blob {hash} differs from the files");
-                let key = keys::user_hash(*uid, hash);
-                c.fixable("refcount-mismatch", detail, Cf::UserBlobs, key, Some(ub.encode()));
-            }
-        }
-    }
-    for (uid, hash) in actual_ub.keys() {
-        let detail = format!("user {uid} counts blob {hash}, which no file of theirs holds");
-        c.fixable(
-            "stray-index-entry",
-            detail,
-            Cf::UserBlobs,
-            keys::user_hash(*uid, hash),
-            None,
-        );
-    }
+    // Per-user counters.
+    let FileFacts {
+        count: file_count,
+        mut per_user,
+        mut album_counts,
+        implied,
+        mut bad_ids,
+        top_file,
+    } = facts;
     for (uid, rec) in &users {
-        let want = expected.remove(uid).unwrap_or_default().user;
+        let want = per_user.remove(uid).unwrap_or_default();
         // Ids are never reused: the next one goes past every file there is.
         let next_file = rec.next_file.max(top_file.get(uid).map_or(0, |top| top + 1));
         let fixed = UserRecord {
@@ -664,7 +808,7 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
             c.problem("missing-index-entry", format!("user {uid} has no name"));
         }
     }
-    for uid in expected.keys() {
+    for uid in per_user.keys() {
         c.problem(
             "dangling-reference",
             format!("files belong to user {uid}, who has no record"),
@@ -721,20 +865,21 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
         }
     }
 
-    let wanted = missing_blobs
+    let wanted = tally
+        .missing
         .keys()
-        .chain(misplaced.iter().map(|(h, _)| h))
+        .chain(tally.misplaced.iter().map(|(h, _)| h))
         .copied()
         .collect();
     holders.collect(src, &wanted)?;
-    for (hash, detail) in misplaced {
+    for (hash, detail) in tally.misplaced {
         c.damaged(detail, holders.affected(&hash));
     }
 
     Ok(Survey {
         findings: c.findings,
-        missing_blobs,
-        blobs,
+        missing_blobs: tally.missing,
+        blobs: tally.blobs,
         holders,
         users: users.len() as u64,
         files: file_count,
@@ -775,7 +920,7 @@ impl Store {
             ok: problems.is_empty(),
             users: survey.users,
             files: survey.files,
-            blobs: survey.blobs.len() as u64,
+            blobs: survey.blobs,
             segments: survey.segments,
             scrubbed_bytes: scrubbed,
             problems,
