@@ -366,8 +366,10 @@ impl Meta {
         if let Some(s) = snapshot {
             ro.set_snapshot(s);
         }
-        // Scans of a whole family (verify, GC) should not evict the hot set.
-        ro.fill_cache(!prefix.is_empty());
+        // Scans of a whole family (GC), and every scan of a snapshot (verify
+        // and stats, which read the whole store), should not evict the hot
+        // set, nor grow the cache, which is memory of the process.
+        ro.fill_cache(snapshot.is_none() && !prefix.is_empty());
         let iter = self
             .db
             .iterator_cf_opt(self.cf(cf), ro, IteratorMode::From(start, Direction::Forward));
@@ -458,10 +460,22 @@ impl Snapshot<'_> {
         prefix: &[u8],
         mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
     ) -> Result<()> {
-        self.meta.scan_at(Some(&self.snap), cf, prefix, |k, v| {
+        self.scan_from(cf, prefix, prefix, |k, v| {
             f(k, v)?;
             Ok(ControlFlow::Continue(()))
         })
+    }
+
+    /// Calls `f` with each entry of `cf` under `prefix`, from key `start`
+    /// on, until `f` breaks.
+    pub(crate) fn scan_from(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        start: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        self.meta.scan_range(Some(&self.snap), cf, prefix, start, f)
     }
 }
 

@@ -11,7 +11,7 @@
 //! other writer.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
+use std::ops::{Bound, ControlFlow};
 
 use rocksdb::WriteBatch;
 
@@ -110,15 +110,53 @@ impl<'m> Txn<'m> {
     /// The entries under `prefix`, committed ones merged with this
     /// transaction's writes, in key order.
     pub(crate) fn scan(&self, cf: Cf, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self.meta.scan_all(cf, prefix)?.into_iter().collect();
-        let ours = self.writes[cf as usize].range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded));
-        for (k, v) in ours.take_while(|(k, _)| k.starts_with(prefix)) {
-            match v {
-                Some(v) => merged.insert(k.clone(), v.clone()),
-                None => merged.remove(k),
-            };
+        let mut out = Vec::new();
+        self.scan_from(cf, prefix, prefix, |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with each entry under `prefix` from key `start` on,
+    /// committed ones merged with this transaction's writes, in key order,
+    /// until `f` breaks. The committed entries stream from one iterator:
+    /// nothing is collected.
+    pub(crate) fn scan_from(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        start: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        let mut ours = self.writes[cf as usize]
+            .range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .peekable();
+        let mut stopped = false;
+        self.meta.scan_from(cf, prefix, start, |k, v| {
+            // This transaction's writes up to `k`; one at `k` replaces it.
+            while let Some((ours_k, ours_v)) = ours.next_if(|(ours_k, _)| ours_k.as_slice() <= k) {
+                if let Some(ours_v) = ours_v {
+                    stopped = f(ours_k, ours_v)?.is_break();
+                }
+                if stopped {
+                    return Ok(ControlFlow::Break(()));
+                }
+                if ours_k.as_slice() == k {
+                    return Ok(ControlFlow::Continue(()));
+                }
+            }
+            let step = f(k, v)?;
+            stopped = step.is_break();
+            Ok(step)
+        })?;
+        for (k, v) in ours.filter_map(|(k, v)| v.as_ref().map(|v| (k, v))) {
+            if stopped || f(k, v)?.is_break() {
+                break;
+            }
         }
-        Ok(merged.into_iter().collect())
+        Ok(())
     }
 
     pub(crate) fn savepoint(&self) -> Savepoint {
@@ -183,5 +221,46 @@ mod tests {
         assert_eq!(txn.get_raw(Cf::Files, &a).unwrap(), Some(b"a0".to_vec()));
         assert_eq!(txn.get_raw(Cf::Files, &b).unwrap(), Some(b"b0".to_vec()));
         assert!(txn.is_empty());
+    }
+
+    /// A scan from a key sees the committed entries with the
+    /// transaction's writes laid over them (a put replaces, a delete
+    /// hides, a new key joins in order), and stops where its visitor does.
+    #[test]
+    fn scan_from_merges_the_transactions_writes_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(dir.path(), DEFAULT_CACHE).unwrap();
+        let key = |i: u64| keys::u64_key(i);
+        let mut batch = WriteBatch::default();
+        for i in [1, 3, 5, 7] {
+            meta.batch_put(&mut batch, Cf::Files, &key(i), b"old");
+        }
+        meta.write(batch).unwrap();
+        let mut txn = Txn::new(&meta);
+        txn.set(Cf::Files, key(3), Some(b"new".to_vec()));
+        txn.delete(Cf::Files, key(5));
+        txn.set(Cf::Files, key(6), Some(b"new".to_vec()));
+        txn.set(Cf::Files, key(9), Some(b"new".to_vec()));
+        let seen = |start: u64, stop_after: usize| {
+            let mut seen = Vec::new();
+            txn.scan_from(Cf::Files, &[], &key(start), |k, v| {
+                seen.push((keys::last_u64(k), v.to_vec()));
+                Ok(if seen.len() == stop_after {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                })
+            })
+            .unwrap();
+            seen
+        };
+        let (old, new) = (b"old".to_vec(), b"new".to_vec());
+        assert_eq!(
+            seen(2, usize::MAX),
+            vec![(3, new.clone()), (6, new.clone()), (7, old.clone()), (9, new.clone())]
+        );
+        assert_eq!(seen(0, 2), vec![(1, old.clone()), (3, new.clone())]);
+        assert_eq!(seen(8, 1), vec![(9, new)]);
+        assert_eq!(txn.scan(Cf::Files, &[]).unwrap().len(), 5);
     }
 }

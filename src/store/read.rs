@@ -65,6 +65,22 @@ impl Inner {
         }
     }
 
+    /// Reads the copy of blob `hash` at `place` and checks it, returning
+    /// its length: a scrub's read, which has the place from the record it
+    /// scanned. A copy that fails its hash is remembered as damaged, as a
+    /// failed [`read_blob`](Self::read_blob) remembers it.
+    pub(crate) fn check_copy(&self, hash: &ContentHash, place: &Place) -> Result<u64> {
+        match self.read_place(hash, place) {
+            Ok(bytes) => Ok(bytes.len() as u64),
+            Err(e) => {
+                if matches!(e, Fault::Integrity { .. }) {
+                    self.note_damage(*hash, place.clone());
+                }
+                Err(e)
+            }
+        }
+    }
+
     fn blob_place(&self, hash: &ContentHash) -> Result<Place> {
         let blob: BlobRecord = self
             .meta

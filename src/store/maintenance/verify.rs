@@ -12,8 +12,10 @@
 //! `verify` only reports, `repair.rs` applies those writes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::ControlFlow;
 
 use crate::blob::format::{SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::blob::Location;
 use crate::error::{Result, StorageError};
 use crate::hash::ContentHash;
 use crate::ids::FileId;
@@ -85,11 +87,23 @@ pub(crate) struct Finding {
 /// A visitor of one column family's entries, key and value.
 pub(crate) type Visit<'f> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'f;
 
+/// A visitor that may stop the scan it is given entries by.
+pub(crate) type Step<'f> = dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>> + 'f;
+
 /// Where a survey reads the metadata: a snapshot (`verify`) or the
 /// transaction of a repair, which must see its own earlier fixes.
 pub(crate) trait Source {
+    /// Calls `f` with each entry of `cf` under `prefix` from key `start` on,
+    /// in key order, until `f` breaks.
+    fn scan_from(&self, cf: Cf, prefix: &[u8], start: &[u8], f: &mut Step<'_>) -> Result<()>;
+
     /// Calls `f` with each entry of `cf` whose key starts with `prefix`.
-    fn each_under(&self, cf: Cf, prefix: &[u8], f: &mut Visit<'_>) -> Result<()>;
+    fn each_under(&self, cf: Cf, prefix: &[u8], f: &mut Visit<'_>) -> Result<()> {
+        self.scan_from(cf, prefix, prefix, &mut |k, v| {
+            f(k, v)?;
+            Ok(ControlFlow::Continue(()))
+        })
+    }
 
     /// Calls `f` with each entry of `cf`.
     fn each(&self, cf: Cf, f: &mut Visit<'_>) -> Result<()> {
@@ -98,17 +112,46 @@ pub(crate) trait Source {
 }
 
 impl Source for Snapshot<'_> {
-    fn each_under(&self, cf: Cf, prefix: &[u8], f: &mut Visit<'_>) -> Result<()> {
-        self.for_each_under(cf, prefix, f)
+    fn scan_from(&self, cf: Cf, prefix: &[u8], start: &[u8], f: &mut Step<'_>) -> Result<()> {
+        Snapshot::scan_from(self, cf, prefix, start, f)
     }
 }
 
 impl Source for Txn<'_> {
-    fn each_under(&self, cf: Cf, prefix: &[u8], f: &mut Visit<'_>) -> Result<()> {
-        for (k, v) in self.scan(cf, prefix)? {
-            f(&k, &v)?;
+    fn scan_from(&self, cf: Cf, prefix: &[u8], start: &[u8], f: &mut Step<'_>) -> Result<()> {
+        Txn::scan_from(self, cf, prefix, start, f)
+    }
+}
+
+/// The users whose ids begin keys of `cf`, found with one seek per user
+/// rather than a pass over every key. Keys too short to begin with a user
+/// id go to `short`.
+fn owners(src: &impl Source, cf: Cf, short: &mut Vec<Vec<u8>>) -> Result<Vec<u64>> {
+    let mut found = Vec::new();
+    let mut start = Vec::new();
+    loop {
+        let mut next = None;
+        src.scan_from(cf, &[], &start, &mut |k, _| {
+            next = Some(k.to_vec());
+            Ok(ControlFlow::Break(()))
+        })?;
+        let Some(key) = next else {
+            return Ok(found);
+        };
+        match keys::u64_at(&key, 0) {
+            Some(uid) => {
+                found.push(uid);
+                match uid.checked_add(1) {
+                    Some(after) => start = keys::u64_key(after),
+                    None => return Ok(found),
+                }
+            }
+            None => {
+                // The next key after this one.
+                start = [&key[..], &[0]].concat();
+                short.push(key);
+            }
         }
-        Ok(())
     }
 }
 
@@ -194,36 +237,54 @@ impl Survey {
     /// fails. A failing read records the damage (see `store/damage.rs`), so
     /// that the next upload of the content heals it.
     ///
-    /// The blob records are read in batches of [`SCRUB_BATCH`], and each
-    /// batch in the order of its places, so that memory stays bounded and
-    /// the segments are read mostly forwards. The caller holds the GC lock:
+    /// The blob records are read in batches of [`SCRUB_BATCH`], each batch
+    /// in the order of its places, so that memory stays bounded and the
+    /// segments are read mostly forwards; each record's place is read from
+    /// the record the scan gives, not looked up again. A batch is split
+    /// into one contiguous run per core, hashed side by side: hashing is
+    /// what a scrub's time is made of. The caller holds the GC lock:
     /// nothing else moves or removes a blob.
     pub(crate) fn scrub(&self, inner: &Inner) -> Result<(u64, Vec<Problem>)> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut scrubbed = 0u64;
         let mut failed = Vec::new();
-        let mut batch: Vec<((u64, u64), ContentHash)> = Vec::with_capacity(SCRUB_BATCH);
-        let mut read = |batch: &mut Vec<((u64, u64), ContentHash)>| {
-            batch.sort_unstable();
-            for (_, hash) in batch.drain(..) {
-                match inner.read_blob(&hash) {
-                    Ok(b) => scrubbed += b.len() as u64,
-                    Err(e) => failed.push((hash, e.to_string())),
-                }
+        let mut batch: Vec<(Location, ContentHash)> = Vec::with_capacity(SCRUB_BATCH);
+        let run = |batch: &mut Vec<(Location, ContentHash)>, scrubbed: &mut u64, failed: &mut Vec<_>| {
+            batch.sort_unstable_by_key(|(loc, _)| (loc.segment, loc.offset));
+            let per_thread = batch.len().div_ceil(threads).max(1);
+            let results: Vec<(u64, Vec<(ContentHash, String)>)> = std::thread::scope(|scope| {
+                let workers: Vec<_> = batch
+                    .chunks(per_thread)
+                    .map(|chunk| {
+                        scope.spawn(move || {
+                            let (mut bytes, mut bad) = (0, Vec::new());
+                            for &(loc, hash) in chunk {
+                                check_copy(inner, hash, &Place::Segment(loc), &mut bytes, &mut bad);
+                            }
+                            (bytes, bad)
+                        })
+                    })
+                    .collect();
+                workers.into_iter().filter_map(|w| w.join().ok()).collect()
+            });
+            for (bytes, bad) in results {
+                *scrubbed += bytes;
+                failed.extend(bad);
             }
+            batch.clear();
         };
         inner.meta.snapshot().for_each_under(Cf::Blobs, &[], |k, v| {
             let blob: BlobRecord = decode(v)?;
-            let at = match blob.place {
-                Place::Segment(loc) => (loc.segment, loc.offset),
-                Place::Inline(_) => (0, 0),
-            };
-            batch.push((at, hash_of(k)));
+            match blob.place {
+                Place::Segment(loc) => batch.push((loc, hash_of(k))),
+                Place::Inline(_) => check_copy(inner, hash_of(k), &blob.place, &mut scrubbed, &mut failed),
+            }
             if batch.len() == SCRUB_BATCH {
-                read(&mut batch);
+                run(&mut batch, &mut scrubbed, &mut failed);
             }
             Ok(())
         })?;
-        read(&mut batch);
+        run(&mut batch, &mut scrubbed, &mut failed);
         let mut holders = Holders {
             names: self.holders.names.clone(),
             files: HashMap::new(),
@@ -238,6 +299,15 @@ impl Survey {
             })
             .collect();
         Ok((scrubbed, damaged))
+    }
+}
+
+/// Checks the copy of `hash` at `place`, adding its length to `bytes` or
+/// the failure to `bad`.
+fn check_copy(inner: &Inner, hash: ContentHash, place: &Place, bytes: &mut u64, bad: &mut Vec<(ContentHash, String)>) {
+    match inner.check_copy(&hash, place) {
+        Ok(len) => *bytes += len,
+        Err(e) => bad.push((hash, e.to_string())),
     }
 }
 
@@ -273,6 +343,13 @@ impl Checker {
             },
             fix: Some(Fix { cf, key, value }),
         });
+    }
+
+    /// A key of `cf` that cannot be what the family holds (`what`): no
+    /// file implies it, so it goes.
+    fn malformed(&mut self, what: &str, cf: Cf, key: &[u8]) {
+        let detail = format!("{what} key {} names no content", hex(key));
+        self.fixable("stray-index-entry", detail, cf, key.to_vec(), None);
     }
 
     fn damaged(&mut self, detail: String, files: Vec<AffectedFile>) {
@@ -379,13 +456,50 @@ impl IndexDigests {
     }
 }
 
-/// Which of `ranges` equal slices of the hash space `hash` falls in. The
-/// hash's leading bytes are uniform, so the slices hold about as many
-/// blobs each.
-fn range_of(hash: &ContentHash, ranges: u64) -> u64 {
-    let mut lead = [0u8; 8];
-    lead.copy_from_slice(&hash.as_bytes()[..8]);
-    ((u128::from(u64::from_be_bytes(lead)) * u128::from(ranges)) >> 64) as u64
+/// One of the equal slices of the hash space that a survey takes at a
+/// time: the contents whose first 8 bytes, read as a big-endian number, are
+/// at least `lo` and below `hi`. The first slice has no lower bound and the
+/// last no upper one, so that every key of a family keyed by content (a
+/// malformed one too) falls in exactly one slice. A content's leading bytes
+/// are uniform, so the slices hold about as many blobs each.
+struct HashRange {
+    lo: Option<[u8; 8]>,
+    hi: Option<[u8; 8]>,
+}
+
+impl HashRange {
+    /// The `count` slices, in order.
+    fn split(count: u64) -> Vec<HashRange> {
+        let bound = |p: u64| {
+            let lead = ((u128::from(p) << 64).div_ceil(u128::from(count))) as u64;
+            (p > 0 && p < count).then(|| lead.to_be_bytes())
+        };
+        (0..count)
+            .map(|p| HashRange {
+                lo: bound(p),
+                hi: bound(p + 1),
+            })
+            .collect()
+    }
+
+    fn contains(&self, hash: &ContentHash) -> bool {
+        let b = hash.as_bytes().as_slice();
+        self.lo.is_none_or(|lo| b >= lo.as_slice()) && self.hi.is_none_or(|hi| b < hi.as_slice())
+    }
+
+    /// Calls `f` with each entry of `cf` under `prefix` whose key goes on
+    /// with a content in the slice: one bounded scan.
+    fn each_in(&self, src: &impl Source, cf: Cf, prefix: &[u8], f: &mut Visit<'_>) -> Result<()> {
+        let start = [prefix, self.lo.as_ref().map_or(&[][..], |lo| lo)].concat();
+        let end = self.hi.map(|hi| [prefix, &hi].concat());
+        src.scan_from(cf, prefix, &start, &mut |k, v| {
+            if end.as_ref().is_some_and(|end| k >= end.as_slice()) {
+                return Ok(ControlFlow::Break(()));
+            }
+            f(k, v)?;
+            Ok(ControlFlow::Continue(()))
+        })
+    }
 }
 
 /// What the file records imply apart from the blob side: the per-user
@@ -449,15 +563,17 @@ impl FileFacts {
     }
 }
 
-/// The blob side of one hash range as the file records in it imply it.
-/// Each content costs a few hundred bytes here, which is what
-/// `StoreOptions::verify_range` bounds.
+/// The blob side of one hash range as the file records in it imply it: one
+/// entry per file record, sorted once the pass is over, so that the stored
+/// families (each read in key order, which is hash order) are merged with
+/// them rather than looked up in maps. Each file costs about 80 bytes here,
+/// which is what `StoreOptions::verify_range` bounds.
 #[derive(Default)]
 struct BlobRange {
-    /// The file records holding each content.
-    refs: BTreeMap<ContentHash, u64>,
-    /// Each user's count of each content.
-    user_blobs: BTreeMap<(u64, ContentHash), UserBlobRecord>,
+    /// The content of each file record.
+    refs: Vec<ContentHash>,
+    /// The owner, content and liveness of each file record.
+    user_blobs: Vec<(u64, ContentHash, bool)>,
 }
 
 /// What the ranges add up to, and the damage they found.
@@ -473,61 +589,63 @@ struct BlobTally {
     misplaced: Vec<(ContentHash, String)>,
 }
 
+/// Runs of equal items in a sorted slice, each with its length.
+fn runs<T: PartialEq + Copy>(sorted: &[T]) -> impl Iterator<Item = (T, u64)> + '_ {
+    sorted.chunk_by(|a, b| a == b).map(|run| (run[0], run.len() as u64))
+}
+
 impl BlobRange {
     /// Adds file record `f` of user `uid`.
     fn add(&mut self, uid: u64, f: &FileRecord) {
-        *self.refs.entry(f.hash).or_default() += 1;
-        let ub = self.user_blobs.entry((uid, f.hash)).or_default();
-        ub.refs += 1;
-        if f.trashed_ms.is_none() {
-            ub.live += 1;
-        }
+        self.refs.push(f.hash);
+        self.user_blobs.push((uid, f.hash, f.trashed_ms.is_none()));
     }
 
-    /// Compares the stored blob side of the range (`in_range` says which
-    /// hashes are in it) with what the files imply: reference counts,
-    /// places, GC candidacy, damage records and per-user counts. Adds the
-    /// distinct-blob counters to `per_user`, and the range's totals to
+    /// Compares the stored blob side of `range` with what the files imply:
+    /// reference counts, places, GC candidacy, damage records and per-user
+    /// counts (of the users in `owners`, those with any). Each family is
+    /// read by one bounded scan (per owner, for the users' counts). Adds
+    /// the distinct-blob counters to `per_user`, and the range's totals to
     /// `tally`. A GC candidate found missing would be stamped `now_ms`.
     #[expect(
         clippy::too_many_arguments,
         reason = "one call site, in the survey, which owns every argument"
     )]
     fn check(
-        self,
+        mut self,
         src: &impl Source,
         c: &mut Checker,
-        in_range: &impl Fn(&ContentHash) -> bool,
+        range: &HashRange,
+        owners: &[u64],
         segments: &BTreeMap<u64, SegmentRecord>,
         per_user: &mut BTreeMap<u64, UserRecord>,
         tally: &mut BlobTally,
         now_ms: u64,
     ) -> Result<()> {
-        let mut blobs: BTreeMap<ContentHash, BlobRecord> = BTreeMap::new();
-        src.each(Cf::Blobs, &mut |k, v| {
-            let hash = hash_of(k);
-            if in_range(&hash) {
-                blobs.insert(hash, decode(v)?);
+        self.refs.sort_unstable();
+        let mut refs = runs(&self.refs).peekable();
+        let mut gc = Vec::new();
+        range.each_in(src, Cf::Gc, &[], &mut |k, _| {
+            match content_key(k) {
+                Some(hash) => gc.push(hash),
+                None => c.malformed("GC candidate", Cf::Gc, k),
             }
             Ok(())
         })?;
-        let mut gc = BTreeSet::new();
-        src.each(Cf::Gc, &mut |k, _| {
-            if in_range(&hash_of(k)) {
-                gc.insert(k.to_vec());
+        // The range's blobs and their sizes, in hash order.
+        let mut sizes: Vec<(ContentHash, u64)> = Vec::new();
+        range.each_in(src, Cf::Blobs, &[], &mut |k, v| {
+            let Some(hash) = content_key(k) else {
+                c.malformed("blob", Cf::Blobs, k);
+                return Ok(());
+            };
+            let blob: BlobRecord = decode(v)?;
+            sizes.push((hash, blob.size));
+            while let Some((h, n)) = refs.next_if(|(h, _)| *h < hash) {
+                tally.missing.insert(h, n);
             }
-            Ok(())
-        })?;
-        tally.blobs += blobs.len() as u64;
-        tally.missing.extend(
-            self.refs
-                .iter()
-                .filter(|(hash, _)| !blobs.contains_key(hash))
-                .map(|(hash, refs)| (*hash, *refs)),
-        );
-        for (hash, blob) in &blobs {
+            let want = refs.next_if(|(h, _)| *h == hash).map_or(0, |(_, n)| n);
             let key = hash.as_bytes().to_vec();
-            let want = self.refs.get(hash).copied().unwrap_or(0);
             if blob.refs != want {
                 let fixed = BlobRecord {
                     refs: want,
@@ -545,7 +663,7 @@ impl BlobRange {
             // Judged by the files' count, not the stored one: a referenced
             // blob that is a GC candidate is one a wrong count would let GC
             // remove.
-            let candidate = gc.contains(&key);
+            let candidate = gc.binary_search(&hash).is_ok();
             if want == 0 && !candidate {
                 let detail = format!("blob {hash} has no reference and is not a GC candidate");
                 c.fixable("leaked-blob", detail, Cf::Gc, key, Some(now_ms.encode()));
@@ -557,75 +675,108 @@ impl BlobRange {
                 *tally.seg_live.entry(loc.segment).or_default() += loc.record_len();
                 match segments.get(&loc.segment) {
                     None => tally.misplaced.push((
-                        *hash,
+                        hash,
                         format!(
                             "blob {hash} is in segment {}, which the store does not have",
                             loc.segment
                         ),
                     )),
                     Some(s) if loc.end() > s.committed_len => tally.misplaced.push((
-                        *hash,
+                        hash,
                         format!("blob {hash} ends past the committed length of segment {}", loc.segment),
                     )),
                     Some(_) => {}
                 }
             }
-        }
-        for k in &gc {
-            let hash = hash_of(k);
-            if !blobs.contains_key(&hash) {
-                let detail = format!("GC candidate {hash} has no blob");
-                c.fixable("stray-index-entry", detail, Cf::Gc, k.clone(), None);
-            }
+            Ok(())
+        })?;
+        tally.missing.extend(refs);
+        tally.blobs += sizes.len() as u64;
+        let has_blob = |hash: &ContentHash| sizes.binary_search_by(|(h, _)| h.cmp(hash)).is_ok();
+        for hash in gc.iter().filter(|h| !has_blob(h)) {
+            let detail = format!("GC candidate {hash} has no blob");
+            c.fixable("stray-index-entry", detail, Cf::Gc, hash.as_bytes().to_vec(), None);
         }
         // GC drops a damage record with its blob, in the same commit.
-        src.each(Cf::Damaged, &mut |k, v| {
-            let hash = hash_of(k);
-            if !in_range(&hash) {
+        range.each_in(src, Cf::Damaged, &[], &mut |k, v| {
+            let Some(hash) = content_key(k) else {
+                c.malformed("damage record", Cf::Damaged, k);
                 return Ok(());
-            }
+            };
             decode::<DamageRecord>(v)?;
-            if !blobs.contains_key(&hash) {
+            if !has_blob(&hash) {
                 let detail = format!("damage record {hash} has no blob");
                 c.fixable("stray-index-entry", detail, Cf::Damaged, k.to_vec(), None);
             }
             Ok(())
         })?;
 
-        let mut stored_ub: BTreeMap<(u64, ContentHash), UserBlobRecord> = BTreeMap::new();
-        src.each(Cf::UserBlobs, &mut |k, v| {
-            let hash = hash_of(k.get(8..40).unwrap_or_default());
-            if in_range(&hash) {
-                stored_ub.insert((keys::u64_at(k, 0).unwrap_or(0), hash), decode(v)?);
+        // Each user's count of each content, as the files give it, in key
+        // order (user, then hash), merged with the stored counts.
+        self.user_blobs.sort_unstable();
+        let mut implied = self
+            .user_blobs
+            .chunk_by(|a, b| (a.0, a.1) == (b.0, b.1))
+            .map(|run| {
+                let live = run.iter().filter(|(_, _, live)| *live).count() as u64;
+                let counts = UserBlobRecord {
+                    refs: run.len() as u64,
+                    live,
+                };
+                ((run[0].0, run[0].1), counts)
+            })
+            .peekable();
+        let mut compare = |c: &mut Checker,
+                           (uid, hash): (u64, ContentHash),
+                           want: Option<UserBlobRecord>,
+                           got: Option<UserBlobRecord>| {
+            let key = keys::user_hash(uid, &hash);
+            match want {
+                Some(ub) => {
+                    let size = sizes.binary_search_by(|(h, _)| h.cmp(&hash)).map_or(0, |i| sizes[i].1);
+                    let user = per_user.entry(uid).or_default();
+                    user.unique_bytes += size;
+                    user.blobs += 1;
+                    if ub.live == 0 {
+                        user.trash_bytes += size;
+                    }
+                    if got != Some(ub) {
+                        let detail = format!("user {uid}'s count of blob {hash} differs from the files");
+                        c.fixable("refcount-mismatch", detail, Cf::UserBlobs, key, Some(ub.encode()));
+                    }
+                }
+                None => {
+                    let detail = format!("user {uid} counts blob {hash}, which no file of theirs holds");
+                    c.fixable("stray-index-entry", detail, Cf::UserBlobs, key, None);
+                }
             }
-            Ok(())
-        })?;
-        for ((uid, hash), ub) in &self.user_blobs {
-            let size = blobs.get(hash).map_or(0, |b| b.size);
-            let user = per_user.entry(*uid).or_default();
-            user.unique_bytes += size;
-            user.blobs += 1;
-            if ub.live == 0 {
-                user.trash_bytes += size;
-            }
-            if stored_ub.remove(&(*uid, *hash)) != Some(*ub) {
-                let detail = format!("user {uid}'s count of blob {hash} differs from the files");
-                let key = keys::user_hash(*uid, hash);
-                c.fixable("refcount-mismatch", detail, Cf::UserBlobs, key, Some(ub.encode()));
-            }
+        };
+        for &uid in owners {
+            range.each_in(src, Cf::UserBlobs, &keys::u64_key(uid), &mut |k, v| {
+                let Some(hash) = k.get(8..).and_then(content_key) else {
+                    c.malformed("user blob count", Cf::UserBlobs, k);
+                    return Ok(());
+                };
+                let got: UserBlobRecord = decode(v)?;
+                let at = (uid, hash);
+                while let Some((key, want)) = implied.next_if(|(key, _)| *key < at) {
+                    compare(c, key, Some(want), None);
+                }
+                let want = implied.next_if(|(key, _)| *key == at).map(|(_, want)| want);
+                compare(c, at, want, Some(got));
+                Ok(())
+            })?;
         }
-        for (uid, hash) in stored_ub.keys() {
-            let detail = format!("user {uid} counts blob {hash}, which no file of theirs holds");
-            c.fixable(
-                "stray-index-entry",
-                detail,
-                Cf::UserBlobs,
-                keys::user_hash(*uid, hash),
-                None,
-            );
+        for (key, want) in implied {
+            compare(c, key, Some(want), None);
         }
         Ok(())
     }
+}
+
+/// The content a key of a family keyed by content names, if it is one.
+fn content_key(key: &[u8]) -> Option<ContentHash> {
+    key.try_into().ok().map(ContentHash::from_bytes)
 }
 
 fn hash_of(key: &[u8]) -> ContentHash {
@@ -682,15 +833,19 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
     let segments: BTreeMap<u64, SegmentRecord> = records(src, Cf::Segments, keys::last_u64)?;
     let mut facts = FileFacts::default();
     let mut tally = BlobTally::default();
-    for range in 0..ranges {
-        let in_range = |hash: &ContentHash| range_of(hash, ranges) == range;
+    let mut short = Vec::new();
+    let owners = owners(src, Cf::UserBlobs, &mut short)?;
+    for key in short {
+        c.malformed("user blob count", Cf::UserBlobs, &key);
+    }
+    for (i, range) in HashRange::split(ranges).iter().enumerate() {
         let mut implied_blobs = BlobRange::default();
         src.each(Cf::Files, &mut |k, v| {
             let f: FileRecord = decode(v)?;
-            if in_range(&f.hash) {
+            if range.contains(&f.hash) {
                 implied_blobs.add(keys::u64_at(k, 0).unwrap_or(0), &f);
             }
-            if range == 0 {
+            if i == 0 {
                 facts.add(&mut c, k, f, &users, &albums);
             }
             Ok(())
@@ -698,7 +853,8 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
         implied_blobs.check(
             src,
             &mut c,
-            &in_range,
+            range,
+            &owners,
             &segments,
             &mut facts.per_user,
             &mut tally,
