@@ -330,7 +330,7 @@ impl Meta {
         prefix: &[u8],
         f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
     ) -> Result<()> {
-        self.scan_at(None, cf, prefix, f)
+        self.scan_range(None, cf, prefix, prefix, f)
     }
 
     /// [`scan`](Self::scan) from `start` (a key at or after `prefix`) on.
@@ -342,16 +342,6 @@ impl Meta {
         f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
     ) -> Result<()> {
         self.scan_range(None, cf, prefix, start, f)
-    }
-
-    fn scan_at(
-        &self,
-        snapshot: Option<&rocksdb::Snapshot<'_>>,
-        cf: Cf,
-        prefix: &[u8],
-        f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
-    ) -> Result<()> {
-        self.scan_range(snapshot, cf, prefix, prefix, f)
     }
 
     fn scan_range(
