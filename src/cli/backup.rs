@@ -396,15 +396,34 @@ pub(crate) fn run(
             let chunk: Vec<_> = listed.by_ref().take(LOOKUP_BATCH).collect();
             let files: Vec<_> = chunk.iter().map(|(f, source)| (source.as_path(), &f.meta)).collect();
             let answers = user.unchanged_sources(album, &files)?;
+            // What another album's records vouch for is linked unread.
+            let unknown: Vec<_> = files
+                .iter()
+                .zip(&answers)
+                .filter(|(_, a)| a.is_none())
+                .map(|(f, _)| *f)
+                .collect();
+            let mut linked = user.link_sources(album, mode, &unknown)?.into_iter();
             for ((f, source), r) in chunk.into_iter().zip(answers) {
-                match r {
-                    Some(r) => {
+                // One answer of `linked` for each file the album did not vouch for.
+                let answer = match r {
+                    Some(r) => Some((Ok(r), true)),
+                    None => linked.next().flatten().map(|r| (r, false)),
+                };
+                match answer {
+                    Some((Ok(r), unchanged)) => {
                         report.bar.inc(f.meta.len());
-                        report.file(&f.path, &r, true);
+                        report.file(&f.path, &r, unchanged);
+                    }
+                    Some((Err(e), _)) => {
+                        report.bar.inc(f.meta.len());
+                        report.error(&f.path, e.to_string());
                     }
                     None => to_read.push((f, source)),
                 }
             }
+            // The links are durable: a reader may see their lines now.
+            let _ = report.out.flush();
         }
     }
     let mut uploads = Uploads {

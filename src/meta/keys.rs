@@ -44,15 +44,10 @@ pub(crate) fn member(user: u64, album: u64, file: u64) -> Vec<u8> {
     join(&[&user.to_be_bytes(), &album.to_be_bytes(), &file.to_be_bytes()])
 }
 
-/// `user | hash`: in `user_blobs` the whole key, in `by_hash` and `by_name`
-/// the prefix of the user's files with that content.
+/// `user | hash`: in `user_blobs` the whole key, in `by_name` the prefix of
+/// the user's live files with that content.
 pub(crate) fn user_hash(user: u64, hash: &ContentHash) -> Vec<u8> {
     join(&[&user.to_be_bytes(), hash.as_bytes()])
-}
-
-/// `user | hash | file`, in `by_hash`.
-pub(crate) fn by_hash(user: u64, hash: &ContentHash, file: u64) -> Vec<u8> {
-    join(&[&user.to_be_bytes(), hash.as_bytes(), &file.to_be_bytes()])
 }
 
 /// `user | hash | name length (u16) | name in NFC`: the prefix of `by_name`
@@ -94,7 +89,7 @@ pub(crate) fn trash(user: u64, at_ms: u64, file: u64) -> Vec<u8> {
     join(&[&user.to_be_bytes(), &at_ms.to_be_bytes(), &file.to_be_bytes()])
 }
 
-/// The trailing big-endian u64 of a key (the file id of `members`, `by_hash`,
+/// The trailing big-endian u64 of a key (the file id of `members`,
 /// `by_name` and `trash` keys).
 pub(crate) fn last_u64(key: &[u8]) -> u64 {
     let tail = &key[key.len().saturating_sub(8)..];

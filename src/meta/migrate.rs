@@ -18,6 +18,13 @@
 //! of one user whose names were told apart only by normalisation are one
 //! name now: the later keeps its files and is renamed `name (album N)`,
 //! with `N` its id, so that none is lost and the user sees which.
+//!
+//! Format 3 → 4: the `by_hash` index (`user | hash | file`, one key per
+//! live file) is gone. Every question it answered (a user's files with one
+//! content, for the mobile rule, `find_by_hash` and the duplicate groups) is
+//! a prefix scan of `by_name`, whose keys begin with the same user and
+//! hash. Nothing is rewritten: the step marks format 4, and the open then
+//! drops the family (a crash between the two drops it at the next open).
 
 use rocksdb::WriteBatch;
 
@@ -47,6 +54,14 @@ pub(super) fn from_v1(meta: &Meta) -> Result<(), OpenError> {
     }
     meta.batch_put(&mut b, Cf::Meta, keys::FORMAT, &2u64.encode());
     meta.write(b).map_err(|e| corrupt(&e.to_string()))
+}
+
+/// Marks the metadata format 4; the open drops `by_hash` after it.
+pub(super) fn from_v3(meta: &Meta) -> Result<(), OpenError> {
+    let mut b = WriteBatch::default();
+    meta.batch_put(&mut b, Cf::Meta, keys::FORMAT, &4u64.encode());
+    meta.write(b)
+        .map_err(|e| OpenError::Corrupt(format!("migrating from format 3: {e}")))
 }
 
 /// Rewrites the name keys that NFC changes, and marks the metadata format
@@ -189,9 +204,10 @@ mod tests {
             (Outcome::Stored, video.clone())
         );
         drop((ann, store));
-        // Migrated once, through format 2: the next open finds format 3.
+        // Migrated once, through formats 2 and 3: the next open finds
+        // format 4.
         let meta = Meta::open(&dir.path().join("meta"), DEFAULT_CACHE).unwrap();
-        assert_eq!(meta.get::<u64>(Cf::Meta, keys::FORMAT).unwrap(), Some(3));
+        assert_eq!(meta.get::<u64>(Cf::Meta, keys::FORMAT).unwrap(), Some(4));
         drop(meta);
         let store = Store::open(dir.path()).unwrap();
         let ann = store.user("ann").unwrap();

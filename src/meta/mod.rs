@@ -9,8 +9,7 @@
 //! | `albums` | user, album | `AlbumRecord` |
 //! | `files` | user, file | `FileRecord` |
 //! | `members` | user, album, file | empty |
-//! | `by_hash` | user, hash, file | empty (live files) |
-//! | `by_name` | user, hash, name, file | empty (live files) |
+//! | `by_name` | user, hash, name, file | empty (live files): a content's files, and within it a name's |
 //! | `trash` | user, trashed at, file | empty |
 //! | `blobs` | hash | `BlobRecord` |
 //! | `user_blobs` | user, hash | `UserBlobRecord` |
@@ -32,8 +31,8 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, WriteBatch,
-    WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options, ReadOptions,
+    WriteBatch, WriteOptions, DB,
 };
 
 use crate::error::{Fault, OpenError, Result};
@@ -50,7 +49,6 @@ pub(crate) enum Cf {
     Albums,
     Files,
     Members,
-    ByHash,
     ByName,
     Trash,
     Blobs,
@@ -63,7 +61,7 @@ pub(crate) enum Cf {
 }
 
 impl Cf {
-    pub(crate) const ALL: [Cf; 17] = [
+    pub(crate) const ALL: [Cf; 16] = [
         Cf::Meta,
         Cf::UserNames,
         Cf::Users,
@@ -71,7 +69,6 @@ impl Cf {
         Cf::Albums,
         Cf::Files,
         Cf::Members,
-        Cf::ByHash,
         Cf::ByName,
         Cf::Trash,
         Cf::Blobs,
@@ -92,7 +89,6 @@ impl Cf {
             Cf::Albums => "albums",
             Cf::Files => "files",
             Cf::Members => "members",
-            Cf::ByHash => "by_hash",
             Cf::ByName => "by_name",
             Cf::Trash => "trash",
             Cf::Blobs => "blobs",
@@ -106,9 +102,14 @@ impl Cf {
     }
 }
 
-/// The metadata format version this build writes and reads. Format 1
-/// (sequential upload ids) is migrated at open ([`migrate`]).
-pub(crate) const FORMAT_VERSION: u64 = 3;
+/// The metadata format version this build writes and reads. Older ones
+/// are migrated at open ([`migrate`]).
+pub(crate) const FORMAT_VERSION: u64 = 4;
+
+/// Column families of older formats, dropped once a writable open has
+/// migrated the store: format 3's `by_hash` index said nothing that the
+/// `by_name` keys, which begin with the same user and hash, do not.
+const RETIRED: [&str; 1] = ["by_hash"];
 
 pub(crate) struct Meta {
     db: DB,
@@ -148,6 +149,13 @@ fn db_options(cache: &Cache) -> Options {
     table.set_cache_index_and_filter_blocks(true);
     let mut o = Options::default();
     o.set_block_based_table_factory(&table);
+    // Blocks are compressed as they are written to table files (by flushes
+    // and compactions, in the background), and kept uncompressed in the
+    // block cache, so a cached read pays nothing. LZ4 is cheap enough for
+    // data that will be compacted again; the last level, where most of it
+    // ends up, gets zstd.
+    o.set_compression_type(DBCompressionType::Lz4);
+    o.set_bottommost_compression_type(DBCompressionType::Zstd);
     o
 }
 
@@ -191,9 +199,19 @@ impl Meta {
         // Each open starts a new info log; RocksDB would keep a thousand, and
         // a CLI opens the store once per command.
         opts.set_keep_log_file_num(KEEP_INFO_LOGS);
+        // A writable open must name every family the store has.
+        let retired: Vec<&str> = match access {
+            Access::Write => {
+                let present = DB::list_cf(&opts, path).unwrap_or_default();
+                RETIRED.into_iter().filter(|r| present.iter().any(|p| p == r)).collect()
+            }
+            Access::ReadOnly => Vec::new(),
+        };
         let cfs = Cf::ALL
             .iter()
-            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), db_options(&cache)));
+            .map(|cf| cf.name())
+            .chain(retired.iter().copied())
+            .map(|name| ColumnFamilyDescriptor::new(name, db_options(&cache)));
         let db = match access {
             Access::Write => {
                 opts.create_if_missing(true);
@@ -204,8 +222,15 @@ impl Meta {
             Access::ReadOnly => DB::open_cf_descriptors_read_only(&opts, path, cfs, false),
         }
         .map_err(|e| OpenError::Database(e.into_string()))?;
-        let meta = Meta { db, access };
+        let mut meta = Meta { db, access };
         meta.check_format(path, access)?;
+        // After the migration's own commit: a crash between the two finds
+        // the family again at the next open, and drops it then.
+        for name in retired {
+            meta.db
+                .drop_cf(name)
+                .map_err(|e| OpenError::Database(e.into_string()))?;
+        }
         Ok(meta)
     }
 
@@ -217,11 +242,15 @@ impl Meta {
         let corrupt = |e: Fault| OpenError::Corrupt(e.to_string());
         match self.get::<u64>(Cf::Meta, keys::FORMAT).map_err(corrupt)? {
             Some(FORMAT_VERSION) => Ok(()),
-            Some(1) if access == Access::Write => {
-                migrate::from_v1(self)?;
-                migrate::from_v2(self)
+            // One step at a time, each marking the next format in its own
+            // batch: a crash between two resumes at the next open.
+            Some(found @ 1..FORMAT_VERSION) if access == Access::Write => {
+                (found..FORMAT_VERSION).try_for_each(|from| match from {
+                    1 => migrate::from_v1(self),
+                    2 => migrate::from_v2(self),
+                    _ => migrate::from_v3(self),
+                })
             }
-            Some(2) if access == Access::Write => migrate::from_v2(self),
             Some(found) => Err(OpenError::UnsupportedFormat {
                 path: path.to_path_buf(),
                 found: found as u32,

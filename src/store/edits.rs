@@ -140,7 +140,10 @@ impl User {
 
 /// Reads ahead, in one pass per kind of record, what the edits will ask
 /// for: their files (whose ids lie close together), then the memberships
-/// they may change and the user's counts for their contents.
+/// each edit tests, and the user's counts for the contents whose liveness
+/// changes (a delete's or a restore's). Memberships are keyed by album and
+/// then file, so those of one album lie close together too, as ids of a
+/// batch mostly do: they are read by stepping, not by lookups.
 fn prefetch(txn: &mut Txn<'_>, uid: u64, edits: &[FileEdit]) -> Result<()> {
     let ids: Vec<u64> = edits.iter().map(|e| e.file().0).collect();
     txn.prefetch(Cf::Files, ids.iter().map(|&f| keys::file(uid, f)).collect(), true)?;
@@ -152,19 +155,17 @@ fn prefetch(txn: &mut Txn<'_>, uid: u64, edits: &[FileEdit]) -> Result<()> {
         let Ok(Some(file)) = load_file(txn, uid, fid) else {
             continue;
         };
-        let target = match *edit {
-            FileEdit::AddToAlbum { album, .. } | FileEdit::Move { to: album, .. } => Some(album.0),
-            _ => None,
+        let tested: Vec<u64> = match *edit {
+            FileEdit::AddToAlbum { album, .. } => vec![album.0],
+            FileEdit::RemoveFromAlbum { album, .. } => vec![album.0],
+            FileEdit::Move { from, to, .. } => vec![from.0, to.0],
+            FileEdit::Delete(_) | FileEdit::Restore(_) => {
+                counts.push(keys::user_hash(uid, &file.hash));
+                file.albums
+            }
         };
-        members.extend(
-            file.albums
-                .iter()
-                .copied()
-                .chain(target)
-                .map(|a| keys::member(uid, a, fid)),
-        );
-        counts.push(keys::user_hash(uid, &file.hash));
+        members.extend(tested.into_iter().map(|a| keys::member(uid, a, fid)));
     }
-    txn.prefetch(Cf::Members, members, false)?;
+    txn.prefetch(Cf::Members, members, true)?;
     txn.prefetch(Cf::UserBlobs, counts, false)
 }

@@ -256,17 +256,30 @@ pub(crate) fn set_liveness(
     Ok(())
 }
 
-/// Puts a live file into the duplicate-detection indexes.
+/// Puts a live file into the duplicate-detection index. One key serves
+/// both rules: its prefix `user | hash` finds the files with a content (the
+/// mobile rule), the longer prefix with the name those with a name too.
 pub(crate) fn index_live(txn: &mut Txn<'_>, uid: u64, fid: u64, file: &FileRecord) {
-    txn.put_empty(Cf::ByHash, keys::by_hash(uid, &file.hash, fid));
     txn.put_empty(Cf::ByName, keys::by_name(uid, &file.hash, &file.name, fid));
 }
 
-/// Takes a file out of the duplicate-detection indexes (trashed files are
+/// Takes a file out of the duplicate-detection index (trashed files are
 /// never duplicates).
 pub(crate) fn unindex_live(txn: &mut Txn<'_>, uid: u64, fid: u64, file: &FileRecord) {
-    txn.delete(Cf::ByHash, keys::by_hash(uid, &file.hash, fid));
     txn.delete(Cf::ByName, keys::by_name(uid, &file.hash, &file.name, fid));
+}
+
+/// The ids of the user's live files under `prefix` of the duplicate index
+/// (a [`keys::user_hash`] or a [`keys::by_name_prefix`]), oldest (lowest
+/// id) first: the index orders a content's files by name before id.
+pub(crate) fn live_matching(txn: &Txn<'_>, prefix: &[u8]) -> Result<Vec<u64>> {
+    let mut ids: Vec<u64> = txn
+        .scan(Cf::ByName, prefix)?
+        .into_iter()
+        .map(|(k, _)| keys::last_u64(&k))
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 pub(crate) fn load_album(txn: &Txn<'_>, uid: u64, album: u64) -> Result<Option<AlbumRecord>> {

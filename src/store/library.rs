@@ -505,9 +505,12 @@ impl User {
         let Some(uid) = self.id()? else {
             return Ok(Vec::new());
         };
-        Ok(list(&inner.meta, Cf::ByHash, &keys::user_hash(uid, &hash), |k, _| {
+        let mut files = list(&inner.meta, Cf::ByName, &keys::user_hash(uid, &hash), |k, _| {
             inner.file_info(uid, keys::last_u64(k))
-        })?)
+        })?;
+        // Oldest first: the index orders a content's files by name first.
+        files.sort_unstable_by_key(|f| f.id);
+        Ok(files)
     }
 
     /// Adds a file to an album (a reference: no data is copied). Returns

@@ -5,15 +5,15 @@
 //! A group is identified by its content hash: within one user the hash names
 //! exactly the live files that a merge would fold into one, and it stays a
 //! valid name for the group after the merge (which is what makes a second
-//! merge recognisable as a no-op). Groups come from the `by_hash` index,
-//! whose keys `user | hash | file` put a group's files next to each other:
-//! one pass in key order sees each group whole and never holds more than one
-//! group.
+//! merge recognisable as a no-op). Groups come from the `by_name` index,
+//! whose keys `user | hash | name | file` put a group's files next to each
+//! other: one pass in key order sees each group whole and never holds more
+//! than one group.
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
-use super::ledger::{add_member, load_file, load_user, save_file, save_user, trash_file};
+use super::ledger::{add_member, live_matching, load_file, load_user, save_file, save_user, trash_file};
 use super::{FileInfo, User};
 use crate::error::{Fault, LibraryError, Result};
 use crate::hash::ContentHash;
@@ -22,7 +22,7 @@ use crate::meta::keys;
 use crate::meta::txn::Txn;
 use crate::meta::Cf;
 
-/// Bytes of the user id that start every `by_hash` key, before the hash.
+/// Bytes of the user id that start every `by_name` key, before the hash.
 const USER_BYTES: usize = 8;
 
 /// A user's live files that share one content.
@@ -180,10 +180,9 @@ impl DuplicateGroup {
 /// with that content.
 fn group_in(txn: &Txn<'_>, uid: u64, hash: ContentHash) -> Result<DuplicateGroup> {
     let mut files = Vec::new();
-    for (k, _) in txn.scan(Cf::ByHash, &keys::user_hash(uid, &hash))? {
-        let fid = keys::last_u64(&k);
+    for fid in live_matching(txn, &keys::user_hash(uid, &hash))? {
         let rec = load_file(txn, uid, fid)?
-            .ok_or_else(|| Fault::Corrupt(format!("by_hash entry for file {fid} has no file record")))?;
+            .ok_or_else(|| Fault::Corrupt(format!("by_name entry for file {fid} has no file record")))?;
         files.push(FileInfo::new(fid, rec));
     }
     let size = files.first().map_or(0, |f| f.size);
@@ -194,7 +193,7 @@ impl User {
     /// Calls `f` with each group of the user's live files that share one
     /// content (two files or more), in hash order, until it breaks.
     ///
-    /// Streams: one pass over the `by_hash` index, holding only the group
+    /// Streams: one pass over the `by_name` index, holding only the group
     /// being built, so any number of groups costs the memory of the largest
     /// one. The pass reads the index as it was when it started, so `f` may
     /// merge the group it is given (as `keepsake dedupe` does) without
@@ -237,10 +236,12 @@ impl User {
         let mut current: Option<(ContentHash, Vec<u64>)> = None;
         // The caller's own error stops the pass and is handed back as it is.
         let mut failed: Option<LibraryError> = None;
-        let mut emit = |(hash, ids): (ContentHash, Vec<u64>)| -> Result<ControlFlow<()>> {
+        let mut emit = |(hash, mut ids): (ContentHash, Vec<u64>)| -> Result<ControlFlow<()>> {
             if ids.len() < 2 {
                 return Ok(ControlFlow::Continue(()));
             }
+            // Oldest first: the index orders a group by name before id.
+            ids.sort_unstable();
             let mut files = Vec::with_capacity(ids.len());
             for fid in ids {
                 files.extend(inner.file_info(uid, fid)?.filter(|i| i.trashed_ms.is_none()));
@@ -259,12 +260,12 @@ impl User {
             }
         };
         let mut stopped = false;
-        inner.meta.scan(Cf::ByHash, &keys::u64_key(uid), |k, _| {
+        inner.meta.scan(Cf::ByName, &keys::u64_key(uid), |k, _| {
             let hash = k
                 .get(USER_BYTES..USER_BYTES + 32)
                 .and_then(|h| <[u8; 32]>::try_from(h).ok())
                 .map(ContentHash::from_bytes)
-                .ok_or_else(|| Fault::Corrupt("by_hash key of the wrong length".into()))?;
+                .ok_or_else(|| Fault::Corrupt("by_name key of the wrong length".into()))?;
             match &mut current {
                 Some((h, ids)) if *h == hash => ids.push(keys::last_u64(k)),
                 slot => {

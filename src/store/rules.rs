@@ -21,8 +21,8 @@
 
 use super::damage::{heal, is_damaged};
 use super::ledger::{
-    add_member, check_user_quota, holds, index_live, load_album, load_file, load_user, occupy, reference_new_file,
-    save_file, save_user, untrash_file,
+    add_member, check_user_quota, holds, index_live, live_matching, load_album, load_file, load_user, occupy,
+    reference_new_file, save_file, save_user, untrash_file,
 };
 use super::{DedupMode, HashedUpload, Outcome, Preflight, UploadReport, User};
 use crate::blob::Location;
@@ -154,34 +154,33 @@ impl User {
     /// [`link`](Self::link) inside the engine, for a session's begin too.
     pub(crate) fn link_hashed(&self, upload: &HashedUpload) -> Result<UploadReport> {
         check_file_name(&upload.name)?;
-        let HashedUpload {
-            album,
-            name,
-            hash,
-            mode,
-        } = upload.clone();
-        self.commit_existing(Fault::UnknownAlbum(album.to_string()), move |txn, uid| match preflight(
-            txn, uid, album.0, &name, &hash, mode,
-        )? {
-            Preflight::Skip(f) => duplicate_report(txn, uid, f, Outcome::Skipped),
-            Preflight::Link(f) => link_existing(txn, uid, album.0, f),
-            Preflight::Restore(f) => restore_into(txn, uid, album.0, f),
-            Preflight::Upload => Err(Fault::ContentRequired),
+        let up = upload.clone();
+        self.commit_existing(Fault::UnknownAlbum(up.album.to_string()), move |txn, uid| {
+            link_in(txn, uid, &up)
         })
+    }
+}
+
+/// [`User::link`] inside a transaction (the name already checked):
+/// [`Fault::ContentRequired`] when no duplicate of the user's lets the
+/// upload skip, link or restore.
+pub(crate) fn link_in(txn: &mut Txn<'_>, uid: u64, up: &HashedUpload) -> Result<UploadReport> {
+    let album = up.album.0;
+    match preflight(txn, uid, album, &up.name, &up.hash, up.mode)? {
+        Preflight::Skip(f) => duplicate_report(txn, uid, f, Outcome::Skipped),
+        Preflight::Link(f) => link_existing(txn, uid, album, f),
+        Preflight::Restore(f) => restore_into(txn, uid, album, f),
+        Preflight::Upload => Err(Fault::ContentRequired),
     }
 }
 
 /// The user's live files that match an upload under `mode`, oldest first.
 fn matches(txn: &Txn<'_>, uid: u64, hash: &ContentHash, name: &FileName, mode: DedupMode) -> Result<Vec<u64>> {
-    let (cf, prefix) = match mode {
-        DedupMode::Hash => (Cf::ByHash, keys::user_hash(uid, hash)),
-        DedupMode::NameAndHash => (Cf::ByName, keys::by_name_prefix(uid, hash, name)),
+    let prefix = match mode {
+        DedupMode::Hash => keys::user_hash(uid, hash),
+        DedupMode::NameAndHash => keys::by_name_prefix(uid, hash, name),
     };
-    Ok(txn
-        .scan(cf, &prefix)?
-        .into_iter()
-        .map(|(k, _)| keys::last_u64(&k))
-        .collect())
+    live_matching(txn, &prefix)
 }
 
 /// Skip if any duplicate is already in the album (the oldest such), else

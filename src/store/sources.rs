@@ -15,12 +15,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::{FileInfo, Outcome, UploadReport, User};
+use super::library::albums;
+use super::rules::link_in;
+use super::{DedupMode, FileInfo, HashedUpload, Outcome, UploadReport, User};
 use crate::blob::Location;
-use crate::error::{LibraryError, Result};
+use crate::error::{Fault, LibraryError, Result, StorageError, UploadError};
 use crate::ids::{AlbumId, FileId};
 use crate::meta::records::{BlobRecord, DamageRecord, FileRecord, Place, Seen, SourceRecord};
 use crate::meta::{keys, Cf, Meta};
+use crate::names::{check_file_name, FileName};
 use crate::stamp::Stamp;
 
 /// A file modified less than this long before the scan started is not
@@ -32,11 +35,7 @@ fn key(uid: u64, album: AlbumId, path: &Path) -> Vec<u8> {
     keys::source(uid, album.0, path.as_os_str().as_bytes())
 }
 
-/// [`User::unchanged_sources`] over committed metadata. Each step reads
-/// what all the files it still trusts need in one batched lookup (the
-/// source records and their file records, close together, by one forward
-/// iteration each; their blobs, and damage only if any is recorded, by
-/// batched lookups), rather than four point reads per file.
+/// [`User::unchanged_sources`] over committed metadata.
 pub(crate) fn unchanged(
     meta: &Meta,
     lost: &dyn Fn(&Location) -> bool,
@@ -48,12 +47,43 @@ pub(crate) fn unchanged(
     let Some(uid) = uid else {
         return Ok(out);
     };
-    let keys: Vec<_> = files.iter().map(|(path, _)| key(uid, album, path)).collect();
+    let all: Vec<usize> = (0..files.len()).collect();
+    for (i, file) in vouched(meta, lost, uid, album, files, &all, true)? {
+        out[i] = Some(UploadReport {
+            file_id: file.id,
+            outcome: Outcome::Skipped,
+            hash: file.hash,
+            size: file.size,
+            bytes_written: 0,
+            charged_bytes: 0,
+        });
+    }
+    Ok(out)
+}
+
+/// The files that records of `album` vouch for, among `files[i]` for each
+/// `i` in `open`: a record with the stamp the file shows now, of a file of
+/// the user's that is still live (and in `album`, if `in_album`), whose
+/// content the store holds whole. Each step reads what all the files it
+/// still trusts need in one batched lookup (the source records and their
+/// file records, close together, by one forward iteration each; their
+/// blobs, and damage only if any is recorded, by batched lookups), rather
+/// than four point reads per file.
+fn vouched(
+    meta: &Meta,
+    lost: &dyn Fn(&Location) -> bool,
+    uid: u64,
+    album: AlbumId,
+    files: &[(&Path, &Metadata)],
+    open: &[usize],
+    in_album: bool,
+) -> Result<Vec<(usize, FileInfo)>> {
+    let keys: Vec<_> = open.iter().map(|&i| key(uid, album, files[i].0)).collect();
     let seen: Vec<(usize, u64)> = meta
         .get_near::<SourceRecord>(Cf::Sources, &keys)?
         .into_iter()
-        .enumerate()
-        .filter_map(|(i, rec)| {
+        .zip(open)
+        .filter_map(|(rec, &i)| {
             rec.filter(|r| r.seen == Seen::Stamp(Stamp::of(files[i].1)))
                 .map(|r| (i, r.file))
         })
@@ -65,7 +95,7 @@ pub(crate) fn unchanged(
         .zip(seen)
         .filter_map(|(rec, (i, fid))| {
             rec.map(|f| FileInfo::new(fid, f))
-                .filter(|f| f.trashed_ms.is_none() && f.albums.contains(&album))
+                .filter(|f| f.trashed_ms.is_none() && (!in_album || f.albums.contains(&album)))
                 .map(|f| (i, f))
         })
         .collect();
@@ -76,19 +106,13 @@ pub(crate) fn unchanged(
     } else {
         meta.multi_get::<DamageRecord>(Cf::Damaged, &keys)?
     };
-    for (((i, file), blob), damage) in live.into_iter().zip(blobs).zip(damage) {
-        if blob.is_some_and(|b| intact(lost, &b, damage.as_ref())) {
-            out[i] = Some(UploadReport {
-                file_id: file.id,
-                outcome: Outcome::Skipped,
-                hash: file.hash,
-                size: file.size,
-                bytes_written: 0,
-                charged_bytes: 0,
-            });
-        }
-    }
-    Ok(out)
+    Ok(live
+        .into_iter()
+        .zip(blobs)
+        .zip(damage)
+        .filter(|((_, blob), damage)| blob.as_ref().is_some_and(|b| intact(lost, b, damage.as_ref())))
+        .map(|((found, _), _)| found)
+        .collect())
 }
 
 /// Whether the store holds a blob whole as far as it knows without reading
@@ -186,6 +210,136 @@ impl User {
                 && inner.blobs.file_len(loc.segment).unwrap_or(0) < loc.end()
         };
         Ok(unchanged(&inner.meta, &lost, self.id()?, album, files)?)
+    }
+
+    /// For files that [`unchanged_sources`](Self::unchanged_sources) leaves
+    /// to be read, what a record of another of the user's albums vouches
+    /// for (the same stamp, its file live, its content whole), added to
+    /// `album` under the path's file name by the duplicate rule `mode`, as
+    /// [`User::link`] adds content by its hash, and recorded as a source of
+    /// `album`, all in one durable commit, without reading any file. This
+    /// is backing up a folder into a second album: each file is linked
+    /// (or skipped, or restored from the trash) at the cost of its records,
+    /// where reading it again would cost its bytes. The stamp is trusted as
+    /// a re-run trusts it in the album that recorded it.
+    ///
+    /// The answers come in the order of `files`: `None` for a file that no
+    /// other album vouches for, or whose content must be sent again (a
+    /// duplicate rule asks for its bytes): read and upload it. Paths
+    /// should be absolute, as for `unchanged_sources`.
+    ///
+    /// # Errors
+    ///
+    /// The outer [`StorageError`] if the records cannot be read or the
+    /// commit fails (then nothing was linked). Otherwise each linked file
+    /// has the result [`User::link`] would give it:
+    /// [`UploadError::UnknownAlbum`] (another user's album id is unknown
+    /// too), [`UploadError::InvalidName`] for a file name that is not
+    /// acceptable.
+    ///
+    /// ```
+    /// use keepsake::{Content, DedupMode, Outcome, Store};
+    /// use std::time::{Duration, SystemTime};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path().join("store")).unwrap();
+    /// let u = store.user("u").unwrap();
+    /// let (camera, trip) = (u.ensure_album("Camera").unwrap(), u.ensure_album("Trip").unwrap());
+    /// let path = dir.path().join("IMG_1.JPG");
+    /// std::fs::write(&path, b"pixels").unwrap();
+    /// let meta = std::fs::metadata(&path).unwrap();
+    /// let r = u.upload(camera, "IMG_1.JPG", Content::Path(path.clone()), DedupMode::NameAndHash).unwrap();
+    /// let later = SystemTime::now() + Duration::from_secs(60);
+    /// u.record_sources(camera, &[(path.clone(), meta.clone(), r.file_id)], later).unwrap();
+    /// let linked = u.link_sources(trip, DedupMode::NameAndHash, &[(&path, &meta)]).unwrap();
+    /// let linked = linked[0].as_ref().unwrap().as_ref().unwrap();
+    /// assert_eq!((linked.file_id, linked.outcome), (r.file_id, Outcome::Linked));
+    /// // Trip now vouches for the file itself.
+    /// assert!(u.unchanged_sources(trip, &[(&path, &meta)]).unwrap()[0].is_some());
+    /// ```
+    pub fn link_sources(
+        &self,
+        album: AlbumId,
+        mode: DedupMode,
+        files: &[(&Path, &Metadata)],
+    ) -> Result<Vec<Option<Result<UploadReport, UploadError>>>, StorageError> {
+        let mut out: Vec<Option<Result<UploadReport, UploadError>>> = files.iter().map(|_| None).collect();
+        let inner = self.inner();
+        let Some(uid) = self.id()? else {
+            return Ok(out);
+        };
+        let lost = |loc: &Location| {
+            inner.recovery.damaged_segments.contains(&loc.segment)
+                && inner.blobs.file_len(loc.segment).unwrap_or(0) < loc.end()
+        };
+        // The other albums, each asked about the files none before vouched for.
+        let mut open: Vec<usize> = (0..files.len()).collect();
+        let mut found = Vec::new();
+        for other in albums(&inner.meta, uid)?
+            .into_iter()
+            .map(|a| a.id)
+            .filter(|a| *a != album)
+        {
+            if open.is_empty() {
+                break;
+            }
+            let vouched = vouched(&inner.meta, &lost, uid, other, files, &open, false)?;
+            open.retain(|i| !vouched.iter().any(|(j, _)| j == i));
+            found.extend(vouched);
+        }
+        let links: Vec<(usize, PathBuf, Stamp, HashedUpload)> = found
+            .into_iter()
+            .filter_map(|(i, file)| {
+                let (path, meta) = files[i];
+                let name = FileName::from(path.file_name()?);
+                let up = HashedUpload {
+                    album,
+                    name,
+                    hash: file.hash,
+                    mode,
+                };
+                Some((i, path.to_path_buf(), Stamp::of(meta), up))
+            })
+            .collect();
+        if links.is_empty() {
+            return Ok(out);
+        }
+        let linked = self.commit_existing(Fault::UnknownAlbum(album.to_string()), move |txn, uid| {
+            let counts = links.iter().map(|(.., up)| keys::user_hash(uid, &up.hash)).collect();
+            txn.prefetch(Cf::UserBlobs, counts, false)?;
+            let mut results = Vec::with_capacity(links.len());
+            for (i, path, stamp, up) in links {
+                let sp = txn.savepoint();
+                let r = check_file_name(&up.name)
+                    .map_err(Fault::from)
+                    .and_then(|()| link_in(txn, uid, &up));
+                match &r {
+                    Ok(report) => {
+                        let rec = SourceRecord {
+                            seen: Seen::Stamp(stamp),
+                            file: report.file_id.0,
+                        };
+                        txn.put(Cf::Sources, key(uid, album, &path), &rec);
+                    }
+                    Err(_) => txn.rollback_to(sp),
+                }
+                results.push((i, r));
+            }
+            Ok(results)
+        });
+        match linked {
+            Ok(results) => {
+                for (i, r) in results {
+                    out[i] = match r {
+                        Err(Fault::ContentRequired) => None,
+                        r => Some(r.map_err(UploadError::from)),
+                    };
+                }
+                Ok(out)
+            }
+            // The user went away meanwhile: nothing vouches for anything.
+            Err(Fault::UnknownAlbum(_)) => Ok(out),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Records, in one durable commit, that each `(path, meta, file)` was
@@ -299,6 +453,51 @@ mod tests {
             .map(|(p, m, _)| store.user("u").unwrap().unchanged_sources(album, &[(p, m)]).unwrap()[0].is_some())
             .collect();
         assert_eq!(trusted, [true, false, true], "`rx` is a sibling of `r`, not under it");
+    }
+
+    /// What another album's records vouch for is linked unread; a file
+    /// changed since, one in the trash, and every file of another user (who
+    /// has no records of their own for the paths) are left to be read.
+    #[test]
+    fn another_album_vouches_only_for_the_users_own_unchanged_live_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let u = store.user("u").unwrap();
+        let (camera, trip) = (u.ensure_album("Camera").unwrap(), u.ensure_album("Trip").unwrap());
+        let paths = ["kept.jpg", "edited.jpg", "trashed.jpg"].map(|p| dir.path().join(p));
+        let mut sources = Vec::new();
+        for (i, p) in paths.iter().enumerate() {
+            std::fs::write(p, [i as u8; 10]).unwrap();
+            let name = p.file_name().unwrap().to_str().unwrap();
+            let r = u
+                .upload(camera, name, Content::Path(p.clone()), DedupMode::NameAndHash)
+                .unwrap();
+            sources.push((p.clone(), std::fs::metadata(p).unwrap(), r.file_id));
+        }
+        u.record_sources(camera, &sources, SystemTime::now() + Duration::from_secs(60))
+            .unwrap();
+        std::fs::write(&paths[1], b"edited").unwrap();
+        u.delete(sources[2].2).unwrap();
+
+        let metas: Vec<Metadata> = paths.iter().map(|p| std::fs::metadata(p).unwrap()).collect();
+        let files: Vec<(&Path, &Metadata)> = paths.iter().map(PathBuf::as_path).zip(&metas).collect();
+        let stranger = store.user("v").unwrap();
+        stranger.ensure_album("Trip").unwrap();
+        let theirs = stranger.find_album("Trip").unwrap().unwrap().id;
+        assert!(stranger
+            .link_sources(theirs, DedupMode::Hash, &files)
+            .unwrap()
+            .iter()
+            .all(Option::is_none));
+
+        let linked = u.link_sources(trip, DedupMode::NameAndHash, &files).unwrap();
+        let kept = linked[0].as_ref().unwrap().as_ref().unwrap();
+        assert_eq!((kept.file_id, kept.outcome), (sources[0].2, Outcome::Linked));
+        assert!(linked[1].is_none() && linked[2].is_none(), "{linked:?}");
+        assert_eq!(u.file(sources[0].2).unwrap().albums, vec![camera, trip]);
+        let again = u.unchanged_sources(trip, &files).unwrap();
+        assert!(again[0].is_some() && again[1].is_none() && again[2].is_none());
+        assert!(store.verify(false).unwrap().ok);
     }
 
     #[test]

@@ -77,3 +77,14 @@ pub fn set(store: &Store, name: &str, key: &[u8], value: Option<&[u8]>) -> Resul
     }
     Ok(meta.write(batch)?)
 }
+
+/// The names of the column families the metadata of the store in
+/// `store_dir` has on disk (the store must not be open). Formats differ in
+/// their families: a test of a migration checks that retired ones are gone.
+///
+/// # Errors
+///
+/// RocksDB's message, if the metadata cannot be listed.
+pub fn families_on_disk(store_dir: &std::path::Path) -> Result<Vec<String>, String> {
+    rocksdb::DB::list_cf(&rocksdb::Options::default(), store_dir.join("meta")).map_err(|e| e.into_string())
+}

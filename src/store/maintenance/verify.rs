@@ -394,9 +394,8 @@ fn records<K: Ord, R: Record>(src: &impl Source, cf: Cf, key_of: impl Fn(&[u8]) 
 }
 
 /// The index families derived from the file records, as reports name them.
-const INDEXES: [(Cf, &str); 4] = [
+const INDEXES: [(Cf, &str); 3] = [
     (Cf::Members, "album membership"),
-    (Cf::ByHash, "hash index"),
     (Cf::ByName, "name index"),
     (Cf::Trash, "trash index"),
 ];
@@ -413,10 +412,7 @@ fn implied_entries(uid: u64, fid: u64, f: &FileRecord, exists: impl Fn(u64) -> b
             .iter()
             .filter(|&&a| exists(a))
             .map(|&a| (Cf::Members, keys::member(uid, a, fid)))
-            .chain([
-                (Cf::ByHash, keys::by_hash(uid, &f.hash, fid)),
-                (Cf::ByName, keys::by_name(uid, &f.hash, &f.name, fid)),
-            ])
+            .chain([(Cf::ByName, keys::by_name(uid, &f.hash, &f.name, fid))])
             .collect(),
     }
 }
