@@ -111,6 +111,9 @@ pub(crate) const FORMAT_VERSION: u64 = 4;
 /// `by_name` keys, which begin with the same user and hash, do not.
 const RETIRED: [&str; 1] = ["by_hash"];
 
+/// A raw iterator over one column family of the metadata.
+pub(crate) type DBRawIterator<'a> = rocksdb::DBRawIteratorWithThreadMode<'a, DB>;
+
 pub(crate) struct Meta {
     db: DB,
     access: Access,
@@ -434,6 +437,12 @@ impl Meta {
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         Ok(self.db.write_opt(batch, &wo)?)
+    }
+
+    /// An iterator over the committed entries of `cf`, for a caller that
+    /// seeks it many times.
+    pub(crate) fn raw_iterator(&self, cf: Cf) -> DBRawIterator<'_> {
+        self.db.raw_iterator_cf(self.cf(cf))
     }
 
     pub(crate) fn batch_put(&self, b: &mut WriteBatch, cf: Cf, key: &[u8], value: &[u8]) {

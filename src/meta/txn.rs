@@ -10,13 +10,14 @@
 //! committer (see `commit.rs`), so reads see every committed change and no
 //! other writer.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::{Bound, ControlFlow};
 
 use rocksdb::WriteBatch;
 
 use super::records::Record;
-use super::{decode, Cf, Meta};
+use super::{decode, Cf, DBRawIterator, Meta};
 use crate::error::Result;
 
 /// A write's value: `None` deletes.
@@ -37,6 +38,13 @@ pub(crate) struct Txn<'m> {
     read: Vec<HashMap<Vec<u8>, Value>>,
     /// The overlay's previous entry (if any) for each write, newest last.
     undo: Vec<(Cf, Vec<u8>, Option<Value>)>,
+    /// One iterator per column family, made by its first scan and kept for
+    /// the next: the committed metadata does not change while a
+    /// transaction runs, and making an iterator costs more than seeking
+    /// one (a batch of links scans the duplicate index once per file). A
+    /// scan takes it out while it runs, so a scan from inside another's
+    /// visitor makes its own.
+    iters: Vec<Cell<Option<DBRawIterator<'m>>>>,
 }
 
 /// A point to roll a transaction back to.
@@ -50,6 +58,7 @@ impl<'m> Txn<'m> {
             writes: Cf::ALL.iter().map(|_| Writes::new()).collect(),
             read: Cf::ALL.iter().map(|_| HashMap::new()).collect(),
             undo: Vec::new(),
+            iters: Cf::ALL.iter().map(|_| Cell::new(None)).collect(),
         }
     }
 
@@ -134,7 +143,7 @@ impl<'m> Txn<'m> {
             .take_while(|(k, _)| k.starts_with(prefix))
             .peekable();
         let mut stopped = false;
-        self.meta.scan_from(cf, prefix, start, |k, v| {
+        let mut committed = |k: &[u8], v: &[u8]| -> Result<ControlFlow<()>> {
             // This transaction's writes up to `k`; one at `k` replaces it.
             while let Some((ours_k, ours_v)) = ours.next_if(|(ours_k, _)| ours_k.as_slice() <= k) {
                 if let Some(ours_v) = ours_v {
@@ -150,7 +159,28 @@ impl<'m> Txn<'m> {
             let step = f(k, v)?;
             stopped = step.is_break();
             Ok(step)
-        })?;
+        };
+        let slot = &self.iters[cf as usize];
+        let mut it = slot.take().unwrap_or_else(|| self.meta.raw_iterator(cf));
+        it.seek(start);
+        let mut walked = Ok(());
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            match committed(k, v) {
+                Ok(ControlFlow::Continue(())) => it.next(),
+                Ok(ControlFlow::Break(())) => break,
+                Err(e) => {
+                    walked = Err(e);
+                    break;
+                }
+            }
+        }
+        let status = it.status();
+        slot.set(Some(it));
+        walked?;
+        status?;
         for (k, v) in ours.filter_map(|(k, v)| v.as_ref().map(|v| (k, v))) {
             if stopped || f(k, v)?.is_break() {
                 break;

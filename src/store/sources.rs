@@ -64,7 +64,8 @@ pub(crate) fn unchanged(
 /// The files that records of `album` vouch for, among `files[i]` for each
 /// `i` in `open`: a record with the stamp the file shows now, of a file of
 /// the user's that is still live (and in `album`, if `in_album`), whose
-/// content the store holds whole. Each step reads what all the files it
+/// content the store holds whole, in the order of `open`. Each step reads
+/// what all the files it
 /// still trusts need in one batched lookup (the source records and their
 /// file records, close together, by one forward iteration each; their
 /// blobs, and damage only if any is recorded, by batched lookups), rather
@@ -283,9 +284,14 @@ impl User {
                 break;
             }
             let vouched = vouched(&inner.meta, &lost, uid, other, files, &open, false)?;
-            open.retain(|i| !vouched.iter().any(|(j, _)| j == i));
+            // Both in the order of `files`: one merge.
+            let mut done = vouched.iter().map(|(i, _)| *i).peekable();
+            open.retain(|i| done.next_if_eq(i).is_none());
             found.extend(vouched);
         }
+        // The files found, in this album: what the duplicate rules will ask
+        // of the most common case (the file itself is the duplicate).
+        let known: Vec<u64> = found.iter().map(|(_, f)| f.id.0).collect();
         let links: Vec<(usize, PathBuf, Stamp, HashedUpload)> = found
             .into_iter()
             .filter_map(|(i, file)| {
@@ -306,6 +312,9 @@ impl User {
         let linked = self.commit_existing(Fault::UnknownAlbum(album.to_string()), move |txn, uid| {
             let counts = links.iter().map(|(.., up)| keys::user_hash(uid, &up.hash)).collect();
             txn.prefetch(Cf::UserBlobs, counts, false)?;
+            txn.prefetch(Cf::Files, known.iter().map(|&f| keys::file(uid, f)).collect(), true)?;
+            let members = known.iter().map(|&f| keys::member(uid, album.0, f)).collect();
+            txn.prefetch(Cf::Members, members, true)?;
             let mut results = Vec::with_capacity(links.len());
             for (i, path, stamp, up) in links {
                 let sp = txn.savepoint();
