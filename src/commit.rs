@@ -91,7 +91,7 @@ impl Committer {
 }
 
 fn lead(meta: &Meta, health: &Health, batch: Vec<Request>) {
-    let mut txn = Txn::new(meta);
+    let mut txn = Txn::committing(meta);
     let mut done = Vec::with_capacity(batch.len());
     for req in batch {
         let sp = txn.savepoint();

@@ -501,7 +501,7 @@ impl Fault {
     }
 
     /// Whether this is a failure of the storage rather than a refusal.
-    fn is_storage(&self) -> bool {
+    pub(crate) fn is_storage(&self) -> bool {
         matches!(
             self,
             Fault::Io { .. }

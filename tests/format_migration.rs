@@ -110,3 +110,28 @@ fn a_format_3_store_keeps_every_file_album_and_trash_entry_and_loses_its_hash_in
     assert_eq!(store.user("default").unwrap().usage().unwrap(), usage);
     assert!(store.verify(false).unwrap().ok);
 }
+
+/// The CLI's `usage` answers from a read-only open when it can; on a store
+/// of an older format it takes the writable open, which migrates it.
+#[test]
+fn keepsake_usage_on_a_format_3_store_migrates_it_and_answers() {
+    let dir = format_3_store();
+    let usage = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keepsake"))
+            .arg("--store")
+            .arg(dir.path())
+            .args(["--json", "usage"])
+            .env_remove("KEEPSAKE_STORE")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = usage();
+    assert!(
+        first.contains("\"files\":3,") && first.contains("\"trashed_files\":1,"),
+        "{first}"
+    );
+    assert!(!families_on_disk(dir.path()).unwrap().iter().any(|f| f == "by_hash"));
+    assert_eq!(usage(), first, "the read-only open answers the same");
+}

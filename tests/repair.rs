@@ -236,6 +236,22 @@ fn wrong_user_counters_are_recomputed() {
 }
 
 #[test]
+fn a_huge_file_counter_neither_crashes_nor_stalls_a_survey() {
+    let lib = library();
+    // live_files, after unique_bytes and logical_bytes. The survey sizes
+    // its hash ranges by the files there are: a counter no record backs
+    // must not make it count past u64 or split into 2^64 ranges.
+    patch(
+        &lib.store,
+        "users",
+        &lib.ann.to_be_bytes(),
+        USER_UNIQUE_AT + 16,
+        u64::MAX,
+    );
+    assert_repairs(&lib, "usage-mismatch");
+}
+
+#[test]
 fn wrong_album_counters_are_recomputed() {
     let lib = library();
     let before = lib.store.user("ann").unwrap().albums().unwrap();

@@ -14,7 +14,8 @@ use std::time::Duration;
 use clap::Parser;
 use keepsake::{
     AlbumDeletion, AlbumId, AlbumInfo, Cursor, DedupMode, FileEdit, FileId, FileInfo, LibraryError, NameError,
-    OpenError, Page, Problem, ReadError, SessionError, StorageError, Store, UploadError, User, MAX_PAGE,
+    OpenError, Page, Problem, ReadError, ReadOnlyStore, SessionError, StorageError, Store, UploadError, Usage, User,
+    MAX_PAGE,
 };
 use serde::Serialize;
 
@@ -252,6 +253,23 @@ fn show_pages(
     Ok(())
 }
 
+fn show_usage(u: &Usage, out: &Output) -> Result<(), Failure> {
+    out.show(u, || {
+        let limit = u.limit.map_or("none".to_string(), bytes);
+        format!(
+            "user {}: {} charged (limit {limit}), {} logical, {} files, {} in trash ({} freeable), {} blobs",
+            u.user,
+            bytes(u.unique_bytes),
+            bytes(u.logical_bytes),
+            u.files,
+            u.trashed_files,
+            bytes(u.trash_bytes),
+            u.blobs
+        )
+    })?;
+    Ok(())
+}
+
 /// How many edits go into one durable commit: one synced write each, and
 /// a bounded batch in memory.
 const EDIT_BATCH: usize = 4096;
@@ -346,6 +364,21 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
             return Ok(());
         }
         scan = Some(walked);
+    }
+    // `usage` reads three records: a read-only open answers it without the
+    // cost of opening the store to write. Anything it cannot answer (a
+    // store in use, an older format, an unknown user name) goes the usual
+    // way below, which says what is wrong.
+    if matches!(cli.command, Command::Usage) {
+        if let Ok(Some(store)) = ReadOnlyStore::open(&dir) {
+            if let Ok(u) = store
+                .user(user_name)
+                .map_err(LibraryError::from)
+                .and_then(|u| u.usage())
+            {
+                return show_usage(&u, out);
+            }
+        }
     }
     let store = Store::open(&dir).map_err(Failure::Open)?;
     for note in store.recovery_notes() {
@@ -444,22 +477,7 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
             })?;
         }
         Command::Get { file, output } => get(&user, FileId(file), output.as_deref())?,
-        Command::Usage => {
-            let u = user.usage()?;
-            out.show(&u, || {
-                let limit = u.limit.map_or("none".to_string(), bytes);
-                format!(
-                    "user {}: {} charged (limit {limit}), {} logical, {} files, {} in trash ({} freeable), {} blobs",
-                    u.user,
-                    bytes(u.unique_bytes),
-                    bytes(u.logical_bytes),
-                    u.files,
-                    u.trashed_files,
-                    bytes(u.trash_bytes),
-                    u.blobs
-                )
-            })?;
-        }
+        Command::Usage => show_usage(&user.usage()?, out)?,
         Command::Quota { action } => {
             let limit = match action {
                 QuotaAction::Set { bytes } => Some(bytes),

@@ -202,29 +202,37 @@ impl Meta {
         // Each open starts a new info log; RocksDB would keep a thousand, and
         // a CLI opens the store once per command.
         opts.set_keep_log_file_num(KEEP_INFO_LOGS);
-        // A writable open must name every family the store has.
-        let retired: Vec<&str> = match access {
-            Access::Write => {
-                let present = DB::list_cf(&opts, path).unwrap_or_default();
-                RETIRED.into_iter().filter(|r| present.iter().any(|p| p == r)).collect()
-            }
-            Access::ReadOnly => Vec::new(),
-        };
-        let cfs = Cf::ALL
-            .iter()
-            .map(|cf| cf.name())
-            .chain(retired.iter().copied())
-            .map(|name| ColumnFamilyDescriptor::new(name, db_options(&cache)));
-        let db = match access {
-            Access::Write => {
-                opts.create_if_missing(true);
-                opts.create_missing_column_families(true);
-                opts.increase_parallelism(2);
-                DB::open_cf_descriptors(&opts, path, cfs)
-            }
-            Access::ReadOnly => DB::open_cf_descriptors_read_only(&opts, path, cfs, false),
+        if access == Access::Write {
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            opts.increase_parallelism(2);
         }
-        .map_err(|e| OpenError::Database(e.into_string()))?;
+        let open = |retired: &[&str]| {
+            let cfs = Cf::ALL
+                .iter()
+                .map(|cf| cf.name())
+                .chain(retired.iter().copied())
+                .map(|name| ColumnFamilyDescriptor::new(name, db_options(&cache)));
+            match access {
+                Access::Write => DB::open_cf_descriptors(&opts, path, cfs),
+                Access::ReadOnly => DB::open_cf_descriptors_read_only(&opts, path, cfs, false),
+            }
+        };
+        // A writable open must name every family the store has. A store of
+        // an older format (or one whose migration stopped before the drop)
+        // still has a retired one, which RocksDB names in its refusal; the
+        // open is then made again with it. (Listing the families first
+        // would cost every open a read of the manifest, and RocksDB's C
+        // listing leaks its strings.)
+        let (db, retired) = match open(&[]) {
+            Ok(db) => (db, Vec::new()),
+            Err(e) if access == Access::Write && e.as_ref().contains("Column families not opened") => {
+                let retired: Vec<&str> = RETIRED.into_iter().filter(|r| e.as_ref().contains(r)).collect();
+                let db = open(&retired).map_err(|e| OpenError::Database(e.into_string()))?;
+                (db, retired)
+            }
+            Err(e) => return Err(OpenError::Database(e.into_string())),
+        };
         let mut meta = Meta { db, access };
         meta.check_format(path, access)?;
         // After the migration's own commit: a crash between the two finds
@@ -439,6 +447,17 @@ impl Meta {
         Ok(self.db.write_opt(batch, &wo)?)
     }
 
+    /// RocksDB's estimate of how many keys `cf` holds: entries of the table
+    /// files and memtables, so an overwritten or deleted key counts until
+    /// compaction drops it; 0 if RocksDB cannot say.
+    pub(crate) fn estimated_keys(&self, cf: Cf) -> u64 {
+        self.db
+            .property_int_value_cf(self.cf(cf), "rocksdb.estimate-num-keys")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
     /// An iterator over the committed entries of `cf`, for a caller that
     /// seeks it many times.
     pub(crate) fn raw_iterator(&self, cf: Cf) -> DBRawIterator<'_> {
@@ -492,6 +511,11 @@ impl Snapshot<'_> {
             f(k, v)?;
             Ok(ControlFlow::Continue(()))
         })
+    }
+
+    /// The metadata the snapshot was taken of.
+    pub(crate) fn meta(&self) -> &Meta {
+        self.meta
     }
 
     /// Calls `f` with each entry of `cf` under `prefix`, from key `start`

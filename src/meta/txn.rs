@@ -38,13 +38,16 @@ pub(crate) struct Txn<'m> {
     read: Vec<HashMap<Vec<u8>, Value>>,
     /// The overlay's previous entry (if any) for each write, newest last.
     undo: Vec<(Cf, Vec<u8>, Option<Value>)>,
-    /// One iterator per column family, made by its first scan and kept for
-    /// the next: the committed metadata does not change while a
-    /// transaction runs, and making an iterator costs more than seeking
-    /// one (a batch of links scans the duplicate index once per file). A
-    /// scan takes it out while it runs, so a scan from inside another's
-    /// visitor makes its own.
-    iters: Vec<Cell<Option<DBRawIterator<'m>>>>,
+    /// For the committer's transactions, one iterator per column family,
+    /// made by its first scan and kept for the next: no other writer runs
+    /// while the committer's transaction does, so the committed metadata
+    /// cannot change under it, and making an iterator costs more than
+    /// seeking one (a batch of links scans the duplicate index once per
+    /// file). A scan takes it out while it runs, so a scan from inside
+    /// another's visitor makes its own. A transaction only read from, outside
+    /// the committer, makes a fresh one for each scan, which sees what its
+    /// point reads see.
+    iters: Option<Vec<Cell<Option<DBRawIterator<'m>>>>>,
 }
 
 /// A point to roll a transaction back to.
@@ -58,7 +61,16 @@ impl<'m> Txn<'m> {
             writes: Cf::ALL.iter().map(|_| Writes::new()).collect(),
             read: Cf::ALL.iter().map(|_| HashMap::new()).collect(),
             undo: Vec::new(),
-            iters: Cf::ALL.iter().map(|_| Cell::new(None)).collect(),
+            iters: None,
+        }
+    }
+
+    /// A transaction of the committer, the one writer: its scans reuse
+    /// their iterators.
+    pub(crate) fn committing(meta: &'m Meta) -> Self {
+        Txn {
+            iters: Some(Cf::ALL.iter().map(|_| Cell::new(None)).collect()),
+            ..Txn::new(meta)
         }
     }
 
@@ -160,8 +172,8 @@ impl<'m> Txn<'m> {
             stopped = step.is_break();
             Ok(step)
         };
-        let slot = &self.iters[cf as usize];
-        let mut it = slot.take().unwrap_or_else(|| self.meta.raw_iterator(cf));
+        let slot = self.iters.as_ref().map(|iters| &iters[cf as usize]);
+        let mut it = slot.and_then(Cell::take).unwrap_or_else(|| self.meta.raw_iterator(cf));
         it.seek(start);
         let mut walked = Ok(());
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
@@ -178,7 +190,9 @@ impl<'m> Txn<'m> {
             }
         }
         let status = it.status();
-        slot.set(Some(it));
+        if let Some(slot) = slot {
+            slot.set(Some(it));
+        }
         walked?;
         status?;
         for (k, v) in ours.filter_map(|(k, v)| v.as_ref().map(|v| (k, v))) {
@@ -187,6 +201,12 @@ impl<'m> Txn<'m> {
             }
         }
         Ok(())
+    }
+
+    /// About how many keys `cf` holds with this transaction's writes: the
+    /// committed estimate plus the keys written.
+    pub(crate) fn estimated_keys(&self, cf: Cf) -> u64 {
+        self.meta.estimated_keys(cf) + self.writes[cf as usize].len() as u64
     }
 
     pub(crate) fn savepoint(&self) -> Savepoint {

@@ -226,19 +226,20 @@ impl StoreOptions {
         self
     }
 
-    /// The most blobs that [`Store::verify`] and [`Store::repair`]
-    /// recompute at once (default 262,144; at least 1). Each costs a few
-    /// hundred bytes, so the default keeps a survey's recomputed maps under
-    /// about 100 MiB. A store with more blobs is surveyed one hash range at
-    /// a time, each range one more pass over the file records: a smaller
+    /// How many file records [`Store::verify`] and [`Store::repair`]
+    /// recompute the blob side of at once, on average (default 262,144; at
+    /// least 1). Each costs about 80 bytes, plus about 40 per blob of its
+    /// range, so the default keeps a survey's recomputed facts near
+    /// 30 MiB. A store with more files is surveyed one slice of the hash
+    /// space at a time, each one more pass over the file records: a smaller
     /// value trades time for memory, never findings.
     ///
     /// ```
     /// let opts = keepsake::StoreOptions::default().verify_range(1 << 16);
     /// # let _ = opts;
     /// ```
-    pub fn verify_range(mut self, blobs: u64) -> Self {
-        self.verify_range = blobs.max(1);
+    pub fn verify_range(mut self, files: u64) -> Self {
+        self.verify_range = files.max(1);
         self
     }
 

@@ -247,8 +247,9 @@ impl User {
     ///
     /// # Errors
     ///
-    /// The outer [`StorageError`] if the records cannot be read or the
-    /// commit fails (then nothing was linked). Otherwise each linked file
+    /// The outer [`StorageError`] if the records cannot be read, the store
+    /// fails (the disk, the metadata database, a corrupt record) or the
+    /// commit does: then nothing was linked. Otherwise each linked file
     /// has the result [`User::link`] would give it:
     /// [`UploadError::UnknownAlbum`] (another user's album id is unknown
     /// too), [`UploadError::InvalidName`] for a file name that is not
@@ -351,17 +352,22 @@ impl User {
                 let r = check_file_name(&up.name)
                     .map_err(Fault::from)
                     .and_then(|()| link_in(txn, uid, &up));
-                match &r {
+                match r {
                     Ok(report) => {
                         let rec = SourceRecord {
                             seen: Seen::Stamp(stamp),
                             file: report.file_id.0,
                         };
                         txn.put(Cf::Sources, key(uid, album, &path), &rec);
+                        results.push((i, Ok(report)));
                     }
-                    Err(_) => txn.rollback_to(sp),
+                    // The store failing is the commit's error, not one file's.
+                    Err(e) if e.is_storage() => return Err(e),
+                    Err(e) => {
+                        txn.rollback_to(sp);
+                        results.push((i, Err(e)));
+                    }
                 }
-                results.push((i, r));
             }
             Ok(results)
         });

@@ -109,17 +109,28 @@ pub(crate) trait Source {
     fn each(&self, cf: Cf, f: &mut Visit<'_>) -> Result<()> {
         self.each_under(cf, &[], f)
     }
+
+    /// About how many keys `cf` holds (see [`Meta::estimated_keys`]).
+    fn estimated_keys(&self, cf: Cf) -> u64;
 }
 
 impl Source for Snapshot<'_> {
     fn scan_from(&self, cf: Cf, prefix: &[u8], start: &[u8], f: &mut Step<'_>) -> Result<()> {
         Snapshot::scan_from(self, cf, prefix, start, f)
     }
+
+    fn estimated_keys(&self, cf: Cf) -> u64 {
+        self.meta().estimated_keys(cf)
+    }
 }
 
 impl Source for Txn<'_> {
     fn scan_from(&self, cf: Cf, prefix: &[u8], start: &[u8], f: &mut Step<'_>) -> Result<()> {
         Txn::scan_from(self, cf, prefix, start, f)
+    }
+
+    fn estimated_keys(&self, cf: Cf) -> u64 {
+        Txn::estimated_keys(self, cf)
     }
 }
 
@@ -265,7 +276,12 @@ impl Survey {
                         })
                     })
                     .collect();
-                workers.into_iter().filter_map(|w| w.join().ok()).collect()
+                // A worker that panicked checked nothing it can vouch for:
+                // the scrub fails as loudly as a read on this thread would.
+                workers
+                    .into_iter()
+                    .map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                    .collect()
             });
             for (bytes, bad) in results {
                 *scrubbed += bytes;
@@ -821,11 +837,17 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
 
     // What the file records imply, gathered in the first pass over them.
     // The blob side is recomputed one hash range at a time, each range
-    // taking a pass of its own, so that a survey holds one range's blobs
-    // rather than every blob of the store. The stored counters pick the
-    // number of ranges; wrong ones cost memory or time, never findings.
-    let stored_files: u64 = users.values().map(|u| u.live_files + u.trashed_files).sum();
-    let ranges = stored_files.div_ceil(inner.options.verify_range).max(1);
+    // taking a pass of its own, so that a survey holds one range's files
+    // rather than every file of the store. The number of files is taken as
+    // the smaller of the stored counters' sum and RocksDB's estimate of the
+    // family's keys (which counts overwritten entries until compaction, but
+    // which no record can make huge): a wrong one costs memory or time,
+    // never findings.
+    let counted = users.values().fold(0u64, |n, u| {
+        n.saturating_add(u.live_files).saturating_add(u.trashed_files)
+    });
+    let files = counted.min(src.estimated_keys(Cf::Files));
+    let ranges = files.div_ceil(inner.options.verify_range).max(1);
     let segments: BTreeMap<u64, SegmentRecord> = records(src, Cf::Segments, keys::last_u64)?;
     let mut facts = FileFacts::default();
     let mut tally = BlobTally::default();
