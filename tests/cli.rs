@@ -53,6 +53,22 @@ impl Cli {
     fn dir(&self) -> &str {
         self.data.path().to_str().unwrap()
     }
+
+    /// Starts the command with its three streams piped, for a test that
+    /// writes its input or closes its output while it runs.
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        use std::process::Stdio;
+        Command::new(env!("CARGO_BIN_EXE_keepsake"))
+            .arg("--store")
+            .arg(self.store.path())
+            .args(args)
+            .env_remove("KEEPSAKE_STORE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
 }
 
 /// The `keepsake` command with `--store store`, whatever the environment
@@ -980,6 +996,31 @@ fn rehash_reads_every_file_and_finds_content_swapped_under_an_unchanged_stamp() 
 }
 
 #[test]
+fn a_folder_backed_up_into_a_second_album_is_linked_from_the_first_albums_records_and_a_changed_file_is_read() {
+    let cli = Cli::new();
+    let a = settled_file(&cli, "a.jpg", &photo(1, 100_000));
+    settled_file(&cli, "b.jpg", &photo(2, 50_000));
+    let (first, _) = cli.backup(&[cli.dir(), "--album", "Camera"]);
+    // Same size, inode and mtime: only its change time tells, and the
+    // first album's record then vouches for nothing.
+    tamper_keeping_stamp(&a, &photo(9, 100_000));
+
+    let (second, out) = cli.backup(&[cli.dir(), "--album", "Trip"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        outcomes(&second),
+        [("a.jpg".into(), "stored".into()), ("b.jpg".into(), "linked".into())]
+    );
+    assert_eq!(id_of(&second, "b.jpg"), id_of(&first, "b.jpg"));
+    assert_eq!(get_bytes(&cli, &id_of(&second, "a.jpg")), photo(9, 100_000));
+    assert!(second[..2].iter().all(|l| l.get("unchanged").is_none()), "{second:?}");
+    // Trip has records of its own now: its re-run trusts both files.
+    let (third, _) = cli.backup(&[cli.dir(), "--album", "Trip"]);
+    assert!(third[..2].iter().all(|l| l["unchanged"] == true), "{third:?}");
+    assert_verify_ok(&cli);
+}
+
+#[test]
 fn file_deleted_from_the_folder_stays_in_the_store() {
     let cli = Cli::new();
     settled_file(&cli, "a.jpg", &photo(1, 100_000));
@@ -1165,23 +1206,13 @@ fn delete_of_many_ids_edits_every_one_it_can_and_names_the_others() {
 #[test]
 fn ids_on_stdin_join_those_on_the_command_line_and_a_word_that_is_no_id_edits_nothing() {
     use std::io::Write;
-    use std::process::Stdio;
     let cli = Cli::new();
     for i in 0..4u8 {
         cli.file(&format!("{i}.jpg"), &photo(i, 2_000));
     }
     cli.backup(&[cli.dir(), "--album", "A"]);
     let with_stdin = |args: &[&str], input: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keepsake"))
-            .arg("--store")
-            .arg(cli.store.path())
-            .args(args)
-            .env_remove("KEEPSAKE_STORE")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = cli.spawn(args);
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         child.wait_with_output().unwrap()
     };
@@ -1203,22 +1234,13 @@ fn ids_on_stdin_join_those_on_the_command_line_and_a_word_that_is_no_id_edits_no
 
 #[test]
 fn a_reader_that_stops_reading_ends_the_listing_quietly() {
-    use std::process::Stdio;
     let cli = Cli::new();
     for i in 0..3u8 {
         cli.file(&format!("{i}.jpg"), &photo(i, 2_000));
     }
     cli.backup(&[cli.dir(), "--album", "A"]);
     for args in [&["ls"][..], &["ls", "--json"], &["trash"]] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keepsake"))
-            .arg("--store")
-            .arg(cli.store.path())
-            .args(args)
-            .env_remove("KEEPSAKE_STORE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = cli.spawn(args);
         // The read end closes before the store is even open: every write
         // meets a closed pipe (`keepsake ls | head -0`).
         drop(child.stdout.take());

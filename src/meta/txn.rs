@@ -275,7 +275,8 @@ mod tests {
 
     /// A scan from a key sees the committed entries with the
     /// transaction's writes laid over them (a put replaces, a delete
-    /// hides, a new key joins in order), and stops where its visitor does.
+    /// hides, a new key joins in order), and stops where its visitor does;
+    /// each later scan, on the reused iterator, sees the same.
     #[test]
     fn scan_from_merges_the_transactions_writes_in_key_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -286,7 +287,8 @@ mod tests {
             meta.batch_put(&mut batch, Cf::Files, &key(i), b"old");
         }
         meta.write(batch).unwrap();
-        let mut txn = Txn::new(&meta);
+        // The committer's kind, whose scans reuse one iterator.
+        let mut txn = Txn::committing(&meta);
         txn.set(Cf::Files, key(3), Some(b"new".to_vec()));
         txn.delete(Cf::Files, key(5));
         txn.set(Cf::Files, key(6), Some(b"new".to_vec()));
@@ -310,7 +312,16 @@ mod tests {
             vec![(3, new.clone()), (6, new.clone()), (7, old.clone()), (9, new.clone())]
         );
         assert_eq!(seen(0, 2), vec![(1, old.clone()), (3, new.clone())]);
-        assert_eq!(seen(8, 1), vec![(9, new)]);
+        assert_eq!(seen(8, 1), vec![(9, new.clone())]);
         assert_eq!(txn.scan(Cf::Files, &[]).unwrap().len(), 5);
+        // A write after the iterator was made is seen by the next scan.
+        txn.set(Cf::Files, key(2), Some(b"new".to_vec()));
+        let firsts: Vec<u64> = txn
+            .scan(Cf::Files, &[])
+            .unwrap()
+            .iter()
+            .map(|(k, _)| keys::last_u64(k))
+            .collect();
+        assert_eq!(firsts, [1, 2, 3, 6, 7, 9]);
     }
 }
