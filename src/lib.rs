@@ -73,8 +73,9 @@ pub use names::{FileName, MAX_NAME_BYTES};
 pub use store::{
     AffectedFile, AlbumDeletion, AlbumInfo, Content, Cursor, DedupMode, DuplicateGroup, FileEdit, FileInfo, FileReader,
     GcReport, HashedUpload, InvalidCursor, MergeReport, Outcome, Page, Preflight, Problem, PurgeReport, ReadOnlyStore,
-    ReadOnlyUser, RepairReport, SessionOptions, Stats, Store, StoreOptions, Upload, UploadReport, UploadStart,
-    UploadStatus, Usage, User, VerifyReport, MAX_PAGE, MAX_UPLOAD_METADATA_BYTES, MAX_UPLOAD_METADATA_ENTRIES,
+    ReadOnlyUser, RepairReport, SeenPaths, SessionOptions, Stats, Store, StoreOptions, Upload, UploadReport,
+    UploadStart, UploadStatus, Usage, User, VerifyReport, MAX_PAGE, MAX_UPLOAD_METADATA_BYTES,
+    MAX_UPLOAD_METADATA_ENTRIES,
 };
 
 /// Shorthand for results of keepsake operations, with [`Error`] for any of

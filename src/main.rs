@@ -6,6 +6,10 @@
 
 mod cli;
 
+// See Cargo.toml: the command's many small allocations per file.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::main()
 }

@@ -101,6 +101,13 @@ impl FileName {
 /// Writes `bytes` escaped as [`FileName`]'s `Display` describes: valid,
 /// visible UTF-8 as it is, everything else as an escape.
 pub(crate) fn write_escaped(f: &mut impl fmt::Write, bytes: &[u8]) -> fmt::Result {
+    // Most names are printable ASCII with no backslash: one check of the
+    // bytes, and one slice out, rather than a test of each character.
+    if bytes.iter().all(|&b| matches!(b, b' '..=b'~') && b != b'\\') {
+        if let Ok(plain) = std::str::from_utf8(bytes) {
+            return f.write_str(plain);
+        }
+    }
     for chunk in bytes.utf8_chunks() {
         // Runs of characters shown as they are go out as one slice: a
         // listing of many names spends its time here.

@@ -1,7 +1,6 @@
 //! `keepsake backup`: walk paths, upload in durable batches, report each file
 //! once it is durable.
 
-use std::collections::HashSet;
 use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -9,7 +8,9 @@ use std::path::{self, Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use keepsake::{AlbumId, Content, DedupMode, FileName, ReadOnlyStore, Upload, UploadError, UploadReport, User};
+use keepsake::{
+    AlbumId, Content, DedupMode, FileName, ReadOnlyStore, SeenPaths, Upload, UploadError, UploadReport, User,
+};
 use serde::Serialize;
 
 use super::output::{bytes, shown, JsonName, Output};
@@ -224,7 +225,7 @@ pub(crate) fn run_unchanged(dir: &Path, user: &str, album: &str, scan: &Scan, ou
             reports.push((&f.path, r));
         }
     }
-    let seen: HashSet<PathBuf> = sources.into_iter().collect();
+    let seen: SeenPaths = sources.into_iter().collect();
     for root in &scan.roots {
         let Ok(root) = path::absolute(root) else {
             return Ok(false);
@@ -375,18 +376,15 @@ pub(crate) fn run(
     // Only a walk that saw every entry may conclude that a file is gone.
     let complete = walk.errors.is_empty();
     report.walk(&walk);
-    let mut seen = HashSet::new();
     let mut listed = Vec::with_capacity(walk.found.len());
     let sources = absolute_all(walk.found.iter().map(|f| f.path.as_path()));
     for (f, source) in walk.found.into_iter().zip(sources) {
         match source {
-            Ok(source) => {
-                seen.insert(source.clone());
-                listed.push((f, source));
-            }
+            Ok(source) => listed.push((f, source)),
             Err(e) => report.error(&f.path, e.to_string()),
         }
     }
+    let seen: SeenPaths = listed.iter().map(|(_, source)| source.clone()).collect();
     let mut to_read = Vec::new();
     if rehash {
         to_read = listed;

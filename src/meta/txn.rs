@@ -75,21 +75,28 @@ impl<'m> Txn<'m> {
     }
 
     pub(crate) fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if let Some(v) = self.writes[cf as usize].get(key) {
-            return Ok(v.clone());
-        }
-        match self.read[cf as usize].get(key) {
-            Some(v) => Ok(v.clone()),
-            None => self.meta.get_raw(cf, key),
+        self.with_value(cf, key, |v| Ok(v.map(<[u8]>::to_vec)))
+    }
+
+    /// Calls `f` with the value at `key`, borrowed where this transaction
+    /// holds it (written or read ahead): a batch's reads of the records it
+    /// has just written or read ahead copy nothing.
+    fn with_value<T>(&self, cf: Cf, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> Result<T>) -> Result<T> {
+        let held = self.writes[cf as usize]
+            .get(key)
+            .or_else(|| self.read[cf as usize].get(key));
+        match held {
+            Some(v) => f(v.as_deref()),
+            None => f(self.meta.get_raw(cf, key)?.as_deref()),
         }
     }
 
     pub(crate) fn get<R: Record>(&self, cf: Cf, key: &[u8]) -> Result<Option<R>> {
-        self.get_raw(cf, key)?.map(|v| decode(&v)).transpose()
+        self.with_value(cf, key, |v| v.map(decode).transpose())
     }
 
     pub(crate) fn exists(&self, cf: Cf, key: &[u8]) -> Result<bool> {
-        Ok(self.get_raw(cf, key)?.is_some())
+        self.with_value(cf, key, |v| Ok(v.is_some()))
     }
 
     /// Reads the committed values at `keys` in one batched lookup, so that

@@ -21,6 +21,7 @@
 
 use super::ledger::{occupy, release};
 use super::Inner;
+use crate::blob::Location;
 use crate::error::Result;
 use crate::hash::ContentHash;
 use crate::meta::records::{BlobRecord, DamageRecord, Place};
@@ -53,6 +54,18 @@ impl Inner {
 }
 
 impl Inner {
+    /// Whether recovery found any segment file missing or short at open.
+    pub(crate) fn knows_short_segments(&self) -> bool {
+        !self.recovery.damaged_segments.is_empty()
+    }
+
+    /// Whether the copy at `loc` lies, wholly or in part, past the end of a
+    /// segment file that recovery found missing or short.
+    pub(crate) fn short_copy(&self, loc: &Location) -> bool {
+        self.recovery.damaged_segments.contains(&loc.segment)
+            && self.blobs.file_len(loc.segment).unwrap_or(0) < loc.end()
+    }
+
     /// Marks damaged every blob whose copy lies, wholly or in part, past
     /// the end of a segment file that recovery found missing or short, in
     /// one commit at open. From then on the store asks for that content

@@ -77,6 +77,7 @@ pub use quota::Usage;
 pub use read::FileReader;
 pub use read_only::{ReadOnlyStore, ReadOnlyUser};
 pub use session::{SessionOptions, UploadStart, UploadStatus, MAX_UPLOAD_METADATA_BYTES, MAX_UPLOAD_METADATA_ENTRIES};
+pub use sources::SeenPaths;
 pub use trash::PurgeReport;
 pub use upload::{Content, DedupMode, HashedUpload, Outcome, Preflight, Upload, UploadReport};
 pub use user::User;

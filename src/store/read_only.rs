@@ -9,7 +9,7 @@
 //! it reads is committed metadata, which recovery never changes, so a store
 //! left by a crash reads the same here as after the next [`Store::open`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -18,7 +18,7 @@ use super::ledger::user_id;
 use super::library::{albums, find_album};
 use super::maintenance::stats;
 use super::quota::usage;
-use super::sources::{stale, unchanged};
+use super::sources::{stale, unchanged, Lost, SeenPaths};
 use super::{lock, AlbumInfo, Stats, Store, UploadReport, Usage};
 use crate::blob::{segment_file, Location};
 use crate::clock::{Clock, SystemClock};
@@ -237,7 +237,8 @@ impl ReadOnlyUser<'_> {
                 .get(&loc.segment)
                 .is_some_and(|&len| len < loc.end())
         };
-        Ok(unchanged(self.meta, &lost, self.id()?, album, files)?)
+        let lost: Lost<'_> = (!self.short_segments.is_empty()).then_some(&lost);
+        Ok(unchanged(self.meta, lost, self.id()?, album, files)?)
     }
 
     /// Whether [`User::forget_sources`](crate::User::forget_sources) would
@@ -248,12 +249,7 @@ impl ReadOnlyUser<'_> {
     ///
     /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
     ///   record.
-    pub fn has_forgotten_sources(
-        &self,
-        album: AlbumId,
-        root: &Path,
-        seen: &HashSet<PathBuf>,
-    ) -> Result<bool, LibraryError> {
+    pub fn has_forgotten_sources(&self, album: AlbumId, root: &Path, seen: &SeenPaths) -> Result<bool, LibraryError> {
         match user_id(self.meta, &self.name)? {
             Some(uid) => Ok(!stale(self.meta, uid, album, root, seen)?.is_empty()),
             None => Ok(false),
@@ -326,9 +322,9 @@ mod tests {
         let from_index = ids(index.unchanged_sources(album, &files).unwrap());
         assert_eq!(from_index, from_store);
         assert_eq!(from_index, [Some(sources[0].2), None, None]);
-        let seen = HashSet::from([paths[0].clone(), paths[1].clone()]);
+        let seen = SeenPaths::from_iter([paths[0].clone(), paths[1].clone()]);
         assert!(!index.has_forgotten_sources(album, dir.path(), &seen).unwrap());
-        let seen = HashSet::from([paths[0].clone()]);
+        let seen = SeenPaths::from_iter([paths[0].clone()]);
         assert!(index.has_forgotten_sources(album, dir.path(), &seen).unwrap());
     }
 }
