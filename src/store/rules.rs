@@ -349,8 +349,19 @@ pub(crate) fn apply(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Appli
 }
 
 /// Reads ahead, in one batched lookup per kind, the records the commit step
-/// of these uploads asks for by hash: the user's counts and the blobs.
+/// of these uploads asks for by hash (the user's counts and the blobs),
+/// and their albums, which [`plan`] reads for every upload: a batch that
+/// writes nothing (a `--rehash` of a folder already stored) would read
+/// each from the database again.
 pub(crate) fn prefetch(txn: &mut Txn<'_>, uid: u64, pending: &[Pending]) -> Result<()> {
+    let mut albums: Vec<u64> = pending.iter().map(|p| p.album).collect();
+    albums.sort_unstable();
+    albums.dedup();
+    txn.prefetch(
+        Cf::Albums,
+        albums.into_iter().map(|a| keys::album(uid, a)).collect(),
+        true,
+    )?;
     let counts = pending.iter().map(|p| keys::user_hash(uid, &p.hash)).collect();
     txn.prefetch(Cf::UserBlobs, counts, false)?;
     let blobs = pending.iter().map(|p| p.hash.as_bytes().to_vec()).collect();
