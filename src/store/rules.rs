@@ -190,11 +190,13 @@ fn matches(txn: &Txn<'_>, uid: u64, hash: &ContentHash, name: &FileName, mode: D
 /// several are live: an album must never show the same photo twice because
 /// of a re-upload.
 ///
-/// `known` is a live file of the user's that holds the content, if the
-/// caller knows one (a backup into a second album knows the file its
-/// source record names). Where it is the user's only live file with the
-/// content, the duplicates are it or nobody, and the index is not scanned:
-/// over a folder of distinct photos, that scan was a fifth of the time.
+/// `known` is a file of the user's that held the content when the caller
+/// looked (a backup into a second album knows the file its source record
+/// names). Where it is still live with the content and the user's only
+/// live file with it, the duplicates are it or nobody, and the index is not
+/// scanned: over a folder of distinct photos, that scan was a fifth of the
+/// time. If it was trashed or purged since (by work earlier in the same
+/// group commit), the one live file is another, and the index is scanned.
 fn plan(
     txn: &Txn<'_>,
     uid: u64,
@@ -219,17 +221,16 @@ fn plan(
     let dups = match (held.live, known) {
         // Only trashed files hold it.
         (0, _) => Vec::new(),
-        (1, Some(k)) => {
-            let file = load_file(txn, uid, k)?;
-            let matching = file.is_some_and(|f| {
-                f.trashed_ms.is_none() && f.hash == *hash && (mode == DedupMode::Hash || f.name.same_as(name))
-            });
-            if matching {
-                vec![k]
-            } else {
-                Vec::new()
+        (1, Some(k)) => match load_file(txn, uid, k)? {
+            Some(f) if f.trashed_ms.is_none() && f.hash == *hash => {
+                if mode == DedupMode::Hash || f.name.same_as(name) {
+                    vec![k]
+                } else {
+                    Vec::new()
+                }
             }
-        }
+            _ => matches(txn, uid, hash, name, mode)?,
+        },
         _ => matches(txn, uid, hash, name, mode)?,
     };
     for &f in &dups {
@@ -437,4 +438,57 @@ fn store_new(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Result<Optio
         bytes_written: 0,
         charged_bytes: charged,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::trash::delete_in;
+    use crate::store::{Content, Store};
+
+    /// A known file trashed earlier in the same transaction is no
+    /// duplicate, and the only live copy left is another file: the rules
+    /// find that one (already in the album: skipped), never restore the
+    /// trashed one beside it.
+    #[test]
+    fn a_known_file_trashed_earlier_in_the_transaction_gives_way_to_the_live_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let u = store.user("u").unwrap();
+        let (camera, trip) = (u.ensure_album("Camera").unwrap(), u.ensure_album("Trip").unwrap());
+        let known = u
+            .upload(camera, "a.jpg", Content::from(&b"img"[..]), DedupMode::NameAndHash)
+            .unwrap();
+        let other = u
+            .upload(trip, "b.jpg", Content::from(&b"img"[..]), DedupMode::NameAndHash)
+            .unwrap();
+        assert_eq!(other.outcome, Outcome::Stored);
+        let uid = u.id().unwrap().unwrap();
+        let hash = ContentHash::of(b"img");
+        let mut txn = Txn::committing(&store.inner.meta);
+        let name = FileName::from("a.jpg");
+        assert_eq!(
+            plan(&txn, uid, trip.0, &name, &hash, DedupMode::Hash, Some(known.file_id.0)).unwrap(),
+            Preflight::Skip(other.file_id)
+        );
+        delete_in(&mut txn, uid, known.file_id, 1).unwrap();
+        assert_eq!(
+            plan(&txn, uid, trip.0, &name, &hash, DedupMode::Hash, Some(known.file_id.0)).unwrap(),
+            Preflight::Skip(other.file_id)
+        );
+        // Under the desktop rule only a.jpg matches, and it is in the trash.
+        assert_eq!(
+            plan(
+                &txn,
+                uid,
+                trip.0,
+                &name,
+                &hash,
+                DedupMode::NameAndHash,
+                Some(known.file_id.0)
+            )
+            .unwrap(),
+            Preflight::Restore(known.file_id)
+        );
+    }
 }

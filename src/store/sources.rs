@@ -191,7 +191,7 @@ impl FromIterator<PathBuf> for SeenPaths {
         if !paths.is_sorted_by(|a, b| bytes(a) <= bytes(b)) {
             paths.sort_unstable_by(|a, b| bytes(a).cmp(bytes(b)));
         }
-        paths.dedup();
+        paths.dedup_by(|a, b| bytes(a) == bytes(b));
         SeenPaths(paths)
     }
 }
