@@ -259,7 +259,8 @@ impl Meta {
                 (found..FORMAT_VERSION).try_for_each(|from| match from {
                     1 => migrate::from_v1(self),
                     2 => migrate::from_v2(self),
-                    _ => migrate::from_v3(self),
+                    3 => migrate::from_v3(self),
+                    _ => Err(OpenError::Corrupt(format!("no migration from format {from}"))),
                 })
             }
             Some(found) => Err(OpenError::UnsupportedFormat {

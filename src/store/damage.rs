@@ -19,6 +19,8 @@
 //! [`User::check`]: crate::User::check
 //! [`User::link`]: crate::User::link
 
+use std::collections::HashMap;
+
 use super::ledger::{occupy, release};
 use super::Inner;
 use crate::blob::Location;
@@ -53,17 +55,25 @@ impl Inner {
     }
 }
 
-impl Inner {
-    /// Whether recovery found any segment file missing or short at open.
-    pub(crate) fn knows_short_segments(&self) -> bool {
-        !self.recovery.damaged_segments.is_empty()
-    }
+/// Segment files found shorter than their records say (missing: 0), by
+/// id, with their lengths: a copy that lies past the end of one is lost.
+pub(crate) type ShortSegments = HashMap<u64, u64>;
 
-    /// Whether the copy at `loc` lies, wholly or in part, past the end of a
-    /// segment file that recovery found missing or short.
-    pub(crate) fn short_copy(&self, loc: &Location) -> bool {
-        self.recovery.damaged_segments.contains(&loc.segment)
-            && self.blobs.file_len(loc.segment).unwrap_or(0) < loc.end()
+/// Whether the copy at `loc` lies, wholly or in part, past the end of one
+/// of the `short` segment files.
+pub(crate) fn lost(short: &ShortSegments, loc: &Location) -> bool {
+    short.get(&loc.segment).is_some_and(|&len| len < loc.end())
+}
+
+impl Inner {
+    /// The segment files that recovery found missing or short at open,
+    /// with their lengths now (one `open` each, none on a whole store).
+    pub(crate) fn short_segments(&self) -> ShortSegments {
+        self.recovery
+            .damaged_segments
+            .iter()
+            .map(|&id| (id, self.blobs.file_len(id).unwrap_or(0)))
+            .collect()
     }
 
     /// Marks damaged every blob whose copy lies, wholly or in part, past
@@ -73,20 +83,15 @@ impl Inner {
     /// it came from), and the next upload of it heals it. Returns how many
     /// blobs were newly marked.
     pub(crate) fn note_lost_copies(&self) -> Result<u64> {
-        let lost: Vec<(u64, u64)> = self
-            .recovery
-            .damaged_segments
-            .iter()
-            .map(|&id| (id, self.blobs.file_len(id).unwrap_or(0)))
-            .collect();
-        if lost.is_empty() {
+        let short = self.short_segments();
+        if short.is_empty() {
             return Ok(0);
         }
         let mut marked = Vec::new();
         self.meta.scan(Cf::Blobs, &[], |k, v| {
             let blob: BlobRecord = crate::meta::decode(v)?;
             if let Place::Segment(loc) = blob.place {
-                if lost.iter().any(|&(id, len)| id == loc.segment && loc.end() > len) {
+                if lost(&short, &loc) {
                     marked.push((k.to_vec(), loc));
                 }
             }

@@ -9,18 +9,18 @@
 //! it reads is committed metadata, which recovery never changes, so a store
 //! left by a crash reads the same here as after the next [`Store::open`].
 
-use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use super::damage::ShortSegments;
 use super::ledger::user_id;
 use super::library::{albums, find_album};
 use super::maintenance::stats;
 use super::quota::usage;
-use super::sources::{stale, unchanged, Lost, SeenPaths};
+use super::sources::{stale, unchanged, SeenPaths};
 use super::{lock, AlbumInfo, Stats, Store, UploadReport, Usage};
-use crate::blob::{segment_file, Location};
+use crate::blob::segment_file;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{LibraryError, NameError, OpenError, Result, StorageError};
 use crate::ids::AlbumId;
@@ -59,7 +59,7 @@ pub struct ReadOnlyStore {
     /// The segment files shorter than their records say (missing: 0), and
     /// their lengths: a source whose content lies past the end of one is
     /// not trusted from here, so that the backup reads and heals it.
-    short_segments: HashMap<u64, u64>,
+    short_segments: ShortSegments,
     _lock: File,
 }
 
@@ -76,7 +76,7 @@ impl std::fmt::Debug for ReadOnlyStore {
 pub struct ReadOnlyUser<'s> {
     meta: &'s Meta,
     name: String,
-    short_segments: &'s HashMap<u64, u64>,
+    short_segments: &'s ShortSegments,
     /// The user's id, looked up once (nothing changes under a read-only
     /// open).
     id: OnceLock<Option<u64>>,
@@ -113,7 +113,7 @@ impl ReadOnlyStore {
         }
         let lock = lock(root)?;
         let meta = Meta::open_read_only(&root.join("meta"), crate::meta::DEFAULT_CACHE)?;
-        let mut short_segments = HashMap::new();
+        let mut short_segments = ShortSegments::new();
         for (k, v) in meta
             .scan_all(Cf::Segments, &[])
             .map_err(|e| OpenError::Corrupt(e.to_string()))?
@@ -232,13 +232,7 @@ impl ReadOnlyUser<'_> {
         album: AlbumId,
         files: &[(&Path, &Metadata)],
     ) -> Result<Vec<Option<UploadReport>>, LibraryError> {
-        let lost = |loc: &Location| {
-            self.short_segments
-                .get(&loc.segment)
-                .is_some_and(|&len| len < loc.end())
-        };
-        let lost: Lost<'_> = (!self.short_segments.is_empty()).then_some(&lost);
-        Ok(unchanged(self.meta, lost, self.id()?, album, files)?)
+        Ok(unchanged(self.meta, self.short_segments, self.id()?, album, files)?)
     }
 
     /// Whether [`User::forget_sources`](crate::User::forget_sources) would

@@ -14,10 +14,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use super::damage::{lost, ShortSegments};
 use super::library::albums;
 use super::rules::link_in;
 use super::{DedupMode, FileInfo, HashedUpload, Outcome, UploadReport, User};
-use crate::blob::Location;
 use crate::error::{Fault, LibraryError, Result, StorageError, UploadError};
 use crate::ids::{AlbumId, FileId};
 use crate::meta::records::{BlobRecord, DamageRecord, FileRecord, Place, Seen, SourceRecord};
@@ -34,15 +34,10 @@ fn key(uid: u64, album: AlbumId, path: &Path) -> Vec<u8> {
     keys::source(uid, album.0, path.as_os_str().as_bytes())
 }
 
-/// Which segment copies the store knows to be cut short (they lie past the
-/// end of a segment file found short at open), or `None` when it knows of
-/// no short segment: then no copy is asked about.
-pub(crate) type Lost<'a> = Option<&'a dyn Fn(&Location) -> bool>;
-
 /// [`User::unchanged_sources`] over committed metadata.
 pub(crate) fn unchanged(
     meta: &Meta,
-    lost: Lost<'_>,
+    short: &ShortSegments,
     uid: Option<u64>,
     album: AlbumId,
     files: &[(&Path, &Metadata)],
@@ -52,7 +47,7 @@ pub(crate) fn unchanged(
         return Ok(out);
     };
     let all: Vec<usize> = (0..files.len()).collect();
-    for (i, file) in vouched(meta, lost, uid, album, files, &all, true)? {
+    for (i, file) in vouched(meta, short, uid, album, files, &all, true)? {
         out[i] = Some(UploadReport {
             file_id: file.id,
             outcome: Outcome::Skipped,
@@ -69,19 +64,18 @@ pub(crate) fn unchanged(
 /// `i` in `open`: a record with the stamp the file shows now, of a file of
 /// the user's that is still live (and in `album`, if `in_album`), whose
 /// content the store holds whole, in the order of `open`. Each step reads
-/// what all the files it
-/// still trusts need in one batched lookup (the source records and their
-/// file records, close together, by one forward iteration each), rather
-/// than point reads per file.
+/// what all the files it still trusts need in one batched lookup (the
+/// source records and their file records, close together, by one forward
+/// iteration each), rather than point reads per file.
 ///
 /// Their blobs are looked up only when the store knows of damage (a
-/// damage record, or a segment found short): a live file's blob record
+/// damage record, or a segment in `short`): a live file's blob record
 /// exists by the reference invariant `verify` checks, so without known
 /// damage the lookup can only say "whole". Those are a million random
 /// reads in a re-run of a million files, a fifth of its time.
 fn vouched(
     meta: &Meta,
-    lost: Lost<'_>,
+    short: &ShortSegments,
     uid: u64,
     album: AlbumId,
     files: &[(&Path, &Metadata)],
@@ -109,8 +103,11 @@ fn vouched(
                 .map(|f| (i, f))
         })
         .collect();
+    if live.is_empty() {
+        return Ok(live);
+    }
     let no_damage = meta.is_empty(Cf::Damaged)?;
-    if no_damage && lost.is_none() {
+    if no_damage && short.is_empty() {
         return Ok(live);
     }
     let keys: Vec<_> = live.iter().map(|(_, f)| f.hash.as_bytes().to_vec()).collect();
@@ -124,7 +121,7 @@ fn vouched(
         .into_iter()
         .zip(blobs)
         .zip(damage)
-        .filter(|((_, blob), damage)| blob.as_ref().is_some_and(|b| intact(lost, b, damage.as_ref())))
+        .filter(|((_, blob), damage)| blob.as_ref().is_some_and(|b| intact(short, b, damage.as_ref())))
         .map(|((found, _), _)| found)
         .collect())
 }
@@ -148,13 +145,13 @@ fn shared_prefix<'a>(files: &[(&'a Path, &Metadata)]) -> &'a [u8] {
 /// Whether the store holds a blob whole as far as it knows without reading
 /// it: no damage is known of the copy its record names (a read or a scrub
 /// that failed its hash, a segment file found missing or short at open),
-/// and `lost` does not say its copy lies past the end of its segment file.
+/// and its copy does not lie past the end of a `short` segment file.
 /// A file whose content is not whole (or has no blob record) is read again,
 /// so that the ordinary re-run of a backup heals it, as restic's backup
 /// re-reads files whose stored data is missing.
-fn intact(lost: Lost<'_>, blob: &BlobRecord, damage: Option<&DamageRecord>) -> bool {
-    if let (Place::Segment(loc), Some(lost)) = (&blob.place, lost) {
-        if lost(loc) {
+fn intact(short: &ShortSegments, blob: &BlobRecord, damage: Option<&DamageRecord>) -> bool {
+    if let Place::Segment(loc) = &blob.place {
+        if lost(short, loc) {
             return false;
         }
     }
@@ -276,10 +273,9 @@ impl User {
         files: &[(&Path, &Metadata)],
     ) -> Result<Vec<Option<UploadReport>>, LibraryError> {
         let inner = self.inner();
-        let lost = |loc: &Location| inner.short_copy(loc);
         Ok(unchanged(
             &inner.meta,
-            inner.knows_short_segments().then_some(&lost),
+            &inner.short_segments(),
             self.id()?,
             album,
             files,
@@ -342,8 +338,7 @@ impl User {
         let Some(uid) = self.id()? else {
             return Ok(out);
         };
-        let lost = |loc: &Location| inner.short_copy(loc);
-        let lost: Lost<'_> = inner.knows_short_segments().then_some(&lost);
+        let short = inner.short_segments();
         // The other albums, each asked about the files none before vouched
         // for; one seek first tells whether the album has any record under
         // the folder the batch shares, so that a user with many albums pays
@@ -369,15 +364,12 @@ impl User {
             if !any {
                 continue;
             }
-            let vouched = vouched(&inner.meta, lost, uid, other, files, &open, false)?;
+            let vouched = vouched(&inner.meta, &short, uid, other, files, &open, false)?;
             // Both in the order of `files`: one merge.
             let mut done = vouched.iter().map(|(i, _)| *i).peekable();
             open.retain(|i| done.next_if_eq(i).is_none());
             found.extend(vouched);
         }
-        // The files found, in this album: what the duplicate rules will ask
-        // of the most common case (the file itself is the duplicate).
-        let known: Vec<u64> = found.iter().map(|(_, f)| f.id.0).collect();
         let links: Vec<(usize, PathBuf, Stamp, HashedUpload, FileId)> = found
             .into_iter()
             .filter_map(|(i, file)| {
@@ -401,9 +393,15 @@ impl User {
                 .map(|(_, _, _, up, _)| keys::user_hash(uid, &up.hash))
                 .collect();
             txn.prefetch(Cf::UserBlobs, counts, false)?;
-            txn.prefetch(Cf::Files, known.iter().map(|&f| keys::file(uid, f)).collect(), true)?;
-            let members = known.iter().map(|&f| keys::member(uid, album.0, f)).collect();
-            txn.prefetch(Cf::Members, members, true)?;
+            // The files found, in this album: what the duplicate rules will
+            // ask of the most common case (the file itself is the duplicate).
+            let known = || links.iter().map(|(.., file)| file.0);
+            txn.prefetch(Cf::Files, known().map(|f| keys::file(uid, f)).collect(), true)?;
+            txn.prefetch(
+                Cf::Members,
+                known().map(|f| keys::member(uid, album.0, f)).collect(),
+                true,
+            )?;
             let mut results = Vec::with_capacity(links.len());
             for (i, path, stamp, up, file) in links {
                 let sp = txn.savepoint();
