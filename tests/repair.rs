@@ -559,7 +559,8 @@ fn surveying_one_blob_at_a_time_finds_and_repairs_what_one_pass_does() {
         ..
     } = lib;
     drop(store);
-    // One blob per hash range: as many passes over the files as blobs.
+    // One file per hash range on average: about as many passes over the
+    // files as there are files.
     let store = Store::open_with(dir.path(), options().verify_range(1)).unwrap();
     let ranged = store.verify(false).unwrap();
     assert!(whole.problems.len() >= 17, "{whole:#?}");

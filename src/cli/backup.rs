@@ -43,7 +43,9 @@ pub(crate) struct Summary {
     pub stored: u64,
     pub linked: u64,
     pub skipped: u64,
-    /// Files brought back from the trash: their content was uploaded again.
+    /// Files brought back from the trash because their content was backed
+    /// up again (read and uploaded, or vouched for by another album's
+    /// records).
     pub restored: u64,
     pub bytes_written: u64,
     pub bytes_deduplicated: u64,

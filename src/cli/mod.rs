@@ -365,9 +365,11 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
         }
         scan = Some(walked);
     }
-    // `usage` reads three records: a read-only open answers it without the
-    // cost of opening the store to write. Anything it cannot answer (a
-    // store in use, an older format, an unknown user name) goes the usual
+    // `usage` reads only the user's own records: a read-only open answers
+    // it without the cost of opening the store to write (and without its
+    // recovery, which never changes committed records, so there are no
+    // recovery notes to print). Anything it cannot answer (a store in use,
+    // an older format, a name that is not a valid user name) goes the usual
     // way below, which says what is wrong.
     if matches!(cli.command, Command::Usage) {
         if let Ok(Some(store)) = ReadOnlyStore::open(&dir) {

@@ -189,7 +189,7 @@ impl Meta {
         let cache = Cache::new_lru_cache(cache);
         let mut opts = db_options(&cache);
         // RocksDB opens each column family's table files with this many
-        // threads, started per column family: its default of 16 costs 17 x 16
+        // threads, started per column family: its default of 16 costs 16 x 16
         // thread creations, most of a CLI command's time, on 2 cores.
         opts.set_max_file_opening_threads(1);
         // Info level writes every option of every column family to the log
@@ -460,9 +460,12 @@ impl Meta {
     }
 
     /// An iterator over the committed entries of `cf`, for a caller that
-    /// seeks it many times.
-    pub(crate) fn raw_iterator(&self, cf: Cf) -> DBRawIterator<'_> {
-        self.db.raw_iterator_cf(self.cf(cf))
+    /// seeks it many times; `fill_cache` as for [`scan`](Self::scan), false
+    /// for a pass over a whole family.
+    pub(crate) fn raw_iterator(&self, cf: Cf, fill_cache: bool) -> DBRawIterator<'_> {
+        let mut ro = ReadOptions::default();
+        ro.fill_cache(fill_cache);
+        self.db.raw_iterator_cf_opt(self.cf(cf), ro)
     }
 
     pub(crate) fn batch_put(&self, b: &mut WriteBatch, cf: Cf, key: &[u8], value: &[u8]) {

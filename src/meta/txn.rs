@@ -179,8 +179,14 @@ impl<'m> Txn<'m> {
             stopped = step.is_break();
             Ok(step)
         };
-        let slot = self.iters.as_ref().map(|iters| &iters[cf as usize]);
-        let mut it = slot.and_then(Cell::take).unwrap_or_else(|| self.meta.raw_iterator(cf));
+        // A pass over a whole family (repair's survey) makes its own
+        // iterator, which leaves the block cache to the hot set, as
+        // `Meta::scan` does.
+        let whole = prefix.is_empty();
+        let slot = self.iters.as_ref().filter(|_| !whole).map(|iters| &iters[cf as usize]);
+        let mut it = slot
+            .and_then(Cell::take)
+            .unwrap_or_else(|| self.meta.raw_iterator(cf, !whole));
         it.seek(start);
         let mut walked = Ok(());
         while let (Some(k), Some(v)) = (it.key(), it.value()) {

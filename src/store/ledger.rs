@@ -383,7 +383,7 @@ pub(crate) fn release(txn: &mut Txn<'_>, place: &Place) -> Result<()> {
 }
 
 /// Moves a live file to the trash: out of every album and out of the
-/// duplicate indexes. Its album list is kept for restoring.
+/// duplicate index. Its album list is kept for restoring.
 pub(crate) fn trash_file(
     txn: &mut Txn<'_>,
     uid: u64,
@@ -403,7 +403,7 @@ pub(crate) fn trash_file(
 }
 
 /// Takes a trashed file out of the trash, live again and back in the
-/// duplicate indexes, in no album yet. Returns the albums it was in, for the
+/// duplicate index, in no album yet. Returns the albums it was in, for the
 /// caller to put it back into those it chooses.
 pub(crate) fn untrash_file(
     txn: &mut Txn<'_>,

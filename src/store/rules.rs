@@ -16,7 +16,8 @@
 //!   user.
 //!
 //! [`plan`] decides from the metadata alone (the commit step's
-//! [`apply`], [`User::check`], [`User::link`]); nothing here touches blob
+//! [`apply`], [`User::check`], [`User::link`], and [`link_in`] for a
+//! folder linked into a second album by `User::link_sources`); nothing here touches blob
 //! bytes, which [`ingest`](super::ingest) writes before the commit.
 
 use super::damage::{heal, is_damaged};

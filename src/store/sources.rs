@@ -146,7 +146,8 @@ fn shared_prefix<'a>(files: &[(&'a Path, &Metadata)]) -> &'a [u8] {
 /// it: no damage is known of the copy its record names (a read or a scrub
 /// that failed its hash, a segment file found missing or short at open),
 /// and its copy does not lie past the end of a `short` segment file.
-/// A file whose content is not whole (or has no blob record) is read again,
+/// Asked only where the store knows of damage (see [`vouched`]): a file
+/// whose content is not whole (or has no blob record) is then read again,
 /// so that the ordinary re-run of a backup heals it, as restic's backup
 /// re-reads files whose stored data is missing.
 fn intact(short: &ShortSegments, blob: &BlobRecord, damage: Option<&DamageRecord>) -> bool {
@@ -527,7 +528,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("store")).unwrap();
         let album = store.user("u").unwrap().ensure_album("A").unwrap();
-        let paths = ["r/kept", "r/sub/gone", "rx/sibling"].map(|p| dir.path().join(p));
+        // `r/sub.jpg` sorts before `r/sub/…` by bytes (as records are
+        // keyed) but after them by path components.
+        let paths = ["r/kept", "r/sub/gone", "rx/sibling", "r/sub.jpg", "r/sub/kept"].map(|p| dir.path().join(p));
         let mut sources = Vec::new();
         for (i, p) in paths.iter().enumerate() {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -544,7 +547,7 @@ mod tests {
         store.user("u").unwrap().record_sources(album, &sources, later).unwrap();
 
         // Unsorted, with a path outside the root: the merge steps over it.
-        let seen = SeenPaths::from_iter([paths[2].clone(), paths[0].clone()]);
+        let seen = SeenPaths::from_iter([4, 2, 3, 0].map(|i| paths[i].clone()));
         store
             .user("u")
             .unwrap()
@@ -554,7 +557,11 @@ mod tests {
             .iter()
             .map(|(p, m, _)| store.user("u").unwrap().unchanged_sources(album, &[(p, m)]).unwrap()[0].is_some())
             .collect();
-        assert_eq!(trusted, [true, false, true], "`rx` is a sibling of `r`, not under it");
+        assert_eq!(
+            trusted,
+            [true, false, true, true, true],
+            "`rx` is a sibling of `r`, not under it"
+        );
     }
 
     /// Writes `paths[i]` with ten bytes `i`, backs each up into `album`

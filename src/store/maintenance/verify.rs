@@ -2,7 +2,7 @@
 //! compare it with what the store keeps, and optionally re-hash every blob.
 //!
 //! The file records are the source of truth. Reference counts, usage
-//! counters, album counters, membership keys, the duplicate indexes, the
+//! counters, album counters, membership keys, the duplicate index, the
 //! trash index, GC candidates and segment accounting are all derived from
 //! them, so each can be checked exactly. Checks read one RocksDB snapshot,
 //! so uploads running meanwhile cannot cause false reports.
