@@ -82,4 +82,14 @@ pub trait FsFile: Send + Sync {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes the file's data durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
+    /// Asks the system to start writing the `len` bytes at `offset` to the
+    /// disk, and returns without waiting. A hint, not a promise: nothing is
+    /// durable until [`sync_data`](Self::sync_data) returns, and a failure
+    /// to write is that call's to report. The blob log gives it every few
+    /// MiB it appends, so that the disk works while the next bytes are
+    /// written instead of all at the batch's sync. The default does
+    /// nothing.
+    fn start_writeback(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
 }
