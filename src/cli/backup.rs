@@ -388,43 +388,51 @@ pub(crate) fn run(
     }
     let seen: SeenPaths = listed.iter().map(|(_, source)| source.clone()).collect();
     let mut to_read = Vec::new();
-    if rehash {
-        to_read = listed;
-    } else {
-        let mut listed = listed.into_iter().peekable();
-        while listed.peek().is_some() {
-            let chunk: Vec<_> = listed.by_ref().take(LOOKUP_BATCH).collect();
-            let files: Vec<_> = chunk.iter().map(|(f, source)| (source.as_path(), &f.meta)).collect();
-            let answers = user.unchanged_sources(album, &files)?;
-            // What another album's records vouch for is linked unread.
-            let unknown: Vec<_> = files
-                .iter()
-                .zip(&answers)
-                .filter(|(_, a)| a.is_none())
-                .map(|(f, _)| *f)
-                .collect();
-            let mut linked = user.link_sources(album, mode, &unknown)?.into_iter();
-            for ((f, source), r) in chunk.into_iter().zip(answers) {
-                // One answer of `linked` for each file the album did not vouch for.
-                let answer = match r {
-                    Some(r) => Some((Ok(r), true)),
-                    None => linked.next().flatten().map(|r| (r, false)),
-                };
-                match answer {
-                    Some((Ok(r), unchanged)) => {
-                        report.bar.inc(f.meta.len());
-                        report.file(&f.path, &r, unchanged);
-                    }
-                    Some((Err(e), _)) => {
-                        report.bar.inc(f.meta.len());
-                        report.error(&f.path, e.to_string());
-                    }
-                    None => to_read.push((f, source)),
-                }
-            }
-            // The links are durable: a reader may see their lines now.
-            let _ = report.out.flush();
+    let mut listed = listed.into_iter().peekable();
+    while listed.peek().is_some() {
+        let chunk: Vec<_> = listed.by_ref().take(LOOKUP_BATCH).collect();
+        let files: Vec<_> = chunk.iter().map(|(f, source)| (source.as_path(), &f.meta)).collect();
+        // --rehash trusts a record only once the file's bytes agree
+        // with it, and links nothing unread.
+        let answers = if rehash {
+            user.rehashed_sources(album, &files)?
+        } else {
+            user.unchanged_sources(album, &files)?
+        };
+        // What another album's records vouch for is linked unread.
+        let unknown: Vec<_> = files
+            .iter()
+            .zip(&answers)
+            .filter(|(_, a)| a.is_none() && !rehash)
+            .map(|(f, _)| *f)
+            .collect();
+        let mut linked = if unknown.is_empty() {
+            Vec::new()
+        } else {
+            user.link_sources(album, mode, &unknown)?
         }
+        .into_iter();
+        for ((f, source), r) in chunk.into_iter().zip(answers) {
+            // One answer of `linked` for each file the album did not
+            // vouch for; a rehashed file is not "unchanged": it was read.
+            let answer = match r {
+                Some(r) => Some((Ok(r), !rehash)),
+                None => linked.next().flatten().map(|r| (r, false)),
+            };
+            match answer {
+                Some((Ok(r), unchanged)) => {
+                    report.bar.inc(f.meta.len());
+                    report.file(&f.path, &r, unchanged);
+                }
+                Some((Err(e), _)) => {
+                    report.bar.inc(f.meta.len());
+                    report.error(&f.path, e.to_string());
+                }
+                None => to_read.push((f, source)),
+            }
+        }
+        // The links are durable: a reader may see their lines now.
+        let _ = report.out.flush();
     }
     let mut uploads = Uploads {
         user,

@@ -1,12 +1,15 @@
 //! Reading a user's source files safely: how one is opened (never through a
 //! symbolic link, never blocking, only a regular file, only the one that was
-//! seen) and how a read tells that the file was written meanwhile.
+//! seen), how a read tells that the file was written meanwhile, and
+//! whether a file still holds the content it was recorded with.
 
+use std::cell::RefCell;
 use std::fs::{File, Metadata, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::error::{Fault, Result};
+use crate::hash::{hash_reader, read_full, ContentHash, HASH_CHUNK};
 use crate::stamp::Stamp;
 
 /// Opens a source file to read it, and its metadata: never through a
@@ -47,6 +50,35 @@ pub(crate) fn open(path: &Path, what: &str, seen: Option<Stamp>) -> Result<(File
 /// is the one before it.
 pub(crate) fn undisturbed(before: &Metadata, after: &Metadata, read: usize) -> bool {
     read as u64 == before.len() && Stamp::of(before) == Stamp::of(after)
+}
+
+/// Whether the file at `path` is still the one seen as `seen` and its
+/// bytes still hash to `hash`, read as [`open`] reads (no link followed)
+/// and left alone while read. Any failure to open or read it answers
+/// `false`: the caller then uploads it, and the upload reports the error.
+///
+/// A file smaller than a hashing chunk is read whole into a buffer the
+/// thread keeps, and hashed on this thread, as the ingest pipeline's
+/// workers do (callers run one file per core); a larger one is streamed.
+pub(crate) fn hashes_to(path: &Path, seen: Stamp, hash: &ContentHash) -> bool {
+    thread_local! {
+        static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    let Ok((mut f, before)) = open(path, "", Some(seen)) else {
+        return false;
+    };
+    let got = match usize::try_from(before.len()) {
+        Ok(len) if len < HASH_CHUNK => BUFFER.with_borrow_mut(|buf| {
+            // One byte of room past the size tells a file that grew.
+            buf.resize(buf.len().max(len + 1), 0);
+            read_full(&mut f, &mut buf[..=len]).map(|n| (n, ContentHash::of_on_this_thread(&buf[..n])))
+        }),
+        _ => hash_reader(&mut f).map(|(h, n)| (usize::try_from(n).unwrap_or(usize::MAX), h)),
+    };
+    let Ok((read, got)) = got else {
+        return false;
+    };
+    f.metadata().is_ok_and(|after| undisturbed(&before, &after, read)) && got == *hash
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! then costs no write open at all.
 
 use std::fs::Metadata;
+use std::num::NonZeroUsize;
 use std::ops::ControlFlow;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -16,9 +17,12 @@ use std::time::{Duration, SystemTime};
 
 use super::damage::{lost, ShortSegments};
 use super::library::albums;
+use super::pipeline::ordered_map;
 use super::rules::link_in;
+use super::source_file::hashes_to;
 use super::{DedupMode, FileInfo, HashedUpload, Outcome, UploadReport, User};
 use crate::error::{Fault, LibraryError, Result, StorageError, UploadError};
+use crate::hash::ContentHash;
 use crate::ids::{AlbumId, FileId};
 use crate::meta::records::{BlobRecord, DamageRecord, FileRecord, Place, Seen, SourceRecord};
 use crate::meta::{keys, Cf, Meta};
@@ -29,6 +33,10 @@ use crate::stamp::Stamp;
 /// recorded: a later edit within the same timestamp tick would leave its
 /// stamp unchanged (the "racy" case git and restic guard against).
 const RACY: Duration = Duration::from_secs(2);
+
+/// How many files [`User::rehashed_sources`]' readers may run ahead of the
+/// thread taking their answers: only answers wait, not bytes.
+const REHASH_AHEAD: NonZeroUsize = NonZeroUsize::new(64).expect("not zero");
 
 fn key(uid: u64, album: AlbumId, path: &Path) -> Vec<u8> {
     keys::source(uid, album.0, path.as_os_str().as_bytes())
@@ -281,6 +289,69 @@ impl User {
             album,
             files,
         )?)
+    }
+
+    /// [`unchanged_sources`](Self::unchanged_sources) with proof: each file
+    /// the records vouch for is also read (on every core, never through a
+    /// link, as an upload reads it) and trusted only if its bytes still hash
+    /// to the recorded content and it was left alone while read. This is
+    /// `keepsake backup --rehash`: content that changed under an unchanged
+    /// stamp (a tool that restores the times, a disk that rots) answers
+    /// `None` and is uploaded again, while content that did not costs a
+    /// read and a hash, and no commit, as `b3sum` would.
+    ///
+    /// # Errors
+    ///
+    /// - [`LibraryError::Storage`] if the metadata database fails or holds a corrupt
+    ///   record. A file that cannot be opened or read answers `None`: its
+    ///   upload reports why.
+    ///
+    /// ```
+    /// use keepsake::{Content, DedupMode, Store};
+    /// use std::time::{Duration, SystemTime};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path().join("store")).unwrap();
+    /// let u = store.user("u").unwrap();
+    /// let album = u.ensure_album("A").unwrap();
+    /// let (a, b) = (dir.path().join("a.jpg"), dir.path().join("b.jpg"));
+    /// std::fs::write(&a, b"pixels").unwrap();
+    /// std::fs::write(&b, b"other pixels").unwrap();
+    /// let (ma, mb) = (std::fs::metadata(&a).unwrap(), std::fs::metadata(&b).unwrap());
+    /// let ra = u.upload(album, "a.jpg", Content::Path(a.clone()), DedupMode::NameAndHash).unwrap();
+    /// let later = SystemTime::now() + Duration::from_secs(60);
+    /// // b.jpg recorded as the file stored from a.jpg: its bytes say otherwise.
+    /// let records = [(a.clone(), ma.clone(), ra.file_id), (b.clone(), mb.clone(), ra.file_id)];
+    /// u.record_sources(album, &records, later).unwrap();
+    /// let answers = u.rehashed_sources(album, &[(&a, &ma), (&b, &mb)]).unwrap();
+    /// assert_eq!(answers[0].as_ref().unwrap().file_id, ra.file_id);
+    /// assert!(answers[1].is_none());
+    /// ```
+    pub fn rehashed_sources(
+        &self,
+        album: AlbumId,
+        files: &[(&Path, &Metadata)],
+    ) -> Result<Vec<Option<UploadReport>>, LibraryError> {
+        let mut answers = self.unchanged_sources(album, files)?;
+        let vouched: Vec<(usize, &Path, Stamp, ContentHash)> = answers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| a.as_ref().map(|r| (i, files[i].0, Stamp::of(files[i].1), r.hash)))
+            .collect();
+        let workers = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
+        ordered_map(
+            vouched,
+            workers,
+            REHASH_AHEAD,
+            |(i, path, seen, hash)| (i, hashes_to(path, seen, &hash)),
+            |checked| {
+                for (_, (i, holds)) in checked {
+                    if !holds {
+                        answers[i] = None;
+                    }
+                }
+            },
+        );
+        Ok(answers)
     }
 
     /// For files that [`unchanged_sources`](Self::unchanged_sources) leaves
