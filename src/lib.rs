@@ -54,6 +54,8 @@ mod error;
 pub mod fs;
 mod hash;
 mod health;
+#[cfg(feature = "http")]
+pub mod http;
 mod ids;
 mod meta;
 mod names;

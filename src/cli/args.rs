@@ -159,6 +159,24 @@ pub(crate) enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Serve the HTTP API on an address, behind the store's bearer tokens
+    ///
+    /// Requests carry `Authorization: Bearer TOKEN` (see `keepsake token`);
+    /// each acts as its token's user. Ctrl-C or SIGTERM stops the server
+    /// once the requests in flight have finished.
+    Serve {
+        /// The address to listen on
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
+    /// Bearer tokens for `keepsake serve`: create, list, revoke
+    ///
+    /// Tokens are kept as hashes in the store's directory and can be
+    /// changed while a server runs: it sees the change at its next request.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// List the user's resumable upload sessions, or abort one
     Uploads {
         #[command(subcommand)]
@@ -210,6 +228,23 @@ pub(crate) enum TrashAction {
     },
     /// Delete everything in the trash for good
     Empty,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenAction {
+    /// Create a token acting as a user; it is printed once, only its hash is kept
+    Create {
+        /// The user the token acts as
+        #[arg(long, value_name = "NAME")]
+        user: String,
+    },
+    /// List the tokens: ids, users, creation times (never the tokens)
+    List,
+    /// Revoke a token by its id (as `token list` shows it)
+    Revoke {
+        #[arg(value_name = "TOKEN_ID")]
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,9 +13,10 @@ use keepsake::{
 };
 use serde::Serialize;
 
-use super::output::{bytes, shown, JsonName, Output};
+use super::output::{bytes, shown, Output};
 use super::walk::{Found, StoreDirs, Walk};
 use super::Failure;
+use keepsake::http::JsonName;
 
 /// A batch is committed (one segment sync, one metadata sync) once it holds
 /// this many files or bytes; each file's line is printed after its batch.

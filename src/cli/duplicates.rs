@@ -10,8 +10,9 @@ use std::ops::ControlFlow;
 use keepsake::{AlbumId, DuplicateGroup, FileId, LibraryError, MergeReport, StorageError, User};
 use serde::Serialize;
 
-use super::output::{bytes, JsonName, Output};
+use super::output::{bytes, Output};
 use super::Failure;
+use keepsake::http::JsonName;
 
 /// Which file of each group survives `dedupe`.
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@ mod args;
 mod backup;
 mod duplicates;
 mod output;
+mod serve;
 mod walk;
 
 use std::io::{self, Read, Write};
@@ -13,13 +14,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use keepsake::{
-    AlbumDeletion, AlbumId, AlbumInfo, Cursor, DedupMode, FileEdit, FileId, FileInfo, LibraryError, NameError,
-    OpenError, Page, Problem, ReadError, ReadOnlyStore, SessionError, StorageError, Store, UploadError, Usage, User,
-    MAX_PAGE,
+    AlbumDeletion, AlbumInfo, Cursor, DedupMode, FileEdit, FileId, FileInfo, LibraryError, NameError, OpenError, Page,
+    Problem, ReadError, ReadOnlyStore, SessionError, StorageError, Store, UploadError, Usage, User, MAX_PAGE,
 };
 use serde::Serialize;
 
 use args::{AlbumAction, Cli, Command, FileIds, Mode, QuotaAction, TrashAction, UploadsAction};
+use keepsake::http::FileJson;
 use output::{bytes, Output};
 
 /// Why a command failed, with the exit status it maps to.
@@ -169,46 +170,6 @@ fn album_by_name(user: &User, name: &str) -> Result<AlbumInfo, Failure> {
         .ok_or_else(|| LibraryError::UnknownAlbum(name.to_string()).into())
 }
 
-/// A file as `ls` and `trash` print it, with album names.
-#[derive(Serialize)]
-struct Listed {
-    file_id: FileId,
-    #[serde(flatten)]
-    name: output::JsonName,
-    #[serde(skip)]
-    shown: String,
-    hash: String,
-    size: u64,
-    albums: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    trashed_ms: Option<u64>,
-    /// The source's modification time, RFC 3339 in UTC, to the nanosecond.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    modified: Option<String>,
-}
-
-/// `time` as RFC 3339 in UTC (`2024-05-01T10:00:00.5Z`).
-fn rfc3339(time: std::time::SystemTime) -> Option<String> {
-    jiff::Timestamp::try_from(time).ok().map(|t| t.to_string())
-}
-
-fn listed(files: Vec<FileInfo>, albums: &[AlbumInfo]) -> Vec<Listed> {
-    let name_of = |id: AlbumId| albums.iter().find(|a| a.id == id).map(|a| a.name.clone());
-    files
-        .into_iter()
-        .map(|f| Listed {
-            file_id: f.id,
-            hash: f.hash.to_string(),
-            size: f.size,
-            albums: f.albums.iter().filter_map(|a| name_of(*a)).collect(),
-            name: output::JsonName::of(&f.name),
-            shown: f.name.to_string(),
-            trashed_ms: f.trashed_ms,
-            modified: f.modified.and_then(rfc3339),
-        })
-        .collect()
-}
-
 /// Prints a listing page by page, so that a library of any size is listed
 /// in the memory of one page: with `--json` one array, written element by
 /// element as the pages come.
@@ -223,7 +184,8 @@ fn show_pages(
     }
     loop {
         let Page { items, next, .. } = page(after.as_ref())?;
-        for f in listed(items, albums) {
+        for file in &items {
+            let f = FileJson::new(file, albums);
             if out.json {
                 out.raw(if first { b"\n" } else { b",\n" })?;
                 out.raw(&serde_json::to_vec(&f).map_err(io::Error::from)?)?;
@@ -235,7 +197,7 @@ fn show_pages(
                     f.file_id,
                     bytes(f.size),
                     modified.replace('T', " "),
-                    f.shown,
+                    file.name,
                     f.albums.join(", ")
                 );
                 out.raw(line.as_bytes())?;
@@ -333,11 +295,16 @@ fn each_file(
 
 fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
     let dir = store_dir(cli.global.store)?;
+    // Tokens live beside the metadata, not in it: they are changed while
+    // a server holds the store.
+    if let Command::Token { action } = cli.command {
+        return serve::token(&dir, action, out);
+    }
     // Only commands that put something in a store may create one: a typo in
     // --store must not answer "no files" from a fresh, empty store.
     let creates = matches!(
         cli.command,
-        Command::Backup { .. } | Command::Album { .. } | Command::Quota { .. }
+        Command::Backup { .. } | Command::Album { .. } | Command::Quota { .. } | Command::Serve { .. }
     );
     if !creates && !Store::exists(&dir) {
         return Err(Failure::Missing(format!(
@@ -385,6 +352,9 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
     let store = Store::open(&dir).map_err(Failure::Open)?;
     for note in store.recovery_notes() {
         let _ = writeln!(io::stderr(), "keepsake: recovery: {note}");
+    }
+    if let Command::Serve { listen } = cli.command {
+        return serve::serve(store, &dir, listen, out);
     }
     let Some(command) = store_command(&store, cli.command, out)? else {
         return Ok(());
@@ -535,6 +505,7 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
         Command::Gc { .. } | Command::Verify { .. } | Command::Stats => {
             unreachable!("store-wide commands are run by store_command")
         }
+        Command::Serve { .. } | Command::Token { .. } => unreachable!("run before a user is named"),
     }
     Ok(())
 }

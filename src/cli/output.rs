@@ -109,6 +109,12 @@ pub(crate) fn bytes(n: u64) -> String {
     }
 }
 
+/// A path as a line of output shows it: escaped as a file name is, so that
+/// no name on the disk can forge a line or confuse a terminal.
+pub(crate) fn shown(path: &std::path::Path) -> String {
+    keepsake::FileName::from(path.as_os_str()).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -117,37 +123,4 @@ mod tests {
         assert_eq!(super::bytes(1536), "1.5 KiB");
         assert_eq!(super::bytes(3 << 30), "3.0 GiB");
     }
-}
-
-/// A file name as the JSON output carries it: `name` is the name itself
-/// when it is UTF-8 (JSON escapes what it must), else its escaped form
-/// (`FileName`'s `Display`: `\xNN` for each byte that is not UTF-8), with
-/// `name_hex`, the name's bytes in hex, beside it, so that nothing is lost
-/// and an escaped name is never mistaken for a name that reads the same.
-#[derive(Serialize)]
-pub(crate) struct JsonName {
-    name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name_hex: Option<String>,
-}
-
-impl JsonName {
-    pub(crate) fn of(name: &keepsake::FileName) -> JsonName {
-        match name.to_str() {
-            Some(s) => JsonName {
-                name: s.to_string(),
-                name_hex: None,
-            },
-            None => JsonName {
-                name: name.to_string(),
-                name_hex: Some(name.as_bytes().iter().map(|b| format!("{b:02x}")).collect()),
-            },
-        }
-    }
-}
-
-/// A path as a line of output shows it: escaped as a file name is, so that
-/// no name on the disk can forge a line or confuse a terminal.
-pub(crate) fn shown(path: &std::path::Path) -> String {
-    keepsake::FileName::from(path.as_os_str()).to_string()
 }

@@ -1,0 +1,323 @@
+//! Files over HTTP: listing a page at a time, one file's record, its bytes
+//! (with conditional and range requests), and the one-shot upload.
+
+use std::str::FromStr;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::{blocking, AppState, Caller, FileJson, Problem};
+use crate::hash::ContentHash;
+use crate::ids::FileId;
+use crate::names::FileName;
+use crate::store::{Cursor, DedupMode, SessionOptions, UploadReport, UploadStart, User, MAX_PAGE};
+
+/// The page a listing answers without `limit`.
+const DEFAULT_LIMIT: usize = 100;
+/// An upload's body goes to its session in appends of at most this many
+/// bytes (each made durable): what a request holds in memory.
+const APPEND_CHUNK: usize = 4 << 20;
+/// The album an upload goes to when it names none (created on first use).
+pub(crate) const DEFAULT_ALBUM: &str = "Uploads";
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/files", get(list).put(upload).post(upload))
+        .route("/v1/files/{file_id}", get(info))
+        .route("/v1/files/{file_id}/content", get(content))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    album: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct ListPage {
+    files: Vec<FileJson>,
+    /// The cursor of the next page, absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+async fn list(
+    Caller(user): Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(Cursor::from_str)
+        .transpose()
+        .map_err(|e| Problem::bad_request(format!("cursor: {e}")))?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_PAGE);
+    let page = blocking(move || {
+        let albums = user.albums()?;
+        let page = match q.album {
+            Some(name) => {
+                let album = albums
+                    .iter()
+                    .find(|a| a.name == name)
+                    .ok_or(crate::error::LibraryError::UnknownAlbum(name))?
+                    .id;
+                user.album_files_page(album, after.as_ref(), limit)?
+            }
+            None => user.files_page(after.as_ref(), limit)?,
+        };
+        Ok(ListPage {
+            files: page.items.iter().map(|f| FileJson::new(f, &albums)).collect(),
+            next: page.next.map(|c| c.to_string()),
+        })
+    })
+    .await?;
+    Ok(Json(page).into_response())
+}
+
+/// A file id from the path: any that does not parse is as unknown as
+/// another user's.
+fn file_id(raw: &str) -> Result<FileId, Problem> {
+    raw.parse::<u64>().map(FileId).map_err(|_| Problem::unknown_file(raw))
+}
+
+async fn info(Caller(user): Caller, Path(raw): Path<String>) -> Result<Response, Problem> {
+    let id = file_id(&raw)?;
+    let file = blocking(move || {
+        let f = user.file(id)?;
+        Ok(FileJson::new(&f, &user.albums()?))
+    })
+    .await?;
+    Ok(Json(file).into_response())
+}
+
+/// Whether an `If-None-Match` list names `etag` (weak comparison, RFC 9110
+/// §13.1.2) or is `*`.
+fn none_match(value: &str, etag: &str) -> bool {
+    value
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+}
+
+/// The one range a `Range` header asks of `len` bytes: `Ok(None)` for no
+/// header, or one the server ignores (several ranges, another unit: it
+/// then sends the whole, as RFC 9110 §14.2 allows); `Err` for a range
+/// that starts past the end (416).
+fn range(headers: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let Ok(parsed) = http_range_header::parse_range_header(value) else {
+        return Ok(None);
+    };
+    match parsed.validate(len) {
+        Ok(ranges) if ranges.len() == 1 => Ok(Some((*ranges[0].start(), *ranges[0].end()))),
+        Ok(_) => Ok(None),
+        Err(_) => Err(()),
+    }
+}
+
+async fn content(
+    Caller(user): Caller,
+    method: Method,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Response, Problem> {
+    let id = file_id(&raw)?;
+    let head = method == Method::HEAD;
+    // The record first: a conditional request or a HEAD needs no bytes.
+    let (user, file) = blocking(move || {
+        let f = user.file(id)?;
+        Ok((user, f))
+    })
+    .await?;
+    let etag = format!("\"{}\"", file.hash);
+    let mut out = HeaderMap::new();
+    out.insert(header::ETAG, value(&etag));
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // Private: the bytes are the user's; immutable: the URL's bytes never
+    // change (a file's content is fixed at upload).
+    out.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=31536000, immutable"),
+    );
+    let mime = file
+        .name
+        .to_str()
+        .and_then(|n| mime_guess::from_path(n).first_raw())
+        .unwrap_or("application/octet-stream");
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        if none_match(inm, &etag) {
+            return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+        }
+    }
+    // If-Range with an entity tag: the range only if it is still this
+    // content (strong comparison); a date is never a match here.
+    let if_range_holds = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.to_str().is_ok_and(|v| v == etag));
+    let wanted = if if_range_holds {
+        range(&headers, file.size)
+    } else {
+        Ok(None)
+    };
+    let (status, start, end) = match wanted {
+        Ok(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end + 1),
+        Ok(None) => (StatusCode::OK, 0, file.size),
+        Err(()) => {
+            let mut r = Problem::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range-not-satisfiable",
+                format!("the file has {} bytes", file.size),
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_RANGE, value(&format!("bytes */{}", file.size)));
+            return Ok(r);
+        }
+    };
+    if status == StatusCode::PARTIAL_CONTENT {
+        out.insert(
+            header::CONTENT_RANGE,
+            value(&format!("bytes {start}-{}/{}", end - 1, file.size)),
+        );
+    }
+    out.insert(header::CONTENT_LENGTH, value(&(end - start).to_string()));
+    if head {
+        return Ok((status, out).into_response());
+    }
+    // Verified before a byte is sent: the read hashes the blob.
+    let bytes = blocking(move || Ok(user.read(id)?)).await?;
+    let body = bytes.slice(usize::try_from(start).unwrap_or(0)..usize::try_from(end).unwrap_or(bytes.len()));
+    Ok((status, out, Body::from(body)).into_response())
+}
+
+fn value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The headers a one-shot upload takes.
+const ALBUM: HeaderName = HeaderName::from_static("keepsake-album");
+const NAME: HeaderName = HeaderName::from_static("keepsake-name");
+const MODE: HeaderName = HeaderName::from_static("keepsake-mode");
+const BLAKE3: HeaderName = HeaderName::from_static("keepsake-blake3");
+/// The headers a completed upload answers with.
+pub(crate) const OUTCOME: HeaderName = HeaderName::from_static("keepsake-outcome");
+pub(crate) const FILE_ID: HeaderName = HeaderName::from_static("keepsake-file-id");
+
+/// A header's text, percent-decoded (RFC 3986 §2.1) to bytes: how a name
+/// that is not ASCII, or not even UTF-8, travels in a header.
+fn decoded(headers: &HeaderMap, name: &HeaderName) -> Result<Option<Vec<u8>>, Problem> {
+    let Some(v) = headers.get(name) else { return Ok(None) };
+    Ok(Some(percent_encoding::percent_decode(v.as_bytes()).collect()))
+}
+
+/// `hash` (the default `name-hash`) or `name-hash`: the duplicate rule.
+pub(crate) fn mode(raw: Option<&[u8]>) -> Result<DedupMode, Problem> {
+    match raw {
+        None | Some(b"name-hash") => Ok(DedupMode::NameAndHash),
+        Some(b"hash") => Ok(DedupMode::Hash),
+        Some(other) => Err(Problem::bad_request(format!(
+            "mode {:?}: it is hash or name-hash",
+            String::from_utf8_lossy(other)
+        ))),
+    }
+}
+
+pub(crate) fn blake3_hex(raw: &[u8]) -> Result<ContentHash, Problem> {
+    std::str::from_utf8(raw)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Problem::bad_request("blake3: 64 hexadecimal digits"))
+}
+
+/// The album an upload names (by name), or the default one; created if
+/// the user has none of that name.
+pub(crate) fn album_for(user: &User, name: Option<&str>) -> Result<crate::ids::AlbumId, Problem> {
+    Ok(user.ensure_album(name.unwrap_or(DEFAULT_ALBUM))?)
+}
+
+/// The answer to a completed upload: its report as JSON, the outcome and
+/// the file id as headers; 201 when the content was stored, else 200.
+pub(crate) fn completed(report: &UploadReport) -> Response {
+    let status = if report.outcome == crate::store::Outcome::Stored {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut r = (status, Json(report)).into_response();
+    r.headers_mut().insert(OUTCOME, value(&report.outcome.to_string()));
+    r.headers_mut().insert(FILE_ID, value(&report.file_id.to_string()));
+    r
+}
+
+/// `PUT` or `POST /v1/files`: the body is the file. It is appended to an
+/// upload session as it arrives (never held whole), and the session is
+/// finished when the body ends, or aborted if the client goes away.
+async fn upload(Caller(user): Caller, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
+    let name = decoded(&headers, &NAME)?.ok_or_else(|| Problem::bad_request("Keepsake-Name is required"))?;
+    let album = decoded(&headers, &ALBUM)?
+        .map(|a| String::from_utf8(a).map_err(|_| Problem::bad_request("Keepsake-Album: not UTF-8")))
+        .transpose()?;
+    let mode = mode(decoded(&headers, &MODE)?.as_deref())?;
+    let expected_hash = decoded(&headers, &BLAKE3)?.map(|h| blake3_hex(&h)).transpose()?;
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let (user, start) = blocking(move || {
+        let album = album_for(&user, album.as_deref())?;
+        let options = SessionOptions {
+            length,
+            expected_hash,
+            ..SessionOptions::new(album, FileName::from(name), mode)
+        };
+        let start = user.begin_upload(options)?;
+        Ok((user, start))
+    })
+    .await?;
+    let id = match start {
+        UploadStart::Done(report) => return Ok(completed(&report)),
+        UploadStart::Session(id) => id,
+    };
+    let mut stream = body.into_data_stream();
+    let mut buf: Vec<u8> = Vec::with_capacity(APPEND_CHUNK);
+    let mut offset = 0u64;
+    let result: Result<UploadReport, Problem> = async {
+        loop {
+            let chunk = stream.next().await;
+            let end = chunk.is_none();
+            if let Some(chunk) = chunk {
+                let chunk: Bytes = chunk.map_err(|e| Problem::bad_request(format!("reading the body: {e}")))?;
+                buf.extend_from_slice(&chunk);
+            }
+            if buf.len() >= APPEND_CHUNK || (end && !buf.is_empty()) {
+                let (u, data) = (user.clone(), std::mem::take(&mut buf));
+                offset = blocking(move || Ok(u.append(id, offset, &data)?)).await?;
+                buf.reserve(APPEND_CHUNK);
+            }
+            if end {
+                let u = user.clone();
+                return blocking(move || Ok(u.finish(id)?)).await;
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(report) => Ok(completed(&report)),
+        Err(p) => {
+            // A one-shot upload is not resumed: its session goes.
+            let _ = blocking(move || Ok(user.abort(id)?)).await;
+            Err(p)
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! keepsake's HTTP face (feature `http`): a router over a [`Store`] that a
+//! server runs as it is (`keepsake serve`) or mounts inside its own axum
+//! application.
+//!
+//! # Who is asking
+//!
+//! The router never sees credentials. Every request it serves for a user
+//! must carry an [`AuthenticatedUser`] in its extensions, put there by the
+//! embedder's own authentication layer (its sessions, its accounts); a
+//! request without one is answered 401. `keepsake serve` puts its bearer
+//! tokens ([`Tokens`], [`with_bearer_tokens`]) in front.
+//!
+//! ```
+//! use axum::{extract::Request, middleware::{self, Next}, Router};
+//! use keepsake::http::{router, AuthenticatedUser};
+//!
+//! // The embedder's own check, here a fixed user for every request.
+//! async fn my_auth(mut req: Request, next: Next) -> axum::response::Response {
+//!     req.extensions_mut().insert(AuthenticatedUser("ann".into()));
+//!     next.run(req).await
+//! }
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = keepsake::Store::open(dir.path()).unwrap();
+//! let app: Router = Router::new()
+//!     .nest("/photos", router(store))
+//!     .layer(middleware::from_fn(my_auth));
+//! # drop(app);
+//! ```
+//!
+//! # The API (`DESIGN.md` §14)
+//!
+//! - `GET /healthz`: 200 `ok`, without authentication.
+//! - `GET /v1/albums`, `POST /v1/albums` (`{"name"}`): list, create.
+//! - `GET /v1/files?album=NAME&cursor=C&limit=N`: a page of
+//!   [`FileJson`] objects, `{"files": [...], "next": C}`.
+//! - `GET /v1/files/{file_id}`: one [`FileJson`].
+//! - `GET`/`HEAD /v1/files/{file_id}/content`: the bytes, with `ETag` (the
+//!   BLAKE3 hash), `If-None-Match`, `Range`, `If-Range`.
+//! - `PUT`/`POST /v1/files`: a one-shot upload of the body, its album,
+//!   name, mode and expected hash in `Keepsake-*` headers.
+//! - `GET /v1/usage`.
+//!
+//! Errors are [`Problem`]s (`application/problem+json`). Every store call
+//! runs on tokio's blocking pool: RocksDB and `fsync` block.
+
+mod files;
+mod problem;
+mod tokens;
+mod wire;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts, Json, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+
+pub use problem::{Problem, PROBLEM_TYPE_PREFIX};
+pub use tokens::{NewToken, TokenError, TokenInfo, Tokens};
+pub use wire::{FileJson, JsonName};
+
+use crate::store::{Store, User};
+
+/// The keepsake user a request acts for, as the embedder's authentication
+/// established it: insert it into the request's extensions before the
+/// router sees the request. The name is a [`Store::user`] name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedUser(pub String);
+
+/// What every handler shares.
+#[derive(Clone)]
+struct AppState {
+    store: Store,
+}
+
+impl FromRef<AppState> for Store {
+    fn from_ref(state: &AppState) -> Store {
+        state.store.clone()
+    }
+}
+
+/// The user a request acts for: 401 without an [`AuthenticatedUser`].
+struct Caller(User);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, Response> {
+        let Some(AuthenticatedUser(name)) = parts.extensions.get::<AuthenticatedUser>() else {
+            let mut r = Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "this request needs a user: send Authorization: Bearer TOKEN",
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return Err(r);
+        };
+        state
+            .store
+            .user(name)
+            .map(Caller)
+            .map_err(|e| Problem::from(e).into_response())
+    }
+}
+
+/// Runs `f` on tokio's blocking pool: store calls block on RocksDB and
+/// `fsync`, which must not hold up the runtime's threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Problem> + Send + 'static) -> Result<T, Problem> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        eprintln!("keepsake: a request's store call panicked: {e}");
+        Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal-error",
+            "internal error; nothing of this request was written",
+        ))
+    })
+}
+
+/// The router over `store`: the API above, under `/v1`, and `/healthz`.
+/// Requests for a user need an [`AuthenticatedUser`] extension.
+pub fn router(store: Store) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/albums", get(albums).post(create_album))
+        .route("/v1/usage", get(usage))
+        .merge(files::routes())
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
+        .with_state(AppState { store })
+}
+
+/// `router` behind bearer tokens: a request with `Authorization: Bearer
+/// TOKEN` naming a token of `tokens` acts as its user; one with a token
+/// that is malformed, unknown or revoked is answered 401; one without the
+/// header reaches only what needs no user (`/healthz`).
+pub fn with_bearer_tokens(router: Router, tokens: Tokens) -> Router {
+    router.layer(middleware::from_fn_with_state(Arc::new(tokens), bearer))
+}
+
+async fn bearer(State(tokens): State<Arc<Tokens>>, mut req: Request, next: Next) -> Response {
+    // Whatever an outer layer claimed, only a token names the user here.
+    req.extensions_mut().remove::<AuthenticatedUser>();
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return next.run(req).await;
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let user = match token {
+        Some(t) => {
+            let (tokens, t) = (tokens.clone(), t.to_string());
+            tokio::task::spawn_blocking(move || tokens.user_of(&t))
+                .await
+                .ok()
+                .flatten()
+        }
+        None => None,
+    };
+    match user {
+        Some(user) => {
+            req.extensions_mut().insert(AuthenticatedUser(user));
+            next.run(req).await
+        }
+        None => {
+            let mut r = Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the bearer token is not valid",
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+            r
+        }
+    }
+}
+
+async fn albums(Caller(user): Caller) -> Result<Response, Problem> {
+    let albums = blocking(move || Ok(user.albums()?)).await?;
+    Ok(Json(albums).into_response())
+}
+
+#[derive(Deserialize)]
+struct NewAlbum {
+    name: String,
+}
+
+async fn create_album(
+    Caller(user): Caller,
+    body: Result<Json<NewAlbum>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Problem> {
+    let Json(NewAlbum { name }) = body.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let album = blocking(move || {
+        let id = user.create_album(&name)?;
+        Ok(user.albums()?.into_iter().find(|a| a.id == id))
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(album)).into_response())
+}
+
+async fn usage(Caller(user): Caller) -> Result<Response, Problem> {
+    let usage = blocking(move || Ok(user.usage()?)).await?;
+    Ok(Json(usage).into_response())
+}
