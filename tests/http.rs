@@ -20,28 +20,41 @@ struct Server {
     dir: tempfile::TempDir,
 }
 
+/// Starts `keepsake serve` on the store in `dir`; its child and address.
+fn spawn(dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keepsake"))
+        .args(["--json", "--store"])
+        .arg(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let listening: Value = serde_json::from_str(&line).unwrap();
+    let addr = listening["listening"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    (child, addr)
+}
+
 impl Server {
     fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keepsake"))
-            .args(["--json", "--store"])
-            .arg(dir.path())
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let listening: Value = serde_json::from_str(&line).unwrap();
-        let addr = listening["listening"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("http://")
-            .to_string();
+        let (child, addr) = spawn(dir.path());
         Server { child, addr, dir }
+    }
+
+    /// Kills the server (SIGKILL, nothing finished) and starts another on
+    /// the same store.
+    fn restart(&mut self) {
+        self.stop();
+        (self.child, self.addr) = spawn(self.dir.path());
     }
 
     /// A new token for `user`, as `keepsake token create --json` prints it.
@@ -117,6 +130,7 @@ impl Drop for Server {
 }
 
 struct Reply {
+    head: bool,
     status: u16,
     headers: BTreeMap<String, String>,
     body: Vec<u8>,
@@ -141,7 +155,12 @@ impl Reply {
         if head {
             assert!(body.is_empty(), "a HEAD answer has no body");
         }
-        Reply { status, headers, body }
+        Reply {
+            head,
+            status,
+            headers,
+            body,
+        }
     }
 
     fn json(&self) -> Value {
@@ -156,6 +175,10 @@ impl Reply {
     fn problem(&self, status: u16, kind: &str) -> Value {
         assert_eq!(self.status, status, "{}", String::from_utf8_lossy(&self.body));
         assert_eq!(self.header("content-type"), Some("application/problem+json"));
+        if self.head {
+            // A HEAD answer has the headers of the problem, not its body.
+            return Value::Null;
+        }
         let p = self.json();
         assert_eq!(p["type"], format!("tag:keepsake,2026:problem/{kind}"), "{p}");
         assert_eq!(p["status"], status);
@@ -419,4 +442,357 @@ fn albums_are_created_once_and_unknown_endpoints_are_problems() {
     let albums = server.get("/v1/albums", &token).json();
     assert_eq!(albums[0]["name"], "Summer");
     server.get("/v1/nothing-here", &token).problem(404, "not-found");
+}
+
+/// tus: the base64 of `bytes`, as `Upload-Metadata` and `Upload-Checksum`
+/// carry values.
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+impl Server {
+    /// A tus request: `Tus-Resumable` and the token added to `headers`.
+    fn tus(&self, method: &str, path: &str, token: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let auth = format!("Bearer {token}");
+        let mut all = vec![("Authorization", auth.as_str()), ("Tus-Resumable", "1.0.0")];
+        all.extend_from_slice(headers);
+        self.send(method, path, &all, body)
+    }
+
+    /// Creates a tus upload of `len` bytes named `name` into `album`;
+    /// returns its upload URL's path.
+    fn create(&self, token: &str, name: &str, album: &str, len: usize) -> String {
+        let meta = format!("filename {},album {}", b64(name.as_bytes()), b64(album.as_bytes()));
+        let r = self.tus(
+            "POST",
+            "/v1/uploads",
+            token,
+            &[("Upload-Length", &len.to_string()), ("Upload-Metadata", &meta)],
+            b"",
+        );
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("tus-resumable"), Some("1.0.0"));
+        assert!(r.header("upload-expires").unwrap().ends_with(" GMT"));
+        r.header("location").unwrap().to_string()
+    }
+
+    fn patch(&self, token: &str, url: &str, offset: usize, bytes: &[u8]) -> Reply {
+        let offset = offset.to_string();
+        self.tus(
+            "PATCH",
+            url,
+            token,
+            &[
+                ("Upload-Offset", &offset),
+                ("Content-Type", "application/offset+octet-stream"),
+            ],
+            bytes,
+        )
+    }
+}
+
+#[test]
+fn tus_discovery_and_version_negotiation() {
+    let server = Server::start();
+    let options = server.send("OPTIONS", "/v1/uploads", &[], b"");
+    assert_eq!(options.status, 204);
+    assert_eq!(options.header("tus-version"), Some("1.0.0"));
+    assert_eq!(options.header("tus-resumable"), Some("1.0.0"));
+    let ext = options.header("tus-extension").unwrap();
+    for e in [
+        "creation",
+        "creation-with-upload",
+        "creation-defer-length",
+        "expiration",
+        "termination",
+        "checksum",
+    ] {
+        assert!(ext.split(',').any(|x| x == e), "{ext}");
+    }
+    assert!(options.header("tus-checksum-algorithm").unwrap().contains("sha1"));
+
+    let token = server.token("ann");
+    let auth = format!("Bearer {token}");
+    let old = server.send(
+        "POST",
+        "/v1/uploads",
+        &[
+            ("Authorization", &auth),
+            ("Tus-Resumable", "0.2.2"),
+            ("Upload-Length", "3"),
+        ],
+        b"",
+    );
+    old.problem(412, "unsupported-version");
+    assert_eq!(old.header("tus-version"), Some("1.0.0"));
+    server
+        .tus("POST", "/v1/uploads", &token, &[], b"")
+        .problem(400, "bad-request");
+}
+
+#[test]
+fn a_tus_upload_resumes_across_a_killed_server_and_ends_with_the_duplicate_rules_outcome() {
+    let mut server = Server::start();
+    let token = server.token("ann");
+    let video = data(20, 3_000_000);
+    let url = server.create(&token, "clip.mp4", "Videos", video.len());
+
+    let head = server.tus("HEAD", &url, &token, &[], b"");
+    assert_eq!((head.status, head.header("upload-offset")), (200, Some("0")));
+    assert_eq!(head.header("upload-length"), Some("3000000"));
+    assert_eq!(head.header("cache-control"), Some("no-store"));
+
+    let first = server.patch(&token, &url, 0, &video[..1_000_000]);
+    assert_eq!((first.status, first.header("upload-offset")), (204, Some("1000000")));
+    assert_eq!(first.header("keepsake-outcome"), None);
+
+    // A stale offset: 409 with the offset to resume from.
+    let stale = server.patch(&token, &url, 0, &video[..10]);
+    stale.problem(409, "offset-mismatch");
+    assert_eq!(stale.header("upload-offset"), Some("1000000"));
+    let auth = format!("Bearer {token}");
+    server
+        .send(
+            "PATCH",
+            &url,
+            &[
+                ("Authorization", &auth),
+                ("Tus-Resumable", "1.0.0"),
+                ("Upload-Offset", "1000000"),
+            ],
+            b"x",
+        )
+        .problem(415, "unsupported-media-type");
+
+    // The server dies (SIGKILL); the durable offset survives it.
+    server.restart();
+    let head = server.tus("HEAD", &url, &token, &[], b"");
+    assert_eq!(head.header("upload-offset"), Some("1000000"));
+    let last = server.patch(&token, &url, 1_000_000, &video[1_000_000..]);
+    assert_eq!(last.status, 204, "{}", String::from_utf8_lossy(&last.body));
+    assert_eq!(last.header("upload-offset"), Some("3000000"));
+    assert_eq!(last.header("keepsake-outcome"), Some("stored"));
+    let id = last.header("keepsake-file-id").unwrap().to_string();
+    assert_eq!(server.get(&format!("/v1/files/{id}/content"), &token).body, video);
+    // Finished: the session is gone.
+    server
+        .tus("HEAD", &url, &token, &[], b"")
+        .problem(404, "unknown-upload");
+
+    // The same file again, in one creation-with-upload request: skipped.
+    let meta = format!("filename {},album {}", b64(b"clip.mp4"), b64(b"Videos"));
+    let again = server.tus(
+        "POST",
+        "/v1/uploads",
+        &token,
+        &[
+            ("Upload-Length", "3000000"),
+            ("Upload-Metadata", &meta),
+            ("Content-Type", "application/offset+octet-stream"),
+        ],
+        &video,
+    );
+    assert_eq!(again.status, 201);
+    assert_eq!(again.header("keepsake-outcome"), Some("skipped"));
+    assert_eq!(again.header("keepsake-file-id"), Some(id.as_str()));
+
+    // With its BLAKE3 in the metadata, into another album: linked at
+    // creation, no bytes sent, and the upload URL reports it finished.
+    let hash = blake3::hash(&video).to_hex().to_string();
+    let meta = format!(
+        "filename {},album {},blake3 {}",
+        b64(b"clip.mp4"),
+        b64(b"Trip"),
+        b64(hash.as_bytes())
+    );
+    let linked = server.tus(
+        "POST",
+        "/v1/uploads",
+        &token,
+        &[("Upload-Length", "3000000"), ("Upload-Metadata", &meta)],
+        b"",
+    );
+    assert_eq!(linked.status, 201);
+    assert_eq!(linked.header("keepsake-outcome"), Some("linked"));
+    assert_eq!(linked.header("upload-offset"), Some("3000000"));
+    let done = linked.header("location").unwrap().to_string();
+    let head = server.tus("HEAD", &done, &token, &[], b"");
+    assert_eq!(
+        (head.header("upload-offset"), head.header("upload-length")),
+        (Some("3000000"), Some("3000000"))
+    );
+    let patched = server.patch(&token, &done, 0, &video[..100]);
+    assert_eq!(
+        (patched.status, patched.header("upload-offset")),
+        (204, Some("3000000"))
+    );
+    assert_eq!(server.get("/v1/usage", &token).json()["unique_bytes"], 3_000_000);
+}
+
+#[test]
+fn tus_defer_length_checksums_and_termination() {
+    let server = Server::start();
+    let token = server.token("ann");
+    let photo = data(21, 200_000);
+    let meta = format!("filename {}", b64(b"IMG.JPG"));
+    let made = server.tus(
+        "POST",
+        "/v1/uploads",
+        &token,
+        &[("Upload-Defer-Length", "1"), ("Upload-Metadata", &meta)],
+        b"",
+    );
+    assert_eq!(made.status, 201);
+    let url = made.header("location").unwrap().to_string();
+    assert_eq!(
+        server.tus("HEAD", &url, &token, &[], b"").header("upload-defer-length"),
+        Some("1")
+    );
+
+    // A checksum that does not match: 460, nothing kept.
+    let wrong = format!("sha1 {}", b64(&[0u8; 20]));
+    let ct = ("Content-Type", "application/offset+octet-stream");
+    let r = server.tus(
+        "PATCH",
+        &url,
+        &token,
+        &[("Upload-Offset", "0"), ct, ("Upload-Checksum", &wrong)],
+        &photo[..100_000],
+    );
+    r.problem(460, "checksum-mismatch");
+    assert_eq!(
+        server.tus("HEAD", &url, &token, &[], b"").header("upload-offset"),
+        Some("0")
+    );
+    let odd = format!("md5 {}", b64(&[0u8; 16]));
+    server
+        .tus(
+            "PATCH",
+            &url,
+            &token,
+            &[("Upload-Offset", "0"), ct, ("Upload-Checksum", &odd)],
+            &photo[..10],
+        )
+        .problem(400, "bad-request");
+
+    let sha = {
+        use sha1::Digest;
+        sha1::Sha1::digest(&photo[..100_000]).to_vec()
+    };
+    let right = format!("sha1 {}", b64(&sha));
+    let r = server.tus(
+        "PATCH",
+        &url,
+        &token,
+        &[("Upload-Offset", "0"), ct, ("Upload-Checksum", &right)],
+        &photo[..100_000],
+    );
+    assert_eq!((r.status, r.header("upload-offset")), (204, Some("100000")));
+    // The length arrives with the last piece, and completes the upload.
+    let b3 = format!("blake3 {}", b64(blake3::hash(&photo[100_000..]).as_bytes()));
+    let r = server.tus(
+        "PATCH",
+        &url,
+        &token,
+        &[
+            ("Upload-Offset", "100000"),
+            ct,
+            ("Upload-Length", "200000"),
+            ("Upload-Checksum", &b3),
+        ],
+        &photo[100_000..],
+    );
+    assert_eq!(
+        r.header("keepsake-outcome"),
+        Some("stored"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let listed = server.get("/v1/files?album=Uploads", &token).json();
+    assert_eq!(listed["files"][0]["name"], "IMG.JPG");
+
+    // Termination: the session and its bytes go.
+    let url = server.create(&token, "b.jpg", "A", 10);
+    assert_eq!(server.patch(&token, &url, 0, b"01234").status, 204);
+    assert_eq!(server.tus("DELETE", &url, &token, &[], b"").status, 204);
+    server
+        .tus("HEAD", &url, &token, &[], b"")
+        .problem(404, "unknown-upload");
+}
+
+#[test]
+fn another_users_upload_url_is_as_unknown_as_a_malformed_one() {
+    let server = Server::start();
+    let (ann, bob) = (server.token("ann"), server.token("bob"));
+    let url = server.create(&ann, "a.jpg", "A", 10);
+    let id = url.rsplit('/').next().unwrap().to_string();
+    for path in [
+        url.clone(),
+        "/v1/uploads/nonsense".into(),
+        format!("/v1/uploads/{}", "0".repeat(32)),
+    ] {
+        server.tus("HEAD", &path, &bob, &[], b"").problem(404, "unknown-upload");
+        server.patch(&bob, &path, 0, b"x").problem(404, "unknown-upload");
+        server
+            .tus("DELETE", &path, &bob, &[], b"")
+            .problem(404, "unknown-upload");
+    }
+    // Ann's upload is untouched by Bob's attempts.
+    let head = server.tus("HEAD", &format!("/v1/uploads/{id}"), &ann, &[], b"");
+    assert_eq!(head.header("upload-offset"), Some("0"));
+}
+
+#[test]
+fn a_users_html_is_a_sandboxed_download_and_odd_ranges_get_the_whole_file() {
+    let server = Server::start();
+    let token = server.token("ann");
+    let page = b"<script>alert(document.cookie)</script>";
+    let id = server
+        .put(&token, "A", "index.html", page)
+        .header("keepsake-file-id")
+        .unwrap()
+        .to_string();
+    let path = format!("/v1/files/{id}/content");
+    // The scheme is case-insensitive.
+    let auth = format!("bearer {token}");
+    let r = server.send("GET", &path, &[("Authorization", &auth)], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-disposition"), Some("attachment"));
+    assert_eq!(r.header("content-security-policy"), Some("sandbox"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+
+    let overlapping = server.send(
+        "GET",
+        &path,
+        &[("Authorization", &auth), ("Range", "bytes=0-10,5-15")],
+        b"",
+    );
+    assert_eq!((overlapping.status, overlapping.body.as_slice()), (200, &page[..]));
+    let head = server.send("HEAD", &path, &[("Authorization", &auth), ("Range", "bytes=0-3")], b"");
+    assert_eq!((head.status, head.header("content-range")), (200, None));
+    server
+        .send("DELETE", "/v1/files", &[("Authorization", &auth)], b"")
+        .problem(405, "method-not-allowed");
+}
+
+#[test]
+fn a_one_shot_upload_cut_off_mid_body_leaves_no_session_behind() {
+    let mut server = Server::start();
+    let token = server.token("ann");
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    let req = format!(
+        "PUT /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nKeepsake-Name: big.mp4\r\nContent-Length: 10000000\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(&data(30, 5_000_000)).unwrap();
+    drop(s);
+    // The server notices the reset, and the guard aborts the session
+    // (given a moment: the abort runs on the blocking pool).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    server.stop();
+    let out = server.keepsake(&["--user", "ann", "uploads"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sessions: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sessions, serde_json::json!([]));
 }

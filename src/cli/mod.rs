@@ -298,6 +298,14 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
     // Tokens live beside the metadata, not in it: they are changed while
     // a server holds the store.
     if let Command::Token { action } = cli.command {
+        // A token beside no store is one no server would see: `create`
+        // makes the store, as `backup` does; the others need one.
+        if !Store::exists(&dir) {
+            if !matches!(action, args::TokenAction::Create { .. }) {
+                return Err(Failure::Missing(format!("no keepsake store at {}", dir.display())));
+            }
+            drop(Store::open(&dir).map_err(Failure::Open)?);
+        }
         return serve::token(&dir, action, out);
     }
     // Only commands that put something in a store may create one: a typo in

@@ -52,15 +52,33 @@ pub(crate) fn serve(store: Store, dir: &Path, listen: SocketAddr, out: &Output) 
             || format!("keepsake: serving http://{bound} (Ctrl-C to stop)"),
         )?;
         out.flush()?;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stopped())
-            .await
-            .map_err(|e| Failure::Store {
+        // Requests in flight finish after a stop, for at most
+        // SHUTDOWN_GRACE: a stalled client does not hold the server up.
+        let (stopping, mut stopped_at) = tokio::sync::watch::channel(false);
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            stopped().await;
+            let _ = stopping.send(true);
+        });
+        tokio::select! {
+            served = server => served.map_err(|e| Failure::Store {
                 message: format!("serving: {e}"),
                 status: 1,
-            })
+            }),
+            () = async {
+                let _ = stopped_at.wait_for(|s| *s).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                eprintln!("keepsake: requests still in flight {} s after the stop; stopping anyway", SHUTDOWN_GRACE.as_secs());
+                Ok(())
+            }
+        }
     })
 }
+
+/// How long a stopping server lets requests in flight finish. Upload
+/// sessions are durable at each append, so a request cut off here loses
+/// nothing a client cannot resend.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Resolves at Ctrl-C or SIGTERM.
 async fn stopped() {
@@ -92,7 +110,7 @@ pub(crate) fn token(dir: &Path, action: TokenAction, out: &Output) -> Result<(),
             let list = tokens.list()?;
             out.show(&list, || {
                 list.iter()
-                    .map(|t| format!("{}  {}\n", t.id, t.user))
+                    .map(|t| format!("{}  {:>13}  {}\n", t.id, t.created_ms, t.user))
                     .collect::<String>()
                     .trim_end()
                     .to_string()

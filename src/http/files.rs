@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
@@ -11,10 +11,12 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use sha1::Digest as _;
 
 use super::{blocking, AppState, Caller, FileJson, Problem};
 use crate::hash::ContentHash;
 use crate::ids::FileId;
+use crate::ids::UploadId;
 use crate::names::FileName;
 use crate::store::{Cursor, DedupMode, SessionOptions, UploadReport, UploadStart, User, MAX_PAGE};
 
@@ -64,9 +66,9 @@ async fn list(
         let albums = user.albums()?;
         let page = match q.album {
             Some(name) => {
-                let album = albums
-                    .iter()
-                    .find(|a| a.name == name)
+                // Found as the CLI finds it: names compare in NFC.
+                let album = user
+                    .find_album(&name)?
                     .ok_or(crate::error::LibraryError::UnknownAlbum(name))?
                     .id;
                 user.album_files_page(album, after.as_ref(), limit)?
@@ -120,8 +122,9 @@ fn range(headers: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ()> {
     };
     match parsed.validate(len) {
         Ok(ranges) if ranges.len() == 1 => Ok(Some((*ranges[0].start(), *ranges[0].end()))),
-        Ok(_) => Ok(None),
-        Err(_) => Err(()),
+        Err(http_range_header::RangeUnsatisfiableError::Unsatisfiable) => Err(()),
+        // Several ranges, overlapping ones: the whole file.
+        Ok(_) | Err(_) => Ok(None),
     }
 }
 
@@ -155,6 +158,14 @@ async fn content(
         .and_then(|n| mime_guess::from_path(n).first_raw())
         .unwrap_or("application/octet-stream");
     out.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    // A user's file is never a page of this origin: no sniffing, and
+    // anything but a picture, a video or a sound is a download, sandboxed
+    // (an .html or .svg in a backup must not run script here).
+    out.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if !["image/", "video/", "audio/"].iter().any(|m| mime.starts_with(m)) || mime == "image/svg+xml" {
+        out.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox"));
+        out.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
+    }
     if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
         if none_match(inm, &etag) {
             return Ok((StatusCode::NOT_MODIFIED, out).into_response());
@@ -165,7 +176,8 @@ async fn content(
     let if_range_holds = headers
         .get(header::IF_RANGE)
         .is_none_or(|v| v.to_str().is_ok_and(|v| v == etag));
-    let wanted = if if_range_holds {
+    // Range is defined for GET only (RFC 9110 §14.2): a HEAD ignores it.
+    let wanted = if if_range_holds && !head {
         range(&headers, file.size)
     } else {
         Ok(None)
@@ -174,15 +186,12 @@ async fn content(
         Ok(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end + 1),
         Ok(None) => (StatusCode::OK, 0, file.size),
         Err(()) => {
-            let mut r = Problem::new(
+            return Err(Problem::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "range-not-satisfiable",
                 format!("the file has {} bytes", file.size),
             )
-            .into_response();
-            r.headers_mut()
-                .insert(header::CONTENT_RANGE, value(&format!("bytes */{}", file.size)));
-            return Ok(r);
+            .with_header(header::CONTENT_RANGE, value(&format!("bytes */{}", file.size))))
         }
     };
     if status == StatusCode::PARTIAL_CONTENT {
@@ -197,7 +206,15 @@ async fn content(
     }
     // Verified before a byte is sent: the read hashes the blob.
     let bytes = blocking(move || Ok(user.read(id)?)).await?;
-    let body = bytes.slice(usize::try_from(start).unwrap_or(0)..usize::try_from(end).unwrap_or(bytes.len()));
+    if bytes.len() as u64 != file.size {
+        return Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "integrity-error",
+            format!("file {id}: its bytes are not the size its record says"),
+        ));
+    }
+    // Both within the bytes' length, a `usize`, as just checked.
+    let body = bytes.slice(start as usize..end as usize);
     Ok((status, out, Body::from(body)).into_response())
 }
 
@@ -216,12 +233,15 @@ pub(crate) const FILE_ID: HeaderName = HeaderName::from_static("keepsake-file-id
 
 /// A header's text, percent-decoded (RFC 3986 §2.1) to bytes: how a name
 /// that is not ASCII, or not even UTF-8, travels in a header.
-fn decoded(headers: &HeaderMap, name: &HeaderName) -> Result<Option<Vec<u8>>, Problem> {
-    let Some(v) = headers.get(name) else { return Ok(None) };
-    Ok(Some(percent_encoding::percent_decode(v.as_bytes()).collect()))
+fn decoded(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
+    headers
+        .get(name)
+        .map(|v| percent_encoding::percent_decode(v.as_bytes()).collect())
 }
 
-/// `hash` (the default `name-hash`) or `name-hash`: the duplicate rule.
+/// The duplicate rule an upload names: `hash` (same content is a
+/// duplicate, Ente's mobile rule) or `name-hash` (same name and content,
+/// the desktop rule, and the default).
 pub(crate) fn mode(raw: Option<&[u8]>) -> Result<DedupMode, Problem> {
     match raw {
         None | Some(b"name-hash") => Ok(DedupMode::NameAndHash),
@@ -240,36 +260,140 @@ pub(crate) fn blake3_hex(raw: &[u8]) -> Result<ContentHash, Problem> {
         .ok_or_else(|| Problem::bad_request("blake3: 64 hexadecimal digits"))
 }
 
+/// `name` as a file name, refused before anything (an album) is created
+/// for an upload that cannot be.
+pub(crate) fn checked_name(name: impl Into<FileName>) -> Result<FileName, Problem> {
+    let name = name.into();
+    crate::names::check_file_name(&name)?;
+    Ok(name)
+}
+
 /// The album an upload names (by name), or the default one; created if
 /// the user has none of that name.
 pub(crate) fn album_for(user: &User, name: Option<&str>) -> Result<crate::ids::AlbumId, Problem> {
     Ok(user.ensure_album(name.unwrap_or(DEFAULT_ALBUM))?)
 }
 
-/// The answer to a completed upload: its report as JSON, the outcome and
-/// the file id as headers; 201 when the content was stored, else 200.
-pub(crate) fn completed(report: &UploadReport) -> Response {
+/// The headers that name a completed upload's outcome and file.
+pub(crate) fn completed_headers(report: &UploadReport) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(OUTCOME, value(&report.outcome.to_string()));
+    h.insert(FILE_ID, HeaderValue::from(report.file_id.0));
+    h
+}
+
+/// The answer to a completed one-shot upload: its report as JSON, the
+/// outcome and the file id as headers; 201 when the content was stored,
+/// else 200.
+fn completed(report: &UploadReport) -> Response {
     let status = if report.outcome == crate::store::Outcome::Stored {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    let mut r = (status, Json(report)).into_response();
-    r.headers_mut().insert(OUTCOME, value(&report.outcome.to_string()));
-    r.headers_mut().insert(FILE_ID, value(&report.file_id.to_string()));
+    let mut r = (status, completed_headers(report), Json(report)).into_response();
+    r.headers_mut()
+        .insert(header::LOCATION, value(&format!("/v1/files/{}", report.file_id)));
     r
+}
+
+/// A digest the client sent for a request's body (tus's `Upload-Checksum`).
+pub(crate) enum Checksum {
+    /// SHA-1, which tus's checksum extension requires servers to support.
+    Sha1(Vec<u8>),
+    /// BLAKE3 (32 bytes).
+    Blake3(Vec<u8>),
+}
+
+impl Checksum {
+    fn matches(&self, data: &[u8]) -> bool {
+        match self {
+            Checksum::Sha1(d) => sha1::Sha1::digest(data).as_slice() == d.as_slice(),
+            Checksum::Blake3(d) => blake3::hash(data).as_bytes().as_slice() == d.as_slice(),
+        }
+    }
+}
+
+/// A body with a checksum is checked before any of it is appended, so it
+/// is held whole: at most this many bytes (clients that checksum send
+/// chunks).
+const CHECKSUMMED_MAX: usize = 16 << 20;
+
+/// Appends `body` to session `id` from `offset`, in durable appends of
+/// [`APPEND_CHUNK`] bytes as it arrives, and returns the session's new
+/// offset. If the body breaks off (the client went away), what had arrived
+/// is appended first, so a resumed upload sends only the rest. With a
+/// `checksum`, the body is held (at most [`CHECKSUMMED_MAX`] bytes) and
+/// appended only if it matches: 460 otherwise, nothing appended.
+pub(crate) async fn append_body(
+    user: &User,
+    id: UploadId,
+    mut offset: u64,
+    body: Body,
+    checksum: Option<Checksum>,
+) -> Result<u64, Problem> {
+    let limit = if checksum.is_some() {
+        CHECKSUMMED_MAX
+    } else {
+        APPEND_CHUNK
+    };
+    let mut stream = body.into_data_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let next = stream.next().await;
+        let (end, broken) = match next {
+            None => (true, None),
+            Some(Err(e)) => (true, Some(Problem::bad_request(format!("reading the body: {e}")))),
+            Some(Ok(chunk)) => {
+                buf.extend_from_slice(&chunk);
+                (false, None)
+            }
+        };
+        if buf.len() > limit && checksum.is_some() {
+            return Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "checksummed-body-too-large",
+                format!("a body with Upload-Checksum may carry at most {CHECKSUMMED_MAX} bytes; send smaller chunks"),
+            ));
+        }
+        let full = checksum.is_none() && buf.len() >= APPEND_CHUNK;
+        if full || (end && !buf.is_empty()) {
+            if let (Some(c), None) = (&checksum, &broken) {
+                if !c.matches(&buf) {
+                    return Err(Problem::new(
+                        StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
+                        "checksum-mismatch",
+                        "the body does not match its Upload-Checksum; nothing of it was kept",
+                    ));
+                }
+            }
+            // A broken body with a checksum cannot be checked: dropped.
+            if checksum.is_none() || broken.is_none() {
+                let (u, data) = (user.clone(), std::mem::take(&mut buf));
+                offset = blocking(move || Ok(u.append(id, offset, &data)?)).await?;
+            }
+        }
+        if let Some(p) = broken {
+            return Err(p);
+        }
+        if end {
+            return Ok(offset);
+        }
+    }
 }
 
 /// `PUT` or `POST /v1/files`: the body is the file. It is appended to an
 /// upload session as it arrives (never held whole), and the session is
-/// finished when the body ends, or aborted if the client goes away.
+/// finished when the body ends, or aborted if the upload fails or the
+/// request is dropped.
 async fn upload(Caller(user): Caller, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
-    let name = decoded(&headers, &NAME)?.ok_or_else(|| Problem::bad_request("Keepsake-Name is required"))?;
-    let album = decoded(&headers, &ALBUM)?
+    let name = decoded(&headers, &NAME).ok_or_else(|| Problem::bad_request("Keepsake-Name is required"))?;
+    let name = checked_name(name)?;
+    let album = decoded(&headers, &ALBUM)
         .map(|a| String::from_utf8(a).map_err(|_| Problem::bad_request("Keepsake-Album: not UTF-8")))
         .transpose()?;
-    let mode = mode(decoded(&headers, &MODE)?.as_deref())?;
-    let expected_hash = decoded(&headers, &BLAKE3)?.map(|h| blake3_hex(&h)).transpose()?;
+    let mode = mode(decoded(&headers, &MODE).as_deref())?;
+    let expected_hash = decoded(&headers, &BLAKE3).map(|h| blake3_hex(&h)).transpose()?;
     let length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -279,7 +403,7 @@ async fn upload(Caller(user): Caller, headers: HeaderMap, body: Body) -> Result<
         let options = SessionOptions {
             length,
             expected_hash,
-            ..SessionOptions::new(album, FileName::from(name), mode)
+            ..SessionOptions::new(album, name, mode)
         };
         let start = user.begin_upload(options)?;
         Ok((user, start))
@@ -289,35 +413,34 @@ async fn upload(Caller(user): Caller, headers: HeaderMap, body: Body) -> Result<
         UploadStart::Done(report) => return Ok(completed(&report)),
         UploadStart::Session(id) => id,
     };
-    let mut stream = body.into_data_stream();
-    let mut buf: Vec<u8> = Vec::with_capacity(APPEND_CHUNK);
-    let mut offset = 0u64;
-    let result: Result<UploadReport, Problem> = async {
-        loop {
-            let chunk = stream.next().await;
-            let end = chunk.is_none();
-            if let Some(chunk) = chunk {
-                let chunk: Bytes = chunk.map_err(|e| Problem::bad_request(format!("reading the body: {e}")))?;
-                buf.extend_from_slice(&chunk);
-            }
-            if buf.len() >= APPEND_CHUNK || (end && !buf.is_empty()) {
-                let (u, data) = (user.clone(), std::mem::take(&mut buf));
-                offset = blocking(move || Ok(u.append(id, offset, &data)?)).await?;
-                buf.reserve(APPEND_CHUNK);
-            }
-            if end {
-                let u = user.clone();
-                return blocking(move || Ok(u.finish(id)?)).await;
-            }
-        }
+    // A one-shot upload is not resumed: unless it finishes, its session
+    // goes, whether it failed or the request was dropped mid-body (the
+    // client went away, an embedder's timeout fired).
+    let guard = AbortOnDrop(Some((user.clone(), id)));
+    append_body(&user, id, 0, body, None).await?;
+    let report = blocking(move || Ok(user.finish(id)?)).await;
+    if report.is_ok() {
+        guard.disarm();
     }
-    .await;
-    match result {
-        Ok(report) => Ok(completed(&report)),
-        Err(p) => {
-            // A one-shot upload is not resumed: its session goes.
-            let _ = blocking(move || Ok(user.abort(id)?)).await;
-            Err(p)
+    Ok(completed(&report?))
+}
+
+/// Aborts an upload session when dropped, unless disarmed.
+struct AbortOnDrop(Option<(User, UploadId)>);
+
+impl AbortOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some((user, id)) = self.0.take() {
+            // A session already gone (finished, expired) is fine.
+            tokio::task::spawn_blocking(move || {
+                let _ = user.abort(id);
+            });
         }
     }
 }

@@ -47,6 +47,7 @@
 mod files;
 mod problem;
 mod tokens;
+mod tus;
 mod wire;
 
 use std::sync::Arc;
@@ -92,15 +93,10 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, Response> {
         let Some(AuthenticatedUser(name)) = parts.extensions.get::<AuthenticatedUser>() else {
-            let mut r = Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
+            return Err(unauthenticated(
                 "this request needs a user: send Authorization: Bearer TOKEN",
-            )
-            .into_response();
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return Err(r);
+                "Bearer",
+            ));
         };
         state
             .store
@@ -108,6 +104,13 @@ impl FromRequestParts<AppState> for Caller {
             .map(Caller)
             .map_err(|e| Problem::from(e).into_response())
     }
+}
+
+/// 401, with the `WWW-Authenticate` challenge `challenge`.
+fn unauthenticated(detail: &'static str, challenge: &'static str) -> Response {
+    Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", detail)
+        .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge))
+        .into_response()
 }
 
 /// Runs `f` on tokio's blocking pool: store calls block on RocksDB and
@@ -131,7 +134,15 @@ pub fn router(store: Store) -> Router {
         .route("/v1/albums", get(albums).post(create_album))
         .route("/v1/usage", get(usage))
         .merge(files::routes())
+        .merge(tus::routes())
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "this endpoint does not take that method",
+            )
+        })
         .with_state(AppState { store })
 }
 
@@ -149,19 +160,22 @@ async fn bearer(State(tokens): State<Arc<Tokens>>, mut req: Request, next: Next)
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return next.run(req).await;
     };
+    // The scheme is case-insensitive (RFC 9110 §11.1).
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_string());
     let user = match token {
-        Some(t) => {
-            let (tokens, t) = (tokens.clone(), t.to_string());
-            tokio::task::spawn_blocking(move || tokens.user_of(&t))
-                .await
-                .ok()
-                .flatten()
-        }
+        Some(t) => match tokio::task::spawn_blocking(move || tokens.user_of(&t)).await {
+            Ok(user) => user,
+            Err(e) => {
+                eprintln!("keepsake: checking a token panicked: {e}");
+                return Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal-error", "internal error")
+                    .into_response();
+            }
+        },
         None => None,
     };
     match user {
@@ -169,19 +183,7 @@ async fn bearer(State(tokens): State<Arc<Tokens>>, mut req: Request, next: Next)
             req.extensions_mut().insert(AuthenticatedUser(user));
             next.run(req).await
         }
-        None => {
-            let mut r = Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "the bearer token is not valid",
-            )
-            .into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer error=\"invalid_token\""),
-            );
-            r
-        }
+        None => unauthenticated("the bearer token is not valid", "Bearer error=\"invalid_token\""),
     }
 }
 

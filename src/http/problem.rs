@@ -2,7 +2,7 @@
 //! stable `type` per kind of error, the library's (and so the CLI's)
 //! wording as the `detail`.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -32,6 +32,8 @@ pub struct Problem {
     status: StatusCode,
     kind: &'static str,
     detail: String,
+    /// Headers the answer carries besides (tus's `Upload-Offset` on a 409).
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 #[derive(Serialize)]
@@ -51,7 +53,14 @@ impl Problem {
             status,
             kind,
             detail: detail.into(),
+            headers: Vec::new(),
         }
+    }
+
+    /// The same problem, its answer carrying `name: value` too.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Problem {
+        self.headers.push((name, value));
+        self
     }
 
     /// The HTTP status.
@@ -115,10 +124,14 @@ impl IntoResponse for Problem {
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
         let mut r = (self.status, json).into_response();
-        r.headers_mut().insert(
+        let h = r.headers_mut();
+        h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        for (name, value) in self.headers {
+            h.insert(name, value);
+        }
         r
     }
 }
@@ -179,7 +192,10 @@ impl From<SessionError> for Problem {
             E::Upload(u) => return u.into(),
             E::Storage(s) => return Problem::storage(&s),
             E::UnknownUpload(_) => (StatusCode::NOT_FOUND, "unknown-upload"),
-            E::OffsetMismatch { .. } => (StatusCode::CONFLICT, "offset-mismatch"),
+            E::OffsetMismatch { expected } => {
+                return Problem::new(StatusCode::CONFLICT, "offset-mismatch", detail)
+                    .with_header(HeaderName::from_static("upload-offset"), HeaderValue::from(expected))
+            }
             E::UploadBusy(_) => (StatusCode::LOCKED, "upload-busy"),
             E::LengthExceeded { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "length-exceeded"),
             E::InvalidLength { .. } => (StatusCode::BAD_REQUEST, "invalid-length"),

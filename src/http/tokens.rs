@@ -17,7 +17,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -85,10 +85,10 @@ struct Record {
     hash: String,
 }
 
-/// What a reader last read of the file: its stamp (inode, size,
-/// modification time) and the records, with their hashes decoded.
+/// What a reader last read of the file: its bytes and the records, with
+/// their hashes decoded.
 struct Loaded {
-    stamp: (u64, u64, i64, i64),
+    bytes: Vec<u8>,
     records: Vec<(Record, blake3::Hash)>,
 }
 
@@ -144,7 +144,9 @@ impl Tokens {
     ///
     /// [`TokenError::InvalidUser`] for a name [`Store::user`](crate::Store::user)
     /// would refuse; [`TokenError::Io`] or [`TokenError::Corrupt`] if the
-    /// token file cannot be read or written (then nothing changed).
+    /// token file cannot be read or written. The file is then the old one,
+    /// or, if only the final `fsync` of the directory failed, the new one,
+    /// not yet durable.
     pub fn create(&self, user: &str) -> Result<NewToken, TokenError> {
         check_user_name(user)?;
         let io = |context: &str| {
@@ -187,7 +189,7 @@ impl Tokens {
     /// # Errors
     ///
     /// [`TokenError::Io`] or [`TokenError::Corrupt`] if the file cannot be
-    /// read or written (then nothing changed).
+    /// read or written, as for [`create`](Self::create).
     pub fn revoke(&self, id: &str) -> Result<bool, TokenError> {
         let mut found = false;
         self.change(|records| {
@@ -201,8 +203,10 @@ impl Tokens {
     /// The user a bearer token acts as, or `None` for a token that is
     /// malformed, unknown or revoked, or if the file cannot be read (which
     /// the server's log then says). The secret is compared as its BLAKE3
-    /// hash, in constant time, and an unknown id costs the same hash and
-    /// comparison as a known one.
+    /// hash, in constant time, against every record (whatever the id), so
+    /// the time taken does not depend on which id, if any, matched. The
+    /// file is read at each call (a few hundred bytes a token), so a token
+    /// revoked by another process fails at its next use.
     pub fn user_of(&self, token: &str) -> Option<String> {
         let (id, secret) = token.strip_prefix("ks_")?.split_once('_')?;
         let well_formed = id.len() == ID_HEX
@@ -215,39 +219,34 @@ impl Tokens {
             return None;
         }
         let records = loaded.as_ref().map_or(&[][..], |l| &l.records[..]);
-        let (user, stored) = records
-            .iter()
-            .find(|(r, _)| r.info.id == id)
-            .map_or((None, blake3::Hash::from_bytes([0; 32])), |(r, h)| {
-                (Some(&r.info.user), *h)
-            });
-        (well_formed && stored == presented).then(|| user.cloned()).flatten()
+        let mut user = None;
+        for (r, stored) in records {
+            // Both comparisons run for every record.
+            let hash_matches = *stored == presented;
+            if (r.info.id == id) & hash_matches & well_formed {
+                user = Some(r.info.user.clone());
+            }
+        }
+        user
     }
 
-    /// Reads the file again if its stamp moved since the last read.
+    /// Reads the file, and decodes it again if its bytes changed since the
+    /// last read. (A stamp of inode, size and time can repeat across a
+    /// rewrite; the bytes cannot.)
     fn refresh(&self, loaded: &mut Option<Loaded>) -> Result<(), TokenError> {
-        let stamp = match fs::metadata(&self.path) {
-            Ok(m) => (m.ino(), m.len(), m.mtime(), m.mtime_nsec()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (0, 0, 0, 0),
-            Err(source) => {
-                return Err(TokenError::Io {
-                    context: format!("reading {}", self.path.display()),
-                    source,
-                })
-            }
-        };
-        if loaded.as_ref().is_some_and(|l| l.stamp == stamp) {
+        let bytes = self.bytes()?;
+        if loaded.as_ref().is_some_and(|l| l.bytes == bytes) {
             return Ok(());
         }
-        let records = self
-            .read()?
+        let records = Self::parse(&bytes)
+            .map_err(|d| self.corrupt(d))?
             .into_iter()
             .map(|r| {
                 let h = blake3::Hash::from_hex(&r.hash).map_err(|e| self.corrupt(e.to_string()))?;
                 Ok((r, h))
             })
             .collect::<Result<_, TokenError>>()?;
-        *loaded = Some(Loaded { stamp, records });
+        *loaded = Some(Loaded { bytes, records });
         Ok(())
     }
 
@@ -258,21 +257,28 @@ impl Tokens {
         }
     }
 
-    fn read(&self) -> Result<Vec<Record>, TokenError> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(TokenError::Io {
-                    context: format!("reading {}", self.path.display()),
-                    source,
-                })
-            }
-        };
+    /// The file's bytes; none if it does not exist yet.
+    fn bytes(&self) -> Result<Vec<u8>, TokenError> {
+        match fs::read(&self.path) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(TokenError::Io {
+                context: format!("reading {}", self.path.display()),
+                source,
+            }),
+        }
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Vec<Record>, String> {
+        let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
         text.lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).map_err(|e| self.corrupt(e.to_string())))
+            .map(|l| serde_json::from_str(l).map_err(|e| e.to_string()))
             .collect()
+    }
+
+    fn read(&self) -> Result<Vec<Record>, TokenError> {
+        Self::parse(&self.bytes()?).map_err(|d| self.corrupt(d))
     }
 
     /// Applies `edit` to the records under the writers' lock and replaces

@@ -1,0 +1,371 @@
+//! tus 1.0.0 (<https://tus.io/protocols/resumable-upload>) on the store's
+//! upload sessions: the core protocol (`HEAD`, `PATCH`, `OPTIONS`) and the
+//! extensions creation, creation-with-upload, creation-defer-length,
+//! expiration, termination and checksum (`sha1`, which the protocol
+//! requires, and `blake3`).
+//!
+//! A session is the store's (`User::begin_upload`): its bytes are durable
+//! as each append returns, so a client cut off mid-`PATCH` resumes from the
+//! `Upload-Offset` a `HEAD` reports, after a server restart too. The
+//! whole-file duplicate rules apply when the last byte arrives; the final
+//! response names the outcome (`Keepsake-Outcome`, `Keepsake-File-Id`).
+
+use axum::body::Body;
+use axum::extract::{OriginalUri, Path};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use base64::Engine;
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::files::{album_for, append_body, blake3_hex, checked_name, completed_headers, mode, Checksum};
+use super::{blocking, AppState, Caller, Problem};
+use crate::ids::{FileId, UploadId};
+use crate::names::FileName;
+use crate::store::{SessionOptions, UploadReport, UploadStart, UploadStatus, User};
+
+const TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
+const TUS_VERSION: HeaderName = HeaderName::from_static("tus-version");
+const TUS_EXTENSION: HeaderName = HeaderName::from_static("tus-extension");
+const TUS_CHECKSUM_ALGORITHM: HeaderName = HeaderName::from_static("tus-checksum-algorithm");
+const UPLOAD_OFFSET: HeaderName = HeaderName::from_static("upload-offset");
+const UPLOAD_LENGTH: HeaderName = HeaderName::from_static("upload-length");
+const UPLOAD_DEFER_LENGTH: HeaderName = HeaderName::from_static("upload-defer-length");
+const UPLOAD_METADATA: HeaderName = HeaderName::from_static("upload-metadata");
+const UPLOAD_EXPIRES: HeaderName = HeaderName::from_static("upload-expires");
+const UPLOAD_CHECKSUM: HeaderName = HeaderName::from_static("upload-checksum");
+
+/// The one version spoken.
+const VERSION: &str = "1.0.0";
+/// The extensions, as `OPTIONS` lists them.
+const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,termination,checksum";
+/// The prefix of the upload URL of an upload that needed no bytes (its
+/// content was skipped or linked at creation): it names the file, and
+/// answers `HEAD` and `PATCH` as a finished upload.
+const DONE: &str = "done-";
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/uploads", post(create).options(options))
+        .route(
+            "/v1/uploads/{id}",
+            axum::routing::head(status)
+                .patch(patch)
+                .delete(terminate)
+                .options(options),
+        )
+        .route_layer(middleware::map_response(|mut r: Response| async move {
+            r.headers_mut().insert(TUS_RESUMABLE, HeaderValue::from_static(VERSION));
+            r
+        }))
+}
+
+/// 412 unless the request speaks tus 1.0.0 (every request but `OPTIONS`).
+fn version(headers: &HeaderMap) -> Result<(), Problem> {
+    match headers.get(TUS_RESUMABLE).map(HeaderValue::as_bytes) {
+        Some(b"1.0.0") => Ok(()),
+        _ => Err(Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "unsupported-version",
+            "this server speaks tus 1.0.0: send Tus-Resumable: 1.0.0",
+        )
+        .with_header(TUS_VERSION, HeaderValue::from_static(VERSION))),
+    }
+}
+
+async fn options() -> Response {
+    let mut h = HeaderMap::new();
+    h.insert(TUS_VERSION, HeaderValue::from_static(VERSION));
+    h.insert(TUS_EXTENSION, HeaderValue::from_static(EXTENSIONS));
+    h.insert(TUS_CHECKSUM_ALGORITHM, HeaderValue::from_static("sha1,blake3"));
+    (StatusCode::NO_CONTENT, h).into_response()
+}
+
+fn number(headers: &HeaderMap, name: &HeaderName) -> Result<Option<u64>, Problem> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| Problem::bad_request(format!("{name}: a non-negative integer")))
+        })
+        .transpose()
+}
+
+/// `Upload-Metadata`: comma-separated `key` or `key base64(value)` pairs.
+fn metadata(headers: &HeaderMap) -> Result<BTreeMap<String, Vec<u8>>, Problem> {
+    let mut out = BTreeMap::new();
+    let Some(raw) = headers.get(UPLOAD_METADATA) else {
+        return Ok(out);
+    };
+    let raw = raw
+        .to_str()
+        .map_err(|_| Problem::bad_request("Upload-Metadata: not ASCII"))?;
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once(' ').unwrap_or((pair, ""));
+        let value = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .map_err(|_| Problem::bad_request(format!("Upload-Metadata {key}: not base64")))?;
+        if out.insert(key.to_string(), value).is_some() {
+            return Err(Problem::bad_request(format!("Upload-Metadata: {key} twice")));
+        }
+    }
+    Ok(out)
+}
+
+fn upload_checksum(headers: &HeaderMap) -> Result<Option<Checksum>, Problem> {
+    let Some(raw) = headers.get(UPLOAD_CHECKSUM) else {
+        return Ok(None);
+    };
+    let bad = || Problem::bad_request("Upload-Checksum: ALGORITHM BASE64DIGEST, with sha1 or blake3");
+    let (algorithm, digest) = raw.to_str().ok().and_then(|r| r.split_once(' ')).ok_or_else(bad)?;
+    let digest = base64::engine::general_purpose::STANDARD
+        .decode(digest.trim())
+        .map_err(|_| bad())?;
+    match algorithm {
+        "sha1" => Ok(Some(Checksum::Sha1(digest))),
+        "blake3" => Ok(Some(Checksum::Blake3(digest))),
+        _ => Err(bad()),
+    }
+}
+
+fn expires(status: &UploadStatus) -> HeaderValue {
+    let at = UNIX_EPOCH + Duration::from_millis(status.expires_ms);
+    HeaderValue::from_str(&httpdate::fmt_http_date(at)).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn num(n: u64) -> HeaderValue {
+    HeaderValue::from(n)
+}
+
+/// The upload URL of `id` beside the creation URL the client used, so
+/// that it is right wherever the router is mounted.
+fn location(uri: &OriginalUri, id: &str) -> HeaderValue {
+    let base = uri.path().trim_end_matches('/');
+    HeaderValue::from_str(&format!("{base}/{id}")).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `POST /v1/uploads`: creation, with the body as the first bytes
+/// (creation-with-upload) or without.
+async fn create(Caller(user): Caller, uri: OriginalUri, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
+    version(&headers)?;
+    let length = number(&headers, &UPLOAD_LENGTH)?;
+    let deferred = headers.get(UPLOAD_DEFER_LENGTH).map(HeaderValue::as_bytes) == Some(b"1");
+    if length.is_none() && !deferred {
+        return Err(Problem::bad_request(
+            "Upload-Length or Upload-Defer-Length: 1 is required",
+        ));
+    }
+    let mut meta = metadata(&headers)?;
+    let album = meta
+        .remove("album")
+        .map(|a| String::from_utf8(a).map_err(|_| Problem::bad_request("album: not UTF-8")))
+        .transpose()?;
+    let mode = mode(meta.remove("mode").as_deref())?;
+    let expected_hash = meta.remove("blake3").map(|h| blake3_hex(&h)).transpose()?;
+    let name = match meta.remove("filename") {
+        Some(n) => checked_name(n)?,
+        None => FileName::from(format!("upload-{}", random_hex()?)),
+    };
+    // What the client sent besides is kept for it, where it is text.
+    let kept: BTreeMap<String, String> = meta
+        .into_iter()
+        .filter_map(|(k, v)| String::from_utf8(v).ok().map(|v| (k, v)))
+        .collect();
+    let with_body =
+        headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes) == Some(b"application/offset+octet-stream");
+    let checksum = upload_checksum(&headers)?;
+    let (user, start) = blocking(move || {
+        let album = album_for(&user, album.as_deref())?;
+        let options = SessionOptions {
+            length,
+            expected_hash,
+            metadata: kept,
+            ..SessionOptions::new(album, name, mode)
+        };
+        let start = user.begin_upload(options)?;
+        Ok((user, start))
+    })
+    .await?;
+    let id = match start {
+        UploadStart::Done(report) => {
+            // No bytes needed: a finished upload, at its full length.
+            let mut r = (StatusCode::CREATED, completed_headers(&report)).into_response();
+            let h = r.headers_mut();
+            h.insert(header::LOCATION, location(&uri, &format!("{DONE}{}", report.file_id)));
+            h.insert(UPLOAD_OFFSET, num(report.size));
+            return Ok(r);
+        }
+        UploadStart::Session(id) => id,
+    };
+    let mut out = HeaderMap::new();
+    out.insert(header::LOCATION, location(&uri, &id.to_string()));
+    if with_body {
+        let (offset, finished) = append_and_finish(&user, id, 0, body, checksum).await?;
+        out.insert(UPLOAD_OFFSET, num(offset));
+        if let Some(report) = finished {
+            out.extend(completed_headers(&report));
+            return Ok((StatusCode::CREATED, out).into_response());
+        }
+    } else if length == Some(0) {
+        let report = finish(&user, id).await?;
+        out.extend(completed_headers(&report));
+        out.insert(UPLOAD_OFFSET, num(0));
+        return Ok((StatusCode::CREATED, out).into_response());
+    }
+    let u = user.clone();
+    if let Ok(s) = blocking(move || Ok(u.upload_status(id)?)).await {
+        out.insert(UPLOAD_EXPIRES, expires(&s));
+    }
+    Ok((StatusCode::CREATED, out).into_response())
+}
+
+fn random_hex() -> Result<String, Problem> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| {
+        eprintln!("keepsake: drawing an upload name: {e}");
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal-error", "internal error")
+    })?;
+    Ok(b.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+async fn finish(user: &User, id: UploadId) -> Result<UploadReport, Problem> {
+    let u = user.clone();
+    blocking(move || Ok(u.finish(id)?)).await
+}
+
+/// Appends `body` at `offset` and, if that was the last declared byte,
+/// finishes the upload. The offset answered is the session's durable one.
+async fn append_and_finish(
+    user: &User,
+    id: UploadId,
+    offset: u64,
+    body: Body,
+    checksum: Option<Checksum>,
+) -> Result<(u64, Option<UploadReport>), Problem> {
+    let offset = append_body(user, id, offset, body, checksum).await?;
+    let u = user.clone();
+    let status = blocking(move || Ok(u.upload_status(id)?)).await?;
+    if status.declared_length == Some(offset) {
+        return Ok((offset, Some(finish(user, id).await?)));
+    }
+    Ok((offset, None))
+}
+
+/// An upload URL's id: a session, or a finished upload that needed no
+/// bytes. Anything else is as unknown as another user's session.
+enum Target {
+    Session(UploadId),
+    Done(FileId),
+}
+
+fn target(raw: &str) -> Result<Target, Problem> {
+    let unknown = || {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-upload",
+            format!("no upload session {raw}"),
+        )
+    };
+    if let Some(file) = raw.strip_prefix(DONE) {
+        return file.parse().map(|f| Target::Done(FileId(f))).map_err(|_| unknown());
+    }
+    raw.parse().map(Target::Session).map_err(|_| unknown())
+}
+
+/// The answers for a finished upload that needed no bytes: its length as
+/// offset and length, if the file is the caller's.
+async fn done(user: User, file: FileId, raw: String) -> Result<HeaderMap, Problem> {
+    let f = blocking(move || {
+        user.file(file).map_err(|_| {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "unknown-upload",
+                format!("no upload session {raw}"),
+            )
+        })
+    })
+    .await?;
+    let mut h = HeaderMap::new();
+    h.insert(UPLOAD_OFFSET, num(f.size));
+    h.insert(UPLOAD_LENGTH, num(f.size));
+    Ok(h)
+}
+
+/// `HEAD`: where to resume.
+async fn status(Caller(user): Caller, headers: HeaderMap, Path(raw): Path<String>) -> Result<Response, Problem> {
+    version(&headers)?;
+    let mut h = match target(&raw)? {
+        Target::Done(file) => done(user, file, raw).await?,
+        Target::Session(id) => {
+            let s = blocking(move || Ok(user.upload_status(id)?)).await?;
+            let mut h = HeaderMap::new();
+            h.insert(UPLOAD_OFFSET, num(s.offset));
+            match s.declared_length {
+                Some(len) => h.insert(UPLOAD_LENGTH, num(len)),
+                None => h.insert(UPLOAD_DEFER_LENGTH, HeaderValue::from_static("1")),
+            };
+            h.insert(UPLOAD_EXPIRES, expires(&s));
+            h
+        }
+    };
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok((StatusCode::OK, h).into_response())
+}
+
+/// `PATCH`: the next bytes, at the offset the client says.
+async fn patch(
+    Caller(user): Caller,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    body: Body,
+) -> Result<Response, Problem> {
+    version(&headers)?;
+    if headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes) != Some(b"application/offset+octet-stream") {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "a PATCH carries Content-Type: application/offset+octet-stream",
+        ));
+    }
+    let offset = number(&headers, &UPLOAD_OFFSET)?.ok_or_else(|| Problem::bad_request("Upload-Offset is required"))?;
+    let id = match target(&raw)? {
+        // Finished already: nothing more to take.
+        Target::Done(file) => return Ok((StatusCode::NO_CONTENT, done(user, file, raw).await?).into_response()),
+        Target::Session(id) => id,
+    };
+    if let Some(length) = number(&headers, &UPLOAD_LENGTH)? {
+        let u = user.clone();
+        blocking(move || Ok(u.set_upload_length(id, length)?)).await?;
+    }
+    let checksum = upload_checksum(&headers)?;
+    let (offset, finished) = append_and_finish(&user, id, offset, body, checksum).await?;
+    let mut h = HeaderMap::new();
+    h.insert(UPLOAD_OFFSET, num(offset));
+    match finished {
+        Some(report) => h.extend(completed_headers(&report)),
+        None => {
+            let u = user.clone();
+            if let Ok(s) = blocking(move || Ok(u.upload_status(id)?)).await {
+                h.insert(UPLOAD_EXPIRES, expires(&s));
+            }
+        }
+    }
+    Ok((StatusCode::NO_CONTENT, h).into_response())
+}
+
+/// `DELETE` (termination): the session and its bytes go.
+async fn terminate(Caller(user): Caller, headers: HeaderMap, Path(raw): Path<String>) -> Result<Response, Problem> {
+    version(&headers)?;
+    match target(&raw)? {
+        Target::Done(file) => {
+            done(user, file, raw).await?;
+        }
+        Target::Session(id) => blocking(move || Ok(user.abort(id)?)).await?,
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
