@@ -796,3 +796,162 @@ fn a_one_shot_upload_cut_off_mid_body_leaves_no_session_behind() {
     let sessions: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(sessions, serde_json::json!([]));
 }
+
+#[test]
+fn the_ietf_draft_creates_resumes_and_completes_on_the_same_sessions_for_each_interop_version() {
+    let server = Server::start();
+    let token = server.token("ann");
+    let auth = format!("Bearer {token}");
+    let send = |method: &str, path: &str, version: &str, extra: &[(&str, &str)], body: &[u8]| {
+        let mut h = vec![
+            ("Authorization", auth.as_str()),
+            ("Upload-Draft-Interop-Version", version),
+        ];
+        h.extend_from_slice(extra);
+        server.send(method, path, &h, body)
+    };
+
+    // Interop 6 and later: Upload-Complete. One request, the whole file,
+    // no length declared and no metadata (as URLSession sends it).
+    let whole = data(40, 250_000);
+    let r = send("POST", "/v1/uploads", "6", &[("Upload-Complete", "?1")], &whole);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("upload-complete"), Some("?1"));
+    assert_eq!(r.header("keepsake-outcome"), Some("stored"));
+    let id = r.header("keepsake-file-id").unwrap().to_string();
+    assert_eq!(server.get(&format!("/v1/files/{id}/content"), &token).body, whole);
+    let listed = server.get("/v1/files?album=Uploads", &token).json();
+    assert!(listed["files"][0]["name"].as_str().unwrap().starts_with("upload-"));
+
+    for (version, complete, incomplete) in [
+        ("5", "Upload-Complete", None),
+        ("9", "Upload-Complete", None),
+        ("3", "Upload-Incomplete", Some(())),
+    ] {
+        let (more, last) = if incomplete.is_some() {
+            ("?1", "?0")
+        } else {
+            ("?0", "?1")
+        };
+        let video = data(41 + u64::from(version.as_bytes()[0]), 2_000_000);
+        let r = send(
+            "POST",
+            "/v1/uploads",
+            version,
+            &[(complete, more), ("Upload-Length", "2000000")],
+            &video[..700_000],
+        );
+        assert_eq!(r.status, 201, "{version}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            (r.header("upload-offset"), r.header(&complete.to_ascii_lowercase())),
+            (Some("700000"), Some(more))
+        );
+        let url = r.header("location").unwrap().to_string();
+        // Offset retrieval, then a stale append, then the rest.
+        let head = send("HEAD", &url, version, &[], b"");
+        assert_eq!(
+            (head.status, head.header("upload-offset")),
+            (200, Some("700000")),
+            "{version}"
+        );
+        assert_eq!(head.header(&complete.to_ascii_lowercase()), Some(more));
+        assert_eq!(head.header("cache-control"), Some("no-store"));
+        let stale = send(
+            "PATCH",
+            &url,
+            version,
+            &[("Upload-Offset", "0"), (complete, last)],
+            &video,
+        );
+        stale.problem(409, "offset-mismatch");
+        assert_eq!(stale.header("upload-offset"), Some("700000"));
+        let r = send(
+            "PATCH",
+            &url,
+            version,
+            &[
+                ("Upload-Offset", "700000"),
+                (complete, last),
+                ("Content-Type", "application/partial-upload"),
+            ],
+            &video[700_000..],
+        );
+        assert_eq!(r.status, 204, "{version}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("keepsake-outcome"), Some("stored"), "{version}");
+        assert_eq!(r.header(&complete.to_ascii_lowercase()), Some(last));
+    }
+
+    // Cancellation.
+    let r = send("POST", "/v1/uploads", "6", &[("Upload-Complete", "?0")], b"abc");
+    let url = r.header("location").unwrap().to_string();
+    assert_eq!(send("DELETE", &url, "6", &[], b"").status, 204);
+    send("HEAD", &url, "6", &[], b"").problem(404, "unknown-upload");
+
+    for unknown in ["4", "99", "x"] {
+        send("POST", "/v1/uploads", unknown, &[("Upload-Complete", "?1")], b"x").problem(412, "unsupported-version");
+    }
+}
+
+#[test]
+fn the_bulk_preflight_answers_each_item_by_the_users_own_files_and_can_complete_the_links() {
+    let server = Server::start();
+    let (ann, bob) = (server.token("ann"), server.token("bob"));
+    let photo = data(50, 40_000);
+    let hash = blake3::hash(&photo).to_hex().to_string();
+    assert_eq!(server.put(&ann, "Camera", "a.jpg", &photo).status, 201);
+    let other = blake3::hash(b"never uploaded").to_hex().to_string();
+    let auth = |t: &str| format!("Bearer {t}");
+    let ask = |token: &str, body: Value| {
+        let a = auth(token);
+        server.send(
+            "POST",
+            "/v1/check",
+            &[("Authorization", &a), ("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    };
+    let items = serde_json::json!([
+        {"name": "a.jpg", "hash": hash, "album": "Camera"},
+        {"name": "a.jpg", "hash": hash, "album": "Trip"},
+        {"name": "b.jpg", "hash": hash, "album": "Trip"},
+        {"name": "b.jpg", "hash": hash, "album": "Trip", "mode": "hash"},
+        {"name": "c.jpg", "hash": other, "album": "Camera"},
+        {"name": "bad/name", "hash": hash},
+        {"name": "d.jpg", "hash": "not hex"},
+    ]);
+    let r = ask(&ann, serde_json::json!({"items": items}));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let got: Vec<Value> = r.json()["items"].as_array().unwrap().clone();
+    let actions: Vec<&str> = got.iter().map(|a| a["action"].as_str().unwrap_or("error")).collect();
+    assert_eq!(actions, ["skip", "link", "upload", "link", "upload", "error", "error"]);
+    assert_eq!(got[5]["error"]["kind"], "invalid-name");
+    assert_eq!(got[6]["error"]["kind"], "bad-request");
+
+    // Bob asks about Ann's content: he has none of it, so he uploads.
+    let r = ask(
+        &bob,
+        serde_json::json!({"items": [{"name": "a.jpg", "hash": hash, "album": "Camera"}]}),
+    );
+    assert_eq!(r.json()["items"][0]["action"], "upload");
+
+    // Completing the links: no bytes, the file lands in Trip.
+    let r = ask(&ann, serde_json::json!({"items": items, "link": true}));
+    let done: Vec<String> = r.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap_or("error").to_string())
+        .collect();
+    assert_eq!(
+        done,
+        ["skipped", "linked", "upload", "skipped", "upload", "error", "error"]
+    );
+    let trip = server.get("/v1/files?album=Trip", &ann).json();
+    assert_eq!(trip["files"].as_array().unwrap().len(), 1);
+    assert_eq!(server.get("/v1/usage", &ann).json()["unique_bytes"], 40_000);
+
+    let many: Vec<Value> = (0..1001)
+        .map(|i| serde_json::json!({"name": format!("{i}.jpg"), "hash": other}))
+        .collect();
+    ask(&ann, serde_json::json!({"items": many})).problem(400, "bad-request");
+}

@@ -40,10 +40,17 @@
 //! - `PUT`/`POST /v1/files`: a one-shot upload of the body, its album,
 //!   name, mode and expected hash in `Keepsake-*` headers.
 //! - `GET /v1/usage`.
+//! - `POST /v1/check`: the bulk preflight, `{"items": [{"name", "hash",
+//!   "album", "mode"}], "link": bool}`, up to 1,000 items, answered per
+//!   item `skip`, `link`, `restore` or `upload` (or, with `"link": true`,
+//!   completed: `skipped`, `linked`, `restored`).
+//! - `POST /v1/uploads` and the upload URLs it gives: tus 1.0 and the
+//!   IETF resumable-upload draft.
 //!
 //! Errors are [`Problem`]s (`application/problem+json`). Every store call
 //! runs on tokio's blocking pool: RocksDB and `fsync` block.
 
+mod check;
 mod files;
 mod problem;
 mod tokens;
@@ -133,6 +140,7 @@ pub fn router(store: Store) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/albums", get(albums).post(create_album))
         .route("/v1/usage", get(usage))
+        .route("/v1/check", axum::routing::post(check::check))
         .merge(files::routes())
         .merge(tus::routes())
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })

@@ -1,8 +1,14 @@
-//! tus 1.0.0 (<https://tus.io/protocols/resumable-upload>) on the store's
-//! upload sessions: the core protocol (`HEAD`, `PATCH`, `OPTIONS`) and the
-//! extensions creation, creation-with-upload, creation-defer-length,
-//! expiration, termination and checksum (`sha1`, which the protocol
-//! requires, and `blake3`).
+//! tus 1.0.0 (<https://tus.io/protocols/resumable-upload>) and the IETF
+//! "Resumable Uploads for HTTP" draft (draft-ietf-httpbis-resumable-upload,
+//! interop versions 3 and 5 to 9) on the store's upload sessions, at the
+//! same URLs, told apart by their headers. tus: the core protocol (`HEAD`,
+//! `PATCH`, `OPTIONS`) and the extensions creation, creation-with-upload,
+//! creation-defer-length, expiration, termination and checksum (`sha1`,
+//! which the protocol requires, and `blake3`). The draft: upload creation
+//! (answered with the final 201 and `Location`: hyper cannot send the 104
+//! interim response, which the draft allows a server to leave out), offset
+//! retrieval, append and cancellation, with `Upload-Complete` (and interop
+//! version 3's `Upload-Incomplete`).
 //!
 //! A session is the store's (`User::begin_upload`): its bytes are durable
 //! as each append returns, so a client cut off mid-`PATCH` resumes from the
@@ -37,6 +43,9 @@ const UPLOAD_DEFER_LENGTH: HeaderName = HeaderName::from_static("upload-defer-le
 const UPLOAD_METADATA: HeaderName = HeaderName::from_static("upload-metadata");
 const UPLOAD_EXPIRES: HeaderName = HeaderName::from_static("upload-expires");
 const UPLOAD_CHECKSUM: HeaderName = HeaderName::from_static("upload-checksum");
+const UPLOAD_DRAFT_INTEROP_VERSION: HeaderName = HeaderName::from_static("upload-draft-interop-version");
+const UPLOAD_COMPLETE: HeaderName = HeaderName::from_static("upload-complete");
+const UPLOAD_INCOMPLETE: HeaderName = HeaderName::from_static("upload-incomplete");
 
 /// The one version spoken.
 const VERSION: &str = "1.0.0";
@@ -63,16 +72,93 @@ pub(crate) fn routes() -> Router<AppState> {
         }))
 }
 
-/// 412 unless the request speaks tus 1.0.0 (every request but `OPTIONS`).
-fn version(headers: &HeaderMap) -> Result<(), Problem> {
+/// Which resumable-upload protocol a request speaks: both share the
+/// creation URL and the upload URLs, and are told apart by their headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// tus 1.0.0 (`Tus-Resumable: 1.0.0`).
+    Tus,
+    /// The IETF "Resumable Uploads for HTTP" draft, by the interop version
+    /// the request sends (`Upload-Draft-Interop-Version`).
+    Ietf(u8),
+}
+
+/// The draft's interop versions accepted: 3 (iOS 17's URLSession, with
+/// `Upload-Incomplete`), 5 (iOS 18.0; tus-js-client's `ietf-draft-03`),
+/// 6 (iOS 18.1; tus-js-client's `ietf-draft-05`) and the later ones up to
+/// 9, which keep the headers keepsake uses (`Upload-Complete`,
+/// `Upload-Offset`, `Upload-Length`) as they were in 6.
+fn interop_accepted(v: u8) -> bool {
+    v == 3 || (5..=9).contains(&v)
+}
+
+/// The request's protocol: 412 for a tus version other than 1.0.0 or an
+/// interop version not accepted (every request but `OPTIONS`).
+fn protocol(headers: &HeaderMap) -> Result<Protocol, Problem> {
+    if let Some(v) = headers.get(UPLOAD_DRAFT_INTEROP_VERSION) {
+        return match v.to_str().ok().and_then(|v| v.parse::<u8>().ok()) {
+            Some(v) if interop_accepted(v) => Ok(Protocol::Ietf(v)),
+            _ => Err(Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "unsupported-version",
+                "this server speaks the resumable-upload draft's interop versions 3 and 5 to 9",
+            )),
+        };
+    }
     match headers.get(TUS_RESUMABLE).map(HeaderValue::as_bytes) {
-        Some(b"1.0.0") => Ok(()),
+        Some(b"1.0.0") => Ok(Protocol::Tus),
         _ => Err(Problem::new(
             StatusCode::PRECONDITION_FAILED,
             "unsupported-version",
             "this server speaks tus 1.0.0: send Tus-Resumable: 1.0.0",
         )
         .with_header(TUS_VERSION, HeaderValue::from_static(VERSION))),
+    }
+}
+
+/// A structured-field boolean (RFC 8941): `?1` or `?0`.
+fn flag(headers: &HeaderMap, name: &HeaderName) -> Result<Option<bool>, Problem> {
+    match headers.get(name).map(HeaderValue::as_bytes) {
+        None => Ok(None),
+        Some(b"?1") => Ok(Some(true)),
+        Some(b"?0") => Ok(Some(false)),
+        Some(_) => Err(Problem::bad_request(format!("{name}: ?1 or ?0"))),
+    }
+}
+
+/// When a request that appends finishes the upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    /// tus: once the declared length has arrived.
+    AtLength,
+    /// The draft's `Upload-Complete: ?1`: with this request's bytes, its
+    /// length becoming the upload's if none was declared.
+    Now,
+    /// The draft's `Upload-Complete: ?0`: more is coming.
+    Later,
+}
+
+impl Protocol {
+    /// When this request's bytes finish the upload.
+    fn finish(self, headers: &HeaderMap) -> Result<Finish, Problem> {
+        let complete = match self {
+            Protocol::Tus => return Ok(Finish::AtLength),
+            // Interop 3 marks only the incomplete: no header, complete.
+            Protocol::Ietf(3) => !flag(headers, &UPLOAD_INCOMPLETE)?.unwrap_or(false),
+            Protocol::Ietf(_) => flag(headers, &UPLOAD_COMPLETE)?
+                .ok_or_else(|| Problem::bad_request("Upload-Complete: ?1 or ?0 is required"))?,
+        };
+        Ok(if complete { Finish::Now } else { Finish::Later })
+    }
+
+    /// The header that says an upload is complete (`?1`) or not (`?0`).
+    fn completion(self, complete: bool) -> Option<(HeaderName, HeaderValue)> {
+        let v = |b: bool| HeaderValue::from_static(if b { "?1" } else { "?0" });
+        match self {
+            Protocol::Tus => None,
+            Protocol::Ietf(3) => Some((UPLOAD_INCOMPLETE, v(!complete))),
+            Protocol::Ietf(_) => Some((UPLOAD_COMPLETE, v(complete))),
+        }
     }
 }
 
@@ -152,10 +238,11 @@ fn location(uri: &OriginalUri, id: &str) -> HeaderValue {
 /// `POST /v1/uploads`: creation, with the body as the first bytes
 /// (creation-with-upload) or without.
 async fn create(Caller(user): Caller, uri: OriginalUri, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
-    version(&headers)?;
+    let proto = protocol(&headers)?;
     let length = number(&headers, &UPLOAD_LENGTH)?;
     let deferred = headers.get(UPLOAD_DEFER_LENGTH).map(HeaderValue::as_bytes) == Some(b"1");
-    if length.is_none() && !deferred {
+    // The draft's creation may leave the length to the last request.
+    if proto == Protocol::Tus && length.is_none() && !deferred {
         return Err(Problem::bad_request(
             "Upload-Length or Upload-Defer-Length: 1 is required",
         ));
@@ -176,8 +263,11 @@ async fn create(Caller(user): Caller, uri: OriginalUri, headers: HeaderMap, body
         .into_iter()
         .filter_map(|(k, v)| String::from_utf8(v).ok().map(|v| (k, v)))
         .collect();
-    let with_body =
-        headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes) == Some(b"application/offset+octet-stream");
+    // A draft creation always carries the upload's first bytes (perhaps
+    // none); a tus one only with creation-with-upload's content type.
+    let with_body = proto != Protocol::Tus
+        || headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes) == Some(b"application/offset+octet-stream");
+    let finish_when = proto.finish(&headers)?;
     let checksum = upload_checksum(&headers)?;
     let (user, start) = blocking(move || {
         let album = album_for(&user, album.as_deref())?;
@@ -198,6 +288,7 @@ async fn create(Caller(user): Caller, uri: OriginalUri, headers: HeaderMap, body
             let h = r.headers_mut();
             h.insert(header::LOCATION, location(&uri, &format!("{DONE}{}", report.file_id)));
             h.insert(UPLOAD_OFFSET, num(report.size));
+            h.extend(proto.completion(true));
             return Ok(r);
         }
         UploadStart::Session(id) => id,
@@ -205,8 +296,9 @@ async fn create(Caller(user): Caller, uri: OriginalUri, headers: HeaderMap, body
     let mut out = HeaderMap::new();
     out.insert(header::LOCATION, location(&uri, &id.to_string()));
     if with_body {
-        let (offset, finished) = append_and_finish(&user, id, 0, body, checksum).await?;
+        let (offset, finished) = append_and_finish(&user, id, 0, body, checksum, finish_when).await?;
         out.insert(UPLOAD_OFFSET, num(offset));
+        out.extend(proto.completion(finished.is_some()));
         if let Some(report) = finished {
             out.extend(completed_headers(&report));
             return Ok((StatusCode::CREATED, out).into_response());
@@ -238,19 +330,36 @@ async fn finish(user: &User, id: UploadId) -> Result<UploadReport, Problem> {
     blocking(move || Ok(u.finish(id)?)).await
 }
 
-/// Appends `body` at `offset` and, if that was the last declared byte,
-/// finishes the upload. The offset answered is the session's durable one.
+/// Appends `body` at `offset` and finishes the upload when `when` says.
+/// The offset answered is the session's durable one.
 async fn append_and_finish(
     user: &User,
     id: UploadId,
     offset: u64,
     body: Body,
     checksum: Option<Checksum>,
+    when: Finish,
 ) -> Result<(u64, Option<UploadReport>), Problem> {
     let offset = append_body(user, id, offset, body, checksum).await?;
-    let u = user.clone();
-    let status = blocking(move || Ok(u.upload_status(id)?)).await?;
-    if status.declared_length == Some(offset) {
+    let finishes = match when {
+        Finish::Later => false,
+        Finish::AtLength => {
+            let u = user.clone();
+            blocking(move || Ok(u.upload_status(id)?)).await?.declared_length == Some(offset)
+        }
+        Finish::Now => {
+            let u = user.clone();
+            blocking(move || {
+                if u.upload_status(id)?.declared_length.is_none() {
+                    u.set_upload_length(id, offset)?;
+                }
+                Ok(())
+            })
+            .await?;
+            true
+        }
+    };
+    if finishes {
         return Ok((offset, Some(finish(user, id).await?)));
     }
     Ok((offset, None))
@@ -298,9 +407,13 @@ async fn done(user: User, file: FileId, raw: String) -> Result<HeaderMap, Proble
 
 /// `HEAD`: where to resume.
 async fn status(Caller(user): Caller, headers: HeaderMap, Path(raw): Path<String>) -> Result<Response, Problem> {
-    version(&headers)?;
+    let proto = protocol(&headers)?;
     let mut h = match target(&raw)? {
-        Target::Done(file) => done(user, file, raw).await?,
+        Target::Done(file) => {
+            let mut h = done(user, file, raw).await?;
+            h.extend(proto.completion(true));
+            h
+        }
         Target::Session(id) => {
             let s = blocking(move || Ok(user.upload_status(id)?)).await?;
             let mut h = HeaderMap::new();
@@ -310,6 +423,7 @@ async fn status(Caller(user): Caller, headers: HeaderMap, Path(raw): Path<String
                 None => h.insert(UPLOAD_DEFER_LENGTH, HeaderValue::from_static("1")),
             };
             h.insert(UPLOAD_EXPIRES, expires(&s));
+            h.extend(proto.completion(false));
             h
         }
     };
@@ -324,8 +438,12 @@ async fn patch(
     Path(raw): Path<String>,
     body: Body,
 ) -> Result<Response, Problem> {
-    version(&headers)?;
-    if headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes) != Some(b"application/offset+octet-stream") {
+    let proto = protocol(&headers)?;
+    // The draft's PATCH may carry `application/partial-upload` (interop
+    // 6 on) or no type; tus insists on its own.
+    let tus_type =
+        headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes) == Some(b"application/offset+octet-stream");
+    if proto == Protocol::Tus && !tus_type {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
@@ -335,7 +453,11 @@ async fn patch(
     let offset = number(&headers, &UPLOAD_OFFSET)?.ok_or_else(|| Problem::bad_request("Upload-Offset is required"))?;
     let id = match target(&raw)? {
         // Finished already: nothing more to take.
-        Target::Done(file) => return Ok((StatusCode::NO_CONTENT, done(user, file, raw).await?).into_response()),
+        Target::Done(file) => {
+            let mut h = done(user, file, raw).await?;
+            h.extend(proto.completion(true));
+            return Ok((StatusCode::NO_CONTENT, h).into_response());
+        }
         Target::Session(id) => id,
     };
     if let Some(length) = number(&headers, &UPLOAD_LENGTH)? {
@@ -343,9 +465,11 @@ async fn patch(
         blocking(move || Ok(u.set_upload_length(id, length)?)).await?;
     }
     let checksum = upload_checksum(&headers)?;
-    let (offset, finished) = append_and_finish(&user, id, offset, body, checksum).await?;
+    let finish_when = proto.finish(&headers)?;
+    let (offset, finished) = append_and_finish(&user, id, offset, body, checksum, finish_when).await?;
     let mut h = HeaderMap::new();
     h.insert(UPLOAD_OFFSET, num(offset));
+    h.extend(proto.completion(finished.is_some()));
     match finished {
         Some(report) => h.extend(completed_headers(&report)),
         None => {
@@ -360,7 +484,7 @@ async fn patch(
 
 /// `DELETE` (termination): the session and its bytes go.
 async fn terminate(Caller(user): Caller, headers: HeaderMap, Path(raw): Path<String>) -> Result<Response, Problem> {
-    version(&headers)?;
+    protocol(&headers)?;
     match target(&raw)? {
         Target::Done(file) => {
             done(user, file, raw).await?;

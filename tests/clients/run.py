@@ -7,7 +7,8 @@ another album: all linked) and a usage that counts each content once.
 
     python3 tests/clients/run.py KEEPSAKE_BINARY CLIENT...
 
-CLIENT is `tuspy` or `tusjs`. Exits non-zero, saying why, on any failure.
+CLIENT is `tuspy`, `tusjs`, `tusjs-ietf-draft-03` or `tusjs-ietf-draft-05`
+(tus-js-client speaking the IETF draft, interop versions 5 and 6). Exits non-zero, saying why, on any failure.
 """
 
 import hashlib
@@ -23,9 +24,15 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 keepsake, clients = sys.argv[1], sys.argv[2:]
+TUSPY = [sys.executable, os.path.join(HERE, "tuspy_client.py")]
+TUSJS = ["node", os.path.join(HERE, "tusjs_client.js")]
+# Each client: its command and the protocol it speaks (tus-js-client's
+# two IETF-draft protocols send interop versions 5 and 6).
 COMMANDS = {
-    "tuspy": [sys.executable, os.path.join(HERE, "tuspy_client.py")],
-    "tusjs": ["node", os.path.join(HERE, "tusjs_client.js")],
+    "tuspy": (TUSPY, None),
+    "tusjs": (TUSJS, "tus-v1"),
+    "tusjs-ietf-draft-03": (TUSJS, "ietf-draft-03"),
+    "tusjs-ietf-draft-05": (TUSJS, "ietf-draft-05"),
 }
 BIG = 6 << 20
 
@@ -74,10 +81,12 @@ def sessions(store):
 
 def upload(client, server, token, path, album, storage, die_after=None):
     """One client run; its printed outcome, or None when it was killed."""
-    cmd = COMMANDS[client] + [server.url("/v1/uploads"), token, path, album, storage]
+    command, proto = COMMANDS[client]
+    cmd = command + [server.url("/v1/uploads"), token, path, album, storage]
     if die_after is not None:
         cmd.append(str(die_after))
-    run = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
+    env = dict(os.environ, KEEPSAKE_TUS_PROTOCOL=proto or "")
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE, env=env)
     if die_after is not None:
         assert run.returncode == -9, f"{client} was to be killed: {run.returncode} {run.stderr}"
         return None

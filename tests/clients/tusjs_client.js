@@ -3,6 +3,9 @@
 //
 //   node tusjs_client.js ENDPOINT TOKEN FILE ALBUM STORAGE [DIE_AFTER]
 //
+// KEEPSAKE_TUS_PROTOCOL picks tus-js-client's protocol: tus-v1 (the
+// default), ietf-draft-03 (interop version 5) or ietf-draft-05 (6).
+//
 // With DIE_AFTER, the process kills itself (SIGKILL) once that many bytes
 // of the file are on the server: a client cut off mid-file. Otherwise it
 // prints {"name", "outcome", "file_id"} from the final response's headers.
@@ -16,11 +19,12 @@ const name = path.basename(file);
 
 const upload = new tus.Upload(data, {
   endpoint,
+  protocol: process.env.KEEPSAKE_TUS_PROTOCOL || "tus-v1",
   headers: { Authorization: `Bearer ${token}` },
   chunkSize: 1 << 20,
   metadata: { filename: name, album },
   urlStorage: new tus.FileUrlStorage(storage),
-  fingerprint: async () => `keepsake-${name}-${data.length}`,
+  fingerprint: async () => `keepsake-${name}-${data.length}-${album}`,
   removeFingerprintOnSuccess: true,
   retryDelays: [0, 200, 1000],
   onChunkComplete: (_chunk, accepted) => {
