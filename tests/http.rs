@@ -20,12 +20,14 @@ struct Server {
     dir: tempfile::TempDir,
 }
 
-/// Starts `keepsake serve` on the store in `dir`; its child and address.
-fn spawn(dir: &std::path::Path) -> (Child, String) {
+/// Starts `keepsake serve` on the store in `dir`, with `extra` arguments;
+/// its child and address.
+fn spawn(dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keepsake"))
         .args(["--json", "--store"])
         .arg(dir)
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -45,8 +47,12 @@ fn spawn(dir: &std::path::Path) -> (Child, String) {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let (child, addr) = spawn(dir.path());
+        let (child, addr) = spawn(dir.path(), extra);
         Server { child, addr, dir }
     }
 
@@ -54,7 +60,7 @@ impl Server {
     /// the same store.
     fn restart(&mut self) {
         self.stop();
-        (self.child, self.addr) = spawn(self.dir.path());
+        (self.child, self.addr) = spawn(self.dir.path(), &[]);
     }
 
     /// A new token for `user`, as `keepsake token create --json` prints it.
@@ -954,4 +960,39 @@ fn the_bulk_preflight_answers_each_item_by_the_users_own_files_and_can_complete_
         .map(|i| serde_json::json!({"name": format!("{i}.jpg"), "hash": other}))
         .collect();
     ask(&ann, serde_json::json!({"items": many})).problem(400, "bad-request");
+}
+
+#[test]
+fn a_client_trickling_its_headers_or_stalling_its_body_is_let_go_and_a_resumable_upload_keeps_what_arrived() {
+    let server = Server::start_with(&["--header-timeout", "1", "--idle-timeout", "1"]);
+    let token = server.token("ann");
+
+    // Headers never finished: the connection is closed.
+    let mut slow = TcpStream::connect(&server.addr).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the connection was held"
+    );
+
+    // A body that stops mid-way: the request fails, and the bytes that
+    // arrived are durable in the session, where a HEAD says to resume.
+    let url = server.create(&token, "v.mp4", "A", 3_000_000);
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    let head = format!(
+        "PATCH {url} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: 3000000\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&data(60, 1_000_000)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    let offset = server.tus("HEAD", &url, &token, &[], b"");
+    assert_eq!(offset.header("upload-offset"), Some("1000000"));
 }

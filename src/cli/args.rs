@@ -168,6 +168,14 @@ pub(crate) enum Command {
         /// The address to listen on
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// Seconds a client has to send a request's headers before its
+        /// connection is closed
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        header_timeout: u64,
+        /// Seconds a request's body may go without a byte before the
+        /// request fails (a resumable upload keeps what had arrived)
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        idle_timeout: u64,
     },
     /// Bearer tokens for `keepsake serve`: create, list, revoke
     ///

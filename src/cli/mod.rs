@@ -361,8 +361,17 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
     for note in store.recovery_notes() {
         let _ = writeln!(io::stderr(), "keepsake: recovery: {note}");
     }
-    if let Command::Serve { listen } = cli.command {
-        return serve::serve(store, &dir, listen, out);
+    if let Command::Serve {
+        listen,
+        header_timeout,
+        idle_timeout,
+    } = cli.command
+    {
+        let limits = serve::Limits {
+            header: Duration::from_secs(header_timeout.max(1)),
+            idle_body: Duration::from_secs(idle_timeout.max(1)),
+        };
+        return serve::serve(store, &dir, listen, limits, out);
     }
     let Some(command) = store_command(&store, cli.command, out)? else {
         return Ok(());

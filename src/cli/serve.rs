@@ -3,6 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use keepsake::http::{router, with_bearer_tokens, TokenError, Tokens};
 use keepsake::Store;
@@ -22,24 +29,45 @@ impl From<TokenError> for Failure {
     }
 }
 
+/// How long a slow client may take, before the server lets it go.
+pub(crate) struct Limits {
+    /// To send a request's headers (the connection is closed after).
+    pub header: Duration,
+    /// Between two pieces of a request's body (the request fails).
+    pub idle_body: Duration,
+}
+
+/// How long a stopping server lets requests in flight finish. Upload
+/// sessions are durable at each append, so a request cut off here loses
+/// nothing a client cannot resend.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+fn failure(what: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::Store {
+        message: format!("{what}: {e}"),
+        status: 1,
+    }
+}
+
 /// Serves `store` on `listen` until Ctrl-C or SIGTERM, then lets the
-/// requests in flight finish.
-pub(crate) fn serve(store: Store, dir: &Path, listen: SocketAddr, out: &Output) -> Result<(), Failure> {
+/// requests in flight finish for at most [`SHUTDOWN_GRACE`].
+///
+/// Connections are served by hyper directly, not `axum::serve`, for the
+/// header timeout: hyper enforces one only with a timer, which
+/// `axum::serve` does not give it, so a client trickling its headers
+/// would hold a connection for ever. A connection holds no lock and no
+/// commit while it waits: store calls start once a request (or a piece
+/// of its body) has arrived.
+pub(crate) fn serve(store: Store, dir: &Path, listen: SocketAddr, limits: Limits, out: &Output) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure::Store {
-            message: format!("starting the server's runtime: {e}"),
-            status: 1,
-        })?;
-    let app = with_bearer_tokens(router(store), Tokens::at(dir));
+        .map_err(|e| failure("starting the server's runtime", e))?;
+    let app = with_bearer_tokens(router(store), Tokens::at(dir)).layer(RequestBodyTimeoutLayer::new(limits.idle_body));
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|e| Failure::Store {
-                message: format!("listening on {listen}: {e}"),
-                status: 1,
-            })?;
+            .map_err(|e| failure(&format!("listening on {listen}"), e))?;
         let bound = listener.local_addr().unwrap_or(listen);
         #[derive(Serialize)]
         struct Listening {
@@ -52,33 +80,49 @@ pub(crate) fn serve(store: Store, dir: &Path, listen: SocketAddr, out: &Output) 
             || format!("keepsake: serving http://{bound} (Ctrl-C to stop)"),
         )?;
         out.flush()?;
-        // Requests in flight finish after a stop, for at most
-        // SHUTDOWN_GRACE: a stalled client does not hold the server up.
-        let (stopping, mut stopped_at) = tokio::sync::watch::channel(false);
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            stopped().await;
-            let _ = stopping.send(true);
-        });
-        tokio::select! {
-            served = server => served.map_err(|e| Failure::Store {
-                message: format!("serving: {e}"),
-                status: 1,
-            }),
-            () = async {
-                let _ = stopped_at.wait_for(|s| *s).await;
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } => {
-                eprintln!("keepsake: requests still in flight {} s after the stop; stopping anyway", SHUTDOWN_GRACE.as_secs());
-                Ok(())
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header);
+        let graceful = GracefulShutdown::new();
+        let mut stop = std::pin::pin!(stopped());
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let stream = match accepted {
+                        Ok((stream, _)) => stream,
+                        // Out of descriptors, a connection reset before
+                        // it was taken: the next one may do.
+                        Err(e) => {
+                            eprintln!("keepsake: accepting a connection: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let service = TowerToHyperService::new(app.clone());
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+                () = &mut stop => break,
             }
         }
+        drop(listener);
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+                eprintln!(
+                    "keepsake: requests still in flight {} s after the stop; stopping anyway",
+                    SHUTDOWN_GRACE.as_secs()
+                );
+            }
+        }
+        Ok(())
     })
 }
-
-/// How long a stopping server lets requests in flight finish. Upload
-/// sessions are durable at each append, so a request cut off here loses
-/// nothing a client cannot resend.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Resolves at Ctrl-C or SIGTERM.
 async fn stopped() {
