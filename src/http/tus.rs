@@ -220,7 +220,10 @@ fn upload_checksum(headers: &HeaderMap) -> Result<Option<Checksum>, Problem> {
 }
 
 fn expires(status: &UploadStatus) -> HeaderValue {
-    let at = UNIX_EPOCH + Duration::from_millis(status.expires_ms);
+    // An HTTP date ends at year 9999 (and `httpdate` panics past it): a
+    // store whose sessions never expire says so as that date.
+    const LAST_HTTP_DATE_MS: u64 = 253_402_300_799_000;
+    let at = UNIX_EPOCH + Duration::from_millis(status.expires_ms.min(LAST_HTTP_DATE_MS));
     HeaderValue::from_str(&httpdate::fmt_http_date(at)).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
@@ -415,8 +418,21 @@ async fn status(Caller(user): Caller, headers: HeaderMap, Path(raw): Path<String
             h
         }
         Target::Session(id) => {
-            let s = blocking(move || Ok(user.upload_status(id)?)).await?;
+            let u = user.clone();
+            let s = blocking(move || Ok(u.upload_status(id)?)).await?;
             let mut h = HeaderMap::new();
+            if proto == Protocol::Tus && s.complete {
+                // Every byte arrived, but the upload was never finished
+                // (its last response was lost with the connection, or
+                // finishing failed): a tus client takes offset == length
+                // for success, so finish it now, or say why it cannot be.
+                let report = finish(&user, id).await?;
+                h.insert(UPLOAD_OFFSET, num(report.size));
+                h.insert(UPLOAD_LENGTH, num(report.size));
+                h.extend(completed_headers(&report));
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                return Ok((StatusCode::OK, h).into_response());
+            }
             h.insert(UPLOAD_OFFSET, num(s.offset));
             match s.declared_length {
                 Some(len) => h.insert(UPLOAD_LENGTH, num(len)),
