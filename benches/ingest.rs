@@ -20,6 +20,9 @@
 //! - `thumbnails`: 20,000 files of 16 KiB into an empty store;
 //! - `big_file`: one 2 GiB file into an empty store (peak memory printed);
 //! - `read`: every stored photo read back, verified;
+//! - `range_read`: 1 MiB from the middle of the big file, through a fresh
+//!   reader (checked against the blob's outboard), beside `pread` of the
+//!   same range from the plain file;
 //! - `store_open`: opening that store to write, and read-only (what a
 //!   backup re-run with nothing to do pays instead);
 //! - `cross_user_8mib`, `cross_user_64mib`: bob's one-shot upload of new
@@ -217,6 +220,38 @@ fn group<'a>(
         .warm_up_time(Duration::from_secs(1))
         .throughput(Throughput::Bytes(folder.bytes));
     g
+}
+
+/// A 1 MiB range from the middle of the big file: read through a fresh
+/// [`keepsake::FileReader`] each time (so every range is checked again,
+/// against the blob's outboard), beside `pread` of the same range from the
+/// plain file into a buffer. Both from the page cache. The reader's range
+/// is a `Bytes` of the segment's map, handed out without a copy (as the
+/// HTTP face sends it); `pread` must copy.
+fn range_read(c: &mut Criterion, big: &Folder) {
+    const RANGE: u64 = 1 << 20;
+    let (_dir, store) = new_store();
+    let album = store.user("bench").unwrap().ensure_album("A").unwrap();
+    let id = backup(&store, album, big)[0];
+    let user = store.user("bench").unwrap();
+    let file = File::open(&big.files[0]).unwrap();
+    // Off the group boundaries, as a player's seek is.
+    let at = big.bytes / 2 + 12_345;
+    let mut buf = vec![0u8; RANGE as usize];
+    let mut g = c.benchmark_group("range_read");
+    g.sample_size(50).throughput(Throughput::Bytes(RANGE));
+    g.bench_function("limit_pread", |b| {
+        b.iter(|| {
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, at).unwrap();
+            black_box(&buf);
+        })
+    });
+    g.bench_function("keepsake", |b| {
+        b.iter(|| {
+            black_box(user.open_file(id).unwrap().range(at..at + RANGE).unwrap());
+        })
+    });
+    g.finish();
 }
 
 fn unique(c: &mut Criterion, folder: &Folder, name: &str) {
@@ -471,6 +506,14 @@ fn summary(rows: &[(&str, &Folder, &str, &str)], big_peak: Option<f64>, run_star
             r * 1e3
         );
     }
+    if let (Some(k), Some(p)) = (median("range_read", "keepsake"), median("range_read", "limit_pread")) {
+        println!(
+            "\nrange_read: 1 MiB from the middle of the big file, checked {:.0} us, pread {:.0} us: {:.2} x",
+            k * 1e6,
+            p * 1e6,
+            k / p
+        );
+    }
     if let Some(peak) = big_peak {
         println!("\nbig_file: peak resident memory of a process backing it up: {peak:.0} MiB");
     }
@@ -500,6 +543,7 @@ fn main() {
     rereads(&mut c, &photos);
     unique(&mut c, &thumbs, "thumbnails");
     unique(&mut c, &big, "big_file");
+    range_read(&mut c, &big);
     cross_user(&mut c, &scale);
     c.final_summary();
     if !full {

@@ -401,6 +401,61 @@ fn downloads_answer_etag_ranges_and_conditional_requests() {
 }
 
 #[test]
+fn a_range_of_a_large_video_is_served_around_damage_elsewhere_and_never_the_damaged_bytes() {
+    const GROUP: usize = 64 << 10;
+    let mut server = Server::start();
+    let token = server.token("ann");
+    let video = data(4, 40 << 20);
+    let id = server
+        .put(&token, "V", "long.mp4", &video)
+        .header("keepsake-file-id")
+        .unwrap()
+        .to_string();
+    server.stop();
+    let bad = 30 * GROUP + 5;
+    let segments = server.dir.path().join("segments");
+    let seg = std::fs::read_dir(&segments)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read(p).unwrap().windows(64).any(|w| w == &video[..64]));
+    let seg = seg.expect("the video is in a segment");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.windows(64).position(|w| w == &video[..64]).unwrap();
+    bytes[at + bad] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+    (server.child, server.addr) = spawn(server.dir.path(), &[]);
+
+    let path = format!("/v1/files/{id}/content");
+    let auth = format!("Bearer {token}");
+    let range = |r: &str| server.send("GET", &path, &[("Authorization", &auth), ("Range", r)], b"");
+    let middle = range("bytes=10485760-11534335");
+    assert_eq!(middle.status, 206);
+    assert_eq!(middle.body, &video[10 << 20..11 << 20]);
+    let after = range(&format!("bytes={}-", 31 * GROUP));
+    assert_eq!((after.status, after.body.len()), (206, video.len() - 31 * GROUP));
+    assert!(after.body == video[31 * GROUP..]);
+    range(&format!("bytes={}-{}", bad - 10, bad + 10)).problem(500, "integrity-error");
+    // The whole file: the status went out before the damage was reached, so
+    // the body stops short of its length, at or before the damaged group.
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {auth}\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(raw.starts_with(b"HTTP/1.1 200"));
+    let body = &raw[split..];
+    assert!(
+        body.len() <= bad && body == &video[..body.len()],
+        "{} bytes",
+        body.len()
+    );
+}
+
+#[test]
 fn another_users_file_a_malformed_id_and_a_missing_one_get_the_same_404() {
     let server = Server::start();
     let (ann, bob) = (server.token("ann"), server.token("bob"));

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
 use super::format::{RecordHeader, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use super::outboard;
 use crate::error::{Fault, Result};
 use crate::fs::{Fs, FsFile};
 use crate::hash::{read_full, ContentHash, Hasher};
@@ -147,6 +148,16 @@ pub(crate) struct BlobLog {
     /// segment is never compacted: its metadata does not yet show records
     /// that are about to be committed.
     pins: Mutex<HashMap<u64, usize>>,
+}
+
+/// A record just appended, not yet durable.
+pub(crate) struct Appended<'a> {
+    /// Where it lies.
+    pub loc: Location,
+    /// Keeps its segment out of compaction until the commit that refers to it.
+    pub pin: Pin<'a>,
+    /// The blob's outboard, for a streamed record that wants one.
+    pub outboard: Option<Vec<u8>>,
 }
 
 /// Keeps a record's segment from being compacted until the commit that
@@ -386,7 +397,9 @@ impl BlobLog {
     /// The record is not durable until [`sync`](Self::sync) covers it.
     ///
     /// Its segment stays out of compaction while the returned pin lives.
-    pub(crate) fn append(&self, hash: ContentHash, data: RecordData<'_>, what: &str) -> Result<(Location, Pin<'_>)> {
+    /// A streamed record of a blob that wants an outboard
+    /// ([`outboard::wanted`]) comes with it, made as the bytes went by.
+    pub(crate) fn append(&self, hash: ContentHash, data: RecordData<'_>, what: &str) -> Result<Appended<'_>> {
         self.health.check()?;
         let length = data.len();
         let mut guard = self.active.lock();
@@ -403,19 +416,20 @@ impl BlobLog {
             length,
         };
         match write_record(&*active.file, &mut active.writeback, loc, hash, data, what) {
-            Ok(()) => {
+            Ok(outboard) => {
                 active.len = loc.end();
                 // Pinned while the segment is still active (the lock is held),
                 // so compaction, which only takes sealed segments, can never
                 // see this record's segment unpinned before its commit.
                 *self.pins.lock().entry(loc.segment).or_default() += 1;
-                Ok((
+                Ok(Appended {
                     loc,
-                    Pin {
+                    pin: Pin {
                         log: self,
                         segment: loc.segment,
                     },
-                ))
+                    outboard,
+                })
             }
             Err(e) => {
                 // Leave no trace: the next record reuses this offset.
@@ -473,6 +487,21 @@ impl BlobLog {
     /// (magic, checksum, its own place, length, hash) and the BLAKE3 hash of
     /// the data. The returned `Bytes` borrows the segment's memory map.
     pub(crate) fn read(&self, loc: Location, hash: ContentHash) -> Result<Bytes> {
+        let data = self.record(loc, hash)?;
+        let actual = ContentHash::of(&data);
+        if actual != hash {
+            return Err(Fault::Integrity {
+                hash,
+                detail: format!("data hashes to {actual}"),
+            });
+        }
+        Ok(data)
+    }
+
+    /// The data of the record at `loc`, which must be the blob `hash`, with
+    /// its header checked but its bytes not hashed: for a caller that checks
+    /// the parts it uses against the blob's outboard.
+    pub(crate) fn record(&self, loc: Location, hash: ContentHash) -> Result<Bytes> {
         let view = self.view(loc.segment, loc.end()).map_err(|e| match e {
             ViewError::Lost(detail) => Fault::Integrity { hash, detail },
             ViewError::Io(context, source) => Fault::Io { context, source },
@@ -495,12 +524,7 @@ impl BlobLog {
                 loc.segment, loc.offset
             )));
         }
-        let data = record.slice(RECORD_HEADER_LEN..);
-        let actual = ContentHash::of(&data);
-        if actual != hash {
-            return Err(integrity(format!("data hashes to {actual}")));
-        }
-        Ok(data)
+        Ok(record.slice(RECORD_HEADER_LEN..))
     }
 
     /// A view of segment `id` covering at least `need` bytes.
@@ -587,7 +611,7 @@ fn write_record(
     hash: ContentHash,
     data: RecordData<'_>,
     what: &str,
-) -> Result<()> {
+) -> Result<Option<Vec<u8>>> {
     let header = RecordHeader {
         segment: loc.segment,
         offset: loc.offset,
@@ -601,31 +625,56 @@ fn write_record(
         RecordData::Verified(bytes) => {
             file.write_all_at(at, bytes).map_err(io)?;
             writeback.wrote(file, loc.end());
-            return Ok(());
+            return Ok(None);
         }
         RecordData::Stream { reader, .. } => reader,
     };
-    let mut hasher = Hasher::new();
-    let mut buf = vec![0u8; WRITE_CHUNK.min(loc.length.max(1) as usize)];
-    let mut remaining = loc.length;
-    while remaining > 0 {
-        let want = buf.len().min(remaining as usize);
-        let n = read_full(source, &mut buf[..want]).map_err(|e| Fault::io(format!("reading {what}"), e))?;
-        if n < want {
-            return Err(Fault::ContentChanged(what.to_string()));
+    // A write error, told apart from the source's errors, which the
+    // outboard's pass returns alike.
+    let mut failed = None;
+    let mut put = |chunk: &[u8]| -> io::Result<()> {
+        if let Err(e) = file.write_all_at(at, chunk) {
+            failed = Some(e);
+            return Err(io::Error::other("the segment write failed"));
         }
-        hasher.update(&buf[..n]);
-        file.write_all_at(at, &buf[..n]).map_err(io)?;
-        at += n as u64;
-        remaining -= n as u64;
+        at += chunk.len() as u64;
         writeback.wrote(file, at);
-    }
+        Ok(())
+    };
+    let (actual, outboard) = if outboard::wanted(loc.length) {
+        let made = outboard::create(source, loc.length, &mut put);
+        if let Some(e) = failed.take() {
+            return Err(io(e));
+        }
+        match made {
+            Ok((actual, ob)) => (actual, Some(ob)),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(Fault::ContentChanged(what.to_string())),
+            Err(e) => return Err(Fault::io(format!("reading {what}"), e)),
+        }
+    } else {
+        let mut hasher = Hasher::new();
+        let mut buf = vec![0u8; WRITE_CHUNK.min(loc.length.max(1) as usize)];
+        let mut remaining = loc.length;
+        while remaining > 0 {
+            let want = buf.len().min(remaining as usize);
+            let n = read_full(source, &mut buf[..want]).map_err(|e| Fault::io(format!("reading {what}"), e))?;
+            if n < want {
+                return Err(Fault::ContentChanged(what.to_string()));
+            }
+            hasher.update(&buf[..n]);
+            if put(&buf[..n]).is_err() {
+                return Err(io(failed.take().expect("put failed")));
+            }
+            remaining -= n as u64;
+        }
+        (hasher.finalize(), None)
+    };
     let mut probe = [0u8; 1];
     let grew = read_full(source, &mut probe).map_err(|e| Fault::io(format!("reading {what}"), e))? > 0;
-    if grew || hasher.finalize() != hash {
+    if grew || actual != hash {
         return Err(Fault::ContentChanged(what.to_string()));
     }
-    Ok(())
+    Ok(outboard)
 }
 
 #[cfg(test)]
@@ -650,7 +699,7 @@ mod tests {
         for i in 0..(MAX_VIEWS + 50) as u32 {
             let data = i.to_le_bytes().repeat(1024);
             let hash = ContentHash::of(&data);
-            let (loc, _pin) = log.append(hash, RecordData::Verified(&data), "test").unwrap();
+            let loc = log.append(hash, RecordData::Verified(&data), "test").unwrap().loc;
             written.push((loc, hash, data));
         }
         let segments: std::collections::HashSet<_> = written.iter().map(|(l, _, _)| l.segment).collect();
@@ -739,9 +788,10 @@ mod tests {
         let mut end = 0;
         for i in 0..40u32 {
             let data = i.to_le_bytes().repeat(64 << 10);
-            let (loc, _pin) = log
+            let loc = log
                 .append(ContentHash::of(&data), RecordData::Verified(&data), "small")
-                .unwrap();
+                .unwrap()
+                .loc;
             end = loc.end();
         }
         let big = vec![7u8; 5 * WRITE_CHUNK + 5];
@@ -750,7 +800,7 @@ mod tests {
             reader: &mut reader,
             length: big.len() as u64,
         };
-        let (loc, _pin) = log.append(ContentHash::of(&big), stream, "big").unwrap();
+        let loc = log.append(ContentHash::of(&big), stream, "big").unwrap().loc;
         assert!(loc.offset == end && loc.end() > end + 2 * WRITEBACK_STEP);
 
         let hints = hints.lock().clone();

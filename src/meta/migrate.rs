@@ -25,6 +25,12 @@
 //! a prefix scan of `by_name`, whose keys begin with the same user and
 //! hash. Nothing is rewritten: the step marks format 4, and the open then
 //! drops the family (a crash between the two drops it at the next open).
+//!
+//! Format 4 → 5: the `outboards` family holds the BLAKE3 outboards of
+//! blobs larger than 16 MiB, so that a range of one is checked without
+//! hashing the rest. Nothing is rewritten: the open creates the family, the
+//! step marks format 5, and a blob stored before gets its outboard from the
+//! first read that checks it whole (`store::read`).
 
 use rocksdb::WriteBatch;
 
@@ -62,6 +68,14 @@ pub(super) fn from_v3(meta: &Meta) -> Result<(), OpenError> {
     meta.batch_put(&mut b, Cf::Meta, keys::FORMAT, &4u64.encode());
     meta.write(b)
         .map_err(|e| OpenError::Corrupt(format!("migrating from format 3: {e}")))
+}
+
+/// Marks the metadata format 5; the open has made the `outboards` family.
+pub(super) fn from_v4(meta: &Meta) -> Result<(), OpenError> {
+    let mut b = WriteBatch::default();
+    meta.batch_put(&mut b, Cf::Meta, keys::FORMAT, &5u64.encode());
+    meta.write(b)
+        .map_err(|e| OpenError::Corrupt(format!("migrating from format 4: {e}")))
 }
 
 /// Rewrites the name keys that NFC changes, and marks the metadata format
@@ -153,7 +167,7 @@ mod tests {
     use rocksdb::WriteBatch;
 
     use crate::meta::records::{AlbumRecord, Record, UploadRecord};
-    use crate::meta::{keys, Cf, Meta, DEFAULT_CACHE};
+    use crate::meta::{keys, Cf, Meta, DEFAULT_CACHE, FORMAT_VERSION};
     use crate::{Content, DedupMode, Outcome, SessionOptions, Store, UploadStart};
 
     /// Rewrites a store's metadata as format 1 wrote it: sessions keyed by
@@ -204,10 +218,10 @@ mod tests {
             (Outcome::Stored, video.clone())
         );
         drop((ann, store));
-        // Migrated once, through formats 2 and 3: the next open finds
-        // format 4.
+        // Migrated once, through formats 2, 3 and 4: the next open finds
+        // this build's format.
         let meta = Meta::open(&dir.path().join("meta"), DEFAULT_CACHE).unwrap();
-        assert_eq!(meta.get::<u64>(Cf::Meta, keys::FORMAT).unwrap(), Some(4));
+        assert_eq!(meta.get::<u64>(Cf::Meta, keys::FORMAT).unwrap(), Some(FORMAT_VERSION));
         drop(meta);
         let store = Store::open(dir.path()).unwrap();
         let ann = store.user("ann").unwrap();

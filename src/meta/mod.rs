@@ -18,6 +18,7 @@
 //! | `damaged` | hash | `DamageRecord`: a copy that failed its hash |
 //! | `uploads` | user, upload id | `UploadRecord`: a resumable upload session |
 //! | `sources` | user, album, source path | `SourceRecord`: what a backup saw of a file on disk |
+//! | `outboards` | hash | a large blob's BLAKE3 outboard (`blob::outboard`), raw |
 //!
 //! All changes go through [`txn::Txn`] and are committed as one synced
 //! `WriteBatch`: a logical operation is all or nothing.
@@ -58,10 +59,11 @@ pub(crate) enum Cf {
     Damaged,
     Uploads,
     Sources,
+    Outboards,
 }
 
 impl Cf {
-    pub(crate) const ALL: [Cf; 16] = [
+    pub(crate) const ALL: [Cf; 17] = [
         Cf::Meta,
         Cf::UserNames,
         Cf::Users,
@@ -78,6 +80,7 @@ impl Cf {
         Cf::Damaged,
         Cf::Uploads,
         Cf::Sources,
+        Cf::Outboards,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -98,18 +101,23 @@ impl Cf {
             Cf::Damaged => "damaged",
             Cf::Uploads => "uploads",
             Cf::Sources => "sources",
+            Cf::Outboards => "outboards",
         }
     }
 }
 
 /// The metadata format version this build writes and reads. Older ones
 /// are migrated at open ([`migrate`]).
-pub(crate) const FORMAT_VERSION: u64 = 4;
+pub(crate) const FORMAT_VERSION: u64 = 5;
 
 /// Column families of older formats, dropped once a writable open has
 /// migrated the store: format 3's `by_hash` index said nothing that the
 /// `by_name` keys, which begin with the same user and hash, do not.
 const RETIRED: [&str; 1] = ["by_hash"];
+
+/// Column families added since format 4, which an older store lacks
+/// until a writable open creates them.
+const ADDED: [Cf; 1] = [Cf::Outboards];
 
 /// A raw iterator over one column family of the metadata.
 pub(crate) type DBRawIterator<'a> = rocksdb::DBRawIteratorWithThreadMode<'a, DB>;
@@ -207,9 +215,10 @@ impl Meta {
             opts.create_missing_column_families(true);
             opts.increase_parallelism(2);
         }
-        let open = |retired: &[&str]| {
+        let open = |retired: &[&str], missing: &[Cf]| {
             let cfs = Cf::ALL
                 .iter()
+                .filter(|cf| !missing.contains(cf))
                 .map(|cf| cf.name())
                 .chain(retired.iter().copied())
                 .map(|name| ColumnFamilyDescriptor::new(name, db_options(&cache)));
@@ -224,12 +233,24 @@ impl Meta {
         // open is then made again with it. (Listing the families first
         // would cost every open a read of the manifest, and RocksDB's C
         // listing leaks its strings.)
-        let (db, retired) = match open(&[]) {
+        let (db, retired) = match open(&[], &[]) {
             Ok(db) => (db, Vec::new()),
             Err(e) if access == Access::Write && e.as_ref().contains("Column families not opened") => {
                 let retired: Vec<&str> = RETIRED.into_iter().filter(|r| e.as_ref().contains(r)).collect();
-                let db = open(&retired).map_err(|e| OpenError::Database(e.into_string()))?;
+                let db = open(&retired, &[]).map_err(|e| OpenError::Database(e.into_string()))?;
                 (db, retired)
+            }
+            // A store of an older format lacks the families added since,
+            // which a read-only open cannot create: it is opened without
+            // them to read its format, which `check_format` then refuses
+            // as older (a writable open migrates it).
+            Err(e) if access == Access::ReadOnly && e.as_ref().contains("Column family not found") => {
+                let db = open(&[], &ADDED).map_err(|e| OpenError::Database(e.into_string()))?;
+                let meta = Meta { db, access };
+                meta.check_format(path, access)?;
+                return Err(OpenError::Corrupt(format!(
+                    "the metadata is format {FORMAT_VERSION} but lacks a column family: {e}"
+                )));
             }
             Err(e) => return Err(OpenError::Database(e.into_string())),
         };
@@ -260,6 +281,7 @@ impl Meta {
                     1 => migrate::from_v1(self),
                     2 => migrate::from_v2(self),
                     3 => migrate::from_v3(self),
+                    4 => migrate::from_v4(self),
                     _ => Err(OpenError::Corrupt(format!("no migration from format {from}"))),
                 })
             }

@@ -32,6 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -43,6 +44,7 @@ use super::reservation::Hold;
 use super::rules::{apply, prefetch, Applied, NewCopy, Pending};
 use super::source_file;
 use super::{staging, Content, DedupMode, Inner, Upload, UploadReport, User};
+use crate::blob::outboard;
 use crate::blob::{Pin, RecordData, Written};
 use crate::error::{Fault, HashMismatch, Result, UploadError};
 use crate::fs::FsFile;
@@ -281,8 +283,8 @@ impl Inner {
     }
 
     fn append_verified(&self, p: &Prepared, data: &[u8]) -> Result<(NewCopy, Option<Pin<'_>>)> {
-        let (loc, pin) = self.blobs.append(p.hash, RecordData::Verified(data), &p.what)?;
-        Ok((NewCopy::Segment(loc), Some(pin)))
+        let appended = self.blobs.append(p.hash, RecordData::Verified(data), &p.what)?;
+        Ok((NewCopy::Segment(appended.loc, None), Some(appended.pin)))
     }
 
     /// Writes (or keeps for inlining) the bytes of `p`. Bytes in memory
@@ -295,6 +297,8 @@ impl Inner {
         let mut reader: Box<dyn Read + '_> = match &p.source {
             Source::Memory(b) if inline => return Ok((NewCopy::Inline(b.to_vec()), None)),
             Source::Read { data, .. } if inline => return Ok((NewCopy::Inline(data.clone()), None)),
+            // Written as a stream only to make its outboard in the same pass.
+            Source::Memory(b) if outboard::wanted(p.size) => Box::new(&b[..]),
             Source::Memory(b) => return self.append_verified(p, b),
             Source::Read { data, .. } => return self.append_verified(p, data),
             Source::File(path) => Box::new(source_file::open(path, &p.what, None)?.0),
@@ -318,8 +322,9 @@ impl Inner {
             reader: &mut reader,
             length: p.size,
         };
-        let (loc, pin) = self.blobs.append(p.hash, data, &p.what)?;
-        Ok((NewCopy::Segment(loc), Some(pin)))
+        let appended = self.blobs.append(p.hash, data, &p.what)?;
+        let outboard = appended.outboard.map(Arc::from);
+        Ok((NewCopy::Segment(appended.loc, outboard), Some(appended.pin)))
     }
 }
 
@@ -583,7 +588,7 @@ impl Inner {
                 &mut holds,
             ) {
                 Ok(copy) => {
-                    if let Some(NewCopy::Segment(loc)) = &copy {
+                    if let Some(NewCopy::Segment(loc, _)) = &copy {
                         written.add(*loc);
                     }
                     pending.push(Pending {
@@ -768,7 +773,7 @@ mod tests {
         // Nothing of either attempt is left: the next record starts where the
         // first would have.
         std::fs::write(&file, vec![5u8; 100_000]).unwrap();
-        let (NewCopy::Segment(loc), _pin) = inner.write_copy(&prepared).unwrap() else {
+        let (NewCopy::Segment(loc, _), _pin) = inner.write_copy(&prepared).unwrap() else {
             panic!("100 KB is not inlined")
         };
         assert_eq!(loc.offset, crate::blob::format::SEGMENT_HEADER_LEN as u64);

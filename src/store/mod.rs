@@ -297,6 +297,8 @@ pub(crate) struct Inner {
     pub(crate) root: PathBuf,
     pub(crate) meta: Meta,
     pub(crate) blobs: BlobLog,
+    /// Outboards read lately (`store::read`).
+    pub(crate) outboards: crate::blob::outboard::Cache,
     pub(crate) committer: Committer,
     pub(crate) health: Arc<Health>,
     pub(crate) options: StoreOptions,
@@ -380,6 +382,7 @@ impl Store {
                 root,
                 meta,
                 blobs,
+                outboards: Default::default(),
                 committer: Committer::default(),
                 health,
                 options,

@@ -1,10 +1,16 @@
-//! Reading a file's bytes, always verified.
+//! Reading a file's bytes, always verified: a small blob is checked whole
+//! before a byte is returned; a large one (with an outboard,
+//! [`crate::blob::outboard`]) a chunk group at a time, as its bytes are
+//! read, so that a seek into a video costs the range it reads.
 
 use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Inner, User};
+use super::{Inner, Store, User};
+use crate::blob::outboard::{self, Mismatch, GROUP};
 use crate::error::{Fault, ReadError, Result};
 use crate::hash::ContentHash;
 use crate::ids::FileId;
@@ -12,57 +18,262 @@ use crate::meta::keys;
 use crate::meta::records::{BlobRecord, FileRecord, Place};
 use crate::meta::Cf;
 
-/// A file's bytes as a stream ([`Read`] and [`Seek`]), backed by the verified
-/// memory-mapped blob: no copy is made.
-#[derive(Debug, Clone)]
-pub struct FileReader(io::Cursor<Bytes>);
+/// A file's bytes as a stream ([`Read`] and [`Seek`]) and by range
+/// ([`FileReader::range`]), backed by the blob's memory map: no copy is
+/// made, and no byte is returned before it is checked.
+///
+/// A blob of up to 16 MiB is checked whole when the reader is opened. A
+/// larger one is checked as it is read, each 64 KiB chunk group the first
+/// time a read touches it, against the blob's outboard: opening it costs
+/// no hashing, and reading a range costs that range. A read that meets
+/// damaged bytes fails (with [`ReadError::Integrity`], or an
+/// [`io::ErrorKind::InvalidData`] error wrapping it from [`Read`]) and
+/// returns none of them.
+#[derive(Clone)]
+pub struct FileReader {
+    store: Store,
+    hash: ContentHash,
+    /// The blob's bytes as mapped: only the parts `check` has cleared are
+    /// ever handed out.
+    data: Bytes,
+    check: Check,
+    pos: u64,
+}
+
+#[derive(Clone)]
+enum Check {
+    /// Every byte was checked.
+    Whole,
+    /// Checked a chunk group at a time against `outboard`; `done` has a bit
+    /// per group already checked.
+    Groups {
+        outboard: Arc<[u8]>,
+        place: Place,
+        done: Vec<u64>,
+    },
+}
+
+impl std::fmt::Debug for FileReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileReader")
+            .field("hash", &self.hash)
+            .field("len", &self.len())
+            .field("pos", &self.pos)
+            .finish_non_exhaustive()
+    }
+}
 
 impl FileReader {
-    /// The file's length.
+    /// The file's length in bytes.
     pub fn len(&self) -> u64 {
-        self.0.get_ref().len() as u64
+        self.data.len() as u64
     }
 
     /// Whether the file is empty.
     pub fn is_empty(&self) -> bool {
-        self.0.get_ref().is_empty()
+        self.data.is_empty()
+    }
+
+    /// The file's content hash (BLAKE3).
+    pub fn hash(&self) -> ContentHash {
+        self.hash
+    }
+
+    /// The bytes of `range` (byte offsets; the part of it that lies within
+    /// the file), checked, without a copy: the `Bytes` borrows the blob's
+    /// memory map. The stream position does not move.
+    ///
+    /// # Errors
+    ///
+    /// - [`ReadError::Integrity`] if a chunk group the range touches fails its
+    ///   check: none of the range is returned, the damage is remembered, and an
+    ///   upload of the same content heals it.
+    ///
+    /// ```
+    /// use keepsake::{Content, DedupMode, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let u = store.user("u").unwrap();
+    /// let album = u.ensure_album("A").unwrap();
+    /// let video: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
+    /// let r = u.upload(album, "v.mp4", Content::from(video.clone()), DedupMode::Hash).unwrap();
+    /// let mut reader = u.open_file(r.file_id).unwrap();
+    /// assert_eq!(reader.range(10_000_000..10_000_100).unwrap(), &video[10_000_000..10_000_100]);
+    /// assert_eq!(reader.range(19_999_990..u64::MAX).unwrap().len(), 10);
+    /// ```
+    pub fn range(&mut self, range: Range<u64>) -> Result<Bytes, ReadError> {
+        let end = range.end.min(self.len());
+        let start = range.start.min(end);
+        if start < end {
+            self.check(start, end)?;
+        }
+        Ok(self.data.slice(start as usize..end as usize))
+    }
+
+    /// Checks the groups of `start..end` not checked yet.
+    fn check(&mut self, start: u64, end: u64) -> Result<(), ReadError> {
+        let Check::Groups { outboard, place, done } = &mut self.check else {
+            return Ok(());
+        };
+        let is_done = |g: u64| done[(g / 64) as usize] & (1 << (g % 64)) != 0;
+        let groups = start / GROUP..end.div_ceil(GROUP);
+        let Some(first) = groups.clone().find(|&g| !is_done(g)) else {
+            return Ok(());
+        };
+        let last = groups.rev().find(|&g| !is_done(g)).unwrap_or(first);
+        let span = first * GROUP..((last + 1) * GROUP).min(self.data.len() as u64);
+        let inner = &self.store.inner;
+        match outboard::check(&self.hash, &self.data, outboard, span) {
+            Ok(()) => {
+                for g in first..=last {
+                    done[(g / 64) as usize] |= 1 << (g % 64);
+                }
+                Ok(())
+            }
+            Err(Mismatch::Data(at)) => {
+                inner.note_damage(self.hash, place.clone());
+                Err(ReadError::Integrity {
+                    hash: self.hash,
+                    detail: format!("the chunk group at byte {at} does not match the blob's hash"),
+                })
+            }
+            Err(Mismatch::Outboard) => {
+                // The tree kept beside the bytes is wrong, not necessarily
+                // the bytes: they are checked whole, and if they are right,
+                // the outboard is made again from them.
+                let place = place.clone();
+                match inner.outboard_of(&self.hash, &self.data) {
+                    Some(()) => {
+                        self.check = Check::Whole;
+                        Ok(())
+                    }
+                    None => {
+                        inner.note_damage(self.hash, place);
+                        Err(ReadError::Integrity {
+                            hash: self.hash,
+                            detail: "the data does not hash to the blob's hash".into(),
+                        })
+                    }
+                }
+            }
+        }
     }
 }
 
 impl Read for FileReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
+        let want = (buf.len() as u64).min(self.len().saturating_sub(self.pos));
+        let bytes = self
+            .range(self.pos..self.pos + want)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        buf[..bytes.len()].copy_from_slice(&bytes);
+        self.pos += bytes.len() as u64;
+        Ok(bytes.len())
     }
 }
 
 impl Seek for FileReader {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.0.seek(pos)
+        let to = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len().checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = to.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek to a negative or overflowing position",
+            )
+        })?;
+        Ok(self.pos)
     }
 }
 
 impl Inner {
     /// The verified bytes of blob `hash`.
     pub(crate) fn read_blob(&self, hash: &ContentHash) -> Result<Bytes> {
+        self.at_place(hash, |place| self.read_place(hash, place))
+    }
+
+    /// Runs `read` on the place of blob `hash`, again if a compaction moved
+    /// the blob in between reading its record and mapping its segment:
+    /// only then is another attempt worth making, damage at an unchanged
+    /// place being final. Damage is remembered, so that an upload of the
+    /// content heals it.
+    fn at_place<T>(&self, hash: &ContentHash, read: impl Fn(&Place) -> Result<T>) -> Result<T> {
         let mut place = self.blob_place(hash)?;
         loop {
-            let err = match self.read_place(hash, &place) {
-                Ok(bytes) => return Ok(bytes),
+            let err = match read(&place) {
+                Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            // A compaction may have moved the blob between reading its
-            // record and mapping its segment. Only then is another attempt
-            // worth making: damage at an unchanged place is final.
             let now = self.blob_place(hash)?;
             if now == place {
                 if matches!(err, Fault::Integrity { .. }) {
-                    // Remembered, so that an upload of this content heals it.
                     self.note_damage(*hash, place);
                 }
                 return Err(err);
             }
             place = now;
         }
+    }
+
+    /// The bytes of blob `hash` and how a reader checks them: a blob with
+    /// an outboard ([`outboard::wanted`]) a group at a time, any other
+    /// whole, here. A large blob stored before outboards existed (or whose
+    /// outboard is gone) is checked whole here too, and gets its outboard
+    /// from that same pass.
+    fn open_blob(&self, hash: &ContentHash) -> Result<(Bytes, Check)> {
+        self.at_place(hash, |place| match place {
+            Place::Segment(loc) if outboard::wanted(loc.length) => {
+                let data = self.blobs.record(*loc, *hash)?;
+                let held = match self.outboards.get(hash) {
+                    Some(ob) => Some(ob),
+                    None => self.meta.get_raw(Cf::Outboards, hash.as_bytes())?.map(Arc::from),
+                };
+                match held {
+                    Some(ob) if outboard::fits(loc.length, ob.len()) => {
+                        self.outboards.put(*hash, ob.clone());
+                        let groups = loc.length.div_ceil(GROUP).div_ceil(64) as usize;
+                        let check = Check::Groups {
+                            outboard: ob,
+                            place: place.clone(),
+                            done: vec![0; groups],
+                        };
+                        Ok((data, check))
+                    }
+                    _ => match self.outboard_of(hash, &data) {
+                        Some(()) => Ok((data, Check::Whole)),
+                        None => Err(Fault::Integrity {
+                            hash: *hash,
+                            detail: "the data does not hash to the blob's hash".into(),
+                        }),
+                    },
+                }
+            }
+            _ => Ok((self.read_place(hash, place)?, Check::Whole)),
+        })
+    }
+
+    /// Hashes `data`, a whole copy of blob `hash`, making its outboard in
+    /// the same pass, and keeps the outboard if the bytes are right: `None`
+    /// if they are not. Keeping it is best effort (a store that refuses
+    /// writes serves the read all the same, and makes it again next time).
+    fn outboard_of(&self, hash: &ContentHash, mut data: &[u8]) -> Option<()> {
+        let len = data.len() as u64;
+        let (actual, ob) = outboard::create(&mut data, len, &mut |_| Ok(())).ok()?;
+        if actual != *hash {
+            return None;
+        }
+        let hash = *hash;
+        self.outboards.put(hash, Arc::from(&ob[..]));
+        let _ = self.commit(move |txn| {
+            if txn.exists(Cf::Blobs, hash.as_bytes())? {
+                txn.set(Cf::Outboards, hash.as_bytes().to_vec(), Some(ob));
+            }
+            Ok(())
+        });
+        Some(())
     }
 
     /// Reads the copy of blob `hash` at `place` and checks it, returning
@@ -130,19 +341,14 @@ impl User {
     /// assert_eq!(u.read(f).unwrap(), vec![9u8; 50_000]);
     /// ```
     pub fn read(&self, file: FileId) -> Result<Bytes, ReadError> {
-        let inner = self.inner();
-        let uid = self.id()?.ok_or(Fault::UnknownFile(file))?;
-        let rec: FileRecord = inner
-            .meta
-            .get(Cf::Files, &keys::file(uid, file.0))?
-            .ok_or(Fault::UnknownFile(file))?;
-        Ok(inner.read_blob(&rec.hash)?)
+        let hash = self.file_hash(file)?;
+        Ok(self.inner().read_blob(&hash)?)
     }
 
-    /// A file's bytes as a verified stream.
-    ///
-    /// The whole file is checked, as [`User::read`] checks it, before the
-    /// reader is returned: reading from it never fails.
+    /// A file's bytes as a verified stream, and by verified range: see
+    /// [`FileReader`]. A file of up to 16 MiB is checked whole here, as
+    /// [`User::read`] checks it; a larger one as it is read, so that opening
+    /// it costs no hashing and a range costs its own length.
     ///
     /// # Errors
     ///
@@ -167,6 +373,25 @@ impl User {
     /// assert_eq!(out, vec![1u8; 10_000]);
     /// ```
     pub fn open_file(&self, file: FileId) -> Result<FileReader, ReadError> {
-        Ok(FileReader(io::Cursor::new(self.read(file)?)))
+        let inner = self.inner();
+        let hash = self.file_hash(file)?;
+        let (data, check) = inner.open_blob(&hash)?;
+        Ok(FileReader {
+            store: self.store().clone(),
+            hash,
+            data,
+            check,
+            pos: 0,
+        })
+    }
+
+    fn file_hash(&self, file: FileId) -> Result<ContentHash> {
+        let uid = self.id()?.ok_or(Fault::UnknownFile(file))?;
+        let rec: FileRecord = self
+            .inner()
+            .meta
+            .get(Cf::Files, &keys::file(uid, file.0))?
+            .ok_or(Fault::UnknownFile(file))?;
+        Ok(rec.hash)
     }
 }

@@ -27,6 +27,8 @@ use super::ledger::{
 };
 use super::{DedupMode, HashedUpload, Outcome, Preflight, UploadReport, User};
 use crate::blob::Location;
+use std::sync::Arc;
+
 use crate::error::{Fault, Result, UploadError};
 use crate::hash::ContentHash;
 use crate::ids::FileId;
@@ -40,16 +42,32 @@ use crate::names::{check_file_name, FileName};
 #[derive(Debug, Clone)]
 pub(crate) enum NewCopy {
     Inline(Vec<u8>),
-    Segment(Location),
+    /// A record in a segment, with the outboard made as it was written
+    /// (for a blob that wants one: `blob::outboard::wanted`).
+    Segment(Location, Option<Arc<[u8]>>),
 }
 
 impl NewCopy {
     pub(crate) fn place(&self) -> Place {
         match self {
             NewCopy::Inline(data) => Place::Inline(data.clone()),
-            NewCopy::Segment(loc) => Place::Segment(*loc),
+            NewCopy::Segment(loc, _) => Place::Segment(*loc),
         }
     }
+}
+
+/// Stores the outboard that `p`'s copy came with, if the blob has none: in
+/// the commit that creates or heals the blob, so that no blob record is
+/// ever seen without the outboard its copy was written with, and no
+/// outboard outlives its blob (gc deletes both in one commit).
+fn keep_outboard(txn: &mut Txn<'_>, p: &Pending) -> Result<()> {
+    if let Some(NewCopy::Segment(_, Some(outboard))) = &p.copy {
+        let key = p.hash.as_bytes();
+        if !txn.exists(Cf::Outboards, key)? {
+            txn.set(Cf::Outboards, key.to_vec(), Some(outboard.to_vec()));
+        }
+    }
+    Ok(())
 }
 
 /// One upload as the commit step sees it.
@@ -374,7 +392,10 @@ pub(crate) fn prefetch(txn: &mut Txn<'_>, uid: u64, pending: &[Pending]) -> Resu
 /// other copy of content the store already had is garbage.
 fn heal_with(txn: &mut Txn<'_>, p: &Pending) -> Result<()> {
     match &p.copy {
-        Some(copy) => heal(txn, &p.hash, copy.place()),
+        Some(copy) => {
+            heal(txn, &p.hash, copy.place())?;
+            keep_outboard(txn, p)
+        }
         None => Ok(()),
     }
 }
@@ -405,6 +426,7 @@ fn store_new(txn: &mut Txn<'_>, uid: u64, p: &Pending, now: u64) -> Result<Optio
         };
         let place = copy.place();
         occupy(txn, &place)?;
+        keep_outboard(txn, p)?;
         txn.put(
             Cf::Blobs,
             blob_key,

@@ -96,6 +96,10 @@ impl User {
         &self.store.inner
     }
 
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The user's id in the committed metadata, or `None` for a user who
     /// never stored anything.
     pub(crate) fn id(&self) -> Result<Option<u64>> {

@@ -146,6 +146,7 @@ impl Inner {
                         continue;
                     }
                     txn.delete(Cf::Damaged, key.clone());
+                    txn.delete(Cf::Outboards, key.clone());
                     txn.delete(Cf::Blobs, key);
                     removed += 1;
                     if let Place::Inline(_) = blob.place {
@@ -227,8 +228,10 @@ impl Inner {
                 let Ok(data) = self.blobs.read(old, h.hash) else {
                     return Ok(false);
                 };
-                let (new, pin) = self.blobs.append(h.hash, RecordData::Verified(&data), "compaction")?;
-                pins.push(pin);
+                // The outboard, kept by hash, is the same wherever the bytes lie.
+                let appended = self.blobs.append(h.hash, RecordData::Verified(&data), "compaction")?;
+                let new = appended.loc;
+                pins.push(appended.pin);
                 written.add(new);
                 live += old.record_len();
                 moves.push((h.hash, old, new));

@@ -723,6 +723,29 @@ impl BlobRange {
             Ok(())
         })?;
 
+        // GC drops an outboard with its blob too; one of the wrong length
+        // (for the blob's size) could never check a range. Either is only
+        // deleted: the first read that checks the blob whole makes it again.
+        range.each_in(src, Cf::Outboards, &[], &mut |k, v| {
+            let Some(hash) = content_key(k) else {
+                c.malformed("outboard", Cf::Outboards, k);
+                return Ok(());
+            };
+            let size = sizes.binary_search_by(|(h, _)| h.cmp(&hash)).ok().map(|i| sizes[i].1);
+            let detail = match size {
+                None => format!("outboard {hash} has no blob"),
+                Some(size) if !crate::blob::outboard::fits(size, v.len()) => {
+                    format!(
+                        "outboard {hash} is {} bytes, not the length blob size {size} gives",
+                        v.len()
+                    )
+                }
+                Some(_) => return Ok(()),
+            };
+            c.fixable("stray-index-entry", detail, Cf::Outboards, k.to_vec(), None);
+            Ok(())
+        })?;
+
         // Each user's count of each content, as the files give it, in key
         // order (user, then hash), merged with the stored counts.
         self.user_blobs.sort_unstable();
