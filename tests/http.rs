@@ -486,6 +486,170 @@ fn another_users_file_a_malformed_id_and_a_missing_one_get_the_same_404() {
 }
 
 #[test]
+fn albums_memberships_the_trash_and_duplicates_are_edited_over_http_and_another_users_ids_are_unknown() {
+    let server = Server::start();
+    let (ann, bob) = (server.token("ann"), server.token("bob"));
+    let call = |method: &str, path: &str, token: &str, json: Option<Value>| {
+        let auth = format!("Bearer {token}");
+        let body = json.map(|j| j.to_string()).unwrap_or_default();
+        let mut headers = vec![("Authorization", auth.as_str())];
+        if !body.is_empty() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        server.send(method, path, &headers, body.as_bytes())
+    };
+    let file = |r: Reply| r.header("keepsake-file-id").unwrap().parse::<u64>().unwrap();
+    let photo = data(11, 5_000);
+    let a = file(server.put(&ann, "Trip", "a.jpg", &photo));
+    let copy = file(server.put(&ann, "Other", "copy.jpg", &photo));
+    let b = file(server.put(&ann, "Trip", "b.jpg", &data(12, 5_000)));
+    let albums = server.get("/v1/albums", &ann).json();
+    let id_of = |name: &str| {
+        albums.as_array().unwrap().iter().find(|x| x["name"] == name).unwrap()["id"]
+            .as_u64()
+            .unwrap()
+    };
+    let (trip, other) = (id_of("Trip"), id_of("Other"));
+    let names = |album: &str| -> Vec<String> {
+        let page = server.get(&format!("/v1/files?album={album}"), &ann).json();
+        page["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // Rename; a taken name is a conflict.
+    let renamed = call(
+        "PATCH",
+        &format!("/v1/albums/{trip}"),
+        &ann,
+        Some(serde_json::json!({"name": "Italy"})),
+    );
+    assert_eq!((renamed.status, renamed.json()["name"].as_str()), (200, Some("Italy")));
+    call(
+        "PATCH",
+        &format!("/v1/albums/{trip}"),
+        &ann,
+        Some(serde_json::json!({"name": "Other"})),
+    )
+    .problem(409, "album-exists");
+    // Add, remove, move.
+    let added = call("PUT", &format!("/v1/albums/{other}/files/{b}"), &ann, None);
+    assert_eq!(added.json()["added"], true);
+    assert_eq!(
+        call("PUT", &format!("/v1/albums/{other}/files/{b}"), &ann, None).json()["added"],
+        false
+    );
+    assert_eq!(
+        call("DELETE", &format!("/v1/albums/{other}/files/{b}"), &ann, None).status,
+        204
+    );
+    call("DELETE", &format!("/v1/albums/{other}/files/{b}"), &ann, None).problem(409, "not-in-album");
+    let moved = call(
+        "POST",
+        &format!("/v1/files/{b}/move"),
+        &ann,
+        Some(serde_json::json!({"from": trip, "to": other})),
+    );
+    assert_eq!(moved.status, 204);
+    assert_eq!(names("Italy"), ["a.jpg"]);
+    assert_eq!(names("Other"), ["copy.jpg", "b.jpg"]);
+
+    // Duplicates: a and copy share a content; the merge keeps a, in both albums.
+    let groups = server.get("/v1/duplicates", &ann).json();
+    let group = &groups["groups"][0];
+    assert_eq!(groups["groups"].as_array().unwrap().len(), 1, "{groups}");
+    assert_eq!(group["files"].as_array().unwrap().len(), 2);
+    let hash = group["hash"].as_str().unwrap().to_string();
+    server.get("/v1/duplicates", &bob).json()["groups"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+        .then_some(())
+        .unwrap();
+    let merged = call("POST", &format!("/v1/duplicates/{hash}/merge?keep={a}"), &ann, None).json();
+    assert_eq!(
+        (merged["kept"].as_u64(), merged["trashed"].clone()),
+        (Some(a), serde_json::json!([copy]))
+    );
+    assert_eq!(names("Other"), ["a.jpg", "b.jpg"]);
+
+    // The trash: delete, list, restore, empty.
+    assert_eq!(call("DELETE", &format!("/v1/files/{b}"), &ann, None).status, 204);
+    let trash = server.get("/v1/trash", &ann).json();
+    let trashed: Vec<u64> = trash["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["file_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(trashed, [copy, b]);
+    let restored = call("POST", &format!("/v1/files/{b}/restore"), &ann, None).json();
+    assert_eq!(restored["albums"], serde_json::json!([other]));
+    call("POST", &format!("/v1/files/{b}/restore"), &ann, None).problem(409, "not-trashed");
+    let emptied = call("DELETE", "/v1/trash", &ann, None).json();
+    assert_eq!(emptied["files"], 1, "{emptied}");
+
+    // Deleting an album: keep its files, or trash those in no other album.
+    let kept = call("DELETE", &format!("/v1/albums/{trip}?files=keep"), &ann, None).json();
+    assert_eq!(kept["trashed"], serde_json::json!([]));
+    call("DELETE", &format!("/v1/albums/{other}?files=burn"), &ann, None).problem(400, "bad-request");
+    let gone = call("DELETE", &format!("/v1/albums/{other}?files=trash"), &ann, None).json();
+    assert_eq!(gone["trashed"], serde_json::json!([a, b]));
+    assert_eq!(
+        server.get("/v1/files", &ann).json()["files"].as_array().unwrap().len(),
+        0
+    );
+
+    // Bob: Ann's ids, malformed ones and missing ones are all unknown.
+    let a_new = file(server.put(&ann, "New", "n.jpg", &data(13, 100)));
+    let new = server.get("/v1/albums", &ann).json()[0]["id"].as_u64().unwrap();
+    let bob_album = file(server.put(&bob, "Bobs", "x.jpg", &data(14, 100)));
+    let bobs = server.get("/v1/albums", &bob).json()[0]["id"].as_u64().unwrap();
+    let strip = |r: Reply, kind: &str| {
+        let mut p = r.problem(404, kind);
+        p.as_object_mut().unwrap().remove("detail");
+        p
+    };
+    let unknown_album: Vec<Value> = [new.to_string(), "99999".into(), "x".into(), "-1".into()]
+        .iter()
+        .flat_map(|id| {
+            [
+                strip(
+                    call(
+                        "PATCH",
+                        &format!("/v1/albums/{id}"),
+                        &bob,
+                        Some(serde_json::json!({"name": "Z"})),
+                    ),
+                    "unknown-album",
+                ),
+                strip(call("DELETE", &format!("/v1/albums/{id}"), &bob, None), "unknown-album"),
+                strip(
+                    call("PUT", &format!("/v1/albums/{id}/files/{bob_album}"), &bob, None),
+                    "unknown-album",
+                ),
+            ]
+        })
+        .collect();
+    assert!(unknown_album.windows(2).all(|w| w[0] == w[1]), "{unknown_album:?}");
+    for id in [a_new.to_string(), "99999".into(), "x".into()] {
+        strip(call("DELETE", &format!("/v1/files/{id}"), &bob, None), "unknown-file");
+        strip(
+            call("PUT", &format!("/v1/albums/{bobs}/files/{id}"), &bob, None),
+            "unknown-file",
+        );
+        strip(
+            call("POST", &format!("/v1/files/{id}/restore"), &bob, None),
+            "unknown-file",
+        );
+    }
+    assert_eq!(server.get(&format!("/v1/files/{a_new}"), &ann).status, 200);
+}
+
+#[test]
 fn albums_are_created_once_and_unknown_endpoints_are_problems() {
     let server = Server::start();
     let token = server.token("ann");

@@ -5,12 +5,11 @@
 //! SHA-1 and one rule). With `"link": true` the items that need no bytes
 //! are completed at once: linked, or restored from the trash.
 
-use axum::extract::rejection::JsonRejection;
 use axum::response::{IntoResponse, Json, Response};
 use serde::{Deserialize, Serialize};
 
 use super::files::{album_for, blake3_hex, checked_name, mode};
-use super::{blocking, Caller, Problem};
+use super::{blocking, Caller, JsonBody, Problem};
 use crate::store::{HashedUpload, Preflight, User};
 
 /// The most items one request may ask about.
@@ -65,11 +64,7 @@ struct Answers {
 /// none of that name, as an upload into it would create it: the answer
 /// for a new album is then "link" for content the user has elsewhere,
 /// which is the point of asking.
-pub(crate) async fn check(
-    Caller(user): Caller,
-    body: Result<Json<Request>, JsonRejection>,
-) -> Result<Response, Problem> {
-    let Json(req) = body.map_err(|e| Problem::bad_request(e.body_text()))?;
+pub(crate) async fn check(Caller(user): Caller, JsonBody(req): JsonBody<Request>) -> Result<Response, Problem> {
     if req.items.len() > MAX_ITEMS {
         return Err(Problem::bad_request(format!(
             "at most {MAX_ITEMS} items per request, not {}",

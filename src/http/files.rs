@@ -19,7 +19,9 @@ use crate::hash::ContentHash;
 use crate::ids::FileId;
 use crate::ids::UploadId;
 use crate::names::FileName;
-use crate::store::{Cursor, DedupMode, FileReader, SessionOptions, UploadReport, UploadStart, User, MAX_PAGE};
+use crate::store::{
+    AlbumInfo, Cursor, DedupMode, FileInfo, FileReader, Page, SessionOptions, UploadReport, UploadStart, User, MAX_PAGE,
+};
 
 /// The page a listing answers without `limit`.
 const DEFAULT_LIMIT: usize = 100;
@@ -43,12 +45,33 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
+/// A page of a listing: `{"files": [...], "next": C}`.
 #[derive(Serialize)]
-struct ListPage {
+pub(crate) struct ListPage {
     files: Vec<FileJson>,
     /// The cursor of the next page, absent on the last.
     #[serde(skip_serializing_if = "Option::is_none")]
     next: Option<String>,
+}
+
+impl ListPage {
+    /// `page` as JSON, its album ids named from `albums` (the user's).
+    pub(crate) fn new(page: &Page<FileInfo>, albums: &[AlbumInfo]) -> ListPage {
+        ListPage {
+            files: page.items.iter().map(|f| FileJson::new(f, albums)).collect(),
+            next: page.next.as_ref().map(|c| c.to_string()),
+        }
+    }
+}
+
+/// Where a page starts and how long it is, from a listing's `cursor` and
+/// `limit` parameters (default [`DEFAULT_LIMIT`], at most [`MAX_PAGE`]).
+pub(crate) fn page_bounds(cursor: Option<&str>, limit: Option<usize>) -> Result<(Option<Cursor>, usize), Problem> {
+    let after = cursor
+        .map(Cursor::from_str)
+        .transpose()
+        .map_err(|e| Problem::bad_request(format!("cursor: {e}")))?;
+    Ok((after, limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_PAGE)))
 }
 
 async fn list(
@@ -56,13 +79,7 @@ async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let after = q
-        .cursor
-        .as_deref()
-        .map(Cursor::from_str)
-        .transpose()
-        .map_err(|e| Problem::bad_request(format!("cursor: {e}")))?;
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_PAGE);
+    let (after, limit) = page_bounds(q.cursor.as_deref(), q.limit)?;
     let page = blocking(move || {
         let albums = user.albums()?;
         let page = match q.album {
@@ -76,10 +93,7 @@ async fn list(
             }
             None => user.files_page(after.as_ref(), limit)?,
         };
-        Ok(ListPage {
-            files: page.items.iter().map(|f| FileJson::new(f, &albums)).collect(),
-            next: page.next.map(|c| c.to_string()),
-        })
+        Ok(ListPage::new(&page, &albums))
     })
     .await?;
     Ok(Json(page).into_response())
@@ -87,7 +101,7 @@ async fn list(
 
 /// A file id from the path: any that does not parse is as unknown as
 /// another user's.
-fn file_id(raw: &str) -> Result<FileId, Problem> {
+pub(crate) fn file_id(raw: &str) -> Result<FileId, Problem> {
     raw.parse::<u64>().map(FileId).map_err(|_| Problem::unknown_file(raw))
 }
 

@@ -31,7 +31,18 @@
 //! # The API (`DESIGN.md` §14)
 //!
 //! - `GET /healthz`: 200 `ok`, without authentication.
-//! - `GET /v1/albums`, `POST /v1/albums` (`{"name"}`): list, create.
+//! - `GET /v1/albums`, `POST /v1/albums` (`{"name"}`): list, create;
+//!   `PATCH /v1/albums/{album_id}` (`{"name"}`): rename;
+//!   `DELETE /v1/albums/{album_id}?files=keep|trash`: delete, keeping the
+//!   files or trashing those in no other album.
+//! - `PUT`/`DELETE /v1/albums/{album_id}/files/{file_id}`: a file joins or
+//!   leaves an album; `POST /v1/files/{file_id}/move` (`{"from", "to"}`).
+//! - `DELETE /v1/files/{file_id}`: to the trash, out of every album;
+//!   `POST /v1/files/{file_id}/restore`; `GET /v1/trash` (pages, as
+//!   `/v1/files`); `DELETE /v1/trash`: empty it.
+//! - `GET /v1/duplicates`: the user's files grouped by shared content;
+//!   `POST /v1/duplicates/{hash}/merge?keep=FILE_ID`: one file stays,
+//!   in every album of the group, the others go to the trash.
 //! - `GET /v1/files?album=NAME&cursor=C&limit=N`: a page of
 //!   [`FileJson`] objects, `{"files": [...], "next": C}`.
 //! - `GET /v1/files/{file_id}`: one [`FileJson`].
@@ -51,9 +62,12 @@
 //! runs on tokio's blocking pool: RocksDB and `fsync` block.
 
 mod check;
+mod duplicates;
 mod files;
+mod library;
 mod problem;
 mod tokens;
+mod trash;
 mod tus;
 mod wire;
 
@@ -66,7 +80,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde::Deserialize;
 
 pub use problem::{Problem, PROBLEM_TYPE_PREFIX};
 pub use tokens::{NewToken, TokenError, TokenInfo, Tokens};
@@ -113,6 +126,21 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// A JSON request body: one that is not the JSON asked for (or not
+/// `application/json`) is a 400 problem saying why.
+struct JsonBody<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for JsonBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<JsonBody<T>, Problem> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(e) => Err(Problem::bad_request(e.body_text())),
+        }
+    }
+}
+
 /// 401, with the `WWW-Authenticate` challenge `challenge`.
 fn unauthenticated(detail: &'static str, challenge: &'static str) -> Response {
     Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", detail)
@@ -138,10 +166,12 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Problem> + Se
 pub fn router(store: Store) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/v1/albums", get(albums).post(create_album))
         .route("/v1/usage", get(usage))
         .route("/v1/check", axum::routing::post(check::check))
         .merge(files::routes())
+        .merge(library::routes())
+        .merge(trash::routes())
+        .merge(duplicates::routes())
         .merge(tus::routes())
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -193,29 +223,6 @@ async fn bearer(State(tokens): State<Arc<Tokens>>, mut req: Request, next: Next)
         }
         None => unauthenticated("the bearer token is not valid", "Bearer error=\"invalid_token\""),
     }
-}
-
-async fn albums(Caller(user): Caller) -> Result<Response, Problem> {
-    let albums = blocking(move || Ok(user.albums()?)).await?;
-    Ok(Json(albums).into_response())
-}
-
-#[derive(Deserialize)]
-struct NewAlbum {
-    name: String,
-}
-
-async fn create_album(
-    Caller(user): Caller,
-    body: Result<Json<NewAlbum>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response, Problem> {
-    let Json(NewAlbum { name }) = body.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let album = blocking(move || {
-        let id = user.create_album(&name)?;
-        Ok(user.albums()?.into_iter().find(|a| a.id == id))
-    })
-    .await?;
-    Ok((StatusCode::CREATED, Json(album)).into_response())
 }
 
 async fn usage(Caller(user): Caller) -> Result<Response, Problem> {
