@@ -58,6 +58,7 @@ mod health;
 pub mod http;
 mod ids;
 mod meta;
+mod metrics;
 mod names;
 mod stamp;
 mod store;
@@ -71,6 +72,7 @@ pub use error::{
 };
 pub use hash::{ContentHash, ParseHashError};
 pub use ids::{AlbumId, FileId, InvalidUploadId, UploadId};
+pub use metrics::{Metrics, COMMIT_BUCKETS};
 pub use names::{FileName, MAX_NAME_BYTES};
 pub use store::{
     AffectedFile, AlbumDeletion, AlbumInfo, Content, Cursor, DedupMode, DuplicateGroup, FileEdit, FileInfo, FileReader,

@@ -23,6 +23,17 @@ struct Server {
 /// Starts `keepsake serve` on the store in `dir`, with `extra` arguments;
 /// its child and address.
 fn spawn(dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
+    let (child, listening) = spawn_told(dir, extra);
+    let addr = listening["listening"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    (child, addr)
+}
+
+/// [`spawn`], with the whole line the server printed.
+fn spawn_told(dir: &std::path::Path, extra: &[&str]) -> (Child, Value) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keepsake"))
         .args(["--json", "--store"])
         .arg(dir)
@@ -36,13 +47,7 @@ fn spawn(dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let listening: Value = serde_json::from_str(&line).unwrap();
-    let addr = listening["listening"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .to_string();
-    (child, addr)
+    (child, serde_json::from_str(&line).unwrap())
 }
 
 impl Server {
@@ -650,6 +655,54 @@ fn albums_memberships_the_trash_and_duplicates_are_edited_over_http_and_another_
 }
 
 #[test]
+fn metrics_count_uploads_by_outcome_and_sessions_on_the_operators_address_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, told) = spawn_told(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
+    let addr = told["listening"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let server = Server { child, addr, dir };
+    let metrics_url = told["metrics"].as_str().unwrap().trim_start_matches("http://");
+    let (ops, path) = metrics_url.split_once('/').unwrap();
+    let scrape = || {
+        let mut s = TcpStream::connect(ops).unwrap();
+        write!(s, "GET /{path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let r = Reply::parse(&raw, false);
+        assert_eq!(r.status, 200);
+        assert!(r
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text"));
+        String::from_utf8(r.body).unwrap()
+    };
+    let has = |text: &str, line: &str| assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+    let token = server.token("ann");
+    let photo = data(21, 70_000);
+    server.put(&token, "A", "a.jpg", &photo);
+    server.put(&token, "A", "a.jpg", &photo);
+    // The desktop rule: same name and content in another album links.
+    server.put(&token, "B", "a.jpg", &photo);
+    server.create(&token, "v.mp4", "A", 1234);
+    let text = scrape();
+    has(&text, "keepsake_uploads_total{outcome=\"stored\"} 1");
+    has(&text, "keepsake_uploads_total{outcome=\"skipped\"} 1");
+    has(&text, "keepsake_uploads_total{outcome=\"linked\"} 1");
+    has(&text, "keepsake_written_bytes_total 70000");
+    has(&text, "keepsake_deduplicated_bytes_total 140000");
+    has(&text, "keepsake_upload_sessions 1");
+    has(&text, "keepsake_staged_bytes 1234");
+    assert!(text
+        .lines()
+        .any(|l| l.starts_with("keepsake_commit_duration_seconds_count ")));
+    // Not on the users' address, token or not.
+    server.get("/metrics", &token).problem(404, "not-found");
+}
+
+#[test]
 fn albums_are_created_once_and_unknown_endpoints_are_problems() {
     let server = Server::start();
     let token = server.token("ann");
@@ -664,6 +717,23 @@ fn albums_are_created_once_and_unknown_endpoints_are_problems() {
     server
         .send("POST", "/v1/albums", &json, b"{")
         .problem(400, "bad-request");
+    // A JSON body past 1 MiB is refused from its length, before a byte of it
+    // is read (none is sent here).
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    write!(
+        s,
+        "POST /v1/check HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        2 << 20
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") || !raw.ends_with(b"}") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..n]);
+    }
+    Reply::parse(&raw, false).problem(413, "body-too-large");
     let albums = server.get("/v1/albums", &token).json();
     assert_eq!(albums[0]["name"], "Summer");
     server.get("/v1/nothing-here", &token).problem(404, "not-found");

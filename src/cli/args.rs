@@ -176,6 +176,11 @@ pub(crate) enum Command {
         /// request fails (a resumable upload keeps what had arrived)
         #[arg(long, value_name = "SECS", default_value_t = 60)]
         idle_timeout: u64,
+        /// Also serve `/metrics` (Prometheus) on this address, without
+        /// authentication: the figures are every user's together, so they
+        /// are not on the users' address (keep this one for the operator)
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Bearer tokens for `keepsake serve`: create, list, revoke
     ///

@@ -365,13 +365,14 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
         listen,
         header_timeout,
         idle_timeout,
+        metrics_listen,
     } = cli.command
     {
         let limits = serve::Limits {
             header: Duration::from_secs(header_timeout.max(1)),
             idle_body: Duration::from_secs(idle_timeout.max(1)),
         };
-        return serve::serve(store, &dir, listen, limits, out);
+        return serve::serve(store, &dir, serve::Addresses { listen, metrics_listen }, limits, out);
     }
     let Some(command) = store_command(&store, cli.command, out)? else {
         return Ok(());

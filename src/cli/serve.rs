@@ -11,7 +11,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use keepsake::http::{router, with_bearer_tokens, TokenError, Tokens};
+use keepsake::http::{metrics_router, router, with_bearer_tokens, TokenError, Tokens};
 use keepsake::Store;
 use serde::Serialize;
 
@@ -49,8 +49,32 @@ fn failure(what: &str, e: impl std::fmt::Display) -> Failure {
     }
 }
 
-/// Serves `store` on `listen` until Ctrl-C or SIGTERM, then lets the
-/// requests in flight finish for at most [`SHUTDOWN_GRACE`].
+/// Where `keepsake serve` listens.
+pub(crate) struct Addresses {
+    /// The API, for users (behind their bearer tokens).
+    pub listen: SocketAddr,
+    /// `/metrics`, for the operator, if asked for.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), Failure> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| failure(&format!("listening on {addr}"), e))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    Ok((listener, bound))
+}
+
+/// The next connection of `listener`, or never without one.
+async fn accept(listener: Option<&tokio::net::TcpListener>) -> std::io::Result<tokio::net::TcpStream> {
+    match listener {
+        Some(l) => l.accept().await.map(|(stream, _)| stream),
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves `store` until Ctrl-C or SIGTERM, then lets the requests in
+/// flight finish for at most [`SHUTDOWN_GRACE`].
 ///
 /// Connections are served by hyper directly, not `axum::serve`, for the
 /// header timeout: hyper enforces one only with a timer, which
@@ -58,27 +82,36 @@ fn failure(what: &str, e: impl std::fmt::Display) -> Failure {
 /// would hold a connection for ever. A connection holds no lock and no
 /// commit while it waits: store calls start once a request (or a piece
 /// of its body) has arrived.
-pub(crate) fn serve(store: Store, dir: &Path, listen: SocketAddr, limits: Limits, out: &Output) -> Result<(), Failure> {
+pub(crate) fn serve(store: Store, dir: &Path, at: Addresses, limits: Limits, out: &Output) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| failure("starting the server's runtime", e))?;
+    let ops = metrics_router(store.clone());
     let app = with_bearer_tokens(router(store), Tokens::at(dir)).layer(RequestBodyTimeoutLayer::new(limits.idle_body));
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| failure(&format!("listening on {listen}"), e))?;
-        let bound = listener.local_addr().unwrap_or(listen);
+        let (listener, bound) = bind(at.listen).await?;
+        let (metrics, metrics_bound) = match at.metrics_listen {
+            Some(addr) => {
+                let (l, b) = bind(addr).await?;
+                (Some(l), Some(b))
+            }
+            None => (None, None),
+        };
         #[derive(Serialize)]
         struct Listening {
             listening: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            metrics: Option<String>,
         }
-        out.show(
-            &Listening {
-                listening: format!("http://{bound}"),
-            },
-            || format!("keepsake: serving http://{bound} (Ctrl-C to stop)"),
-        )?;
+        let shown = Listening {
+            listening: format!("http://{bound}"),
+            metrics: metrics_bound.map(|b| format!("http://{b}/metrics")),
+        };
+        out.show(&shown, || match &shown.metrics {
+            Some(m) => format!("keepsake: serving {} and {m} (Ctrl-C to stop)", shown.listening),
+            None => format!("keepsake: serving {} (Ctrl-C to stop)", shown.listening),
+        })?;
         out.flush()?;
         let mut builder = Builder::new(TokioExecutor::new());
         builder
@@ -88,29 +121,30 @@ pub(crate) fn serve(store: Store, dir: &Path, listen: SocketAddr, limits: Limits
         let graceful = GracefulShutdown::new();
         let mut stop = std::pin::pin!(stopped());
         loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let stream = match accepted {
-                        Ok((stream, _)) => stream,
-                        // Out of descriptors, a connection reset before
-                        // it was taken: the next one may do.
-                        Err(e) => {
-                            eprintln!("keepsake: accepting a connection: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let service = TowerToHyperService::new(app.clone());
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                }
+            let (accepted, service) = tokio::select! {
+                accepted = accept(Some(&listener)) => (accepted, app.clone()),
+                accepted = accept(metrics.as_ref()) => (accepted, ops.clone()),
                 () = &mut stop => break,
-            }
+            };
+            let stream = match accepted {
+                Ok(stream) => stream,
+                // Out of descriptors, a connection reset before it was
+                // taken: the next one may do.
+                Err(e) => {
+                    eprintln!("keepsake: accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
         }
-        drop(listener);
+        drop((listener, metrics));
         tokio::select! {
             () = graceful.shutdown() => {}
             () = tokio::time::sleep(SHUTDOWN_GRACE) => {

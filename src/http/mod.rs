@@ -31,6 +31,8 @@
 //! # The API (`DESIGN.md` §14)
 //!
 //! - `GET /healthz`: 200 `ok`, without authentication.
+//! - `GET /`: the upload page (drop a folder; each file's outcome shown),
+//!   without authentication (the page asks for the user's token).
 //! - `GET /v1/albums`, `POST /v1/albums` (`{"name"}`): list, create;
 //!   `PATCH /v1/albums/{album_id}` (`{"name"}`): rename;
 //!   `DELETE /v1/albums/{album_id}?files=keep|trash`: delete, keeping the
@@ -65,6 +67,8 @@ mod check;
 mod duplicates;
 mod files;
 mod library;
+mod metrics;
+mod page;
 mod problem;
 mod tokens;
 mod trash;
@@ -81,6 +85,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+pub use metrics::metrics_router;
 pub use problem::{Problem, PROBLEM_TYPE_PREFIX};
 pub use tokens::{NewToken, TokenError, TokenInfo, Tokens};
 pub use wire::{FileJson, JsonName};
@@ -126,16 +131,39 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The most a JSON request body may hold, in bytes: a preflight of 1,000
+/// items with long names fits several times over. Upload bodies are
+/// streamed, never held, and bounded by their session's length instead.
+const JSON_LIMIT: usize = 1 << 20;
+
 /// A JSON request body: one that is not the JSON asked for (or not
-/// `application/json`) is a 400 problem saying why.
+/// `application/json`) is a 400 problem saying why; one over
+/// [`JSON_LIMIT`] a 413 `body-too-large`.
 struct JsonBody<T>(T);
 
 impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for JsonBody<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<JsonBody<T>, Problem> {
+        let too_large = || {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                format!("a JSON body is at most {JSON_LIMIT} bytes"),
+            )
+        };
+        // Refused from its declared length, before a byte is read; a body
+        // without one is cut off at the limit as it arrives.
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > JSON_LIMIT as u64) {
+            return Err(too_large());
+        }
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
             Err(e) => Err(Problem::bad_request(e.body_text())),
         }
     }
@@ -173,6 +201,7 @@ pub fn router(store: Store) -> Router {
         .merge(trash::routes())
         .merge(duplicates::routes())
         .merge(tus::routes())
+        .merge(page::routes())
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -181,6 +210,7 @@ pub fn router(store: Store) -> Router {
                 "this endpoint does not take that method",
             )
         })
+        .layer(axum::extract::DefaultBodyLimit::max(JSON_LIMIT))
         .with_state(AppState { store })
 }
 

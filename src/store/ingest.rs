@@ -723,10 +723,12 @@ impl Inner {
         }
         drop((pins, holds));
         inner.discard(prepared.iter().map(|(_, _, p)| p));
-        results
+        let results: Vec<Result<UploadReport>> = results
             .into_iter()
             .map(|r| r.expect("every upload has a result"))
-            .collect()
+            .collect();
+        results.iter().flatten().for_each(|r| inner.counters.upload(r));
+        results
     }
 }
 

@@ -299,6 +299,8 @@ pub(crate) struct Inner {
     pub(crate) blobs: BlobLog,
     /// Outboards read lately (`store::read`).
     pub(crate) outboards: crate::blob::outboard::Cache,
+    /// Uploads and commits counted for [`Store::metrics`].
+    pub(crate) counters: crate::metrics::Counters,
     pub(crate) committer: Committer,
     pub(crate) health: Arc<Health>,
     pub(crate) options: StoreOptions,
@@ -383,6 +385,7 @@ impl Store {
                 meta,
                 blobs,
                 outboards: Default::default(),
+                counters: Default::default(),
                 committer: Committer::default(),
                 health,
                 options,
@@ -469,7 +472,12 @@ impl Inner {
         R: Send + 'static,
         F: for<'m> FnOnce(&mut Txn<'m>) -> Result<R> + Send + 'static,
     {
-        self.committer.run(&self.meta, &self.health, work)
+        let start = std::time::Instant::now();
+        let out = self.committer.run(&self.meta, &self.health, work);
+        if out.is_ok() {
+            self.counters.commit(start.elapsed());
+        }
+        out
     }
 
     /// The id of an existing user, or `None`: reads never create users.

@@ -174,9 +174,11 @@ impl User {
     pub(crate) fn link_hashed(&self, upload: &HashedUpload) -> Result<UploadReport> {
         check_file_name(&upload.name)?;
         let up = upload.clone();
-        self.commit_existing(Fault::UnknownAlbum(up.album.to_string()), move |txn, uid| {
+        let report = self.commit_existing(Fault::UnknownAlbum(up.album.to_string()), move |txn, uid| {
             link_in(txn, uid, &up, None)
-        })
+        })?;
+        self.inner().counters.upload(&report);
+        Ok(report)
     }
 }
 

@@ -104,6 +104,11 @@ impl StagedBytes {
         Ok(())
     }
 
+    /// The bytes staged now.
+    pub(crate) fn total(&self) -> u64 {
+        self.total.load(Ordering::SeqCst)
+    }
+
     /// Takes `bytes` off, once the commit that ended their session has
     /// returned.
     pub(crate) fn lower(&self, bytes: u64) {

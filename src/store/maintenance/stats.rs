@@ -1,5 +1,6 @@
 //! Store-wide figures: what deduplication saves, and how much garbage waits
-//! for compaction.
+//! for compaction (a scan); what the store has done since it opened (its
+//! counters, `crate::metrics`).
 
 use crate::blob::format::SEGMENT_HEADER_LEN;
 use crate::error::{Result, StorageError};
@@ -48,6 +49,38 @@ impl Store {
     /// ```
     pub fn stats(&self) -> Result<Stats, StorageError> {
         Ok(stats(&self.inner.meta)?)
+    }
+
+    /// What this store has done since it was opened (uploads by outcome and
+    /// their bytes, commits and their latency) and what it holds now (open
+    /// upload sessions, staged bytes): counters kept as the work finishes,
+    /// and one count of the session records. What `GET /metrics` serves.
+    ///
+    /// # Errors
+    ///
+    /// - [`StorageError::Database`] if counting the session records fails.
+    ///
+    /// ```
+    /// use keepsake::{Content, DedupMode, Outcome, Store};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let u = store.user("u").unwrap();
+    /// let a = u.ensure_album("A").unwrap();
+    /// u.upload(a, "1.jpg", Content::from(vec![1u8; 1000]), DedupMode::Hash).unwrap();
+    /// u.upload(a, "2.jpg", Content::from(vec![1u8; 1000]), DedupMode::Hash).unwrap();
+    /// let m = store.metrics().unwrap();
+    /// assert!(m.uploads.contains(&(Outcome::Stored, 1, 1000)));
+    /// assert!(m.uploads.contains(&(Outcome::Skipped, 1, 1000)));
+    /// assert_eq!((m.bytes_written, m.bytes_deduplicated()), (1000, 1000));
+    /// ```
+    pub fn metrics(&self) -> Result<crate::Metrics, StorageError> {
+        let inner = &*self.inner;
+        let mut sessions = 0u64;
+        inner.meta.scan(Cf::Uploads, &[], |_, _| {
+            sessions += 1;
+            Ok(std::ops::ControlFlow::Continue(()))
+        })?;
+        Ok(inner.counters.snapshot(sessions, inner.sessions.staged.total()))
     }
 }
 
