@@ -1284,4 +1284,24 @@ fn a_client_trickling_its_headers_or_stalling_its_body_is_let_go_and_a_resumable
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     let offset = server.tus("HEAD", &url, &token, &[], b"");
     assert_eq!(offset.header("upload-offset"), Some("1000000"));
+
+    // The same for a creation with its first bytes: the error answer names
+    // the session, so the client resumes there.
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    let head = format!(
+        "POST /v1/uploads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nTus-Resumable: 1.0.0\r\nUpload-Length: 2000000\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: 2000000\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&data(61, 500_000)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let reply = Reply::parse(&answer, false);
+    assert_eq!(reply.status, 400, "{}", String::from_utf8_lossy(&answer));
+    let url = reply
+        .header("location")
+        .expect("the error names the session")
+        .to_string();
+    let offset = server.tus("HEAD", &url, &token, &[], b"");
+    assert_eq!(offset.header("upload-offset"), Some("500000"));
 }

@@ -89,7 +89,7 @@ pub(crate) fn serve(store: Store, dir: &Path, at: Addresses, limits: Limits, out
         .map_err(|e| failure("starting the server's runtime", e))?;
     let ops = metrics_router(store.clone());
     let app = with_bearer_tokens(router(store), Tokens::at(dir)).layer(RequestBodyTimeoutLayer::new(limits.idle_body));
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let (listener, bound) = bind(at.listen).await?;
         let (metrics, metrics_bound) = match at.metrics_listen {
             Some(addr) => {
@@ -113,7 +113,11 @@ pub(crate) fn serve(store: Store, dir: &Path, at: Addresses, limits: Limits, out
             None => format!("keepsake: serving {} (Ctrl-C to stop)", shown.listening),
         })?;
         out.flush()?;
-        let mut builder = Builder::new(TokioExecutor::new());
+        // HTTP/1 only: over plain TCP no client needs HTTP/2 (browsers
+        // speak it over TLS only), and telling the two apart reads the
+        // first bytes of a connection with no timer at all, so a client
+        // that sends nothing would hold its connection for ever.
+        let mut builder = Builder::new(TokioExecutor::new()).http1_only();
         builder
             .http1()
             .timer(TokioTimer::new())
@@ -155,7 +159,11 @@ pub(crate) fn serve(store: Store, dir: &Path, at: Addresses, limits: Limits, out
             }
         }
         Ok(())
-    })
+    });
+    // Store calls still running on the blocking pool (a commit, an fsync)
+    // get the same grace; a commit cut off by the exit is atomic anyway.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    served
 }
 
 /// Resolves at Ctrl-C or SIGTERM.

@@ -296,10 +296,17 @@ async fn create(Caller(user): Caller, uri: OriginalUri, headers: HeaderMap, body
         }
         UploadStart::Session(id) => id,
     };
+    let at = location(&uri, &id.to_string());
+    // From here on the session exists: an error answer names it too, so
+    // that a client whose body broke off resumes (HEAD) instead of
+    // beginning again and leaving the session to expire.
+    let resumable = |p: Problem| p.with_header(header::LOCATION, at.clone());
     let mut out = HeaderMap::new();
-    out.insert(header::LOCATION, location(&uri, &id.to_string()));
+    out.insert(header::LOCATION, at.clone());
     if with_body {
-        let (offset, finished) = append_and_finish(&user, id, 0, body, checksum, finish_when).await?;
+        let (offset, finished) = append_and_finish(&user, id, 0, body, checksum, finish_when)
+            .await
+            .map_err(resumable)?;
         out.insert(UPLOAD_OFFSET, num(offset));
         out.extend(proto.completion(finished.is_some()));
         if let Some(report) = finished {
@@ -307,7 +314,7 @@ async fn create(Caller(user): Caller, uri: OriginalUri, headers: HeaderMap, body
             return Ok((StatusCode::CREATED, out).into_response());
         }
     } else if length == Some(0) {
-        let report = finish(&user, id).await?;
+        let report = finish(&user, id).await.map_err(resumable)?;
         out.extend(completed_headers(&report));
         out.insert(UPLOAD_OFFSET, num(0));
         return Ok((StatusCode::CREATED, out).into_response());
