@@ -1072,24 +1072,29 @@ fn a_users_html_is_a_sandboxed_download_and_odd_ranges_get_the_whole_file() {
 }
 
 #[test]
-fn a_one_shot_upload_cut_off_mid_body_leaves_no_session_behind() {
+fn a_one_shot_upload_cut_off_mid_body_stores_nothing_and_leaves_nothing_behind() {
     let mut server = Server::start();
     let token = server.token("ann");
-    let mut s = TcpStream::connect(&server.addr).unwrap();
-    let req = format!(
-        "PUT /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nKeepsake-Name: big.mp4\r\nContent-Length: 10000000\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(&data(30, 5_000_000)).unwrap();
-    drop(s);
-    // The server notices the reset, and the guard aborts the session
-    // (given a moment: the abort runs on the blocking pool).
+    // Held whole before its upload (10 MB), and streamed into it (40 MB).
+    for (len, sent) in [(10_000_000, 5_000_000), (40_000_000, 20_000_000)] {
+        let mut s = TcpStream::connect(&server.addr).unwrap();
+        let req = format!(
+            "PUT /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nKeepsake-Name: big.mp4\r\nContent-Length: {len}\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(&data(30, sent)).unwrap();
+        drop(s);
+    }
+    // The server notices the resets (given a moment).
     std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(server.get("/v1/files", &token).json()["files"], serde_json::json!([]));
     server.stop();
     let out = server.keepsake(&["--user", "ann", "uploads"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let sessions: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(sessions, serde_json::json!([]));
+    let staged = std::fs::read_dir(server.dir.path().join("staging")).map_or(0, |d| d.count());
+    assert_eq!(staged, 0, "a spooled body was left in staging/");
 }
 
 #[test]

@@ -102,7 +102,14 @@ pub struct AuthenticatedUser(pub String);
 #[derive(Clone)]
 struct AppState {
     store: Store,
+    /// One-shot uploads in flight: each holds up to 16 MiB of its body in
+    /// memory (larger ones are spooled to staging), so at most
+    /// [`ONE_SHOTS`] run at once and the others wait their turn.
+    one_shots: Arc<tokio::sync::Semaphore>,
 }
+
+/// One-shot uploads in flight at most: 16 x 16 MiB held at worst.
+const ONE_SHOTS: usize = 16;
 
 impl FromRef<AppState> for Store {
     fn from_ref(state: &AppState) -> Store {
@@ -211,7 +218,10 @@ pub fn router(store: Store) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(JSON_LIMIT))
-        .with_state(AppState { store })
+        .with_state(AppState {
+            store,
+            one_shots: Arc::new(tokio::sync::Semaphore::new(ONE_SHOTS)),
+        })
 }
 
 /// `router` behind bearer tokens: a request with `Authorization: Bearer
