@@ -94,10 +94,14 @@ impl Counters {
 pub struct Metrics {
     /// Per outcome: finished uploads (one-shot, batch, session, link), and
     /// the sum of their sizes in bytes. The bytes of every outcome but
-    /// `Stored` were deduplicated: no byte of them was written.
+    /// `Stored` were deduplicated: no byte of them was written. A backup's
+    /// files trusted from their source records, or linked into a second
+    /// album from them (`User::unchanged_sources`, `User::link_sources`),
+    /// are not uploads and are not counted.
     pub uploads: Vec<(Outcome, u64, u64)>,
-    /// Blob bytes uploads wrote and synced (`UploadReport::bytes_written`):
-    /// a stored upload of content its user already held wrote none.
+    /// Blob bytes uploads wrote and synced (`UploadReport::bytes_written`;
+    /// a small blob's go into the metadata): a stored upload of content its
+    /// user already held wrote none.
     pub bytes_written: u64,
     /// Commits made (each durable).
     pub commits: u64,
@@ -108,8 +112,8 @@ pub struct Metrics {
     /// seconds: `(bound, count)`, cumulative, as Prometheus's buckets are
     /// (`commits` is the `+Inf` bucket).
     pub commit_buckets: Vec<(f64, u64)>,
-    /// Resumable upload sessions open now (begun, neither finished, aborted
-    /// nor expired), of every user.
+    /// Resumable upload sessions open now (begun, neither finished nor
+    /// aborted; an expired one counts until gc collects it), of every user.
     pub open_sessions: u64,
     /// Bytes the sessions hold staged now against the store's limit (a
     /// session's declared length, or what arrived while its length is

@@ -1072,6 +1072,32 @@ fn a_users_html_is_a_sandboxed_download_and_odd_ranges_get_the_whole_file() {
 }
 
 #[test]
+fn a_large_one_shot_upload_past_the_quota_is_refused_before_a_byte_of_it_is_read() {
+    let mut server = Server::start();
+    let token = server.token("ann");
+    server.put(&token, "A", "first.jpg", &data(70, 1000));
+    server.stop();
+    let out = server.keepsake(&["--user", "ann", "quota", "set", "1MiB"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    server.restart();
+    // Headers only: the answer comes from the declared length.
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    write!(
+        s,
+        "PUT /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nKeepsake-Name: v.mp4\r\nContent-Length: 40000000\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") || !raw.ends_with(b"}") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..n]);
+    }
+    Reply::parse(&raw, false).problem(413, "quota-exceeded");
+}
+
+#[test]
 fn a_one_shot_upload_cut_off_mid_body_stores_nothing_and_leaves_nothing_behind() {
     let mut server = Server::start();
     let token = server.token("ann");

@@ -21,8 +21,8 @@ use crate::ids::FileId;
 use crate::ids::UploadId;
 use crate::names::FileName;
 use crate::store::{
-    AlbumInfo, Content, Cursor, DedupMode, FileInfo, FileReader, HashedUpload, Page, Upload, UploadReport, User,
-    MAX_PAGE,
+    AlbumInfo, Content, Cursor, DedupMode, FileInfo, FileReader, HashedUpload, Page, SessionOptions, Upload,
+    UploadReport, UploadStart, User, MAX_PAGE,
 };
 
 /// The page a listing answers without `limit`.
@@ -434,13 +434,16 @@ pub(crate) async fn append_body(
     }
 }
 
-/// `PUT` or `POST /v1/files`: the body is the file, uploaded as a stream
-/// (`Content::Reader`) through the same ingest as `keepsake backup`: read
-/// and hashed as it arrives, held in memory up to 16 MiB and spooled to
-/// staging beyond, then written once, synced and committed with the
-/// uploads of other requests. A body that breaks off, or a request that
-/// is dropped, stores nothing and leaves nothing behind. With
-/// `Keepsake-Blake3`, a content the duplicate rules skip or link is
+/// `PUT` or `POST /v1/files`: the body is the file. A body of at most
+/// [`HELD`] bytes by its `Content-Length` is read whole, into one buffer of
+/// its size, and uploaded through the same ingest as `keepsake backup`:
+/// written once, synced and committed beside other requests' uploads. A
+/// larger or unsized body goes to an upload session as it arrives (4 MiB
+/// per durable append, so a request holds at most that): the session
+/// reserves the user's quota and the store's staging room for its declared
+/// length before a byte is staged, or for each piece of an unsized body as
+/// it comes, and is aborted if the upload fails or the request is dropped.
+/// With `Keepsake-Blake3`, a content the duplicate rules skip or link is
 /// completed before a byte of the body is read.
 async fn upload(
     Caller(user): Caller,
@@ -455,118 +458,124 @@ async fn upload(
         .transpose()?;
     let mode = mode(decoded(&headers, &MODE).as_deref())?;
     let expected = decoded(&headers, &BLAKE3).map(|h| blake3_hex(&h)).transpose()?;
-    let (user, album, name, linked) = blocking(move || {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let (user, start) = blocking(move || {
         let album = album_for(&user, album.as_deref())?;
-        let linked = match expected {
-            Some(hash) => match user.link(&HashedUpload {
-                album,
-                name: name.clone(),
-                hash,
-                mode,
-            }) {
-                Ok(report) => Some(report),
-                Err(UploadError::ContentRequired) => None,
-                Err(e) => return Err(e.into()),
-            },
-            None => None,
+        let start = match length {
+            Some(len) if len <= HELD => {
+                let linked = match expected {
+                    Some(hash) => match user.link(&HashedUpload {
+                        album,
+                        name: name.clone(),
+                        hash,
+                        mode,
+                    }) {
+                        Ok(report) => Some(report),
+                        Err(UploadError::ContentRequired) => None,
+                        Err(e) => return Err(e.into()),
+                    },
+                    None => None,
+                };
+                match linked {
+                    Some(report) => UploadStart::Done(report),
+                    None => {
+                        return Ok((
+                            user,
+                            Start::Held(Upload::new(album, name, Content::Bytes(Bytes::new()), mode), len),
+                        ))
+                    }
+                }
+            }
+            _ => user.begin_upload(SessionOptions {
+                length,
+                expected_hash: expected,
+                ..SessionOptions::new(album, name, mode)
+            })?,
         };
-        Ok((user, album, name, linked))
+        Ok((user, Start::Session(start)))
     })
     .await?;
-    if let Some(report) = linked {
-        return Ok(completed(&report));
+    let id = match start {
+        Start::Held(template, len) => {
+            let template = match expected {
+                Some(h) => template.expect_hash(h),
+                None => template,
+            };
+            return upload_held(&state, user, template, len, body).await;
+        }
+        Start::Session(UploadStart::Done(report)) => return Ok(completed(&report)),
+        Start::Session(UploadStart::Session(id)) => id,
+    };
+    // A one-shot upload is not resumed: unless it finishes, its session
+    // goes, whether it failed or the request was dropped mid-body (the
+    // client went away, an embedder's timeout fired).
+    let guard = AbortOnDrop(Some((user.clone(), id)));
+    append_body(&user, id, 0, body, None).await?;
+    let report = blocking(move || Ok(user.finish(id)?)).await;
+    if report.is_ok() {
+        guard.disarm();
     }
-    // Bounds what the one-shot uploads in flight hold in memory.
-    let _slot = state.one_shots.clone().acquire_owned().await.map_err(|_| {
+    Ok(completed(&report?))
+}
+
+/// How a one-shot upload goes on once its headers are read.
+enum Start {
+    /// Read whole, then uploaded as bytes: the upload to make (its content
+    /// still empty) and the body's length.
+    Held(Upload, u64),
+    /// Through a session, or done already.
+    Session(UploadStart),
+}
+
+/// A body of at most this many bytes, by its `Content-Length`, is read
+/// whole before its upload starts (the library holds streams this small in
+/// memory anyway): one allocation of its size, and no blocking thread
+/// waits on the client meanwhile.
+const HELD: u64 = 16 << 20;
+
+/// The one-shot upload of a body of `len` bytes (at most [`HELD`]), read
+/// whole first. At most `ONE_SHOTS` run at once: each holds its body until
+/// its upload has returned, the slot with it (a dropped request's upload
+/// runs on, and keeps its slot).
+async fn upload_held(
+    state: &AppState,
+    user: User,
+    template: Upload,
+    len: u64,
+    body: Body,
+) -> Result<Response, Problem> {
+    let slot = state.one_shots.clone().acquire_owned().await.map_err(|_| {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting-down",
             "the server is stopping",
         )
     })?;
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if let Some(len) = length.filter(|&l| l <= HELD) {
-        return upload_held(user, album, name, mode, expected, len, body).await;
-    }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(4);
-    let broke = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let reader = BodyReader {
-        rx,
-        current: Bytes::new(),
-        ended: false,
-        broke: broke.clone(),
+    let short = || {
+        Problem::bad_request(format!(
+            "the body is not the {len} bytes its Content-Length says; nothing of it was stored"
+        ))
     };
-    let upload = Upload::new(album, name, Content::Reader(Box::new(reader)), mode);
-    let upload = match expected {
-        Some(h) => upload.expect_hash(h),
-        None => upload,
-    };
-    let stored = tokio::task::spawn_blocking(move || user.upload_batch(vec![upload]).pop());
-    let mut stream = body.into_data_stream();
-    loop {
-        let piece = match stream.next().await {
-            Some(Ok(chunk)) => Piece::Data(chunk),
-            Some(Err(e)) => Piece::Broken(format!("reading the body: {e}")),
-            None => Piece::End,
-        };
-        let last = !matches!(piece, Piece::Data(_));
-        // The upload gave up (it failed, or was refused): its error is the
-        // answer, below.
-        if tx.send(piece).await.is_err() || last {
-            break;
-        }
-    }
-    drop(tx);
-    let report = match stored.await {
-        Ok(Some(r)) => r,
-        _ => {
-            return Err(Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal-error",
-                "internal error; nothing of this upload was stored",
-            ))
-        }
-    };
-    match report {
-        Ok(report) => Ok(completed(&report)),
-        Err(_) if broke.load(std::sync::atomic::Ordering::SeqCst) => Err(Problem::bad_request(
-            "the body broke off before its end; nothing of it was stored",
-        )),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// A body of at most this many bytes, by its `Content-Length`, is read
-/// whole before its upload starts (the library holds streams this small in
-/// memory anyway): one allocation of its size, and no blocking thread
-/// waits on the client meanwhile. Larger ones stream into the upload.
-const HELD: u64 = 16 << 20;
-
-/// The one-shot upload of a body of `len` bytes (at most [`HELD`]), read
-/// whole first.
-async fn upload_held(
-    user: User,
-    album: crate::ids::AlbumId,
-    name: FileName,
-    mode: DedupMode,
-    expected: Option<ContentHash>,
-    len: u64,
-    body: Body,
-) -> Result<Response, Problem> {
     let mut held = Vec::with_capacity(len as usize);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk =
             chunk.map_err(|e| Problem::bad_request(format!("reading the body: {e}; nothing of it was stored")))?;
+        if held.len() + chunk.len() > len as usize {
+            return Err(short());
+        }
         held.extend_from_slice(&chunk);
     }
+    if held.len() as u64 != len {
+        return Err(short());
+    }
     let report = blocking(move || {
-        let upload = Upload::new(album, name, Content::from(held), mode);
-        let upload = match expected {
-            Some(h) => upload.expect_hash(h),
-            None => upload,
+        let _slot = slot;
+        let upload = Upload {
+            content: Content::from(held),
+            ..template
         };
         let report = user.upload_batch(vec![upload]).pop();
         Ok(report
@@ -576,49 +585,22 @@ async fn upload_held(
     Ok(completed(&report))
 }
 
-/// What the request hands the upload reading its body.
-enum Piece {
-    Data(Bytes),
-    /// The body failed (the client went away, or stalled past the idle
-    /// timeout).
-    Broken(String),
-    End,
+/// Aborts an upload session when dropped, unless disarmed.
+struct AbortOnDrop(Option<(User, UploadId)>);
+
+impl AbortOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
 }
 
-/// A request body as the blocking `Read` an upload takes. The channel
-/// closing without [`Piece::End`] (the request was dropped) is an error,
-/// never an end: a cut-off body must not be stored as a shorter file.
-struct BodyReader {
-    rx: tokio::sync::mpsc::Receiver<Piece>,
-    current: Bytes,
-    /// The body's end was read: every later read is an end again.
-    ended: bool,
-    broke: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl std::io::Read for BodyReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            if self.ended {
-                return Ok(0);
-            }
-            let why = match self.rx.blocking_recv() {
-                Some(Piece::Data(b)) => {
-                    self.current = b;
-                    continue;
-                }
-                Some(Piece::End) => {
-                    self.ended = true;
-                    return Ok(0);
-                }
-                Some(Piece::Broken(why)) => why,
-                None => "the request was dropped".to_string(),
-            };
-            self.broke.store(true, std::sync::atomic::Ordering::SeqCst);
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, why));
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some((user, id)) = self.0.take() {
+            // A session already gone (finished, expired) is fine.
+            tokio::task::spawn_blocking(move || {
+                let _ = user.abort(id);
+            });
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
     }
 }

@@ -63,7 +63,10 @@ impl NewCopy {
 fn keep_outboard(txn: &mut Txn<'_>, p: &Pending) -> Result<()> {
     if let Some(NewCopy::Segment(_, Some(outboard))) = &p.copy {
         let key = p.hash.as_bytes();
-        if !txn.exists(Cf::Outboards, key)? {
+        // One of the wrong length (damaged) is replaced too; one of the
+        // right length that is wrong is found, and made again, by a read.
+        let held = txn.get_raw(Cf::Outboards, key)?;
+        if held.is_none_or(|h| !crate::blob::outboard::fits(p.size, h.len())) {
             txn.set(Cf::Outboards, key.to_vec(), Some(outboard.to_vec()));
         }
     }
