@@ -119,6 +119,21 @@ impl Server {
         Reply::parse(&raw, method == "HEAD")
     }
 
+    /// Sends only `head` (a request's line and headers, promising a body)
+    /// and reads the problem the server answers from them alone.
+    fn answer_to_head(&self, head: &str) -> Reply {
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !raw.windows(4).any(|w| w == b"\r\n\r\n") || !raw.ends_with(b"}") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&raw));
+            raw.extend_from_slice(&buf[..n]);
+        }
+        Reply::parse(&raw, false)
+    }
+
     fn get(&self, path: &str, token: &str) -> Reply {
         self.send("GET", path, &[("Authorization", &format!("Bearer {token}"))], b"")
     }
@@ -418,16 +433,7 @@ fn a_range_of_a_large_video_is_served_around_damage_elsewhere_and_never_the_dama
         .to_string();
     server.stop();
     let bad = 30 * GROUP + 5;
-    let segments = server.dir.path().join("segments");
-    let seg = std::fs::read_dir(&segments)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| std::fs::read(p).unwrap().windows(64).any(|w| w == &video[..64]));
-    let seg = seg.expect("the video is in a segment");
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let at = bytes.windows(64).position(|w| w == &video[..64]).unwrap();
-    bytes[at + bad] ^= 0x01;
-    std::fs::write(&seg, &bytes).unwrap();
+    common::damage_content(server.dir.path(), &video, bad);
     (server.child, server.addr) = spawn(server.dir.path(), &[]);
 
     let path = format!("/v1/files/{id}/content");
@@ -719,21 +725,11 @@ fn albums_are_created_once_and_unknown_endpoints_are_problems() {
         .problem(400, "bad-request");
     // A JSON body past 1 MiB is refused from its length, before a byte of it
     // is read (none is sent here).
-    let mut s = TcpStream::connect(&server.addr).unwrap();
-    write!(
-        s,
+    let head = format!(
         "POST /v1/check HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         2 << 20
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !raw.windows(4).any(|w| w == b"\r\n\r\n") || !raw.ends_with(b"}") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "{}", String::from_utf8_lossy(&raw));
-        raw.extend_from_slice(&buf[..n]);
-    }
-    Reply::parse(&raw, false).problem(413, "body-too-large");
+    );
+    server.answer_to_head(&head).problem(413, "body-too-large");
     let albums = server.get("/v1/albums", &token).json();
     assert_eq!(albums[0]["name"], "Summer");
     server.get("/v1/nothing-here", &token).problem(404, "not-found");
@@ -1081,20 +1077,10 @@ fn a_large_one_shot_upload_past_the_quota_is_refused_before_a_byte_of_it_is_read
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     server.restart();
     // Headers only: the answer comes from the declared length.
-    let mut s = TcpStream::connect(&server.addr).unwrap();
-    write!(
-        s,
+    let head = format!(
         "PUT /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nKeepsake-Name: v.mp4\r\nContent-Length: 40000000\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !raw.windows(4).any(|w| w == b"\r\n\r\n") || !raw.ends_with(b"}") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "{}", String::from_utf8_lossy(&raw));
-        raw.extend_from_slice(&buf[..n]);
-    }
-    Reply::parse(&raw, false).problem(413, "quota-exceeded");
+    );
+    server.answer_to_head(&head).problem(413, "quota-exceeded");
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{Read, Seek, SeekFrom};
 
-use common::{begin, data, put, segment_files, store_with_album};
+use common::{begin, damage_content, data, put, store_with_album};
 use keepsake::testkit::meta_damage::{entries, set};
 use keepsake::{AlbumId, ContentHash, DedupMode, HashedUpload, Preflight, ReadError, Store, User};
 
@@ -30,19 +30,6 @@ fn outboard(store: &Store, hash: &ContentHash) -> Option<Vec<u8>> {
         .into_iter()
         .find(|(k, _)| k == hash.as_bytes())
         .map(|(_, v)| v)
-}
-
-/// Flips one bit of the blob's bytes at `at` in its segment file.
-fn damage(dir: &std::path::Path, content: &[u8], at: usize) {
-    for seg in segment_files(dir) {
-        let mut bytes = std::fs::read(&seg).unwrap();
-        if let Some(start) = bytes.windows(64).position(|w| w == &content[..64]) {
-            bytes[start + at] ^= 0x10;
-            std::fs::write(&seg, &bytes).unwrap();
-            return;
-        }
-    }
-    panic!("the content is in no segment");
 }
 
 #[test]
@@ -92,7 +79,7 @@ fn damage_in_a_large_file_fails_only_the_ranges_that_touch_it_and_is_remembered(
     let id = put(&store, "ann", a, "v.mp4", &video, DedupMode::Hash).file_id;
     drop(store);
     let bad = 30 * GROUP + 77;
-    damage(dir.path(), &video, bad);
+    damage_content(dir.path(), &video, bad);
 
     let store = common::open(dir.path());
     let u = store.user("ann").unwrap();

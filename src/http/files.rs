@@ -464,49 +464,33 @@ async fn upload(
     let (user, start) = blocking(move || {
         let album = album_for(&user, album.as_deref())?;
         let start = match length {
-            Some(len) if len <= HELD => {
-                let linked = match expected {
-                    Some(hash) => match user.link(&HashedUpload {
-                        album,
-                        name: name.clone(),
-                        hash,
-                        mode,
-                    }) {
-                        Ok(report) => Some(report),
-                        Err(UploadError::ContentRequired) => None,
-                        Err(e) => return Err(e.into()),
-                    },
-                    None => None,
-                };
-                match linked {
-                    Some(report) => UploadStart::Done(report),
-                    None => {
-                        return Ok((
-                            user,
-                            Start::Held(Upload::new(album, name, Content::Bytes(Bytes::new()), mode), len),
-                        ))
-                    }
-                }
-            }
-            _ => user.begin_upload(SessionOptions {
+            Some(len) if len <= HELD => match expected.map(|h| linked(&user, album, &name, h, mode)).transpose()? {
+                Some(Some(report)) => Start::Done(report),
+                _ => Start::Held { album, name, len },
+            },
+            _ => match user.begin_upload(SessionOptions {
                 length,
                 expected_hash: expected,
                 ..SessionOptions::new(album, name, mode)
-            })?,
+            })? {
+                UploadStart::Done(report) => Start::Done(report),
+                UploadStart::Session(id) => Start::Session(id),
+            },
         };
-        Ok((user, Start::Session(start)))
+        Ok((user, start))
     })
     .await?;
     let id = match start {
-        Start::Held(template, len) => {
-            let template = match expected {
-                Some(h) => template.expect_hash(h),
-                None => template,
+        Start::Done(report) => return Ok(completed(&report)),
+        Start::Held { album, name, len } => {
+            let upload = Upload::new(album, name, Content::Bytes(Bytes::new()), mode);
+            let upload = match expected {
+                Some(h) => upload.expect_hash(h),
+                None => upload,
             };
-            return upload_held(&state, user, template, len, body).await;
+            return upload_held(&state, user, upload, len, body).await;
         }
-        Start::Session(UploadStart::Done(report)) => return Ok(completed(&report)),
-        Start::Session(UploadStart::Session(id)) => id,
+        Start::Session(id) => id,
     };
     // A one-shot upload is not resumed: unless it finishes, its session
     // goes, whether it failed or the request was dropped mid-body (the
@@ -522,11 +506,38 @@ async fn upload(
 
 /// How a one-shot upload goes on once its headers are read.
 enum Start {
-    /// Read whole, then uploaded as bytes: the upload to make (its content
-    /// still empty) and the body's length.
-    Held(Upload, u64),
-    /// Through a session, or done already.
-    Session(UploadStart),
+    /// Its declared hash was skipped or linked: no body needed.
+    Done(UploadReport),
+    /// Read whole (`len` bytes, at most [`HELD`]), then uploaded as bytes.
+    Held {
+        album: crate::ids::AlbumId,
+        name: FileName,
+        len: u64,
+    },
+    /// Through this upload session.
+    Session(UploadId),
+}
+
+/// The report of `hash` completed without bytes by the duplicate rules
+/// (skipped, linked, restored), or `None` if the user must send them.
+fn linked(
+    user: &User,
+    album: crate::ids::AlbumId,
+    name: &FileName,
+    hash: ContentHash,
+    mode: DedupMode,
+) -> Result<Option<UploadReport>, Problem> {
+    let upload = HashedUpload {
+        album,
+        name: name.clone(),
+        hash,
+        mode,
+    };
+    match user.link(&upload) {
+        Ok(report) => Ok(Some(report)),
+        Err(UploadError::ContentRequired) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A body of at most this many bytes, by its `Content-Length`, is read
@@ -536,21 +547,17 @@ enum Start {
 const HELD: u64 = 16 << 20;
 
 /// The one-shot upload of a body of `len` bytes (at most [`HELD`]), read
-/// whole first. At most `ONE_SHOTS` run at once: each holds its body until
+/// whole first into `upload` (made with empty content). At most `ONE_SHOTS`
+/// run at once: each holds its body until
 /// its upload has returned, the slot with it (a dropped request's upload
 /// runs on, and keeps its slot).
-async fn upload_held(
-    state: &AppState,
-    user: User,
-    template: Upload,
-    len: u64,
-    body: Body,
-) -> Result<Response, Problem> {
+async fn upload_held(state: &AppState, user: User, upload: Upload, len: u64, body: Body) -> Result<Response, Problem> {
+    // The semaphore is never closed, so this waits for a slot and gets one.
     let slot = state.one_shots.clone().acquire_owned().await.map_err(|_| {
         Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting-down",
-            "the server is stopping",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal-error",
+            "internal error; nothing of this upload was stored",
         )
     })?;
     let short = || {
@@ -575,7 +582,7 @@ async fn upload_held(
         let _slot = slot;
         let upload = Upload {
             content: Content::from(held),
-            ..template
+            ..upload
         };
         let report = user.upload_batch(vec![upload]).pop();
         Ok(report

@@ -319,8 +319,7 @@ async fn create(Caller(user): Caller, uri: OriginalUri, headers: HeaderMap, body
         out.insert(UPLOAD_OFFSET, num(0));
         return Ok((StatusCode::CREATED, out).into_response());
     }
-    let u = user.clone();
-    if let Ok(s) = blocking(move || Ok(u.upload_status(id)?)).await {
+    if let Ok(s) = status_of(&user, id).await {
         out.insert(UPLOAD_EXPIRES, expires(&s));
     }
     Ok((StatusCode::CREATED, out).into_response())
@@ -333,6 +332,12 @@ fn random_hex() -> Result<String, Problem> {
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal-error", "internal error")
     })?;
     Ok(b.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Where session `id` stands (`User::upload_status`), off the runtime.
+async fn status_of(user: &User, id: UploadId) -> Result<UploadStatus, Problem> {
+    let u = user.clone();
+    blocking(move || Ok(u.upload_status(id)?)).await
 }
 
 async fn finish(user: &User, id: UploadId) -> Result<UploadReport, Problem> {
@@ -353,10 +358,7 @@ async fn append_and_finish(
     let offset = append_body(user, id, offset, body, checksum).await?;
     let finishes = match when {
         Finish::Later => false,
-        Finish::AtLength => {
-            let u = user.clone();
-            blocking(move || Ok(u.upload_status(id)?)).await?.declared_length == Some(offset)
-        }
+        Finish::AtLength => status_of(user, id).await?.declared_length == Some(offset),
         Finish::Now => {
             let u = user.clone();
             blocking(move || {
@@ -425,8 +427,7 @@ async fn status(Caller(user): Caller, headers: HeaderMap, Path(raw): Path<String
             h
         }
         Target::Session(id) => {
-            let u = user.clone();
-            let s = blocking(move || Ok(u.upload_status(id)?)).await?;
+            let s = status_of(&user, id).await?;
             let mut h = HeaderMap::new();
             if proto == Protocol::Tus && s.complete {
                 // Every byte arrived, but the upload was never finished
@@ -496,8 +497,7 @@ async fn patch(
     match finished {
         Some(report) => h.extend(completed_headers(&report)),
         None => {
-            let u = user.clone();
-            if let Ok(s) = blocking(move || Ok(u.upload_status(id)?)).await {
+            if let Ok(s) = status_of(&user, id).await {
                 h.insert(UPLOAD_EXPIRES, expires(&s));
             }
         }

@@ -317,6 +317,20 @@ pub fn segment_files(store_dir: &Path) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// Flips one bit of `content`'s bytes, `at` bytes into them, in the segment
+/// file that holds them (the store in `store_dir` must be closed).
+pub fn damage_content(store_dir: &Path, content: &[u8], at: usize) {
+    for seg in segment_files(store_dir) {
+        let mut bytes = std::fs::read(&seg).unwrap();
+        if let Some(start) = bytes.windows(64).position(|w| w == &content[..64]) {
+            bytes[start + at] ^= 0x10;
+            std::fs::write(&seg, &bytes).unwrap();
+            return;
+        }
+    }
+    panic!("the content is in no segment");
+}
+
 /// A test's size knob: the environment variable `name` as a number, else
 /// `default`. A value that is not a number is a mistake worth stopping for,
 /// not a reason to run the default quietly.
