@@ -36,6 +36,16 @@ impl ContentHash {
         h.finalize()
     }
 
+    /// Hashes the concatenation of `parts` (a body as it arrived), on the
+    /// calling thread: pieces are too small for rayon to split well.
+    pub(crate) fn of_parts(parts: &[bytes::Bytes]) -> Self {
+        let mut h = blake3::Hasher::new();
+        for p in parts {
+            h.update(p);
+        }
+        ContentHash(*h.finalize().as_bytes())
+    }
+
     /// Hashes `data` on the calling thread only, for callers that already
     /// keep every core busy with a content each (the ingest pipeline's
     /// workers): rayon's fork-join between them would only add switches.

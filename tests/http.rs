@@ -1013,6 +1013,80 @@ fn tus_defer_length_checksums_and_termination() {
 }
 
 #[test]
+fn a_tus_upload_sent_whole_in_one_request_is_stored_at_once_and_answers_as_finished_after() {
+    let mut server = Server::start();
+    let token = server.token("ann");
+    let ct = ("Content-Type", "application/offset+octet-stream");
+
+    // Creation with every byte: stored without a session, at an upload URL
+    // that answers as finished.
+    let first = data(40, 3_000_000);
+    let meta = format!("filename {},album {}", b64(b"IMG_1.JPG"), b64(b"Trip"));
+    let len = first.len().to_string();
+    let made = server.tus(
+        "POST",
+        "/v1/uploads",
+        &token,
+        &[("Upload-Length", &len), ("Upload-Metadata", &meta), ct],
+        &first,
+    );
+    assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.body));
+    assert_eq!(made.header("keepsake-outcome"), Some("stored"));
+    assert_eq!(made.header("upload-offset"), Some(len.as_str()));
+    let url = made.header("location").unwrap().to_string();
+    let after = server.tus("HEAD", &url, &token, &[], b"");
+    assert_eq!(
+        (after.header("upload-offset"), after.header("upload-length")),
+        (Some(len.as_str()), Some(len.as_str()))
+    );
+
+    // A PATCH with every byte of a session that has none: finished with it.
+    let second = data(41, 2_000_000);
+    let url = server.create(&token, "IMG_2.JPG", "Trip", second.len());
+    // A checksum that does not match: 460, and the session is still empty.
+    let wrong = format!("sha1 {}", b64(&[0u8; 20]));
+    server
+        .tus(
+            "PATCH",
+            &url,
+            &token,
+            &[("Upload-Offset", "0"), ct, ("Upload-Checksum", &wrong)],
+            &second,
+        )
+        .problem(460, "checksum-mismatch");
+    assert_eq!(
+        server.tus("HEAD", &url, &token, &[], b"").header("upload-offset"),
+        Some("0")
+    );
+    let done = server.patch(&token, &url, 0, &second);
+    assert_eq!(done.status, 204, "{}", String::from_utf8_lossy(&done.body));
+    assert_eq!(done.header("keepsake-outcome"), Some("stored"));
+    assert_eq!(done.header("upload-offset"), Some("2000000"));
+
+    // The same content again, whole, in another album: linked, no bytes kept twice.
+    let meta = format!("filename {},album {}", b64(b"IMG_1.JPG"), b64(b"Elsewhere"));
+    let again = server.tus(
+        "POST",
+        "/v1/uploads",
+        &token,
+        &[("Upload-Length", &len), ("Upload-Metadata", &meta), ct],
+        &first,
+    );
+    assert_eq!(again.header("keepsake-outcome"), Some("linked"));
+    let usage = server.get("/v1/usage", &token).json();
+    assert_eq!(usage["unique_bytes"], serde_json::json!(5_000_000));
+    for (file, bytes) in [(&made, &first), (&done, &second)] {
+        let id = file.header("keepsake-file-id").unwrap();
+        let got = server.get(&format!("/v1/files/{id}/content"), &token);
+        assert!(got.body == **bytes, "file {id} reads back changed");
+    }
+    server.stop();
+    let out = server.keepsake(&["--user", "ann", "uploads"]);
+    let sessions: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sessions, serde_json::json!([]), "a session was left");
+}
+
+#[test]
 fn another_users_upload_url_is_as_unknown_as_a_malformed_one() {
     let server = Server::start();
     let (ann, bob) = (server.token("ann"), server.token("bob"));

@@ -280,6 +280,95 @@ fn finish_reports_what_a_one_shot_upload_reports_in_both_modes() {
     }
 }
 
+/// `photo` in pieces of `piece` bytes, as a connection delivers a body.
+fn pieces(photo: &[u8], piece: usize) -> Vec<bytes::Bytes> {
+    photo.chunks(piece).map(bytes::Bytes::copy_from_slice).collect()
+}
+
+#[test]
+fn a_session_finished_whole_from_memory_ends_as_a_one_shot_upload_would_and_stages_nothing() {
+    let photo = data(30, 3 * BIG);
+    for mode in MODES {
+        let [(_d1, whole, trip), (_d2, one_shot, _)] = twins(|_, _, _| {});
+        let ann = whole.user("ann").unwrap();
+        let id = begin_mode(&whole, "ann", trip, "IMG_1.JPG", mode, Some(photo.len() as u64), None);
+        let path = staged(&whole, id);
+        let report = ann.finish_whole(id, pieces(&photo, 65_537)).unwrap();
+        assert_eq!(
+            report,
+            put(&one_shot, "ann", trip, "IMG_1.JPG", &photo, mode),
+            "{mode:?}"
+        );
+        assert_eq!(ann.read(report.file_id).unwrap(), photo);
+        assert!(ann.uploads().unwrap().is_empty());
+        assert!(!path.exists() || std::fs::metadata(&path).unwrap().len() == 0);
+        assert_same_state(&whole, &one_shot);
+    }
+}
+
+#[test]
+fn a_session_is_finished_whole_only_with_nothing_received_and_exactly_its_length() {
+    let (_dir, store, album) = store_with_album("ann", "Videos");
+    let ann = store.user("ann").unwrap();
+    let video = data(31, 2 * BIG);
+    let len = video.len() as u64;
+
+    // Bytes arrived already: the rest goes by append, from where they end.
+    let id = begin(&store, "ann", album, "a.mp4", Some(len), None);
+    ann.append(id, 0, &video[..1000]).unwrap();
+    let refused = ann.finish_whole(id, pieces(&video, BIG));
+    assert!(
+        matches!(refused, Err(SessionError::OffsetMismatch { expected: 1000 })),
+        "{refused:?}"
+    );
+
+    // Shorter or longer than declared: refused, nothing kept.
+    let id = begin(&store, "ann", album, "b.mp4", Some(len), None);
+    let short = ann.finish_whole(id, pieces(&video[1..], BIG));
+    assert!(
+        matches!(short, Err(SessionError::UploadIncomplete { offset: 0, declared }) if declared == len),
+        "{short:?}"
+    );
+    let mut longer = video.clone();
+    longer.push(0);
+    let long = ann.finish_whole(id, pieces(&longer, BIG));
+    assert!(
+        matches!(long, Err(SessionError::LengthExceeded { declared }) if declared == len),
+        "{long:?}"
+    );
+    assert_eq!(ann.upload_status(id).unwrap().offset, 0);
+    assert!(ann.files().unwrap().is_empty());
+    // And then it is finished whole after all.
+    assert_eq!(
+        ann.finish_whole(id, pieces(&video, BIG)).unwrap().outcome,
+        Outcome::Stored
+    );
+
+    // A deferred length becomes the content's.
+    let id = begin(&store, "ann", album, "c.mp4", None, None);
+    let report = ann.finish_whole(id, pieces(&video[..BIG], 4096)).unwrap();
+    assert_eq!(report.size, BIG as u64);
+
+    // Content other than the declared hash: nothing stored, session gone.
+    let meant = data(32, BIG);
+    let id = begin(
+        &store,
+        "ann",
+        album,
+        "d.mp4",
+        Some(BIG as u64),
+        Some(ContentHash::of(&meant)),
+    );
+    let wrong = ann.finish_whole(id, pieces(&video[..BIG], BIG));
+    assert!(
+        matches!(wrong, Err(SessionError::Upload(UploadError::HashMismatch(_)))),
+        "{wrong:?}"
+    );
+    assert!(matches!(ann.upload_status(id), Err(SessionError::UnknownUpload(_))));
+    assert_eq!(ann.files().unwrap().len(), 2);
+    assert_verified(&store);
+}
+
 #[test]
 fn small_content_is_inlined_like_a_one_shot_upload() {
     let note = data(9, 100);

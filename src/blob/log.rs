@@ -77,9 +77,10 @@ impl Written {
 /// The bytes of a record to append.
 pub(crate) enum RecordData<'a> {
     /// Bytes that cannot change and are known to hash to the record's hash
-    /// (in memory and hashed by the caller, or just read and verified):
-    /// written as they are, in one write, without hashing them again.
-    Verified(&'a [u8]),
+    /// (in memory and hashed by the caller, or just read and verified), in
+    /// pieces in order: written as they are, a write per piece, without
+    /// hashing them again or joining them into one buffer.
+    Verified(&'a [&'a [u8]]),
     /// A source that may have changed since the caller hashed it (a user's
     /// file, a staged stream): re-hashed as it is written, and the record
     /// rolled back with [`Fault::ContentChanged`] if it differs.
@@ -89,7 +90,7 @@ pub(crate) enum RecordData<'a> {
 impl RecordData<'_> {
     fn len(&self) -> u64 {
         match self {
-            RecordData::Verified(b) => b.len() as u64,
+            RecordData::Verified(parts) => parts.iter().map(|p| p.len() as u64).sum(),
             RecordData::Stream { length, .. } => *length,
         }
     }
@@ -622,9 +623,12 @@ fn write_record(
     file.write_all_at(loc.offset, &header.encode()).map_err(io)?;
     let mut at = loc.offset + RECORD_HEADER_LEN as u64;
     let source = match data {
-        RecordData::Verified(bytes) => {
-            file.write_all_at(at, bytes).map_err(io)?;
-            writeback.wrote(file, loc.end());
+        RecordData::Verified(parts) => {
+            for part in parts {
+                file.write_all_at(at, part).map_err(io)?;
+                at += part.len() as u64;
+            }
+            writeback.wrote(file, at);
             return Ok(None);
         }
         RecordData::Stream { reader, .. } => reader,
@@ -699,7 +703,7 @@ mod tests {
         for i in 0..(MAX_VIEWS + 50) as u32 {
             let data = i.to_le_bytes().repeat(1024);
             let hash = ContentHash::of(&data);
-            let loc = log.append(hash, RecordData::Verified(&data), "test").unwrap().loc;
+            let loc = log.append(hash, RecordData::Verified(&[&data]), "test").unwrap().loc;
             written.push((loc, hash, data));
         }
         let segments: std::collections::HashSet<_> = written.iter().map(|(l, _, _)| l.segment).collect();
@@ -789,7 +793,7 @@ mod tests {
         for i in 0..40u32 {
             let data = i.to_le_bytes().repeat(64 << 10);
             let loc = log
-                .append(ContentHash::of(&data), RecordData::Verified(&data), "small")
+                .append(ContentHash::of(&data), RecordData::Verified(&[&data]), "small")
                 .unwrap()
                 .loc;
             end = loc.end();

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha1::Digest as _;
 
-use super::{blocking, AppState, Caller, FileJson, Problem};
+use super::{blocking, held, AppState, Caller, FileJson, Problem};
 use crate::error::UploadError;
 use crate::hash::ContentHash;
 use crate::ids::FileId;
@@ -358,11 +358,31 @@ pub(crate) enum Checksum {
 }
 
 impl Checksum {
-    fn matches(&self, data: &[u8]) -> bool {
-        match self {
-            Checksum::Sha1(d) => sha1::Sha1::digest(data).as_slice() == d.as_slice(),
-            Checksum::Blake3(d) => blake3::hash(data).as_bytes().as_slice() == d.as_slice(),
+    /// Whether the bytes of `parts`, one after another, have this digest;
+    /// if not, the 460 that tus's checksum extension answers.
+    pub(crate) fn check<B: AsRef<[u8]>>(&self, parts: &[B]) -> Result<(), Problem> {
+        let matches = match self {
+            Checksum::Sha1(d) => {
+                let mut h = sha1::Sha1::new();
+                parts.iter().for_each(|p| h.update(p));
+                h.finalize().as_slice() == d.as_slice()
+            }
+            Checksum::Blake3(d) => {
+                let mut h = blake3::Hasher::new();
+                parts.iter().for_each(|p| {
+                    h.update(p.as_ref());
+                });
+                h.finalize().as_bytes().as_slice() == d.as_slice()
+            }
+        };
+        if matches {
+            return Ok(());
         }
+        Err(Problem::new(
+            StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
+            "checksum-mismatch",
+            "the body does not match its Upload-Checksum; nothing of it was kept",
+        ))
     }
 }
 
@@ -411,13 +431,7 @@ pub(crate) async fn append_body(
         let full = checksum.is_none() && buf.len() >= APPEND_CHUNK;
         if full || (end && !buf.is_empty()) {
             if let (Some(c), None) = (&checksum, &broken) {
-                if !c.matches(&buf) {
-                    return Err(Problem::new(
-                        StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
-                        "checksum-mismatch",
-                        "the body does not match its Upload-Checksum; nothing of it was kept",
-                    ));
-                }
+                c.check(&[&buf])?;
             }
             // A broken body with a checksum cannot be checked: dropped.
             if checksum.is_none() || broken.is_none() {
@@ -435,7 +449,7 @@ pub(crate) async fn append_body(
 }
 
 /// `PUT` or `POST /v1/files`: the body is the file. A body of at most
-/// [`HELD`] bytes by its `Content-Length` is read whole, into one buffer of
+/// [`HELD`](held::HELD) bytes by its `Content-Length` is read whole, into one buffer of
 /// its size, and uploaded through the same ingest as `keepsake backup`:
 /// written once, synced and committed beside other requests' uploads. A
 /// larger or unsized body goes to an upload session as it arrives (4 MiB
@@ -463,8 +477,8 @@ async fn upload(
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let (user, start) = blocking(move || {
         let album = album_for(&user, album.as_deref())?;
-        let start = match length {
-            Some(len) if len <= HELD => match expected.map(|h| linked(&user, album, &name, h, mode)).transpose()? {
+        let start = match held::fits(length) {
+            Some(len) => match expected.map(|h| linked(&user, album, &name, h, mode)).transpose()? {
                 Some(Some(report)) => Start::Done(report),
                 _ => Start::Held { album, name, len },
             },
@@ -508,7 +522,8 @@ async fn upload(
 enum Start {
     /// Its declared hash was skipped or linked: no body needed.
     Done(UploadReport),
-    /// Read whole (`len` bytes, at most [`HELD`]), then uploaded as bytes.
+    /// Read whole (`len` bytes, at most [`HELD`](held::HELD)), then
+    /// uploaded as bytes.
     Held {
         album: crate::ids::AlbumId,
         name: FileName,
@@ -520,7 +535,7 @@ enum Start {
 
 /// The report of `hash` completed without bytes by the duplicate rules
 /// (skipped, linked, restored), or `None` if the user must send them.
-fn linked(
+pub(crate) fn linked(
     user: &User,
     album: crate::ids::AlbumId,
     name: &FileName,
@@ -540,56 +555,24 @@ fn linked(
     }
 }
 
-/// A body of at most this many bytes, by its `Content-Length`, is read
-/// whole before its upload starts (the library holds streams this small in
-/// memory anyway): one allocation of its size, and no blocking thread
-/// waits on the client meanwhile.
-const HELD: u64 = 16 << 20;
-
-/// The one-shot upload of a body of `len` bytes (at most [`HELD`]), read
-/// whole first into `upload` (made with empty content). At most `ONE_SHOTS`
-/// run at once: each holds its body until
-/// its upload has returned, the slot with it (a dropped request's upload
-/// runs on, and keeps its slot).
+/// The one-shot upload of a body of `len` bytes (at most
+/// [`HELD`](held::HELD)), read whole first into `upload` (made with empty
+/// content).
 async fn upload_held(state: &AppState, user: User, upload: Upload, len: u64, body: Body) -> Result<Response, Problem> {
-    // The semaphore is never closed, so this waits for a slot and gets one.
-    let slot = state.one_shots.clone().acquire_owned().await.map_err(|_| {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal-error",
-            "internal error; nothing of this upload was stored",
-        )
-    })?;
-    let short = || {
-        Problem::bad_request(format!(
-            "the body is not the {len} bytes its Content-Length says; nothing of it was stored"
-        ))
-    };
-    let mut held = Vec::with_capacity(len as usize);
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| Problem::bad_request(format!("reading the body: {e}; nothing of it was stored")))?;
-        if held.len() + chunk.len() > len as usize {
-            return Err(short());
-        }
-        held.extend_from_slice(&chunk);
-    }
-    if held.len() as u64 != len {
-        return Err(short());
-    }
-    let report = blocking(move || {
-        let _slot = slot;
-        let upload = Upload {
-            content: Content::from(held),
-            ..upload
-        };
-        let report = user.upload_batch(vec![upload]).pop();
-        Ok(report
-            .ok_or_else(|| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal-error", "internal error"))??)
-    })
-    .await?;
+    let held = held::read(state, len, body).await.map_err(|b| b.nothing_stored())?;
+    let report = held.store(move |parts| store_held(&user, upload, parts)).await?;
     Ok(completed(&report))
+}
+
+/// Uploads `upload` (made with empty content) with `parts` as its
+/// content, through the same ingest as `keepsake backup`.
+pub(crate) fn store_held(user: &User, upload: Upload, parts: Vec<Bytes>) -> Result<UploadReport, Problem> {
+    let upload = Upload {
+        content: Content::Parts(parts),
+        ..upload
+    };
+    let report = user.upload_batch(vec![upload]).pop();
+    Ok(report.ok_or_else(|| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal-error", "internal error"))??)
 }
 
 /// Aborts an upload session when dropped, unless disarmed.

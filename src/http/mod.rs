@@ -66,6 +66,7 @@
 mod check;
 mod duplicates;
 mod files;
+mod held;
 mod library;
 mod metrics;
 mod page;
@@ -102,13 +103,14 @@ pub struct AuthenticatedUser(pub String);
 #[derive(Clone)]
 struct AppState {
     store: Store,
-    /// One-shot uploads in flight: each holds up to 16 MiB of its body in
-    /// memory (larger ones are spooled to staging), so at most
-    /// [`ONE_SHOTS`] run at once and the others wait their turn.
+    /// Bodies held whole in flight ([`held`]: one-shot uploads, tus
+    /// requests that carry a whole upload): each holds up to 16 MiB in
+    /// memory, so at most [`ONE_SHOTS`] run at once and the others wait
+    /// their turn.
     one_shots: Arc<tokio::sync::Semaphore>,
 }
 
-/// One-shot uploads in flight at most: 16 x 16 MiB held at worst.
+/// Bodies held whole at most: 16 x 16 MiB held at worst.
 const ONE_SHOTS: usize = 16;
 
 impl FromRef<AppState> for Store {

@@ -17,7 +17,7 @@
 //! response names the outcome (`Keepsake-Outcome`, `Keepsake-File-Id`).
 
 use axum::body::Body;
-use axum::extract::{OriginalUri, Path};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -27,11 +27,14 @@ use base64::Engine;
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::files::{album_for, append_body, blake3_hex, checked_name, completed_headers, mode, Checksum};
+use super::files::{
+    album_for, append_body, blake3_hex, checked_name, completed_headers, linked, mode, store_held, Checksum,
+};
+use super::held::{self, Broken};
 use super::{blocking, AppState, Caller, Problem};
 use crate::ids::{FileId, UploadId};
 use crate::names::FileName;
-use crate::store::{SessionOptions, UploadReport, UploadStart, UploadStatus, User};
+use crate::store::{Content, SessionOptions, Upload, UploadReport, UploadStart, UploadStatus, User};
 
 const TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
 const TUS_VERSION: HeaderName = HeaderName::from_static("tus-version");
@@ -238,9 +241,77 @@ fn location(uri: &OriginalUri, id: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("{base}/{id}")).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// The `Content-Length` of a request's body.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+}
+
+/// The length of a body that carries a whole upload of `length` bytes
+/// (`None`: not declared yet), finishing it by `when`, if it is small
+/// enough to hold whole ([`held`]).
+fn whole(headers: &HeaderMap, length: Option<u64>, when: Finish) -> Option<u64> {
+    let n = held::fits(content_length(headers))?;
+    let finishes = match when {
+        Finish::AtLength => length == Some(n),
+        Finish::Now => length.is_none_or(|l| l == n),
+        Finish::Later => false,
+    };
+    finishes.then_some(n)
+}
+
+/// How a creation goes on once its headers are read.
+enum Begun {
+    /// No bytes needed: the duplicate rules skipped or linked the declared
+    /// hash.
+    Done(UploadReport),
+    /// The body is the whole upload, held whole: no session unless it
+    /// breaks off.
+    Whole(SessionOptions, u64),
+    /// Through this session.
+    Session(UploadId),
+}
+
+/// The answer to a creation whose upload is finished: 201 with the
+/// outcome, and an upload URL that names the file and answers as a
+/// finished upload.
+fn created_done(uri: &OriginalUri, proto: Protocol, report: &UploadReport) -> Response {
+    let mut r = (StatusCode::CREATED, completed_headers(report)).into_response();
+    let h = r.headers_mut();
+    h.insert(header::LOCATION, location(uri, &format!("{DONE}{}", report.file_id)));
+    h.insert(UPLOAD_OFFSET, num(report.size));
+    h.extend(proto.completion(true));
+    r
+}
+
+/// What a body that broke off leaves: the bytes that arrived appended to
+/// session `id` from offset 0 (unless a checksum covered the whole body,
+/// which they cannot be checked against), so that the client resumes from
+/// there; and the answer that says why.
+async fn keep_arrived(user: &User, id: UploadId, broken: Broken, checksum: Option<&Checksum>) -> Problem {
+    let Broken { arrived, why } = broken;
+    if checksum.is_none() && !arrived.is_empty() {
+        let u = user.clone();
+        if let Err(p) = blocking(move || Ok(u.append(id, 0, &arrived)?)).await {
+            return p;
+        }
+    }
+    Problem::bad_request(why)
+}
+
 /// `POST /v1/uploads`: creation, with the body as the first bytes
-/// (creation-with-upload) or without.
-async fn create(Caller(user): Caller, uri: OriginalUri, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
+/// (creation-with-upload) or without. A body that is the whole upload and
+/// at most 16 MiB is read whole and stored as a one-shot upload is, with
+/// no session, so its bytes are written once; only if it breaks off is a
+/// session made, with what arrived, for the client to resume.
+async fn create(
+    Caller(user): Caller,
+    State(state): State<AppState>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
     let proto = protocol(&headers)?;
     let length = number(&headers, &UPLOAD_LENGTH)?;
     let deferred = headers.get(UPLOAD_DEFER_LENGTH).map(HeaderValue::as_bytes) == Some(b"1");
@@ -272,7 +343,8 @@ async fn create(Caller(user): Caller, uri: OriginalUri, headers: HeaderMap, body
         || headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes) == Some(b"application/offset+octet-stream");
     let finish_when = proto.finish(&headers)?;
     let checksum = upload_checksum(&headers)?;
-    let (user, start) = blocking(move || {
+    let whole = whole(&headers, length, finish_when).filter(|_| with_body);
+    let (user, begun) = blocking(move || {
         let album = album_for(&user, album.as_deref())?;
         let options = SessionOptions {
             length,
@@ -280,21 +352,47 @@ async fn create(Caller(user): Caller, uri: OriginalUri, headers: HeaderMap, body
             metadata: kept,
             ..SessionOptions::new(album, name, mode)
         };
-        let start = user.begin_upload(options)?;
-        Ok((user, start))
+        let begun = match whole {
+            Some(n) => match expected_hash
+                .map(|h| linked(&user, album, &options.name, h, mode))
+                .transpose()?
+            {
+                Some(Some(report)) => Begun::Done(report),
+                _ => Begun::Whole(options, n),
+            },
+            None => match user.begin_upload(options)? {
+                UploadStart::Done(report) => Begun::Done(report),
+                UploadStart::Session(id) => Begun::Session(id),
+            },
+        };
+        Ok((user, begun))
     })
     .await?;
-    let id = match start {
-        UploadStart::Done(report) => {
-            // No bytes needed: a finished upload, at its full length.
-            let mut r = (StatusCode::CREATED, completed_headers(&report)).into_response();
-            let h = r.headers_mut();
-            h.insert(header::LOCATION, location(&uri, &format!("{DONE}{}", report.file_id)));
-            h.insert(UPLOAD_OFFSET, num(report.size));
-            h.extend(proto.completion(true));
-            return Ok(r);
+    let id = match begun {
+        Begun::Done(report) => return Ok(created_done(&uri, proto, &report)),
+        Begun::Whole(options, n) => {
+            let broken = match held::read(&state, n, body).await {
+                Ok(held) => {
+                    if let Some(c) = &checksum {
+                        c.check(held.parts())?;
+                    }
+                    let mut upload = Upload::new(options.album, options.name, Content::Bytes(Default::default()), mode);
+                    upload.expected = options.expected_hash;
+                    let report = held.store(move |parts| store_held(&user, upload, parts)).await?;
+                    return Ok(created_done(&uri, proto, &report));
+                }
+                Err(broken) => broken,
+            };
+            // The client may resume what arrived: a session, from it.
+            let u = user.clone();
+            let id = match blocking(move || Ok(u.begin_upload(options)?)).await? {
+                UploadStart::Session(id) => id,
+                UploadStart::Done(_) => return Err(broken.nothing_stored()),
+            };
+            let problem = keep_arrived(&user, id, broken, checksum.as_ref()).await;
+            return Err(problem.with_header(header::LOCATION, location(&uri, &id.to_string())));
         }
-        UploadStart::Session(id) => id,
+        Begun::Session(id) => id,
     };
     let at = location(&uri, &id.to_string());
     // From here on the session exists: an error answer names it too, so
@@ -455,9 +553,39 @@ async fn status(Caller(user): Caller, headers: HeaderMap, Path(raw): Path<String
     Ok((StatusCode::OK, h).into_response())
 }
 
-/// `PATCH`: the next bytes, at the offset the client says.
+/// A `PATCH` whose body (`n` bytes) is the whole upload of session `id`,
+/// which has received nothing yet: held whole, then stored straight from
+/// memory (`User::finish_whole`); if it breaks off, what arrived is
+/// appended instead.
+async fn patch_whole(
+    state: &AppState,
+    user: User,
+    proto: Protocol,
+    id: UploadId,
+    n: u64,
+    body: Body,
+    checksum: Option<Checksum>,
+) -> Result<Response, Problem> {
+    let held = match held::read(state, n, body).await {
+        Ok(held) => held,
+        Err(broken) => return Err(keep_arrived(&user, id, broken, checksum.as_ref()).await),
+    };
+    if let Some(c) = &checksum {
+        c.check(held.parts())?;
+    }
+    let report = held.store(move |parts| Ok(user.finish_whole(id, parts)?)).await?;
+    let mut h = completed_headers(&report);
+    h.insert(UPLOAD_OFFSET, num(n));
+    h.extend(proto.completion(true));
+    Ok((StatusCode::NO_CONTENT, h).into_response())
+}
+
+/// `PATCH`: the next bytes, at the offset the client says. A body that is
+/// the whole upload and at most 16 MiB is held whole and stored with one
+/// write ([`patch_whole`]).
 async fn patch(
     Caller(user): Caller,
+    State(state): State<AppState>,
     headers: HeaderMap,
     Path(raw): Path<String>,
     body: Body,
@@ -490,6 +618,12 @@ async fn patch(
     }
     let checksum = upload_checksum(&headers)?;
     let finish_when = proto.finish(&headers)?;
+    if offset == 0 && held::fits(content_length(&headers)).is_some() {
+        let s = status_of(&user, id).await?;
+        if let Some(n) = whole(&headers, s.declared_length, finish_when).filter(|_| s.offset == 0) {
+            return patch_whole(&state, user, proto, id, n, body, checksum).await;
+        }
+    }
     let (offset, finished) = append_and_finish(&user, id, offset, body, checksum, finish_when).await?;
     let mut h = HeaderMap::new();
     h.insert(UPLOAD_OFFSET, num(offset));

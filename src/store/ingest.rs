@@ -71,8 +71,10 @@ const READ_WHOLE: usize = 16 << 20;
 /// waiting, and the one being written.
 const READ_AHEAD: NonZeroUsize = NonZeroUsize::new(4).expect("not zero");
 
-enum Source {
-    Memory(Bytes),
+/// Where a prepared content's bytes are read from when its blob is written.
+pub(crate) enum Source {
+    /// Bytes in memory, in pieces in order.
+    Memory(Vec<Bytes>),
     /// A file read whole by step 1: written from memory, as hashed. The
     /// buffer goes back to the batch's pool after step 2.
     Read {
@@ -93,6 +95,30 @@ struct Prepared {
     source: Source,
     /// How errors name the content.
     what: String,
+}
+
+/// Reads of pieces in memory, one after another.
+struct PartsReader<'a> {
+    parts: &'a [Bytes],
+    /// How much of the first part was read.
+    at: usize,
+}
+
+impl Read for PartsReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some((first, rest)) = self.parts.split_first() {
+            let left = &first[self.at..];
+            if left.is_empty() {
+                (self.parts, self.at) = (rest, 0);
+                continue;
+            }
+            let n = left.len().min(buf.len());
+            buf[..n].copy_from_slice(&left[..n]);
+            self.at += n;
+            return Ok(n);
+        }
+        Ok(0)
+    }
 }
 
 /// Reads of a staged stream, sequentially through [`FsFile`].
@@ -123,7 +149,13 @@ impl Inner {
             Content::Bytes(b) => Ok(Prepared {
                 hash: ContentHash::of(&b),
                 size: b.len() as u64,
-                source: Source::Memory(b),
+                source: Source::Memory(vec![b]),
+                what: name.to_string(),
+            }),
+            Content::Parts(parts) => Ok(Prepared {
+                hash: ContentHash::of_parts(&parts),
+                size: parts.iter().map(|p| p.len() as u64).sum(),
+                source: Source::Memory(parts),
                 what: name.to_string(),
             }),
             Content::Path(p) => {
@@ -288,8 +320,8 @@ impl Inner {
         }
     }
 
-    fn append_verified(&self, p: &Prepared, data: &[u8]) -> Result<(NewCopy, Option<Pin<'_>>)> {
-        let appended = self.blobs.append(p.hash, RecordData::Verified(data), &p.what)?;
+    fn append_verified(&self, p: &Prepared, parts: &[&[u8]]) -> Result<(NewCopy, Option<Pin<'_>>)> {
+        let appended = self.blobs.append(p.hash, RecordData::Verified(parts), &p.what)?;
         Ok((NewCopy::Segment(appended.loc, None), Some(appended.pin)))
     }
 
@@ -301,12 +333,12 @@ impl Inner {
     fn write_copy(&self, p: &Prepared) -> Result<(NewCopy, Option<Pin<'_>>)> {
         let inline = p.size <= self.options.inline_threshold;
         let mut reader: Box<dyn Read + '_> = match &p.source {
-            Source::Memory(b) if inline => return Ok((NewCopy::Inline(b.to_vec()), None)),
+            Source::Memory(parts) if inline => return Ok((NewCopy::Inline(parts.concat()), None)),
             Source::Read { data, .. } if inline => return Ok((NewCopy::Inline(data.clone()), None)),
             // Written as a stream only to make its outboard in the same pass.
-            Source::Memory(b) if outboard::wanted(p.size) => Box::new(&b[..]),
-            Source::Memory(b) => return self.append_verified(p, b),
-            Source::Read { data, .. } => return self.append_verified(p, data),
+            Source::Memory(parts) if outboard::wanted(p.size) => Box::new(PartsReader { parts, at: 0 }),
+            Source::Memory(parts) => return self.append_verified(p, &parts.iter().map(|b| &b[..]).collect::<Vec<_>>()),
+            Source::Read { data, .. } => return self.append_verified(p, &[data]),
             Source::File(path) => Box::new(source_file::open(path, &p.what, None)?.0),
             Source::Staged(_, f) | Source::Session(f) => Box::new(StagedReader {
                 file: &**f,
@@ -475,12 +507,13 @@ impl Inner {
 
 impl Inner {
     /// Stores an upload session's received bytes as `name` into `album`,
-    /// exactly as a one-shot upload of them would be stored. The bytes are
-    /// copied once into a segment (or inlined); `file` stays the session's.
-    /// The session's record (`session`, its key) goes in the same commit as
-    /// the file comes.
+    /// exactly as a one-shot upload of them would be stored. The bytes
+    /// (`source`: the session's staged file, which stays the session's, or
+    /// the whole content in memory) are copied once into a segment (or
+    /// inlined). The session's record (`session`, its key) goes in the same
+    /// commit as the file comes.
     #[expect(clippy::too_many_arguments, reason = "one upload's fields, as `Upload` holds them")]
-    pub(crate) fn upload_staged(
+    pub(crate) fn upload_from_session(
         &self,
         user: &str,
         album: AlbumId,
@@ -488,14 +521,14 @@ impl Inner {
         mode: DedupMode,
         hash: ContentHash,
         size: u64,
-        file: Box<dyn FsFile>,
+        source: Source,
         session: Vec<u8>,
     ) -> Result<UploadReport> {
         self.health.check()?;
         let prepared = Prepared {
             hash,
             size,
-            source: Source::Session(file),
+            source,
             what: name.to_string(),
         };
         let up = Upload::new(album, name, Content::Bytes(Bytes::new()), mode);
@@ -785,6 +818,36 @@ mod tests {
             panic!("100 KB is not inlined")
         };
         assert_eq!(loc.offset, crate::blob::format::SEGMENT_HEADER_LEN as u64);
+    }
+
+    /// A content in pieces is the blob of the pieces joined, whether it is
+    /// inlined, written with one write per piece, or streamed to make its
+    /// outboard; pieces of every size, empty ones too, are taken in order.
+    #[test]
+    fn a_content_in_parts_is_stored_as_its_pieces_joined() {
+        let (_dir, store, _) = setup();
+        let ann = store.user("ann").unwrap();
+        let album = ann.ensure_album("A").unwrap();
+        for (i, len) in [100usize, 3 << 20, (17 << 20) + 5].into_iter().enumerate() {
+            let whole: Vec<u8> = (0..len).map(|b| (b * 31 + i) as u8).collect();
+            let mut parts: Vec<Bytes> = Vec::new();
+            let mut at = 0;
+            for size in [1usize, 0, 65_536, 7, 1 << 20].into_iter().cycle() {
+                let end = (at + size).min(len);
+                parts.push(whole[at..end].to_vec().into());
+                at = end;
+                if at == len {
+                    break;
+                }
+            }
+            let name = format!("{len}.bin");
+            let report = ann
+                .upload(album, name.as_str(), Content::Parts(parts), DedupMode::Hash)
+                .unwrap();
+            assert_eq!(report.hash, ContentHash::of(&whole), "{len}");
+            assert_eq!(ann.read(report.file_id).unwrap(), whole, "{len}");
+        }
+        assert!(store.verify(true).unwrap().ok);
     }
 
     #[test]

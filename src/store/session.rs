@@ -25,6 +25,10 @@
 //!   them to the one-shot upload path, which copies them once into a segment.
 //!   The staged file cannot itself become a segment without a rename in
 //!   [`Fs`]: a known limit.
+//! - `finish_whole` is the shortcut of a session that receives its every
+//!   byte in one request: the bytes, held in memory by the caller, go
+//!   straight to a segment as a one-shot upload's would, and nothing is
+//!   staged or synced twice. A request that breaks off appends instead.
 //! - The session record is deleted in the commit that stores the file, so
 //!   a crash leaves the session or the file, never both; the staged bytes
 //!   are removed after that commit, through a
@@ -47,10 +51,11 @@ use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::delete_set::DeleteSet;
-use super::ingest::hash_staged;
+use super::ingest::{hash_staged, Source};
 use super::ledger::{check_user_quota, load_album, load_user};
 use super::staging::{self, Slot};
 use super::{DedupMode, HashedUpload, Inner, UploadReport, User};
@@ -318,6 +323,42 @@ impl Inner {
             }
             Err(e) => Err(io(e)),
         }
+    }
+
+    /// The end of finishing session `id` (record `rec`, the user's id
+    /// `uid`) whose `size` bytes, read from `source`, hash to `hash`: a
+    /// hash other than the one the client declared ends the session with
+    /// nothing stored; else the file is stored in the commit that drops the
+    /// record, and then the staged bytes go.
+    #[expect(clippy::too_many_arguments, reason = "one session's fields and its content's")]
+    fn store_session(
+        &self,
+        user: &str,
+        uid: u64,
+        id: UploadId,
+        rec: &UploadRecord,
+        hash: ContentHash,
+        size: u64,
+        source: Source,
+    ) -> Result<UploadReport> {
+        if let Some(expected) = rec.expected.filter(|&e| e != hash) {
+            self.drop_session(uid, id, rec)?;
+            return Err(Fault::HashMismatch(HashMismatch { expected, actual: hash }));
+        }
+        // The commit that stores the file drops the session record; the
+        // staged bytes go only after it.
+        let report = self.upload_from_session(
+            user,
+            AlbumId(rec.album),
+            &rec.name,
+            mode_of(rec.mode),
+            hash,
+            size,
+            source,
+            keys::upload(uid, &id),
+        )?;
+        self.end_session(rec)?;
+        Ok(report)
     }
 
     /// Drops a session: its record first, then (once nothing names it) its
@@ -837,24 +878,68 @@ impl User {
                 Some(h) => h,
                 None => hash_staged(&*file, rec.offset).map_err(|e| Fault::io(format!("reading upload {id}"), e))?,
             };
-            if let Some(expected) = rec.expected.filter(|&e| e != hash) {
-                inner.drop_session(uid, id, &rec)?;
-                return Err(Fault::HashMismatch(HashMismatch { expected, actual: hash }));
+            let size = rec.offset;
+            inner.store_session(self.name(), uid, id, &rec, hash, size, Source::Session(file))
+        })?)
+    }
+
+    /// Finishes a session that has received nothing yet with its whole
+    /// content, `parts` in order (a body as it arrived), in one durable
+    /// write: the bytes go from memory straight
+    /// into a segment, never to staging, and the commit that stores the
+    /// file ends the session. The result is what [`append`](User::append)
+    /// of the bytes at offset 0 and then [`finish`](User::finish) would
+    /// give, for half the bytes written and one sync instead of three.
+    /// A session whose length is deferred takes the content's.
+    ///
+    /// It is meant for a protocol request that carries an upload's every
+    /// byte (a tus `PATCH` from offset 0 to the length): the request holds
+    /// the bytes until the last has arrived, and if it breaks off, appends
+    /// what did arrive instead, so the client resumes from there.
+    ///
+    /// # Errors
+    ///
+    /// - [`SessionError::UnknownUpload`] if the user has no such session: it never
+    ///   existed, was finished, aborted or expired, or is another user's.
+    /// - [`SessionError::UploadBusy`] while another append, finish or abort of the
+    ///   session is in progress.
+    /// - [`SessionError::OffsetMismatch`] if the session has received bytes already;
+    ///   `expected` is where to [`append`](User::append) from.
+    /// - [`SessionError::LengthExceeded`] if the content is longer than the declared
+    ///   length, and [`SessionError::UploadIncomplete`] if it is shorter; nothing is
+    ///   kept.
+    /// - [`SessionError::Upload`] with the errors of [`finish`](User::finish): a
+    ///   [`UploadError::HashMismatch`](crate::UploadError::HashMismatch) ends the
+    ///   session; after the others (the quota, a deleted album) it stays, empty.
+    /// - [`SessionError::Storage`] as for [`finish`](User::finish).
+    ///
+    /// ```
+    /// use keepsake::{DedupMode, Outcome, SessionOptions, Store, UploadStart};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::open(dir.path()).unwrap();
+    /// let ann = store.user("ann").unwrap();
+    /// let album = ann.ensure_album("Photos").unwrap();
+    /// let options = SessionOptions { length: Some(5), ..SessionOptions::new(album, "p.jpg", DedupMode::Hash) };
+    /// let UploadStart::Session(id) = ann.begin_upload(options).unwrap() else { unreachable!() };
+    /// let report = ann.finish_whole(id, vec![b"pho"[..].into(), b"to"[..].into()]).unwrap();
+    /// assert_eq!(report.outcome, Outcome::Stored);
+    /// assert!(ann.uploads().unwrap().is_empty());
+    /// ```
+    pub fn finish_whole(&self, id: UploadId, parts: Vec<Bytes>) -> Result<UploadReport, SessionError> {
+        let inner = self.inner();
+        inner.health.check()?;
+        Ok(inner.with_session(self.name(), id, |_, uid, rec| {
+            if rec.offset != 0 {
+                return Err(Fault::OffsetMismatch { expected: rec.offset });
             }
-            let report = inner.upload_staged(
-                self.name(),
-                AlbumId(rec.album),
-                &rec.name,
-                mode_of(rec.mode),
-                hash,
-                rec.offset,
-                file,
-                keys::upload(uid, &id),
-            )?;
-            // The commit that stored the file dropped the session record;
-            // the staged bytes go only now.
-            inner.end_session(&rec)?;
-            Ok(report)
+            let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
+            match rec.declared {
+                Some(declared) if size > declared => return Err(Fault::LengthExceeded { declared }),
+                Some(declared) if size < declared => return Err(Fault::UploadIncomplete { offset: 0, declared }),
+                _ => {}
+            }
+            let hash = ContentHash::of_parts(&parts);
+            inner.store_session(self.name(), uid, id, &rec, hash, size, Source::Memory(parts))
         })?)
     }
 

@@ -138,6 +138,10 @@ pub struct HashedUpload {
 pub enum Content {
     /// Bytes in memory.
     Bytes(Bytes),
+    /// Bytes in memory in pieces, in order: a body as an HTTP server
+    /// receives it. The pieces are hashed and written one after another,
+    /// never joined into one buffer.
+    Parts(Vec<Bytes>),
     /// A regular file, read twice (hashing, then writing if the blob is new)
     /// and never memory-mapped, so a file that changes in between is
     /// detected rather than mis-stored. It is opened without following a
@@ -153,6 +157,12 @@ impl fmt::Debug for Content {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Content::Bytes(b) => write!(f, "Content::Bytes({} bytes)", b.len()),
+            Content::Parts(p) => write!(
+                f,
+                "Content::Parts({} bytes in {} parts)",
+                p.iter().map(Bytes::len).sum::<usize>(),
+                p.len()
+            ),
             Content::Path(p) => write!(f, "Content::Path({})", p.display()),
             Content::Reader(_) => f.write_str("Content::Reader(..)"),
         }

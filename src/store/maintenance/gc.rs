@@ -229,7 +229,9 @@ impl Inner {
                     return Ok(false);
                 };
                 // The outboard, kept by hash, is the same wherever the bytes lie.
-                let appended = self.blobs.append(h.hash, RecordData::Verified(&data), "compaction")?;
+                let appended = self
+                    .blobs
+                    .append(h.hash, RecordData::Verified(&[&data]), "compaction")?;
                 let new = appended.loc;
                 pins.push(appended.pin);
                 written.add(new);
