@@ -1,8 +1,9 @@
 """The HTTP face under load, each figure beside its baseline in the same
 run (run through benches/http.sh, which builds keepsake first):
 
-- 1 GiB of 3 MiB photos sent by 16 concurrent clients (connections kept
-  alive, bodies sent with `sendfile`, from one process) over loopback, as one-shot `PUT /v1/files` and as tus
+- 1 GiB of 3 MiB photos sent by 16 concurrent clients, a user each
+  (connections kept alive, bodies sent with `sendfile`, from one
+  process) over loopback, as one-shot `PUT /v1/files` and as tus
   creation-with-upload `POST /v1/uploads`, against `keepsake backup` of the
   same folder; the server's peak resident memory (VmHWM).
 - The bulk preflight: 1,000 (name, hash, album) per `POST /v1/check`
@@ -56,9 +57,9 @@ def fresh(name):
     return store
 
 
-def token(store):
+def token(store, user="bench"):
     out = subprocess.run(
-        [keepsake, "--json", "--store", store, "token", "create", "--user", "bench"],
+        [keepsake, "--json", "--store", store, "token", "create", "--user", user],
         capture_output=True,
         text=True,
         check=True,
@@ -159,11 +160,12 @@ async def answer(reader):
     return fields
 
 
-async def clients(addr, heads, files):
+async def clients(addr, heads, files, tokens):
     """CLIENTS connections (kept alive), each sending its share of `files`
     with `sendfile`, in one process: a client per file as a process of its
-    own (curl) spent more of these 2 cores than the server did. `heads`
-    gives a file's request head; a pair of them is tus's creation (no
+    own (curl) spent more of these 2 cores than the server did. Client i
+    is user `tokens[i]`'s. `heads` gives a file's request head (from the
+    client's token and the file's path); a pair of them is tus's creation (no
     body) and the `PATCH` of the body to the `Location` it answers, as
     tus-js-client and tuspy send by default."""
     host, port = addr.split(":")
@@ -171,12 +173,12 @@ async def clients(addr, heads, files):
     for p in files:
         queue.put_nowait(p)
 
-    async def worker():
+    async def worker(tok):
         reader, writer = await asyncio.open_connection(host, int(port))
         loop = asyncio.get_running_loop()
         while not queue.empty():
             path = queue.get_nowait()
-            head = heads(path)
+            head = heads(tok, path)
             if isinstance(head, tuple):
                 create, patch = head
                 writer.write(create.encode())
@@ -187,18 +189,20 @@ async def clients(addr, heads, files):
             await answer(reader)
         writer.close()
 
-    await asyncio.gather(*(worker() for _ in range(CLIENTS)))
+    await asyncio.gather(*(worker(tok) for tok in tokens))
 
 
 def over_http(heads, files):
     """The uploads' time, the server's peak memory, and the CPU time the
     server and the clients spent on them."""
     store = fresh("http-store")
-    tok = token(store)
+    # A user per client: sixteen phones, as a server sees them (one user
+    # holds at most eight bodies at once; the rest of its uploads stream).
+    tokens = [token(store, f"phone-{i}") for i in range(CLIENTS)]
     server = Server(store)
     try:
         before = (server.cpu_s(), cpu(resource.RUSAGE_SELF))
-        seconds = timed(lambda: asyncio.run(clients(server.addr, lambda p: heads(tok, p), files)))
+        seconds = timed(lambda: asyncio.run(clients(server.addr, heads, files, tokens)))
         spent = (server.cpu_s() - before[0], cpu(resource.RUSAGE_SELF) - before[1])
         return seconds, server.peak_mib(), spent
     finally:

@@ -1342,6 +1342,44 @@ fn the_bulk_preflight_answers_each_item_by_the_users_own_files_and_can_complete_
     ask(&ann, serde_json::json!({"items": many})).problem(400, "bad-request");
 }
 
+/// Photo-sized bodies are held whole, sixteen at most and eight of one
+/// user's; one that finds no room is streamed instead of waiting. So
+/// stalled bodies (the server is left waiting for their bytes) make no
+/// one else's upload wait: not the same user's ninth, nor another user's
+/// once all sixteen are taken.
+#[test]
+fn bodies_stalled_mid_way_hold_no_one_elses_upload_hostage() {
+    let server = Server::start();
+    let stall = |token: &str, name: &str| {
+        let mut s = TcpStream::connect(&server.addr).unwrap();
+        let head = format!(
+            "PUT /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nKeepsake-Name: {name}\r\nContent-Length: 1000000\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&data(50, 1000)).unwrap();
+        s
+    };
+    let upload = |token: &str, name: &str, seed: u64| {
+        let auth = format!("Bearer {token}");
+        let r = server.send(
+            "PUT",
+            "/v1/files",
+            &[("Authorization", &auth), ("Keepsake-Name", name)],
+            &data(seed, 500_000),
+        );
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    };
+    let (ann, bob, carol) = (server.token("ann"), server.token("bob"), server.token("carol"));
+    let mut stalled: Vec<TcpStream> = (0..8).map(|i| stall(&ann, &format!("a{i}.jpg"))).collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    upload(&ann, "ninth.jpg", 51);
+    stalled.extend((0..8).map(|i| stall(&bob, &format!("b{i}.jpg"))));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    upload(&carol, "photo.jpg", 52);
+    upload(&bob, "ninth.jpg", 53);
+    drop(stalled);
+}
+
 #[test]
 fn a_client_trickling_its_headers_or_stalling_its_body_is_let_go_and_a_resumable_upload_keeps_what_arrived() {
     let server = Server::start_with(&["--header-timeout", "1", "--idle-timeout", "1"]);

@@ -475,14 +475,16 @@ async fn upload(
     let length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    // Held whole if it is small and there is room; else streamed.
+    let held = held::fits(length).and_then(|len| Some((len, held::Slots::take(&state.held, user.name())?)));
     let (user, start) = blocking(move || {
         let album = album_for(&user, album.as_deref())?;
-        let start = match held::fits(length) {
-            Some(len) => match expected.map(|h| linked(&user, album, &name, h, mode)).transpose()? {
+        let start = match held {
+            Some((len, slot)) => match expected.map(|h| linked(&user, album, &name, h, mode)).transpose()? {
                 Some(Some(report)) => Start::Done(report),
-                _ => Start::Held { album, name, len },
+                _ => Start::Held { album, name, len, slot },
             },
-            _ => match user.begin_upload(SessionOptions {
+            None => match user.begin_upload(SessionOptions {
                 length,
                 expected_hash: expected,
                 ..SessionOptions::new(album, name, mode)
@@ -496,13 +498,13 @@ async fn upload(
     .await?;
     let id = match start {
         Start::Done(report) => return Ok(completed(&report)),
-        Start::Held { album, name, len } => {
+        Start::Held { album, name, len, slot } => {
             let upload = Upload::new(album, name, Content::Bytes(Bytes::new()), mode);
             let upload = match expected {
                 Some(h) => upload.expect_hash(h),
                 None => upload,
             };
-            return upload_held(&state, user, upload, len, body).await;
+            return upload_held(slot, user, upload, len, body).await;
         }
         Start::Session(id) => id,
     };
@@ -522,12 +524,13 @@ async fn upload(
 enum Start {
     /// Its declared hash was skipped or linked: no body needed.
     Done(UploadReport),
-    /// Read whole (`len` bytes, at most [`HELD`](held::HELD)), then
-    /// uploaded as bytes.
+    /// Read whole (`len` bytes, at most [`HELD`](held::HELD)) in `slot`,
+    /// then uploaded as bytes.
     Held {
         album: crate::ids::AlbumId,
         name: FileName,
         len: u64,
+        slot: held::Slot,
     },
     /// Through this upload session.
     Session(UploadId),
@@ -558,8 +561,8 @@ pub(crate) fn linked(
 /// The one-shot upload of a body of `len` bytes (at most
 /// [`HELD`](held::HELD)), read whole first into `upload` (made with empty
 /// content).
-async fn upload_held(state: &AppState, user: User, upload: Upload, len: u64, body: Body) -> Result<Response, Problem> {
-    let held = held::read(state, len, body).await.map_err(|b| b.nothing_stored())?;
+async fn upload_held(slot: held::Slot, user: User, upload: Upload, len: u64, body: Body) -> Result<Response, Problem> {
+    let held = held::read(slot, len, body).await.map_err(|b| b.nothing_stored())?;
     let report = held.store(move |parts| store_held(&user, upload, parts)).await?;
     Ok(completed(&report))
 }

@@ -6,31 +6,92 @@
 //! and then written once, straight into a segment, where streaming it
 //! would have staged it first and written it twice.
 //! No blocking thread waits on the client meanwhile, and the store's
-//! commit sees the bytes only once all have arrived. Sixteen such bodies
-//! are held at once at most (the router's `one_shots` slots), each until its
-//! upload returns, so they take at most 256 MiB whatever the number of
-//! clients.
+//! commit sees the bytes only once all have arrived.
+//!
+//! Holding is a shortcut, never a queue: sixteen bodies are held at once
+//! at most ([`Slots`]), eight of them one user's, each until its upload
+//! returns, so they take at most 256 MiB whatever the number of clients.
+//! A request that finds no slot free goes the way a larger body goes,
+//! through an upload session, instead of waiting: a client that trickles
+//! its body (or sixteen of them, or one user's many) makes the others
+//! slower at worst, never stuck behind it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::body::Body;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::OwnedSemaphorePermit;
+use parking_lot::Mutex;
 
-use super::{blocking, AppState, Problem};
+use super::{blocking, Problem};
 
 /// A body of at most this many bytes, by its `Content-Length`, is read
 /// whole (the library holds streams this small in memory anyway).
 pub(crate) const HELD: u64 = 16 << 20;
+
+/// Bodies held at once at most: 16 x 16 MiB at worst.
+const SLOTS: usize = 16;
+/// Bodies one user holds at once at most.
+const PER_USER: usize = 8;
 
 /// Whether a body of this `Content-Length` is held whole.
 pub(crate) fn fits(content_length: Option<u64>) -> Option<u64> {
     content_length.filter(|&n| n <= HELD)
 }
 
+/// The bodies held in flight: how many in all, and how many per user.
+#[derive(Default)]
+pub(crate) struct Slots(Mutex<Taken>);
+
+#[derive(Default)]
+struct Taken {
+    all: usize,
+    /// Only users holding at least one body have an entry.
+    by_user: HashMap<String, usize>,
+}
+
+/// One held body's room, given back when dropped.
+pub(crate) struct Slot {
+    slots: Arc<Slots>,
+    user: String,
+}
+
+impl Slots {
+    /// Room for one more body of `user`'s, if there is any: `None` when
+    /// [`SLOTS`] bodies are held, or [`PER_USER`] of the user's.
+    pub(crate) fn take(slots: &Arc<Slots>, user: &str) -> Option<Slot> {
+        let mut t = slots.0.lock();
+        let mine = t.by_user.get(user).copied().unwrap_or(0);
+        if t.all >= SLOTS || mine >= PER_USER {
+            return None;
+        }
+        t.all += 1;
+        t.by_user.insert(user.to_string(), mine + 1);
+        Some(Slot {
+            slots: slots.clone(),
+            user: user.to_string(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut t = self.slots.0.lock();
+        t.all -= 1;
+        if let Some(n) = t.by_user.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                t.by_user.remove(&self.user);
+            }
+        }
+    }
+}
+
 /// A body read whole, as the pieces it arrived in, and the slot it takes
 /// until its upload returns.
 pub(crate) struct Held {
-    slot: OwnedSemaphorePermit,
+    slot: Slot,
     parts: Vec<Bytes>,
 }
 
@@ -44,19 +105,13 @@ pub(crate) struct Broken {
     pub(crate) why: String,
 }
 
-/// Reads a body of `len` bytes (at most [`HELD`]) whole, once a slot is
-/// free.
+/// Reads a body of `len` bytes (at most [`HELD`]) whole, in `slot`.
 ///
 /// # Errors
 ///
 /// [`Broken`] if the body breaks off (the client went away, a timeout
 /// fired) or is not `len` bytes long.
-pub(crate) async fn read(state: &AppState, len: u64, body: Body) -> Result<Held, Broken> {
-    // The semaphore is never closed, so this waits for a slot and gets one.
-    let slot = state.one_shots.clone().acquire_owned().await.map_err(|_| Broken {
-        arrived: Vec::new(),
-        why: "internal error".into(),
-    })?;
+pub(crate) async fn read(slot: Slot, len: u64, body: Body) -> Result<Held, Broken> {
     let short = |arrived| Broken {
         arrived,
         why: format!("the body is not the {len} bytes its Content-Length says"),

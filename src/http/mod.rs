@@ -104,14 +104,9 @@ pub struct AuthenticatedUser(pub String);
 struct AppState {
     store: Store,
     /// Bodies held whole in flight ([`held`]: one-shot uploads, tus
-    /// requests that carry a whole upload): each holds up to 16 MiB in
-    /// memory, so at most [`ONE_SHOTS`] run at once and the others wait
-    /// their turn.
-    one_shots: Arc<tokio::sync::Semaphore>,
+    /// requests that carry a whole upload).
+    held: Arc<held::Slots>,
 }
-
-/// Bodies held whole at most: 16 x 16 MiB held at worst.
-const ONE_SHOTS: usize = 16;
 
 impl FromRef<AppState> for Store {
     fn from_ref(state: &AppState) -> Store {
@@ -222,7 +217,7 @@ pub fn router(store: Store) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(JSON_LIMIT))
         .with_state(AppState {
             store,
-            one_shots: Arc::new(tokio::sync::Semaphore::new(ONE_SHOTS)),
+            held: Arc::default(),
         })
 }
 

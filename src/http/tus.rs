@@ -266,9 +266,9 @@ enum Begun {
     /// No bytes needed: the duplicate rules skipped or linked the declared
     /// hash.
     Done(UploadReport),
-    /// The body is the whole upload, held whole: no session unless it
-    /// breaks off.
-    Whole(SessionOptions, u64),
+    /// The body is the whole upload (this many bytes), held whole in this
+    /// slot: no session unless it breaks off.
+    Whole(SessionOptions, u64, held::Slot),
     /// Through this session.
     Session(UploadId),
 }
@@ -343,7 +343,9 @@ async fn create(
         || headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes) == Some(b"application/offset+octet-stream");
     let finish_when = proto.finish(&headers)?;
     let checksum = upload_checksum(&headers)?;
-    let whole = whole(&headers, length, finish_when).filter(|_| with_body);
+    let whole = whole(&headers, length, finish_when)
+        .filter(|_| with_body)
+        .and_then(|n| Some((n, held::Slots::take(&state.held, user.name())?)));
     let (user, begun) = blocking(move || {
         let album = album_for(&user, album.as_deref())?;
         let options = SessionOptions {
@@ -353,12 +355,12 @@ async fn create(
             ..SessionOptions::new(album, name, mode)
         };
         let begun = match whole {
-            Some(n) => match expected_hash
+            Some((n, slot)) => match expected_hash
                 .map(|h| linked(&user, album, &options.name, h, mode))
                 .transpose()?
             {
                 Some(Some(report)) => Begun::Done(report),
-                _ => Begun::Whole(options, n),
+                _ => Begun::Whole(options, n, slot),
             },
             None => match user.begin_upload(options)? {
                 UploadStart::Done(report) => Begun::Done(report),
@@ -370,8 +372,8 @@ async fn create(
     .await?;
     let id = match begun {
         Begun::Done(report) => return Ok(created_done(&uri, proto, &report)),
-        Begun::Whole(options, n) => {
-            let broken = match held::read(&state, n, body).await {
+        Begun::Whole(options, n, slot) => {
+            let broken = match held::read(slot, n, body).await {
                 Ok(held) => {
                     if let Some(c) = &checksum {
                         c.check(held.parts())?;
@@ -558,7 +560,7 @@ async fn status(Caller(user): Caller, headers: HeaderMap, Path(raw): Path<String
 /// memory (`User::finish_whole`); if it breaks off, what arrived is
 /// appended instead.
 async fn patch_whole(
-    state: &AppState,
+    slot: held::Slot,
     user: User,
     proto: Protocol,
     id: UploadId,
@@ -566,7 +568,7 @@ async fn patch_whole(
     body: Body,
     checksum: Option<Checksum>,
 ) -> Result<Response, Problem> {
-    let held = match held::read(state, n, body).await {
+    let held = match held::read(slot, n, body).await {
         Ok(held) => held,
         Err(broken) => return Err(keep_arrived(&user, id, broken, checksum.as_ref()).await),
     };
@@ -620,8 +622,9 @@ async fn patch(
     let finish_when = proto.finish(&headers)?;
     if offset == 0 && held::fits(content_length(&headers)).is_some() {
         let s = status_of(&user, id).await?;
-        if let Some(n) = whole(&headers, s.declared_length, finish_when).filter(|_| s.offset == 0) {
-            return patch_whole(&state, user, proto, id, n, body, checksum).await;
+        let whole = whole(&headers, s.declared_length, finish_when).filter(|_| s.offset == 0);
+        if let Some((n, slot)) = whole.and_then(|n| Some((n, held::Slots::take(&state.held, user.name())?))) {
+            return patch_whole(slot, user, proto, id, n, body, checksum).await;
         }
     }
     let (offset, finished) = append_and_finish(&user, id, offset, body, checksum, finish_when).await?;
