@@ -820,6 +820,10 @@ fn tus_discovery_and_version_negotiation() {
     server
         .tus("POST", "/v1/uploads", &token, &[], b"")
         .problem(400, "bad-request");
+    // Refused before the upload routes see it, and still told the version.
+    let refused = server.tus("POST", "/v1/uploads", "not-a-token", &[("Upload-Length", "3")], b"");
+    refused.problem(401, "unauthenticated");
+    assert_eq!(refused.header("tus-resumable"), Some("1.0.0"));
 }
 
 #[test]
@@ -1162,10 +1166,10 @@ fn a_one_shot_upload_cut_off_mid_body_stores_nothing_and_leaves_nothing_behind()
     let mut server = Server::start();
     let token = server.token("ann");
     // Held whole before its upload (10 MB), and streamed into it (40 MB).
-    for (len, sent) in [(10_000_000, 5_000_000), (40_000_000, 20_000_000)] {
+    for (len, sent, album) in [(10_000_000, 5_000_000, "Held"), (40_000_000, 20_000_000, "Streamed")] {
         let mut s = TcpStream::connect(&server.addr).unwrap();
         let req = format!(
-            "PUT /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nKeepsake-Name: big.mp4\r\nContent-Length: {len}\r\n\r\n"
+            "PUT /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nKeepsake-Name: big.mp4\r\nKeepsake-Album: {album}\r\nContent-Length: {len}\r\n\r\n"
         );
         s.write_all(req.as_bytes()).unwrap();
         s.write_all(&data(30, sent)).unwrap();
@@ -1174,6 +1178,10 @@ fn a_one_shot_upload_cut_off_mid_body_stores_nothing_and_leaves_nothing_behind()
     // The server notices the resets (given a moment).
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert_eq!(server.get("/v1/files", &token).json()["files"], serde_json::json!([]));
+    // A held body's album is made only once the body is whole. (A
+    // streamed one's session needed its album from the start.)
+    let albums = server.get("/v1/albums", &token).json();
+    assert!(!albums.to_string().contains("Held"), "{albums}");
     server.stop();
     let out = server.keepsake(&["--user", "ann", "uploads"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

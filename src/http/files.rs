@@ -478,16 +478,28 @@ async fn upload(
     // Held whole if it is small and there is room; else streamed.
     let held = held::fits(length).and_then(|len| Some((len, held::Slots::take(&state.held, user.name())?)));
     let (user, start) = blocking(move || {
-        let album = album_for(&user, album.as_deref())?;
         let start = match held {
-            Some((len, slot)) => match expected.map(|h| linked(&user, album, &name, h, mode)).transpose()? {
-                Some(Some(report)) => Start::Done(report),
-                _ => Start::Held { album, name, len, slot },
-            },
+            // Without a declared hash the album is made only once the body
+            // has arrived, so a body that breaks off leaves no trace; its
+            // name is checked now.
+            Some((len, slot)) if expected.is_none() => {
+                let wanted = album.as_deref().unwrap_or(DEFAULT_ALBUM);
+                if user.find_album(wanted)?.is_none() {
+                    crate::names::check_album_name(wanted)?;
+                }
+                Start::Held { album, name, len, slot }
+            }
+            Some((len, slot)) => {
+                let id = album_for(&user, album.as_deref())?;
+                match expected.map(|h| linked(&user, id, &name, h, mode)).transpose()? {
+                    Some(Some(report)) => Start::Done(report),
+                    _ => Start::Held { album, name, len, slot },
+                }
+            }
             None => match user.begin_upload(SessionOptions {
                 length,
                 expected_hash: expected,
-                ..SessionOptions::new(album, name, mode)
+                ..SessionOptions::new(album_for(&user, album.as_deref())?, name, mode)
             })? {
                 UploadStart::Done(report) => Start::Done(report),
                 UploadStart::Session(id) => Start::Session(id),
@@ -499,12 +511,14 @@ async fn upload(
     let id = match start {
         Start::Done(report) => return Ok(completed(&report)),
         Start::Held { album, name, len, slot } => {
-            let upload = Upload::new(album, name, Content::Bytes(Bytes::new()), mode);
-            let upload = match expected {
-                Some(h) => upload.expect_hash(h),
-                None => upload,
-            };
-            return upload_held(slot, user, upload, len, body).await;
+            let held = held::read(slot, len, body).await.map_err(|b| b.nothing_stored())?;
+            let report = held
+                .store(move |parts| {
+                    let upload = Upload::new(album_for(&user, album.as_deref())?, name, Content::Parts(parts), mode);
+                    store_held(&user, upload, expected)
+                })
+                .await?;
+            return Ok(completed(&report));
         }
         Start::Session(id) => id,
     };
@@ -525,9 +539,9 @@ enum Start {
     /// Its declared hash was skipped or linked: no body needed.
     Done(UploadReport),
     /// Read whole (`len` bytes, at most [`HELD`](held::HELD)) in `slot`,
-    /// then uploaded as bytes.
+    /// then uploaded as bytes into `album` (by name: the default if none).
     Held {
-        album: crate::ids::AlbumId,
+        album: Option<String>,
         name: FileName,
         len: u64,
         slot: held::Slot,
@@ -558,21 +572,13 @@ pub(crate) fn linked(
     }
 }
 
-/// The one-shot upload of a body of `len` bytes (at most
-/// [`HELD`](held::HELD)), read whole first into `upload` (made with empty
-/// content).
-async fn upload_held(slot: held::Slot, user: User, upload: Upload, len: u64, body: Body) -> Result<Response, Problem> {
-    let held = held::read(slot, len, body).await.map_err(|b| b.nothing_stored())?;
-    let report = held.store(move |parts| store_held(&user, upload, parts)).await?;
-    Ok(completed(&report))
-}
-
-/// Uploads `upload` (made with empty content) with `parts` as its
-/// content, through the same ingest as `keepsake backup`.
-pub(crate) fn store_held(user: &User, upload: Upload, parts: Vec<Bytes>) -> Result<UploadReport, Problem> {
-    let upload = Upload {
-        content: Content::Parts(parts),
-        ..upload
+/// Uploads `upload` (a held body's), expecting its content to hash to
+/// `expected` if the client declared a hash, through the same ingest as
+/// `keepsake backup`.
+pub(crate) fn store_held(user: &User, upload: Upload, expected: Option<ContentHash>) -> Result<UploadReport, Problem> {
+    let upload = match expected {
+        Some(h) => upload.expect_hash(h),
+        None => upload,
     };
     let report = user.upload_batch(vec![upload]).pop();
     Ok(report.ok_or_else(|| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal-error", "internal error"))??)

@@ -258,7 +258,18 @@ async fn bearer(State(tokens): State<Arc<Tokens>>, mut req: Request, next: Next)
             req.extensions_mut().insert(AuthenticatedUser(user));
             next.run(req).await
         }
-        None => unauthenticated("the bearer token is not valid", "Bearer error=\"invalid_token\""),
+        None => {
+            let mut refused = unauthenticated("the bearer token is not valid", "Bearer error=\"invalid_token\"");
+            // tus wants its version on every response but `OPTIONS`'s,
+            // this one too, answered before the upload routes see the
+            // request: a tus client is known by the header it sends.
+            if req.headers().contains_key("tus-resumable") {
+                refused
+                    .headers_mut()
+                    .insert("tus-resumable", HeaderValue::from_static("1.0.0"));
+            }
+            refused
+        }
     }
 }
 

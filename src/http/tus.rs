@@ -378,9 +378,12 @@ async fn create(
                     if let Some(c) = &checksum {
                         c.check(held.parts())?;
                     }
-                    let mut upload = Upload::new(options.album, options.name, Content::Bytes(Default::default()), mode);
-                    upload.expected = options.expected_hash;
-                    let report = held.store(move |parts| store_held(&user, upload, parts)).await?;
+                    let report = held
+                        .store(move |parts| {
+                            let upload = Upload::new(options.album, options.name, Content::Parts(parts), mode);
+                            store_held(&user, upload, options.expected_hash)
+                        })
+                        .await?;
                     return Ok(created_done(&uri, proto, &report));
                 }
                 Err(broken) => broken,
