@@ -1067,6 +1067,22 @@ fn a_tus_upload_sent_whole_in_one_request_is_stored_at_once_and_answers_as_finis
     assert_eq!(done.header("keepsake-outcome"), Some("stored"));
     assert_eq!(done.header("upload-offset"), Some("2000000"));
 
+    // Metadata a session would refuse is refused the same with the body
+    // held (so the answer never depends on whether a slot was free), and
+    // its album is not made.
+    let many: Vec<String> = (0..40).map(|i| format!("k{i} {}", b64(b"v"))).collect();
+    let meta = format!("filename {},album {},{}", b64(b"x.jpg"), b64(b"Never"), many.join(","));
+    let refused = |headers: &[(&str, &str)], body: &[u8]| {
+        let mut all = vec![("Upload-Length", "1000"), ("Upload-Metadata", meta.as_str())];
+        all.extend_from_slice(headers);
+        server
+            .tus("POST", "/v1/uploads", &token, &all, body)
+            .problem(400, "invalid-metadata");
+    };
+    refused(&[], b"");
+    refused(&[ct], &first[..1000]);
+    assert!(!server.get("/v1/albums", &token).json().to_string().contains("Never"));
+
     // The same content again, whole, in another album: linked, no bytes kept twice.
     let meta = format!("filename {},album {}", b64(b"IMG_1.JPG"), b64(b"Elsewhere"));
     let again = server.tus(
@@ -1385,7 +1401,37 @@ fn bodies_stalled_mid_way_hold_no_one_elses_upload_hostage() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     upload(&carol, "photo.jpg", 52);
     upload(&bob, "ninth.jpg", 53);
+    // A checksummed piece must be held to be checked: with no room, 503
+    // with `Retry-After`, which tus clients retry, and nothing appended.
+    let url = server.create(&carol, "v.mp4", "A", 2_000_000);
+    let piece = data(54, 1000);
+    let sum = format!(
+        "sha1 {}",
+        b64(&{
+            use sha1::Digest;
+            sha1::Sha1::digest(&piece).to_vec()
+        })
+    );
+    let ct = ("Content-Type", "application/offset+octet-stream");
+    let busy = server.tus(
+        "PATCH",
+        &url,
+        &carol,
+        &[("Upload-Offset", "0"), ct, ("Upload-Checksum", &sum)],
+        &piece,
+    );
+    busy.problem(503, "busy");
+    assert_eq!(busy.header("retry-after"), Some("1"));
     drop(stalled);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let r = server.tus(
+        "PATCH",
+        &url,
+        &carol,
+        &[("Upload-Offset", "0"), ct, ("Upload-Checksum", &sum)],
+        &piece,
+    );
+    assert_eq!((r.status, r.header("upload-offset")), (204, Some("1000")));
 }
 
 #[test]

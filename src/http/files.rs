@@ -320,6 +320,18 @@ pub(crate) fn checked_name(name: impl Into<FileName>) -> Result<FileName, Proble
     Ok(name)
 }
 
+/// Refuses the album an upload names (by name, or the default) if the
+/// user has none of that name and it could not be made: for an upload
+/// that makes its album only once something is stored in it, so that a
+/// body that breaks off leaves none behind.
+pub(crate) fn album_could_be(user: &User, name: Option<&str>) -> Result<(), Problem> {
+    let name = name.unwrap_or(DEFAULT_ALBUM);
+    if user.find_album(name)?.is_none() {
+        crate::names::check_album_name(name)?;
+    }
+    Ok(())
+}
+
 /// The album an upload names (by name), or the default one; created if
 /// the user has none of that name.
 pub(crate) fn album_for(user: &User, name: Option<&str>) -> Result<crate::ids::AlbumId, Problem> {
@@ -364,14 +376,16 @@ impl Checksum {
         let matches = match self {
             Checksum::Sha1(d) => {
                 let mut h = sha1::Sha1::new();
-                parts.iter().for_each(|p| h.update(p));
+                for p in parts {
+                    h.update(p.as_ref());
+                }
                 h.finalize().as_slice() == d.as_slice()
             }
             Checksum::Blake3(d) => {
                 let mut h = blake3::Hasher::new();
-                parts.iter().for_each(|p| {
+                for p in parts {
                     h.update(p.as_ref());
-                });
+                }
                 h.finalize().as_bytes().as_slice() == d.as_slice()
             }
         };
@@ -387,9 +401,9 @@ impl Checksum {
 }
 
 /// A body with a checksum is checked before any of it is appended, so it
-/// is held whole: at most this many bytes (clients that checksum send
-/// chunks).
-const CHECKSUMMED_MAX: usize = 16 << 20;
+/// is held whole (in a held body's slot, which the caller takes): at most
+/// this many bytes (clients that checksum send chunks).
+const CHECKSUMMED_MAX: usize = held::HELD as usize;
 
 /// Appends `body` to session `id` from `offset`, in durable appends of
 /// [`APPEND_CHUNK`] bytes as it arrives, and returns the session's new
@@ -449,10 +463,10 @@ pub(crate) async fn append_body(
 }
 
 /// `PUT` or `POST /v1/files`: the body is the file. A body of at most
-/// [`HELD`](held::HELD) bytes by its `Content-Length` is read whole, into one buffer of
-/// its size, and uploaded through the same ingest as `keepsake backup`:
-/// written once, synced and committed beside other requests' uploads. A
-/// larger or unsized body goes to an upload session as it arrives (4 MiB
+/// [`HELD`](held::HELD) bytes by its `Content-Length` is held whole
+/// ([`held`]) if a slot is free, and uploaded through the same ingest as
+/// `keepsake backup`: written once, synced and committed beside other
+/// requests' uploads. Any other body goes to an upload session as it arrives (4 MiB
 /// per durable append, so a request holds at most that): the session
 /// reserves the user's quota and the store's staging room for its declared
 /// length before a byte is staged, or for each piece of an unsized body as
@@ -472,10 +486,8 @@ async fn upload(
         .transpose()?;
     let mode = mode(decoded(&headers, &MODE).as_deref())?;
     let expected = decoded(&headers, &BLAKE3).map(|h| blake3_hex(&h)).transpose()?;
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    // Held whole if it is small and there is room; else streamed.
+    let length = held::content_length(&headers);
+    // Held if there is room: holding never waits (see `held`).
     let held = held::fits(length).and_then(|len| Some((len, held::Slots::take(&state.held, user.name())?)));
     let (user, start) = blocking(move || {
         let start = match held {
@@ -483,10 +495,7 @@ async fn upload(
             // has arrived, so a body that breaks off leaves no trace; its
             // name is checked now.
             Some((len, slot)) if expected.is_none() => {
-                let wanted = album.as_deref().unwrap_or(DEFAULT_ALBUM);
-                if user.find_album(wanted)?.is_none() {
-                    crate::names::check_album_name(wanted)?;
-                }
+                album_could_be(&user, album.as_deref())?;
                 Start::Held { album, name, len, slot }
             }
             Some((len, slot)) => {

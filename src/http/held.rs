@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
@@ -35,9 +36,17 @@ const SLOTS: usize = 16;
 /// Bodies one user holds at once at most.
 const PER_USER: usize = 8;
 
-/// Whether a body of this `Content-Length` is held whole.
+/// The `Content-Length` of a body held whole: `None` for a larger or
+/// unsized body.
 pub(crate) fn fits(content_length: Option<u64>) -> Option<u64> {
     content_length.filter(|&n| n <= HELD)
+}
+
+/// A request's `Content-Length`.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
 }
 
 /// The bodies held in flight: how many in all, and how many per user.
@@ -58,6 +67,20 @@ pub(crate) struct Slot {
 }
 
 impl Slots {
+    /// A slot for a body that must be held whole whatever its way (a
+    /// checksummed one, checked before a byte is appended): with none
+    /// free, 503 with `Retry-After`, which tus clients retry.
+    pub(crate) fn needed(slots: &Arc<Slots>, user: &str) -> Result<Slot, Problem> {
+        Slots::take(slots, user).ok_or_else(|| {
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many bodies are being received; try again in a moment",
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+        })
+    }
+
     /// Room for one more body of `user`'s, if there is any: `None` when
     /// [`SLOTS`] bodies are held, or [`PER_USER`] of the user's.
     pub(crate) fn take(slots: &Arc<Slots>, user: &str) -> Option<Slot> {
@@ -96,13 +119,15 @@ pub(crate) struct Held {
 }
 
 /// A body that did not arrive whole: what did arrive, and why the rest
-/// did not.
+/// did not. It keeps its slot until it is dropped, since what arrived is
+/// still in memory.
 pub(crate) struct Broken {
     /// The bytes that arrived, in order from the body's start (none if
     /// the body ran past its declared length: nothing of it is trusted).
     pub(crate) arrived: Vec<u8>,
     /// What went wrong, for the client.
     pub(crate) why: String,
+    _slot: Slot,
 }
 
 /// Reads a body of `len` bytes (at most [`HELD`]) whole, in `slot`.
@@ -112,9 +137,10 @@ pub(crate) struct Broken {
 /// [`Broken`] if the body breaks off (the client went away, a timeout
 /// fired) or is not `len` bytes long.
 pub(crate) async fn read(slot: Slot, len: u64, body: Body) -> Result<Held, Broken> {
-    let short = |arrived| Broken {
+    let short = |arrived, slot| Broken {
         arrived,
         why: format!("the body is not the {len} bytes its Content-Length says"),
+        _slot: slot,
     };
     let mut parts = Vec::new();
     let mut got = 0u64;
@@ -126,17 +152,18 @@ pub(crate) async fn read(slot: Slot, len: u64, body: Body) -> Result<Held, Broke
                 return Err(Broken {
                     arrived: parts.concat(),
                     why: format!("reading the body: {e}"),
+                    _slot: slot,
                 })
             }
         };
         got += chunk.len() as u64;
         if got > len {
-            return Err(short(Vec::new()));
+            return Err(short(Vec::new(), slot));
         }
         parts.push(chunk);
     }
     if got != len {
-        return Err(short(parts.concat()));
+        return Err(short(parts.concat(), slot));
     }
     Ok(Held { slot, parts })
 }

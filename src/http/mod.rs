@@ -158,10 +158,7 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
         };
         // Refused from its declared length, before a byte is read; a body
         // without one is cut off at the limit as it arrives.
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let declared = held::content_length(req.headers());
         if declared.is_some_and(|n| n > JSON_LIMIT as u64) {
             return Err(too_large());
         }

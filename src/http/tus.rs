@@ -15,6 +15,9 @@
 //! `Upload-Offset` a `HEAD` reports, after a server restart too. The
 //! whole-file duplicate rules apply when the last byte arrives; the final
 //! response names the outcome (`Keepsake-Outcome`, `Keepsake-File-Id`).
+//! A request that carries a whole photo-sized upload is held whole
+//! ([`held`](super::held)) and stored with one write: a creation then
+//! needs no session at all, unless its body breaks off.
 
 use axum::body::Body;
 use axum::extract::{OriginalUri, Path, State};
@@ -28,7 +31,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::files::{
-    album_for, append_body, blake3_hex, checked_name, completed_headers, linked, mode, store_held, Checksum,
+    album_could_be, album_for, append_body, blake3_hex, checked_name, completed_headers, linked, mode, store_held,
+    Checksum,
 };
 use super::held::{self, Broken};
 use super::{blocking, AppState, Caller, Problem};
@@ -54,9 +58,10 @@ const UPLOAD_INCOMPLETE: HeaderName = HeaderName::from_static("upload-incomplete
 const VERSION: &str = "1.0.0";
 /// The extensions, as `OPTIONS` lists them.
 const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,termination,checksum";
-/// The prefix of the upload URL of an upload that needed no bytes (its
-/// content was skipped or linked at creation): it names the file, and
-/// answers `HEAD` and `PATCH` as a finished upload.
+/// The prefix of the upload URL of an upload finished by its creation,
+/// with no session: its content was skipped or linked by a declared hash,
+/// or the creation carried it whole. It names the file, and answers
+/// `HEAD` and `PATCH` as a finished upload.
 const DONE: &str = "done-";
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -241,18 +246,11 @@ fn location(uri: &OriginalUri, id: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("{base}/{id}")).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The `Content-Length` of a request's body.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse().ok())
-}
-
 /// The length of a body that carries a whole upload of `length` bytes
 /// (`None`: not declared yet), finishing it by `when`, if it is small
 /// enough to hold whole ([`held`]).
 fn whole(headers: &HeaderMap, length: Option<u64>, when: Finish) -> Option<u64> {
-    let n = held::fits(content_length(headers))?;
+    let n = held::fits(held::content_length(headers))?;
     let finishes = match when {
         Finish::AtLength => length == Some(n),
         Finish::Now => length.is_none_or(|l| l == n),
@@ -268,9 +266,51 @@ enum Begun {
     Done(UploadReport),
     /// The body is the whole upload (this many bytes), held whole in this
     /// slot: no session unless it breaks off.
-    Whole(SessionOptions, u64, held::Slot),
+    Whole(Creation, u64, held::Slot),
     /// Through this session.
     Session(UploadId),
+}
+
+/// What a creation asks for, before it is known whether the upload needs
+/// a session: its album by name, made only once something is stored in
+/// it (a body that breaks off before the end makes it for its session).
+struct Creation {
+    album: Option<String>,
+    name: FileName,
+    mode: crate::store::DedupMode,
+    length: Option<u64>,
+    expected_hash: Option<crate::hash::ContentHash>,
+    metadata: BTreeMap<String, String>,
+}
+
+impl Creation {
+    /// The session these ask for, in `album`.
+    fn options(self, album: crate::ids::AlbumId) -> SessionOptions {
+        SessionOptions {
+            length: self.length,
+            expected_hash: self.expected_hash,
+            metadata: self.metadata,
+            ..SessionOptions::new(album, self.name, self.mode)
+        }
+    }
+
+    /// These, refused as `User::begin_upload` would refuse them (the
+    /// metadata, the album's name) before anything is made: the answer
+    /// does not depend on whether a slot was free to hold the body, and a
+    /// refused creation leaves no album behind.
+    fn checked(self, user: &User) -> Result<Creation, Problem> {
+        album_could_be(user, self.album.as_deref())?;
+        let options = SessionOptions {
+            metadata: self.metadata,
+            ..SessionOptions::new(crate::ids::AlbumId(0), self.name, self.mode)
+        };
+        options.check()?;
+        Ok(Creation {
+            name: options.name,
+            metadata: options.metadata,
+            ..self
+        })
+    }
 }
 
 /// The answer to a creation whose upload is finished: 201 with the
@@ -290,10 +330,10 @@ fn created_done(uri: &OriginalUri, proto: Protocol, report: &UploadReport) -> Re
 /// which they cannot be checked against), so that the client resumes from
 /// there; and the answer that says why.
 async fn keep_arrived(user: &User, id: UploadId, broken: Broken, checksum: Option<&Checksum>) -> Problem {
-    let Broken { arrived, why } = broken;
-    if checksum.is_none() && !arrived.is_empty() {
+    let why = broken.why.clone();
+    if checksum.is_none() && !broken.arrived.is_empty() {
         let u = user.clone();
-        if let Err(p) = blocking(move || Ok(u.append(id, 0, &arrived)?)).await {
+        if let Err(p) = blocking(move || Ok(u.append(id, 0, &broken.arrived)?)).await {
             return p;
         }
     }
@@ -343,36 +383,45 @@ async fn create(
         || headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes) == Some(b"application/offset+octet-stream");
     let finish_when = proto.finish(&headers)?;
     let checksum = upload_checksum(&headers)?;
+    // Held if there is room: holding never waits (see `held`).
     let whole = whole(&headers, length, finish_when)
         .filter(|_| with_body)
         .and_then(|n| Some((n, held::Slots::take(&state.held, user.name())?)));
     let (user, begun) = blocking(move || {
-        let album = album_for(&user, album.as_deref())?;
-        let options = SessionOptions {
+        let creation = Creation {
+            album,
+            name,
+            mode,
             length,
             expected_hash,
             metadata: kept,
-            ..SessionOptions::new(album, name, mode)
-        };
-        let begun = match whole {
-            Some((n, slot)) => match expected_hash
-                .map(|h| linked(&user, album, &options.name, h, mode))
-                .transpose()?
-            {
-                Some(Some(report)) => Begun::Done(report),
-                _ => Begun::Whole(options, n, slot),
-            },
-            None => match user.begin_upload(options)? {
-                UploadStart::Done(report) => Begun::Done(report),
-                UploadStart::Session(id) => Begun::Session(id),
-            },
+        }
+        .checked(&user)?;
+        let begun = match (whole, expected_hash) {
+            // A declared hash may need no body: linked into the album,
+            // which must exist for that.
+            (Some((n, slot)), Some(h)) => {
+                let id = album_for(&user, creation.album.as_deref())?;
+                match linked(&user, id, &creation.name, h, mode)? {
+                    Some(report) => Begun::Done(report),
+                    None => Begun::Whole(creation, n, slot),
+                }
+            }
+            (Some((n, slot)), None) => Begun::Whole(creation, n, slot),
+            (None, _) => {
+                let album = album_for(&user, creation.album.as_deref())?;
+                match user.begin_upload(creation.options(album))? {
+                    UploadStart::Done(report) => Begun::Done(report),
+                    UploadStart::Session(id) => Begun::Session(id),
+                }
+            }
         };
         Ok((user, begun))
     })
     .await?;
     let id = match begun {
         Begun::Done(report) => return Ok(created_done(&uri, proto, &report)),
-        Begun::Whole(options, n, slot) => {
+        Begun::Whole(creation, n, slot) => {
             let broken = match held::read(slot, n, body).await {
                 Ok(held) => {
                     if let Some(c) = &checksum {
@@ -380,19 +429,27 @@ async fn create(
                     }
                     let report = held
                         .store(move |parts| {
-                            let upload = Upload::new(options.album, options.name, Content::Parts(parts), mode);
-                            store_held(&user, upload, options.expected_hash)
+                            let album = album_for(&user, creation.album.as_deref())?;
+                            let upload = Upload::new(album, creation.name, Content::Parts(parts), mode);
+                            store_held(&user, upload, creation.expected_hash)
                         })
                         .await?;
                     return Ok(created_done(&uri, proto, &report));
                 }
                 Err(broken) => broken,
             };
-            // The client may resume what arrived: a session, from it.
+            // Only now is a session made: for the client to resume what
+            // arrived instead of sending it all again.
             let u = user.clone();
-            let id = match blocking(move || Ok(u.begin_upload(options)?)).await? {
+            let begun = blocking(move || {
+                let album = album_for(&u, creation.album.as_deref())?;
+                Ok(u.begin_upload(creation.options(album))?)
+            })
+            .await?;
+            let id = match begun {
                 UploadStart::Session(id) => id,
-                UploadStart::Done(_) => return Err(broken.nothing_stored()),
+                // The same content arrived meanwhile by another way.
+                UploadStart::Done(report) => return Ok(created_done(&uri, proto, &report)),
             };
             let problem = keep_arrived(&user, id, broken, checksum.as_ref()).await;
             return Err(problem.with_header(header::LOCATION, location(&uri, &id.to_string())));
@@ -407,7 +464,7 @@ async fn create(
     let mut out = HeaderMap::new();
     out.insert(header::LOCATION, at.clone());
     if with_body {
-        let (offset, finished) = append_and_finish(&user, id, 0, body, checksum, finish_when)
+        let (offset, finished) = append_and_finish(&state, &user, id, 0, body, checksum, finish_when)
             .await
             .map_err(resumable)?;
         out.insert(UPLOAD_OFFSET, num(offset));
@@ -449,8 +506,10 @@ async fn finish(user: &User, id: UploadId) -> Result<UploadReport, Problem> {
 }
 
 /// Appends `body` at `offset` and finishes the upload when `when` says.
-/// The offset answered is the session's durable one.
+/// The offset answered is the session's durable one. A body with a
+/// `checksum` is held whole to be checked, so it takes a held body's slot.
 async fn append_and_finish(
+    state: &AppState,
     user: &User,
     id: UploadId,
     offset: u64,
@@ -458,6 +517,10 @@ async fn append_and_finish(
     checksum: Option<Checksum>,
     when: Finish,
 ) -> Result<(u64, Option<UploadReport>), Problem> {
+    let _slot = match checksum {
+        Some(_) => Some(held::Slots::needed(&state.held, user.name())?),
+        None => None,
+    };
     let offset = append_body(user, id, offset, body, checksum).await?;
     let finishes = match when {
         Finish::Later => false,
@@ -480,8 +543,8 @@ async fn append_and_finish(
     Ok((offset, None))
 }
 
-/// An upload URL's id: a session, or a finished upload that needed no
-/// bytes. Anything else is as unknown as another user's session.
+/// An upload URL's id: a session, or an upload finished by its creation.
+/// Anything else is as unknown as another user's session.
 enum Target {
     Session(UploadId),
     Done(FileId),
@@ -501,7 +564,7 @@ fn target(raw: &str) -> Result<Target, Problem> {
     raw.parse().map(Target::Session).map_err(|_| unknown())
 }
 
-/// The answers for a finished upload that needed no bytes: its length as
+/// The answers for an upload finished by its creation: its length as
 /// offset and length, if the file is the caller's.
 async fn done(user: User, file: FileId, raw: String) -> Result<HeaderMap, Problem> {
     let f = blocking(move || {
@@ -623,14 +686,14 @@ async fn patch(
     }
     let checksum = upload_checksum(&headers)?;
     let finish_when = proto.finish(&headers)?;
-    if offset == 0 && held::fits(content_length(&headers)).is_some() {
+    if offset == 0 && held::fits(held::content_length(&headers)).is_some() {
         let s = status_of(&user, id).await?;
         let whole = whole(&headers, s.declared_length, finish_when).filter(|_| s.offset == 0);
         if let Some((n, slot)) = whole.and_then(|n| Some((n, held::Slots::take(&state.held, user.name())?))) {
             return patch_whole(slot, user, proto, id, n, body, checksum).await;
         }
     }
-    let (offset, finished) = append_and_finish(&user, id, offset, body, checksum, finish_when).await?;
+    let (offset, finished) = append_and_finish(&state, &user, id, offset, body, checksum, finish_when).await?;
     let mut h = HeaderMap::new();
     h.insert(UPLOAD_OFFSET, num(offset));
     h.extend(proto.completion(finished.is_some()));

@@ -119,6 +119,31 @@ pub struct SessionOptions {
 }
 
 impl SessionOptions {
+    /// Refuses what [`User::begin_upload`] would refuse of these options
+    /// before it looks at the store: the name and the metadata. A protocol
+    /// that may store a small upload without a session checks its request
+    /// with this, so that the answer does not depend on which way it went.
+    ///
+    /// # Errors
+    ///
+    /// - [`SessionError::Upload`] with [`UploadError::InvalidName`](crate::UploadError::InvalidName)
+    ///   if `name` is not an acceptable file name.
+    /// - [`SessionError::MetadataTooLarge`] and [`SessionError::InvalidMetadata`]
+    ///   as for [`User::begin_upload`].
+    ///
+    /// ```
+    /// use keepsake::{AlbumId, DedupMode, SessionOptions};
+    /// let mut options = SessionOptions::new(AlbumId(1), "VID.MP4", DedupMode::Hash);
+    /// assert!(options.check().is_ok());
+    /// options.metadata.insert("bad key".into(), "x".into());
+    /// assert!(options.check().is_err());
+    /// ```
+    pub fn check(&self) -> Result<(), SessionError> {
+        check_file_name(&self.name).map_err(Fault::from)?;
+        check_metadata(self.metadata.clone())?;
+        Ok(())
+    }
+
     /// A session for `name` into `album` under `mode`, with its length
     /// deferred, no expected hash and no metadata.
     pub fn new(album: AlbumId, name: impl Into<FileName>, mode: DedupMode) -> Self {

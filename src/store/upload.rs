@@ -135,6 +135,7 @@ pub struct HashedUpload {
 }
 
 /// Where an upload's bytes come from.
+#[non_exhaustive]
 pub enum Content {
     /// Bytes in memory.
     Bytes(Bytes),
