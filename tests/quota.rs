@@ -211,3 +211,49 @@ fn a_lowered_limit_still_accepts_uploads_that_charge_nothing() {
     assert!(matches!(err, UploadError::QuotaExceeded(_)), "{err:?}");
     assert_verified(&store);
 }
+
+/// A stream too long to hold in memory is spooled to staging before its
+/// hash is known, and that disk is the user's: counted against the quota
+/// as it spools, so a stream past the user's room is refused once it
+/// passes it, not spooled whole first (a user could fill the disk).
+#[test]
+fn a_long_stream_past_the_quota_is_refused_before_it_is_spooled_whole() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    /// An endless stream that counts what was read of it.
+    struct Endless(Arc<AtomicU64>);
+    impl std::io::Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            buf.fill(7);
+            self.0.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            Ok(buf.len())
+        }
+    }
+
+    let (dir, store, a) = store_with_album("ann", "A");
+    let ann = store.user("ann").unwrap();
+    ann.set_quota(Some(20 << 20)).unwrap();
+    let read = Arc::new(AtomicU64::new(0));
+    let content = Content::Reader(Box::new(Endless(read.clone())));
+    let err = ann.upload(a, "endless.mp4", content, DedupMode::Hash).unwrap_err();
+    assert!(matches!(err, UploadError::QuotaExceeded(_)), "{err:?}");
+    // The 16 MiB held in memory, then a piece of 8 MiB past the room.
+    assert!(read.load(Ordering::Relaxed) <= (16 << 20) + 1 + (8 << 20), "{read:?}");
+    let staged = std::fs::read_dir(dir.path().join("staging")).map_or(0, |d| d.count());
+    assert_eq!(staged, 0, "the spooled part was left in staging/");
+    assert!(ann.files().unwrap().is_empty());
+
+    // Within the room, a long stream is stored as before.
+    let video = data(5, 18 << 20);
+    let report = ann
+        .upload(
+            a,
+            "v.mp4",
+            Content::Reader(Box::new(std::io::Cursor::new(video.clone()))),
+            DedupMode::Hash,
+        )
+        .unwrap();
+    assert_eq!(ann.read(report.file_id).unwrap(), video);
+    assert_verified(&store);
+}

@@ -144,7 +144,16 @@ pub(crate) fn hash_staged(file: &dyn FsFile, len: u64) -> io::Result<ContentHash
 }
 
 impl Inner {
-    fn prepare(&self, content: Content, name: &str, seen: Option<Stamp>, buffers: &BufferPool) -> Result<Prepared> {
+    /// Step 1 of `user`'s upload of `content` (`name` says what it is in
+    /// errors): its hash, and where its bytes are to be written from.
+    fn prepare(
+        &self,
+        user: &str,
+        content: Content,
+        name: &str,
+        seen: Option<Stamp>,
+        buffers: &BufferPool,
+    ) -> Result<Prepared> {
         match content {
             Content::Bytes(b) => Ok(Prepared {
                 hash: ContentHash::of(&b),
@@ -209,22 +218,33 @@ impl Inner {
                     .read_to_end(&mut head)
                     .map_err(|e| Fault::io(format!("reading {name}"), e))?;
                 if head.len() <= IN_MEMORY_STREAM {
-                    return self.prepare(Content::Bytes(head.into()), name, None, buffers);
+                    return self.prepare(user, Content::Bytes(head.into()), name, None, buffers);
                 }
-                self.stage(&head, &mut r, name)
+                self.stage(user, &head, &mut r, name)
             }
         }
     }
 
-    /// Spools a long stream to the staging directory while hashing it.
-    fn stage(&self, head: &[u8], rest: &mut dyn Read, name: &str) -> Result<Prepared> {
+    /// Spools a long stream of `user`'s to the staging directory while
+    /// hashing it. The spooled bytes take disk whatever their content, so
+    /// they are held against the user's quota as they arrive (as a
+    /// session's are, §7a): a stream longer than the user has room for,
+    /// beside what the user's other writes hold, is refused once it passes
+    /// the room, not spooled whole first. The holds go when the stream is
+    /// spooled; the write that follows holds its own.
+    fn stage(&self, user: &str, head: &[u8], rest: &mut dyn Read, name: &str) -> Result<Prepared> {
         let fs = &*self.options.fs;
+        let uid = self.user_id(user)?;
         let path = staging::new_stream_path(&self.root);
         let io = |e| Fault::io(format!("staging {name}"), e);
         let file = fs.create(&path).map_err(io)?;
         let mut hasher = Hasher::new();
         let mut at = 0u64;
+        let mut holds = Vec::new();
         let mut put = |chunk: &[u8], hasher: &mut Hasher| -> Result<()> {
+            if let Some(uid) = uid {
+                holds.extend(self.hold_quota(uid, chunk.len() as u64, false, None)?);
+            }
             hasher.update(chunk);
             file.write_all_at(at, chunk).map_err(io)?;
             at += chunk.len() as u64;
@@ -462,7 +482,7 @@ impl User {
             let hashed = uploads
                 .into_iter()
                 .enumerate()
-                .map(|(i, up)| (i, inner.hash_upload(up, buffers)));
+                .map(|(i, up)| (i, inner.hash_upload(user, up, buffers)));
             return narrow(inner.store_prepared(user, count, hashed, buffers, None));
         }
         // Reading and hashing on every core, one upload per worker: a
@@ -473,7 +493,7 @@ impl User {
             uploads,
             workers,
             READ_AHEAD,
-            |up| inner.hash_upload(up, buffers),
+            |up| inner.hash_upload(user, up, buffers),
             |hashed| narrow(inner.store_prepared(user, count, hashed, buffers, None)),
         )
     }
@@ -487,11 +507,11 @@ fn narrow(results: Vec<Result<UploadReport>>) -> Vec<Result<UploadReport, Upload
 impl Inner {
     /// Step 1 for one upload: its names checked, its content hashed and
     /// compared with the hash the client declared.
-    fn hash_upload(&self, mut up: Upload, buffers: &BufferPool) -> Result<(Upload, Prepared)> {
+    fn hash_upload(&self, user: &str, mut up: Upload, buffers: &BufferPool) -> Result<(Upload, Prepared)> {
         check_file_name(&up.name)?;
         self.health.check()?;
         let content = std::mem::replace(&mut up.content, Content::Bytes(Bytes::new()));
-        let p = self.prepare(content, &up.name.to_string(), up.seen, buffers)?;
+        let p = self.prepare(user, content, &up.name.to_string(), up.seen, buffers)?;
         match up.expected {
             Some(expected) if expected != p.hash => {
                 self.discard([&p]);
@@ -792,7 +812,7 @@ mod tests {
     fn hashed_path(inner: &Inner, file: &Path) -> Prepared {
         let buffers = BufferPool::default();
         let mut prepared = inner
-            .prepare(Content::Path(file.to_path_buf()), "IMG.JPG", None, &buffers)
+            .prepare("ann", Content::Path(file.to_path_buf()), "IMG.JPG", None, &buffers)
             .unwrap();
         Inner::release(&mut prepared, &buffers);
         assert!(matches!(prepared.source, Source::File(_)));

@@ -149,8 +149,10 @@ pub enum Content {
     /// symbolic link and without blocking, and must be a regular file when
     /// open; anything else is [`UploadError::NotAFile`](crate::UploadError::NotAFile).
     Path(PathBuf),
-    /// A stream, read once: small streams are held in memory, larger ones
-    /// spooled to the store's staging directory.
+    /// A stream, read once: streams of at most 16 MiB are held in memory,
+    /// longer ones spooled to the store's staging directory, their bytes
+    /// held against the user's quota as they spool (the disk is taken
+    /// whatever the content turns out to be).
     Reader(Box<dyn Read + Send>),
 }
 
