@@ -944,6 +944,30 @@ fn tus_defer_length_checksums_and_termination() {
         server.tus("HEAD", &url, &token, &[], b"").header("upload-defer-length"),
         Some("1")
     );
+    // A length with a body that cannot fit it is refused, and not kept.
+    let ct0 = ("Content-Type", "application/offset+octet-stream");
+    server
+        .tus(
+            "PATCH",
+            &url,
+            &token,
+            &[("Upload-Offset", "0"), ct0, ("Upload-Length", "5")],
+            b"seven!!",
+        )
+        .problem(413, "length-exceeded");
+    assert_eq!(
+        server.tus("HEAD", &url, &token, &[], b"").header("upload-defer-length"),
+        Some("1")
+    );
+    server
+        .tus(
+            "POST",
+            "/v1/uploads",
+            &token,
+            &[("Upload-Length", "3"), ("Upload-Defer-Length", "1")],
+            b"",
+        )
+        .problem(400, "bad-request");
 
     // A checksum that does not match: 460, nothing kept.
     let wrong = format!("sha1 {}", b64(&[0u8; 20]));
@@ -1042,6 +1066,23 @@ fn a_tus_upload_sent_whole_in_one_request_is_stored_at_once_and_answers_as_finis
     assert_eq!(
         (after.header("upload-offset"), after.header("upload-length")),
         (Some(len.as_str()), Some(len.as_str()))
+    );
+    // A PATCH there (tus-js-client sends one after a creation without a
+    // body) is answered complete; and the URL has one spelling.
+    let again = server.patch(&token, &url, 0, b"abc");
+    assert_eq!((again.status, again.header("upload-offset")), (204, Some(len.as_str())));
+    let (base, file) = url.rsplit_once("done-").unwrap();
+    server
+        .tus("HEAD", &format!("{base}done-0{file}"), &token, &[], b"")
+        .problem(404, "unknown-upload");
+    // An empty upload is finished by its creation too, at such a URL.
+    let empty = server.tus("POST", "/v1/uploads", &token, &[("Upload-Length", "0")], b"");
+    assert_eq!(empty.status, 201);
+    let at = empty.header("location").unwrap().to_string();
+    assert!(at.contains("/done-"), "{at}");
+    assert_eq!(
+        server.tus("HEAD", &at, &token, &[], b"").header("upload-offset"),
+        Some("0")
     );
 
     // A PATCH with every byte of a session that has none: finished with it.

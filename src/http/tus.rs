@@ -355,6 +355,11 @@ async fn create(
     let proto = protocol(&headers)?;
     let length = number(&headers, &UPLOAD_LENGTH)?;
     let deferred = headers.get(UPLOAD_DEFER_LENGTH).map(HeaderValue::as_bytes) == Some(b"1");
+    if length.is_some() && deferred {
+        return Err(Problem::bad_request(
+            "Upload-Length and Upload-Defer-Length: 1 together: send one",
+        ));
+    }
     // The draft's creation may leave the length to the last request.
     if proto == Protocol::Tus && length.is_none() && !deferred {
         return Err(Problem::bad_request(
@@ -467,17 +472,17 @@ async fn create(
         let (offset, finished) = append_and_finish(&state, &user, id, 0, body, checksum, finish_when)
             .await
             .map_err(resumable)?;
-        out.insert(UPLOAD_OFFSET, num(offset));
-        out.extend(proto.completion(finished.is_some()));
+        // Finished by its creation: the session is gone, so the URL given
+        // is the one that answers as a finished upload, as a held
+        // creation's is.
         if let Some(report) = finished {
-            out.extend(completed_headers(&report));
-            return Ok((StatusCode::CREATED, out).into_response());
+            return Ok(created_done(&uri, proto, &report));
         }
+        out.insert(UPLOAD_OFFSET, num(offset));
+        out.extend(proto.completion(false));
     } else if length == Some(0) {
         let report = finish(&user, id).await.map_err(resumable)?;
-        out.extend(completed_headers(&report));
-        out.insert(UPLOAD_OFFSET, num(0));
-        return Ok((StatusCode::CREATED, out).into_response());
+        return Ok(created_done(&uri, proto, &report));
     }
     if let Ok(s) = status_of(&user, id).await {
         out.insert(UPLOAD_EXPIRES, expires(&s));
@@ -559,7 +564,11 @@ fn target(raw: &str) -> Result<Target, Problem> {
         )
     };
     if let Some(file) = raw.strip_prefix(DONE) {
-        return file.parse().map(|f| Target::Done(FileId(f))).map_err(|_| unknown());
+        // One spelling per file: no sign, no leading zeros.
+        return match file.parse::<u64>() {
+            Ok(f) if f.to_string() == file => Ok(Target::Done(FileId(f))),
+            _ => Err(unknown()),
+        };
     }
     raw.parse().map(Target::Session).map_err(|_| unknown())
 }
@@ -672,7 +681,11 @@ async fn patch(
     }
     let offset = number(&headers, &UPLOAD_OFFSET)?.ok_or_else(|| Problem::bad_request("Upload-Offset is required"))?;
     let id = match target(&raw)? {
-        // Finished already: nothing more to take.
+        // Finished already: whatever the bytes, the answer is the upload
+        // complete at its length. tus-js-client PATCHes from offset 0
+        // after every creation that carried no body, without reading the
+        // creation's `Upload-Offset`: a 409 here would fail an upload the
+        // duplicate rules had completed. Its bytes are not needed.
         Target::Done(file) => {
             let mut h = done(user, file, raw).await?;
             h.extend(proto.completion(true));
@@ -681,6 +694,15 @@ async fn patch(
         Target::Session(id) => id,
     };
     if let Some(length) = number(&headers, &UPLOAD_LENGTH)? {
+        // Refused before the length is set: a request refused for its
+        // bytes must not leave its length declared.
+        if held::content_length(&headers).is_some_and(|n| offset.saturating_add(n) > length) {
+            return Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "length-exceeded",
+                format!("the body runs past the Upload-Length of {length}"),
+            ));
+        }
         let u = user.clone();
         blocking(move || Ok(u.set_upload_length(id, length)?)).await?;
     }
