@@ -297,12 +297,14 @@ pub enum SessionError {
         limit: usize,
     },
     /// All users' sessions together already stage as many bytes as the store
-    /// allows ([`StoreOptions::max_staged_bytes`](crate::StoreOptions::max_staged_bytes)):
-    /// try again once sessions have finished. It says how busy the store is,
-    /// never what anyone stores.
-    #[error("the store's staging space is full: at most {limit} bytes in all sessions; try again later")]
+    /// allows ([`StoreOptions::max_staged_bytes`](crate::StoreOptions::max_staged_bytes)),
+    /// or this user's sessions a quarter of that (so that no user, even one
+    /// without a quota, takes the room from everyone else): try again once
+    /// sessions have finished. It says how busy the store is, never what
+    /// anyone stores.
+    #[error("the staging space for uploads in progress is full (at most {limit} bytes); try again once some finish")]
     StagingFull {
-        /// The most bytes all sessions may stage.
+        /// The most bytes that may be staged: all sessions', or the user's share.
         limit: u64,
     },
     /// An upload session's client metadata is larger than the store keeps.
@@ -447,7 +449,7 @@ pub(crate) enum Fault {
     InvalidMetadata { key: String, reason: &'static str },
     #[error("too many upload sessions open: at most {limit} per user")]
     TooManySessions { limit: usize },
-    #[error("the store's staging space is full: at most {limit} bytes in all sessions; try again later")]
+    #[error("the staging space for uploads in progress is full (at most {limit} bytes); try again once some finish")]
     StagingFull { limit: u64 },
     #[error("{0} changed while it was being read")]
     ContentChanged(String),

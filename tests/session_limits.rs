@@ -238,31 +238,62 @@ fn all_sessions_together_stage_no_more_than_the_store_allows() {
     let dir = tempfile::tempdir().unwrap();
     let options = || StoreOptions::default().max_staged_bytes(MB);
     let store = Store::open_with(dir.path(), options()).unwrap();
-    let (ann, bob) = (store.user("ann").unwrap(), store.user("bob").unwrap());
-    let (a, b) = (ann.ensure_album("A").unwrap(), bob.ensure_album("B").unwrap());
-    let big = begin(&store, "ann", a, "big.mp4", Some(800_000), None);
+    // Four users fill most of the room, each within their share.
+    let mut first = None;
+    for user in ["ann", "carol", "dave", "erin"] {
+        let album = store.user(user).unwrap().ensure_album("A").unwrap();
+        let id = begin(&store, user, album, "big.mp4", Some(240_000), None);
+        first.get_or_insert(id);
+    }
+    let bob = store.user("bob").unwrap();
+    let b = bob.ensure_album("B").unwrap();
     let declared = bob.begin_upload(keepsake::SessionOptions {
-        length: Some(300_000),
+        length: Some(100_000),
         ..keepsake::SessionOptions::new(b, "v.mp4", DedupMode::Hash)
     });
-    assert!(full(&declared), "{declared:?}");
+    assert!(full(&declared, MB), "{declared:?}");
     let deferred = begin(&store, "bob", b, "w.mp4", None, None);
-    assert_eq!(bob.append(deferred, 0, &data(4, 150_000)).unwrap(), 150_000);
-    let past = bob.append(deferred, 150_000, &data(5, 150_000));
-    assert!(full(&past), "{past:?}");
-    assert!(full(&bob.set_upload_length(deferred, 300_000)));
+    assert_eq!(bob.append(deferred, 0, &data(4, 30_000)).unwrap(), 30_000);
+    let past = bob.append(deferred, 30_000, &data(5, 30_000));
+    assert!(full(&past, MB), "{past:?}");
+    assert!(full(&bob.set_upload_length(deferred, 100_000), MB));
     // Counted again at open, from the session records.
-    drop((ann, bob, store));
+    drop((bob, store));
     let store = Store::open_with(dir.path(), options()).unwrap();
     let bob = store.user("bob").unwrap();
-    assert!(full(&bob.append(deferred, 150_000, &data(5, 150_000))));
-    store.user("ann").unwrap().abort(big).unwrap();
-    assert_eq!(bob.append(deferred, 150_000, &data(5, 150_000)).unwrap(), 300_000);
+    assert!(full(&bob.append(deferred, 30_000, &data(5, 30_000)), MB));
+    store.user("ann").unwrap().abort(first.unwrap()).unwrap();
+    assert_eq!(bob.append(deferred, 30_000, &data(5, 30_000)).unwrap(), 60_000);
     assert_verified(&store);
 }
 
-fn full<T>(r: &Result<T, SessionError>) -> bool {
-    matches!(r, Err(SessionError::StagingFull { limit }) if *limit == MB)
+/// A user without a quota has nothing else to bound what their sessions
+/// reserve: they stage at most a quarter of the store's room, so that
+/// everyone else still can.
+#[test]
+fn one_user_stages_at_most_a_quarter_of_the_room_and_others_still_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), StoreOptions::default().max_staged_bytes(MB)).unwrap();
+    let (bob, ann) = (store.user("bob").unwrap(), store.user("ann").unwrap());
+    let (b, a) = (bob.ensure_album("B").unwrap(), ann.ensure_album("A").unwrap());
+    let share = MB / 4;
+    begin(&store, "bob", b, "1.mp4", Some(share - 50_000), None);
+    let more = bob.begin_upload(keepsake::SessionOptions {
+        length: Some(60_000),
+        ..keepsake::SessionOptions::new(b, "2.mp4", DedupMode::Hash)
+    });
+    assert!(full(&more, share), "{more:?}");
+    let deferred = begin(&store, "bob", b, "3.mp4", None, None);
+    assert_eq!(bob.append(deferred, 0, &data(6, 40_000)).unwrap(), 40_000);
+    assert!(full(&bob.append(deferred, 40_000, &data(7, 20_000)), share));
+    assert!(full(&bob.set_upload_length(deferred, 60_000), share));
+    // Ann's uploads are not held up by Bob's.
+    begin(&store, "ann", a, "v.mp4", Some(share), None);
+    assert_verified(&store);
+}
+
+fn full<T>(r: &Result<T, SessionError>, at: u64) -> bool {
+    matches!(r, Err(SessionError::StagingFull { limit }) if *limit == at)
 }
 
 fn open_descriptors() -> usize {

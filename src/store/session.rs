@@ -56,7 +56,7 @@ use parking_lot::Mutex;
 
 use super::delete_set::DeleteSet;
 use super::ingest::{hash_staged, Source};
-use super::ledger::{check_user_quota, load_album, load_user};
+use super::ledger::{check_user_quota, load_album, load_user, staged_bytes};
 use super::staging::{self, Slot};
 use super::{DedupMode, HashedUpload, Inner, UploadReport, User};
 use crate::error::{Fault, HashMismatch, Result, SessionError};
@@ -566,6 +566,7 @@ impl User {
             }
             if let Some(length) = rec.declared {
                 check_declared(txn, uid, length, now, None)?;
+                staged.check_share(staged_bytes(txn, uid, now, None)?, length)?;
             }
             let file = txn.get::<u64>(Cf::Meta, keys::NEXT_UPLOAD)?.unwrap_or(1);
             txn.put(Cf::Meta, keys::NEXT_UPLOAD.to_vec(), &(file + 1));
@@ -678,6 +679,9 @@ impl User {
                     .filter(|r| r.offset == offset && r.expires_ms > now)
                     .ok_or(Fault::UnknownUpload(id))?;
                 check_user_quota(txn, uid, &load_user(txn, uid)?, charged, now, None)?;
+                if deferred {
+                    staged.check_share(staged_bytes(txn, uid, now, None)?, n)?;
+                }
                 rec.offset = end;
                 rec.expires_ms = expires_ms;
                 txn.put(Cf::Uploads, key, &rec);
@@ -760,6 +764,7 @@ impl User {
                     .filter(|r| r.expires_ms > now)
                     .ok_or(Fault::UnknownUpload(id))?;
                 check_declared(txn, uid, length, now, Some(&key))?;
+                staged.check_share(staged_bytes(txn, uid, now, None)?, more)?;
                 rec.declared = Some(length);
                 txn.put(Cf::Uploads, key, &rec);
                 staged.raise(more)

@@ -69,6 +69,10 @@ pub(crate) struct Sessions {
     pub(crate) staged: StagedBytes,
 }
 
+/// One user's sessions stage at most this fraction of the store's limit
+/// (a quarter).
+pub(crate) const USER_SHARE: u64 = 4;
+
 /// What all sessions stage (declared lengths, and bytes received while a
 /// length is deferred) against the store's limit. Counted at open; raised
 /// inside the commit that raises it (commits run one at a time, so the
@@ -92,6 +96,22 @@ impl StagedBytes {
         match total.checked_add(bytes) {
             Some(t) if t <= self.limit => Ok(()),
             _ => Err(Fault::StagingFull { limit: self.limit }),
+        }
+    }
+
+    /// Refuses `bytes` more for a user whose sessions stage `user_staged`
+    /// already, if that would take them past [`USER_SHARE`] of the limit:
+    /// a user without a quota (nothing else bounds their reservations)
+    /// cannot take the whole staging room from everyone else.
+    ///
+    /// # Errors
+    ///
+    /// [`Fault::StagingFull`], naming the user's share as the limit.
+    pub(crate) fn check_share(&self, user_staged: u64, bytes: u64) -> Result<(), Fault> {
+        let share = self.limit / USER_SHARE;
+        match user_staged.checked_add(bytes) {
+            Some(t) if t <= share => Ok(()),
+            _ => Err(Fault::StagingFull { limit: share }),
         }
     }
 
