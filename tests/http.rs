@@ -1434,17 +1434,8 @@ fn bodies_stalled_mid_way_hold_no_one_elses_upload_hostage() {
         );
         assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     };
-    let (ann, bob, carol) = (server.token("ann"), server.token("bob"), server.token("carol"));
-    let mut stalled: Vec<TcpStream> = (0..8).map(|i| stall(&ann, &format!("a{i}.jpg"))).collect();
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    upload(&ann, "ninth.jpg", 51);
-    stalled.extend((0..8).map(|i| stall(&bob, &format!("b{i}.jpg"))));
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    upload(&carol, "photo.jpg", 52);
-    upload(&bob, "ninth.jpg", 53);
     // A checksummed piece must be held to be checked: with no room, 503
     // with `Retry-After`, which tus clients retry, and nothing appended.
-    let url = server.create(&carol, "v.mp4", "A", 2_000_000);
     let piece = data(54, 1000);
     let sum = format!(
         "sha1 {}",
@@ -1453,26 +1444,39 @@ fn bodies_stalled_mid_way_hold_no_one_elses_upload_hostage() {
             sha1::Sha1::digest(&piece).to_vec()
         })
     );
-    let ct = ("Content-Type", "application/offset+octet-stream");
-    let busy = server.tus(
-        "PATCH",
-        &url,
-        &carol,
-        &[("Upload-Offset", "0"), ct, ("Upload-Checksum", &sum)],
-        &piece,
-    );
+    let checked = |token: &str, url: &str, offset: &str| {
+        let ct = ("Content-Type", "application/offset+octet-stream");
+        server.tus(
+            "PATCH",
+            url,
+            token,
+            &[("Upload-Offset", offset), ct, ("Upload-Checksum", &sum)],
+            &piece,
+        )
+    };
+    let (ann, bob, carol) = (server.token("ann"), server.token("bob"), server.token("carol"));
+    let mut stalled: Vec<TcpStream> = (0..8).map(|i| stall(&ann, &format!("a{i}.jpg"))).collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Eight bodies are all one user holds: none more for ann, room for
+    // others.
+    let ann_url = server.create(&ann, "x.mp4", "A", 2_000_000);
+    let busy = checked(&ann, &ann_url, "0");
     busy.problem(503, "busy");
     assert_eq!(busy.header("retry-after"), Some("1"));
+    upload(&ann, "ninth.jpg", 51);
+    let url = server.create(&carol, "v.mp4", "A", 2_000_000);
+    let r = checked(&carol, &url, "0");
+    assert_eq!((r.status, r.header("upload-offset")), (204, Some("1000")));
+    // Sixteen held in all: none for anyone, and still nobody waits.
+    stalled.extend((0..8).map(|i| stall(&bob, &format!("b{i}.jpg"))));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    upload(&carol, "photo.jpg", 52);
+    upload(&bob, "ninth.jpg", 53);
+    checked(&carol, &url, "1000").problem(503, "busy");
     drop(stalled);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let r = server.tus(
-        "PATCH",
-        &url,
-        &carol,
-        &[("Upload-Offset", "0"), ct, ("Upload-Checksum", &sum)],
-        &piece,
-    );
-    assert_eq!((r.status, r.header("upload-offset")), (204, Some("1000")));
+    let r = checked(&carol, &url, "1000");
+    assert_eq!((r.status, r.header("upload-offset")), (204, Some("2000")));
 }
 
 #[test]

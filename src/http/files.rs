@@ -320,16 +320,27 @@ pub(crate) fn checked_name(name: impl Into<FileName>) -> Result<FileName, Proble
     Ok(name)
 }
 
-/// Refuses the album an upload names (by name, or the default) if the
-/// user has none of that name and it could not be made: for an upload
-/// that makes its album only once something is stored in it, so that a
-/// body that breaks off leaves none behind.
-pub(crate) fn album_could_be(user: &User, name: Option<&str>) -> Result<(), Problem> {
-    let name = name.unwrap_or(DEFAULT_ALBUM);
-    if user.find_album(name)?.is_none() {
-        crate::names::check_album_name(name)?;
+/// What an upload into `album` (by name, or the default) does before its
+/// held body is read. With a declared hash, the duplicate rules may
+/// complete it without the body: linked into the album, which is made for
+/// that, and the report returned. Without one, the album is made only once
+/// the body is whole and stored, so that a body that breaks off leaves
+/// none behind; its name is refused now if it could not be made.
+pub(crate) fn before_held(
+    user: &User,
+    album: Option<&str>,
+    name: &FileName,
+    expected: Option<ContentHash>,
+    mode: DedupMode,
+) -> Result<Option<UploadReport>, Problem> {
+    if let Some(hash) = expected {
+        return linked(user, album_for(user, album)?, name, hash, mode);
     }
-    Ok(())
+    let album = album.unwrap_or(DEFAULT_ALBUM);
+    if user.find_album(album)?.is_none() {
+        crate::names::check_album_name(album)?;
+    }
+    Ok(None)
 }
 
 /// The album an upload names (by name), or the default one; created if
@@ -487,24 +498,13 @@ async fn upload(
     let mode = mode(decoded(&headers, &MODE).as_deref())?;
     let expected = decoded(&headers, &BLAKE3).map(|h| blake3_hex(&h)).transpose()?;
     let length = held::content_length(&headers);
-    // Held if there is room: holding never waits (see `held`).
-    let held = held::fits(length).and_then(|len| Some((len, held::Slots::take(&state.held, user.name())?)));
+    let held = held::Slots::take_for(&state.held, user.name(), held::fits(length));
     let (user, start) = blocking(move || {
         let start = match held {
-            // Without a declared hash the album is made only once the body
-            // has arrived, so a body that breaks off leaves no trace; its
-            // name is checked now.
-            Some((len, slot)) if expected.is_none() => {
-                album_could_be(&user, album.as_deref())?;
-                Start::Held { album, name, len, slot }
-            }
-            Some((len, slot)) => {
-                let id = album_for(&user, album.as_deref())?;
-                match expected.map(|h| linked(&user, id, &name, h, mode)).transpose()? {
-                    Some(Some(report)) => Start::Done(report),
-                    _ => Start::Held { album, name, len, slot },
-                }
-            }
+            Some((len, slot)) => match before_held(&user, album.as_deref(), &name, expected, mode)? {
+                Some(report) => Start::Done(report),
+                None => Start::Held { album, name, len, slot },
+            },
             None => match user.begin_upload(SessionOptions {
                 length,
                 expected_hash: expected,
@@ -561,7 +561,7 @@ enum Start {
 
 /// The report of `hash` completed without bytes by the duplicate rules
 /// (skipped, linked, restored), or `None` if the user must send them.
-pub(crate) fn linked(
+fn linked(
     user: &User,
     album: crate::ids::AlbumId,
     name: &FileName,

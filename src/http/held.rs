@@ -81,9 +81,15 @@ impl Slots {
         })
     }
 
+    /// Room to hold a body of `len` bytes of `user`'s (`None`: not one to
+    /// hold), with its length, if there is any: holding never waits.
+    pub(crate) fn take_for(slots: &Arc<Slots>, user: &str, len: Option<u64>) -> Option<(u64, Slot)> {
+        Some((len?, Slots::take(slots, user)?))
+    }
+
     /// Room for one more body of `user`'s, if there is any: `None` when
     /// [`SLOTS`] bodies are held, or [`PER_USER`] of the user's.
-    pub(crate) fn take(slots: &Arc<Slots>, user: &str) -> Option<Slot> {
+    fn take(slots: &Arc<Slots>, user: &str) -> Option<Slot> {
         let mut t = slots.0.lock();
         let mine = t.by_user.get(user).copied().unwrap_or(0);
         if t.all >= SLOTS || mine >= PER_USER {

@@ -260,10 +260,10 @@ async fn bearer(State(tokens): State<Arc<Tokens>>, mut req: Request, next: Next)
             // tus wants its version on every response but `OPTIONS`'s,
             // this one too, answered before the upload routes see the
             // request: a tus client is known by the header it sends.
-            if req.headers().contains_key("tus-resumable") {
+            if req.headers().contains_key(tus::TUS_RESUMABLE) {
                 refused
                     .headers_mut()
-                    .insert("tus-resumable", HeaderValue::from_static("1.0.0"));
+                    .insert(tus::TUS_RESUMABLE, HeaderValue::from_static(tus::VERSION));
             }
             refused
         }

@@ -31,8 +31,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::files::{
-    album_could_be, album_for, append_body, blake3_hex, checked_name, completed_headers, linked, mode, store_held,
-    Checksum,
+    album_for, append_body, before_held, blake3_hex, checked_name, completed_headers, mode, store_held, Checksum,
 };
 use super::held::{self, Broken};
 use super::{blocking, AppState, Caller, Problem};
@@ -40,7 +39,7 @@ use crate::ids::{FileId, UploadId};
 use crate::names::FileName;
 use crate::store::{Content, SessionOptions, Upload, UploadReport, UploadStart, UploadStatus, User};
 
-const TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
+pub(crate) const TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
 const TUS_VERSION: HeaderName = HeaderName::from_static("tus-version");
 const TUS_EXTENSION: HeaderName = HeaderName::from_static("tus-extension");
 const TUS_CHECKSUM_ALGORITHM: HeaderName = HeaderName::from_static("tus-checksum-algorithm");
@@ -55,7 +54,7 @@ const UPLOAD_COMPLETE: HeaderName = HeaderName::from_static("upload-complete");
 const UPLOAD_INCOMPLETE: HeaderName = HeaderName::from_static("upload-incomplete");
 
 /// The one version spoken.
-const VERSION: &str = "1.0.0";
+pub(crate) const VERSION: &str = "1.0.0";
 /// The extensions, as `OPTIONS` lists them.
 const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,termination,checksum";
 /// The prefix of the upload URL of an upload finished by its creation,
@@ -294,12 +293,11 @@ impl Creation {
         }
     }
 
-    /// These, refused as `User::begin_upload` would refuse them (the
-    /// metadata, the album's name) before anything is made: the answer
-    /// does not depend on whether a slot was free to hold the body, and a
-    /// refused creation leaves no album behind.
-    fn checked(self, user: &User) -> Result<Creation, Problem> {
-        album_could_be(user, self.album.as_deref())?;
+    /// These, refused as `User::begin_upload` would refuse them (the name,
+    /// the metadata) before anything is made: the answer does not depend on
+    /// whether a slot was free to hold the body, and a refused creation
+    /// leaves no album behind.
+    fn checked(self) -> Result<Creation, Problem> {
         let options = SessionOptions {
             metadata: self.metadata,
             ..SessionOptions::new(crate::ids::AlbumId(0), self.name, self.mode)
@@ -388,10 +386,11 @@ async fn create(
         || headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes) == Some(b"application/offset+octet-stream");
     let finish_when = proto.finish(&headers)?;
     let checksum = upload_checksum(&headers)?;
-    // Held if there is room: holding never waits (see `held`).
-    let whole = whole(&headers, length, finish_when)
-        .filter(|_| with_body)
-        .and_then(|n| Some((n, held::Slots::take(&state.held, user.name())?)));
+    let whole = held::Slots::take_for(
+        &state.held,
+        user.name(),
+        whole(&headers, length, finish_when).filter(|_| with_body),
+    );
     let (user, begun) = blocking(move || {
         let creation = Creation {
             album,
@@ -401,19 +400,15 @@ async fn create(
             expected_hash,
             metadata: kept,
         }
-        .checked(&user)?;
-        let begun = match (whole, expected_hash) {
-            // A declared hash may need no body: linked into the album,
-            // which must exist for that.
-            (Some((n, slot)), Some(h)) => {
-                let id = album_for(&user, creation.album.as_deref())?;
-                match linked(&user, id, &creation.name, h, mode)? {
+        .checked()?;
+        let begun = match whole {
+            Some((n, slot)) => {
+                match before_held(&user, creation.album.as_deref(), &creation.name, expected_hash, mode)? {
                     Some(report) => Begun::Done(report),
                     None => Begun::Whole(creation, n, slot),
                 }
             }
-            (Some((n, slot)), None) => Begun::Whole(creation, n, slot),
-            (None, _) => {
+            None => {
                 let album = album_for(&user, creation.album.as_deref())?;
                 match user.begin_upload(creation.options(album))? {
                     UploadStart::Done(report) => Begun::Done(report),
@@ -711,7 +706,7 @@ async fn patch(
     if offset == 0 && held::fits(held::content_length(&headers)).is_some() {
         let s = status_of(&user, id).await?;
         let whole = whole(&headers, s.declared_length, finish_when).filter(|_| s.offset == 0);
-        if let Some((n, slot)) = whole.and_then(|n| Some((n, held::Slots::take(&state.held, user.name())?))) {
+        if let Some((n, slot)) = held::Slots::take_for(&state.held, user.name(), whole) {
             return patch_whole(slot, user, proto, id, n, body, checksum).await;
         }
     }
