@@ -128,6 +128,11 @@ pub enum OpenError {
     /// The metadata is not in a form this build can read.
     #[error("store is corrupt: {0}")]
     Corrupt(String),
+    /// The blob store asked for is not the one the store keeps its blobs
+    /// in (another bucket, or a bucket for a store on local disk), or
+    /// this build cannot reach it (no `s3` feature).
+    #[error("{0}")]
+    Blobs(String),
 }
 
 /// A failure of the storage underneath an operation: the disk, the metadata

@@ -65,6 +65,8 @@ mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+#[cfg(feature = "s3")]
+pub use blob::BucketOptions;
 pub use clock::{Clock, SystemClock};
 pub use error::{
     Error, HashMismatch, LibraryError, NameError, NameKind, OpenError, QuotaExceeded, ReadError, SessionError,

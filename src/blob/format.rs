@@ -205,38 +205,69 @@ impl RecordHeader {
 /// assert!(records.is_empty());
 /// assert_eq!(end.offset, 32);
 /// ```
+// The store scans through `scan_window`, a window at a time; the whole
+// walk is for tests, fuzzing and tools that hold a segment's bytes.
+#[cfg(any(test, feature = "testkit"))]
 pub fn scan_records(segment: &[u8], id: u64) -> (Vec<RecordHeader>, ScanEnd) {
     let mut records = Vec::new();
-    let mut at = SEGMENT_HEADER_LEN as u64;
-    loop {
-        let start = at as usize;
-        if start >= segment.len() {
-            return (
-                records,
-                ScanEnd {
-                    offset: at,
-                    error: None,
-                },
-            );
+    let at = SEGMENT_HEADER_LEN as u64;
+    let end = segment.len() as u64;
+    if at >= end {
+        return (
+            records,
+            ScanEnd {
+                offset: at,
+                error: None,
+            },
+        );
+    }
+    match scan_window(&segment[at as usize..], at, id, end, &mut records) {
+        Ok(offset) => (records, ScanEnd { offset, error: None }),
+        Err(stop) => (records, stop),
+    }
+}
+
+/// Walks the record headers in `window`, the bytes of segment `id` from
+/// offset `at` on, of a segment whose written part ends at `end`, pushing
+/// each that decodes, names its own place and fits before `end`. Returns
+/// where a walk goes on: `end`, or the first header that `window` does not
+/// hold whole (a record whose data runs past the window is skipped unread).
+/// Stops, with where and why, at the first header that is wrong.
+pub(crate) fn scan_window(
+    window: &[u8],
+    at: u64,
+    id: u64,
+    end: u64,
+    records: &mut Vec<RecordHeader>,
+) -> Result<u64, ScanEnd> {
+    let window_end = at + window.len() as u64;
+    let mut here = at;
+    while here < end {
+        if end - here < RECORD_HEADER_LEN as u64 {
+            return Err(ScanEnd {
+                offset: here,
+                error: Some("undecodable record header"),
+            });
         }
-        let error = match RecordHeader::decode(&segment[start..]) {
-            Ok(h) if h.segment != id || h.offset != at => "record names another place",
-            Ok(h) if h.length > (segment.len() - start - RECORD_HEADER_LEN) as u64 => "record extends past the end",
+        if here + RECORD_HEADER_LEN as u64 > window_end {
+            return Ok(here);
+        }
+        let error = match RecordHeader::decode(&window[(here - at) as usize..]) {
+            Ok(h) if h.segment != id || h.offset != here => "record names another place",
+            Ok(h) if h.total_len() > end - here => "record extends past the end",
             Ok(h) => {
-                at += h.total_len();
+                here += h.total_len();
                 records.push(h);
                 continue;
             }
             Err(_) => "undecodable record header",
         };
-        return (
-            records,
-            ScanEnd {
-                offset: at,
-                error: Some(error),
-            },
-        );
+        return Err(ScanEnd {
+            offset: here,
+            error: Some(error),
+        });
     }
+    Ok(here)
 }
 
 /// Where and why [`scan_records`] stopped.

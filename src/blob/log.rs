@@ -1,15 +1,19 @@
-//! The blob log: appending records to the active segment, syncing them,
-//! reading them back through memory maps, and recovering at open.
+//! The blob log: appending records to the active segment (a local spool
+//! file), making them durable in the segments' home before their commit,
+//! reading them back checked, and recovering at open.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
-use super::format::{RecordHeader, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use super::disk::{parse_segment_name, segment_name};
+use super::format::{RecordHeader, ScanEnd, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use super::home::{self, Home, Unreadable};
 use super::outboard;
 use crate::error::{Fault, Result};
 use crate::fs::{Fs, FsFile};
@@ -24,13 +28,6 @@ const WRITE_CHUNK: usize = 4 << 20;
 /// until its `fdatasync`, and the disk sits idle while they are written;
 /// 2, 8 and 32 MiB were measured, 8 was best (`DESIGN.md` §6).
 const WRITEBACK_STEP: u64 = 8 << 20;
-
-/// Segment maps kept for reuse. A store of many terabytes has tens of
-/// thousands of segments, more than the kernel's default limit on mappings
-/// per process (`vm.max_map_count`, 65,530); evicting a view only drops the
-/// cache's reference, and the mapping lives on while a returned `Bytes`
-/// uses it.
-const MAX_VIEWS: usize = 1024;
 
 /// Where a record lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,14 +47,6 @@ impl Location {
     pub(crate) fn end(&self) -> u64 {
         self.offset + self.record_len()
     }
-}
-
-/// Why a segment could not be viewed: its bytes are lost (the file is
-/// gone or shorter than the metadata says, which is damage), or the system
-/// could not map it now (which is not).
-enum ViewError {
-    Lost(String),
-    Io(String, io::Error),
 }
 
 /// The records one batch appended and has not synced yet: per segment, the
@@ -135,16 +124,21 @@ pub(crate) struct Recovery {
 
 pub(crate) struct BlobLog {
     fs: Arc<dyn Fs>,
+    /// The spool directory: the active segment's file, and on the local
+    /// disk every segment's.
     dir: PathBuf,
+    home: Arc<dyn Home>,
     target_size: u64,
     health: Arc<Health>,
     active: Mutex<Option<Active>>,
     next_id: Mutex<u64>,
-    /// Serialises `fdatasync` calls so that concurrent committers share one.
+    /// Serialises persists (an `fdatasync`, an upload) so that concurrent
+    /// committers share one.
     sync_lock: Mutex<()>,
-    /// Whole-file views of segments, remapped when a read needs more than a
-    /// view covers (the active segment grows).
-    views: RwLock<HashMap<u64, Bytes>>,
+    /// Segments taken from the active slot to be sealed into a home that
+    /// does not keep spools, whose upload is in flight or failed: a
+    /// committer whose records are in one waits for it, and fails with it.
+    sealing: Mutex<HashMap<u64, Sealing>>,
     /// Per segment, records written whose commit has not finished. A pinned
     /// segment is never compacted: its metadata does not yet show records
     /// that are about to be committed.
@@ -181,43 +175,31 @@ impl Drop for Pin<'_> {
     }
 }
 
-fn segment_name(id: u64) -> String {
-    format!("{id:020}.seg")
-}
-
-/// The path of segment `id` of the store at `root`, for a reader that has
-/// no blob log (a read-only open checks that every segment is whole).
-pub(crate) fn segment_file(root: &Path, id: u64) -> PathBuf {
-    root.join(SEGMENTS_DIR).join(segment_name(id))
-}
-
-/// The store's directory of segment files.
-pub(crate) const SEGMENTS_DIR: &str = "segments";
-
-fn parse_segment_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".seg")?;
-    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())
-        .flatten()
+/// A segment being sealed into a home that does not keep spools.
+#[derive(Debug, Clone)]
+enum Sealing {
+    InFlight,
+    /// Its upload failed: the records in it are never committed.
+    Failed(String),
 }
 
 impl BlobLog {
-    /// Opens the segment directory, reconciling it with the committed
-    /// segment lengths from the metadata:
+    /// Opens the spool directory `dir` and reconciles `home` with the
+    /// committed segment lengths from the metadata (see
+    /// [`Home::reconcile`]): what no commit names is removed, bytes past a
+    /// committed length are dropped, a segment missing or short is
+    /// reported and its blobs refused, never served.
     ///
-    /// - a file that no committed metadata names holds only records that were
-    ///   never acknowledged (a crash before their commit, or a segment already
-    ///   compacted away whose removal was interrupted): it is removed;
-    /// - bytes past a segment's committed length were never acknowledged:
-    ///   they are truncated;
-    /// - a file shorter than its committed length, or missing, is reported
-    ///   and its blobs refused, never served.
+    /// A home that does not keep spools (a bucket) holds every committed
+    /// segment already, uploaded before its commit: every file left in the
+    /// spool directory is removed, uploaded or never committed alike.
     ///
     /// Every step is idempotent, so a crash during recovery is recovered by
     /// the next open.
     pub(crate) fn open(
         fs: Arc<dyn Fs>,
         dir: PathBuf,
+        home: Arc<dyn Home>,
         committed: &BTreeMap<u64, u64>,
         target_size: u64,
         health: Arc<Health>,
@@ -232,75 +214,52 @@ impl BlobLog {
             fs.sync_dir(parent)
                 .map_err(|e| Fault::io(format!("syncing {}", parent.display()), e))?;
         }
-        let mut recovery = Recovery::default();
-        let mut on_disk = BTreeMap::new();
-        for name in fs
-            .list(&dir)
-            .map_err(|e| Fault::io(format!("listing {}", dir.display()), e))?
-        {
-            if let Some(id) = parse_segment_name(&name) {
-                on_disk.insert(id, ());
-            }
-        }
-        let mut removed_any = false;
-        for &id in on_disk.keys() {
-            if !committed.contains_key(&id) {
-                let path = dir.join(segment_name(id));
+        let reconciled = home.reconcile(committed)?;
+        let mut recovery = Recovery {
+            damaged_segments: reconciled.damaged,
+            notes: reconciled.notes,
+        };
+        let mut highest = reconciled.highest;
+        if !home.keeps_spool() {
+            let mut removed_any = false;
+            for name in fs
+                .list(&dir)
+                .map_err(|e| Fault::io(format!("listing {}", dir.display()), e))?
+            {
+                let Some(id) = parse_segment_name(&name) else { continue };
+                highest = highest.max(id);
+                let path = dir.join(&name);
                 fs.remove_file(&path)
-                    .map_err(|e| Fault::io(format!("removing orphan {}", path.display()), e))?;
-                recovery
-                    .notes
-                    .push(format!("removed segment {id}: no committed record refers to it"));
+                    .map_err(|e| Fault::io(format!("removing spool {}", path.display()), e))?;
+                if !committed.contains_key(&id) {
+                    recovery
+                        .notes
+                        .push(format!("removed the spool of segment {id}: it was never committed"));
+                }
                 removed_any = true;
             }
-        }
-        if removed_any {
-            fs.sync_dir(&dir)
-                .map_err(|e| Fault::io(format!("syncing {}", dir.display()), e))?;
-        }
-        for (&id, &len) in committed {
-            let path = dir.join(segment_name(id));
-            if !on_disk.contains_key(&id) {
-                recovery.damaged_segments.push(id);
-                recovery.notes.push(format!("segment {id} is missing"));
-                continue;
-            }
-            let file = fs
-                .open(&path)
-                .map_err(|e| Fault::io(format!("opening {}", path.display()), e))?;
-            let actual = file
-                .len()
-                .map_err(|e| Fault::io(format!("reading length of {}", path.display()), e))?;
-            if actual > len {
-                file.set_len(len)
-                    .and_then(|()| file.sync_data())
-                    .map_err(|e| Fault::io(format!("truncating {}", path.display()), e))?;
-                recovery
-                    .notes
-                    .push(format!("segment {id}: dropped {} uncommitted bytes", actual - len));
-            } else if actual < len {
-                recovery.damaged_segments.push(id);
-                recovery.notes.push(format!(
-                    "segment {id} is {actual} bytes, shorter than its committed {len}"
-                ));
+            if removed_any {
+                fs.sync_dir(&dir)
+                    .map_err(|e| Fault::io(format!("syncing {}", dir.display()), e))?;
             }
         }
-        let next_id = on_disk.keys().chain(committed.keys()).max().map_or(1, |m| m + 1);
         let log = BlobLog {
             fs,
             dir,
+            home,
             target_size,
             health,
             active: Mutex::new(None),
-            next_id: Mutex::new(next_id),
+            next_id: Mutex::new(highest + 1),
             sync_lock: Mutex::new(()),
-            views: RwLock::new(HashMap::new()),
+            sealing: Mutex::new(HashMap::new()),
             pins: Mutex::new(HashMap::new()),
         };
         // Keep appending to the newest segment while it has room, so that a
         // CLI that opens the store once per command does not leave a trail of
-        // tiny segments.
-        if let Some((&id, &len)) = committed.iter().next_back() {
+        // tiny segments. A sealed pack is immutable: a bucket's store starts
+        // a new one.
+        if let Some((&id, &len)) = committed.iter().next_back().filter(|_| log.home.keeps_spool()) {
             if len < target_size && !log.is_damaged(&recovery, id) {
                 let path = log.path(id);
                 let file: Arc<dyn FsFile> = Arc::from(
@@ -348,14 +307,17 @@ impl BlobLog {
     }
 
     /// Starts a new segment: header written and synced, directory entry
-    /// synced, before any record in it can be committed.
+    /// synced, before any record in it can be committed. The full one is
+    /// persisted first (synced, or sealed into its home), so that every
+    /// segment but the active one is durable.
     fn roll(&self, active: &mut Option<Active>) -> Result<()> {
         if let Some(old) = active.take() {
-            if old.synced < old.len {
-                if let Err(e) = old.file.sync_data() {
-                    self.health.poison(format!("fsync of segment {} failed: {e}", old.id));
-                    return Err(Fault::io(format!("syncing segment {}", old.id), e));
+            if self.home.keeps_spool() {
+                if old.synced < old.len {
+                    self.home.persist(old.id, &*old.file, old.len, &self.health)?;
                 }
+            } else {
+                self.seal(old)?;
             }
         }
         let id = {
@@ -456,30 +418,67 @@ impl BlobLog {
     }
 
     /// Makes every record up to `end` of `segment` durable. Concurrent
-    /// callers share one `fdatasync`: a caller whose bytes an earlier sync
-    /// already covered returns at once.
+    /// callers share one persist: a caller whose bytes an earlier one
+    /// already covered returns at once (or, for a segment whose sealing
+    /// failed, with its error).
     pub(crate) fn sync(&self, segment: u64, end: u64) -> Result<()> {
         let covered = |a: &Option<Active>| a.as_ref().is_none_or(|a| a.id != segment || a.synced >= end);
-        if covered(&self.active.lock()) {
-            // A rolled segment was synced when it was rolled.
+        if covered(&self.active.lock()) && !self.sealing.lock().contains_key(&segment) {
+            // A rolled segment was persisted when it was rolled.
             return Ok(());
         }
-        let _one_sync_at_a_time = self.sync_lock.lock();
-        let (file, target) = {
-            let a = self.active.lock();
-            if covered(&a) {
-                return Ok(());
-            }
-            let a = a.as_ref().expect("checked above");
-            (a.file.clone(), a.len)
-        };
-        if let Err(e) = file.sync_data() {
-            self.health.poison(format!("fsync of segment {segment} failed: {e}"));
-            return Err(Fault::io(format!("syncing segment {segment}"), e));
+        let _one_persist_at_a_time = self.sync_lock.lock();
+        let mut guard = self.active.lock();
+        if covered(&guard) {
+            drop(guard);
+            // Sealed by another committer, which held the lock taken above
+            // for as long as its upload ran.
+            return match self.sealing.lock().get(&segment) {
+                Some(Sealing::Failed(why)) => Err(Fault::io(
+                    format!("persisting segment {segment}"),
+                    io::Error::other(why.clone()),
+                )),
+                Some(Sealing::InFlight) | None => Ok(()),
+            };
         }
+        if !self.home.keeps_spool() {
+            let active = guard.take().expect("not covered, so active");
+            drop(guard);
+            return self.seal(active);
+        }
+        let a = guard.as_ref().expect("not covered, so active");
+        let (file, target) = (a.file.clone(), a.len);
+        drop(guard);
+        self.home.persist(segment, &*file, target, &self.health)?;
         if let Some(a) = self.active.lock().as_mut().filter(|a| a.id == segment) {
             a.synced = a.synced.max(target);
         }
+        Ok(())
+    }
+
+    /// Seals `active`, taken from the active slot, into a home that does
+    /// not keep spools (one pack object), and drops its spool: once it is
+    /// uploaded, or once its upload failed, which abandons the records in
+    /// it (their commits fail with this error).
+    fn seal(&self, active: Active) -> Result<()> {
+        let id = active.id;
+        if active.len > SEGMENT_HEADER_LEN as u64 {
+            self.sealing.lock().insert(id, Sealing::InFlight);
+            let result = self.home.persist(id, &*active.file, active.len, &self.health);
+            let mut sealing = self.sealing.lock();
+            match &result {
+                Ok(()) => sealing.remove(&id),
+                Err(e) => sealing.insert(id, Sealing::Failed(e.to_string())),
+            };
+            drop(sealing);
+            if result.is_err() {
+                let _ = self.fs.remove_file(&self.path(id));
+                return result;
+            }
+        }
+        // Uploaded (or holding nothing): the spool has served. Left behind,
+        // the next open removes it.
+        let _ = self.fs.remove_file(&self.path(id));
         Ok(())
     }
 
@@ -503,14 +502,11 @@ impl BlobLog {
     /// its header checked but its bytes not hashed: for a caller that checks
     /// the parts it uses against the blob's outboard.
     pub(crate) fn record(&self, loc: Location, hash: ContentHash) -> Result<Bytes> {
-        let view = self.view(loc.segment, loc.end()).map_err(|e| match e {
-            ViewError::Lost(detail) => Fault::Integrity { hash, detail },
-            ViewError::Io(context, source) => Fault::Io { context, source },
-        })?;
+        let record = self
+            .home
+            .read(loc.segment, loc.offset..loc.end())
+            .map_err(|e| unreadable(hash, e))?;
         let integrity = |detail: String| Fault::Integrity { hash, detail };
-        // Only the record's own bytes are ever looked at (not the view's
-        // tail, which may be an append in flight): see `view`.
-        let record = view.slice(loc.offset as usize..loc.end() as usize);
         let header = RecordHeader::decode(&record)
             .map_err(|e| integrity(format!("record header in segment {}: {e}", loc.segment)))?;
         let expected = RecordHeader {
@@ -528,80 +524,115 @@ impl BlobLog {
         Ok(record.slice(RECORD_HEADER_LEN..))
     }
 
-    /// A view of segment `id` covering at least `need` bytes.
-    fn view(&self, id: u64, need: u64) -> std::result::Result<Bytes, ViewError> {
-        if let Some(v) = self.views.read().get(&id).filter(|v| v.len() as u64 >= need) {
-            return Ok(v.clone());
-        }
-        let path = self.path(id);
-        // SAFETY: `Fs::map` requires that no byte read through the view is
-        // modified or truncated away while the view lives. Every read through
-        // a view stops at `need`, the end of a record whose location the
-        // metadata gave: `read` slices out that one record, `segment_bytes`
-        // the segment's committed part. Those bytes are final: a segment is
-        // append-only below its committed length, each record is written
-        // once, before the commit that makes its location known, and removing
-        // a compacted segment leaves existing maps valid. A segment is only
-        // ever truncated by recovery at open (past its committed length) and
-        // by a failed append (back to the offset that append started at, the
-        // end of every record written before it); both cut only bytes past
-        // every record anyone was given. A view taken while an append is in
-        // flight does cover that append's first bytes, which a failure cuts
-        // off again, but nothing reads them.
-        let v = unsafe { self.fs.map(&path) }.map_err(|e| match e.kind() {
-            // The file is gone: what it held is lost, as damage is.
-            io::ErrorKind::NotFound => ViewError::Lost(format!("segment {id} is missing")),
-            // Anything else (too many open files, no memory, an I/O error)
-            // says nothing about the bytes: the next read may succeed.
-            _ => ViewError::Io(format!("mapping segment {id}"), e),
-        })?;
-        if (v.len() as u64) < need {
-            return Err(ViewError::Lost(format!(
-                "segment {id} is {} bytes, the record ends at {need}",
-                v.len()
-            )));
-        }
-        let mut views = self.views.write();
-        if views.len() >= MAX_VIEWS && !views.contains_key(&id) {
-            // Any victim will do: a hot segment is simply mapped again.
-            if let Some(&victim) = views.keys().next() {
-                views.remove(&victim);
-            }
-        }
-        views.insert(id, v.clone());
-        Ok(v)
+    /// Bytes `range` of the data of the record at `loc` (blob `hash`),
+    /// unchecked: for a reader that checks them against the blob's
+    /// outboard, without the record's other bytes crossing the network.
+    pub(crate) fn data_range(&self, loc: Location, hash: ContentHash, range: Range<u64>) -> Result<Bytes> {
+        let at = loc.offset + RECORD_HEADER_LEN as u64;
+        self.home
+            .read(loc.segment, at + range.start..at + range.end.min(loc.length))
+            .map_err(|e| unreadable(hash, e))
     }
 
-    /// The whole committed part of a segment, for compaction and scrubbing.
-    pub(crate) fn segment_bytes(&self, id: u64, committed: u64) -> std::result::Result<Bytes, String> {
-        match self.view(id, committed) {
-            Ok(v) => Ok(v.slice(..committed as usize)),
-            Err(ViewError::Lost(detail)) => Err(detail),
-            Err(ViewError::Io(context, e)) => Err(format!("{context}: {e}")),
+    /// The data of the record at `loc` (blob `hash`) as a stream, fetched
+    /// [`READ_WINDOW`] at a time and unchecked: for a pass that hashes a
+    /// large blob in a bucket without holding it whole.
+    pub(crate) fn reader(&self, loc: Location, hash: ContentHash) -> RecordReader<'_> {
+        RecordReader {
+            log: self,
+            loc,
+            hash,
+            pos: 0,
+            buf: Bytes::new(),
+            failed: None,
         }
     }
 
-    /// Removes a segment file whose removal from the metadata has committed;
-    /// a file already gone (a lost segment retired) is not an error.
+    /// Whether a whole record costs nothing to hold until it is read (a
+    /// memory map of a local segment): a reader may then take the whole
+    /// record and check it a part at a time. From a bucket, it reads the
+    /// parts it checks ([`data_range`](Self::data_range)).
+    pub(crate) fn maps_records(&self) -> bool {
+        self.home.keeps_spool()
+    }
+
+    /// The record headers in the committed part (`committed` bytes) of
+    /// segment `id`, for compaction and repair: see [`home::scan`].
+    pub(crate) fn scan(&self, id: u64, committed: u64) -> std::result::Result<(Vec<RecordHeader>, ScanEnd), String> {
+        home::scan(&*self.home, id, committed).map_err(|e| e.to_string())
+    }
+
+    /// Whether segment `id` starts with its own, whole header.
+    pub(crate) fn header_ok(&self, id: u64) -> bool {
+        self.home
+            .read(id, 0..SEGMENT_HEADER_LEN as u64)
+            .is_ok_and(|h| SegmentHeader::decode(&h).is_ok_and(|h| h.id == id))
+    }
+
+    /// Removes a segment whose removal from the metadata has committed; a
+    /// segment already gone (a lost segment retired) is not an error.
     pub(crate) fn remove_segment(&self, id: u64) -> Result<()> {
-        self.views.write().remove(&id);
-        let path = self.path(id);
-        self.fs
-            .remove_file(&path)
-            .or_else(|e| {
-                if e.kind() == io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
-            .and_then(|()| self.fs.sync_dir(&self.dir))
-            .map_err(|e| Fault::io(format!("removing {}", path.display()), e))
+        self.home.remove(id)
     }
 
-    /// Length of a segment file on disk (for statistics and verification).
-    pub(crate) fn file_len(&self, id: u64) -> Option<u64> {
-        self.fs.open(&self.path(id)).ok()?.len().ok()
+    /// The length of every segment its home holds (for statistics and
+    /// verification): one listing.
+    pub(crate) fn lengths(&self) -> Result<BTreeMap<u64, u64>> {
+        self.home.lengths()
+    }
+
+    /// How messages name where segments live.
+    pub(crate) fn home_name(&self) -> &str {
+        self.home.name()
+    }
+}
+
+/// How much of a record a [`RecordReader`] fetches at once.
+const READ_WINDOW: u64 = 8 << 20;
+
+/// A record's data as a [`Read`] stream; see [`BlobLog::reader`].
+pub(crate) struct RecordReader<'a> {
+    log: &'a BlobLog,
+    loc: Location,
+    hash: ContentHash,
+    pos: u64,
+    buf: Bytes,
+    /// The read that failed, told apart from the stream's own errors (an
+    /// `io::Error` that only says one happened).
+    pub(crate) failed: Option<Fault>,
+}
+
+impl Read for RecordReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.buf.is_empty() {
+            if self.pos >= self.loc.length {
+                return Ok(0);
+            }
+            let end = self.loc.length.min(self.pos + READ_WINDOW);
+            match self.log.data_range(self.loc, self.hash, self.pos..end) {
+                Ok(b) if !b.is_empty() => self.buf = b,
+                Ok(_) => return Ok(0),
+                Err(e) => {
+                    let message = e.to_string();
+                    self.failed = Some(e);
+                    return Err(io::Error::other(message));
+                }
+            }
+            self.pos += self.buf.len() as u64;
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        self.buf = self.buf.slice(n..);
+        Ok(n)
+    }
+}
+
+/// A read of a record that failed: lost bytes are damage to the blob,
+/// anything else an I/O error to retry.
+fn unreadable(hash: ContentHash, e: Unreadable) -> Fault {
+    match e {
+        Unreadable::Lost(detail) => Fault::Integrity { hash, detail },
+        Unreadable::Io(context, source) => Fault::Io { context, source },
     }
 }
 
@@ -684,16 +715,34 @@ fn write_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::blob::disk::{Disk, MAX_VIEWS};
     use crate::fs::OsFs;
+    use std::path::Path;
+
+    fn open_local(fs: Arc<dyn Fs>, dir: &Path, target_size: u64) -> BlobLog {
+        let home = Arc::new(Disk::new(fs.clone(), dir.to_path_buf()));
+        BlobLog::open(
+            fs,
+            dir.to_path_buf(),
+            home,
+            &BTreeMap::new(),
+            target_size,
+            Arc::default(),
+        )
+        .unwrap()
+        .0
+    }
 
     /// Reading more segments than the view cache holds keeps every read
     /// working and the cache bounded.
     #[test]
     fn the_map_cache_stays_bounded_across_many_segments() {
         let dir = tempfile::tempdir().unwrap();
+        let disk = Arc::new(Disk::new(Arc::new(OsFs), dir.path().to_path_buf()));
         let (log, _) = BlobLog::open(
             Arc::new(OsFs),
             dir.path().to_path_buf(),
+            disk.clone(),
             &BTreeMap::new(),
             4096,
             Arc::default(),
@@ -716,7 +765,7 @@ mod tests {
                 got
             })
             .collect();
-        assert!(log.views.read().len() <= MAX_VIEWS);
+        assert!(disk.views_held() <= MAX_VIEWS);
         // Bytes handed out before their view was evicted are still valid.
         assert_eq!(&held[0][..], &written[0].2[..]);
     }
@@ -781,14 +830,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fs = HintedFs::default();
         let hints = fs.0.clone();
-        let (log, _) = BlobLog::open(
-            Arc::new(fs),
-            dir.path().to_path_buf(),
-            &BTreeMap::new(),
-            1 << 40,
-            Arc::default(),
-        )
-        .unwrap();
+        let log = open_local(Arc::new(fs), dir.path(), 1 << 40);
         let mut end = 0;
         for i in 0..40u32 {
             let data = i.to_le_bytes().repeat(64 << 10);

@@ -136,19 +136,40 @@ pub(crate) fn create(
 /// several times that.
 const PARALLEL_GROUPS: u64 = 4;
 
-/// Checks the chunk groups of `data` (a whole blob's bytes, unverified)
-/// that `range` touches against `outboard` and the blob's `hash`.
+/// Some bytes of a blob, unverified: `bytes` are the blob's bytes from
+/// offset `at` on, of a blob of `size` bytes in all.
+#[derive(Clone, Copy)]
+pub(crate) struct Part<'a> {
+    pub size: u64,
+    pub at: u64,
+    pub bytes: &'a [u8],
+}
+
+impl<'a> Part<'a> {
+    /// The whole blob.
+    pub(crate) fn whole(data: &'a [u8]) -> Part<'a> {
+        Part {
+            size: data.len() as u64,
+            at: 0,
+            bytes: data,
+        }
+    }
+}
+
+/// Checks the chunk groups that `range` touches, whose bytes `part`
+/// holds, against `outboard` and the blob's `hash`.
 ///
-/// `range` must lie within `data`.
-pub(crate) fn check(hash: &ContentHash, data: &[u8], outboard: &[u8], range: Range<u64>) -> Result<(), Mismatch> {
+/// `part` must hold every group `range` touches, whole (a group that it
+/// does not hold fails as [`Mismatch::Data`]).
+pub(crate) fn check(hash: &ContentHash, part: Part<'_>, outboard: &[u8], range: Range<u64>) -> Result<(), Mismatch> {
     let (first, end) = (range.start / GROUP, range.end.div_ceil(GROUP));
     if end - first < PARALLEL_GROUPS {
-        return check_groups(hash, data, outboard, range);
+        return check_groups(hash, part, outboard, range);
     }
     let middle = (first + end) / 2 * GROUP;
     let (a, b) = rayon_core::join(
-        || check_groups(hash, data, outboard, range.start..middle),
-        || check_groups(hash, data, outboard, middle..range.end),
+        || check_groups(hash, part, outboard, range.start..middle),
+        || check_groups(hash, part, outboard, middle..range.end),
     );
     a.and(b)
 }
@@ -156,12 +177,12 @@ pub(crate) fn check(hash: &ContentHash, data: &[u8], outboard: &[u8], range: Ran
 /// The walk `bao-tree`'s `encode_ranges_validated` makes, from the root
 /// down to the groups of `range` (in pre order: each pair is checked
 /// against the value its parent gave it before its children are trusted),
-/// hashing each group where it lies in `data` rather than from a copy:
+/// hashing each group where it lies in `part` rather than from a copy:
 /// a copy of each group was a third of a range's time.
-fn check_groups(hash: &ContentHash, data: &[u8], outboard: &[u8], range: Range<u64>) -> Result<(), Mismatch> {
+fn check_groups(hash: &ContentHash, part: Part<'_>, outboard: &[u8], range: Range<u64>) -> Result<(), Mismatch> {
     use bao_tree::io::sync::Outboard as _;
     use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, HasherExt, Mode};
-    let tree = BaoTree::new(data.len() as u64, BLOCK);
+    let tree = BaoTree::new(part.size, BLOCK);
     if outboard.len() as u64 != tree.outboard_size() {
         return Err(Mismatch::Outboard);
     }
@@ -210,7 +231,12 @@ fn check_groups(hash: &ContentHash, data: &[u8], outboard: &[u8], range: Range<u
                 ..
             } => {
                 let at = start_chunk.0 * 1024;
-                let group = &data[at as usize..at as usize + size];
+                let Some(group) = at
+                    .checked_sub(part.at)
+                    .and_then(|from| part.bytes.get(from as usize..from as usize + size))
+                else {
+                    return Err(Mismatch::Data(at));
+                };
                 let actual = if is_root {
                     blake3::hash(group)
                 } else {
@@ -269,15 +295,45 @@ mod tests {
             len - 1..len,
             17 * GROUP + 5..20 * GROUP,
         ] {
-            check(&hash, &data, &ob, r.clone()).unwrap_or_else(|e| panic!("{r:?}: {e:?}"));
+            check(&hash, Part::whole(&data), &ob, r.clone()).unwrap_or_else(|e| panic!("{r:?}: {e:?}"));
         }
         data[(30 * GROUP + 9) as usize] ^= 1;
         assert!(matches!(
-            check(&hash, &data, &ob, 29 * GROUP..30 * GROUP + 10),
+            check(&hash, Part::whole(&data), &ob, 29 * GROUP..30 * GROUP + 10),
             Err(Mismatch::Data(o)) if o == 30 * GROUP
         ));
-        check(&hash, &data, &ob, 0..30 * GROUP).unwrap();
-        check(&hash, &data, &ob, 31 * GROUP..len).unwrap();
+        check(&hash, Part::whole(&data), &ob, 0..30 * GROUP).unwrap();
+        check(&hash, Part::whole(&data), &ob, 31 * GROUP..len).unwrap();
+    }
+
+    /// A range checks from a part that holds only its groups (a ranged
+    /// GET's bytes), and a range whose groups the part lacks fails.
+    #[test]
+    fn a_range_checks_from_a_part_holding_only_its_groups() {
+        let data = blob(40 * GROUP as usize + 123);
+        let (hash, ob, _) = made(&data);
+        let size = data.len() as u64;
+        let (from, to) = (17 * GROUP, 21 * GROUP);
+        let part = Part {
+            size,
+            at: from,
+            bytes: &data[from as usize..to as usize],
+        };
+        check(&hash, part, &ob, from + 5..to - 1).unwrap();
+        let tail = Part {
+            size,
+            at: 40 * GROUP,
+            bytes: &data[40 * GROUP as usize..],
+        };
+        check(&hash, tail, &ob, size - 3..size).unwrap();
+        assert!(matches!(check(&hash, part, &ob, from..to + 1), Err(Mismatch::Data(_))));
+        let mut shifted = data[from as usize + 1..to as usize + 1].to_vec();
+        shifted.truncate(part.bytes.len());
+        let wrong = Part {
+            bytes: &shifted,
+            ..part
+        };
+        assert!(matches!(check(&hash, wrong, &ob, from..to), Err(Mismatch::Data(_))));
     }
 
     #[test]
@@ -300,11 +356,17 @@ mod tests {
         let data = blob(9 * GROUP as usize);
         let (hash, mut ob, _) = made(&data);
         assert!(matches!(
-            check(&ContentHash::of(b"other"), &data, &ob, 0..10),
+            check(&ContentHash::of(b"other"), Part::whole(&data), &ob, 0..10),
             Err(Mismatch::Outboard)
         ));
-        assert!(matches!(check(&hash, &data, &ob[1..], 0..10), Err(Mismatch::Outboard)));
+        assert!(matches!(
+            check(&hash, Part::whole(&data), &ob[1..], 0..10),
+            Err(Mismatch::Outboard)
+        ));
         ob[3] ^= 1;
-        assert!(matches!(check(&hash, &data, &ob, 0..10), Err(Mismatch::Outboard)));
+        assert!(matches!(
+            check(&hash, Part::whole(&data), &ob, 0..10),
+            Err(Mismatch::Outboard)
+        ));
     }
 }

@@ -54,6 +54,21 @@ pub(crate) enum Mode {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Create a store, choosing where its blobs live
+    ///
+    /// Without --blobs, blobs live in the store directory (segments/). With
+    /// --blobs s3://BUCKET/PREFIX they live in an S3-compatible bucket, as
+    /// one immutable object per group commit; the store records the URL
+    /// only. The endpoint, region and credentials come from AWS_ENDPOINT_URL,
+    /// AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+    /// AWS_ALLOW_HTTP (true for a plain-HTTP endpoint) at every command; with
+    /// no keys, requests go unsigned. Run on an existing store, it says
+    /// where its blobs live (and fails if --blobs names another place).
+    Init {
+        /// Where blobs live: s3://BUCKET/PREFIX
+        #[arg(long, value_name = "URL")]
+        blobs: Option<String>,
+    },
     /// Back up files and folders (recursively) into an album
     ///
     /// Only regular files are backed up. Symbolic links inside folders

@@ -308,6 +308,9 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
         }
         return serve::token(&dir, action, out);
     }
+    if let Command::Init { blobs } = &cli.command {
+        return init(&dir, blobs.as_deref(), out);
+    }
     // Only commands that put something in a store may create one: a typo in
     // --store must not answer "no files" from a fresh, empty store.
     let creates = matches!(
@@ -523,8 +526,37 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
         Command::Gc { .. } | Command::Verify { .. } | Command::Stats => {
             unreachable!("store-wide commands are run by store_command")
         }
-        Command::Serve { .. } | Command::Token { .. } => unreachable!("run before a user is named"),
+        Command::Serve { .. } | Command::Token { .. } | Command::Init { .. } => {
+            unreachable!("run before a user is named")
+        }
     }
+    Ok(())
+}
+
+/// `init`: creates the store at `dir` (with its blobs in `blobs`, a
+/// bucket's URL), or opens it and says where its blobs are.
+fn init(dir: &Path, blobs: Option<&str>, out: &Output) -> Result<(), Failure> {
+    let mut options = keepsake::StoreOptions::default();
+    if let Some(url) = blobs {
+        options = options.bucket(keepsake::BucketOptions::from_env(url));
+    }
+    let existed = Store::exists(dir);
+    let store = Store::open_with(dir, options).map_err(Failure::Open)?;
+    #[derive(Serialize)]
+    struct Done<'a> {
+        store: &'a Path,
+        blobs: &'a str,
+        created: bool,
+    }
+    let done = Done {
+        store: dir,
+        blobs: store.blob_store(),
+        created: !existed,
+    };
+    out.show(&done, || {
+        let verb = if existed { "is" } else { "created" };
+        format!("store {} {verb}: blobs in {}", dir.display(), done.blobs)
+    })?;
     Ok(())
 }
 

@@ -10,6 +10,14 @@ use crate::ids::UploadId;
 use crate::names::{comparable, FileName};
 
 pub(crate) const FORMAT: &[u8] = b"format";
+/// Where the store's sealed segments live: absent for the local disk, the
+/// bucket's `s3://BUCKET/PREFIX` (UTF-8) otherwise. Never a credential.
+pub(crate) const BLOBS: &[u8] = b"blobs";
+/// The random id the store wrote as `PREFIX/keepsake-store` when it
+/// claimed its bucket prefix, checked at every open: two stores never share
+/// a prefix (each would take the other's packs for orphans).
+#[cfg(feature = "s3")]
+pub(crate) const BLOBS_CLAIM: &[u8] = b"blobs_claim";
 pub(crate) const NEXT_USER: &[u8] = b"next_user";
 /// The next upload session id: global, so that staged files are named by id
 /// alone.

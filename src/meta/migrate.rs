@@ -31,6 +31,12 @@
 //! hashing the rest. Nothing is rewritten: the open creates the family, the
 //! step marks format 5, and a blob stored before gets its outboard from the
 //! first read that checks it whole (`store::read`).
+//!
+//! Format 5 → 6: a store may keep its sealed segments in a bucket, which
+//! the `blobs` key of the `meta` family names. A store without the key
+//! keeps them on local disk, as every store of format 5 did, so nothing is
+//! rewritten: the step marks format 6, and an older keepsake (which would
+//! find every segment of a bucket's store missing) refuses it.
 
 use rocksdb::WriteBatch;
 
@@ -76,6 +82,14 @@ pub(super) fn from_v4(meta: &Meta) -> Result<(), OpenError> {
     meta.batch_put(&mut b, Cf::Meta, keys::FORMAT, &5u64.encode());
     meta.write(b)
         .map_err(|e| OpenError::Corrupt(format!("migrating from format 4: {e}")))
+}
+
+/// Marks the metadata format 6: nothing else changes.
+pub(super) fn from_v5(meta: &Meta) -> Result<(), OpenError> {
+    let mut b = WriteBatch::default();
+    meta.batch_put(&mut b, Cf::Meta, keys::FORMAT, &6u64.encode());
+    meta.write(b)
+        .map_err(|e| OpenError::Corrupt(format!("migrating from format 5: {e}")))
 }
 
 /// Rewrites the name keys that NFC changes, and marks the metadata format

@@ -67,12 +67,19 @@ pub(crate) fn lost(short: &ShortSegments, loc: &Location) -> bool {
 
 impl Inner {
     /// The segment files that recovery found missing or short at open,
-    /// with their lengths now (one `open` each, none on a whole store).
+    /// with their lengths now (one listing of the segments' home, none
+    /// when nothing was found damaged).
     pub(crate) fn short_segments(&self) -> ShortSegments {
+        if self.recovery.damaged_segments.is_empty() {
+            return ShortSegments::new();
+        }
+        // One listing; one that fails counts every damaged segment as
+        // empty, which refuses what may yet be readable, never the reverse.
+        let lengths = self.blobs.lengths().unwrap_or_default();
         self.recovery
             .damaged_segments
             .iter()
-            .map(|&id| (id, self.blobs.file_len(id).unwrap_or(0)))
+            .map(|&id| (id, lengths.get(&id).copied().unwrap_or(0)))
             .collect()
     }
 

@@ -28,6 +28,7 @@
 mod damage;
 mod delete_set;
 mod edits;
+mod home;
 mod ingest;
 mod ledger;
 mod library;
@@ -105,6 +106,8 @@ pub struct StoreOptions {
     pub(crate) verify_range: u64,
     pub(crate) fs: Arc<dyn Fs>,
     pub(crate) clock: Arc<dyn Clock>,
+    #[cfg(feature = "s3")]
+    pub(crate) bucket: Option<crate::blob::BucketOptions>,
 }
 
 impl Default for StoreOptions {
@@ -122,6 +125,8 @@ impl Default for StoreOptions {
             verify_range: 1 << 18,
             fs: Arc::new(OsFs),
             clock: Arc::new(SystemClock),
+            #[cfg(feature = "s3")]
+            bucket: None,
         }
     }
 }
@@ -251,6 +256,30 @@ impl StoreOptions {
         self
     }
 
+    /// Keeps the store's blobs in an S3-compatible bucket (feature `s3`).
+    ///
+    /// A store that does not exist yet is created with its blobs in
+    /// `bucket.url`, which it records (the URL only: endpoint, region and
+    /// credentials come from these options at every open, or, when a store
+    /// that records a bucket is opened without them, from the AWS
+    /// environment variables, [`BucketOptions::from_env`](crate::BucketOptions::from_env)).
+    /// Every other operation works unchanged; `DESIGN.md` §15 says how the
+    /// bytes are laid out and when they are durable.
+    ///
+    /// ```no_run
+    /// use keepsake::{BucketOptions, Store, StoreOptions};
+    /// let mut bucket = BucketOptions::new("s3://photos/keepsake");
+    /// bucket.endpoint = Some("http://127.0.0.1:8333".into());
+    /// bucket.allow_http = true;
+    /// let store = Store::open_with("/srv/keepsake", StoreOptions::default().bucket(bucket)).unwrap();
+    /// # drop(store);
+    /// ```
+    #[cfg(feature = "s3")]
+    pub fn bucket(mut self, bucket: crate::blob::BucketOptions) -> Self {
+        self.bucket = Some(bucket);
+        self
+    }
+
     /// The source of time (default: the system clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -341,6 +370,12 @@ impl Store {
     ///   the lock, or recovery's reads, truncations and removals.
     /// - [`OpenError::Database`] if the metadata database cannot be opened.
     /// - [`OpenError::Corrupt`] if the metadata is not in a form this build can read.
+    /// - [`OpenError::Blobs`] if the options name a bucket the store does not keep
+    ///   its blobs in, or the store keeps them in a bucket and this build has no
+    ///   `s3` feature.
+    /// - [`OpenError::Io`] also if the store's bucket cannot be reached, is not
+    ///   this store's (another store claimed the prefix), or refuses a request
+    ///   after its retries.
     ///
     /// ```
     /// use keepsake::{Store, StoreOptions};
@@ -365,9 +400,11 @@ impl Store {
             committed.insert(id, rec.committed_len);
         }
         let health = Arc::new(Health::default());
+        let blob_home = home::open(&root, &meta, &options)?;
         let (blobs, mut recovery) = BlobLog::open(
             options.fs.clone(),
             root.join(crate::blob::SEGMENTS_DIR),
+            blob_home,
             &committed,
             options.segment_size,
             health.clone(),
@@ -429,6 +466,18 @@ impl Store {
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// Where the store's blobs live: `local disk`, or its bucket's
+    /// `s3://BUCKET/PREFIX`.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = keepsake::Store::open(dir.path()).unwrap();
+    /// assert_eq!(store.blob_store(), "local disk");
+    /// ```
+    pub fn blob_store(&self) -> &str {
+        self.inner.blobs.home_name()
     }
 
     /// What recovery repaired or found damaged when the store was opened,

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{Inner, Store, User};
-use crate::blob::outboard::{self, Mismatch, GROUP};
+use crate::blob::outboard::{self, Mismatch, Part, GROUP};
+use crate::blob::Location;
 use crate::error::{Fault, ReadError, Result};
 use crate::hash::ContentHash;
 use crate::ids::FileId;
@@ -19,13 +20,16 @@ use crate::meta::records::{BlobRecord, FileRecord, Place};
 use crate::meta::Cf;
 
 /// A file's bytes as a stream ([`Read`] and [`Seek`]) and by range
-/// ([`FileReader::range`]), backed by the blob's memory map: no copy is
-/// made, and no byte is returned before it is checked.
+/// ([`FileReader::range`]), backed by the blob's memory map on local disk
+/// (no copy is made) or fetched by ranged GETs from a bucket; no byte is
+/// returned before it is checked.
 ///
 /// A blob of up to 16 MiB is checked whole when the reader is opened. A
 /// larger one is checked as it is read, each 64 KiB chunk group the first
 /// time a read touches it, against the blob's outboard: opening it costs
-/// no hashing, and reading a range costs that range. A read that meets
+/// no hashing, and reading a range costs that range (from a bucket, a GET
+/// of that range rounded out to whole groups, so that memory is bounded by
+/// the ranges asked for, never the blob). A read that meets
 /// damaged bytes fails (with [`ReadError::Integrity`], or an
 /// [`io::ErrorKind::InvalidData`] error wrapping it from [`Read`]) and
 /// returns none of them.
@@ -33,11 +37,21 @@ use crate::meta::Cf;
 pub struct FileReader {
     store: Store,
     hash: ContentHash,
-    /// The blob's bytes as mapped: only the parts `check` has cleared are
-    /// ever handed out.
-    data: Bytes,
+    len: u64,
+    body: Body,
     check: Check,
     pos: u64,
+}
+
+/// Where a reader's bytes come from.
+#[derive(Clone)]
+enum Body {
+    /// The blob's bytes as mapped or held: only the parts `check` has
+    /// cleared are ever handed out.
+    Held(Bytes),
+    /// A large blob's record in a bucket: each range is fetched when it is
+    /// read and checked against the outboard (`check` is then `Groups`).
+    Fetched(Location),
 }
 
 #[derive(Clone)]
@@ -66,12 +80,12 @@ impl std::fmt::Debug for FileReader {
 impl FileReader {
     /// The file's length in bytes.
     pub fn len(&self) -> u64 {
-        self.data.len() as u64
+        self.len
     }
 
     /// Whether the file is empty.
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len == 0
     }
 
     /// The file's content hash (BLAKE3).
@@ -80,8 +94,9 @@ impl FileReader {
     }
 
     /// The bytes of `range` (byte offsets; the part of it that lies within
-    /// the file), checked, without a copy: the `Bytes` borrows the blob's
-    /// memory map. The stream position does not move.
+    /// the file), checked: on local disk without a copy (the `Bytes`
+    /// borrows the blob's memory map), from a bucket as one ranged GET. The
+    /// stream position does not move.
     ///
     /// # Errors
     ///
@@ -104,10 +119,62 @@ impl FileReader {
     pub fn range(&mut self, range: Range<u64>) -> Result<Bytes, ReadError> {
         let end = range.end.min(self.len());
         let start = range.start.min(end);
-        if start < end {
-            self.check(start, end)?;
+        match self.body.clone() {
+            Body::Held(data) => {
+                if start < end {
+                    self.check(start, end)?;
+                }
+                Ok(data.slice(start as usize..end as usize))
+            }
+            Body::Fetched(_) if start == end => Ok(Bytes::new()),
+            Body::Fetched(loc) => self.fetch(loc, start, end, true),
         }
-        Ok(self.data.slice(start as usize..end as usize))
+    }
+
+    /// Fetches the groups of `start..end` from the bucket and checks them;
+    /// a damaged outboard is made again from the whole blob once (`retry`).
+    fn fetch(&mut self, loc: Location, start: u64, end: u64, retry: bool) -> Result<Bytes, ReadError> {
+        let Check::Groups { outboard, place, .. } = &self.check else {
+            unreachable!("a fetched body is checked by groups");
+        };
+        let (outboard, place) = (outboard.clone(), place.clone());
+        let inner = &self.store.inner;
+        let span = start / GROUP * GROUP..(end.div_ceil(GROUP) * GROUP).min(self.len);
+        let bytes = inner.blobs.data_range(loc, self.hash, span.clone()).inspect_err(|e| {
+            if matches!(e, Fault::Integrity { .. }) {
+                inner.note_damage(self.hash, place.clone());
+            }
+        })?;
+        let part = Part {
+            size: self.len,
+            at: span.start,
+            bytes: &bytes,
+        };
+        let damaged = |detail: String| {
+            inner.note_damage(self.hash, place.clone());
+            ReadError::Integrity {
+                hash: self.hash,
+                detail,
+            }
+        };
+        match outboard::check(&self.hash, part, &outboard, start..end) {
+            Ok(()) => Ok(bytes.slice((start - span.start) as usize..(end - span.start) as usize)),
+            Err(Mismatch::Data(at)) => Err(damaged(format!(
+                "the chunk group at byte {at} does not match the blob's hash"
+            ))),
+            Err(Mismatch::Outboard) if retry => {
+                match inner.outboard_of(&self.hash, &mut inner.blobs.reader(loc, self.hash), self.len) {
+                    Some(ob) => {
+                        if let Check::Groups { outboard, .. } = &mut self.check {
+                            *outboard = ob;
+                        }
+                        self.fetch(loc, start, end, false)
+                    }
+                    None => Err(damaged("the data does not hash to the blob's hash".into())),
+                }
+            }
+            Err(Mismatch::Outboard) => Err(damaged("the blob's outboard does not match its hash".into())),
+        }
     }
 
     /// Checks the groups of `start..end` not checked yet.
@@ -121,9 +188,12 @@ impl FileReader {
             return Ok(());
         };
         let last = groups.rev().find(|&g| !is_done(g)).unwrap_or(first);
-        let span = first * GROUP..((last + 1) * GROUP).min(self.data.len() as u64);
+        let span = first * GROUP..((last + 1) * GROUP).min(self.len);
         let inner = &self.store.inner;
-        match outboard::check(&self.hash, &self.data, outboard, span) {
+        let Body::Held(data) = &self.body else {
+            unreachable!("only held bytes are checked in place");
+        };
+        match outboard::check(&self.hash, Part::whole(data), outboard, span) {
             Ok(()) => {
                 for g in first..=last {
                     done[(g / 64) as usize] |= 1 << (g % 64);
@@ -142,8 +212,8 @@ impl FileReader {
                 // the bytes: they are checked whole, and if they are right,
                 // the outboard is made again from them.
                 let place = place.clone();
-                match inner.outboard_of(&self.hash, &self.data) {
-                    Some(()) => {
+                match inner.outboard_of(&self.hash, &mut &data[..], self.len) {
+                    Some(_) => {
                         self.check = Check::Whole;
                         Ok(())
                     }
@@ -222,58 +292,71 @@ impl Inner {
     /// an outboard ([`outboard::wanted`]) a group at a time, any other
     /// whole, here. A large blob stored before outboards existed (or whose
     /// outboard is gone) is checked whole here too, and gets its outboard
-    /// from that same pass.
-    fn open_blob(&self, hash: &ContentHash) -> Result<(Bytes, Check)> {
+    /// from that same pass. A large blob in a bucket is not fetched here:
+    /// the reader fetches each range it is asked for.
+    fn open_blob(&self, hash: &ContentHash) -> Result<(Body, Check)> {
         self.at_place(hash, |place| match place {
             Place::Segment(loc) if outboard::wanted(loc.length) => {
-                let data = self.blobs.record(*loc, *hash)?;
                 let held = match self.outboards.get(hash) {
                     Some(ob) => Some(ob),
                     None => self.meta.get_raw(Cf::Outboards, hash.as_bytes())?.map(Arc::from),
                 };
+                let held = held.filter(|ob| outboard::fits(loc.length, ob.len()));
+                let groups = |outboard| Check::Groups {
+                    outboard,
+                    place: place.clone(),
+                    done: vec![0; loc.length.div_ceil(GROUP).div_ceil(64) as usize],
+                };
+                if !self.blobs.maps_records() {
+                    let ob = match held {
+                        Some(ob) => ob,
+                        None => {
+                            let mut reader = self.blobs.reader(*loc, *hash);
+                            match self.outboard_of(hash, &mut reader, loc.length) {
+                                Some(ob) => ob,
+                                None => return Err(reader.failed.unwrap_or_else(|| not_its_hash(hash))),
+                            }
+                        }
+                    };
+                    self.outboards.put(*hash, ob.clone());
+                    return Ok((Body::Fetched(*loc), groups(ob)));
+                }
+                let data = self.blobs.record(*loc, *hash)?;
                 match held {
-                    Some(ob) if outboard::fits(loc.length, ob.len()) => {
+                    Some(ob) => {
                         self.outboards.put(*hash, ob.clone());
-                        let groups = loc.length.div_ceil(GROUP).div_ceil(64) as usize;
-                        let check = Check::Groups {
-                            outboard: ob,
-                            place: place.clone(),
-                            done: vec![0; groups],
-                        };
-                        Ok((data, check))
+                        Ok((Body::Held(data), groups(ob)))
                     }
-                    _ => match self.outboard_of(hash, &data) {
-                        Some(()) => Ok((data, Check::Whole)),
-                        None => Err(Fault::Integrity {
-                            hash: *hash,
-                            detail: "the data does not hash to the blob's hash".into(),
-                        }),
+                    None => match self.outboard_of(hash, &mut &data[..], loc.length) {
+                        Some(_) => Ok((Body::Held(data), Check::Whole)),
+                        None => Err(not_its_hash(hash)),
                     },
                 }
             }
-            _ => Ok((self.read_place(hash, place)?, Check::Whole)),
+            _ => Ok((Body::Held(self.read_place(hash, place)?), Check::Whole)),
         })
     }
 
-    /// Hashes `data`, a whole copy of blob `hash`, making its outboard in
-    /// the same pass, and keeps the outboard if the bytes are right: `None`
-    /// if they are not. Keeping it is best effort (a store that refuses
-    /// writes serves the read all the same, and makes it again next time).
-    fn outboard_of(&self, hash: &ContentHash, mut data: &[u8]) -> Option<()> {
-        let len = data.len() as u64;
-        let (actual, ob) = outboard::create(&mut data, len, &mut |_| Ok(())).ok()?;
+    /// Hashes `len` bytes of `source`, a whole copy of blob `hash`, making
+    /// its outboard in the same pass, and keeps the outboard if the bytes
+    /// are right: `None` if they are not (or could not be read). Keeping it
+    /// is best effort (a store that refuses writes serves the read all the
+    /// same, and makes it again next time).
+    fn outboard_of(&self, hash: &ContentHash, source: &mut dyn Read, len: u64) -> Option<Arc<[u8]>> {
+        let (actual, ob) = outboard::create(source, len, &mut |_| Ok(())).ok()?;
         if actual != *hash {
             return None;
         }
         let hash = *hash;
-        self.outboards.put(hash, Arc::from(&ob[..]));
+        let kept: Arc<[u8]> = Arc::from(&ob[..]);
+        self.outboards.put(hash, kept.clone());
         let _ = self.commit(move |txn| {
             if txn.exists(Cf::Blobs, hash.as_bytes())? {
                 txn.set(Cf::Outboards, hash.as_bytes().to_vec(), Some(ob));
             }
             Ok(())
         });
-        Some(())
+        Some(kept)
     }
 
     /// Reads the copy of blob `hash` at `place` and checks it, returning
@@ -281,8 +364,16 @@ impl Inner {
     /// scanned. A copy that fails its hash is remembered as damaged, as a
     /// failed [`read_blob`](Self::read_blob) remembers it.
     pub(crate) fn check_copy(&self, hash: &ContentHash, place: &Place) -> Result<u64> {
-        match self.read_place(hash, place) {
-            Ok(bytes) => Ok(bytes.len() as u64),
+        let checked = match place {
+            // A large blob in a bucket is hashed as it streams by, never
+            // held whole.
+            Place::Segment(loc) if !self.blobs.maps_records() && outboard::wanted(loc.length) => {
+                self.hash_record(*loc, hash)
+            }
+            _ => self.read_place(hash, place).map(|b| b.len() as u64),
+        };
+        match checked {
+            Ok(len) => Ok(len),
             Err(e) => {
                 if matches!(e, Fault::Integrity { .. }) {
                     self.note_damage(*hash, place.clone());
@@ -290,6 +381,30 @@ impl Inner {
                 Err(e)
             }
         }
+    }
+
+    /// Hashes the record at `loc` as it streams from its home, and checks
+    /// it is blob `hash`: its length.
+    fn hash_record(&self, loc: Location, hash: &ContentHash) -> Result<u64> {
+        let mut reader = self.blobs.reader(loc, *hash);
+        let mut hasher = crate::hash::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(&buf[..n]),
+                Err(e) => {
+                    return Err(reader
+                        .failed
+                        .take()
+                        .unwrap_or_else(|| Fault::io(format!("reading blob {hash}"), e)))
+                }
+            }
+        }
+        if hasher.finalize() != *hash {
+            return Err(not_its_hash(hash));
+        }
+        Ok(loc.length)
     }
 
     fn blob_place(&self, hash: &ContentHash) -> Result<Place> {
@@ -375,11 +490,16 @@ impl User {
     pub fn open_file(&self, file: FileId) -> Result<FileReader, ReadError> {
         let inner = self.inner();
         let hash = self.file_hash(file)?;
-        let (data, check) = inner.open_blob(&hash)?;
+        let (body, check) = inner.open_blob(&hash)?;
+        let len = match &body {
+            Body::Held(data) => data.len() as u64,
+            Body::Fetched(loc) => loc.length,
+        };
         Ok(FileReader {
             store: self.store().clone(),
             hash,
-            data,
+            len,
+            body,
             check,
             pos: 0,
         })
@@ -393,5 +513,12 @@ impl User {
             .get(Cf::Files, &keys::file(uid, file.0))?
             .ok_or(Fault::UnknownFile(file))?;
         Ok(rec.hash)
+    }
+}
+
+fn not_its_hash(hash: &ContentHash) -> Fault {
+    Fault::Integrity {
+        hash: *hash,
+        detail: "the data does not hash to the blob's hash".into(),
     }
 }

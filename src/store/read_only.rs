@@ -114,12 +114,18 @@ impl ReadOnlyStore {
         let lock = lock(root)?;
         let meta = Meta::open_read_only(&root.join("meta"), crate::meta::DEFAULT_CACHE)?;
         let mut short_segments = ShortSegments::new();
+        // A bucket's packs are checked by the writable open, which marks
+        // what it finds lost damaged: those marks are what this one sees.
+        let on_disk = super::home::recorded(&meta)?.is_none();
         for (k, v) in meta
             .scan_all(Cf::Segments, &[])
             .map_err(|e| OpenError::Corrupt(e.to_string()))?
         {
             let id = keys::u64_at(&k, 0).ok_or_else(|| OpenError::Corrupt("bad segment key".into()))?;
             let rec: SegmentRecord = decode(&v).map_err(|e| OpenError::Corrupt(e.to_string()))?;
+            if !on_disk {
+                continue;
+            }
             let len = std::fs::metadata(segment_file(root, id)).map_or(0, |m| m.len());
             if len < rec.committed_len {
                 short_segments.insert(id, len);

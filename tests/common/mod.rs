@@ -16,19 +16,21 @@ use keepsake::{
     Store, StoreOptions, UploadError, UploadId, UploadReport, UploadStart,
 };
 
+pub mod weed;
+
 /// Above the default 4096-byte inline threshold, so blobs go to segments.
 pub const BIG: usize = 10 * 1024;
 
 /// Opens (or reopens) the store in `dir` with default options.
 pub fn open(dir: &Path) -> Store {
-    Store::open(dir).expect("open store")
+    Store::open_with(dir, weed::for_dir(dir, StoreOptions::default())).expect("open store")
 }
 
 /// A fresh store opened with `options` in a temporary directory (kept
 /// alive by the returned guard).
 pub fn fresh_store(options: StoreOptions) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let store = Store::open_with(dir.path(), options).expect("open store");
+    let store = Store::open_with(dir.path(), weed::for_dir(dir.path(), options)).expect("open store");
     (dir, store)
 }
 
@@ -318,8 +320,21 @@ pub fn segment_files(store_dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// Flips one bit of `content`'s bytes, `at` bytes into them, in the segment
-/// file that holds them (the store in `store_dir` must be closed).
+/// file that holds them (the store in `store_dir` must be closed), or in
+/// its pack in the bucket, in s3 mode ([`weed::s3_mode`]).
 pub fn damage_content(store_dir: &Path, content: &[u8], at: usize) {
+    if weed::s3_mode() {
+        let server = weed::shared();
+        for key in server.keys(&format!("{}/packs/", weed::prefix_for(store_dir))) {
+            let mut bytes = server.get(&key).expect("a listed pack");
+            if let Some(start) = bytes.windows(64).position(|w| w == &content[..64]) {
+                bytes[start + at] ^= 0x10;
+                server.put(&key, &bytes);
+                return;
+            }
+        }
+        panic!("the content is in no pack");
+    }
     for seg in segment_files(store_dir) {
         let mut bytes = std::fs::read(&seg).unwrap();
         if let Some(start) = bytes.windows(64).position(|w| w == &content[..64]) {

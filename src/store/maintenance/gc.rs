@@ -21,7 +21,7 @@
 
 use std::time::Duration;
 
-use crate::blob::format::{scan_records, SEGMENT_HEADER_LEN};
+use crate::blob::format::SEGMENT_HEADER_LEN;
 use crate::blob::{Location, RecordData, Written};
 use crate::error::{Result, StorageError};
 use crate::hash::ContentHash;
@@ -208,10 +208,9 @@ impl Inner {
         let mut moves: Vec<(ContentHash, Location, Location)> = Vec::new();
         let mut pins = Vec::new();
         if seg.live_bytes > 0 {
-            let Ok(bytes) = self.blobs.segment_bytes(id, seg.committed_len) else {
+            let Ok((records, end)) = self.blobs.scan(id, seg.committed_len) else {
                 return Ok(false);
             };
-            let (records, end) = scan_records(&bytes, id);
             if end.error.is_some() || end.offset != seg.committed_len {
                 return Ok(false);
             }

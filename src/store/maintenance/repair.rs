@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::verify::{survey, Problem, Survey};
-use crate::blob::format::scan_records;
 use crate::blob::Location;
 use crate::error::{Fault, Result, StorageError};
 use crate::hash::ContentHash;
@@ -115,11 +114,11 @@ fn segment_copies(inner: &Inner) -> Result<BTreeMap<ContentHash, Vec<Location>>>
         let id = keys::last_u64(&k);
         let seg: SegmentRecord = decode(&v)?;
         // A missing or short file is damage the survey reports.
-        let Ok(bytes) = inner.blobs.segment_bytes(id, seg.committed_len) else {
+        let Ok((records, _)) = inner.blobs.scan(id, seg.committed_len) else {
             continue;
         };
         // A damaged header ends the scan: records past it cannot be found.
-        for h in scan_records(&bytes, id).0 {
+        for h in records {
             copies.entry(h.hash).or_default().push(Location {
                 segment: h.segment,
                 offset: h.offset,

@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
 
-use crate::blob::format::{SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::blob::Location;
 use crate::error::{Result, StorageError};
 use crate::hash::ContentHash;
@@ -903,7 +902,8 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
         )?;
     }
 
-    // Segments: accounting and file lengths.
+    // Segments: accounting and file lengths (one listing of the home).
+    let lengths = inner.blobs.lengths()?;
     for (id, s) in &segments {
         let want = tally.seg_live.get(id).copied().unwrap_or(0);
         if s.live_bytes != want {
@@ -917,7 +917,7 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
                 Some(fixed.encode()),
             );
         }
-        let len = inner.blobs.file_len(*id);
+        let len = lengths.get(id).copied();
         match len {
             // Lost, but no blob needs it any more (each was healed by a
             // re-upload, or collected): repair retires its record.
@@ -937,9 +937,7 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
                 // Records vouch for themselves (each names its segment
                 // and offset and is hashed), so their blobs stay
                 // readable; the header is still damage to report.
-                let header = inner.blobs.segment_bytes(*id, SEGMENT_HEADER_LEN as u64);
-                let fine = header.is_ok_and(|h| SegmentHeader::decode(&h).is_ok_and(|h| h.id == *id));
-                if !fine {
+                if !inner.blobs.header_ok(*id) {
                     c.problem("damaged-segment", format!("segment {id} has a damaged header"));
                 }
             }

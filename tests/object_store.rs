@@ -1,0 +1,647 @@
+//! Blobs in an S3-compatible bucket, against a real SeaweedFS on loopback
+//! (`tests/common/weed.rs`): packs per group commit, verified ranged
+//! reads, delete after commit, a lost or corrupted pack found by the scrub
+//! and healed by a re-upload, and an object store that fails (503, dropped
+//! connections, SIGKILL) without anything acknowledged being lost.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::weed::{self, Weed, BUCKET};
+use common::{data, BIG};
+use keepsake::{BucketOptions, Content, DedupMode, OpenError, ReadError, Store, StoreOptions, Upload};
+
+/// A store in a fresh directory with its blobs under `prefix` of `server`.
+fn bucket_store(server: &Weed, prefix: &str) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), StoreOptions::default().bucket(server.bucket(prefix))).unwrap();
+    (dir, store)
+}
+
+fn reopen(dir: &std::path::Path, bucket: BucketOptions) -> Store {
+    Store::open_with(dir, StoreOptions::default().bucket(bucket)).unwrap()
+}
+
+fn packs(server: &Weed, prefix: &str) -> Vec<String> {
+    server.keys(&format!("{prefix}/packs/"))
+}
+
+macro_rules! need_weed {
+    () => {
+        if !weed::available() {
+            return;
+        }
+    };
+}
+
+#[test]
+fn a_bucket_store_keeps_its_blobs_as_packs_and_reads_them_back_verified() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("roundtrip");
+    let (dir, store) = bucket_store(server, &prefix);
+    assert_eq!(store.blob_store(), format!("s3://{BUCKET}/{prefix}"));
+    let u = store.user("alice").unwrap();
+    let album = u.ensure_album("Camera").unwrap();
+    let sizes = [100, BIG, 3 << 20, 20 << 20];
+    let contents: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| data(i as u64, n)).collect();
+    let ids = common::put_all(&store, "alice", album, &contents);
+    // Three blobs past the inline threshold, each its own commit: three packs.
+    assert_eq!(packs(server, &prefix).len(), 3, "{:?}", packs(server, &prefix));
+    assert!(server.get(&format!("{prefix}/keepsake-store")).is_some());
+    // Nothing is left in the local spool once the packs are up.
+    assert!(common::segment_files(dir.path()).is_empty());
+    for (id, c) in ids.iter().zip(&contents) {
+        assert_eq!(&u.read(*id).unwrap()[..], &c[..]);
+    }
+    let video = &contents[3];
+    let mut reader = u.open_file(ids[3]).unwrap();
+    assert_eq!(
+        &reader.range(9_000_001..9_100_000).unwrap()[..],
+        &video[9_000_001..9_100_000]
+    );
+    let mut whole = Vec::new();
+    reader.read_to_end(&mut whole).unwrap();
+    assert!(whole == *video);
+    drop((reader, u, store));
+
+    let store = reopen(dir.path(), server.bucket(&prefix));
+    assert!(store.recovery_notes().is_empty(), "{:?}", store.recovery_notes());
+    let u = store.user("alice").unwrap();
+    assert_eq!(&u.read(ids[2]).unwrap()[..], &contents[2][..]);
+    let report = store.verify(true).unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    assert!(report.scrubbed_bytes >= sizes.iter().skip(1).map(|&n| n as u64).sum::<u64>());
+}
+
+#[test]
+fn a_group_commit_of_many_thumbnails_is_one_pack() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("thumbs");
+    let (_dir, store) = bucket_store(server, &prefix);
+    let u = store.user("u").unwrap();
+    let album = u.ensure_album("Thumbs").unwrap();
+    let uploads = (0..200)
+        .map(|i| {
+            Upload::new(
+                album,
+                format!("t{i}.jpg").as_str(),
+                Content::from(data(1000 + i, 16 << 10)),
+                DedupMode::Hash,
+            )
+        })
+        .collect();
+    for r in u.upload_batch(uploads) {
+        r.unwrap();
+    }
+    assert_eq!(packs(server, &prefix).len(), 1);
+    assert!(store.verify(true).unwrap().ok);
+}
+
+#[test]
+fn a_pack_is_deleted_only_after_the_commit_that_drops_its_last_blob_and_the_grace() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("gc");
+    let (_dir, store) = bucket_store(server, &prefix);
+    let u = store.user("u").unwrap();
+    let album = u.ensure_album("A").unwrap();
+    let kept = u
+        .upload(album, "kept.jpg", Content::from(data(1, BIG)), DedupMode::Hash)
+        .unwrap();
+    let gone = u
+        .upload(album, "gone.jpg", Content::from(data(2, BIG)), DedupMode::Hash)
+        .unwrap();
+    assert_eq!(packs(server, &prefix).len(), 2);
+    u.delete(gone.file_id).unwrap();
+    u.empty_trash().unwrap();
+    // Within the grace, the blob and its pack stay.
+    store.gc().unwrap();
+    assert_eq!(packs(server, &prefix).len(), 2);
+    let r = store.gc_with_grace(Duration::ZERO).unwrap();
+    assert_eq!((r.blobs_removed, r.segments_compacted), (1, 1), "{r:?}");
+    assert_eq!(packs(server, &prefix).len(), 1);
+    assert_eq!(&u.read(kept.file_id).unwrap()[..], &data(1, BIG)[..]);
+    assert!(store.verify(true).unwrap().ok);
+}
+
+#[test]
+fn a_lost_pack_is_reported_by_the_scrub_and_healed_by_a_re_upload() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("lost");
+    let (dir, store) = bucket_store(server, &prefix);
+    let u = store.user("u").unwrap();
+    let album = u.ensure_album("A").unwrap();
+    let photo = data(7, 300_000);
+    let f = u
+        .upload(album, "p.jpg", Content::from(photo.clone()), DedupMode::Hash)
+        .unwrap();
+    let pack = packs(server, &prefix).pop().unwrap();
+    server.delete(&pack);
+    assert!(matches!(u.read(f.file_id), Err(ReadError::Integrity { .. })));
+    drop((u, store));
+
+    let store = reopen(dir.path(), server.bucket(&prefix));
+    assert!(
+        store.recovery_notes().iter().any(|n| n.contains("missing")),
+        "{:?}",
+        store.recovery_notes()
+    );
+    let report = store.verify(true).unwrap();
+    assert!(!report.ok);
+    assert_eq!(common::damaged_files(&report), vec![f.file_id]);
+    let u = store.user("u").unwrap();
+    let again = u
+        .upload(album, "p.jpg", Content::from(photo.clone()), DedupMode::NameAndHash)
+        .unwrap();
+    assert_eq!(again.file_id, f.file_id, "the existing file is healed, not duplicated");
+    assert_eq!(&u.read(f.file_id).unwrap()[..], &photo[..]);
+    store.gc_with_grace(Duration::ZERO).unwrap();
+    let repaired = store.repair(true).unwrap();
+    assert!(repaired.ok, "{repaired:?}");
+    assert!(store.verify(true).unwrap().ok);
+}
+
+#[test]
+fn a_corrupted_pack_is_never_served_and_the_scrub_names_its_file() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("corrupt");
+    let (_dir, store) = bucket_store(server, &prefix);
+    let u = store.user("u").unwrap();
+    let album = u.ensure_album("A").unwrap();
+    let photo = data(8, 200_000);
+    let video = data(9, 20 << 20);
+    let p = u
+        .upload(album, "p.jpg", Content::from(photo.clone()), DedupMode::Hash)
+        .unwrap();
+    let v = u
+        .upload(album, "v.mp4", Content::from(video.clone()), DedupMode::Hash)
+        .unwrap();
+    for key in packs(server, &prefix) {
+        let mut bytes = server.get(&key).unwrap();
+        let at = bytes.len() - 1000;
+        bytes[at] ^= 0x40;
+        server.put(&key, &bytes);
+    }
+    assert!(matches!(u.read(p.file_id), Err(ReadError::Integrity { .. })));
+    let mut reader = u.open_file(v.file_id).unwrap();
+    // The damaged group is refused; a range far from it is served, checked.
+    assert_eq!(&reader.range(0..1000).unwrap()[..], &video[..1000]);
+    let end = video.len() as u64;
+    assert!(matches!(
+        reader.range(end - 2000..end),
+        Err(ReadError::Integrity { .. })
+    ));
+    let report = store.verify(true).unwrap();
+    let mut damaged = common::damaged_files(&report);
+    damaged.sort();
+    assert_eq!(damaged, vec![p.file_id, v.file_id]);
+    u.upload(album, "p.jpg", Content::from(photo.clone()), DedupMode::Hash)
+        .unwrap();
+    assert_eq!(&u.read(p.file_id).unwrap()[..], &photo[..]);
+}
+
+#[test]
+fn two_stores_never_share_a_prefix() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("shared");
+    let (_a, store) = bucket_store(server, &prefix);
+    let u = store.user("u").unwrap();
+    let album = u.ensure_album("A").unwrap();
+    u.upload(album, "x", Content::from(data(1, BIG)), DedupMode::Hash)
+        .unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let err = Store::open_with(other.path(), StoreOptions::default().bucket(server.bucket(&prefix))).unwrap_err();
+    assert!(matches!(err, OpenError::Io { .. }), "{err}");
+    assert!(err.to_string().contains("another store"), "{err}");
+    // The first store's pack is untouched.
+    assert_eq!(packs(server, &prefix).len(), 1);
+    assert!(store.verify(true).unwrap().ok);
+}
+
+#[test]
+fn a_store_opened_with_another_bucket_than_its_own_is_refused() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("mine");
+    let (dir, store) = bucket_store(server, &prefix);
+    drop(store);
+    let err = Store::open_with(dir.path(), StoreOptions::default().bucket(server.bucket("elsewhere"))).unwrap_err();
+    assert!(matches!(err, OpenError::Blobs(_)), "{err}");
+    let local = tempfile::tempdir().unwrap();
+    let s = Store::open(local.path()).unwrap();
+    let u = s.user("u").unwrap();
+    let a = u.ensure_album("A").unwrap();
+    u.upload(a, "x", Content::from(data(1, BIG)), DedupMode::Hash).unwrap();
+    drop((u, s));
+    let err = Store::open_with(local.path(), StoreOptions::default().bucket(server.bucket("late"))).unwrap_err();
+    assert!(matches!(err, OpenError::Blobs(_)), "{err}");
+}
+
+/// A TCP proxy in front of the S3 port that answers chosen requests with
+/// `503 SlowDown`, or drops their connection, instead of forwarding them.
+struct FaultProxy {
+    port: u16,
+    /// Requests seen.
+    seen: Arc<AtomicUsize>,
+    /// Set when the proxy is dropped: its accept loop ends.
+    stop: Arc<AtomicBool>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fault {
+    Forward,
+    SlowDown,
+    Drop,
+}
+
+impl FaultProxy {
+    fn start(upstream: u16, decide: impl Fn(usize, &str) -> Fault + Send + Sync + 'static) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let decide = Arc::new(decide);
+        let (s, st) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (s, decide) = (s.clone(), decide.clone());
+                std::thread::spawn(move || serve(conn, upstream, &s, &*decide));
+            }
+        });
+        FaultProxy { port, seen, stop }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Proxies one client connection request by request (HTTP/1.1 with
+/// `Content-Length` bodies, as the S3 client sends), so that each request
+/// can be faulted on its own.
+fn serve(mut client: TcpStream, upstream: u16, seen: &AtomicUsize, decide: &dyn Fn(usize, &str) -> Fault) {
+    let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+        return;
+    };
+    let mut buf = Vec::new();
+    loop {
+        let Some((head, body)) = read_request(&mut client, &mut buf) else {
+            return;
+        };
+        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+        let line = head.lines().next().unwrap_or("").to_string();
+        match decide(n, &line) {
+            Fault::Drop => return,
+            Fault::SlowDown => {
+                let body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+                let resp = format!(
+                    "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if client.write_all(resp.as_bytes()).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Fault::Forward => {}
+        }
+        if server.write_all(head.as_bytes()).is_err() || server.write_all(&body).is_err() {
+            return;
+        }
+        let head_only = line.starts_with("HEAD ");
+        let Some(resp) = read_response(&mut server, head_only) else {
+            return;
+        };
+        if client.write_all(&resp).is_err() {
+            return;
+        }
+    }
+}
+
+fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).to_string();
+            buf.drain(..end + 4);
+            return Some(head);
+        }
+        let mut chunk = [0u8; 65536];
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+fn read_body(s: &mut TcpStream, buf: &mut Vec<u8>, len: usize) -> Option<Vec<u8>> {
+    while buf.len() < len {
+        let mut chunk = [0u8; 65536];
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(buf.drain(..len).collect())
+}
+
+fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    let head = read_head(s, buf)?;
+    let body = read_body(s, buf, content_length(&head))?;
+    Some((head, body))
+}
+
+fn read_response(s: &mut TcpStream, head_only: bool) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let head = read_head(s, &mut buf)?;
+    let mut out = head.clone().into_bytes();
+    if head_only {
+        return Some(out);
+    }
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        // Forwarded whole once the last chunk has come.
+        while !buf.windows(5).any(|w| w == b"0\r\n\r\n") {
+            let mut chunk = [0u8; 65536];
+            let n = s.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        out.extend_from_slice(&buf);
+        return Some(out);
+    }
+    out.extend(read_body(s, &mut buf, content_length(&head))?);
+    Some(out)
+}
+
+fn through(server: &Weed, proxy: &FaultProxy, prefix: &str) -> BucketOptions {
+    let mut b = server.bucket(prefix);
+    b.endpoint = Some(format!("http://127.0.0.1:{}", proxy.port));
+    b
+}
+
+#[test]
+fn throttling_and_dropped_connections_are_retried_and_nothing_is_lost() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("retry");
+    // Every third request is refused with 503 SlowDown, every seventh has
+    // its connection dropped: the retries carry every upload through.
+    let proxy = FaultProxy::start(server.s3_port(), |n, _| match n {
+        n if n % 7 == 0 => Fault::Drop,
+        n if n % 3 == 0 => Fault::SlowDown,
+        _ => Fault::Forward,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        StoreOptions::default().bucket(through(server, &proxy, &prefix)),
+    )
+    .unwrap();
+    let u = store.user("u").unwrap();
+    let album = u.ensure_album("A").unwrap();
+    let contents: Vec<Vec<u8>> = (0..6)
+        .map(|i| data(50 + i, 100_000 + (i as usize) * (4 << 20)))
+        .collect();
+    let ids = common::put_all(&store, "u", album, &contents);
+    for (id, c) in ids.iter().zip(&contents) {
+        assert!(u.read(*id).unwrap() == c[..]);
+    }
+    assert!(proxy.seen.load(Ordering::SeqCst) > 20);
+    let report = store.verify(true).unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+}
+
+#[test]
+fn an_upload_the_object_store_refuses_fails_cleanly_and_reads_go_on() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("refused");
+    let refuse_puts = Arc::new(AtomicBool::new(false));
+    let refuse = refuse_puts.clone();
+    let proxy = FaultProxy::start(server.s3_port(), move |_, line| {
+        if refuse.load(Ordering::SeqCst) && (line.starts_with("PUT ") || line.starts_with("POST ")) {
+            Fault::SlowDown
+        } else {
+            Fault::Forward
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut bucket = through(server, &proxy, &prefix);
+    bucket.retry_timeout = Duration::from_secs(3);
+    let store = Store::open_with(dir.path(), StoreOptions::default().bucket(bucket)).unwrap();
+    let u = store.user("u").unwrap();
+    let album = u.ensure_album("A").unwrap();
+    let first = u
+        .upload(album, "first", Content::from(data(1, BIG)), DedupMode::Hash)
+        .unwrap();
+    let usage = u.usage().unwrap();
+    refuse_puts.store(true, Ordering::SeqCst);
+    for (name, len) in [("small", BIG), ("large", 12 << 20)] {
+        let err = u
+            .upload(album, name, Content::from(data(2, len)), DedupMode::Hash)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("SlowDown") || err.to_string().contains("503"),
+            "{err}"
+        );
+    }
+    // Nothing half-committed: no file, no usage, and what was stored reads.
+    assert_eq!(u.usage().unwrap(), usage);
+    assert_eq!(u.files().unwrap().len(), 1);
+    assert_eq!(&u.read(first.file_id).unwrap()[..], &data(1, BIG)[..]);
+    refuse_puts.store(false, Ordering::SeqCst);
+    let later = u
+        .upload(album, "small", Content::from(data(2, BIG)), DedupMode::Hash)
+        .unwrap();
+    assert_eq!(&u.read(later.file_id).unwrap()[..], &data(2, BIG)[..]);
+    let report = store.verify(true).unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+}
+
+#[test]
+fn sigkill_of_the_object_store_mid_upload_loses_nothing_acknowledged() {
+    need_weed!();
+    let mut server = Weed::start();
+    let prefix = "killed";
+    let dir = tempfile::tempdir().unwrap();
+    let mut bucket = server.bucket(prefix);
+    bucket.retry_timeout = Duration::from_secs(5);
+    let store = Store::open_with(dir.path(), StoreOptions::default().bucket(bucket.clone())).unwrap();
+    let u = store.user("u").unwrap();
+    let album = u.ensure_album("A").unwrap();
+    let before = data(1, 3 << 20);
+    let kept = u
+        .upload(album, "before", Content::from(before.clone()), DedupMode::Hash)
+        .unwrap();
+    let video = data(2, 64 << 20);
+    let uploading = {
+        let u = u.clone();
+        let video = video.clone();
+        std::thread::spawn(move || u.upload(album, "video", Content::from(video), DedupMode::Hash))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    server.kill();
+    let outcome = uploading.join().unwrap();
+    server.restart();
+    drop((u, store));
+    let store = reopen(dir.path(), bucket);
+    let u = store.user("u").unwrap();
+    assert_eq!(&u.read(kept.file_id).unwrap()[..], &before[..]);
+    match outcome {
+        Ok(r) => assert!(u.read(r.file_id).unwrap() == video[..], "acknowledged, so whole"),
+        Err(e) => {
+            assert_eq!(u.files().unwrap().len(), 1, "failed ({e}), so absent");
+        }
+    }
+    let report = store.verify(true).unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn cli_init_blobs_keeps_a_store_in_a_bucket_configured_from_the_aws_environment_and_writes_no_secret() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("cli");
+    let store = tempfile::tempdir().unwrap();
+    let photos = tempfile::tempdir().unwrap();
+    for i in 0..5u64 {
+        std::fs::write(photos.path().join(format!("IMG_{i}.JPG")), data(300 + i, 200_000)).unwrap();
+    }
+    let secret = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY";
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keepsake"))
+            .arg("--store")
+            .arg(store.path())
+            .args(args)
+            .env("AWS_ENDPOINT_URL", server.endpoint())
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "AKIAKEEPSAKETEST")
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let url = format!("s3://{BUCKET}/{prefix}");
+    let (code, text) = run(&["--json", "init", "--blobs", &url]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(&url) && text.contains("\"created\":true"), "{text}");
+    let (code, text) = run(&["backup", photos.path().to_str().unwrap(), "--album", "Camera"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(packs(server, &prefix).len(), 1, "one batch, one pack");
+    let (code, text) = run(&["ls", "--album", "Camera"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(text.matches("IMG_").count(), 5, "{text}");
+    let (code, text) = run(&["verify", "--scrub"]);
+    assert_eq!(code, Some(0), "{text}");
+    // Re-running init says where the blobs are; naming another bucket fails.
+    let (code, text) = run(&["init"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(&url), "{text}");
+    let (code, text) = run(&["init", "--blobs", &format!("s3://{BUCKET}/elsewhere")]);
+    assert_eq!(code, Some(1), "{text}");
+    for f in files_under(store.path()) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{} holds the secret key",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn compaction_copies_a_packs_live_blobs_into_a_new_pack_then_deletes_the_old_one() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("compact");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), StoreOptions::default().bucket(server.bucket(&prefix))).unwrap();
+    let u = store.user("u").unwrap();
+    let album = u.ensure_album("A").unwrap();
+    let contents: Vec<Vec<u8>> = (0..30).map(|i| data(500 + i, BIG)).collect();
+    let uploads = contents
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Upload::new(
+                album,
+                format!("{i}.jpg").as_str(),
+                Content::from(c.clone()),
+                DedupMode::Hash,
+            )
+        })
+        .collect();
+    let ids: Vec<_> = u
+        .upload_batch(uploads)
+        .into_iter()
+        .map(|r| r.unwrap().file_id)
+        .collect();
+    let old = packs(server, &prefix);
+    assert_eq!(old.len(), 1);
+    for id in ids.iter().skip(10) {
+        u.delete(*id).unwrap();
+    }
+    u.empty_trash().unwrap();
+    let r = store.gc_with_grace(Duration::ZERO).unwrap();
+    assert_eq!((r.blobs_removed, r.segments_compacted), (20, 1), "{r:?}");
+    let now = packs(server, &prefix);
+    assert_eq!(now.len(), 1);
+    assert_ne!(now, old, "the live blobs moved to a new pack, the old one is gone");
+    for (id, c) in ids.iter().zip(&contents).take(10) {
+        assert_eq!(&u.read(*id).unwrap()[..], &c[..]);
+    }
+    drop((u, store));
+    let store = reopen(dir.path(), server.bucket(&prefix));
+    assert!(store.recovery_notes().is_empty(), "{:?}", store.recovery_notes());
+    assert!(store.verify(true).unwrap().ok);
+}
