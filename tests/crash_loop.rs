@@ -46,6 +46,9 @@ use serde::{Deserialize, Serialize};
 const TEST_NAME: &str = "acknowledged_state_survives_kill_9_at_random_moments";
 const CHILD_STORE: &str = "KEEPSAKE_CRASH_CHILD_STORE";
 const CHILD_SEED: &str = "KEEPSAKE_CRASH_CHILD_SEED";
+/// `ENDPOINT URL` of the bucket the child's store keeps its blobs in, for
+/// the cycles on the object store.
+const CHILD_BUCKET: &str = "KEEPSAKE_CRASH_CHILD_BUCKET";
 /// Marks the child's protocol lines among whatever else the test harness
 /// prints on stdout.
 const MARK: &str = "@crash-loop ";
@@ -205,6 +208,40 @@ enum Said {
     Done,
 }
 
+/// Where a store of the loop keeps its blobs: the store directory, or a
+/// bucket of a SeaweedFS the parent started (`endpoint`, `url`).
+#[derive(Clone)]
+struct Blobs(Option<(String, String)>);
+
+impl Blobs {
+    /// The child's, from its environment.
+    fn from_env() -> Blobs {
+        Blobs(std::env::var(CHILD_BUCKET).ok().and_then(|v| {
+            let (endpoint, url) = v.split_once(' ')?;
+            Some((endpoint.to_string(), url.to_string()))
+        }))
+    }
+
+    fn options(&self) -> StoreOptions {
+        let options = StoreOptions::default().segment_size(CHILD_SEGMENT_SIZE);
+        let Some((endpoint, url)) = &self.0 else { return options };
+        let mut bucket = keepsake::BucketOptions::new(url.clone());
+        bucket.endpoint = Some(endpoint.clone());
+        bucket.allow_http = true;
+        options.bucket(bucket)
+    }
+
+    /// Sets a child command's environment to reach the same blobs: the
+    /// test child's variable, and the AWS variables `keepsake` reads.
+    fn pass_to(&self, cmd: &mut Command) {
+        if let Some((endpoint, url)) = &self.0 {
+            cmd.env(CHILD_BUCKET, format!("{endpoint} {url}"))
+                .env("AWS_ENDPOINT_URL", endpoint)
+                .env("AWS_ALLOW_HTTP", "true");
+        }
+    }
+}
+
 #[test]
 fn acknowledged_state_survives_kill_9_at_random_moments() {
     if let Some(store) = std::env::var_os(CHILD_STORE) {
@@ -212,9 +249,24 @@ fn acknowledged_state_survives_kill_9_at_random_moments() {
             .expect("child seed")
             .parse()
             .expect("numeric seed");
-        child::run(Path::new(&store), seed);
+        child::run(Path::new(&store), seed, &Blobs::from_env());
     }
-    parent::run();
+    let cycles = parent::env_number("KEEPSAKE_CRASH_CYCLES").unwrap_or(100);
+    parent::run(cycles, &Blobs(None));
+}
+
+/// The same loop with every blob in a bucket of a real SeaweedFS: the
+/// children, the `keepsake backup` runs and the checks all reach it, so a
+/// kill lands mid-upload, mid-seal and mid-compaction of packs.
+#[test]
+fn acknowledged_state_survives_kill_9_with_blobs_in_a_bucket() {
+    if std::env::var_os(CHILD_STORE).is_some() || !common::weed::available() {
+        return;
+    }
+    let server = common::weed::Weed::start();
+    let url = format!("s3://{}/crash-loop", common::weed::BUCKET);
+    let cycles = parent::env_number("KEEPSAKE_CRASH_BUCKET_CYCLES").unwrap_or(60);
+    parent::run(cycles, &Blobs(Some((server.endpoint(), url))));
 }
 
 /// The workload, run until the parent kills it.
@@ -225,9 +277,9 @@ mod child {
         println!("{MARK}{}", serde_json::to_string(said).expect("serializable"));
     }
 
-    pub fn run(dir: &Path, seed: u64) -> ! {
-        let store = Store::open_with(dir, StoreOptions::default().segment_size(CHILD_SEGMENT_SIZE))
-            .unwrap_or_else(|e| panic!("child cannot open the store: {e}"));
+    pub fn run(dir: &Path, seed: u64, blobs: &Blobs) -> ! {
+        let store =
+            Store::open_with(dir, blobs.options()).unwrap_or_else(|e| panic!("child cannot open the store: {e}"));
         let mut albums = HashMap::new();
         for user in USERS {
             for album in ALBUMS {
@@ -477,8 +529,7 @@ mod parent {
         }
     }
 
-    pub fn run() {
-        let cycles: u64 = env_number("KEEPSAKE_CRASH_CYCLES").unwrap_or(100);
+    pub fn run(cycles: u64, blobs: &Blobs) {
         let base_seed = env_number("KEEPSAKE_CRASH_SEED").unwrap_or(0x6b65_6570_7361_6b65);
         let work = tempfile::tempdir().expect("temporary directory");
         let store_dir = work.path().join("store");
@@ -494,7 +545,8 @@ mod parent {
             let (child, kill) = if cycle > 0 && rng.below(6) == 0 {
                 tally.cli_cycles += 1;
                 let source = work.path().join("source");
-                let (cmd, op) = cli_backup(&store_dir, &source, &mut rng, &mut state);
+                let (mut cmd, op) = cli_backup(&store_dir, &source, &mut rng, &mut state);
+                blobs.pass_to(&mut cmd);
                 state.in_flight = Some(op);
                 state.ready = true;
                 state.cli = true;
@@ -504,6 +556,7 @@ mod parent {
                 cmd.args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
                     .env(CHILD_STORE, &store_dir)
                     .env(CHILD_SEED, rng.next().to_string());
+                blobs.pass_to(&mut cmd);
                 let kill = match rng.below(20) {
                     // The first child always gets nine operations done, so
                     // that a run of any length checks acknowledged state.
@@ -545,6 +598,7 @@ mod parent {
             copy_tree(&store_dir, &copy_dir);
             check(
                 &copy_dir,
+                blobs,
                 &mut known,
                 in_flight.as_ref(),
                 &mut contents,
@@ -564,7 +618,7 @@ mod parent {
         );
     }
 
-    fn env_number(name: &str) -> Option<u64> {
+    pub(super) fn env_number(name: &str) -> Option<u64> {
         let v = std::env::var(name).ok()?;
         Some(v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
     }
@@ -953,16 +1007,20 @@ mod parent {
     /// it did becomes known.
     fn check(
         dir: &Path,
+        blobs: &Blobs,
         known: &mut BTreeMap<Key, Known>,
         in_flight: Option<&Op>,
         contents: &mut Contents,
         tally: &mut Tally,
         context: &str,
     ) {
-        let store = Store::open(dir).unwrap_or_else(|e| panic!("{context}: reopen after the kill: {e}"));
+        let store =
+            Store::open_with(dir, blobs.options()).unwrap_or_else(|e| panic!("{context}: reopen after the kill: {e}"));
         for note in store.recovery_notes() {
             assert!(
-                note.contains("uncommitted bytes") || note.contains("no committed record refers to it"),
+                note.contains("uncommitted bytes")
+                    || note.contains("no committed record refers to it")
+                    || note.contains("it was never committed"),
                 "{context}: recovery found more than unacknowledged writes to drop: {note}"
             );
         }

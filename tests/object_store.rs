@@ -645,3 +645,42 @@ fn compaction_copies_a_packs_live_blobs_into_a_new_pack_then_deletes_the_old_one
     assert!(store.recovery_notes().is_empty(), "{:?}", store.recovery_notes());
     assert!(store.verify(true).unwrap().ok);
 }
+
+#[test]
+fn metadata_older_than_the_bucket_keeps_every_newer_pack() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("restored");
+    let (dir, store) = bucket_store(server, &prefix);
+    let u = store.user("u").unwrap();
+    let album = u.ensure_album("A").unwrap();
+    let old = u
+        .upload(album, "old.jpg", Content::from(data(1, BIG)), DedupMode::Hash)
+        .unwrap();
+    // The metadata as a backup of it holds it: before the next upload.
+    let backup = dir.path().join("meta-backup");
+    store.checkpoint_metadata(&backup).unwrap();
+    u.upload(album, "new.jpg", Content::from(data(2, BIG)), DedupMode::Hash)
+        .unwrap();
+    assert_eq!(packs(server, &prefix).len(), 2);
+    drop((u, store));
+    std::fs::remove_dir_all(dir.path().join("meta")).unwrap();
+    std::fs::rename(&backup, dir.path().join("meta")).unwrap();
+
+    let store = reopen(dir.path(), server.bucket(&prefix));
+    // The pack no commit of this metadata names may be the only copy of a
+    // photo: it is kept and named, never deleted.
+    assert_eq!(packs(server, &prefix).len(), 2);
+    assert!(
+        store.recovery_notes().iter().any(|n| n.starts_with("kept pack")),
+        "{:?}",
+        store.recovery_notes()
+    );
+    let u = store.user("u").unwrap();
+    assert_eq!(&u.read(old.file_id).unwrap()[..], &data(1, BIG)[..]);
+    // New uploads take new pack names, never the kept one's.
+    u.upload(album, "next.jpg", Content::from(data(3, BIG)), DedupMode::Hash)
+        .unwrap();
+    assert_eq!(packs(server, &prefix).len(), 3);
+    assert!(store.verify(true).unwrap().ok);
+}

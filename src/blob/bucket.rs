@@ -81,6 +81,9 @@ pub struct BucketOptions {
 /// 5 GiB, at most 10,000 parts, so a pack can be 78 GiB).
 pub(crate) const PART_SIZE: u64 = 8 << 20;
 
+/// S3's limit on the parts of one multipart upload.
+const MAX_PARTS: u64 = 10_000;
+
 impl std::fmt::Debug for BucketOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BucketOptions")
@@ -262,13 +265,22 @@ impl Bucket {
         self.packs.clone().join(pack_name(id).as_str())
     }
 
-    /// Runs `request` on the bucket's runtime and waits for its answer.
-    fn run<T: Send + 'static>(&self, request: impl Future<Output = T> + Send + 'static) -> T {
+    /// Runs `request` on the bucket's runtime and waits for its answer; a
+    /// request task that ended without one (it panicked) is an error.
+    fn run<T: Send + 'static>(
+        &self,
+        request: impl Future<Output = object_store::Result<T>> + Send + 'static,
+    ) -> object_store::Result<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.runtime.spawn(async move {
             let _ = tx.send(request.await);
         });
-        rx.recv().expect("the bucket's runtime lives as long as the bucket")
+        rx.recv().unwrap_or_else(|_| {
+            Err(object_store::Error::Generic {
+                store: "S3",
+                source: "the request's task ended without an answer".into(),
+            })
+        })
     }
 
     fn fault(&self, what: String, e: object_store::Error) -> Fault {
@@ -299,6 +311,15 @@ impl Bucket {
                 Err(object_store::Error::AlreadyExists { .. }) if self.holds(&path, &body) => Ok(()),
                 Err(e) => Err(self.fault(format!("uploading pack {id}"), e)),
             };
+        }
+        if len > MAX_PARTS * PART_SIZE {
+            return Err(Fault::io(
+                format!("uploading pack {id} to {}", self.url),
+                io::Error::new(
+                    io::ErrorKind::FileTooLarge,
+                    format!("{len} bytes is more than S3's {MAX_PARTS} parts of {PART_SIZE} bytes"),
+                ),
+            ));
         }
         // object_store completes a multipart upload without a condition:
         // the name is checked free first, and only this process (holding
@@ -361,14 +382,15 @@ impl Bucket {
 
     fn part_done(&self, id: u64, part: Option<tokio::task::JoinHandle<object_store::Result<()>>>) -> Result<()> {
         let Some(part) = part else { return Ok(()) };
-        match self.run(part) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(self.fault(format!("uploading a part of pack {id}"), e)),
-            Err(join) => Err(Fault::io(
-                format!("uploading a part of pack {id}"),
-                io::Error::other(join),
-            )),
-        }
+        let joined = self.run(async move {
+            part.await.unwrap_or_else(|e| {
+                Err(object_store::Error::Generic {
+                    store: "S3",
+                    source: Box::new(e),
+                })
+            })
+        });
+        joined.map_err(|e| self.fault(format!("uploading a part of pack {id}"), e))
     }
 
     /// Makes the prefix this store's: writes `claim` as the object
@@ -398,12 +420,15 @@ impl Bucket {
         }
     }
 
-    /// Checks that the prefix holds this store's `claim`.
+    /// Checks that the prefix holds this store's `claim`. A prefix with no
+    /// claim and no pack is claimed now: the store's creation recorded the
+    /// claim and was cut off before it wrote it.
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::PermissionDenied`] if it holds another store's or
-    /// none; the request's error if it cannot be read.
+    /// [`io::ErrorKind::PermissionDenied`] if it holds another store's
+    /// claim, or packs and no claim; the request's error if it cannot be
+    /// read.
     pub(crate) fn check_claim(&self, claim: &str) -> io::Result<()> {
         let store = self.store.clone();
         let path = self.claim_path();
@@ -413,6 +438,9 @@ impl Bucket {
                 io::ErrorKind::PermissionDenied,
                 format!("{} belongs to another store", self.url),
             )),
+            Err(object_store::Error::NotFound { .. }) if self.lengths().map_err(io::Error::other)?.is_empty() => {
+                self.claim(claim)
+            }
             Err(object_store::Error::NotFound { .. }) => Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 format!(
@@ -469,11 +497,9 @@ impl Home for Bucket {
             Err(object_store::Error::NotFound { .. }) => {
                 Err(Unreadable::Lost(format!("pack {id} is missing from {}", self.url)))
             }
-            // A range past the end of the object: it is shorter than the
-            // metadata says, which is damage.
-            Err(e) if e.to_string().contains("416") || e.to_string().contains("InvalidRange") => Err(Unreadable::Lost(
-                format!("pack {id} in {} is shorter than {}", self.url, range.end),
-            )),
+            // Anything else, a range past the end of a short pack too, is
+            // an error to retry, never damage on its own say: a short pack
+            // is found by the listing at open and by the scrub's.
             Err(e) => Err(Unreadable::Io(
                 format!("reading pack {id} in {}", self.url),
                 io_error(e),
@@ -495,7 +521,13 @@ impl Home for Bucket {
             let mut objects = store.list(Some(&prefix));
             while let Some(meta) = objects.next().await {
                 let meta = meta?;
-                if let Some(id) = meta.location.filename().and_then(parse_pack_name) {
+                // Only packs directly under `packs/`: a prefix below it
+                // would be another store's.
+                let direct = meta
+                    .location
+                    .prefix_match(&prefix)
+                    .is_some_and(|mut rest| rest.nth(1).is_none());
+                if let Some(id) = meta.location.filename().and_then(parse_pack_name).filter(|_| direct) {
                     out.insert(id, meta.size);
                 }
             }
@@ -513,16 +545,22 @@ impl Home for Bucket {
         }
     }
 
-    /// Packs no commit names were uploaded by a batch that never committed
-    /// (or compacted away and not yet deleted): they are deleted. A pack
-    /// missing or shorter than its committed length is damage.
+    /// A pack no commit names was uploaded by a batch that never
+    /// committed, or compacted away and not yet deleted; or the metadata is
+    /// older than the bucket (restored from a backup, a copy of the store
+    /// directory), and the pack holds photos no other copy has. The two
+    /// cannot be told apart here, so such packs are kept and named in the
+    /// notes: leaking a pack is a bug, deleting the only copy of a photo a
+    /// disaster. A pack missing or shorter than its committed length is
+    /// damage.
     fn reconcile(&self, committed: &BTreeMap<u64, u64>) -> Result<Reconciled> {
         let held = self.lengths()?;
         let mut out = Reconciled::default();
-        for &id in held.keys().filter(|id| !committed.contains_key(id)) {
-            self.remove(id)?;
-            out.notes
-                .push(format!("deleted pack {id}: no committed record refers to it"));
+        for (&id, &len) in held.iter().filter(|(id, _)| !committed.contains_key(id)) {
+            out.notes.push(format!(
+                "kept pack {id} ({len} bytes): no committed record refers to it \
+                 (an upload cut off before its commit, or metadata older than the bucket)"
+            ));
         }
         for (&id, &len) in committed {
             match held.get(&id) {

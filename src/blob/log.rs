@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::disk::{parse_segment_name, segment_name};
 use super::format::{RecordHeader, ScanEnd, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
@@ -132,13 +132,17 @@ pub(crate) struct BlobLog {
     health: Arc<Health>,
     active: Mutex<Option<Active>>,
     next_id: Mutex<u64>,
-    /// Serialises persists (an `fdatasync`, an upload) so that concurrent
+    /// Serialises the local disk's `fdatasync` calls so that concurrent
     /// committers share one.
     sync_lock: Mutex<()>,
     /// Segments taken from the active slot to be sealed into a home that
     /// does not keep spools, whose upload is in flight or failed: a
-    /// committer whose records are in one waits for it, and fails with it.
+    /// committer whose records are in one waits for it (on `sealed`), and
+    /// fails with it. Marked in flight under the active lock, in the same
+    /// step that takes the segment out, so that no committer can find its
+    /// segment neither active nor in flight before its pack is up.
     sealing: Mutex<HashMap<u64, Sealing>>,
+    sealed: Condvar,
     /// Per segment, records written whose commit has not finished. A pinned
     /// segment is never compacted: its metadata does not yet show records
     /// that are about to be committed.
@@ -253,6 +257,7 @@ impl BlobLog {
             next_id: Mutex::new(highest + 1),
             sync_lock: Mutex::new(()),
             sealing: Mutex::new(HashMap::new()),
+            sealed: Condvar::new(),
             pins: Mutex::new(HashMap::new()),
         };
         // Keep appending to the newest segment while it has room, so that a
@@ -308,18 +313,41 @@ impl BlobLog {
 
     /// Starts a new segment: header written and synced, directory entry
     /// synced, before any record in it can be committed. The full one is
-    /// persisted first (synced, or sealed into its home), so that every
-    /// segment but the active one is durable.
-    fn roll(&self, active: &mut Option<Active>) -> Result<()> {
+    /// persisted first on the local disk (synced), so that every segment
+    /// but the active one is durable; for a home that does not keep
+    /// spools it is marked in flight and returned, for the caller to seal
+    /// ([`finish_seal`](Self::finish_seal)) once it has let the active
+    /// lock go: other appends do not wait for its upload.
+    fn roll(&self, active: &mut Option<Active>) -> Result<Option<Active>> {
+        let mut full = None;
         if let Some(old) = active.take() {
             if self.home.keeps_spool() {
                 if old.synced < old.len {
                     self.home.persist(old.id, &*old.file, old.len, &self.health)?;
                 }
             } else {
-                self.seal(old)?;
+                self.sealing.lock().insert(old.id, Sealing::InFlight);
+                full = Some(old);
             }
         }
+        match self.start_segment() {
+            Ok(started) => {
+                *active = Some(started);
+                Ok(full)
+            }
+            Err(e) => {
+                if let Some(old) = full {
+                    // Its committers learn the outcome from the seal.
+                    let _ = self.finish_seal(old);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates the next segment's spool: header written and synced, the
+    /// directory entry synced.
+    fn start_segment(&self) -> Result<Active> {
         let id = {
             let mut next = self.next_id.lock();
             let id = *next;
@@ -342,7 +370,7 @@ impl BlobLog {
             let _ = self.fs.remove_file(&path);
             return Err(Fault::io(format!("creating segment {}", path.display()), e));
         }
-        *active = Some(Active {
+        Ok(Active {
             id,
             file,
             len: SEGMENT_HEADER_LEN as u64,
@@ -350,8 +378,7 @@ impl BlobLog {
             writeback: Writeback {
                 started: SEGMENT_HEADER_LEN as u64,
             },
-        });
-        Ok(())
+        })
     }
 
     /// Appends a record of `data`, which must hash to `hash` (a
@@ -369,16 +396,14 @@ impl BlobLog {
         let full = guard.as_ref().is_none_or(|a| {
             a.len > SEGMENT_HEADER_LEN as u64 && a.len + RECORD_HEADER_LEN as u64 + length > self.target_size
         });
-        if full {
-            self.roll(&mut guard)?;
-        }
+        let to_seal = if full { self.roll(&mut guard)? } else { None };
         let active = guard.as_mut().expect("rolled above");
         let loc = Location {
             segment: active.id,
             offset: active.len,
             length,
         };
-        match write_record(&*active.file, &mut active.writeback, loc, hash, data, what) {
+        let appended = match write_record(&*active.file, &mut active.writeback, loc, hash, data, what) {
             Ok(outboard) => {
                 active.len = loc.end();
                 // Pinned while the segment is still active (the lock is held),
@@ -405,7 +430,14 @@ impl BlobLog {
                 }
                 Err(e)
             }
+        };
+        drop(guard);
+        if let Some(full) = to_seal {
+            // The outcome is for the committers of the records in it, who
+            // wait for it in `sync`; this record is in the next segment.
+            let _ = self.finish_seal(full);
         }
+        appended
     }
 
     /// Makes every record in `written` durable: one `fdatasync` per segment
@@ -419,36 +451,34 @@ impl BlobLog {
 
     /// Makes every record up to `end` of `segment` durable. Concurrent
     /// callers share one persist: a caller whose bytes an earlier one
-    /// already covered returns at once (or, for a segment whose sealing
-    /// failed, with its error).
+    /// already covered returns at once, or once the seal in flight that
+    /// covers them ends (with its error, if it failed).
     pub(crate) fn sync(&self, segment: u64, end: u64) -> Result<()> {
         let covered = |a: &Option<Active>| a.as_ref().is_none_or(|a| a.id != segment || a.synced >= end);
-        if covered(&self.active.lock()) && !self.sealing.lock().contains_key(&segment) {
-            // A rolled segment was persisted when it was rolled.
+        if !self.home.keeps_spool() {
+            let mut guard = self.active.lock();
+            if covered(&guard) {
+                drop(guard);
+                return self.wait_sealed(segment);
+            }
+            let active = guard.take().expect("not covered, so active");
+            self.sealing.lock().insert(segment, Sealing::InFlight);
+            drop(guard);
+            return self.finish_seal(active);
+        }
+        if covered(&self.active.lock()) {
+            // A rolled segment was synced when it was rolled.
             return Ok(());
         }
-        let _one_persist_at_a_time = self.sync_lock.lock();
-        let mut guard = self.active.lock();
-        if covered(&guard) {
-            drop(guard);
-            // Sealed by another committer, which held the lock taken above
-            // for as long as its upload ran.
-            return match self.sealing.lock().get(&segment) {
-                Some(Sealing::Failed(why)) => Err(Fault::io(
-                    format!("persisting segment {segment}"),
-                    io::Error::other(why.clone()),
-                )),
-                Some(Sealing::InFlight) | None => Ok(()),
-            };
-        }
-        if !self.home.keeps_spool() {
-            let active = guard.take().expect("not covered, so active");
-            drop(guard);
-            return self.seal(active);
-        }
-        let a = guard.as_ref().expect("not covered, so active");
-        let (file, target) = (a.file.clone(), a.len);
-        drop(guard);
+        let _one_sync_at_a_time = self.sync_lock.lock();
+        let (file, target) = {
+            let a = self.active.lock();
+            if covered(&a) {
+                return Ok(());
+            }
+            let a = a.as_ref().expect("checked above");
+            (a.file.clone(), a.len)
+        };
         self.home.persist(segment, &*file, target, &self.health)?;
         if let Some(a) = self.active.lock().as_mut().filter(|a| a.id == segment) {
             a.synced = a.synced.max(target);
@@ -456,30 +486,47 @@ impl BlobLog {
         Ok(())
     }
 
-    /// Seals `active`, taken from the active slot, into a home that does
-    /// not keep spools (one pack object), and drops its spool: once it is
-    /// uploaded, or once its upload failed, which abandons the records in
-    /// it (their commits fail with this error).
-    fn seal(&self, active: Active) -> Result<()> {
-        let id = active.id;
-        if active.len > SEGMENT_HEADER_LEN as u64 {
-            self.sealing.lock().insert(id, Sealing::InFlight);
-            let result = self.home.persist(id, &*active.file, active.len, &self.health);
-            let mut sealing = self.sealing.lock();
-            match &result {
-                Ok(()) => sealing.remove(&id),
-                Err(e) => sealing.insert(id, Sealing::Failed(e.to_string())),
-            };
-            drop(sealing);
-            if result.is_err() {
-                let _ = self.fs.remove_file(&self.path(id));
-                return result;
+    /// Waits for the seal of `segment`, if one is in flight, and gives its
+    /// outcome; a segment never sealed (or sealed long ago) is fine.
+    fn wait_sealed(&self, segment: u64) -> Result<()> {
+        let mut sealing = self.sealing.lock();
+        loop {
+            match sealing.get(&segment) {
+                None => return Ok(()),
+                Some(Sealing::Failed(why)) => {
+                    return Err(Fault::io(
+                        format!("persisting segment {segment}"),
+                        io::Error::other(why.clone()),
+                    ))
+                }
+                Some(Sealing::InFlight) => self.sealed.wait(&mut sealing),
             }
         }
-        // Uploaded (or holding nothing): the spool has served. Left behind,
+    }
+
+    /// Seals `active`, taken from the active slot and marked in flight,
+    /// into a home that does not keep spools (one pack object), then drops
+    /// its spool: once it is uploaded, or once its upload failed, which
+    /// abandons the records in it (their commits fail with this error).
+    fn finish_seal(&self, active: Active) -> Result<()> {
+        let id = active.id;
+        let result = if active.len > SEGMENT_HEADER_LEN as u64 {
+            self.home.persist(id, &*active.file, active.len, &self.health)
+        } else {
+            Ok(())
+        };
+        // Uploaded, abandoned or empty: the spool has served. Left behind,
         // the next open removes it.
+        drop(active);
         let _ = self.fs.remove_file(&self.path(id));
-        Ok(())
+        let mut sealing = self.sealing.lock();
+        match &result {
+            Ok(()) => sealing.remove(&id),
+            Err(e) => sealing.insert(id, Sealing::Failed(e.to_string())),
+        };
+        drop(sealing);
+        self.sealed.notify_all();
+        result
     }
 
     /// The data of the record at `loc`, which must be the blob `hash`.

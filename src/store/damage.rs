@@ -73,9 +73,11 @@ impl Inner {
         if self.recovery.damaged_segments.is_empty() {
             return ShortSegments::new();
         }
-        // One listing; one that fails counts every damaged segment as
-        // empty, which refuses what may yet be readable, never the reverse.
-        let lengths = self.blobs.lengths().unwrap_or_default();
+        // One listing. One that fails marks nothing: damage is recorded
+        // only where it was seen, and reads of what is lost fail anyway.
+        let Ok(lengths) = self.blobs.lengths() else {
+            return ShortSegments::new();
+        };
         self.recovery
             .damaged_segments
             .iter()

@@ -60,16 +60,25 @@ pub(crate) fn open(root: &Path, meta: &Meta, options: &StoreOptions) -> Result<A
                 }
                 let bucket = open_bucket(wanted)?;
                 // The prefix becomes this store's: a second store given it
-                // would take the first one's packs for its own orphans.
+                // would take the first one's pack names and count its packs
+                // as its own. Recorded first, then claimed: a creation cut
+                // off between the two is finished by the next open (see
+                // `Bucket::check_claim`); one refused is undone.
                 let claim = random_id()?;
-                bucket.claim(&claim).map_err(|source| OpenError::Io {
-                    context: format!("claiming {} for this store", wanted.url),
-                    source,
-                })?;
                 let mut b = WriteBatch::default();
                 meta.batch_put(&mut b, Cf::Meta, keys::BLOBS, wanted.url.as_bytes());
                 meta.batch_put(&mut b, Cf::Meta, keys::BLOBS_CLAIM, claim.as_bytes());
                 meta.write(b).map_err(|e| OpenError::Database(e.to_string()))?;
+                if let Err(source) = bucket.claim(&claim) {
+                    let mut undo = WriteBatch::default();
+                    meta.batch_delete(&mut undo, Cf::Meta, keys::BLOBS);
+                    meta.batch_delete(&mut undo, Cf::Meta, keys::BLOBS_CLAIM);
+                    let _ = meta.write(undo);
+                    return Err(OpenError::Io {
+                        context: format!("claiming {} for this store", wanted.url),
+                        source,
+                    });
+                }
                 return Ok(Arc::new(bucket));
             }
             (Some(url), None) => BucketOptions::from_env(url),

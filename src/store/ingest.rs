@@ -689,11 +689,23 @@ impl Inner {
             }
             // Bytes durable before the metadata that points at them.
             if let Err(e) = inner.blobs.sync_written(&written) {
-                // A failed sync poisons the store: every upload of the batch
-                // fails, none is acknowledged.
+                // Every upload of the batch fails, none is acknowledged. A
+                // failed local sync has poisoned the store; a failed upload
+                // to a bucket has not (the next batch writes a new pack),
+                // and each upload fails with its error.
+                let poisoned = inner.health.check().is_err();
+                let kind = match &e {
+                    Fault::Io { source, .. } => source.kind(),
+                    _ => std::io::ErrorKind::Other,
+                };
                 let msg = e.to_string();
                 for p in &pending {
-                    results[prepared[p.index].0] = Some(Err(Fault::Poisoned(msg.clone())));
+                    let failed = if poisoned {
+                        Fault::Poisoned(msg.clone())
+                    } else {
+                        Fault::io("storing the batch's blobs", std::io::Error::new(kind, msg.clone()))
+                    };
+                    results[prepared[p.index].0] = Some(Err(failed));
                 }
                 todo.clear();
                 break;

@@ -140,11 +140,27 @@ impl FileReader {
         let (outboard, place) = (outboard.clone(), place.clone());
         let inner = &self.store.inner;
         let span = start / GROUP * GROUP..(end.div_ceil(GROUP) * GROUP).min(self.len);
-        let bytes = inner.blobs.data_range(loc, self.hash, span.clone()).inspect_err(|e| {
-            if matches!(e, Fault::Integrity { .. }) {
+        let bytes = match inner.blobs.data_range(loc, self.hash, span.clone()) {
+            Ok(bytes) => bytes,
+            Err(e @ Fault::Integrity { .. }) => {
+                // A compaction may have moved the blob since the reader was
+                // opened, and deleted the pack it was in: read it where it
+                // is now. Only damage at an unchanged place is damage.
+                let now = inner.blob_place(&self.hash)?;
+                if let Place::Segment(moved) = &now {
+                    if *moved != loc && moved.length == loc.length {
+                        self.body = Body::Fetched(*moved);
+                        if let Check::Groups { place, .. } = &mut self.check {
+                            *place = now.clone();
+                        }
+                        return self.fetch(*moved, start, end, retry);
+                    }
+                }
                 inner.note_damage(self.hash, place.clone());
+                return Err(e.into());
             }
-        })?;
+            Err(e) => return Err(e.into()),
+        };
         let part = Part {
             size: self.len,
             at: span.start,
