@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
+use std::sync::mpsc;
 
 use super::disk::{parse_segment_name, segment_name};
 use super::format::{RecordHeader, ScanEnd, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
@@ -135,14 +136,11 @@ pub(crate) struct BlobLog {
     /// Serialises the local disk's `fdatasync` calls so that concurrent
     /// committers share one.
     sync_lock: Mutex<()>,
-    /// Segments taken from the active slot to be sealed into a home that
-    /// does not keep spools, whose upload is in flight or failed: a
-    /// committer whose records are in one waits for it (on `sealed`), and
-    /// fails with it. Marked in flight under the active lock, in the same
-    /// step that takes the segment out, so that no committer can find its
-    /// segment neither active nor in flight before its pack is up.
-    sealing: Mutex<HashMap<u64, Sealing>>,
-    sealed: Condvar,
+    /// Seals into a home that does not keep spools, and their outcomes.
+    sealer: Arc<Sealer>,
+    /// The thread that uploads rolled segments while appends go on
+    /// (started at the first roll), and the way to it.
+    rolled: Mutex<Option<(mpsc::Sender<Active>, std::thread::JoinHandle<()>)>>,
     /// Per segment, records written whose commit has not finished. A pinned
     /// segment is never compacted: its metadata does not yet show records
     /// that are about to be committed.
@@ -185,6 +183,82 @@ enum Sealing {
     InFlight,
     /// Its upload failed: the records in it are never committed.
     Failed(String),
+}
+
+/// Rolled segments whose upload may be in flight at once, while appends
+/// go on into the next: one uploading and one waiting keeps the link busy
+/// and bounds the spools on disk.
+const ROLLED_IN_FLIGHT: usize = 2;
+
+/// What sealing a segment into a home that does not keep spools needs,
+/// shared by the log and the thread that uploads rolled segments.
+struct Sealer {
+    home: Arc<dyn Home>,
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    health: Arc<Health>,
+    /// Segments taken from the active slot whose upload is in flight or
+    /// failed: a committer whose records are in one waits for it (on
+    /// `changed`), and fails with it. Marked in flight under the active
+    /// lock, in the same step that takes the segment out, so that no
+    /// committer can find its segment neither active nor in flight before
+    /// its pack is up.
+    state: Mutex<HashMap<u64, Sealing>>,
+    changed: Condvar,
+}
+
+impl Sealer {
+    /// Waits for the seal of `segment`, if one is in flight, and gives its
+    /// outcome; a segment never sealed (or sealed long ago) is fine.
+    fn wait(&self, segment: u64) -> Result<()> {
+        let mut state = self.state.lock();
+        loop {
+            match state.get(&segment) {
+                None => return Ok(()),
+                Some(Sealing::Failed(why)) => {
+                    return Err(Fault::io(
+                        format!("persisting segment {segment}"),
+                        io::Error::other(why.clone()),
+                    ))
+                }
+                Some(Sealing::InFlight) => self.changed.wait(&mut state),
+            }
+        }
+    }
+
+    /// Marks `segment` in flight once fewer than `limit` seals are.
+    fn begin(&self, segment: u64, limit: usize) {
+        let mut state = self.state.lock();
+        while state.values().filter(|s| matches!(s, Sealing::InFlight)).count() >= limit {
+            self.changed.wait(&mut state);
+        }
+        state.insert(segment, Sealing::InFlight);
+    }
+
+    /// Seals `active`, taken from the active slot and marked in flight,
+    /// into the home (one pack object), then drops its spool: once it is
+    /// uploaded, or once its upload failed, which abandons the records in
+    /// it (their commits fail with this error).
+    fn seal(&self, active: Active) -> Result<()> {
+        let id = active.id;
+        let result = if active.len > SEGMENT_HEADER_LEN as u64 {
+            self.home.persist(id, &*active.file, active.len, &self.health)
+        } else {
+            Ok(())
+        };
+        // Uploaded, abandoned or empty: the spool has served. Left behind,
+        // the next open removes it.
+        drop(active);
+        let _ = self.fs.remove_file(&self.dir.join(segment_name(id)));
+        let mut state = self.state.lock();
+        match &result {
+            Ok(()) => state.remove(&id),
+            Err(e) => state.insert(id, Sealing::Failed(e.to_string())),
+        };
+        drop(state);
+        self.changed.notify_all();
+        result
+    }
 }
 
 impl BlobLog {
@@ -247,6 +321,14 @@ impl BlobLog {
                     .map_err(|e| Fault::io(format!("syncing {}", dir.display()), e))?;
             }
         }
+        let sealer = Arc::new(Sealer {
+            home: home.clone(),
+            fs: fs.clone(),
+            dir: dir.clone(),
+            health: health.clone(),
+            state: Mutex::new(HashMap::new()),
+            changed: Condvar::new(),
+        });
         let log = BlobLog {
             fs,
             dir,
@@ -256,8 +338,8 @@ impl BlobLog {
             active: Mutex::new(None),
             next_id: Mutex::new(highest + 1),
             sync_lock: Mutex::new(()),
-            sealing: Mutex::new(HashMap::new()),
-            sealed: Condvar::new(),
+            sealer,
+            rolled: Mutex::new(None),
             pins: Mutex::new(HashMap::new()),
         };
         // Keep appending to the newest segment while it has room, so that a
@@ -315,33 +397,48 @@ impl BlobLog {
     /// synced, before any record in it can be committed. The full one is
     /// persisted first on the local disk (synced), so that every segment
     /// but the active one is durable; for a home that does not keep
-    /// spools it is marked in flight and returned, for the caller to seal
-    /// ([`finish_seal`](Self::finish_seal)) once it has let the active
-    /// lock go: other appends do not wait for its upload.
-    fn roll(&self, active: &mut Option<Active>) -> Result<Option<Active>> {
-        let mut full = None;
+    /// spools it is marked in flight and handed to the thread that uploads
+    /// rolled segments: appends go on while it uploads (waiting here only
+    /// while [`ROLLED_IN_FLIGHT`] seals are in flight).
+    fn roll(&self, active: &mut Option<Active>) -> Result<()> {
         if let Some(old) = active.take() {
             if self.home.keeps_spool() {
                 if old.synced < old.len {
                     self.home.persist(old.id, &*old.file, old.len, &self.health)?;
                 }
             } else {
-                self.sealing.lock().insert(old.id, Sealing::InFlight);
-                full = Some(old);
+                self.sealer.begin(old.id, ROLLED_IN_FLIGHT);
+                self.hand_over(old);
             }
         }
-        match self.start_segment() {
-            Ok(started) => {
-                *active = Some(started);
-                Ok(full)
-            }
-            Err(e) => {
-                if let Some(old) = full {
+        *active = Some(self.start_segment()?);
+        Ok(())
+    }
+
+    /// Gives a rolled segment, marked in flight, to the uploading thread,
+    /// started the first time; sealed here if the thread cannot be had.
+    fn hand_over(&self, old: Active) {
+        let mut rolled = self.rolled.lock();
+        if rolled.is_none() {
+            let (tx, rx) = mpsc::channel::<Active>();
+            let sealer = self.sealer.clone();
+            let spawned = std::thread::Builder::new().name("keepsake-seal".into()).spawn(move || {
+                for segment in rx {
                     // Its committers learn the outcome from the seal.
-                    let _ = self.finish_seal(old);
+                    let _ = sealer.seal(segment);
                 }
-                Err(e)
+            });
+            if let Ok(handle) = spawned {
+                *rolled = Some((tx, handle));
             }
+        }
+        let unsent = match rolled.as_ref() {
+            Some((tx, _)) => tx.send(old).err().map(|mpsc::SendError(old)| old),
+            None => Some(old),
+        };
+        drop(rolled);
+        if let Some(old) = unsent {
+            let _ = self.sealer.seal(old);
         }
     }
 
@@ -360,10 +457,13 @@ impl BlobLog {
                 .create(&path)
                 .map_err(|e| Fault::io(format!("creating {}", path.display()), e))?,
         );
+        // A spool that is not the segment's home needs no durability: a
+        // crash drops every spool, and the pack is what is made durable.
+        let keeps = self.home.keeps_spool();
         let durable = file
             .write_all_at(0, &SegmentHeader { id }.encode())
-            .and_then(|()| file.sync_data())
-            .and_then(|()| self.fs.sync_dir(&self.dir));
+            .and_then(|()| if keeps { file.sync_data() } else { Ok(()) })
+            .and_then(|()| if keeps { self.fs.sync_dir(&self.dir) } else { Ok(()) });
         if let Err(e) = durable {
             // The file holds nothing committed; recovery removes it if this
             // removal does not happen.
@@ -396,14 +496,16 @@ impl BlobLog {
         let full = guard.as_ref().is_none_or(|a| {
             a.len > SEGMENT_HEADER_LEN as u64 && a.len + RECORD_HEADER_LEN as u64 + length > self.target_size
         });
-        let to_seal = if full { self.roll(&mut guard)? } else { None };
+        if full {
+            self.roll(&mut guard)?;
+        }
         let active = guard.as_mut().expect("rolled above");
         let loc = Location {
             segment: active.id,
             offset: active.len,
             length,
         };
-        let appended = match write_record(&*active.file, &mut active.writeback, loc, hash, data, what) {
+        match write_record(&*active.file, &mut active.writeback, loc, hash, data, what) {
             Ok(outboard) => {
                 active.len = loc.end();
                 // Pinned while the segment is still active (the lock is held),
@@ -430,14 +532,7 @@ impl BlobLog {
                 }
                 Err(e)
             }
-        };
-        drop(guard);
-        if let Some(full) = to_seal {
-            // The outcome is for the committers of the records in it, who
-            // wait for it in `sync`; this record is in the next segment.
-            let _ = self.finish_seal(full);
         }
-        appended
     }
 
     /// Makes every record in `written` durable: one `fdatasync` per segment
@@ -459,12 +554,12 @@ impl BlobLog {
             let mut guard = self.active.lock();
             if covered(&guard) {
                 drop(guard);
-                return self.wait_sealed(segment);
+                return self.sealer.wait(segment);
             }
             let active = guard.take().expect("not covered, so active");
-            self.sealing.lock().insert(segment, Sealing::InFlight);
+            self.sealer.begin(segment, usize::MAX);
             drop(guard);
-            return self.finish_seal(active);
+            return self.sealer.seal(active);
         }
         if covered(&self.active.lock()) {
             // A rolled segment was synced when it was rolled.
@@ -484,49 +579,6 @@ impl BlobLog {
             a.synced = a.synced.max(target);
         }
         Ok(())
-    }
-
-    /// Waits for the seal of `segment`, if one is in flight, and gives its
-    /// outcome; a segment never sealed (or sealed long ago) is fine.
-    fn wait_sealed(&self, segment: u64) -> Result<()> {
-        let mut sealing = self.sealing.lock();
-        loop {
-            match sealing.get(&segment) {
-                None => return Ok(()),
-                Some(Sealing::Failed(why)) => {
-                    return Err(Fault::io(
-                        format!("persisting segment {segment}"),
-                        io::Error::other(why.clone()),
-                    ))
-                }
-                Some(Sealing::InFlight) => self.sealed.wait(&mut sealing),
-            }
-        }
-    }
-
-    /// Seals `active`, taken from the active slot and marked in flight,
-    /// into a home that does not keep spools (one pack object), then drops
-    /// its spool: once it is uploaded, or once its upload failed, which
-    /// abandons the records in it (their commits fail with this error).
-    fn finish_seal(&self, active: Active) -> Result<()> {
-        let id = active.id;
-        let result = if active.len > SEGMENT_HEADER_LEN as u64 {
-            self.home.persist(id, &*active.file, active.len, &self.health)
-        } else {
-            Ok(())
-        };
-        // Uploaded, abandoned or empty: the spool has served. Left behind,
-        // the next open removes it.
-        drop(active);
-        let _ = self.fs.remove_file(&self.path(id));
-        let mut sealing = self.sealing.lock();
-        match &result {
-            Ok(()) => sealing.remove(&id),
-            Err(e) => sealing.insert(id, Sealing::Failed(e.to_string())),
-        };
-        drop(sealing);
-        self.sealed.notify_all();
-        result
     }
 
     /// The data of the record at `loc`, which must be the blob `hash`.
@@ -631,6 +683,17 @@ impl BlobLog {
     /// How messages name where segments live.
     pub(crate) fn home_name(&self) -> &str {
         self.home.name()
+    }
+}
+
+impl Drop for BlobLog {
+    /// Lets the uploads of rolled segments finish: their committers are
+    /// gone, but a pack cut off mid-upload would leave parts behind.
+    fn drop(&mut self) {
+        if let Some((tx, handle)) = self.rolled.get_mut().take() {
+            drop(tx);
+            let _ = handle.join();
+        }
     }
 }
 
