@@ -588,7 +588,17 @@ fn cli_init_blobs_keeps_a_store_in_a_bucket_configured_from_the_aws_environment_
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains(&url), "{text}");
     let (code, text) = run(&["init", "--blobs", &format!("s3://{BUCKET}/elsewhere")]);
-    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(code, Some(2), "{text}");
+    // A creation that fails is bad input, and leaves no store behind.
+    let fresh = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keepsake"))
+        .arg("--store")
+        .arg(fresh.path().join("s"))
+        .args(["init", "--blobs", "s3://A/x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!fresh.path().join("s").exists());
     for f in files_under(store.path()) {
         let bytes = std::fs::read(&f).unwrap();
         assert!(
@@ -683,4 +693,38 @@ fn metadata_older_than_the_bucket_keeps_every_newer_pack() {
         .unwrap();
     assert_eq!(packs(server, &prefix).len(), 3);
     assert!(store.verify(true).unwrap().ok);
+}
+
+#[test]
+fn a_large_file_read_in_small_pieces_costs_a_get_per_mebibyte_not_per_piece() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("ahead");
+    let proxy = FaultProxy::start(server.s3_port(), |_, _| Fault::Forward);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        StoreOptions::default().bucket(through(server, &proxy, &prefix)),
+    )
+    .unwrap();
+    let u = store.user("u").unwrap();
+    let album = u.ensure_album("A").unwrap();
+    let video = data(77, 20 << 20);
+    let f = u
+        .upload(album, "v.mp4", Content::from(video.clone()), DedupMode::Hash)
+        .unwrap();
+    let mut reader = u.open_file(f.file_id).unwrap();
+    let before = proxy.seen.load(Ordering::SeqCst);
+    let mut out = Vec::new();
+    let mut piece = [0u8; 8192];
+    loop {
+        let n = reader.read(&mut piece).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&piece[..n]);
+    }
+    assert!(out == video);
+    let gets = proxy.seen.load(Ordering::SeqCst) - before;
+    assert!(gets <= 25, "{gets} requests for 20 MiB read 8 KiB at a time");
 }

@@ -146,7 +146,7 @@ impl BucketOptions {
 ///
 /// [`io::ErrorKind::InvalidInput`] naming what is wrong with the URL.
 pub(crate) fn parse_url(url: &str) -> io::Result<(String, ObjectPath)> {
-    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("blob store URL {url:?}: {why}"));
+    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, why.to_string());
     let rest = url
         .strip_prefix("s3://")
         .ok_or_else(|| bad("expected s3://BUCKET/PREFIX"))?;
@@ -188,7 +188,10 @@ fn parse_pack_name(name: &str) -> Option<u64> {
 }
 
 /// An object store error as an I/O error: its kind says what a caller
-/// can tell from it (gone, refused, anything else).
+/// can tell from it (gone, refused, anything else), and its message is one
+/// line with the causes the client's own message leaves out (a refused
+/// connection says so), and a bucket that does not exist said plainly
+/// rather than as the server's XML.
 fn io_error(e: object_store::Error) -> io::Error {
     let kind = match &e {
         object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
@@ -197,7 +200,20 @@ fn io_error(e: object_store::Error) -> io::Error {
         }
         _ => io::ErrorKind::Other,
     };
-    io::Error::new(kind, e)
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        cause = c.source();
+    }
+    if message.contains("NoSuchBucket") {
+        message = "the bucket does not exist (create it first)".into();
+    }
+    let one_line: String = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    io::Error::new(kind, one_line)
 }
 
 impl Bucket {
@@ -209,6 +225,14 @@ impl Bucket {
     /// refuses; the runtime's error if its threads cannot start.
     pub(crate) fn open(options: &BucketOptions) -> io::Result<Bucket> {
         let (bucket, prefix) = parse_url(&options.url)?;
+        if let Some(endpoint) = options.endpoint.as_deref().filter(|e| e.starts_with("http://")) {
+            if !options.allow_http {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{endpoint} is plain HTTP: allow it with AWS_ALLOW_HTTP=true (BucketOptions::allow_http)"),
+                ));
+            }
+        }
         let client = ClientOptions::new()
             .with_timeout(options.request_timeout)
             .with_connect_timeout(options.connect_timeout)

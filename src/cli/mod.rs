@@ -143,7 +143,14 @@ pub(crate) fn main() -> ExitCode {
         Err(f) => {
             let (msg, code) = match f {
                 Failure::Open(e) => {
-                    let code = if matches!(e, OpenError::InUse { .. }) { 5 } else { 1 };
+                    let code = match &e {
+                        OpenError::InUse { .. } => 5,
+                        // Another blob store than the store's, a bad URL
+                        // or option: bad input.
+                        OpenError::Blobs(_) => 2,
+                        OpenError::Io { source, .. } if source.kind() == io::ErrorKind::InvalidInput => 2,
+                        _ => 1,
+                    };
                     (Some(e.to_string()), code)
                 }
                 Failure::Store { message, status } => (Some(message), status),
@@ -541,7 +548,29 @@ fn init(dir: &Path, blobs: Option<&str>, out: &Output) -> Result<(), Failure> {
         options = options.bucket(keepsake::BucketOptions::from_env(url));
     }
     let existed = Store::exists(dir);
-    let store = Store::open_with(dir, options).map_err(Failure::Open)?;
+    let dir_existed = dir.exists();
+    let meta_existed = dir.join("meta").exists();
+    let lock_existed = dir.join("keepsake.lock").exists();
+    let store = match Store::open_with(dir, options) {
+        Ok(store) => store,
+        Err(e) => {
+            // A creation that failed (a bad URL, a bucket not there) leaves
+            // no store behind to be taken for one on local disk.
+            // Only what this open made is removed.
+            if !existed {
+                if !meta_existed {
+                    let _ = std::fs::remove_dir_all(dir.join("meta"));
+                }
+                if !lock_existed {
+                    let _ = std::fs::remove_file(dir.join("keepsake.lock"));
+                }
+                if !dir_existed {
+                    let _ = std::fs::remove_dir(dir);
+                }
+            }
+            return Err(Failure::Open(e));
+        }
+    };
     #[derive(Serialize)]
     struct Done<'a> {
         store: &'a Path,
@@ -555,7 +584,8 @@ fn init(dir: &Path, blobs: Option<&str>, out: &Output) -> Result<(), Failure> {
     };
     out.show(&done, || {
         let verb = if existed { "is" } else { "created" };
-        format!("store {} {verb}: blobs in {}", dir.display(), done.blobs)
+        let place = if done.blobs == "local disk" { "on" } else { "in" };
+        format!("store {} {verb}: blobs {place} {}", dir.display(), done.blobs)
     })?;
     Ok(())
 }

@@ -41,7 +41,16 @@ pub struct FileReader {
     body: Body,
     check: Check,
     pos: u64,
+    /// The last part fetched from a bucket, checked: where it starts, and
+    /// its bytes. A stream read in small pieces is served from it instead
+    /// of a GET per piece.
+    fetched: Option<(u64, Bytes)>,
 }
+
+/// A fetch from a bucket asks for at least this much (rounded out to
+/// whole chunk groups, within the blob): a stream read 8 KiB at a time
+/// costs a GET per mebibyte, not per read.
+const FETCH_AHEAD: u64 = 1 << 20;
 
 /// Where a reader's bytes come from.
 #[derive(Clone)]
@@ -127,7 +136,14 @@ impl FileReader {
                 Ok(data.slice(start as usize..end as usize))
             }
             Body::Fetched(_) if start == end => Ok(Bytes::new()),
-            Body::Fetched(loc) => self.fetch(loc, start, end, true),
+            Body::Fetched(loc) => {
+                if let Some((at, bytes)) = &self.fetched {
+                    if *at <= start && end <= at + bytes.len() as u64 {
+                        return Ok(bytes.slice((start - at) as usize..(end - at) as usize));
+                    }
+                }
+                self.fetch(loc, start, end, true)
+            }
         }
     }
 
@@ -139,7 +155,8 @@ impl FileReader {
         };
         let (outboard, place) = (outboard.clone(), place.clone());
         let inner = &self.store.inner;
-        let span = start / GROUP * GROUP..(end.div_ceil(GROUP) * GROUP).min(self.len);
+        let ahead = end.max(start.saturating_add(FETCH_AHEAD)).min(self.len);
+        let span = start / GROUP * GROUP..(ahead.div_ceil(GROUP) * GROUP).min(self.len);
         let bytes = match inner.blobs.data_range(loc, self.hash, span.clone()) {
             Ok(bytes) => bytes,
             Err(e @ Fault::Integrity { .. }) => {
@@ -173,8 +190,12 @@ impl FileReader {
                 detail,
             }
         };
-        match outboard::check(&self.hash, part, &outboard, start..end) {
-            Ok(()) => Ok(bytes.slice((start - span.start) as usize..(end - span.start) as usize)),
+        match outboard::check(&self.hash, part, &outboard, span.clone()) {
+            Ok(()) => {
+                let out = bytes.slice((start - span.start) as usize..(end - span.start) as usize);
+                self.fetched = Some((span.start, bytes));
+                Ok(out)
+            }
             Err(Mismatch::Data(at)) => Err(damaged(format!(
                 "the chunk group at byte {at} does not match the blob's hash"
             ))),
@@ -518,6 +539,7 @@ impl User {
             body,
             check,
             pos: 0,
+            fetched: None,
         })
     }
 
