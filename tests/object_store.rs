@@ -18,8 +18,13 @@ use keepsake::{BucketOptions, Content, DedupMode, OpenError, ReadError, Store, S
 
 /// A store in a fresh directory with its blobs under `prefix` of `server`.
 fn bucket_store(server: &Weed, prefix: &str) -> (tempfile::TempDir, Store) {
+    store_in(server.bucket(prefix))
+}
+
+/// A store in a fresh directory with its blobs in `bucket`.
+fn store_in(bucket: BucketOptions) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(dir.path(), StoreOptions::default().bucket(server.bucket(prefix))).unwrap();
+    let store = Store::open_with(dir.path(), StoreOptions::default().bucket(bucket)).unwrap();
     (dir, store)
 }
 
@@ -422,12 +427,7 @@ fn throttling_and_dropped_connections_are_retried_and_nothing_is_lost() {
         n if n % 3 == 0 => Fault::SlowDown,
         _ => Fault::Forward,
     });
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(
-        dir.path(),
-        StoreOptions::default().bucket(through(server, &proxy, &prefix)),
-    )
-    .unwrap();
+    let (_dir, store) = store_in(through(server, &proxy, &prefix));
     let u = store.user("u").unwrap();
     let album = u.ensure_album("A").unwrap();
     let contents: Vec<Vec<u8>> = (0..6)
@@ -701,12 +701,7 @@ fn a_large_file_read_in_small_pieces_costs_a_get_per_mebibyte_not_per_piece() {
     let server = weed::shared();
     let prefix = weed::unique_prefix("ahead");
     let proxy = FaultProxy::start(server.s3_port(), |_, _| Fault::Forward);
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_with(
-        dir.path(),
-        StoreOptions::default().bucket(through(server, &proxy, &prefix)),
-    )
-    .unwrap();
+    let (_dir, store) = store_in(through(server, &proxy, &prefix));
     let u = store.user("u").unwrap();
     let album = u.ensure_album("A").unwrap();
     let video = data(77, 20 << 20);
