@@ -43,6 +43,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+#[path = "common/peak.rs"]
+mod peak;
+
 use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use keepsake::{AlbumId, Content, DedupMode, FileId, ReadOnlyStore, SessionOptions, Store, Upload, UploadStart};
@@ -440,12 +443,7 @@ const PEAK_OF: &str = "KEEPSAKE_BENCH_PEAK_OF";
 /// back `folder` up into a new store: this benchmark run again as a child,
 /// so that nothing else it holds counts.
 fn peak_memory(folder: &Folder) -> Option<f64> {
-    let out = Command::new(std::env::current_exe().ok()?)
-        .env(PEAK_OF, &folder.dir)
-        .output()
-        .ok()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+    peak::peak_of_child(PEAK_OF, &folder.dir)
 }
 
 /// The child's side of [`peak_memory`].
@@ -456,13 +454,7 @@ fn backup_and_report_peak(dir: PathBuf) {
     let (_dir, store) = new_store();
     let album = store.user("bench").unwrap().ensure_album("A").unwrap();
     backup(&store, album, &folder);
-    let status = fs::read_to_string("/proc/self/status").unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
-    println!("{}", kib * 1024.0 / MIB);
+    peak::print_peak_rss();
 }
 
 /// Criterion's median time for `group/bench` in this run, in seconds:

@@ -21,6 +21,8 @@
 //! few files, as a smoke test. Without SeaweedFS (`scripts/setup` installs
 //! it) the bench says so and measures nothing.
 
+#[path = "common/peak.rs"]
+mod peak;
 #[path = "../tests/common/weed.rs"]
 #[expect(dead_code, reason = "the bench uses part of the tests' server harness")]
 mod weed;
@@ -175,13 +177,7 @@ fn upload_and_report_peak(spec: &str) {
     let album = u.ensure_album("A").unwrap();
     let content = Content::from(std::path::Path::new(file));
     u.upload(album, "video.mp4", content, DedupMode::Hash).unwrap();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
-    println!("{}", kib * 1024.0 / MIB);
+    peak::print_peak_rss();
 }
 
 /// Peak resident memory, in MiB, of a child uploading a `len`-byte file.
@@ -204,12 +200,7 @@ fn video_peak(server: &weed::Weed, len: u64) -> f64 {
         }
     }
     let spec = format!("{} keepsake-video {}", server.endpoint(), path.display());
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(PEAK_OF, spec)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+    peak::peak_of_child(PEAK_OF, spec).expect("the child's peak")
 }
 
 fn main() {

@@ -723,3 +723,41 @@ fn a_large_file_read_in_small_pieces_costs_a_get_per_mebibyte_not_per_piece() {
     let gets = proxy.seen.load(Ordering::SeqCst) - before;
     assert!(gets <= 25, "{gets} requests for 20 MiB read 8 KiB at a time");
 }
+
+#[test]
+fn a_creation_cut_off_before_its_claim_was_written_is_finished_by_the_next_open() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("claim");
+    let (dir, store) = bucket_store(server, &prefix);
+    drop(store);
+    // As if the process died between recording the claim and writing it.
+    let claim = format!("{prefix}/keepsake-store");
+    let written = server.get(&claim).unwrap();
+    server.delete(&claim);
+    let store = reopen(dir.path(), server.bucket(&prefix));
+    assert_eq!(server.get(&claim), Some(written));
+    let u = store.user("u").unwrap();
+    let album = u.ensure_album("A").unwrap();
+    u.upload(album, "x", Content::from(data(1, BIG)), DedupMode::Hash)
+        .unwrap();
+    drop((u, store));
+    // With a pack there, a missing claim is not taken back silently.
+    server.delete(&claim);
+    let err = Store::open_with(dir.path(), StoreOptions::default().bucket(server.bucket(&prefix))).unwrap_err();
+    assert!(err.to_string().contains("keepsake-store"), "{err}");
+}
+
+#[test]
+fn a_plain_http_endpoint_without_allow_http_is_refused_saying_how_to_allow_it() {
+    need_weed!();
+    let mut bucket = weed::shared().bucket(&weed::unique_prefix("http"));
+    bucket.allow_http = false;
+    let dir = tempfile::tempdir().unwrap();
+    let err = Store::open_with(dir.path(), StoreOptions::default().bucket(bucket)).unwrap_err();
+    assert!(
+        matches!(&err, OpenError::Io { source, .. } if source.kind() == std::io::ErrorKind::InvalidInput),
+        "{err}"
+    );
+    assert!(err.to_string().contains("AWS_ALLOW_HTTP=true"), "{err}");
+}

@@ -584,7 +584,8 @@ impl BlobLog {
     /// The data of the record at `loc`, which must be the blob `hash`.
     /// Everything is checked before a byte is returned: the record header
     /// (magic, checksum, its own place, length, hash) and the BLAKE3 hash of
-    /// the data. The returned `Bytes` borrows the segment's memory map.
+    /// the data. On local disk the returned `Bytes` borrows the segment's
+    /// memory map; from a bucket it holds the ranged GET's answer.
     pub(crate) fn read(&self, loc: Location, hash: ContentHash) -> Result<Bytes> {
         let data = self.record(loc, hash)?;
         let actual = ContentHash::of(&data);

@@ -468,8 +468,8 @@ impl Inner {
 }
 
 impl User {
-    /// A file's bytes (live or trashed), zero-copy from the segment's memory
-    /// map. The bytes are checked against the file's BLAKE3 hash first: a
+    /// A file's bytes (live or trashed): zero-copy from the segment's memory
+    /// map on local disk, one ranged GET from a bucket. The bytes are checked against the file's BLAKE3 hash first: a
     /// damaged blob gives [`ReadError::Integrity`], never wrong bytes, and is
     /// remembered as damaged so that the next upload of the content heals it.
     ///

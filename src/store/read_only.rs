@@ -117,15 +117,15 @@ impl ReadOnlyStore {
         // A bucket's packs are checked by the writable open, which marks
         // what it finds lost damaged: those marks are what this one sees.
         let on_disk = super::home::recorded(&meta)?.is_none();
-        for (k, v) in meta
-            .scan_all(Cf::Segments, &[])
-            .map_err(|e| OpenError::Corrupt(e.to_string()))?
-        {
+        let segments = if on_disk {
+            meta.scan_all(Cf::Segments, &[])
+                .map_err(|e| OpenError::Corrupt(e.to_string()))?
+        } else {
+            Vec::new()
+        };
+        for (k, v) in segments {
             let id = keys::u64_at(&k, 0).ok_or_else(|| OpenError::Corrupt("bad segment key".into()))?;
             let rec: SegmentRecord = decode(&v).map_err(|e| OpenError::Corrupt(e.to_string()))?;
-            if !on_disk {
-                continue;
-            }
             let len = std::fs::metadata(segment_file(root, id)).map_or(0, |m| m.len());
             if len < rec.committed_len {
                 short_segments.insert(id, len);
