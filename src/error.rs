@@ -182,6 +182,24 @@ pub enum StorageError {
     Bug(String),
 }
 
+/// Why [`Store::migrate_blobs`](crate::Store::migrate_blobs) could not
+/// move a store's blobs. What committed before the error stays committed;
+/// running the migration again goes on from there.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrateError {
+    /// The destination cannot be this store's: a bucket other than the one
+    /// it records, or a prefix another store has claimed.
+    #[error("{0}")]
+    Blobs(String),
+    /// A migration of this store's blobs is running already.
+    #[error("a migration of this store's blobs is running already")]
+    Busy,
+    /// A read, write, request or commit failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
 impl StorageError {
     /// The kind of the underlying I/O error, if this is one.
     ///
@@ -539,6 +557,12 @@ impl From<Fault> for StorageError {
             Fault::Contended(m) => StorageError::Contended(m),
             other => StorageError::Bug(other.to_string()),
         }
+    }
+}
+
+impl From<Fault> for MigrateError {
+    fn from(e: Fault) -> Self {
+        MigrateError::Storage(e.into())
     }
 }
 

@@ -69,19 +69,19 @@ pub mod testkit;
 pub use blob::BucketOptions;
 pub use clock::{Clock, SystemClock};
 pub use error::{
-    Error, HashMismatch, LibraryError, NameError, NameKind, OpenError, QuotaExceeded, ReadError, SessionError,
-    StorageError, UploadError,
+    Error, HashMismatch, LibraryError, MigrateError, NameError, NameKind, OpenError, QuotaExceeded, ReadError,
+    SessionError, StorageError, UploadError,
 };
 pub use hash::{ContentHash, ParseHashError};
 pub use ids::{AlbumId, FileId, InvalidUploadId, UploadId};
 pub use metrics::{Metrics, COMMIT_BUCKETS};
 pub use names::{FileName, MAX_NAME_BYTES};
 pub use store::{
-    AffectedFile, AlbumDeletion, AlbumInfo, Content, Cursor, DedupMode, DuplicateGroup, FileEdit, FileInfo, FileReader,
-    GcReport, HashedUpload, InvalidCursor, MergeReport, Outcome, Page, Preflight, Problem, PurgeReport, ReadOnlyStore,
-    ReadOnlyUser, RepairReport, SeenPaths, SessionOptions, Stats, Store, StoreOptions, Upload, UploadReport,
-    UploadStart, UploadStatus, Usage, User, VerifyReport, MAX_PAGE, MAX_UPLOAD_METADATA_BYTES,
-    MAX_UPLOAD_METADATA_ENTRIES,
+    AffectedFile, AlbumDeletion, AlbumInfo, BlobHome, Content, Cursor, DedupMode, DuplicateGroup, FileEdit, FileInfo,
+    FileReader, GcReport, HashedUpload, InvalidCursor, MergeReport, MigrateProgress, MigrateReport, Outcome, Page,
+    Preflight, Problem, PurgeReport, ReadOnlyStore, ReadOnlyUser, RepairReport, SeenPaths, SessionOptions, Stats,
+    Store, StoreOptions, Upload, UploadReport, UploadStart, UploadStatus, Usage, User, VerifyReport, MAX_PAGE,
+    MAX_UPLOAD_METADATA_BYTES, MAX_UPLOAD_METADATA_ENTRIES,
 };
 
 /// Shorthand for results of keepsake operations, with [`Error`] for any of

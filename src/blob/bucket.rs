@@ -8,7 +8,7 @@
 //! runtime and its answer awaited through a channel, never by entering a
 //! runtime from the calling thread (which panics inside another one).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::io;
 use std::ops::Range;
@@ -476,6 +476,29 @@ impl Bucket {
         }
     }
 
+    /// Gives the prefix up: deletes the claim object if it holds `claim`
+    /// (one already gone, or another store's, is left as it is).
+    ///
+    /// # Errors
+    ///
+    /// The request's.
+    pub(crate) fn release(&self, claim: &str) -> io::Result<()> {
+        let store = self.store.clone();
+        let path = self.claim_path();
+        match self.run(async move { store.get(&path).await?.bytes().await }) {
+            Ok(found) if found == claim.as_bytes() => {
+                let store = self.store.clone();
+                let path = self.claim_path();
+                match self.run(async move { store.delete(&path).await }) {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(io_error(e)),
+                }
+            }
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
     fn claim_path(&self) -> ObjectPath {
         self.prefix.clone().join("keepsake-store")
     }
@@ -575,12 +598,18 @@ impl Home for Bucket {
     /// directory), and the pack holds photos no other copy has. The two
     /// cannot be told apart here, so such packs are kept and named in the
     /// notes: leaking a pack is a bug, deleting the only copy of a photo a
-    /// disaster. A pack missing or shorter than its committed length is
-    /// damage.
-    fn reconcile(&self, committed: &BTreeMap<u64, u64>) -> Result<Reconciled> {
+    /// disaster. A pack of a segment committed to the local disk and whole
+    /// there is a copy a migration left behind, after the commit that moved
+    /// the segment: it is deleted. A pack missing or shorter than its
+    /// committed length is damage.
+    fn reconcile(&self, committed: &BTreeMap<u64, u64>, copies: &BTreeSet<u64>) -> Result<Reconciled> {
         let held = self.lengths()?;
         let mut out = Reconciled::default();
         for (&id, &len) in held.iter().filter(|(id, _)| !committed.contains_key(id)) {
+            if copies.contains(&id) {
+                self.remove(id)?;
+                continue;
+            }
             out.notes.push(format!(
                 "kept pack {id} ({len} bytes): no committed record refers to it \
                  (an upload cut off before its commit, or metadata older than the bucket)"

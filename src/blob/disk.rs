@@ -2,7 +2,7 @@
 //! files are the segments, made durable by `fdatasync` and read through
 //! memory maps.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -183,7 +183,7 @@ impl Home for Disk {
     ///
     /// Every step is idempotent, so a crash during it is recovered by the
     /// next open.
-    fn reconcile(&self, committed: &BTreeMap<u64, u64>) -> Result<Reconciled> {
+    fn reconcile(&self, committed: &BTreeMap<u64, u64>, copies: &BTreeSet<u64>) -> Result<Reconciled> {
         let fs = &*self.fs;
         let dir = &self.dir;
         let mut out = Reconciled::default();
@@ -202,8 +202,10 @@ impl Home for Disk {
                 let path = self.path(id);
                 fs.remove_file(&path)
                     .map_err(|e| Fault::io(format!("removing orphan {}", path.display()), e))?;
-                out.notes
-                    .push(format!("removed segment {id}: no committed record refers to it"));
+                if !copies.contains(&id) {
+                    out.notes
+                        .push(format!("removed segment {id}: no committed record refers to it"));
+                }
                 removed_any = true;
             }
         }

@@ -9,7 +9,7 @@
 //! immutable *pack* object, and the spool is dropped. `DESIGN.md` §15 has
 //! the layout and the commit order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::ops::Range;
 
@@ -106,11 +106,14 @@ pub(crate) trait Home: Send + Sync {
     /// Reconciles what the home holds with `committed` (segment id to its
     /// committed length) at open: what no commit names was never
     /// acknowledged and is removed, what is missing or short is reported.
+    /// `copies` are segments committed to the other home and held whole
+    /// there: a copy of one here (a spool whose pack is up, what a move cut
+    /// off after its commit left behind) is removed.
     ///
     /// # Errors
     ///
     /// A listing or removal that fails.
-    fn reconcile(&self, committed: &BTreeMap<u64, u64>) -> Result<Reconciled>;
+    fn reconcile(&self, committed: &BTreeMap<u64, u64>, copies: &BTreeSet<u64>) -> Result<Reconciled>;
 }
 
 /// Walks the record headers of segment `id`, whose committed part ends at

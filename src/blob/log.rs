@@ -12,10 +12,12 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use std::sync::mpsc;
 
-use super::disk::{parse_segment_name, segment_name};
+use super::disk::segment_name;
 use super::format::{RecordHeader, ScanEnd, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
-use super::home::{self, Home, Unreadable};
+use super::home::{self, Unreadable};
 use super::outboard;
+use super::placement::{Homes, Site};
+use super::transfer::{self, Copied, LocalSide};
 use crate::error::{Fault, Result};
 use crate::fs::{Fs, FsFile};
 use crate::hash::{read_full, ContentHash, Hasher};
@@ -88,6 +90,8 @@ impl RecordData<'_> {
 
 struct Active {
     id: u64,
+    /// Whether its home keeps the spool as the segment (the local disk).
+    keeps: bool,
     file: Arc<dyn FsFile>,
     /// Where the next record goes.
     len: u64,
@@ -125,10 +129,10 @@ pub(crate) struct Recovery {
 
 pub(crate) struct BlobLog {
     fs: Arc<dyn Fs>,
-    /// The spool directory: the active segment's file, and on the local
-    /// disk every segment's.
+    /// The spool directory: the active segment's file, and every segment
+    /// on the local disk.
     dir: PathBuf,
-    home: Arc<dyn Home>,
+    homes: Arc<Homes>,
     target_size: u64,
     health: Arc<Health>,
     active: Mutex<Option<Active>>,
@@ -193,7 +197,7 @@ const ROLLED_IN_FLIGHT: usize = 2;
 /// What sealing a segment into a home that does not keep spools needs,
 /// shared by the log and the thread that uploads rolled segments.
 struct Sealer {
-    home: Arc<dyn Home>,
+    homes: Arc<Homes>,
     fs: Arc<dyn Fs>,
     dir: PathBuf,
     health: Arc<Health>,
@@ -242,7 +246,7 @@ impl Sealer {
     fn seal(&self, active: Active) -> Result<()> {
         let id = active.id;
         let result = if active.len > SEGMENT_HEADER_LEN as u64 {
-            self.home.persist(id, &*active.file, active.len, &self.health)
+            self.homes.of(id).persist(id, &*active.file, active.len, &self.health)
         } else {
             Ok(())
         };
@@ -262,23 +266,23 @@ impl Sealer {
 }
 
 impl BlobLog {
-    /// Opens the spool directory `dir` and reconciles `home` with the
-    /// committed segment lengths from the metadata (see
-    /// [`Home::reconcile`]): what no commit names is removed, bytes past a
-    /// committed length are dropped, a segment missing or short is
-    /// reported and its blobs refused, never served.
+    /// Opens the spool directory `dir` and reconciles each of `homes` with
+    /// the segments committed to it (`committed`: id to committed length
+    /// and site; see [`Home::reconcile`]): what no commit names is removed,
+    /// bytes past a committed length are dropped, a segment missing or
+    /// short is reported and its blobs refused, never served.
     ///
-    /// A home that does not keep spools (a bucket) holds every committed
-    /// segment already, uploaded before its commit: every file left in the
-    /// spool directory is removed, uploaded or never committed alike.
+    /// A copy of a segment in the home that does not hold it (a spool whose
+    /// pack is up, what a migration left behind) is removed where the other
+    /// home holds the segment whole ([`Homes::reconcile`]).
     ///
     /// Every step is idempotent, so a crash during recovery is recovered by
     /// the next open.
     pub(crate) fn open(
         fs: Arc<dyn Fs>,
         dir: PathBuf,
-        home: Arc<dyn Home>,
-        committed: &BTreeMap<u64, u64>,
+        homes: Arc<Homes>,
+        committed: &BTreeMap<u64, (u64, Site)>,
         target_size: u64,
         health: Arc<Health>,
     ) -> Result<(BlobLog, Recovery)> {
@@ -292,37 +296,13 @@ impl BlobLog {
             fs.sync_dir(parent)
                 .map_err(|e| Fault::io(format!("syncing {}", parent.display()), e))?;
         }
-        let reconciled = home.reconcile(committed)?;
-        let mut recovery = Recovery {
+        let reconciled = homes.reconcile(committed)?;
+        let recovery = Recovery {
             damaged_segments: reconciled.damaged,
             notes: reconciled.notes,
         };
-        let mut highest = reconciled.highest;
-        if !home.keeps_spool() {
-            let mut removed_any = false;
-            for name in fs
-                .list(&dir)
-                .map_err(|e| Fault::io(format!("listing {}", dir.display()), e))?
-            {
-                let Some(id) = parse_segment_name(&name) else { continue };
-                highest = highest.max(id);
-                let path = dir.join(&name);
-                fs.remove_file(&path)
-                    .map_err(|e| Fault::io(format!("removing spool {}", path.display()), e))?;
-                if !committed.contains_key(&id) {
-                    recovery
-                        .notes
-                        .push(format!("removed the spool of segment {id}: it was never committed"));
-                }
-                removed_any = true;
-            }
-            if removed_any {
-                fs.sync_dir(&dir)
-                    .map_err(|e| Fault::io(format!("syncing {}", dir.display()), e))?;
-            }
-        }
         let sealer = Arc::new(Sealer {
-            home: home.clone(),
+            homes: homes.clone(),
             fs: fs.clone(),
             dir: dir.clone(),
             health: health.clone(),
@@ -332,11 +312,11 @@ impl BlobLog {
         let log = BlobLog {
             fs,
             dir,
-            home,
+            homes,
             target_size,
             health,
             active: Mutex::new(None),
-            next_id: Mutex::new(highest + 1),
+            next_id: Mutex::new(reconciled.highest + 1),
             sync_lock: Mutex::new(()),
             sealer,
             rolled: Mutex::new(None),
@@ -346,7 +326,11 @@ impl BlobLog {
         // CLI that opens the store once per command does not leave a trail of
         // tiny segments. A sealed pack is immutable: a bucket's store starts
         // a new one.
-        if let Some((&id, &len)) = committed.iter().next_back().filter(|_| log.home.keeps_spool()) {
+        let newest = committed
+            .iter()
+            .next_back()
+            .filter(|(_, &(_, site))| site == Site::Disk && log.homes.writes() == Site::Disk);
+        if let Some((&id, &(len, _))) = newest {
             if len < target_size && !log.is_damaged(&recovery, id) {
                 let path = log.path(id);
                 let file: Arc<dyn FsFile> = Arc::from(
@@ -360,6 +344,7 @@ impl BlobLog {
                 if header_ok {
                     *log.active.lock() = Some(Active {
                         id,
+                        keeps: true,
                         file,
                         len,
                         synced: len,
@@ -401,17 +386,43 @@ impl BlobLog {
     /// rolled segments: appends go on while it uploads (waiting here only
     /// while [`ROLLED_IN_FLIGHT`] seals are in flight).
     fn roll(&self, active: &mut Option<Active>) -> Result<()> {
+        self.seal_active(active)?;
+        *active = Some(self.start_segment()?);
+        Ok(())
+    }
+
+    /// Seals the active segment, if any, as [`roll`](Self::roll) does,
+    /// leaving none active.
+    fn seal_active(&self, active: &mut Option<Active>) -> Result<()> {
         if let Some(old) = active.take() {
-            if self.home.keeps_spool() {
+            if old.keeps {
                 if old.synced < old.len {
-                    self.home.persist(old.id, &*old.file, old.len, &self.health)?;
+                    self.homes
+                        .of(old.id)
+                        .persist(old.id, &*old.file, old.len, &self.health)?;
                 }
             } else {
                 self.sealer.begin(old.id, ROLLED_IN_FLIGHT);
                 self.hand_over(old);
             }
         }
-        *active = Some(self.start_segment()?);
+        Ok(())
+    }
+
+    /// Sends new segments to `site` from now on. The active segment, if
+    /// it lives elsewhere, is sealed (synced, or handed to the uploading
+    /// thread), so that every segment but the next one is sealed, and a
+    /// migration finds it below [`sealed_below`](Self::sealed_below).
+    ///
+    /// # Errors
+    ///
+    /// The seal's (a failed `fdatasync` of the local disk).
+    pub(crate) fn send_new_segments_to(&self, site: Site) -> Result<()> {
+        let mut active = self.active.lock();
+        self.homes.set_writes(site);
+        if active.as_ref().is_some_and(|a| self.homes.site(a.id) != site) {
+            self.seal_active(&mut active)?;
+        }
         Ok(())
     }
 
@@ -457,9 +468,11 @@ impl BlobLog {
                 .create(&path)
                 .map_err(|e| Fault::io(format!("creating {}", path.display()), e))?,
         );
+        let site = self.homes.writes();
+        self.homes.place(id, site);
         // A spool that is not the segment's home needs no durability: a
         // crash drops every spool, and the pack is what is made durable.
-        let keeps = self.home.keeps_spool();
+        let keeps = self.homes.of(id).keeps_spool();
         let durable = file
             .write_all_at(0, &SegmentHeader { id }.encode())
             .and_then(|()| if keeps { file.sync_data() } else { Ok(()) })
@@ -472,6 +485,7 @@ impl BlobLog {
         }
         Ok(Active {
             id,
+            keeps,
             file,
             len: SEGMENT_HEADER_LEN as u64,
             synced: SEGMENT_HEADER_LEN as u64,
@@ -550,20 +564,20 @@ impl BlobLog {
     /// covers them ends (with its error, if it failed).
     pub(crate) fn sync(&self, segment: u64, end: u64) -> Result<()> {
         let covered = |a: &Option<Active>| a.as_ref().is_none_or(|a| a.id != segment || a.synced >= end);
-        if !self.home.keeps_spool() {
+        {
             let mut guard = self.active.lock();
             if covered(&guard) {
                 drop(guard);
+                // A rolled segment of the local disk was synced when it was
+                // rolled; one of a bucket may still be uploading.
                 return self.sealer.wait(segment);
             }
-            let active = guard.take().expect("not covered, so active");
-            self.sealer.begin(segment, usize::MAX);
-            drop(guard);
-            return self.sealer.seal(active);
-        }
-        if covered(&self.active.lock()) {
-            // A rolled segment was synced when it was rolled.
-            return Ok(());
+            if guard.as_ref().is_some_and(|a| !a.keeps) {
+                let active = guard.take().expect("not covered, so active");
+                self.sealer.begin(segment, usize::MAX);
+                drop(guard);
+                return self.sealer.seal(active);
+            }
         }
         let _one_sync_at_a_time = self.sync_lock.lock();
         let (file, target) = {
@@ -574,7 +588,7 @@ impl BlobLog {
             let a = a.as_ref().expect("checked above");
             (a.file.clone(), a.len)
         };
-        self.home.persist(segment, &*file, target, &self.health)?;
+        self.homes.of(segment).persist(segment, &*file, target, &self.health)?;
         if let Some(a) = self.active.lock().as_mut().filter(|a| a.id == segment) {
             a.synced = a.synced.max(target);
         }
@@ -603,7 +617,7 @@ impl BlobLog {
     /// the parts it uses against the blob's outboard.
     pub(crate) fn record(&self, loc: Location, hash: ContentHash) -> Result<Bytes> {
         let record = self
-            .home
+            .homes
             .read(loc.segment, loc.offset..loc.end())
             .map_err(|e| unreadable(hash, e))?;
         let integrity = |detail: String| Fault::Integrity { hash, detail };
@@ -629,7 +643,7 @@ impl BlobLog {
     /// outboard, without the record's other bytes crossing the network.
     pub(crate) fn data_range(&self, loc: Location, hash: ContentHash, range: Range<u64>) -> Result<Bytes> {
         let at = loc.offset + RECORD_HEADER_LEN as u64;
-        self.home
+        self.homes
             .read(loc.segment, at + range.start..at + range.end.min(loc.length))
             .map_err(|e| unreadable(hash, e))
     }
@@ -648,23 +662,23 @@ impl BlobLog {
         }
     }
 
-    /// Whether a whole record costs nothing to hold until it is read (a
-    /// memory map of a local segment): a reader may then take the whole
-    /// record and check it a part at a time. From a bucket, it reads the
-    /// parts it checks ([`data_range`](Self::data_range)).
-    pub(crate) fn maps_records(&self) -> bool {
-        self.home.keeps_spool()
+    /// Whether a whole record of `segment` costs nothing to hold until it
+    /// is read (a memory map of a local segment): a reader may then take
+    /// the whole record and check it a part at a time. From a bucket, it
+    /// reads the parts it checks ([`data_range`](Self::data_range)).
+    pub(crate) fn maps_records(&self, segment: u64) -> bool {
+        self.homes.of(segment).keeps_spool()
     }
 
     /// The record headers in the committed part (`committed` bytes) of
     /// segment `id`, for compaction and repair: see [`home::scan`].
     pub(crate) fn scan(&self, id: u64, committed: u64) -> std::result::Result<(Vec<RecordHeader>, ScanEnd), String> {
-        home::scan(&*self.home, id, committed).map_err(|e| e.to_string())
+        home::scan(self.homes.of(id), id, committed).map_err(|e| e.to_string())
     }
 
     /// Whether segment `id` starts with its own, whole header.
     pub(crate) fn header_ok(&self, id: u64) -> bool {
-        self.home
+        self.homes
             .read(id, 0..SEGMENT_HEADER_LEN as u64)
             .is_ok_and(|h| SegmentHeader::decode(&h).is_ok_and(|h| h.id == id))
     }
@@ -672,18 +686,61 @@ impl BlobLog {
     /// Removes a segment whose removal from the metadata has committed; a
     /// segment already gone (a lost segment retired) is not an error.
     pub(crate) fn remove_segment(&self, id: u64) -> Result<()> {
-        self.home.remove(id)
+        self.homes.of(id).remove(id)?;
+        self.homes.forget(id);
+        Ok(())
     }
 
     /// The length of every segment its home holds (for statistics and
     /// verification): one listing.
     pub(crate) fn lengths(&self) -> Result<BTreeMap<u64, u64>> {
-        self.home.lengths()
+        self.homes.lengths()
     }
 
-    /// How messages name where segments live.
+    /// How messages name where new segments go.
     pub(crate) fn home_name(&self) -> &str {
-        self.home.name()
+        self.homes.of_writes().name()
+    }
+
+    /// The homes of the segments, and the site of each.
+    pub(crate) fn homes(&self) -> &Homes {
+        &self.homes
+    }
+
+    /// Copies sealed segment `id` (its committed part, `0..len`) to the
+    /// home at `to`, checked: see [`transfer::copy`]. The segment stays
+    /// where it was until [`finish_move`](Self::finish_move).
+    pub(crate) fn copy_segment(
+        &self,
+        id: u64,
+        len: u64,
+        to: Site,
+        live: &dyn Fn(&RecordHeader) -> bool,
+    ) -> Result<Copied> {
+        let local = LocalSide {
+            fs: &*self.fs,
+            dir: &self.dir,
+            health: &self.health,
+        };
+        transfer::copy(&self.homes, &local, id, len, to, live)
+    }
+
+    /// Serves segment `id` from `to`, where the commit that moves it there
+    /// has put it, and removes its copy at its old site. A read on its way
+    /// to the old copy is asked again of the new one
+    /// ([`Homes::read`]).
+    ///
+    /// # Errors
+    ///
+    /// The removal's (the old copy is then removed at the next open, or by
+    /// the next migration).
+    pub(crate) fn finish_move(&self, id: u64, to: Site) -> Result<()> {
+        let from = self.homes.site(id);
+        self.homes.place(id, to);
+        match self.homes.home(from) {
+            Some(old) if from != to => old.remove(id),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -835,7 +892,7 @@ mod tests {
         BlobLog::open(
             fs,
             dir.to_path_buf(),
-            home,
+            Arc::new(Homes::new(home, None, Site::Disk)),
             &BTreeMap::new(),
             target_size,
             Arc::default(),
@@ -853,7 +910,7 @@ mod tests {
         let (log, _) = BlobLog::open(
             Arc::new(OsFs),
             dir.path().to_path_buf(),
-            disk.clone(),
+            Arc::new(Homes::new(disk.clone(), None, Site::Disk)),
             &BTreeMap::new(),
             4096,
             Arc::default(),

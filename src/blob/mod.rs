@@ -6,7 +6,9 @@
 //! seam to where sealed segments live for good, with two sides: `disk.rs`
 //! (the local disk: the spool's files are the segments) and `bucket.rs`
 //! (S3-compatible object storage, feature `s3`: one pack object per
-//! sealed segment); [`outboard`] keeps the BLAKE3 trees that let a range of
+//! sealed segment); `placement.rs` knows which of the two holds each
+//! segment, and `transfer.rs` copies a segment from one to the other for a
+//! migration; [`outboard`] keeps the BLAKE3 trees that let a range of
 //! a large blob be checked on its own.
 
 #[cfg(feature = "s3")]
@@ -18,6 +20,8 @@ pub(crate) mod format;
 mod home;
 mod log;
 pub(crate) mod outboard;
+mod placement;
+mod transfer;
 
 #[cfg(feature = "s3")]
 pub(crate) use bucket::Bucket;
@@ -26,3 +30,4 @@ pub use bucket::BucketOptions;
 pub(crate) use disk::{segment_file, Disk, SEGMENTS_DIR};
 pub(crate) use home::Home;
 pub(crate) use log::{BlobLog, Location, Pin, RecordData, Recovery, Written};
+pub(crate) use placement::{Homes, Site};

@@ -159,6 +159,20 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: QuotaAction,
     },
+    /// Move the store's blobs into a bucket, or back to the local disk
+    ///
+    /// New blobs go to the destination at once; sealed segments follow one
+    /// at a time, each copied, checked (its live records hashed; an
+    /// uploaded pack read back and compared), switched in one commit, and
+    /// only then removed from where it was. Killed or failed, it is run
+    /// again to go on; the store stays usable throughout. The bucket is
+    /// reached as for init (AWS_* variables). Exit status 1 if a segment
+    /// had to be left where it is (each is named).
+    Migrate {
+        /// Where blobs go: s3://BUCKET/PREFIX, or local
+        #[arg(long, value_name = "URL|local")]
+        blobs: String,
+    },
     /// Purge expired trash, remove unreferenced blobs, compact segments
     Gc {
         /// Keep blobs unreferenced for less than this many seconds [default: 900]
@@ -196,6 +210,10 @@ pub(crate) enum Command {
         /// are not on the users' address (keep this one for the operator)
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// Move the store's blobs (as `migrate --blobs`) while serving:
+        /// uploads and downloads go on, the outcome is printed on stderr
+        #[arg(long, value_name = "URL|local")]
+        migrate_blobs: Option<String>,
     },
     /// Bearer tokens for `keepsake serve`: create, list, revoke
     ///

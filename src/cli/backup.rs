@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{self, Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use keepsake::{
     AlbumId, Content, DedupMode, FileName, ReadOnlyStore, SeenPaths, Upload, UploadError, UploadReport, User,
 };
@@ -365,17 +365,7 @@ pub(crate) fn run(
 ) -> Result<Summary, Failure> {
     let Scan { roots, walk } = scan;
     let total: u64 = walk.found.iter().map(|f| f.meta.len()).sum();
-    let bar = if out.progress_allowed() {
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .expect("static template"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let mut report = Report::new(out, bar);
+    let mut report = Report::new(out, out.bytes_bar(total));
     // Only a walk that saw every entry may conclude that a file is gone.
     let complete = walk.errors.is_empty();
     report.walk(&walk);

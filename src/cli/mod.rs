@@ -3,6 +3,7 @@
 mod args;
 mod backup;
 mod duplicates;
+mod migrate;
 mod output;
 mod serve;
 mod walk;
@@ -376,12 +377,16 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
         header_timeout,
         idle_timeout,
         metrics_listen,
+        migrate_blobs,
     } = cli.command
     {
         let limits = serve::Limits {
             header: Duration::from_secs(header_timeout.max(1)),
             idle_body: Duration::from_secs(idle_timeout.max(1)),
         };
+        if let Some(blobs) = migrate_blobs {
+            serve::migrate_while_serving(&store, &blobs)?;
+        }
         return serve::serve(store, &dir, serve::Addresses { listen, metrics_listen }, limits, out);
     }
     let Some(command) = store_command(&store, cli.command, out)? else {
@@ -530,7 +535,7 @@ fn run(cli: Cli, out: &Output) -> Result<(), Failure> {
             };
             duplicates::dedupe(&user, &keep, dry_run, out)?;
         }
-        Command::Gc { .. } | Command::Verify { .. } | Command::Stats => {
+        Command::Gc { .. } | Command::Verify { .. } | Command::Stats | Command::Migrate { .. } => {
             unreachable!("store-wide commands are run by store_command")
         }
         Command::Serve { .. } | Command::Token { .. } | Command::Init { .. } => {
@@ -611,6 +616,7 @@ fn store_command(store: &Store, command: Command, out: &Output) -> Result<Option
                 )
             })?;
         }
+        Command::Migrate { blobs } => migrate::migrate(store, &blobs, out)?,
         Command::Verify { scrub, repair: true } => repair(store, scrub, out)?,
         Command::Verify { scrub, repair: false } => {
             let r = store.verify(scrub)?;

@@ -4,6 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::io::{self, IsTerminal, Write};
 
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 /// Where and how a command prints.
@@ -90,6 +91,20 @@ impl Output {
     /// stdout is not a terminal.
     pub fn progress_allowed(&self) -> bool {
         !self.json && self.terminal
+    }
+
+    /// A progress bar of `total` bytes, with the rate and the time left;
+    /// hidden where [`progress_allowed`](Self::progress_allowed) says no.
+    pub fn bytes_bar(&self, total: u64) -> ProgressBar {
+        if !self.progress_allowed() {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .expect("static template"),
+        );
+        bar
     }
 }
 

@@ -73,6 +73,25 @@ async fn accept(listener: Option<&tokio::net::TcpListener>) -> std::io::Result<t
     }
 }
 
+/// Starts moving the store's blobs to `blobs` on a thread of its own
+/// (`Store::migrate_blobs` is online: the server goes on serving), and
+/// prints its outcome on stderr when it ends.
+pub(crate) fn migrate_while_serving(store: &Store, blobs: &str) -> Result<(), Failure> {
+    let to = super::migrate::destination(blobs)?;
+    let store = store.clone();
+    std::thread::Builder::new()
+        .name("keepsake-migrate".into())
+        .spawn(move || match store.migrate_blobs(&to, &mut |_| {}) {
+            Ok(report) => eprintln!(
+                "keepsake: migration: {}",
+                super::migrate::summary(&report).replace('\n', "; ")
+            ),
+            Err(e) => eprintln!("keepsake: migration failed: {e} (restart with --migrate-blobs to go on)"),
+        })
+        .map_err(|e| failure("starting the migration", e))?;
+    Ok(())
+}
+
 /// Serves `store` until Ctrl-C or SIGTERM, then lets the requests in
 /// flight finish for at most [`SHUTDOWN_GRACE`].
 ///

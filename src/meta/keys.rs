@@ -10,9 +10,14 @@ use crate::ids::UploadId;
 use crate::names::{comparable, FileName};
 
 pub(crate) const FORMAT: &[u8] = b"format";
-/// Where the store's sealed segments live: absent for the local disk, the
-/// bucket's `s3://BUCKET/PREFIX` (UTF-8) otherwise. Never a credential.
+/// The store's bucket, `s3://BUCKET/PREFIX` (UTF-8), where its new
+/// segments go; absent for a store whose blobs are all on the local disk.
+/// Never a credential. Each segment's own site is in its record.
 pub(crate) const BLOBS: &[u8] = b"blobs";
+/// Present (`disk`) while a store that has a bucket sends its new segments
+/// to the local disk: a migration of its blobs to the disk is under way,
+/// and the bucket is let go once no segment is left in it.
+pub(crate) const BLOBS_WRITES: &[u8] = b"blobs_writes";
 /// The random id the store wrote as `PREFIX/keepsake-store` when it
 /// claimed its bucket prefix, checked at every open: two stores never share
 /// a prefix (each would take the other's packs for orphans).

@@ -37,12 +37,20 @@
 //! keeps them on local disk, as every store of format 5 did, so nothing is
 //! rewritten: the step marks format 6, and an older keepsake (which would
 //! find every segment of a bucket's store missing) refuses it.
+//!
+//! Format 6 → 7: each segment record names its site, the local disk or the
+//! bucket, so that a migration can move a store's segments from one to the
+//! other one at a time (`Store::migrate_blobs`). A record without a site
+//! means the local disk: a store without the `blobs` key is format 7 as it
+//! is, and a bucket's store gets every segment record rewritten with the
+//! bucket's site, in the batch that marks format 7.
 
 use rocksdb::WriteBatch;
 
 use super::keys;
-use super::records::{AlbumRecord, FileRecord, Record, UploadRecord};
+use super::records::{AlbumRecord, FileRecord, Record, SegmentRecord, UploadRecord};
 use super::{Cf, Meta};
+use crate::blob::Site;
 use crate::error::OpenError;
 use crate::ids::UploadId;
 use crate::names::MAX_NAME_BYTES;
@@ -74,6 +82,29 @@ pub(super) fn from_v3(meta: &Meta) -> Result<(), OpenError> {
     meta.batch_put(&mut b, Cf::Meta, keys::FORMAT, &4u64.encode());
     meta.write(b)
         .map_err(|e| OpenError::Corrupt(format!("migrating from format 3: {e}")))
+}
+
+/// Names the bucket as the site of every segment of a bucket's store, and
+/// marks the metadata format 7, in one batch.
+pub(super) fn from_v6(meta: &Meta) -> Result<(), OpenError> {
+    let corrupt = |what: &str| OpenError::Corrupt(format!("migrating from format 6: {what}"));
+    let mut b = WriteBatch::default();
+    if meta
+        .get_raw(Cf::Meta, keys::BLOBS)
+        .map_err(|e| corrupt(&e.to_string()))?
+        .is_some()
+    {
+        for (key, value) in meta.scan_all(Cf::Segments, &[]).map_err(|e| corrupt(&e.to_string()))? {
+            let rec = SegmentRecord::decode(&value).map_err(|e| corrupt(&e.to_string()))?;
+            let rec = SegmentRecord {
+                site: Site::Bucket,
+                ..rec
+            };
+            meta.batch_put(&mut b, Cf::Segments, &key, &rec.encode());
+        }
+    }
+    meta.batch_put(&mut b, Cf::Meta, keys::FORMAT, &7u64.encode());
+    meta.write(b).map_err(|e| corrupt(&e.to_string()))
 }
 
 /// Marks the metadata format 5; the open has made the `outboards` family.
@@ -246,6 +277,38 @@ mod tests {
             DedupMode::Hash,
         );
         assert_eq!(again.unwrap().outcome, Outcome::Skipped);
+    }
+
+    /// Format 6 named no segment's site: a bucket's store gets the bucket's
+    /// for every segment, a local store's records read as they are.
+    #[test]
+    fn format_6_segment_records_get_the_site_of_their_stores_home() {
+        use crate::blob::Site;
+        use crate::meta::records::SegmentRecord;
+        for (bucket, site) in [(true, Site::Bucket), (false, Site::Disk)] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("meta");
+            let key = keys::u64_key(3);
+            {
+                let meta = Meta::open(&path, DEFAULT_CACHE).unwrap();
+                let mut b = WriteBatch::default();
+                if bucket {
+                    meta.batch_put(&mut b, Cf::Meta, keys::BLOBS, b"s3://b/p");
+                }
+                let old = SegmentRecord {
+                    committed_len: 100,
+                    live_bytes: 60,
+                    site: Site::Disk,
+                };
+                meta.batch_put(&mut b, Cf::Segments, &key, &old.encode());
+                meta.batch_put(&mut b, Cf::Meta, keys::FORMAT, &6u64.encode());
+                meta.write(b).unwrap();
+            }
+            let meta = Meta::open(&path, DEFAULT_CACHE).unwrap();
+            let rec = meta.get::<SegmentRecord>(Cf::Segments, &key).unwrap().unwrap();
+            assert_eq!((rec.committed_len, rec.live_bytes, rec.site), (100, 60, site));
+            assert_eq!(meta.get::<u64>(Cf::Meta, keys::FORMAT).unwrap(), Some(FORMAT_VERSION));
+        }
     }
 
     /// A store as format 2 wrote it, with names not in NFC: a file named on

@@ -108,7 +108,7 @@ impl Cf {
 
 /// The metadata format version this build writes and reads. Older ones
 /// are migrated at open ([`migrate`]).
-pub(crate) const FORMAT_VERSION: u64 = 6;
+pub(crate) const FORMAT_VERSION: u64 = 7;
 
 /// Column families of older formats, dropped once a writable open has
 /// migrated the store: format 3's `by_hash` index said nothing that the
@@ -283,6 +283,7 @@ impl Meta {
                     3 => migrate::from_v3(self),
                     4 => migrate::from_v4(self),
                     5 => migrate::from_v5(self),
+                    6 => migrate::from_v6(self),
                     _ => Err(OpenError::Corrupt(format!("no migration from format {from}"))),
                 })
             }

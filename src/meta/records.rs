@@ -7,7 +7,7 @@
 //! store reports as corruption.
 
 use crate::blob::format::RECORD_HEADER_LEN;
-use crate::blob::Location;
+use crate::blob::{Location, Site};
 use crate::hash::ContentHash;
 use crate::names::FileName;
 use crate::stamp::Stamp;
@@ -373,19 +373,37 @@ pub(crate) struct SegmentRecord {
     /// Bytes of records that blobs point at. The rest below
     /// `committed_len` (after the header) is garbage for compaction.
     pub live_bytes: u64,
+    /// Which home holds it. Encoded as a trailing byte `1` for the bucket
+    /// and as nothing for the local disk, which is how every record before
+    /// format 7 reads.
+    pub site: Site,
 }
 
 impl Record for SegmentRecord {
     fn encode(&self) -> Vec<u8> {
-        Enc::new().u64(self.committed_len).u64(self.live_bytes).0
+        let e = Enc::new().u64(self.committed_len).u64(self.live_bytes);
+        match self.site {
+            Site::Disk => e.0,
+            Site::Bucket => e.u8(1).0,
+        }
     }
     fn decode(b: &[u8]) -> Result<Self, DecodeError> {
         let mut d = Dec::new("segment record", b)?;
-        let r = SegmentRecord {
-            committed_len: d.u64()?,
-            live_bytes: d.u64()?,
+        let committed_len = d.u64()?;
+        let live_bytes = d.u64()?;
+        let site = match d.rest.first() {
+            None => Site::Disk,
+            Some(1) => {
+                d.u8()?;
+                Site::Bucket
+            }
+            Some(_) => return Err(d.err("bad segment site")),
         };
-        d.finish(r)
+        d.finish(SegmentRecord {
+            committed_len,
+            live_bytes,
+            site,
+        })
     }
 }
 
@@ -684,6 +702,12 @@ mod tests {
         round_trip(SegmentRecord {
             committed_len: 9,
             live_bytes: 8,
+            site: Site::Disk,
+        });
+        round_trip(SegmentRecord {
+            committed_len: 9,
+            live_bytes: 8,
+            site: Site::Bucket,
         });
         round_trip(DamageRecord {
             at: None,

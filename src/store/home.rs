@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::StoreOptions;
-use crate::blob::{Disk, Home};
+use crate::blob::{Disk, Home, Homes, Site};
 use crate::error::OpenError;
 use crate::meta::{keys, Cf, Meta};
 
@@ -19,8 +19,18 @@ pub(crate) fn recorded(meta: &Meta) -> Result<Option<String>, OpenError> {
         .transpose()
 }
 
-/// Opens the home of the store at `root`: the local disk's segment
-/// directory, or the bucket the store records (reached as
+/// Whether the store sends new segments to the local disk although it has
+/// a bucket (a migration to the disk under way).
+#[cfg(feature = "s3")]
+fn writes_to_disk(meta: &Meta) -> Result<bool, OpenError> {
+    Ok(meta
+        .get_raw(Cf::Meta, keys::BLOBS_WRITES)
+        .map_err(|e| OpenError::Corrupt(e.to_string()))?
+        .is_some())
+}
+
+/// Opens the homes of the store at `root`: the local disk's segment
+/// directory, and the bucket the store records if it does (reached as
 /// `options.bucket` says, else as the AWS environment variables say). A
 /// new store given a bucket records it.
 ///
@@ -29,22 +39,16 @@ pub(crate) fn recorded(meta: &Meta) -> Result<Option<String>, OpenError> {
 /// - [`OpenError::Blobs`] if the options name a bucket the store does not
 ///   record (another one, or a store whose blobs are on local disk), or
 ///   the store records a bucket and this build has no `s3` feature.
-/// - [`OpenError::Io`] if the bucket's client cannot be made (a bad URL).
-pub(crate) fn open(root: &Path, meta: &Meta, options: &StoreOptions) -> Result<Arc<dyn Home>, OpenError> {
-    let disk = || -> Arc<dyn Home> { Arc::new(Disk::new(options.fs.clone(), root.join(crate::blob::SEGMENTS_DIR))) };
+/// - [`OpenError::Io`] if the bucket's client cannot be made (a bad URL),
+///   or the bucket is not this store's.
+pub(crate) fn open(root: &Path, meta: &Meta, options: &StoreOptions) -> Result<Homes, OpenError> {
+    let disk: Arc<dyn Home> = Arc::new(Disk::new(options.fs.clone(), root.join(crate::blob::SEGMENTS_DIR)));
     let recorded = recorded(meta)?;
     #[cfg(feature = "s3")]
     {
-        use crate::blob::{Bucket, BucketOptions};
-        use rocksdb::WriteBatch;
-        let open_bucket = |o: &BucketOptions| {
-            Bucket::open(o).map_err(|source| OpenError::Io {
-                context: format!("opening the bucket {}", o.url),
-                source,
-            })
-        };
+        use crate::blob::BucketOptions;
         let chosen = match (recorded, &options.bucket) {
-            (None, None) => return Ok(disk()),
+            (None, None) => return Ok(Homes::new(disk, None, Site::Disk)),
             (None, Some(wanted)) => {
                 let fresh = meta
                     .is_empty(Cf::Segments)
@@ -54,32 +58,13 @@ pub(crate) fn open(root: &Path, meta: &Meta, options: &StoreOptions) -> Result<A
                         .map_err(|e| OpenError::Database(e.to_string()))?;
                 if !fresh {
                     return Err(OpenError::Blobs(format!(
-                        "the store at {} keeps its blobs on local disk; a bucket is chosen when a store is created",
-                        root.display()
+                        "the store at {} keeps its blobs on local disk; `keepsake migrate --blobs {}` moves them",
+                        root.display(),
+                        wanted.url
                     )));
                 }
-                let bucket = open_bucket(wanted)?;
-                // The prefix becomes this store's: a second store given it
-                // would take the first one's pack names and count its packs
-                // as its own. Recorded first, then claimed: a creation cut
-                // off between the two is finished by the next open (see
-                // `Bucket::check_claim`); one refused is undone.
-                let claim = random_id()?;
-                let mut b = WriteBatch::default();
-                meta.batch_put(&mut b, Cf::Meta, keys::BLOBS, wanted.url.as_bytes());
-                meta.batch_put(&mut b, Cf::Meta, keys::BLOBS_CLAIM, claim.as_bytes());
-                meta.write(b).map_err(|e| OpenError::Database(e.to_string()))?;
-                if let Err(source) = bucket.claim(&claim) {
-                    let mut undo = WriteBatch::default();
-                    meta.batch_delete(&mut undo, Cf::Meta, keys::BLOBS);
-                    meta.batch_delete(&mut undo, Cf::Meta, keys::BLOBS_CLAIM);
-                    let _ = meta.write(undo);
-                    return Err(OpenError::Io {
-                        context: format!("claiming {} for this store", wanted.url),
-                        source,
-                    });
-                }
-                return Ok(Arc::new(bucket));
+                let bucket = take_bucket(meta, wanted)?;
+                return Ok(Homes::new(disk, Some(bucket), Site::Bucket));
             }
             (Some(url), None) => BucketOptions::from_env(url),
             (Some(url), Some(wanted)) if wanted.url == url => wanted.clone(),
@@ -101,16 +86,95 @@ pub(crate) fn open(root: &Path, meta: &Meta, options: &StoreOptions) -> Result<A
             context: format!("checking that {} is this store's", chosen.url),
             source,
         })?;
-        Ok(Arc::new(bucket))
+        let writes = if writes_to_disk(meta)? {
+            Site::Disk
+        } else {
+            Site::Bucket
+        };
+        Ok(Homes::new(disk, Some(Arc::new(bucket)), writes))
     }
     #[cfg(not(feature = "s3"))]
     match recorded {
-        None => Ok(disk()),
+        None => Ok(Homes::new(disk, None, Site::Disk)),
         Some(url) => Err(OpenError::Blobs(format!(
             "the store at {} keeps its blobs in {url}: this build of keepsake has no `s3` feature",
             root.display()
         ))),
     }
+}
+
+#[cfg(feature = "s3")]
+fn open_bucket(o: &crate::blob::BucketOptions) -> Result<crate::blob::Bucket, OpenError> {
+    crate::blob::Bucket::open(o).map_err(|source| OpenError::Io {
+        context: format!("opening the bucket {}", o.url),
+        source,
+    })
+}
+
+/// Makes the bucket `wanted` this store's: records it, then claims its
+/// prefix. The prefix becomes this store's: a second store given it would
+/// take the first one's pack names and count its packs as its own.
+/// Recorded first, then claimed: a creation or migration cut off between
+/// the two is finished by the next open (see `Bucket::check_claim`); one
+/// refused is undone.
+///
+/// # Errors
+///
+/// [`OpenError::Io`] if the bucket cannot be reached or its prefix is
+/// another store's; [`OpenError::Database`] if the record cannot be written.
+#[cfg(feature = "s3")]
+pub(crate) fn take_bucket(meta: &Meta, wanted: &crate::blob::BucketOptions) -> Result<Arc<dyn Home>, OpenError> {
+    use rocksdb::WriteBatch;
+    let bucket = open_bucket(wanted)?;
+    let claim = random_id()?;
+    let mut b = WriteBatch::default();
+    meta.batch_put(&mut b, Cf::Meta, keys::BLOBS, wanted.url.as_bytes());
+    meta.batch_put(&mut b, Cf::Meta, keys::BLOBS_CLAIM, claim.as_bytes());
+    meta.write(b).map_err(|e| OpenError::Database(e.to_string()))?;
+    if let Err(source) = bucket.claim(&claim) {
+        let mut undo = WriteBatch::default();
+        meta.batch_delete(&mut undo, Cf::Meta, keys::BLOBS);
+        meta.batch_delete(&mut undo, Cf::Meta, keys::BLOBS_CLAIM);
+        let _ = meta.write(undo);
+        return Err(OpenError::Io {
+            context: format!("claiming {} for this store", wanted.url),
+            source,
+        });
+    }
+    Ok(Arc::new(bucket))
+}
+
+/// Lets the store's bucket go, once no segment is left in it: the records
+/// first (the store's blobs are all on the local disk from then on), then
+/// its claim on the prefix, so that another store may take it.
+///
+/// # Errors
+///
+/// [`OpenError::Database`] if the records cannot be deleted; the claim's
+/// deletion failing is [`OpenError::Io`], and leaves the prefix claimed by
+/// a store that no longer uses it.
+#[cfg(feature = "s3")]
+pub(crate) fn let_bucket_go(meta: &Meta, options: &StoreOptions) -> Result<(), OpenError> {
+    use rocksdb::WriteBatch;
+    let Some(url) = recorded(meta)? else { return Ok(()) };
+    let claim = meta
+        .get_raw(Cf::Meta, keys::BLOBS_CLAIM)
+        .map_err(|e| OpenError::Corrupt(e.to_string()))?
+        .and_then(|v| String::from_utf8(v).ok());
+    let mut b = WriteBatch::default();
+    meta.batch_delete(&mut b, Cf::Meta, keys::BLOBS);
+    meta.batch_delete(&mut b, Cf::Meta, keys::BLOBS_CLAIM);
+    meta.batch_delete(&mut b, Cf::Meta, keys::BLOBS_WRITES);
+    meta.write(b).map_err(|e| OpenError::Database(e.to_string()))?;
+    let Some(claim) = claim else { return Ok(()) };
+    let reach = match &options.bucket {
+        Some(o) if o.url == url => o.clone(),
+        _ => crate::blob::BucketOptions::from_env(url),
+    };
+    open_bucket(&reach)?.release(&claim).map_err(|source| OpenError::Io {
+        context: format!("releasing the claim on {}", reach.url),
+        source,
+    })
 }
 
 /// 128 random bits in hex: a store's claim on its bucket prefix.

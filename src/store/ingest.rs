@@ -45,11 +45,12 @@ use super::rules::{apply, prefetch, Applied, NewCopy, Pending};
 use super::source_file;
 use super::{staging, Content, DedupMode, Inner, Upload, UploadReport, User};
 use crate::blob::outboard;
-use crate::blob::{Pin, RecordData, Written};
+use crate::blob::{Pin, RecordData, Site, Written};
 use crate::error::{Fault, HashMismatch, Result, UploadError};
 use crate::fs::FsFile;
 use crate::hash::{read_full, ContentHash, Hasher, HASH_CHUNK};
 use crate::ids::AlbumId;
+use crate::meta::records::Place;
 use crate::meta::txn::Txn;
 use crate::meta::Cf;
 use crate::names::{check_file_name, FileName};
@@ -713,6 +714,15 @@ impl Inner {
             let user_name = user.to_string();
             let now = inner.now_ms();
             let retire = retire.clone();
+            // Where each segment this batch wrote to lives, for its record.
+            let sites: HashMap<u64, Site> = pending
+                .iter()
+                .filter_map(|p| match p.copy.as_ref()?.place() {
+                    Place::Segment(loc) => Some(loc.segment),
+                    Place::Inline(_) => None,
+                })
+                .map(|segment| (segment, inner.blobs.homes().site(segment)))
+                .collect();
             let applied = inner.commit(move |txn| {
                 let before_user = txn.savepoint();
                 let uid = ensure_user(txn, &user_name)?;
@@ -744,7 +754,9 @@ impl Inner {
                 // committed length from now on, live or garbage, so that
                 // recovery keeps it and compaction counts it.
                 for copy in &fresh {
-                    cover(txn, &copy.place())?;
+                    cover(txn, &copy.place(), &|segment| {
+                        sites.get(&segment).copied().unwrap_or_default()
+                    })?;
                 }
                 Ok(applied)
             });

@@ -13,6 +13,7 @@
 //! the library, the trash, sessions, maintenance) are built on it, never the
 //! other way round.
 
+use crate::blob::Site;
 use crate::error::{Fault, QuotaExceeded, Result};
 use crate::hash::ContentHash;
 use crate::ids::{AlbumId, FileId};
@@ -345,22 +346,28 @@ pub(crate) fn save_file(txn: &mut Txn<'_>, uid: u64, fid: u64, file: &FileRecord
 /// Counts a blob copy at `place` as live in its segment, and extends what
 /// the segment's committed length vouches for to cover it.
 pub(crate) fn occupy(txn: &mut Txn<'_>, place: &Place) -> Result<()> {
-    adjust_segment(txn, place, true)
+    adjust_segment(txn, place, true, None)
 }
 
 /// Takes the copy at `place` into its segment's committed length without
 /// making it live: a copy this commit wrote but no blob points at (its
 /// content was in the store already) is garbage, kept by recovery and
-/// counted by compaction like any other.
-pub(crate) fn cover(txn: &mut Txn<'_>, place: &Place) -> Result<()> {
-    adjust_segment(txn, place, false)
+/// counted by compaction like any other. `site_of` names the home of the
+/// copy's segment, which its record takes: every copy a commit makes is
+/// covered, so every segment's record names its site from its first
+/// commit on.
+pub(crate) fn cover(txn: &mut Txn<'_>, place: &Place, site_of: &dyn Fn(u64) -> Site) -> Result<()> {
+    adjust_segment(txn, place, false, Some(site_of))
 }
 
-fn adjust_segment(txn: &mut Txn<'_>, place: &Place, live: bool) -> Result<()> {
+fn adjust_segment(txn: &mut Txn<'_>, place: &Place, live: bool, site_of: Option<&dyn Fn(u64) -> Site>) -> Result<()> {
     if let Place::Segment(loc) = place {
         let key = keys::u64_key(loc.segment);
         let mut seg: SegmentRecord = txn.get(Cf::Segments, &key)?.unwrap_or_default();
         seg.committed_len = seg.committed_len.max(loc.end());
+        if let Some(site_of) = site_of {
+            seg.site = site_of(loc.segment);
+        }
         if live {
             seg.live_bytes += loc.record_len();
         }

@@ -72,7 +72,9 @@ use crate::meta::{decode, keys, Cf, Meta};
 pub use edits::FileEdit;
 pub use library::{AlbumDeletion, AlbumInfo, FileInfo};
 pub use listing::{Cursor, InvalidCursor, Page, MAX_PAGE};
-pub use maintenance::{AffectedFile, GcReport, Problem, RepairReport, Stats, VerifyReport};
+pub use maintenance::{
+    AffectedFile, BlobHome, GcReport, MigrateProgress, MigrateReport, Problem, RepairReport, Stats, VerifyReport,
+};
 pub use merge::{DuplicateGroup, MergeReport};
 pub use quota::Usage;
 pub use read::FileReader;
@@ -333,8 +335,11 @@ pub(crate) struct Inner {
     pub(crate) committer: Committer,
     pub(crate) health: Arc<Health>,
     pub(crate) options: StoreOptions,
-    /// One GC or compaction at a time.
+    /// One GC or compaction at a time, and no segment moved by a migration
+    /// while one runs.
     pub(crate) gc_lock: Mutex<()>,
+    /// One migration of the blobs at a time.
+    pub(crate) migration: Mutex<()>,
     pub(crate) recovery: Recovery,
     pub(crate) sessions: staging::Sessions,
     /// Quota held for writes in flight.
@@ -397,14 +402,23 @@ impl Store {
         for (k, v) in meta.scan_all(Cf::Segments, &[])? {
             let id = keys::u64_at(&k, 0).ok_or_else(|| OpenError::Corrupt("bad segment key".into()))?;
             let rec: SegmentRecord = decode(&v)?;
-            committed.insert(id, rec.committed_len);
+            committed.insert(id, (rec.committed_len, rec.site));
         }
         let health = Arc::new(Health::default());
-        let blob_home = home::open(&root, &meta, &options)?;
+        let homes = home::open(&root, &meta, &options)?;
+        if let Some(id) = committed
+            .iter()
+            .find(|(_, &(_, site))| homes.home(site).is_none())
+            .map(|(id, _)| id)
+        {
+            return Err(OpenError::Corrupt(format!(
+                "segment {id} is in a bucket, and the store records none"
+            )));
+        }
         let (blobs, mut recovery) = BlobLog::open(
             options.fs.clone(),
             root.join(crate::blob::SEGMENTS_DIR),
-            blob_home,
+            Arc::new(homes),
             &committed,
             options.segment_size,
             health.clone(),
@@ -427,6 +441,7 @@ impl Store {
                 health,
                 options,
                 gc_lock: Mutex::new(()),
+                migration: Mutex::new(()),
                 recovery,
                 sessions: staging::Sessions::new(staged.bytes, staging_limit),
                 holds: Default::default(),

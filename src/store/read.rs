@@ -344,7 +344,7 @@ impl Inner {
                     place: place.clone(),
                     done: vec![0; loc.length.div_ceil(GROUP).div_ceil(64) as usize],
                 };
-                if !self.blobs.maps_records() {
+                if !self.blobs.maps_records(loc.segment) {
                     let ob = match held {
                         Some(ob) => ob,
                         None => {
@@ -404,7 +404,7 @@ impl Inner {
         let checked = match place {
             // A large blob in a bucket is hashed as it streams by, never
             // held whole.
-            Place::Segment(loc) if !self.blobs.maps_records() && outboard::wanted(loc.length) => {
+            Place::Segment(loc) if !self.blobs.maps_records(loc.segment) && outboard::wanted(loc.length) => {
                 self.hash_record(*loc, hash)
             }
             _ => self.read_place(hash, place).map(|b| b.len() as u64),

@@ -21,6 +21,7 @@ use super::quota::usage;
 use super::sources::{stale, unchanged, SeenPaths};
 use super::{lock, AlbumInfo, Stats, Store, UploadReport, Usage};
 use crate::blob::segment_file;
+use crate::blob::Site;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{LibraryError, NameError, OpenError, Result, StorageError};
 use crate::ids::AlbumId;
@@ -116,16 +117,15 @@ impl ReadOnlyStore {
         let mut short_segments = ShortSegments::new();
         // A bucket's packs are checked by the writable open, which marks
         // what it finds lost damaged: those marks are what this one sees.
-        let on_disk = super::home::recorded(&meta)?.is_none();
-        let segments = if on_disk {
-            meta.scan_all(Cf::Segments, &[])
-                .map_err(|e| OpenError::Corrupt(e.to_string()))?
-        } else {
-            Vec::new()
-        };
+        let segments = meta
+            .scan_all(Cf::Segments, &[])
+            .map_err(|e| OpenError::Corrupt(e.to_string()))?;
         for (k, v) in segments {
             let id = keys::u64_at(&k, 0).ok_or_else(|| OpenError::Corrupt("bad segment key".into()))?;
             let rec: SegmentRecord = decode(&v).map_err(|e| OpenError::Corrupt(e.to_string()))?;
+            if rec.site != Site::Disk {
+                continue;
+            }
             let len = std::fs::metadata(segment_file(root, id)).map_or(0, |m| m.len());
             if len < rec.committed_len {
                 short_segments.insert(id, len);

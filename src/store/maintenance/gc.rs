@@ -19,16 +19,17 @@
 //! copies, then switches every moved blob to its copy in one transaction, and
 //! only a blob still pointing at the old place is switched.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::blob::format::SEGMENT_HEADER_LEN;
-use crate::blob::{Location, RecordData, Written};
+use crate::blob::{Location, RecordData, Site, Written};
 use crate::error::{Result, StorageError};
 use crate::hash::ContentHash;
 use crate::meta::keys;
 use crate::meta::records::{BlobRecord, Place, SegmentRecord};
 use crate::meta::{decode, Cf};
-use crate::store::ledger::{occupy, release};
+use crate::store::ledger::{cover, occupy, release};
 use crate::store::{Inner, Store};
 
 /// What a [`Store::gc`] run did.
@@ -242,6 +243,11 @@ impl Inner {
             }
             self.blobs.sync_written(&written)?;
         }
+        // Where each segment the copies went to lives, for its record.
+        let sites: HashMap<u64, Site> = moves
+            .iter()
+            .map(|(_, _, new)| (new.segment, self.blobs.homes().site(new.segment)))
+            .collect();
         // The old segment goes only once no committed metadata names it.
         let removed = self.commit_then_delete(move |txn, doomed| {
             let skey = keys::u64_key(id);
@@ -260,6 +266,9 @@ impl Inner {
                 txn.put(Cf::Blobs, bkey, &blob);
                 old_seg.live_bytes -= old.record_len();
                 occupy(txn, &Place::Segment(new))?;
+                cover(txn, &Place::Segment(new), &|segment| {
+                    sites.get(&segment).copied().unwrap_or_default()
+                })?;
             }
             if old_seg.live_bytes == 0 {
                 txn.delete(Cf::Segments, skey);

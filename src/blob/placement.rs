@@ -1,0 +1,189 @@
+//! Which home holds each segment.
+//!
+//! A store's segments live on its local disk or in its bucket. Most of the
+//! time all of them live in one; while a migration moves them
+//! (`Store::migrate_blobs`), and after one that was cut off, some live in
+//! each, and every read goes to the home of its own segment. Each
+//! segment's *site* is committed in its metadata record; [`Homes`] is the
+//! copy in memory, changed only after the commit that moves a segment, and
+//! where new segments go (the *writes* site) is the store's choice of home.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+
+use super::home::{Home, Reconciled, Unreadable};
+use crate::error::Result;
+
+/// Where a segment lives: on the local disk or in the store's bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub(crate) enum Site {
+    /// A segment file under `segments/`.
+    #[default]
+    Disk,
+    /// A pack object in the store's bucket.
+    Bucket,
+}
+
+/// The homes of a store's segments and the site of each.
+pub(crate) struct Homes {
+    disk: Arc<dyn Home>,
+    /// Attached at open when the store records a bucket, or by the
+    /// migration that gives it one.
+    bucket: OnceLock<Arc<dyn Home>>,
+    /// Every segment's site, committed or being written.
+    sites: RwLock<HashMap<u64, Site>>,
+    /// Where new segments go.
+    writes: RwLock<Site>,
+}
+
+impl Homes {
+    /// The homes of a store whose new segments go to `writes`.
+    pub(crate) fn new(disk: Arc<dyn Home>, bucket: Option<Arc<dyn Home>>, writes: Site) -> Homes {
+        let homes = Homes {
+            disk,
+            bucket: OnceLock::new(),
+            sites: RwLock::new(HashMap::new()),
+            writes: RwLock::new(writes),
+        };
+        if let Some(bucket) = bucket {
+            homes.attach(bucket);
+        }
+        homes
+    }
+
+    /// Gives the store a bucket; false if it had one already (which stays).
+    pub(crate) fn attach(&self, bucket: Arc<dyn Home>) -> bool {
+        self.bucket.set(bucket).is_ok()
+    }
+
+    /// The home at `site`, if the store has one there.
+    pub(crate) fn home(&self, site: Site) -> Option<&dyn Home> {
+        match site {
+            Site::Disk => Some(&*self.disk),
+            Site::Bucket => self.bucket.get().map(|b| &**b),
+        }
+    }
+
+    /// The home of segment `id`. A bucket site without a bucket cannot
+    /// happen (the open refuses such metadata, and a migration attaches
+    /// the bucket before it places anything there); the local disk is then
+    /// asked, and says the segment is missing.
+    pub(crate) fn of(&self, id: u64) -> &dyn Home {
+        self.home(self.site(id)).unwrap_or(&*self.disk)
+    }
+
+    /// The home new segments go to.
+    pub(crate) fn of_writes(&self) -> &dyn Home {
+        self.home(self.writes()).unwrap_or(&*self.disk)
+    }
+
+    /// The site of segment `id`: a segment not yet placed is where new
+    /// segments go.
+    pub(crate) fn site(&self, id: u64) -> Site {
+        self.sites
+            .read()
+            .get(&id)
+            .copied()
+            .unwrap_or_else(|| *self.writes.read())
+    }
+
+    /// Notes that segment `id` lives at `site`: a new segment, or one whose
+    /// move has committed.
+    pub(crate) fn place(&self, id: u64, site: Site) {
+        self.sites.write().insert(id, site);
+    }
+
+    /// Forgets segment `id`, removed.
+    pub(crate) fn forget(&self, id: u64) {
+        self.sites.write().remove(&id);
+    }
+
+    /// Where new segments go.
+    pub(crate) fn writes(&self) -> Site {
+        *self.writes.read()
+    }
+
+    /// Sends new segments to `site`.
+    pub(crate) fn set_writes(&self, site: Site) {
+        *self.writes.write() = site;
+    }
+
+    /// Bytes `range` of segment `id`, from its home. A segment whose move
+    /// committed while the read was on its way finds its old copy gone:
+    /// the read is asked again of the new home, so that a move never shows
+    /// as a lost segment.
+    pub(crate) fn read(&self, id: u64, range: Range<u64>) -> std::result::Result<Bytes, Unreadable> {
+        let site = self.site(id);
+        match self.home(site).unwrap_or(&*self.disk).read(id, range.clone()) {
+            Err(Unreadable::Lost(_)) if self.site(id) != site => self.of(id).read(id, range),
+            other => other,
+        }
+    }
+
+    /// The length of every segment held, by id, each from its own home
+    /// (during a move a segment has a copy in both); a segment no record
+    /// names, from whichever home holds it.
+    ///
+    /// # Errors
+    ///
+    /// A listing's.
+    pub(crate) fn lengths(&self) -> Result<BTreeMap<u64, u64>> {
+        let mut out = self.disk.lengths()?;
+        let Some(bucket) = self.bucket.get() else {
+            return Ok(out);
+        };
+        let sites = self.sites.read();
+        out.retain(|id, _| sites.get(id) != Some(&Site::Bucket));
+        for (id, len) in bucket.lengths()? {
+            if sites.get(&id) != Some(&Site::Disk) {
+                out.insert(id, len);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reconciles each home with the segments `committed` to it (id to
+    /// committed length and site), and places them all.
+    ///
+    /// # Errors
+    ///
+    /// A home's reconciliation's.
+    pub(crate) fn reconcile(&self, committed: &BTreeMap<u64, (u64, Site)>) -> Result<Reconciled> {
+        let at = |site: Site| -> BTreeMap<u64, u64> {
+            committed
+                .iter()
+                .filter(|(_, &(_, s))| s == site)
+                .map(|(&id, &(len, _))| (id, len))
+                .collect()
+        };
+        let (on_disk, in_bucket) = (at(Site::Disk), at(Site::Bucket));
+        let out = match self.bucket.get() {
+            None => self.disk.reconcile(&on_disk, &BTreeSet::new())?,
+            Some(bucket) => {
+                // A copy is dropped from one home only where the other
+                // holds the segment whole.
+                let packs = bucket.lengths()?;
+                let uploaded: BTreeSet<u64> = in_bucket
+                    .iter()
+                    .filter(|(id, &len)| packs.get(id).is_some_and(|&held| held >= len))
+                    .map(|(&id, _)| id)
+                    .collect();
+                let mut out = self.disk.reconcile(&on_disk, &uploaded)?;
+                let local: BTreeSet<u64> = on_disk.keys().filter(|id| !out.damaged.contains(id)).copied().collect();
+                let more = bucket.reconcile(&in_bucket, &local)?;
+                out.damaged.extend(more.damaged);
+                out.notes.extend(more.notes);
+                out.highest = out.highest.max(more.highest);
+                out
+            }
+        };
+        self.sites
+            .write()
+            .extend(committed.iter().map(|(&id, &(_, site))| (id, site)));
+        Ok(out)
+    }
+}
