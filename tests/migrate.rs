@@ -140,13 +140,15 @@ fn a_local_store_moves_into_a_bucket_and_back_with_every_byte() {
     Store::open_with(other.path(), options().bucket(server.bucket(&prefix))).unwrap();
 }
 
-#[test]
-fn uploads_and_reads_go_on_while_the_blobs_move() {
-    need_weed!();
-    let server = weed::shared();
-    let prefix = weed::unique_prefix("online");
-    let (_dir, store, files) = local_store(40);
-    let store = Arc::new(store);
+/// Runs `work` while one thread uploads photos as "bob" (at least 10)
+/// and another reads `files` back as "alice", checking each; gives what
+/// `work` returned and what bob uploaded.
+fn under_load<R>(
+    store: &Arc<Store>,
+    files: &[(FileId, Vec<u8>)],
+    seed: u64,
+    work: impl FnOnce() -> R,
+) -> (R, Vec<(FileId, Vec<u8>)>) {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (store, stop) = (store.clone(), stop.clone());
@@ -156,14 +158,10 @@ fn uploads_and_reads_go_on_while_the_blobs_move() {
             let mut written = Vec::new();
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) || i < 10 {
-                let bytes = data(100_000 + i, 150 << 10);
+                let bytes = data(seed + i, 150 << 10);
+                let name = format!("b{}.jpg", seed + i);
                 let r = u
-                    .upload(
-                        album,
-                        format!("b{i}.jpg").as_str(),
-                        bytes.clone().into(),
-                        DedupMode::Hash,
-                    )
+                    .upload(album, name.as_str(), bytes.clone().into(), DedupMode::Hash)
                     .unwrap();
                 written.push((r.file_id, bytes));
                 i += 1;
@@ -172,7 +170,7 @@ fn uploads_and_reads_go_on_while_the_blobs_move() {
         })
     };
     let reader = {
-        let (store, stop, files) = (store.clone(), stop.clone(), files.clone());
+        let (store, stop, files) = (store.clone(), stop.clone(), files.to_vec());
         std::thread::spawn(move || {
             let u = store.user("alice").unwrap();
             let mut reads = 0u64;
@@ -185,22 +183,85 @@ fn uploads_and_reads_go_on_while_the_blobs_move() {
             reads
         })
     };
-    let mut report = migrate(&store, &to_bucket(server, &prefix));
+    let out = work();
     stop.store(true, Ordering::Relaxed);
     let written = writer.join().unwrap();
     assert!(reader.join().unwrap() > 0);
-    // Segments sealed while it ran (the writer's last local one) are moved
-    // by a second run.
-    if !report.done {
-        report = migrate(&store, &to_bucket(server, &prefix));
-    }
+    (out, written)
+}
+
+#[test]
+fn uploads_and_reads_go_on_while_the_blobs_move_both_ways() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("online");
+    let (dir, store, files) = local_store(40);
+    let store = Arc::new(store);
+    let to = to_bucket(server, &prefix);
+    let (report, mut bobs) = under_load(&store, &files, 100_000, || migrate(&store, &to));
+    // Segments the writer sealed locally while it ran are moved by a
+    // second run.
+    let report = if report.done { report } else { migrate(&store, &to) };
     assert!(report.done, "{report:?}");
-    assert!(common::segment_files(store.path()).is_empty());
+    assert!(common::segment_files(dir.path()).is_empty());
+
+    // And back, while uploads into the bucket are still in flight.
+    let (report, more) = under_load(&store, &files, 200_000, || migrate(&store, &BlobHome::LocalDisk));
+    bobs.extend(more);
+    let report = if report.done {
+        report
+    } else {
+        migrate(&store, &BlobHome::LocalDisk)
+    };
+    assert!(report.done, "{report:?}");
+    assert!(packs(server, &prefix).is_empty());
+    let Ok(store) = Arc::try_unwrap(store) else {
+        panic!("the threads are done")
+    };
+    drop(store);
+
+    // Reopened, every blob is on the local disk, the bucket forgotten.
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    assert_eq!(store.blob_store(), "local disk");
     assert_all_there(&store, &files);
     let u = store.user("bob").unwrap();
-    for (id, bytes) in &written {
-        assert!(u.read(*id).unwrap() == *bytes, "an upload made during the migration");
+    for (id, bytes) in &bobs {
+        assert!(u.read(*id).unwrap() == *bytes, "an upload made during a migration");
     }
+}
+
+#[test]
+fn a_local_copy_is_kept_while_the_bucket_lacks_its_pack() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("keepcopy");
+    let (dir, store, files) = local_store(10);
+    let saved: Vec<(std::path::PathBuf, Vec<u8>)> = common::segment_files(dir.path())
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    assert!(migrate(&store, &to_bucket(server, &prefix)).done);
+    drop(store);
+    // The first segment's pack is lost, and its local file is back (as a
+    // move cut off after its commit, then a lost pack, would leave them).
+    let (path, bytes) = &saved[0];
+    std::fs::write(path, bytes).unwrap();
+    let pack = packs(server, &prefix).into_iter().min().unwrap();
+    server.delete(&pack);
+
+    let store = Store::open_with(dir.path(), options().bucket(server.bucket(&prefix))).unwrap();
+    let notes = store.recovery_notes().join("\n");
+    assert!(notes.contains("kept segment"), "{notes}");
+    assert!(path.exists(), "the only whole copy was removed");
+    drop(store);
+    // With the pack whole again, the local file is a copy, and goes.
+    server.put(&pack, bytes);
+    drop(Store::open_with(dir.path(), options().bucket(server.bucket(&prefix))).unwrap());
+    assert!(!path.exists());
+    assert_eq!(files.len(), 12);
 }
 
 /// The CLI's environment for the bucket on `server`.
@@ -360,4 +421,13 @@ fn a_bucket_that_is_not_the_stores_is_refused() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+
+    // Once this store has let its bucket go, another bucket takes a
+    // reopen: nothing is sent to the one it let go.
+    assert!(migrate(&store, &BlobHome::LocalDisk).done);
+    let err = store
+        .migrate_blobs(&to_bucket(server, &other), &mut |_| {})
+        .unwrap_err();
+    assert!(matches!(err, MigrateError::Blobs(_)), "{err}");
+    assert!(packs(server, &other).is_empty() && packs(server, &prefix).is_empty());
 }

@@ -8,7 +8,7 @@
 //! runtime and its answer awaited through a channel, never by entering a
 //! runtime from the calling thread (which panics inside another one).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::ops::Range;
@@ -23,7 +23,7 @@ use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
 };
 
-use super::home::{Home, Reconciled, Unreadable};
+use super::home::{Elsewhere, Home, Reconciled, Unreadable};
 use crate::error::{Fault, Result};
 use crate::fs::FsFile;
 use crate::health::Health;
@@ -476,29 +476,6 @@ impl Bucket {
         }
     }
 
-    /// Gives the prefix up: deletes the claim object if it holds `claim`
-    /// (one already gone, or another store's, is left as it is).
-    ///
-    /// # Errors
-    ///
-    /// The request's.
-    pub(crate) fn release(&self, claim: &str) -> io::Result<()> {
-        let store = self.store.clone();
-        let path = self.claim_path();
-        match self.run(async move { store.get(&path).await?.bytes().await }) {
-            Ok(found) if found == claim.as_bytes() => {
-                let store = self.store.clone();
-                let path = self.claim_path();
-                match self.run(async move { store.delete(&path).await }) {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(e) => Err(io_error(e)),
-                }
-            }
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(io_error(e)),
-        }
-    }
-
     fn claim_path(&self) -> ObjectPath {
         self.prefix.clone().join("keepsake-store")
     }
@@ -583,6 +560,29 @@ impl Home for Bucket {
         listed.map_err(|e| self.fault("listing packs".into(), e))
     }
 
+    /// Gives the prefix up: deletes the claim object if it holds `claim`
+    /// (one already gone, or another store's, is left as it is).
+    ///
+    /// # Errors
+    ///
+    /// The request's.
+    fn release(&self, claim: &str) -> io::Result<()> {
+        let store = self.store.clone();
+        let path = self.claim_path();
+        match self.run(async move { store.get(&path).await?.bytes().await }) {
+            Ok(found) if found == claim.as_bytes() => {
+                let store = self.store.clone();
+                let path = self.claim_path();
+                match self.run(async move { store.delete(&path).await }) {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(io_error(e)),
+                }
+            }
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
     fn remove(&self, id: u64) -> Result<()> {
         let store = self.store.clone();
         let path = self.pack(id);
@@ -599,15 +599,29 @@ impl Home for Bucket {
     /// cannot be told apart here, so such packs are kept and named in the
     /// notes: leaking a pack is a bug, deleting the only copy of a photo a
     /// disaster. A pack of a segment committed to the local disk and whole
-    /// there is a copy a migration left behind, after the commit that moved
-    /// the segment: it is deleted. A pack missing or shorter than its
+    /// there at the pack's length is a copy a migration left behind, after
+    /// the commit that moved the segment: it is deleted (a deletion that
+    /// fails is a note, not a failed open); one the disk lacks is kept. A pack missing or shorter than its
     /// committed length is damage.
-    fn reconcile(&self, committed: &BTreeMap<u64, u64>, copies: &BTreeSet<u64>) -> Result<Reconciled> {
+    fn reconcile(&self, committed: &BTreeMap<u64, u64>, elsewhere: &Elsewhere) -> Result<Reconciled> {
         let held = self.lengths()?;
         let mut out = Reconciled::default();
         for (&id, &len) in held.iter().filter(|(id, _)| !committed.contains_key(id)) {
-            if copies.contains(&id) {
-                self.remove(id)?;
+            // The same bytes as the disk's whole copy: the pack's length is
+            // the committed one.
+            if elsewhere.get(&id) == Some(&Some(len)) {
+                if let Err(e) = self.remove(id) {
+                    out.notes.push(format!(
+                        "kept pack {id}, a copy of local segment {id}, for now: deleting it failed ({e})"
+                    ));
+                }
+                continue;
+            }
+            if elsewhere.contains_key(&id) {
+                out.notes.push(format!(
+                    "kept pack {id} ({len} bytes): segment {id} is committed to the local disk, \
+                     and its file there is missing, short, or not this pack's length"
+                ));
                 continue;
             }
             out.notes.push(format!(

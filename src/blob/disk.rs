@@ -2,7 +2,7 @@
 //! files are the segments, made durable by `fdatasync` and read through
 //! memory maps.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::RwLock;
 
-use super::home::{Home, Reconciled, Unreadable};
+use super::home::{Elsewhere, Home, Reconciled, Unreadable};
 use crate::error::{Fault, Result};
 use crate::fs::{Fs, FsFile};
 use crate::health::Health;
@@ -158,6 +158,10 @@ impl Home for Disk {
         Ok(out)
     }
 
+    fn release(&self, _claim: &str) -> io::Result<()> {
+        Ok(())
+    }
+
     fn remove(&self, id: u64) -> Result<()> {
         self.views.write().remove(&id);
         let path = self.path(id);
@@ -177,13 +181,16 @@ impl Home for Disk {
     /// - a file that no committed metadata names holds only records that
     ///   were never acknowledged (a crash before their commit, or a segment
     ///   already compacted away whose removal was interrupted): it is removed;
+    /// - a file of a segment committed to the bucket is a spool or a copy a
+    ///   migration left: removed if the bucket holds the segment whole,
+    ///   kept (and named) if not, being perhaps its only copy;
     /// - bytes past a segment's committed length were never acknowledged:
     ///   they are truncated;
     /// - a file shorter than its committed length, or missing, is reported.
     ///
     /// Every step is idempotent, so a crash during it is recovered by the
     /// next open.
-    fn reconcile(&self, committed: &BTreeMap<u64, u64>, copies: &BTreeSet<u64>) -> Result<Reconciled> {
+    fn reconcile(&self, committed: &BTreeMap<u64, u64>, elsewhere: &Elsewhere) -> Result<Reconciled> {
         let fs = &*self.fs;
         let dir = &self.dir;
         let mut out = Reconciled::default();
@@ -198,16 +205,25 @@ impl Home for Disk {
         }
         let mut removed_any = false;
         for &id in on_disk.keys() {
-            if !committed.contains_key(&id) {
-                let path = self.path(id);
-                fs.remove_file(&path)
-                    .map_err(|e| Fault::io(format!("removing orphan {}", path.display()), e))?;
-                if !copies.contains(&id) {
-                    out.notes
-                        .push(format!("removed segment {id}: no committed record refers to it"));
-                }
-                removed_any = true;
+            if committed.contains_key(&id) {
+                continue;
             }
+            match elsewhere.get(&id) {
+                Some(None) => {
+                    out.notes.push(format!(
+                        "kept segment {id}: it is committed to the bucket, whose pack of it is missing or short"
+                    ));
+                    continue;
+                }
+                Some(Some(_)) => {}
+                None => out
+                    .notes
+                    .push(format!("removed segment {id}: no committed record refers to it")),
+            }
+            let path = self.path(id);
+            fs.remove_file(&path)
+                .map_err(|e| Fault::io(format!("removing orphan {}", path.display()), e))?;
+            removed_any = true;
         }
         if removed_any {
             fs.sync_dir(dir)

@@ -9,7 +9,7 @@
 //! immutable *pack* object, and the spool is dropped. `DESIGN.md` §15 has
 //! the layout and the commit order.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io;
 use std::ops::Range;
 
@@ -50,6 +50,11 @@ pub(crate) struct Reconciled {
     /// never reused, so that a create-only name is never taken twice.
     pub highest: u64,
 }
+
+/// The segments committed to the other home: id to the committed length,
+/// if that home holds the segment whole (`None`: it is missing or short
+/// there).
+pub(crate) type Elsewhere = BTreeMap<u64, Option<u64>>;
 
 /// Where sealed segments live for good.
 pub(crate) trait Home: Send + Sync {
@@ -103,17 +108,31 @@ pub(crate) trait Home: Send + Sync {
     /// The removal's.
     fn remove(&self, id: u64) -> Result<()>;
 
+    /// Gives up the store's claim `claim` on this home, which the store no
+    /// longer uses (a bucket's prefix; the local disk has none).
+    ///
+    /// # Errors
+    ///
+    /// The request's.
+    #[cfg_attr(
+        not(feature = "s3"),
+        expect(dead_code, reason = "only a migration lets a bucket go, and buckets need `s3`")
+    )]
+    fn release(&self, claim: &str) -> io::Result<()>;
+
     /// Reconciles what the home holds with `committed` (segment id to its
     /// committed length) at open: what no commit names was never
     /// acknowledged and is removed, what is missing or short is reported.
-    /// `copies` are segments committed to the other home and held whole
-    /// there: a copy of one here (a spool whose pack is up, what a move cut
-    /// off after its commit left behind) is removed.
+    /// `elsewhere` names the segments committed to the other home, each
+    /// with its committed length if the other home holds it whole: a copy
+    /// of one of those here (a spool whose pack is up, what a move cut off
+    /// after its commit left behind) is removed; a copy of one the other
+    /// home lacks may be the only one, and is kept.
     ///
     /// # Errors
     ///
     /// A listing or removal that fails.
-    fn reconcile(&self, committed: &BTreeMap<u64, u64>, copies: &BTreeSet<u64>) -> Result<Reconciled>;
+    fn reconcile(&self, committed: &BTreeMap<u64, u64>, elsewhere: &Elsewhere) -> Result<Reconciled>;
 }
 
 /// Walks the record headers of segment `id`, whose committed part ends at

@@ -369,6 +369,31 @@ impl BlobLog {
         self.pins.lock().contains_key(&segment)
     }
 
+    /// Waits, for at most `patience`, until no segment away from `site` is
+    /// being sealed or holds records whose commit has not finished; true
+    /// if none is. Once new segments go to `site`, the segments elsewhere
+    /// then stop changing: every record in them is committed or
+    /// abandoned, and a scan of the metadata sees them all.
+    pub(crate) fn settle_away_from(&self, site: Site, patience: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            let sealing = self
+                .sealer
+                .state
+                .lock()
+                .iter()
+                .any(|(&id, s)| matches!(s, Sealing::InFlight) && self.homes.site(id) != site);
+            let pinned = self.pins.lock().keys().any(|&id| self.homes.site(id) != site);
+            if !sealing && !pinned {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// The lowest segment id that may still take records: the active
     /// segment's, or the next one's while none is open. Ids only grow, so
     /// every segment below it is sealed for good.
@@ -732,8 +757,8 @@ impl BlobLog {
     ///
     /// # Errors
     ///
-    /// The removal's (the old copy is then removed at the next open, or by
-    /// the next migration).
+    /// The removal's: the segment has moved all the same, and the old copy
+    /// is removed by the migration's sweep or at the next open.
     pub(crate) fn finish_move(&self, id: u64, to: Site) -> Result<()> {
         let from = self.homes.site(id);
         self.homes.place(id, to);

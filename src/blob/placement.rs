@@ -8,14 +8,14 @@
 //! copy in memory, changed only after the commit that moves a segment, and
 //! where new segments go (the *writes* site) is the store's choice of home.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
 
-use super::home::{Home, Reconciled, Unreadable};
+use super::home::{Elsewhere, Home, Reconciled, Unreadable};
 use crate::error::Result;
 
 /// Where a segment lives: on the local disk or in the store's bucket.
@@ -162,18 +162,20 @@ impl Homes {
         };
         let (on_disk, in_bucket) = (at(Site::Disk), at(Site::Bucket));
         let out = match self.bucket.get() {
-            None => self.disk.reconcile(&on_disk, &BTreeSet::new())?,
+            None => self.disk.reconcile(&on_disk, &Elsewhere::new())?,
             Some(bucket) => {
                 // A copy is dropped from one home only where the other
                 // holds the segment whole.
                 let packs = bucket.lengths()?;
-                let uploaded: BTreeSet<u64> = in_bucket
+                let uploaded: Elsewhere = in_bucket
                     .iter()
-                    .filter(|(id, &len)| packs.get(id).is_some_and(|&held| held >= len))
-                    .map(|(&id, _)| id)
+                    .map(|(&id, &len)| (id, packs.get(&id).is_some_and(|&held| held >= len).then_some(len)))
                     .collect();
                 let mut out = self.disk.reconcile(&on_disk, &uploaded)?;
-                let local: BTreeSet<u64> = on_disk.keys().filter(|id| !out.damaged.contains(id)).copied().collect();
+                let local: Elsewhere = on_disk
+                    .iter()
+                    .map(|(&id, &len)| (id, (!out.damaged.contains(&id)).then_some(len)))
+                    .collect();
                 let more = bucket.reconcile(&in_bucket, &local)?;
                 out.damaged.extend(more.damaged);
                 out.notes.extend(more.notes);

@@ -8,7 +8,7 @@
 //! hash, so that a migration never carries damage silently (a damaged
 //! record is moved as it is, the only copy there is, and named to the
 //! caller, which records it as a read would); and, for an upload, the
-//! whole pack read back and hashed against the local bytes, so that what
+//! whole pack read back and compared with the local bytes, so that what
 //! the bucket holds is what the disk held before the disk's copy goes.
 
 use std::io;
@@ -16,11 +16,11 @@ use std::path::Path;
 
 use super::disk::segment_name;
 use super::format::{RecordHeader, RECORD_HEADER_LEN};
-use super::home::{self, Home};
+use super::home::{self, Home, Unreadable};
 use super::placement::{Homes, Site};
 use crate::error::{Fault, Result};
 use crate::fs::Fs;
-use crate::hash::{ContentHash, Hasher};
+use crate::hash::Hasher;
 use crate::health::Health;
 
 /// Bytes read at once: a request's worth from a bucket.
@@ -72,8 +72,16 @@ pub(crate) fn copy(
     match to {
         Site::Bucket => {
             let damaged = check_records(from, id, len, live)?;
-            let want = digest(from, id, len)?;
-            let present = dest.read(id, 0..len.min(1)).is_ok();
+            let present = match dest.read(id, 0..len.min(1)) {
+                Ok(_) => true,
+                Err(Unreadable::Lost(_)) => false,
+                Err(e) => {
+                    return Err(Fault::io(
+                        format!("looking for pack {id}"),
+                        io::Error::other(e.to_string()),
+                    ))
+                }
+            };
             if !present {
                 let path = local.dir.join(segment_name(id));
                 let file = local
@@ -82,7 +90,7 @@ pub(crate) fn copy(
                     .map_err(|e| Fault::io(format!("opening {}", path.display()), e))?;
                 dest.persist(id, &*file, len, local.health)?;
             }
-            if digest(dest, id, len)? != want {
+            if !same_bytes(from, dest, id, len)? {
                 return Err(Fault::io(
                     format!("checking pack {id} in {}", dest.name()),
                     io::Error::new(
@@ -113,6 +121,20 @@ pub(crate) fn copy(
             file.sync_data().map_err(io)?;
             local.fs.sync_dir(local.dir).map_err(io)?;
             let damaged = check_records(dest, id, len, live)?;
+            // A record that fails in the copy and not in the pack was
+            // damaged on its way: the copy is not the pack's, and is not
+            // taken.
+            for h in &damaged {
+                if record_ok(from, id, h)? {
+                    return Err(Fault::io(
+                        format!("checking the copy of segment {id}"),
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("its record at offset {} differs from the pack's: try again", h.offset),
+                        ),
+                    ));
+                }
+            }
             Ok(Copied { written: true, damaged })
         }
     }
@@ -147,31 +169,46 @@ fn check_records(
     }
     let mut damaged = Vec::new();
     for header in records.into_iter().filter(|h| live(h)) {
-        let record = home
-            .read(
-                id,
-                header.offset..header.offset + RECORD_HEADER_LEN as u64 + header.length,
-            )
-            .map_err(|e| lost(e.to_string()))?;
-        // The scan checked the header; the bytes are checked here.
-        if ContentHash::of(&record[RECORD_HEADER_LEN..]) != header.hash {
+        if !record_ok(home, id, &header)? {
             damaged.push(header);
         }
     }
     Ok(damaged)
 }
 
-/// The BLAKE3 hash of bytes `0..len` of segment `id` in `home`, read a
-/// window at a time.
-fn digest(home: &dyn Home, id: u64, len: u64) -> Result<ContentHash> {
+/// Whether the data of the record `header` names, in segment `id` of
+/// `home`, hashes to its hash (the scan that found the header checked it),
+/// read a window at a time: a video in a pack is never held whole.
+fn record_ok(home: &dyn Home, id: u64, header: &RecordHeader) -> Result<bool> {
+    let start = header.offset + RECORD_HEADER_LEN as u64;
+    let end = start + header.length;
     let mut hasher = Hasher::new();
-    let mut at = 0;
-    while at < len {
+    let mut at = start;
+    while at < end {
         let bytes = home
-            .read(id, at..len.min(at + WINDOW))
+            .read(id, at..end.min(at + WINDOW))
             .map_err(|e| Fault::io(format!("reading segment {id}"), io::Error::other(e.to_string())))?;
         hasher.update(&bytes);
         at += bytes.len() as u64;
     }
-    Ok(hasher.finalize())
+    Ok(hasher.finalize() == header.hash)
+}
+
+/// Whether bytes `0..len` of segment `id` are the same in `a` and `b`,
+/// compared a window at a time: byte for byte, which is stronger than a
+/// hash and costs less than one.
+fn same_bytes(a: &dyn Home, b: &dyn Home, id: u64, len: u64) -> Result<bool> {
+    let read = |home: &dyn Home, range: std::ops::Range<u64>| {
+        home.read(id, range)
+            .map_err(|e| Fault::io(format!("reading segment {id}"), io::Error::other(e.to_string())))
+    };
+    let mut at = 0;
+    while at < len {
+        let range = at..len.min(at + WINDOW);
+        if read(a, range.clone())? != read(b, range.clone())? {
+            return Ok(false);
+        }
+        at = range.end;
+    }
+    Ok(true)
 }

@@ -36,23 +36,28 @@ impl Inner {
     /// (it cannot on a store that refuses writes).
     pub(crate) fn note_damage(&self, hash: ContentHash, place: Place) {
         let detected_ms = self.now_ms();
-        let _ = self.commit(move |txn| {
-            let key = hash.as_bytes().to_vec();
-            if let Some(blob) = txn.get::<BlobRecord>(Cf::Blobs, &key)? {
-                let record = DamageRecord {
-                    at: match place {
-                        Place::Inline(_) => None,
-                        Place::Segment(loc) => Some(loc),
-                    },
-                    detected_ms,
-                };
-                if record.is_about(&blob.place) && !is_damaged(txn, &hash)? {
-                    txn.put(Cf::Damaged, key, &record);
-                }
-            }
-            Ok(())
-        });
+        let _ = self.commit(move |txn| mark_damaged(txn, &hash, &place, detected_ms));
     }
+}
+
+/// Records in `txn` that the copy of `hash` at `place` failed its hash at
+/// `detected_ms`, if it is the blob's copy and the blob is not known
+/// damaged already.
+pub(crate) fn mark_damaged(txn: &mut Txn<'_>, hash: &ContentHash, place: &Place, detected_ms: u64) -> Result<()> {
+    let key = hash.as_bytes().to_vec();
+    if let Some(blob) = txn.get::<BlobRecord>(Cf::Blobs, &key)? {
+        let record = DamageRecord {
+            at: match place {
+                Place::Inline(_) => None,
+                Place::Segment(loc) => Some(*loc),
+            },
+            detected_ms,
+        };
+        if record.is_about(&blob.place) && !is_damaged(txn, hash)? {
+            txn.put(Cf::Damaged, key, &record);
+        }
+    }
+    Ok(())
 }
 
 /// Segment files found shorter than their records say (missing: 0), by

@@ -144,39 +144,6 @@ pub(crate) fn take_bucket(meta: &Meta, wanted: &crate::blob::BucketOptions) -> R
     Ok(Arc::new(bucket))
 }
 
-/// Lets the store's bucket go, once no segment is left in it: the records
-/// first (the store's blobs are all on the local disk from then on), then
-/// its claim on the prefix, so that another store may take it.
-///
-/// # Errors
-///
-/// [`OpenError::Database`] if the records cannot be deleted; the claim's
-/// deletion failing is [`OpenError::Io`], and leaves the prefix claimed by
-/// a store that no longer uses it.
-#[cfg(feature = "s3")]
-pub(crate) fn let_bucket_go(meta: &Meta, options: &StoreOptions) -> Result<(), OpenError> {
-    use rocksdb::WriteBatch;
-    let Some(url) = recorded(meta)? else { return Ok(()) };
-    let claim = meta
-        .get_raw(Cf::Meta, keys::BLOBS_CLAIM)
-        .map_err(|e| OpenError::Corrupt(e.to_string()))?
-        .and_then(|v| String::from_utf8(v).ok());
-    let mut b = WriteBatch::default();
-    meta.batch_delete(&mut b, Cf::Meta, keys::BLOBS);
-    meta.batch_delete(&mut b, Cf::Meta, keys::BLOBS_CLAIM);
-    meta.batch_delete(&mut b, Cf::Meta, keys::BLOBS_WRITES);
-    meta.write(b).map_err(|e| OpenError::Database(e.to_string()))?;
-    let Some(claim) = claim else { return Ok(()) };
-    let reach = match &options.bucket {
-        Some(o) if o.url == url => o.clone(),
-        _ => crate::blob::BucketOptions::from_env(url),
-    };
-    open_bucket(&reach)?.release(&claim).map_err(|source| OpenError::Io {
-        context: format!("releasing the claim on {}", reach.url),
-        source,
-    })
-}
-
 /// 128 random bits in hex: a store's claim on its bucket prefix.
 #[cfg(feature = "s3")]
 fn random_id() -> Result<String, OpenError> {

@@ -24,9 +24,11 @@ use crate::blob::{Location, Site};
 #[cfg(feature = "s3")]
 use crate::error::StorageError;
 use crate::error::{Fault, MigrateError, Result};
+use crate::hash::ContentHash;
 use crate::meta::keys;
 use crate::meta::records::{BlobRecord, Place, SegmentRecord};
 use crate::meta::{decode, Cf};
+use crate::store::damage::mark_damaged;
 #[cfg(feature = "s3")]
 use crate::store::home;
 use crate::store::{Inner, Store};
@@ -77,6 +79,9 @@ pub struct MigrateReport {
     /// Segments left where they are, one line each saying why; a later run
     /// tries them again.
     pub left: Vec<String>,
+    /// What else a user should know: an old copy that stayed behind, a
+    /// bucket kept because it holds packs no record names.
+    pub notes: Vec<String>,
     /// Whether every segment is at the destination now. After a move to
     /// the local disk, the bucket is then let go: the store no longer
     /// records it, and its claim on the prefix is deleted.
@@ -84,13 +89,19 @@ pub struct MigrateReport {
 }
 
 /// How long a migration waits, in all, for segments whose records are
-/// still being committed.
+/// still being committed (or whose pack is still uploading).
 const PINNED_PATIENCE: Duration = Duration::from_secs(10);
 
 /// What moving one segment came to.
 enum Moved {
-    /// Moved: its committed length, and whether the copy was found made.
-    Yes { bytes: u64, found: bool, damaged: u64 },
+    /// Moved: its committed length, whether the copy was found made, the
+    /// blobs found damaged, and a note if its old copy stayed behind.
+    Yes {
+        bytes: u64,
+        found: bool,
+        damaged: u64,
+        note: Option<String>,
+    },
     /// No longer there (compacted or retired), or there already.
     Nothing,
     /// Still taking records: tried again later.
@@ -106,7 +117,8 @@ impl Store {
     /// local side; an uploaded pack read back whole and compared), switched
     /// in one commit, and its old copy removed only after that commit.
     /// Cut off anywhere (a crash, a kill, a failed request), running it
-    /// again finishes the work; see `DESIGN.md` §15.
+    /// again finishes the work; see `DESIGN.md` §15. A bucket the store
+    /// records already is reached as the store was opened with.
     ///
     /// `progress` is called after each segment.
     ///
@@ -118,7 +130,9 @@ impl Store {
     /// # Errors
     ///
     /// - [`MigrateError::Blobs`] if `to` cannot be this store's: a bucket
-    ///   other than the one it records, or a prefix another store claimed.
+    ///   other than the one it records, a prefix another store claimed,
+    ///   or a second bucket after this process let one go (reopen the
+    ///   store first).
     /// - [`MigrateError::Busy`] if a migration is running on this store.
     /// - [`MigrateError::Storage`] if a read, write, request or commit
     ///   fails ([`StorageError::Io`] for the object store's errors, after
@@ -153,16 +167,16 @@ impl Store {
                 Site::Bucket
             }
         };
-        let has_bucket = inner.blobs.homes().home(Site::Bucket).is_some();
-        if site == Site::Disk && !has_bucket {
-            return Ok(MigrateReport {
-                blobs: inner.blobs.home_name().to_string(),
-                done: true,
-                ..MigrateReport::default()
-            });
+        let mut report = MigrateReport::default();
+        if site == Site::Disk && home_recorded(inner)?.is_none() {
+            report.blobs = inner.blobs.home_name().to_string();
+            report.done = true;
+            return Ok(report);
         }
         inner.send_new_segments_to(site)?;
-        let mut report = MigrateReport::default();
+        // Segments sealed into the other home by uploads before the switch
+        // are committed first, so that the scan below sees them.
+        inner.blobs.settle_away_from(site, PINNED_PATIENCE);
         let todo = inner.segments_away_from(site)?;
         let mut at = MigrateProgress {
             segments_total: todo.len() as u64,
@@ -170,21 +184,27 @@ impl Store {
             ..MigrateProgress::default()
         };
         progress(at);
-        let mut pinned = Vec::new();
+        let mut turn = todo;
         let mut waited = Duration::ZERO;
-        let mut turn: Vec<(u64, u64)> = todo;
         loop {
+            let mut pinned = Vec::new();
             for (id, len) in turn.drain(..) {
                 match inner.move_segment(id, site)? {
                     Moved::Pinned => {
                         pinned.push((id, len));
                         continue;
                     }
-                    Moved::Yes { bytes, found, damaged } => {
+                    Moved::Yes {
+                        bytes,
+                        found,
+                        damaged,
+                        note,
+                    } => {
                         report.segments_moved += 1;
                         report.bytes_moved += bytes;
                         report.segments_found_copied += u64::from(found);
                         report.damaged_blobs += damaged;
+                        report.notes.extend(note);
                     }
                     Moved::Nothing => {}
                     Moved::Left(why) => report.left.push(why),
@@ -197,7 +217,7 @@ impl Store {
                 break;
             }
             if waited >= PINNED_PATIENCE {
-                for (id, len) in pinned.drain(..) {
+                for (id, len) in pinned {
                     report
                         .left
                         .push(format!("segment {id}: its records were still being committed"));
@@ -210,15 +230,28 @@ impl Store {
             let pause = Duration::from_millis(20);
             std::thread::sleep(pause);
             waited += pause;
-            turn = std::mem::take(&mut pinned);
+            turn = pinned;
         }
-        report.done = report.left.is_empty() && inner.segments_away_from(site)?.is_empty();
+        report.notes.extend(inner.sweep_old_copies(site)?);
+        let settled = inner.blobs.settle_away_from(site, PINNED_PATIENCE);
+        report.done = settled && report.left.is_empty() && inner.segments_away_from(site)?.is_empty();
         #[cfg(feature = "s3")]
         if report.done && site == Site::Disk {
-            home::let_bucket_go(&inner.meta, &inner.options).map_err(from_open)?;
+            report.notes.extend(inner.let_bucket_go()?);
         }
         report.blobs = inner.blobs.home_name().to_string();
         Ok(report)
+    }
+}
+
+/// The bucket the store records, if any.
+fn home_recorded(inner: &Inner) -> std::result::Result<Option<String>, MigrateError> {
+    #[cfg(feature = "s3")]
+    return home::recorded(&inner.meta).map_err(from_open);
+    #[cfg(not(feature = "s3"))]
+    {
+        let _ = inner;
+        Ok(None)
     }
 }
 
@@ -233,6 +266,9 @@ impl Inner {
                 "the store's blobs are in {url}, not {}: move them to the local disk first",
                 options.url
             ))),
+            None if self.blobs.homes().home(Site::Bucket).is_some() => Err(MigrateError::Blobs(
+                "this store let its bucket go since it was opened: reopen it to take a bucket again".into(),
+            )),
             None => {
                 let bucket = home::take_bucket(&self.meta, options).map_err(|e| match e {
                     // Another store's prefix.
@@ -278,6 +314,11 @@ impl Inner {
     /// old copy.
     fn move_segment(&self, id: u64, site: Site) -> Result<Moved> {
         let _no_gc = self.gc_lock.lock();
+        // Pins first: a sealed segment takes no new record, so once it is
+        // unpinned its record below is final.
+        if self.blobs.is_pinned(id) {
+            return Ok(Moved::Pinned);
+        }
         let key = keys::u64_key(id);
         let Some(seg) = self.meta.get::<SegmentRecord>(Cf::Segments, &key)? else {
             return Ok(Moved::Nothing);
@@ -285,68 +326,147 @@ impl Inner {
         if seg.site == site {
             return Ok(Moved::Nothing);
         }
-        if self.blobs.is_pinned(id) {
-            return Ok(Moved::Pinned);
-        }
         if self.recovery.damaged_segments.contains(&id) {
             return Ok(Moved::Left(format!(
                 "segment {id}: it was found missing or short at open (`keepsake verify` names the files it holds)"
             )));
         }
         let meta = &self.meta;
-        let live = |h: &RecordHeader| {
-            let at = Place::Segment(Location {
+        let at = |h: &RecordHeader| {
+            Place::Segment(Location {
                 segment: id,
                 offset: h.offset,
                 length: h.length,
-            });
-            matches!(meta.get::<BlobRecord>(Cf::Blobs, h.hash.as_bytes()), Ok(Some(b)) if b.place == at)
+            })
         };
+        let live = |h: &RecordHeader| matches!(meta.get::<BlobRecord>(Cf::Blobs, h.hash.as_bytes()), Ok(Some(b)) if b.place == at(h));
         let copied = match self.blobs.copy_segment(id, seg.committed_len, site, &live) {
             Ok(copied) => copied,
-            Err(Fault::Io { context, source }) if source.kind() == io::ErrorKind::InvalidData => {
+            // What no retry mends: this segment stays, the others go on.
+            Err(Fault::Io { context, source })
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::InvalidData | io::ErrorKind::FileTooLarge | io::ErrorKind::AlreadyExists
+                ) =>
+            {
                 return Ok(Moved::Left(format!("segment {id}: {context}: {source}")))
             }
             Err(e) => return Err(e),
         };
-        let damaged = copied.damaged.len() as u64;
-        for h in &copied.damaged {
-            self.note_damage(
-                h.hash,
-                Place::Segment(Location {
-                    segment: id,
-                    offset: h.offset,
-                    length: h.length,
-                }),
-            );
-        }
+        let damaged: Vec<(ContentHash, Place)> = copied.damaged.iter().map(|h| (h.hash, at(h))).collect();
+        let found_damaged = damaged.len() as u64;
         let expected = seg;
+        let now_ms = self.now_ms();
         let switched = self.commit(move |txn| {
             let Some(now) = txn.get::<SegmentRecord>(Cf::Segments, &key)? else {
-                return Ok(false);
+                return Ok(None);
             };
             // Its live bytes may have changed (a heal releases a copy of
             // it); its length and site change only by compaction, which
             // removes it, and by a migration, which holds this lock.
             if now.committed_len != expected.committed_len || now.site != expected.site {
-                return Ok(false);
+                return Ok(Some(false));
             }
             txn.put(Cf::Segments, key, &SegmentRecord { site, ..now });
-            Ok(true)
+            // The damage found on the way moves with the segment, known.
+            for (hash, place) in &damaged {
+                mark_damaged(txn, hash, place, now_ms)?;
+            }
+            Ok(Some(true))
         })?;
-        if !switched {
-            // Compacted or changed since: the copy serves nothing.
+        if switched != Some(true) {
+            // The copy serves nothing.
             if let Some(dest) = self.blobs.homes().home(site) {
                 dest.remove(id)?;
             }
-            return Ok(Moved::Nothing);
+            return Ok(if switched.is_none() {
+                Moved::Nothing
+            } else {
+                Moved::Pinned
+            });
         }
-        self.blobs.finish_move(id, site)?;
+        let note = self
+            .blobs
+            .finish_move(id, site)
+            .err()
+            .map(|e| format!("segment {id} moved, and its old copy stayed behind: {e}"));
         Ok(Moved::Yes {
             bytes: seg.committed_len,
             found: !copied.written,
-            damaged,
+            damaged: found_damaged,
+            note,
         })
+    }
+
+    /// Removes what the other home still holds of segments now at `site`
+    /// (old copies whose removal failed after their move), one note per
+    /// copy that stays.
+    fn sweep_old_copies(&self, site: Site) -> Result<Vec<String>> {
+        let other = match site {
+            Site::Disk => Site::Bucket,
+            Site::Bucket => Site::Disk,
+        };
+        let Some(home) = self.blobs.homes().home(other) else {
+            return Ok(Vec::new());
+        };
+        let mut notes = Vec::new();
+        for id in home.lengths()?.into_keys() {
+            let moved = self
+                .meta
+                .get::<SegmentRecord>(Cf::Segments, &keys::u64_key(id))?
+                .is_some_and(|seg| seg.site == site && self.blobs.homes().site(id) == site);
+            if moved {
+                if let Err(e) = home.remove(id) {
+                    notes.push(format!("the old copy of segment {id} stayed behind: {e}"));
+                }
+            }
+        }
+        Ok(notes)
+    }
+
+    /// Lets the store's bucket go once no segment record names it, in one
+    /// commit, then deletes its claim on the prefix. A bucket that still
+    /// holds packs no record names (uploads cut off before their commits,
+    /// kept at open) is kept, and a note says so: letting it go would
+    /// forget them.
+    #[cfg(feature = "s3")]
+    fn let_bucket_go(&self) -> std::result::Result<Vec<String>, MigrateError> {
+        let Some(bucket) = self.blobs.homes().home(Site::Bucket) else {
+            return Ok(Vec::new());
+        };
+        let packs = bucket.lengths()?;
+        if !packs.is_empty() {
+            let ids: Vec<String> = packs.keys().map(u64::to_string).collect();
+            return Ok(vec![format!(
+                "kept {}: it holds {} pack(s) no record names ({}); delete them, then run again to let it go",
+                bucket.name(),
+                packs.len(),
+                ids.join(", ")
+            )]);
+        }
+        let claim = self.meta.get_raw(Cf::Meta, keys::BLOBS_CLAIM)?;
+        let gone = self.commit(|txn| {
+            for (_, v) in txn.scan(Cf::Segments, &[])? {
+                if decode::<SegmentRecord>(&v)?.site == Site::Bucket {
+                    return Ok(false);
+                }
+            }
+            for key in [keys::BLOBS, keys::BLOBS_CLAIM, keys::BLOBS_WRITES] {
+                txn.delete(Cf::Meta, key.to_vec());
+            }
+            Ok(true)
+        })?;
+        if let (true, Some(claim)) = (gone, claim) {
+            // The records are gone: a claim left behind (this failing)
+            // only keeps the prefix from another store.
+            bucket
+                .release(&String::from_utf8_lossy(&claim))
+                .map_err(|source| StorageError::Io {
+                    context: format!("releasing the claim on {}", bucket.name()),
+                    source,
+                })?;
+        }
+        Ok(Vec::new())
     }
 }
 
