@@ -256,6 +256,9 @@ fn a_local_copy_is_kept_while_the_bucket_lacks_its_pack() {
     let notes = store.recovery_notes().join("\n");
     assert!(notes.contains("kept segment"), "{notes}");
     assert!(path.exists(), "the only whole copy was removed");
+    // Nor does a migration's sweep remove it.
+    migrate(&store, &to_bucket(server, &prefix));
+    assert!(path.exists(), "the sweep removed the only whole copy");
     drop(store);
     // With the pack whole again, the local file is a copy, and goes.
     server.put(&pack, bytes);

@@ -175,6 +175,39 @@ fn a_lost_pack_is_reported_by_the_scrub_and_healed_by_a_re_upload() {
 }
 
 #[test]
+fn a_short_pack_that_repair_retires_is_deleted_from_the_bucket() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("short");
+    let (dir, store) = bucket_store(server, &prefix);
+    let u = store.user("u").unwrap();
+    let album = u.ensure_album("A").unwrap();
+    let photo = data(17, 300_000);
+    u.upload(album, "p.jpg", Content::from(photo.clone()), DedupMode::Hash)
+        .unwrap();
+    let pack = packs(server, &prefix).pop().unwrap();
+    let bytes = server.get(&pack).unwrap();
+    server.put(&pack, &bytes[..bytes.len() / 2]);
+    drop((u, store));
+
+    let store = reopen(dir.path(), server.bucket(&prefix));
+    let u = store.user("u").unwrap();
+    // Healed into a new pack: no blob is left in the short one.
+    u.upload(album, "p.jpg", Content::from(photo.clone()), DedupMode::NameAndHash)
+        .unwrap();
+    let repaired = store.repair(true).unwrap();
+    assert!(
+        repaired.repaired.iter().any(|p| p.kind == "lost-segment"),
+        "{repaired:?}"
+    );
+    assert!(!packs(server, &prefix).contains(&pack), "the retired pack stayed");
+    drop((u, store));
+    let store = reopen(dir.path(), server.bucket(&prefix));
+    assert!(store.recovery_notes().is_empty(), "{:?}", store.recovery_notes());
+    assert!(store.verify(true).unwrap().ok);
+}
+
+#[test]
 fn a_corrupted_pack_is_never_served_and_the_scrub_names_its_file() {
     need_weed!();
     let server = weed::shared();

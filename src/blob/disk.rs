@@ -165,17 +165,12 @@ impl Home for Disk {
     fn remove(&self, id: u64) -> Result<()> {
         self.views.write().remove(&id);
         let path = self.path(id);
-        self.fs
-            .remove_file(&path)
-            .or_else(|e| {
-                if e.kind() == io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
-            .and_then(|()| self.fs.sync_dir(&self.dir))
-            .map_err(|e| Fault::io(format!("removing {}", path.display()), e))
+        match self.fs.remove_file(&path) {
+            // Nothing to make durable.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            removed => removed.and_then(|()| self.fs.sync_dir(&self.dir)),
+        }
+        .map_err(|e| Fault::io(format!("removing {}", path.display()), e))
     }
 
     /// - a file that no committed metadata names holds only records that

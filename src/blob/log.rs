@@ -645,22 +645,22 @@ impl BlobLog {
             .homes
             .read(loc.segment, loc.offset..loc.end())
             .map_err(|e| unreadable(hash, e))?;
-        let integrity = |detail: String| Fault::Integrity { hash, detail };
-        let header = RecordHeader::decode(&record)
-            .map_err(|e| integrity(format!("record header in segment {}: {e}", loc.segment)))?;
-        let expected = RecordHeader {
-            segment: loc.segment,
-            offset: loc.offset,
-            length: loc.length,
-            hash,
+        checked_record(record, loc, hash)
+    }
+
+    /// As [`record`](Self::record), from a home whose records cost nothing
+    /// to hold until read (a memory map of the local disk); `None` if the
+    /// segment is not in one, or its move away committed meanwhile: the
+    /// caller then reads the parts it needs instead of the whole record.
+    pub(crate) fn mapped_record(&self, loc: Location, hash: ContentHash) -> Result<Option<Bytes>> {
+        let site = self.homes.site(loc.segment);
+        let Some(home) = self.homes.home(site).filter(|h| h.keeps_spool()) else {
+            return Ok(None);
         };
-        if header != expected {
-            return Err(integrity(format!(
-                "record at segment {} offset {} is not this blob",
-                loc.segment, loc.offset
-            )));
+        match home.read(loc.segment, loc.offset..loc.end()) {
+            Err(Unreadable::Lost(_)) if self.homes.site(loc.segment) != site => Ok(None),
+            read => checked_record(read.map_err(|e| unreadable(hash, e))?, loc, hash).map(Some),
         }
-        Ok(record.slice(RECORD_HEADER_LEN..))
     }
 
     /// Bytes `range` of the data of the record at `loc` (blob `hash`),
@@ -702,18 +702,34 @@ impl BlobLog {
     }
 
     /// Whether segment `id` starts with its own, whole header.
-    pub(crate) fn header_ok(&self, id: u64) -> bool {
-        self.homes
-            .read(id, 0..SEGMENT_HEADER_LEN as u64)
-            .is_ok_and(|h| SegmentHeader::decode(&h).is_ok_and(|h| h.id == id))
+    ///
+    /// # Errors
+    ///
+    /// [`Fault::Io`] if its home could not give the bytes now (a bucket
+    /// that timed out): that is not damage.
+    pub(crate) fn header_ok(&self, id: u64) -> Result<bool> {
+        match self.homes.read(id, 0..SEGMENT_HEADER_LEN as u64) {
+            Ok(h) => Ok(SegmentHeader::decode(&h).is_ok_and(|h| h.id == id)),
+            Err(Unreadable::Lost(_)) => Ok(false),
+            Err(Unreadable::Io(context, source)) => Err(Fault::Io { context, source }),
+        }
     }
 
     /// Removes a segment whose removal from the metadata has committed; a
     /// segment already gone (a lost segment retired) is not an error.
+    ///
+    /// Ids are never reused, so once its record is gone every copy of it
+    /// is garbage: one a migration left in the other home goes too.
     pub(crate) fn remove_segment(&self, id: u64) -> Result<()> {
-        self.homes.of(id).remove(id)?;
+        let site = self.homes.site(id);
+        let removed = self.homes.of(id).remove(id);
+        let other = [Site::Disk, Site::Bucket]
+            .into_iter()
+            .filter(|&s| s != site)
+            .find_map(|s| self.homes.home(s))
+            .map_or(Ok(()), |home| home.remove(id));
         self.homes.forget(id);
-        Ok(())
+        removed.and(other)
     }
 
     /// The length of every segment its home holds (for statistics and
@@ -818,6 +834,27 @@ impl Read for RecordReader<'_> {
         self.buf = self.buf.slice(n..);
         Ok(n)
     }
+}
+
+/// The data of `record`, the bytes at `loc`, once its header is checked
+/// to be blob `hash`'s, there.
+fn checked_record(record: Bytes, loc: Location, hash: ContentHash) -> Result<Bytes> {
+    let integrity = |detail: String| Fault::Integrity { hash, detail };
+    let header = RecordHeader::decode(&record)
+        .map_err(|e| integrity(format!("record header in segment {}: {e}", loc.segment)))?;
+    let expected = RecordHeader {
+        segment: loc.segment,
+        offset: loc.offset,
+        length: loc.length,
+        hash,
+    };
+    if header != expected {
+        return Err(integrity(format!(
+            "record at segment {} offset {} is not this blob",
+            loc.segment, loc.offset
+        )));
+    }
+    Ok(record.slice(RECORD_HEADER_LEN..))
 }
 
 /// A read of a record that failed: lost bytes are damage to the blob,

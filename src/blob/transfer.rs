@@ -90,14 +90,30 @@ pub(crate) fn copy(
                     .map_err(|e| Fault::io(format!("opening {}", path.display()), e))?;
                 dest.persist(id, &*file, len, local.health)?;
             }
-            if !same_bytes(from, dest, id, len)? {
-                return Err(Fault::io(
+            let differs = |why: String| {
+                Err(Fault::io(
                     format!("checking pack {id} in {}", dest.name()),
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "it differs from the local segment of that id: neither was changed",
-                    ),
-                ));
+                    io::Error::new(io::ErrorKind::InvalidData, why),
+                ))
+            };
+            match same_bytes(from, dest, id, len) {
+                Ok(true) => {}
+                // Found there, not ours: perhaps an older copy (a segment
+                // that grew on the disk after a migration left its pack).
+                // It may hold what nothing else does, so it stays.
+                Ok(false) | Err(_) if present => {
+                    return differs(
+                        "a pack of that id is there and is not the local segment: neither was changed \
+                         (delete the pack to let this segment move)"
+                            .into(),
+                    )
+                }
+                // Just written and not what was sent: nothing names it.
+                Ok(false) => {
+                    dest.remove(id)?;
+                    return differs("the pack read back differs from the local segment: deleted, try again".into());
+                }
+                Err(e) => return Err(e),
             }
             Ok(Copied {
                 written: !present,

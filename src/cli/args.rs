@@ -165,9 +165,17 @@ pub(crate) enum Command {
     /// at a time, each copied, checked (its live records hashed; an
     /// uploaded pack read back and compared), switched in one commit, and
     /// only then removed from where it was. Killed or failed, it is run
-    /// again to go on; the store stays usable throughout. The bucket is
-    /// reached as for init (AWS_* variables). Exit status 1 if a segment
-    /// had to be left where it is (each is named).
+    /// again to go on, and the store is whole in between (every blob read
+    /// from where it is). The bucket must exist; it is reached as for init
+    /// (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP=true for plain HTTP). From one
+    /// bucket to another goes through `--blobs local`.
+    ///
+    /// This command holds the store while it runs (other commands wait
+    /// their turn, exit 5); to migrate while serving phones and browsers,
+    /// use `keepsake serve --migrate-blobs`. Exit status 1 if a segment had
+    /// to be left where it is (each is named, with why) or a request
+    /// failed, 2 for a destination that cannot be this store's.
     Migrate {
         /// Where blobs go: s3://BUCKET/PREFIX, or local
         #[arg(long, value_name = "URL|local")]

@@ -59,10 +59,19 @@ pub(crate) fn summary(report: &MigrateReport) -> String {
     for why in &report.left {
         s += &format!("\nleft {why}");
     }
-    s += if report.done {
-        "\ndone: every blob is there"
-    } else {
-        "\nnot done: run it again"
+    for note in &report.notes {
+        s += &format!("\nnote: {note}");
+    }
+    if report.damaged_blobs > 0 {
+        s += "\nthe damaged blobs are recorded: `keepsake verify --scrub` names their files, and backing those up again heals them";
+    }
+    s += match (report.done, report.left.is_empty()) {
+        (true, _) => "\ndone: every blob is there",
+        (false, true) => "\nnot done: run it again",
+        (false, false) => {
+            "\nnot done: a segment left for a reason above stays where it is until that is mended \
+             (`keepsake verify --scrub` names what is damaged); the store serves it from there"
+        }
     };
     s
 }

@@ -642,8 +642,13 @@ fn store_command(store: &Store, command: Command, out: &Output) -> Result<Option
         Command::Stats => {
             let s = store.stats()?;
             out.show(&s, || {
+                let bucket = if s.bucket_bytes > 0 {
+                    format!(", in the bucket {}", bytes(s.bucket_bytes))
+                } else {
+                    String::new()
+                };
                 format!(
-                    "{} users, {} files, {} blobs\nlogical {}, physical {} (dedup ratio {:.2}), on disk {}\n{} segments, {} garbage, {} blobs awaiting GC",
+                    "{} users, {} files, {} blobs\nlogical {}, physical {} (dedup ratio {:.2}), on disk {}{bucket}\n{} segments, {} garbage, {} blobs awaiting GC",
                     s.users,
                     s.files,
                     s.blobs,

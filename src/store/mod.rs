@@ -483,8 +483,11 @@ impl Store {
         &self.inner.root
     }
 
-    /// Where the store's blobs live: `local disk`, or its bucket's
-    /// `s3://BUCKET/PREFIX`.
+    /// Where the store's new blobs go: `local disk`, or its bucket's
+    /// `s3://BUCKET/PREFIX`. That is where all of them live, unless a
+    /// migration between the two is under way or was cut off
+    /// ([`Store::migrate_blobs`]); [`Stats`]' `disk_bytes` and
+    /// `bucket_bytes` say how much is in each.
     ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();

@@ -344,7 +344,10 @@ impl Inner {
                     place: place.clone(),
                     done: vec![0; loc.length.div_ceil(GROUP).div_ceil(64) as usize],
                 };
-                if !self.blobs.maps_records(loc.segment) {
+                // Mapped on the local disk, or read a range at a time: a
+                // segment that moves to the bucket meanwhile is never
+                // fetched whole.
+                let Some(data) = self.blobs.mapped_record(*loc, *hash)? else {
                     let ob = match held {
                         Some(ob) => ob,
                         None => {
@@ -357,8 +360,7 @@ impl Inner {
                     };
                     self.outboards.put(*hash, ob.clone());
                     return Ok((Body::Fetched(*loc), groups(ob)));
-                }
-                let data = self.blobs.record(*loc, *hash)?;
+                };
                 match held {
                     Some(ob) => {
                         self.outboards.put(*hash, ob.clone());

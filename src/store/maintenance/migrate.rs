@@ -400,21 +400,26 @@ impl Inner {
 
     /// Removes what the other home still holds of segments now at `site`
     /// (old copies whose removal failed after their move), one note per
-    /// copy that stays.
+    /// copy that stays. As at open, a copy goes only where `site` holds
+    /// the segment whole: one the open kept, its other copy missing or
+    /// short, may be the only one.
     fn sweep_old_copies(&self, site: Site) -> Result<Vec<String>> {
         let other = match site {
             Site::Disk => Site::Bucket,
             Site::Bucket => Site::Disk,
         };
-        let Some(home) = self.blobs.homes().home(other) else {
+        let (Some(home), Some(dest)) = (self.blobs.homes().home(other), self.blobs.homes().home(site)) else {
             return Ok(Vec::new());
         };
+        let held = dest.lengths()?;
         let mut notes = Vec::new();
         for id in home.lengths()?.into_keys() {
-            let moved = self
-                .meta
-                .get::<SegmentRecord>(Cf::Segments, &keys::u64_key(id))?
-                .is_some_and(|seg| seg.site == site && self.blobs.homes().site(id) == site);
+            let whole = |seg: &SegmentRecord| held.get(&id).is_some_and(|&len| len >= seg.committed_len);
+            let moved = !self.recovery.damaged_segments.contains(&id)
+                && self
+                    .meta
+                    .get::<SegmentRecord>(Cf::Segments, &keys::u64_key(id))?
+                    .is_some_and(|seg| seg.site == site && self.blobs.homes().site(id) == site && whole(&seg));
             if moved {
                 if let Err(e) = home.remove(id) {
                     notes.push(format!("the old copy of segment {id} stayed behind: {e}"));

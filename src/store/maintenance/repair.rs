@@ -86,8 +86,13 @@ impl Store {
         let copies = segment_copies(&self.inner)?;
         let inner = Arc::clone(&self.inner);
         let now = self.inner.now_ms();
-        let (repaired, orphans, survey) = self.inner.commit(move |txn| {
-            let (repaired, survey) = rebuild(txn, &inner, &copies, scrub, now)?;
+        // A lost segment whose record it retires is removed after the
+        // commit, from whichever home still holds what is left of it.
+        let (repaired, orphans, survey) = self.inner.commit_then_delete(move |txn, doomed| {
+            let (repaired, survey, retired) = rebuild(txn, &inner, &copies, scrub, now)?;
+            for segment in retired {
+                doomed.segment(segment);
+            }
             let orphans = orphans(txn, &copies)?;
             Ok((repaired, orphans, survey))
         })?;
@@ -138,8 +143,10 @@ fn rebuild(
     copies: &BTreeMap<ContentHash, Vec<Location>>,
     scrub: bool,
     now: u64,
-) -> Result<(Vec<Problem>, Survey)> {
+) -> Result<(Vec<Problem>, Survey, Vec<u64>)> {
     let mut repaired = Vec::new();
+    // Segments whose records a fix deletes (lost, and no blob left in them).
+    let mut retired = Vec::new();
     for _ in 0..MAX_PASSES {
         let mut s = survey(txn, inner, scrub, now)?;
         // Re-indexed blobs come first and alone: with their records back,
@@ -152,6 +159,9 @@ fn rebuild(
         for finding in std::mem::take(&mut s.findings) {
             match finding.fix {
                 Some(fix) => {
+                    if fix.cf == Cf::Segments && fix.value.is_none() {
+                        retired.push(keys::last_u64(&fix.key));
+                    }
                     txn.set(fix.cf, fix.key, fix.value);
                     repaired.push(finding.problem);
                     fixed_any = true;
@@ -161,7 +171,7 @@ fn rebuild(
         }
         if !fixed_any {
             s.findings = left;
-            return Ok((repaired, s));
+            return Ok((repaired, s, retired));
         }
     }
     Err(Fault::Corrupt(format!(

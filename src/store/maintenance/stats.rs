@@ -3,6 +3,7 @@
 //! counters, `crate::metrics`).
 
 use crate::blob::format::SEGMENT_HEADER_LEN;
+use crate::blob::Site;
 use crate::error::{Result, StorageError};
 use crate::meta::records::{BlobRecord, Place, SegmentRecord, UserRecord};
 use crate::meta::{decode, Cf, Meta};
@@ -19,14 +20,17 @@ pub struct Stats {
     pub blobs: u64,
     /// Bytes of distinct content: each blob's size once.
     pub physical_bytes: u64,
-    /// Bytes on disk for blobs: segment files up to their committed length,
-    /// and inline blobs.
+    /// Bytes on the local disk for blobs: segment files up to their
+    /// committed length, and inline blobs (in the metadata).
     pub disk_bytes: u64,
+    /// Bytes in the store's bucket for blobs: packs up to their committed
+    /// length (0 for a store whose blobs are all on the local disk).
+    pub bucket_bytes: u64,
     /// The sum of every user's file sizes, as if nothing were shared.
     pub logical_bytes: u64,
     /// `logical_bytes / physical_bytes` (1.0 for an empty store).
     pub dedup_ratio: f64,
-    /// Segment files.
+    /// Segments, on the local disk (files) and in the bucket (packs).
     pub segments: u64,
     /// Bytes in segments that no blob uses, reclaimable by compaction.
     pub garbage_bytes: u64,
@@ -93,6 +97,7 @@ pub(crate) fn stats(meta: &Meta) -> Result<Stats> {
         blobs: 0,
         physical_bytes: 0,
         disk_bytes: 0,
+        bucket_bytes: 0,
         logical_bytes: 0,
         dedup_ratio: 1.0,
         segments: 0,
@@ -118,7 +123,10 @@ pub(crate) fn stats(meta: &Meta) -> Result<Stats> {
     snap.for_each(Cf::Segments, |_, v| {
         let seg: SegmentRecord = decode(v)?;
         s.segments += 1;
-        s.disk_bytes += seg.committed_len;
+        match seg.site {
+            Site::Disk => s.disk_bytes += seg.committed_len,
+            Site::Bucket => s.bucket_bytes += seg.committed_len,
+        }
         s.garbage_bytes += seg
             .committed_len
             .saturating_sub(SEGMENT_HEADER_LEN as u64)

@@ -918,18 +918,21 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
             );
         }
         let len = lengths.get(id).copied();
+        // Named with its home: a mixed store (a migration under way) has
+        // segments in both.
+        let home = inner.blobs.homes().of(*id).name();
         match len {
             // Lost, but no blob needs it any more (each was healed by a
             // re-upload, or collected): repair retires its record.
             _ if want == 0 && len.is_none_or(|len| len < s.committed_len) => {
-                let detail = format!("segment {id} file is missing or short, and no blob is left in it");
+                let detail = format!("segment {id} ({home}) is missing or short, and no blob is left in it");
                 c.fixable("lost-segment", detail, Cf::Segments, keys::u64_key(*id), None);
             }
-            None => c.problem("damaged-segment", format!("segment {id} file is missing")),
+            None => c.problem("damaged-segment", format!("segment {id} is missing from {home}")),
             Some(len) if len < s.committed_len => c.problem(
                 "damaged-segment",
                 format!(
-                    "segment {id} file is {len} bytes, shorter than its committed {}",
+                    "segment {id} ({home}) is {len} bytes, shorter than its committed {}",
                     s.committed_len
                 ),
             ),
@@ -937,7 +940,7 @@ pub(crate) fn survey(src: &impl Source, inner: &Inner, check_headers: bool, now_
                 // Records vouch for themselves (each names its segment
                 // and offset and is hashed), so their blobs stay
                 // readable; the header is still damage to report.
-                if !inner.blobs.header_ok(*id) {
+                if !inner.blobs.header_ok(*id)? {
                     c.problem("damaged-segment", format!("segment {id} has a damaged header"));
                 }
             }
@@ -1092,10 +1095,13 @@ impl Store {
     /// # Errors
     ///
     /// Inconsistencies and damage are [`VerifyReport::problems`], not errors. It fails
-    /// only if the metadata cannot be read:
+    /// only if the metadata, or the segments' homes, cannot be read:
     ///
     /// - [`StorageError::Database`] if the metadata database fails.
     /// - [`StorageError::Corrupt`] if it holds a record that cannot be decoded.
+    /// - [`StorageError::Io`] if a home cannot be listed or read now (a
+    ///   bucket that does not answer): what it could not say is not
+    ///   reported as damage.
     ///
     /// ```
     /// let dir = tempfile::tempdir().unwrap();
