@@ -419,11 +419,18 @@ fn a_bucket_that_is_not_the_stores_is_refused() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = cli(server, d3.path())
-        .args(["migrate", "--blobs", "ftp://x"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    for bad in ["ftp://x", "s3://Photos/x", "s3://photos/a/../b"] {
+        let out = cli(server, d3.path())
+            .args(["migrate", "--blobs", bad])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{bad}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     // Once this store has let its bucket go, another bucket takes a
     // reopen: nothing is sent to the one it let go.

@@ -15,7 +15,7 @@ pub(crate) fn destination(blobs: &str) -> Result<BlobHome, Failure> {
         return Ok(BlobHome::Bucket(Box::new(keepsake::BucketOptions::from_env(blobs))));
     }
     Err(Failure::Usage(format!(
-        "--blobs takes s3://BUCKET/PREFIX or local, not {blobs:?}"
+        "a migration goes to s3://BUCKET/PREFIX or to local, not {blobs:?}"
     )))
 }
 

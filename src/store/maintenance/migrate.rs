@@ -271,9 +271,15 @@ impl Inner {
             )),
             None => {
                 let bucket = home::take_bucket(&self.meta, options).map_err(|e| match e {
-                    // Another store's prefix.
-                    crate::OpenError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists => {
-                        MigrateError::Blobs(source.to_string())
+                    // Another store's prefix, or a URL or endpoint that
+                    // cannot be used as given.
+                    crate::OpenError::Io { context, source }
+                        if matches!(
+                            source.kind(),
+                            io::ErrorKind::AlreadyExists | io::ErrorKind::InvalidInput
+                        ) =>
+                    {
+                        MigrateError::Blobs(format!("{context}: {source}"))
                     }
                     other => from_open(other),
                 })?;
