@@ -165,18 +165,21 @@ impl Homes {
             None => self.disk.reconcile(&on_disk, &Elsewhere::new())?,
             Some(bucket) => {
                 // A copy is dropped from one home only where the other
-                // holds the segment whole.
-                let packs = bucket.lengths()?;
-                let uploaded: Elsewhere = in_bucket
-                    .iter()
-                    .map(|(&id, &len)| (id, packs.get(&id).is_some_and(|&held| held >= len).then_some(len)))
-                    .collect();
-                let mut out = self.disk.reconcile(&on_disk, &uploaded)?;
+                // holds the segment whole. The local files' lengths come
+                // from a directory listing; the bucket is listed once, by
+                // its own reconciliation, whose damage says which packs
+                // are not whole.
+                let files = self.disk.lengths()?;
                 let local: Elsewhere = on_disk
                     .iter()
-                    .map(|(&id, &len)| (id, (!out.damaged.contains(&id)).then_some(len)))
+                    .map(|(&id, &len)| (id, files.get(&id).is_some_and(|&held| held >= len).then_some(len)))
                     .collect();
                 let more = bucket.reconcile(&in_bucket, &local)?;
+                let uploaded: Elsewhere = in_bucket
+                    .iter()
+                    .map(|(&id, &len)| (id, (!more.damaged.contains(&id)).then_some(len)))
+                    .collect();
+                let mut out = self.disk.reconcile(&on_disk, &uploaded)?;
                 out.damaged.extend(more.damaged);
                 out.notes.extend(more.notes);
                 out.highest = out.highest.max(more.highest);
