@@ -106,6 +106,8 @@ fn a_local_store_moves_into_a_bucket_and_back_with_every_byte() {
     assert!(common::segment_files(dir.path()).is_empty());
     assert_eq!(packs(server, &prefix).len(), segments);
     assert_eq!(store.blob_store(), report.blobs);
+    let stats = store.stats().unwrap();
+    assert!(stats.bucket_bytes > 20 << 20 && stats.disk_bytes < 1 << 20, "{stats:?}");
     assert_all_there(&store, &files);
     // New uploads go to the bucket.
     let u = store.user("alice").unwrap();
@@ -129,6 +131,8 @@ fn a_local_store_moves_into_a_bucket_and_back_with_every_byte() {
     assert_eq!(report.blobs, "local disk");
     assert!(packs(server, &prefix).is_empty());
     assert!(server.get(&format!("{prefix}/keepsake-store")).is_none());
+    let stats = store.stats().unwrap();
+    assert!(stats.bucket_bytes == 0 && stats.disk_bytes > 20 << 20, "{stats:?}");
     assert_all_there(&store, &files);
     drop(store);
     let store = Store::open_with(dir.path(), options()).unwrap();
@@ -440,4 +444,34 @@ fn a_bucket_that_is_not_the_stores_is_refused() {
         .unwrap_err();
     assert!(matches!(err, MigrateError::Blobs(_)), "{err}");
     assert!(packs(server, &other).is_empty() && packs(server, &prefix).is_empty());
+}
+
+#[test]
+fn serve_migrate_blobs_moves_them_while_the_server_runs() {
+    use std::io::BufRead;
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("serve");
+    let url = format!("s3://{BUCKET}/{prefix}");
+    let (dir, store, files) = local_store(20);
+    drop(store);
+    let mut child = cli(server, dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--migrate-blobs", &url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let outcome = stderr
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("keepsake: migration"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let outcome = outcome.expect("the server said how its migration ended");
+    assert!(outcome.contains("done: every blob is there"), "{outcome}");
+    assert!(common::segment_files(dir.path()).is_empty());
+    let store = Store::open_with(dir.path(), options().bucket(server.bucket(&prefix))).unwrap();
+    assert_eq!(store.blob_store(), url);
+    assert_all_there(&store, &files);
 }

@@ -162,6 +162,12 @@ fn a_lost_pack_is_reported_by_the_scrub_and_healed_by_a_re_upload() {
     let report = store.verify(true).unwrap();
     assert!(!report.ok);
     assert_eq!(common::damaged_files(&report), vec![f.file_id]);
+    let missing = format!("is missing from s3://{BUCKET}/{prefix}");
+    assert!(
+        report.problems.iter().any(|p| p.detail.contains(&missing)),
+        "{:?}",
+        report.problems
+    );
     let u = store.user("u").unwrap();
     let again = u
         .upload(album, "p.jpg", Content::from(photo.clone()), DedupMode::NameAndHash)
