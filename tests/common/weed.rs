@@ -76,7 +76,8 @@ fn free_ports() -> Vec<u16> {
 }
 
 impl Weed {
-    /// Starts a server of its own in a fresh directory, with [`BUCKET`].
+    /// Starts a server of its own in a fresh directory, with [`BUCKET`]
+    /// (which starting it creates: `weed mini` allows anonymous access).
     pub fn start() -> Weed {
         let tmp = tempfile::tempdir().unwrap();
         let mut weed = Weed {
@@ -86,7 +87,6 @@ impl Weed {
             _tmp: Some(tmp),
         };
         weed.run();
-        weed.create_bucket(BUCKET);
         weed
     }
 
@@ -143,15 +143,31 @@ impl Weed {
             .spawn()
             .expect("starting weed");
         self.child = Some(child);
+        // The S3 port answers before the volume server has told the master
+        // it is there; until then, object requests get a 500. A test's
+        // faults must be the ones it injects, so wait for a whole round
+        // trip of an object: the bucket exists, a PUT is stored, a GET
+        // returns it.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while http(self.s3_port(), "GET", "/", b"").is_none() {
+        while !self.serves_objects() {
             assert!(
                 Instant::now() < deadline,
-                "weed did not start: see {}/weed.log",
+                "weed did not start serving objects: see {}/weed.log",
                 self.dir.display()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Whether an object written now reads back, in [`BUCKET`] (created
+    /// here if it is not there yet) under a key no store's prefix uses.
+    fn serves_objects(&self) -> bool {
+        let port = self.s3_port();
+        let probe = format!("/{BUCKET}/weed-ready-probe");
+        let created = matches!(http(port, "PUT", &format!("/{BUCKET}"), b""), Some((200 | 409, _)));
+        created
+            && matches!(http(port, "PUT", &probe, b"ready"), Some((200, _)))
+            && matches!(http(port, "GET", &probe, b""), Some((200, body)) if body == b"ready")
     }
 
     /// Kills the server with SIGKILL, mid-whatever it was doing.
@@ -178,12 +194,6 @@ impl Weed {
     pub fn restart(&mut self) {
         self.kill();
         self.run();
-    }
-
-    /// Creates a bucket (anonymous access, as `weed mini` allows).
-    pub fn create_bucket(&self, name: &str) {
-        let status = http(self.s3_port(), "PUT", &format!("/{name}"), b"").expect("creating a bucket");
-        assert!(status.0 == 200 || status.0 == 409, "creating bucket {name}: {status:?}");
     }
 
     /// Options for the bucket `s3://BUCKET/prefix` on this server.
