@@ -713,8 +713,7 @@ fn metadata_older_than_the_bucket_keeps_every_newer_pack() {
         .unwrap();
     assert_eq!(packs(server, &prefix).len(), 2);
     drop((u, store));
-    std::fs::remove_dir_all(dir.path().join("meta")).unwrap();
-    std::fs::rename(&backup, dir.path().join("meta")).unwrap();
+    restore_metadata(dir.path(), &backup);
 
     let store = reopen(dir.path(), server.bucket(&prefix));
     // The pack no commit of this metadata names may be the only copy of a
@@ -732,6 +731,157 @@ fn metadata_older_than_the_bucket_keeps_every_newer_pack() {
         .unwrap();
     assert_eq!(packs(server, &prefix).len(), 3);
     assert!(store.verify(true).unwrap().ok);
+}
+
+/// A prefix of the shared server reached through a proxy that drops every
+/// connection while it is down: an object store that gives no answer (an
+/// outage, a network down).
+struct Switch {
+    prefix: String,
+    proxy: FaultProxy,
+    down: Arc<AtomicBool>,
+}
+
+impl Switch {
+    fn new(hint: &str) -> Switch {
+        let down = Arc::new(AtomicBool::new(false));
+        let d = down.clone();
+        let proxy = FaultProxy::start(weed::shared().s3_port(), move |_, _| {
+            if d.load(Ordering::SeqCst) {
+                Fault::Drop
+            } else {
+                Fault::Forward
+            }
+        });
+        Switch {
+            prefix: weed::unique_prefix(hint),
+            proxy,
+            down,
+        }
+    }
+
+    fn bucket(&self) -> BucketOptions {
+        through(weed::shared(), &self.proxy, &self.prefix)
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+}
+
+/// A store in a fresh directory with its blobs behind `switch`, holding
+/// `old.jpg` (`data(1, BIG)`): the directory, its album and the file.
+fn with_old_photo(switch: &Switch) -> (tempfile::TempDir, keepsake::AlbumId, keepsake::FileId) {
+    let (dir, store) = store_in(switch.bucket());
+    let u = store.user("u").unwrap();
+    let album = u.ensure_album("A").unwrap();
+    let old = u
+        .upload(album, "old.jpg", Content::from(data(1, BIG)), DedupMode::Hash)
+        .unwrap();
+    (dir, album, old.file_id)
+}
+
+/// Puts back the metadata `backup` (a checkpoint) of the closed store in
+/// `dir`: the metadata is then older than its bucket.
+fn restore_metadata(dir: &std::path::Path, backup: &std::path::Path) {
+    std::fs::remove_dir_all(dir.join("meta")).unwrap();
+    std::fs::rename(backup, dir.join("meta")).unwrap();
+}
+
+#[test]
+fn a_bucket_that_does_not_answer_at_open_leaves_the_store_open_and_is_checked_before_the_first_write() {
+    need_weed!();
+    let switch = Switch::new("unanswered");
+    let (dir, album, old) = with_old_photo(&switch);
+    switch.set_down(true);
+    let store = reopen(dir.path(), switch.bucket());
+    assert!(
+        store
+            .recovery_notes()
+            .iter()
+            .any(|n| n.contains("could not be reached")),
+        "{:?}",
+        store.recovery_notes()
+    );
+    let u = store.user("u").unwrap();
+    // The metadata is served while the bucket is away.
+    assert_eq!(u.files().unwrap().len(), 1);
+    assert_eq!(u.usage().unwrap().unique_bytes, BIG as u64);
+    // A read of its bytes is an error to retry, never damage.
+    match u.read(old) {
+        Err(ReadError::Storage(e)) => assert!(e.io_kind().is_some(), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // A write is refused before any byte goes anywhere, and leaves nothing.
+    let refused = u
+        .upload(album, "new.jpg", Content::from(data(2, BIG)), DedupMode::Hash)
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("could not be reached when the store opened"),
+        "{refused}"
+    );
+    assert_eq!(u.files().unwrap().len(), 1);
+
+    // Once it answers, the same open store reads and writes, and nothing
+    // was marked damaged meanwhile.
+    switch.set_down(false);
+    assert_eq!(&u.read(old).unwrap()[..], &data(1, BIG)[..]);
+    let new = u
+        .upload(album, "new.jpg", Content::from(data(2, BIG)), DedupMode::Hash)
+        .unwrap();
+    assert_eq!(&u.read(new.file_id).unwrap()[..], &data(2, BIG)[..]);
+    let report = store.verify(true).unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+}
+
+#[test]
+fn a_bucket_that_answers_late_gives_new_packs_names_past_the_ones_no_commit_names() {
+    need_weed!();
+    let switch = Switch::new("late");
+    let (dir, album, old) = with_old_photo(&switch);
+    {
+        // A backup of the metadata, then a pack it does not name.
+        let store = reopen(dir.path(), switch.bucket());
+        store.checkpoint_metadata(&dir.path().join("meta-backup")).unwrap();
+        let u = store.user("u").unwrap();
+        u.upload(album, "new.jpg", Content::from(data(2, BIG)), DedupMode::Hash)
+            .unwrap();
+    }
+    restore_metadata(dir.path(), &dir.path().join("meta-backup"));
+    // Opened while the bucket is away, the store cannot list the pack its
+    // metadata does not name; it learns of it before its first write.
+    switch.set_down(true);
+    let store = reopen(dir.path(), switch.bucket());
+    switch.set_down(false);
+    let u = store.user("u").unwrap();
+    u.upload(album, "next.jpg", Content::from(data(3, BIG)), DedupMode::Hash)
+        .unwrap();
+    assert_eq!(
+        packs(weed::shared(), &switch.prefix).len(),
+        3,
+        "the uncommitted pack is kept, not taken"
+    );
+    assert_eq!(&u.read(old).unwrap()[..], &data(1, BIG)[..]);
+    assert!(store.verify(true).unwrap().ok);
+}
+
+#[test]
+fn a_bucket_that_answers_it_is_another_stores_still_refuses_the_open() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("answered");
+    let (dir, store) = bucket_store(server, &prefix);
+    drop(store);
+    server.put(&format!("{prefix}/keepsake-store"), b"another store's claim");
+    match Store::open_with(dir.path(), StoreOptions::default().bucket(server.bucket(&prefix))) {
+        Err(OpenError::Io { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied, "{source}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("opened on another store's prefix"),
+    }
 }
 
 #[test]

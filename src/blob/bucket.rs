@@ -216,6 +216,25 @@ fn io_error(e: object_store::Error) -> io::Error {
     io::Error::new(kind, one_line)
 }
 
+/// Why [`Bucket::check_claim`] could not say the prefix is the store's.
+#[derive(Debug)]
+pub(crate) enum Unchecked {
+    /// No answer came: the prefix may well be the store's.
+    Unanswered(io::Error),
+    /// An answer came, and it says the prefix is not the store's or
+    /// cannot be used as given.
+    Refused(io::Error),
+}
+
+impl Unchecked {
+    /// The error, whichever it is.
+    pub(crate) fn into_io(self) -> io::Error {
+        match self {
+            Unchecked::Unanswered(e) | Unchecked::Refused(e) => e,
+        }
+    }
+}
+
 impl Bucket {
     /// Connects to the bucket `options` names. No request is made.
     ///
@@ -450,29 +469,35 @@ impl Bucket {
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::PermissionDenied`] if it holds another store's
-    /// claim, or packs and no claim; the request's error if it cannot be
-    /// read.
-    pub(crate) fn check_claim(&self, claim: &str) -> io::Result<()> {
+    /// [`Unchecked::Unanswered`] if the object store gave no answer (no
+    /// connection, a timeout, a 5xx after the retries: object_store's
+    /// `Generic` error), so that nothing is known of the prefix;
+    /// [`Unchecked::Refused`] with [`io::ErrorKind::PermissionDenied`] if
+    /// it holds another store's claim, or packs and no claim, and with the
+    /// request's error for any other answer (no such bucket, credentials
+    /// refused).
+    pub(crate) fn check_claim(&self, claim: &str) -> std::result::Result<(), Unchecked> {
         let store = self.store.clone();
         let path = self.claim_path();
+        let refused = |why: String| Unchecked::Refused(io::Error::new(io::ErrorKind::PermissionDenied, why));
         match self.run(async move { store.get(&path).await?.bytes().await }) {
             Ok(found) if found == claim.as_bytes() => Ok(()),
-            Ok(_) => Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!("{} belongs to another store", self.url),
-            )),
-            Err(object_store::Error::NotFound { .. }) if self.lengths().map_err(io::Error::other)?.is_empty() => {
-                self.claim(claim)
+            Ok(_) => Err(refused(format!("{} belongs to another store", self.url))),
+            Err(object_store::Error::NotFound { .. }) => {
+                let empty = self
+                    .lengths()
+                    .map_err(|e| Unchecked::Refused(io::Error::other(e.to_string())))?
+                    .is_empty();
+                if !empty {
+                    return Err(refused(format!(
+                        "{} does not hold this store's keepsake-store object: is it the right bucket?",
+                        self.url
+                    )));
+                }
+                self.claim(claim).map_err(Unchecked::Refused)
             }
-            Err(object_store::Error::NotFound { .. }) => Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "{} does not hold this store's keepsake-store object: is it the right bucket?",
-                    self.url
-                ),
-            )),
-            Err(e) => Err(io_error(e)),
+            Err(e @ object_store::Error::Generic { .. }) => Err(Unchecked::Unanswered(io_error(e))),
+            Err(e) => Err(Unchecked::Refused(io_error(e))),
         }
     }
 

@@ -481,6 +481,9 @@ impl BlobLog {
     /// Creates the next segment's spool: header written and synced, the
     /// directory entry synced.
     fn start_segment(&self) -> Result<Active> {
+        if self.homes.writes() == Site::Bucket {
+            self.reach_bucket()?;
+        }
         let id = {
             let mut next = self.next_id.lock();
             let id = *next;
@@ -721,6 +724,9 @@ impl BlobLog {
     /// Ids are never reused, so once its record is gone every copy of it
     /// is garbage: one a migration left in the other home goes too.
     pub(crate) fn remove_segment(&self, id: u64) -> Result<()> {
+        // Nothing is deleted from a prefix not known to be the store's; a
+        // local copy left by this is removed at the next open.
+        self.reach_bucket()?;
         let site = self.homes.site(id);
         let removed = self.homes.of(id).remove(id);
         let other = [Site::Disk, Site::Bucket]
@@ -730,6 +736,21 @@ impl BlobLog {
             .map_or(Ok(()), |home| home.remove(id));
         self.homes.forget(id);
         removed.and(other)
+    }
+
+    /// Checks the bucket the open could not reach, if it has not answered
+    /// since ([`Homes::reach`]), before anything is written to it or
+    /// deleted from it; new segment ids then pass every pack it holds.
+    ///
+    /// # Errors
+    ///
+    /// [`Homes::reach`]'s.
+    pub(crate) fn reach_bucket(&self) -> Result<()> {
+        if let Some(highest) = self.homes.reach()? {
+            let mut next = self.next_id.lock();
+            *next = (*next).max(highest + 1);
+        }
+        Ok(())
     }
 
     /// The length of every segment its home holds (for statistics and

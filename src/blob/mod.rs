@@ -24,9 +24,9 @@ mod placement;
 mod transfer;
 
 #[cfg(feature = "s3")]
-pub(crate) use bucket::Bucket;
-#[cfg(feature = "s3")]
 pub use bucket::BucketOptions;
+#[cfg(feature = "s3")]
+pub(crate) use bucket::{Bucket, Unchecked};
 pub(crate) use disk::{segment_file, Disk, SEGMENTS_DIR};
 pub(crate) use home::Home;
 pub(crate) use log::{BlobLog, Location, Pin, RecordData, Recovery, Written};

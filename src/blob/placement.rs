@@ -13,10 +13,10 @@ use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use super::home::{Elsewhere, Home, Reconciled, Unreadable};
-use crate::error::Result;
+use crate::error::{Fault, Result};
 
 /// Where a segment lives: on the local disk or in the store's bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -38,6 +38,17 @@ pub(crate) struct Homes {
     sites: RwLock<HashMap<u64, Site>>,
     /// Where new segments go.
     writes: RwLock<Site>,
+    /// The bucket, while it has not answered since the store opened.
+    unreached: Mutex<Option<Unreached>>,
+}
+
+/// A bucket that gave no answer when the store opened (see
+/// [`Homes::defer_bucket`]).
+struct Unreached {
+    /// Checks that the prefix is the store's.
+    check: Box<dyn Fn() -> std::io::Result<()> + Send + Sync>,
+    /// What the open was told.
+    why: String,
 }
 
 impl Homes {
@@ -48,11 +59,61 @@ impl Homes {
             bucket: OnceLock::new(),
             sites: RwLock::new(HashMap::new()),
             writes: RwLock::new(writes),
+            unreached: Mutex::new(None),
         };
         if let Some(bucket) = bucket {
             homes.attach(bucket);
         }
         homes
+    }
+
+    /// Marks the bucket as one the open could not reach (`why`): until
+    /// [`reach`](Self::reach) has run `check` (that its prefix is the
+    /// store's) and listed its packs, nothing is written to it or deleted
+    /// from it, and the open's reconciliation keeps every local copy of a
+    /// segment committed to it and checks none of its packs. Reads go to
+    /// it as ever: each record is verified by its hash, and a missing pack
+    /// is damage only once the prefix is known to be the store's.
+    #[cfg_attr(
+        not(feature = "s3"),
+        expect(
+            dead_code,
+            reason = "only an open that reaches for a bucket defers it, and buckets need `s3`"
+        )
+    )]
+    pub(crate) fn defer_bucket(&self, check: Box<dyn Fn() -> std::io::Result<()> + Send + Sync>, why: String) {
+        *self.unreached.lock() = Some(Unreached { check, why });
+    }
+
+    /// Checks the bucket the open could not reach, if it has not answered
+    /// since: its claim, then its packs' ids. `None` if there was nothing
+    /// to check; else the highest pack id it holds (0 for none), past
+    /// which new segment ids must go, since packs no commit names (an
+    /// upload cut off before its commit) keep their names.
+    ///
+    /// # Errors
+    ///
+    /// [`Fault::Io`] if it still gives no answer, or says its prefix is not
+    /// the store's; the store is then left as it was, and the next write
+    /// asks again.
+    pub(crate) fn reach(&self) -> Result<Option<u64>> {
+        let mut pending = self.unreached.lock();
+        let (Some(unreached), Some(bucket)) = (pending.as_ref(), self.bucket.get()) else {
+            return Ok(None);
+        };
+        (unreached.check)().map_err(|e| {
+            Fault::io(
+                format!(
+                    "checking that {} is this store's (it could not be reached when the store opened: {})",
+                    bucket.name(),
+                    unreached.why
+                ),
+                e,
+            )
+        })?;
+        let highest = bucket.lengths()?.keys().max().copied().unwrap_or(0);
+        *pending = None;
+        Ok(Some(highest))
     }
 
     /// Gives the store a bucket; false if it had one already (which stays).
@@ -120,6 +181,12 @@ impl Homes {
         let site = self.site(id);
         match self.home(site).unwrap_or(&*self.disk).read(id, range.clone()) {
             Err(Unreadable::Lost(_)) if self.site(id) != site => self.of(id).read(id, range),
+            // A pack missing from a prefix not yet known to be the store's
+            // says nothing of the store.
+            Err(Unreadable::Lost(what)) if site == Site::Bucket => match self.reach() {
+                Ok(_) => Err(Unreadable::Lost(what)),
+                Err(e) => Err(Unreadable::Io(what, std::io::Error::other(e.to_string()))),
+            },
             other => other,
         }
     }
@@ -163,6 +230,21 @@ impl Homes {
         let (on_disk, in_bucket) = (at(Site::Disk), at(Site::Bucket));
         let out = match self.bucket.get() {
             None => self.disk.reconcile(&on_disk, &Elsewhere::new())?,
+            Some(bucket) if self.unreached.lock().is_some() => {
+                // Nothing is known of the packs: every local copy stays.
+                let unknown: Elsewhere = in_bucket.keys().map(|&id| (id, None)).collect();
+                let mut out = self.disk.reconcile(&on_disk, &unknown)?;
+                if let Some(unreached) = self.unreached.lock().as_ref() {
+                    out.notes.push(format!(
+                        "{} could not be reached ({}): its packs are not checked, and nothing is \
+                         written to it or deleted from it until it answers",
+                        bucket.name(),
+                        unreached.why
+                    ));
+                }
+                out.highest = out.highest.max(in_bucket.keys().max().copied().unwrap_or(0));
+                out
+            }
             Some(bucket) => {
                 // A copy is dropped from one home only where the other
                 // holds the segment whole. The local files' lengths come

@@ -40,7 +40,9 @@ fn writes_to_disk(meta: &Meta) -> Result<bool, OpenError> {
 ///   record (another one, or a store whose blobs are on local disk), or
 ///   the store records a bucket and this build has no `s3` feature.
 /// - [`OpenError::Io`] if the bucket's client cannot be made (a bad URL),
-///   or the bucket is not this store's.
+///   or the bucket answers that it is not this store's (or refuses the
+///   request). A bucket that gives no answer is not an error: it is
+///   checked when it is first written to ([`Homes::defer_bucket`]).
 pub(crate) fn open(root: &Path, meta: &Meta, options: &StoreOptions) -> Result<Homes, OpenError> {
     let disk: Arc<dyn Home> = Arc::new(Disk::new(options.fs.clone(), root.join(crate::blob::SEGMENTS_DIR)));
     let recorded = recorded(meta)?;
@@ -76,22 +78,37 @@ pub(crate) fn open(root: &Path, meta: &Meta, options: &StoreOptions) -> Result<H
                 )))
             }
         };
-        let bucket = open_bucket(&chosen)?;
+        let bucket = Arc::new(open_bucket(&chosen)?);
         let claim = meta
             .get_raw(Cf::Meta, keys::BLOBS_CLAIM)
             .map_err(|e| OpenError::Corrupt(e.to_string()))?
             .and_then(|v| String::from_utf8(v).ok())
             .ok_or_else(|| OpenError::Corrupt("the store records a bucket but not its claim on it".into()))?;
-        bucket.check_claim(&claim).map_err(|source| OpenError::Io {
-            context: format!("checking that {} is this store's", chosen.url),
-            source,
-        })?;
         let writes = if writes_to_disk(meta)? {
             Site::Disk
         } else {
             Site::Bucket
         };
-        Ok(Homes::new(disk, Some(Arc::new(bucket)), writes))
+        let checked = bucket.check_claim(&claim);
+        let homes = Homes::new(disk, Some(bucket.clone()), writes);
+        match checked {
+            Ok(()) => {}
+            // A bucket that does not answer (an outage, a network down)
+            // does not keep the store shut: its metadata, and blobs on the
+            // local disk, are served, and the bucket is checked when it is
+            // first written to (DESIGN.md §15).
+            Err(crate::blob::Unchecked::Unanswered(e)) => homes.defer_bucket(
+                Box::new(move || bucket.check_claim(&claim).map_err(crate::blob::Unchecked::into_io)),
+                e.to_string(),
+            ),
+            Err(crate::blob::Unchecked::Refused(source)) => {
+                return Err(OpenError::Io {
+                    context: format!("checking that {} is this store's", chosen.url),
+                    source,
+                })
+            }
+        }
+        Ok(homes)
     }
     #[cfg(not(feature = "s3"))]
     match recorded {

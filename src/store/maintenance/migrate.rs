@@ -173,6 +173,9 @@ impl Store {
             report.done = true;
             return Ok(report);
         }
+        // Nothing moves to or from a bucket the open could not reach until
+        // it answers as the store's.
+        inner.blobs.reach_bucket()?;
         inner.send_new_segments_to(site)?;
         // Segments sealed into the other home by uploads before the switch
         // are committed first, so that the scan below sees them.
