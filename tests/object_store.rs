@@ -856,6 +856,9 @@ fn a_bucket_that_answers_late_gives_new_packs_names_past_the_ones_no_commit_name
     let store = reopen(dir.path(), switch.bucket());
     switch.set_down(false);
     let u = store.user("u").unwrap();
+    // The first request after it answers is a read: the check it makes
+    // serves the write after it too.
+    assert_eq!(&u.read(old).unwrap()[..], &data(1, BIG)[..]);
     u.upload(album, "next.jpg", Content::from(data(3, BIG)), DedupMode::Hash)
         .unwrap();
     assert_eq!(
@@ -863,8 +866,37 @@ fn a_bucket_that_answers_late_gives_new_packs_names_past_the_ones_no_commit_name
         3,
         "the uncommitted pack is kept, not taken"
     );
-    assert_eq!(&u.read(old).unwrap()[..], &data(1, BIG)[..]);
     assert!(store.verify(true).unwrap().ok);
+}
+
+#[test]
+fn an_empty_prefix_where_the_stores_packs_should_be_is_refused_not_claimed() {
+    need_weed!();
+    let server = weed::shared();
+    let prefix = weed::unique_prefix("emptied");
+    let (dir, store) = bucket_store(server, &prefix);
+    let u = store.user("u").unwrap();
+    let album = u.ensure_album("A").unwrap();
+    u.upload(album, "x.jpg", Content::from(data(1, BIG)), DedupMode::Hash)
+        .unwrap();
+    drop((u, store));
+    // The endpoint now names a server whose bucket of that name is empty
+    // there, as a wrong AWS_ENDPOINT_URL would.
+    for key in server.keys(&format!("{prefix}/")) {
+        server.delete(&key);
+    }
+    match Store::open_with(dir.path(), StoreOptions::default().bucket(server.bucket(&prefix))) {
+        Err(OpenError::Io { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied, "{source}");
+            assert!(source.to_string().contains("right endpoint"), "{source}");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("an empty prefix was claimed: every pack would be damage"),
+    }
+    assert!(
+        server.keys(&format!("{prefix}/")).is_empty(),
+        "nothing was written there"
+    );
 }
 
 #[test]

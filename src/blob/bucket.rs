@@ -464,8 +464,12 @@ impl Bucket {
     }
 
     /// Checks that the prefix holds this store's `claim`. A prefix with no
-    /// claim and no pack is claimed now: the store's creation recorded the
-    /// claim and was cut off before it wrote it.
+    /// claim and no pack is claimed now, unless the store has committed
+    /// packs to it (`holds_packs`): the store's creation (or migration)
+    /// recorded the claim and was cut off before it wrote it. A store whose
+    /// packs should be there and are not is pointed at the wrong place (an
+    /// endpoint or bucket of the same name elsewhere): claiming it would
+    /// turn every pack into damage.
     ///
     /// # Errors
     ///
@@ -476,7 +480,7 @@ impl Bucket {
     /// it holds another store's claim, or packs and no claim, and with the
     /// request's error for any other answer (no such bucket, credentials
     /// refused).
-    pub(crate) fn check_claim(&self, claim: &str) -> std::result::Result<(), Unchecked> {
+    pub(crate) fn check_claim(&self, claim: &str, holds_packs: bool) -> std::result::Result<(), Unchecked> {
         let store = self.store.clone();
         let path = self.claim_path();
         let refused = |why: String| Unchecked::Refused(io::Error::new(io::ErrorKind::PermissionDenied, why));
@@ -486,11 +490,18 @@ impl Bucket {
             Err(object_store::Error::NotFound { .. }) => {
                 let empty = self
                     .lengths()
-                    .map_err(|e| Unchecked::Refused(io::Error::other(e.to_string())))?
+                    .map_err(|e| Unchecked::Unanswered(io::Error::other(e.to_string())))?
                     .is_empty();
                 if !empty {
                     return Err(refused(format!(
                         "{} does not hold this store's keepsake-store object: is it the right bucket?",
+                        self.url
+                    )));
+                }
+                if holds_packs {
+                    return Err(refused(format!(
+                        "{} holds neither this store's keepsake-store object nor any of its packs: \
+                         is it the right endpoint and bucket?",
                         self.url
                     )));
                 }

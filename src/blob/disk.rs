@@ -206,7 +206,7 @@ impl Home for Disk {
             match elsewhere.get(&id) {
                 Some(None) => {
                     out.notes.push(format!(
-                        "kept segment {id}: it is committed to the bucket, whose pack of it is missing or short"
+                        "kept segment {id}: it is committed to the bucket, whose pack of it is not known to be whole"
                     ));
                     continue;
                 }

@@ -481,11 +481,13 @@ impl BlobLog {
     /// Creates the next segment's spool: header written and synced, the
     /// directory entry synced.
     fn start_segment(&self) -> Result<Active> {
-        if self.homes.writes() == Site::Bucket {
-            self.reach_bucket()?;
-        }
+        // A new id may be a pack's that no commit names, in a bucket the
+        // open could not list ([`Homes::reach`]); `append` has asked it
+        // already, outside the active lock, so this is no request.
+        self.homes.reach()?;
         let id = {
             let mut next = self.next_id.lock();
+            *next = (*next).max(self.homes.id_floor() + 1);
             let id = *next;
             *next += 1;
             id
@@ -533,6 +535,11 @@ impl BlobLog {
     /// ([`outboard::wanted`]) comes with it, made as the bytes went by.
     pub(crate) fn append(&self, hash: ContentHash, data: RecordData<'_>, what: &str) -> Result<Appended<'_>> {
         self.health.check()?;
+        // The network is asked before the lock every append and commit
+        // takes: a bucket without an answer holds no one else up.
+        if self.homes.deferred() {
+            self.homes.reach()?;
+        }
         let length = data.len();
         let mut guard = self.active.lock();
         let full = guard.as_ref().is_none_or(|a| {
@@ -724,9 +731,10 @@ impl BlobLog {
     /// Ids are never reused, so once its record is gone every copy of it
     /// is garbage: one a migration left in the other home goes too.
     pub(crate) fn remove_segment(&self, id: u64) -> Result<()> {
-        // Nothing is deleted from a prefix not known to be the store's; a
-        // local copy left by this is removed at the next open.
-        self.reach_bucket()?;
+        // Nothing is deleted from a prefix not known to be the store's. If
+        // it still gives no answer, the local copy goes at the next open
+        // (no commit names it) and the pack stays, as one no commit names.
+        self.homes.reach()?;
         let site = self.homes.site(id);
         let removed = self.homes.of(id).remove(id);
         let other = [Site::Disk, Site::Bucket]
@@ -736,21 +744,6 @@ impl BlobLog {
             .map_or(Ok(()), |home| home.remove(id));
         self.homes.forget(id);
         removed.and(other)
-    }
-
-    /// Checks the bucket the open could not reach, if it has not answered
-    /// since ([`Homes::reach`]), before anything is written to it or
-    /// deleted from it; new segment ids then pass every pack it holds.
-    ///
-    /// # Errors
-    ///
-    /// [`Homes::reach`]'s.
-    pub(crate) fn reach_bucket(&self) -> Result<()> {
-        if let Some(highest) = self.homes.reach()? {
-            let mut next = self.next_id.lock();
-            *next = (*next).max(highest + 1);
-        }
-        Ok(())
     }
 
     /// The length of every segment its home holds (for statistics and

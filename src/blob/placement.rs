@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -40,6 +41,10 @@ pub(crate) struct Homes {
     writes: RwLock<Site>,
     /// The bucket, while it has not answered since the store opened.
     unreached: Mutex<Option<Unreached>>,
+    /// The highest pack id a late check of the bucket found: new segment
+    /// ids go past it. Set before `unreached` is cleared, so that whoever
+    /// finds the bucket checked finds it too.
+    floor: AtomicU64,
 }
 
 /// A bucket that gave no answer when the store opened (see
@@ -60,6 +65,7 @@ impl Homes {
             sites: RwLock::new(HashMap::new()),
             writes: RwLock::new(writes),
             unreached: Mutex::new(None),
+            floor: AtomicU64::new(0),
         };
         if let Some(bucket) = bucket {
             homes.attach(bucket);
@@ -67,13 +73,14 @@ impl Homes {
         homes
     }
 
-    /// Marks the bucket as one the open could not reach (`why`): until
+    /// Marks the bucket as one the open could not reach (`why`): the
+    /// open's reconciliation then keeps every local copy of a segment
+    /// committed to it and checks none of its packs, and until
     /// [`reach`](Self::reach) has run `check` (that its prefix is the
-    /// store's) and listed its packs, nothing is written to it or deleted
-    /// from it, and the open's reconciliation keeps every local copy of a
-    /// segment committed to it and checks none of its packs. Reads go to
-    /// it as ever: each record is verified by its hash, and a missing pack
-    /// is damage only once the prefix is known to be the store's.
+    /// store's) and listed its packs, no segment is started in either home
+    /// (its id might be a pack's), nothing is deleted from it, and nothing
+    /// is read from it: what a prefix not known to be the store's holds or
+    /// lacks says nothing of the store.
     #[cfg_attr(
         not(feature = "s3"),
         expect(
@@ -85,21 +92,26 @@ impl Homes {
         *self.unreached.lock() = Some(Unreached { check, why });
     }
 
+    /// Whether the bucket has not answered since the store opened.
+    pub(crate) fn deferred(&self) -> bool {
+        self.unreached.lock().is_some()
+    }
+
     /// Checks the bucket the open could not reach, if it has not answered
-    /// since: its claim, then its packs' ids. `None` if there was nothing
-    /// to check; else the highest pack id it holds (0 for none), past
-    /// which new segment ids must go, since packs no commit names (an
-    /// upload cut off before its commit) keep their names.
+    /// since: its claim, then its packs' ids, the highest of which becomes
+    /// the [`id_floor`](Self::id_floor), since packs no commit names (an
+    /// upload cut off before its commit) keep their names. Nothing to do
+    /// for a bucket checked at open, or for none.
     ///
     /// # Errors
     ///
     /// [`Fault::Io`] if it still gives no answer, or says its prefix is not
     /// the store's; the store is then left as it was, and the next write
-    /// asks again.
-    pub(crate) fn reach(&self) -> Result<Option<u64>> {
+    /// or read of the bucket asks again.
+    pub(crate) fn reach(&self) -> Result<()> {
         let mut pending = self.unreached.lock();
         let (Some(unreached), Some(bucket)) = (pending.as_ref(), self.bucket.get()) else {
-            return Ok(None);
+            return Ok(());
         };
         (unreached.check)().map_err(|e| {
             Fault::io(
@@ -112,8 +124,15 @@ impl Homes {
             )
         })?;
         let highest = bucket.lengths()?.keys().max().copied().unwrap_or(0);
+        self.floor.fetch_max(highest, Ordering::SeqCst);
         *pending = None;
-        Ok(Some(highest))
+        Ok(())
+    }
+
+    /// The highest pack id a late [`reach`](Self::reach) found in the
+    /// bucket (0 if none ran): new segment ids go past it.
+    pub(crate) fn id_floor(&self) -> u64 {
+        self.floor.load(Ordering::SeqCst)
     }
 
     /// Gives the store a bucket; false if it had one already (which stays).
@@ -179,16 +198,29 @@ impl Homes {
     /// as a lost segment.
     pub(crate) fn read(&self, id: u64, range: Range<u64>) -> std::result::Result<Bytes, Unreadable> {
         let site = self.site(id);
+        if site == Site::Bucket {
+            self.reach()
+                .map_err(|e| Unreadable::Io(format!("reading pack {id}"), std::io::Error::other(e.to_string())))?;
+        }
         match self.home(site).unwrap_or(&*self.disk).read(id, range.clone()) {
             Err(Unreadable::Lost(_)) if self.site(id) != site => self.of(id).read(id, range),
-            // A pack missing from a prefix not yet known to be the store's
-            // says nothing of the store.
-            Err(Unreadable::Lost(what)) if site == Site::Bucket => match self.reach() {
-                Ok(_) => Err(Unreadable::Lost(what)),
-                Err(e) => Err(Unreadable::Io(what, std::io::Error::other(e.to_string()))),
-            },
             other => other,
         }
+    }
+
+    /// As [`lengths`](Self::lengths), of the homes the open's
+    /// reconciliation looked at: the local disk alone while the bucket has
+    /// not answered (its segments were not found damaged), so that the
+    /// open asks nothing more of it.
+    ///
+    /// # Errors
+    ///
+    /// A listing's.
+    pub(crate) fn reconciled_lengths(&self) -> Result<BTreeMap<u64, u64>> {
+        if self.deferred() {
+            return self.disk.lengths();
+        }
+        self.lengths()
     }
 
     /// The length of every segment held, by id, each from its own home
@@ -197,8 +229,10 @@ impl Homes {
     ///
     /// # Errors
     ///
-    /// A listing's.
+    /// A listing's; [`reach`](Self::reach)'s for a bucket that has not
+    /// answered since the open.
     pub(crate) fn lengths(&self) -> Result<BTreeMap<u64, u64>> {
+        self.reach()?;
         let mut out = self.disk.lengths()?;
         let Some(bucket) = self.bucket.get() else {
             return Ok(out);

@@ -80,7 +80,7 @@ impl Inner {
         }
         // One listing. One that fails marks nothing: damage is recorded
         // only where it was seen, and reads of what is lost fail anyway.
-        let Ok(lengths) = self.blobs.lengths() else {
+        let Ok(lengths) = self.blobs.homes().reconciled_lengths() else {
             return ShortSegments::new();
         };
         self.recovery

@@ -32,7 +32,8 @@ fn writes_to_disk(meta: &Meta) -> Result<bool, OpenError> {
 /// Opens the homes of the store at `root`: the local disk's segment
 /// directory, and the bucket the store records if it does (reached as
 /// `options.bucket` says, else as the AWS environment variables say). A
-/// new store given a bucket records it.
+/// new store given a bucket records it. `holds_packs`: whether the store
+/// has committed segments to its bucket.
 ///
 /// # Errors
 ///
@@ -43,7 +44,7 @@ fn writes_to_disk(meta: &Meta) -> Result<bool, OpenError> {
 ///   or the bucket answers that it is not this store's (or refuses the
 ///   request). A bucket that gives no answer is not an error: it is
 ///   checked when it is first written to ([`Homes::defer_bucket`]).
-pub(crate) fn open(root: &Path, meta: &Meta, options: &StoreOptions) -> Result<Homes, OpenError> {
+pub(crate) fn open(root: &Path, meta: &Meta, options: &StoreOptions, holds_packs: bool) -> Result<Homes, OpenError> {
     let disk: Arc<dyn Home> = Arc::new(Disk::new(options.fs.clone(), root.join(crate::blob::SEGMENTS_DIR)));
     let recorded = recorded(meta)?;
     #[cfg(feature = "s3")]
@@ -89,7 +90,7 @@ pub(crate) fn open(root: &Path, meta: &Meta, options: &StoreOptions) -> Result<H
         } else {
             Site::Bucket
         };
-        let checked = bucket.check_claim(&claim);
+        let checked = bucket.check_claim(&claim, holds_packs);
         let homes = Homes::new(disk, Some(bucket.clone()), writes);
         match checked {
             Ok(()) => {}
@@ -98,7 +99,11 @@ pub(crate) fn open(root: &Path, meta: &Meta, options: &StoreOptions) -> Result<H
             // local disk, are served, and the bucket is checked when it is
             // first written to (DESIGN.md §15).
             Err(crate::blob::Unchecked::Unanswered(e)) => homes.defer_bucket(
-                Box::new(move || bucket.check_claim(&claim).map_err(crate::blob::Unchecked::into_io)),
+                Box::new(move || {
+                    bucket
+                        .check_claim(&claim, holds_packs)
+                        .map_err(crate::blob::Unchecked::into_io)
+                }),
                 e.to_string(),
             ),
             Err(crate::blob::Unchecked::Refused(source)) => {
@@ -110,6 +115,8 @@ pub(crate) fn open(root: &Path, meta: &Meta, options: &StoreOptions) -> Result<H
         }
         Ok(homes)
     }
+    #[cfg(not(feature = "s3"))]
+    let _ = holds_packs;
     #[cfg(not(feature = "s3"))]
     match recorded {
         None => Ok(Homes::new(disk, None, Site::Disk)),

@@ -405,7 +405,8 @@ impl Store {
             committed.insert(id, (rec.committed_len, rec.site));
         }
         let health = Arc::new(Health::default());
-        let homes = home::open(&root, &meta, &options)?;
+        let holds_packs = committed.values().any(|&(_, site)| site == crate::blob::Site::Bucket);
+        let homes = home::open(&root, &meta, &options, holds_packs)?;
         if let Some(id) = committed
             .iter()
             .find(|(_, &(_, site))| homes.home(site).is_none())

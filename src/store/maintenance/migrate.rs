@@ -175,7 +175,7 @@ impl Store {
         }
         // Nothing moves to or from a bucket the open could not reach until
         // it answers as the store's.
-        inner.blobs.reach_bucket()?;
+        inner.blobs.homes().reach()?;
         inner.send_new_segments_to(site)?;
         // Segments sealed into the other home by uploads before the switch
         // are committed first, so that the scan below sees them.
