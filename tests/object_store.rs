@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::weed::{self, Weed, BUCKET};
 use common::{data, BIG};
-use keepsake::{BucketOptions, Content, DedupMode, OpenError, ReadError, Store, StoreOptions, Upload};
+use keepsake::{BlobHome, BucketOptions, Content, DedupMode, OpenError, ReadError, Store, StoreOptions, Upload};
 
 /// A store in a fresh directory with its blobs under `prefix` of `server`.
 fn bucket_store(server: &Weed, prefix: &str) -> (tempfile::TempDir, Store) {
@@ -867,6 +867,54 @@ fn a_bucket_that_answers_late_gives_new_packs_names_past_the_ones_no_commit_name
         "the uncommitted pack is kept, not taken"
     );
     assert!(store.verify(true).unwrap().ok);
+}
+
+#[test]
+fn a_local_copy_kept_by_an_open_without_the_bucket_is_not_deleted_for_a_pack_that_is_gone() {
+    need_weed!();
+    let switch = Switch::new("kept-copy");
+    let dir = tempfile::tempdir().unwrap();
+    let photo = data(1, BIG);
+    // A local store whose photo moves into the bucket; its segment file,
+    // as it was, kept aside.
+    let (file, aside) = {
+        let store = Store::open(dir.path()).unwrap();
+        let u = store.user("u").unwrap();
+        let album = u.ensure_album("A").unwrap();
+        let file = u
+            .upload(album, "p.jpg", Content::from(photo.clone()), DedupMode::Hash)
+            .unwrap()
+            .file_id;
+        let aside: Vec<_> = common::segment_files(dir.path())
+            .into_iter()
+            .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+            .collect();
+        let report = store
+            .migrate_blobs(&BlobHome::Bucket(Box::new(switch.bucket())), &mut |_| {})
+            .unwrap();
+        assert!(report.done, "{report:?}");
+        (file, aside)
+    };
+    // What a crash between the move's commit and the local file's removal
+    // leaves, and then the pack lost: the local file is the only copy.
+    for (path, bytes) in &aside {
+        std::fs::write(path, bytes).unwrap();
+    }
+    let server = weed::shared();
+    for key in packs(server, &switch.prefix) {
+        server.delete(&key);
+    }
+    // Opened without an answer from the bucket, the store cannot know the
+    // pack is gone; the migration back that follows must not trade the
+    // local copy for it.
+    switch.set_down(true);
+    let store = reopen(dir.path(), switch.bucket());
+    switch.set_down(false);
+    let report = store.migrate_blobs(&BlobHome::LocalDisk, &mut |_| {}).unwrap();
+    assert!(report.done, "{report:?}");
+    assert_eq!(&store.user("u").unwrap().read(file).unwrap()[..], &photo[..]);
+    let verified = store.verify(true).unwrap();
+    assert!(verified.ok, "{:?}", verified.problems);
 }
 
 #[test]

@@ -198,6 +198,9 @@ fn io_error(e: object_store::Error) -> io::Error {
         object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
             io::ErrorKind::AlreadyExists
         }
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+            io::ErrorKind::PermissionDenied
+        }
         _ => io::ErrorKind::Other,
     };
     let mut message = e.to_string();
@@ -488,9 +491,19 @@ impl Bucket {
             Ok(found) if found == claim.as_bytes() => Ok(()),
             Ok(_) => Err(refused(format!("{} belongs to another store", self.url))),
             Err(object_store::Error::NotFound { .. }) => {
+                // The listing and the claim's PUT are told apart as the GET
+                // is: `io_error` gives object_store's `Generic` (and only
+                // the rarer errors it has no kind for) as `Other`.
+                let unanswered_or_refused = |e: io::Error| match e.kind() {
+                    io::ErrorKind::Other => Unchecked::Unanswered(e),
+                    _ => Unchecked::Refused(e),
+                };
                 let empty = self
                     .lengths()
-                    .map_err(|e| Unchecked::Unanswered(io::Error::other(e.to_string())))?
+                    .map_err(|e| match e {
+                        Fault::Io { source, .. } => unanswered_or_refused(source),
+                        other => Unchecked::Refused(io::Error::other(other.to_string())),
+                    })?
                     .is_empty();
                 if !empty {
                     return Err(refused(format!(
@@ -505,7 +518,7 @@ impl Bucket {
                         self.url
                     )));
                 }
-                self.claim(claim).map_err(Unchecked::Refused)
+                self.claim(claim).map_err(unanswered_or_refused)
             }
             Err(e @ object_store::Error::Generic { .. }) => Err(Unchecked::Unanswered(io_error(e))),
             Err(e) => Err(Unchecked::Refused(io_error(e))),

@@ -483,7 +483,8 @@ impl BlobLog {
     fn start_segment(&self) -> Result<Active> {
         // A new id may be a pack's that no commit names, in a bucket the
         // open could not list ([`Homes::reach`]); `append` has asked it
-        // already, outside the active lock, so this is no request.
+        // already, outside the active lock, so this is no request unless
+        // the check failed meanwhile.
         self.homes.reach()?;
         let id = {
             let mut next = self.next_id.lock();
@@ -535,16 +536,20 @@ impl BlobLog {
     /// ([`outboard::wanted`]) comes with it, made as the bytes went by.
     pub(crate) fn append(&self, hash: ContentHash, data: RecordData<'_>, what: &str) -> Result<Appended<'_>> {
         self.health.check()?;
-        // The network is asked before the lock every append and commit
-        // takes: a bucket without an answer holds no one else up.
-        if self.homes.deferred() {
+        let length = data.len();
+        let full = |active: &Option<Active>| {
+            active.as_ref().is_none_or(|a| {
+                a.len > SEGMENT_HEADER_LEN as u64 && a.len + RECORD_HEADER_LEN as u64 + length > self.target_size
+            })
+        };
+        // A new segment waits for a bucket without an answer to be checked
+        // (`start_segment`); that is asked here, before the lock every
+        // append and commit takes, so that the wait holds no one else up.
+        if self.homes.deferred() && full(&self.active.lock()) {
             self.homes.reach()?;
         }
-        let length = data.len();
         let mut guard = self.active.lock();
-        let full = guard.as_ref().is_none_or(|a| {
-            a.len > SEGMENT_HEADER_LEN as u64 && a.len + RECORD_HEADER_LEN as u64 + length > self.target_size
-        });
+        let full = full(&guard);
         if full {
             self.roll(&mut guard)?;
         }
@@ -708,6 +713,9 @@ impl BlobLog {
     /// The record headers in the committed part (`committed` bytes) of
     /// segment `id`, for compaction and repair: see [`home::scan`].
     pub(crate) fn scan(&self, id: u64, committed: u64) -> std::result::Result<(Vec<RecordHeader>, ScanEnd), String> {
+        if self.homes.site(id) == Site::Bucket {
+            self.homes.reach().map_err(|e| e.to_string())?;
+        }
         home::scan(self.homes.of(id), id, committed).map_err(|e| e.to_string())
     }
 

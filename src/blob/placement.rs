@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -45,6 +45,12 @@ pub(crate) struct Homes {
     /// ids go past it. Set before `unreached` is cleared, so that whoever
     /// finds the bucket checked finds it too.
     floor: AtomicU64,
+    /// Whether `unreached` holds a bucket: read without its lock, which a
+    /// check holds for as long as its requests take.
+    deferred: AtomicBool,
+    /// How many late checks have ended: a caller that waited for one to
+    /// end takes its failure instead of waiting out the retries again.
+    checks: AtomicU64,
 }
 
 /// A bucket that gave no answer when the store opened (see
@@ -54,6 +60,8 @@ struct Unreached {
     check: Box<dyn Fn() -> std::io::Result<()> + Send + Sync>,
     /// What the open was told.
     why: String,
+    /// Why the last late check failed.
+    failed: Option<String>,
 }
 
 impl Homes {
@@ -66,6 +74,8 @@ impl Homes {
             writes: RwLock::new(writes),
             unreached: Mutex::new(None),
             floor: AtomicU64::new(0),
+            deferred: AtomicBool::new(false),
+            checks: AtomicU64::new(0),
         };
         if let Some(bucket) = bucket {
             homes.attach(bucket);
@@ -89,12 +99,17 @@ impl Homes {
         )
     )]
     pub(crate) fn defer_bucket(&self, check: Box<dyn Fn() -> std::io::Result<()> + Send + Sync>, why: String) {
-        *self.unreached.lock() = Some(Unreached { check, why });
+        *self.unreached.lock() = Some(Unreached {
+            check,
+            why,
+            failed: None,
+        });
+        self.deferred.store(true, Ordering::SeqCst);
     }
 
     /// Whether the bucket has not answered since the store opened.
     pub(crate) fn deferred(&self) -> bool {
-        self.unreached.lock().is_some()
+        self.deferred.load(Ordering::SeqCst)
     }
 
     /// Checks the bucket the open could not reach, if it has not answered
@@ -106,26 +121,48 @@ impl Homes {
     /// # Errors
     ///
     /// [`Fault::Io`] if it still gives no answer, or says its prefix is not
-    /// the store's; the store is then left as it was, and the next write
-    /// or read of the bucket asks again.
+    /// the store's; the store is then left as it was. Callers that queued
+    /// behind a check that failed get its error at once (an outage does
+    /// not make a hundred readers wait out the retries in turn); a call
+    /// that queued behind none asks again.
     pub(crate) fn reach(&self) -> Result<()> {
+        if !self.deferred() {
+            return Ok(());
+        }
+        let seen = self.checks.load(Ordering::SeqCst);
         let mut pending = self.unreached.lock();
-        let (Some(unreached), Some(bucket)) = (pending.as_ref(), self.bucket.get()) else {
+        let (Some(unreached), Some(bucket)) = (pending.as_mut(), self.bucket.get()) else {
             return Ok(());
         };
-        (unreached.check)().map_err(|e| {
-            Fault::io(
-                format!(
-                    "checking that {} is this store's (it could not be reached when the store opened: {})",
-                    bucket.name(),
-                    unreached.why
-                ),
-                e,
-            )
-        })?;
-        let highest = bucket.lengths()?.keys().max().copied().unwrap_or(0);
+        let context = format!(
+            "checking that {} is this store's (it could not be reached when the store opened: {})",
+            bucket.name(),
+            unreached.why
+        );
+        if let Some(why) = unreached
+            .failed
+            .as_ref()
+            .filter(|_| self.checks.load(Ordering::SeqCst) != seen)
+        {
+            return Err(Fault::io(
+                "the check of the bucket this waited for",
+                std::io::Error::other(why.clone()),
+            ));
+        }
+        let checked = (unreached.check)()
+            .map_err(|e| Fault::io(context, e))
+            .and_then(|()| bucket.lengths());
+        self.checks.fetch_add(1, Ordering::SeqCst);
+        let highest = match checked {
+            Ok(lengths) => lengths.keys().max().copied().unwrap_or(0),
+            Err(e) => {
+                unreached.failed = Some(e.to_string());
+                return Err(e);
+            }
+        };
         self.floor.fetch_max(highest, Ordering::SeqCst);
         *pending = None;
+        self.deferred.store(false, Ordering::SeqCst);
         Ok(())
     }
 
@@ -264,7 +301,7 @@ impl Homes {
         let (on_disk, in_bucket) = (at(Site::Disk), at(Site::Bucket));
         let out = match self.bucket.get() {
             None => self.disk.reconcile(&on_disk, &Elsewhere::new())?,
-            Some(bucket) if self.unreached.lock().is_some() => {
+            Some(bucket) if self.deferred() => {
                 // Nothing is known of the packs: every local copy stays.
                 let unknown: Elsewhere = in_bucket.keys().map(|&id| (id, None)).collect();
                 let mut out = self.disk.reconcile(&on_disk, &unknown)?;

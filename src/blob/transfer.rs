@@ -46,7 +46,9 @@ pub(crate) struct LocalSide<'a> {
 
 /// Copies bytes `0..len` of sealed segment `id` to the home at `to`, and
 /// checks the copy; `live` says which records blobs point at (those are
-/// hashed).
+/// hashed). To the local disk, a file of that id already there is taken
+/// if its live records all check, and replaced only once the pack is
+/// known to reach `len`.
 ///
 /// # Errors
 ///
@@ -121,10 +123,33 @@ pub(crate) fn copy(
             })
         }
         Site::Disk => {
-            // A file of this id is a copy an earlier run left uncommitted.
-            dest.remove(id)?;
             let path = local.dir.join(segment_name(id));
             let io = |e| Fault::io(format!("writing {}", path.display()), e);
+            // A file of this id is a copy an earlier run left uncommitted,
+            // or one an open kept because the pack was not known whole (a
+            // bucket without an answer then, §15). One whose every live
+            // record checks is the segment: it is made durable and taken.
+            if let Ok(file) = local.fs.open(&path) {
+                if check_records(dest, id, len, live).is_ok_and(|damaged| damaged.is_empty()) {
+                    file.sync_data().map_err(io)?;
+                    local.fs.sync_dir(local.dir).map_err(io)?;
+                    return Ok(Copied {
+                        written: false,
+                        damaged: Vec::new(),
+                    });
+                }
+                // Any other goes only once the pack is known to reach its
+                // committed length: it may hold what the pack lacks.
+                if len > 0 {
+                    from.read(id, len - 1..len).map_err(|e| {
+                        Fault::io(
+                            format!("reading the end of segment {id}, before replacing its local copy"),
+                            io::Error::other(e.to_string()),
+                        )
+                    })?;
+                }
+            }
+            dest.remove(id)?;
             let file = local.fs.create(&path).map_err(io)?;
             let mut at = 0;
             while at < len {

@@ -43,7 +43,7 @@ fn writes_to_disk(meta: &Meta) -> Result<bool, OpenError> {
 /// - [`OpenError::Io`] if the bucket's client cannot be made (a bad URL),
 ///   or the bucket answers that it is not this store's (or refuses the
 ///   request). A bucket that gives no answer is not an error: it is
-///   checked when it is first written to ([`Homes::defer_bucket`]).
+///   checked when it is first needed ([`Homes::defer_bucket`]).
 pub(crate) fn open(root: &Path, meta: &Meta, options: &StoreOptions, holds_packs: bool) -> Result<Homes, OpenError> {
     let disk: Arc<dyn Home> = Arc::new(Disk::new(options.fs.clone(), root.join(crate::blob::SEGMENTS_DIR)));
     let recorded = recorded(meta)?;

@@ -378,9 +378,12 @@ impl Store {
     /// - [`OpenError::Blobs`] if the options name a bucket the store does not keep
     ///   its blobs in, or the store keeps them in a bucket and this build has no
     ///   `s3` feature.
-    /// - [`OpenError::Io`] also if the store's bucket cannot be reached, is not
-    ///   this store's (another store claimed the prefix), or refuses a request
-    ///   after its retries.
+    /// - [`OpenError::Io`] also if the store's bucket answers that it is not
+    ///   this store's (another store claimed the prefix, or it holds none of
+    ///   the store's packs), or refuses the request (no such bucket,
+    ///   credentials refused). A bucket that gives no answer (no connection,
+    ///   timeouts, 5xx after the retries) is not an error: the store opens
+    ///   with a recovery note, and checks the bucket when it first needs it.
     ///
     /// ```
     /// use keepsake::{Store, StoreOptions};

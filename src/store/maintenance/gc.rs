@@ -164,6 +164,9 @@ impl Inner {
     }
 
     fn compact_segments(&self, report: &mut GcReport) -> Result<()> {
+        // Compaction removes segments: none from a bucket not yet known to
+        // be the store's (§15), whose removal would fail after its commit.
+        self.blobs.homes().reach()?;
         self.compact_segments_below(self.blobs.sealed_below(), report)
     }
 
