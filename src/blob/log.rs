@@ -543,14 +543,15 @@ impl BlobLog {
             })
         };
         // A new segment waits for a bucket without an answer to be checked
-        // (`start_segment`); that is asked here, before the lock every
-        // append and commit takes, so that the wait holds no one else up.
-        if self.homes.deferred() && full(&self.active.lock()) {
-            self.homes.reach()?;
-        }
+        // (`start_segment`); that is asked with the lock every append and
+        // commit takes let go, so that the wait holds no one else up.
         let mut guard = self.active.lock();
-        let full = full(&guard);
-        if full {
+        while full(&guard) && self.homes.deferred() {
+            drop(guard);
+            self.homes.reach()?;
+            guard = self.active.lock();
+        }
+        if full(&guard) {
             self.roll(&mut guard)?;
         }
         let active = guard.as_mut().expect("rolled above");

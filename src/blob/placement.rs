@@ -60,8 +60,8 @@ struct Unreached {
     check: Box<dyn Fn() -> std::io::Result<()> + Send + Sync>,
     /// What the open was told.
     why: String,
-    /// Why the last late check failed.
-    failed: Option<String>,
+    /// How the last late check failed.
+    failed: Option<Fault>,
 }
 
 impl Homes {
@@ -139,15 +139,12 @@ impl Homes {
             bucket.name(),
             unreached.why
         );
-        if let Some(why) = unreached
+        if let Some(failed) = unreached
             .failed
             .as_ref()
             .filter(|_| self.checks.load(Ordering::SeqCst) != seen)
         {
-            return Err(Fault::io(
-                "the check of the bucket this waited for",
-                std::io::Error::other(why.clone()),
-            ));
+            return Err(failed.replicate());
         }
         let checked = (unreached.check)()
             .map_err(|e| Fault::io(context, e))
@@ -156,7 +153,7 @@ impl Homes {
         let highest = match checked {
             Ok(lengths) => lengths.keys().max().copied().unwrap_or(0),
             Err(e) => {
-                unreached.failed = Some(e.to_string());
+                unreached.failed = Some(e.replicate());
                 return Err(e);
             }
         };

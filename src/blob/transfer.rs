@@ -15,7 +15,7 @@ use std::io;
 use std::path::Path;
 
 use super::disk::segment_name;
-use super::format::{RecordHeader, RECORD_HEADER_LEN};
+use super::format::{RecordHeader, SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use super::home::{self, Home, Unreadable};
 use super::placement::{Homes, Site};
 use crate::error::{Fault, Result};
@@ -127,10 +127,19 @@ pub(crate) fn copy(
             let io = |e| Fault::io(format!("writing {}", path.display()), e);
             // A file of this id is a copy an earlier run left uncommitted,
             // or one an open kept because the pack was not known whole (a
-            // bucket without an answer then, §15). One whose every live
-            // record checks is the segment: it is made durable and taken.
-            if let Ok(file) = local.fs.open(&path) {
-                if check_records(dest, id, len, live).is_ok_and(|damaged| damaged.is_empty()) {
+            // bucket without an answer then, §15). One with its own header
+            // and every live record checking is the segment: it is made
+            // durable and taken.
+            let found = match local.fs.open(&path) {
+                Ok(file) => Some(file),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Fault::io(format!("opening {}", path.display()), e)),
+            };
+            if let Some(file) = found {
+                let own_header = dest
+                    .read(id, 0..SEGMENT_HEADER_LEN as u64)
+                    .is_ok_and(|h| SegmentHeader::decode(&h).is_ok_and(|h| h.id == id));
+                if own_header && check_records(dest, id, len, live).is_ok_and(|damaged| damaged.is_empty()) {
                     file.sync_data().map_err(io)?;
                     local.fs.sync_dir(local.dir).map_err(io)?;
                     return Ok(Copied {

@@ -384,9 +384,12 @@ impl Inner {
             Ok(Some(true))
         })?;
         if switched != Some(true) {
-            // The copy serves nothing.
-            if let Some(dest) = self.blobs.homes().home(site) {
-                dest.remove(id)?;
+            // The copy serves nothing: one this run wrote, or any once the
+            // segment is gone. A copy it found there stays, as it was.
+            if copied.written || switched.is_none() {
+                if let Some(dest) = self.blobs.homes().home(site) {
+                    dest.remove(id)?;
+                }
             }
             return Ok(if switched.is_none() {
                 Moved::Nothing
