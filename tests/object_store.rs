@@ -823,6 +823,10 @@ fn a_bucket_that_does_not_answer_at_open_leaves_the_store_open_and_is_checked_be
         "{refused}"
     );
     assert_eq!(u.files().unwrap().len(), 1);
+    // Nor is an unanswered bucket taken for an empty one: a check of the
+    // store, or a GC, fails rather than report or remove anything.
+    assert!(store.verify(true).is_err());
+    assert!(store.gc_with_grace(Duration::ZERO).is_err());
 
     // Once it answers, the same open store reads and writes, and nothing
     // was marked damaged meanwhile.
